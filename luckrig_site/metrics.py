@@ -1,0 +1,54 @@
+"""Prometheus metrics at /metrics.
+
+Request counts are per process (scrape each Daphne process, as Prometheus expects of counters); tokens
+issued and nodes by status are read from the database at scrape time, so they agree across processes and
+survive restarts."""
+
+from django.db.models import Count
+from django.http import HttpResponse
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+HTTP_REQUESTS = Counter(
+    "luckrig_http_requests", "HTTP requests served by this process", ["method", "status"], registry=REGISTRY
+)
+
+_METHODS = {"GET", "POST", "PATCH", "PUT", "DELETE", "HEAD", "OPTIONS"}
+
+
+def count_request(method: str, status: int) -> None:
+    # Bounded label values: an attacker's odd method names must not grow the registry.
+    HTTP_REQUESTS.labels(method if method in _METHODS else "OTHER", str(status)).inc()
+
+
+class DatabaseCollector:
+    """Reads tokens issued and node counts by status from the database on each scrape."""
+
+    def collect(self):
+        from nodes.models import Node
+        from tracker.models import TastingToken
+
+        nodes = GaugeMetricFamily("luckrig_nodes", "Registered nodes by status (listed or not)", labels=["status"])
+        counts = {s: 0 for s in Node.Status.values}
+        for row in Node.objects.values("status").annotate(n=Count("id")):
+            counts[row["status"]] = row["n"]
+        for status, n in sorted(counts.items()):
+            nodes.add_metric([status], n)
+        yield nodes
+
+        tokens = CounterMetricFamily("luckrig_tokens_issued", "Tasting tokens issued", labels=["tier", "crypto_mode"])
+        for row in TastingToken.objects.values("tier", "crypto_mode").annotate(n=Count("jti")).order_by():
+            tokens.add_metric([row["tier"], row["crypto_mode"]], row["n"])
+        yield tokens
+
+    def describe(self):
+        return []
+
+
+REGISTRY.register(DatabaseCollector())
+
+
+def metrics_view(request):
+    return HttpResponse(generate_latest(REGISTRY), content_type="text/plain; version=0.0.4; charset=utf-8")

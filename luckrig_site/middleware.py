@@ -1,0 +1,37 @@
+"""Cross-cutting HTTP middleware: body size limit (413 before anything reads the body) and request metrics."""
+
+from django.conf import settings
+from django.http import JsonResponse
+
+from luckrig_site import metrics
+
+
+class BodySizeLimitMiddleware:
+    """Refuse a declared body over API_MAX_BODY_BYTES with 413 `body_too_large`, without reading it."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        length = request.META.get("CONTENT_LENGTH") or "0"
+        try:
+            declared = int(length)
+        except ValueError:
+            return JsonResponse({"error": "Content-Length is not a number.", "code": "invalid_request"}, status=400)
+        if declared > settings.API_MAX_BODY_BYTES and not request.path.startswith("/admin/"):
+            return JsonResponse(
+                {"error": f"The request body is larger than {settings.API_MAX_BODY_BYTES} bytes.",
+                 "code": "body_too_large"},
+                status=413,
+            )
+        return self.get_response(request)
+
+
+class RequestMetricsMiddleware:
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        metrics.count_request(request.method, response.status_code)
+        return response

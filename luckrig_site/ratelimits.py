@@ -1,0 +1,57 @@
+"""Per-IP rate limits on write endpoints, with django-ratelimit's counters (a shared cache in production).
+
+django-ratelimit's own decorator raises `Ratelimited` without saying when the window ends; clients need
+`Retry-After`, so this wraps its `is_ratelimited` core and computes the end of the same fixed window."""
+
+import functools
+import re
+import time
+import zlib
+
+from django.conf import settings
+from django_ratelimit.core import is_ratelimited
+
+from luckrig_site.api_errors import ApiError
+from luckrig_site.clientip import ip_hash, ratelimit_key
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_RATE = re.compile(r"^(\d+)/(\d*)([smhd])$")
+
+
+def period_of(rate: str) -> int:
+    match = _RATE.match(rate)
+    if not match:
+        raise ValueError(f"bad rate {rate!r}: expected like 5/d or 30/10m")
+    return int(match.group(2) or 1) * _UNITS[match.group(3)]
+
+
+def seconds_left_in_window(value: str, period: int, now: int | None = None) -> int:
+    """The same window django-ratelimit uses: aligned to the period, offset by crc32 of the key value."""
+    ts = int(time.time()) if now is None else now
+    if period == 1:
+        return 1
+    window = ts - (ts % period) + (zlib.crc32(value.encode()) % period)
+    if window < ts:
+        window += period
+    return max(1, window - ts)
+
+
+def limit(rate_setting: str, group: str, code: str = "ip_rate_limited"):
+    """Class decorator: limit the view's POST per client IP at the rate named by `rate_setting`."""
+
+    def decorate(view_class):
+        original = view_class.post
+
+        @functools.wraps(original)
+        def post(self, request, *args, **kwargs):
+            rate = getattr(settings, rate_setting)
+            if is_ratelimited(request, group=group, key=ratelimit_key, rate=rate, method="POST", increment=True):
+                retry = seconds_left_in_window(ip_hash(request), period_of(rate))
+                raise ApiError(429, code, "Too many requests from this address; try again later.",
+                               extra={"retry_after_sec": retry}, headers={"Retry-After": str(retry)})
+            return original(self, request, *args, **kwargs)
+
+        view_class.post = post
+        return view_class
+
+    return decorate

@@ -1,0 +1,246 @@
+"""LuckRig tracker settings: one file, every difference between a laptop and production comes from the
+environment (12-factor). Defaults are for development: SQLite in data/, in-memory channel layer, local-memory
+cache. `REDIS_URL` switches the channel layer and the cache to Redis; `DATABASE_URL` switches the database."""
+
+import os
+import secrets
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_str(name: str, default: str = "") -> str:
+    """A setting from the environment, or from the file named by NAME_FILE (for secrets)."""
+    file_name = os.environ.get(f"{name}_FILE")
+    if file_name:
+        return Path(file_name).read_text().strip()
+    return os.environ.get(name, default)
+
+
+def env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value not in (None, "") else default
+
+
+def env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    return float(value) if value not in (None, "") else default
+
+
+def env_list(name: str, default: str = "") -> list[str]:
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+DATA_DIR = Path(os.environ.get("DATA_DIR", BASE_DIR / "data"))
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+DEBUG = env_bool("DEBUG", False)
+
+# Without SECRET_KEY a random key is generated once into data/ so that a laptop needs no setup and no secret is
+# ever committed. A system check (luckrig.E001) refuses this fallback when DEBUG is off.
+SECRET_KEY = env_str("SECRET_KEY")
+SECRET_KEY_FROM_ENV = bool(SECRET_KEY)
+if not SECRET_KEY:
+    _key_file = DATA_DIR / "dev_secret_key"
+    if not _key_file.exists():
+        _fd = os.open(_key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(_fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(50))
+    SECRET_KEY = _key_file.read_text().strip()
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]")
+SITE_URL = os.environ.get("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", SITE_URL)
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "channels",
+    "nodes",
+    "tracker",
+    "moderation",
+    "showcase",
+]
+
+MIDDLEWARE = [
+    "luckrig_site.middleware.RequestMetricsMiddleware",
+    "luckrig_site.middleware.BodySizeLimitMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "luckrig_site.urls"
+ASGI_APPLICATION = "luckrig_site.asgi.application"
+WSGI_APPLICATION = "luckrig_site.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": dj_database_url.config(
+        default=f"sqlite:///{DATA_DIR / 'luckrig.sqlite3'}",
+        conn_max_age=env_int("DB_CONN_MAX_AGE", 0),
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL lets the monitor write while Daphne reads; the timeout absorbs short write contention.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {"timeout": 20, "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"}
+    )
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = os.environ.get("REDIS_URL", "")
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "prefix": os.environ.get("REDIS_PREFIX", "luckrig")},
+        }
+    }
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": os.environ.get("REDIS_PREFIX", "luckrig"),
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "luckrig"}}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", BASE_DIR / "staticfiles"))
+
+# --- HTTP hardening: on unless DEBUG (check --deploy is clean with production variables) ---
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+if not DEBUG:
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    # /api/health and /metrics are probed over plain HTTP from inside the deployment.
+    SECURE_REDIRECT_EXEMPT = [r"^api/health$", r"^metrics$"]
+
+# Largest request body the tracker reads, in bytes (bigger → 413 body_too_large).
+API_MAX_BODY_BYTES = env_int("API_MAX_BODY_BYTES", 64 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
+
+REST_FRAMEWORK = {
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["luckrig_site.api_errors.StrictJSONParser"],
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
+    "UNAUTHENTICATED_USER": None,
+    "EXCEPTION_HANDLER": "luckrig_site.api_errors.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "LuckRig tracker API",
+    "DESCRIPTION": "The public registry of LuckRig rigs, tasting tokens and contributions. See docs/api.md.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# --- LuckRig ---
+# Proxies whose X-Forwarded-For is believed (IPs or CIDRs). Empty: the socket peer is the client.
+TRUSTED_PROXIES = env_list("TRUSTED_PROXIES")
+# Let nodes and fingerprint checks point at private / loopback addresses (a laptop or a LAN demo).
+ALLOW_PRIVATE_NODE_URLS = env_bool("ALLOW_PRIVATE_NODE_URLS", DEBUG)
+TRACKER_SIGNING_KEY_FILE = os.environ.get("TRACKER_SIGNING_KEY_FILE", "")
+# Key rotation: a key published (trusted by agents) before it starts signing, and retired keys that stay
+# published until the last token they signed has expired. Comma-separated PEM files.
+TRACKER_NEXT_SIGNING_KEY_FILE = os.environ.get("TRACKER_NEXT_SIGNING_KEY_FILE", "")
+TRACKER_RETIRED_SIGNING_KEY_FILES = env_list("TRACKER_RETIRED_SIGNING_KEY_FILES")
+
+HEARTBEAT_INTERVAL_SEC = env_int("HEARTBEAT_INTERVAL_SEC", 15)
+MONITOR_INTERVAL_SEC = env_int("MONITOR_INTERVAL_SEC", 30)
+MONITOR_CONCURRENCY = env_int("MONITOR_CONCURRENCY", 20)
+MONITOR_PROBE_TIMEOUT_SEC = env_float("MONITOR_PROBE_TIMEOUT_SEC", 5.0)
+MONITOR_FAILURES_BEFORE_DOWN = env_int("MONITOR_FAILURES_BEFORE_DOWN", 3)
+HEALTH_RETENTION_DAYS = env_int("HEALTH_RETENTION_DAYS", 8)
+
+CONTRIBUTOR_THRESHOLD = env_float("CONTRIBUTOR_THRESHOLD", 1.0)
+TOKEN_TTL_DEFAULT_SEC = env_int("TOKEN_TTL_DEFAULT_SEC", 900)
+TOKEN_TTL_MIN_SEC = env_int("TOKEN_TTL_MIN_SEC", 60)
+TOKEN_TTL_MAX_SEC = env_int("TOKEN_TTL_MAX_SEC", 3600)
+LIMITED_MAX_REQUESTS = env_int("LIMITED_MAX_REQUESTS", 3)
+LIMITED_MAX_OUTPUT_TOKENS = env_int("LIMITED_MAX_OUTPUT_TOKENS", 256)
+LIMITED_TOKENS_PER_DAY = env_int("LIMITED_TOKENS_PER_DAY", 5)
+CONTRIBUTOR_MAX_REQUESTS = env_int("CONTRIBUTOR_MAX_REQUESTS", 30)
+CONTRIBUTOR_MAX_OUTPUT_TOKENS = env_int("CONTRIBUTOR_MAX_OUTPUT_TOKENS", 2048)
+CONTRIBUTOR_TOKENS_PER_DAY = env_int("CONTRIBUTOR_TOKENS_PER_DAY", 200)
+
+# django-ratelimit rates ("N/s|m|h|d") per client IP.
+RATE_CONTRIBUTOR_CREATE = os.environ.get("RATE_CONTRIBUTOR_CREATE", "5/d")
+RATE_TOKEN_CREATE = os.environ.get("RATE_TOKEN_CREATE", "30/m")
+RATE_NODE_WRITE = os.environ.get("RATE_NODE_WRITE", "60/h")
+RATE_FINGERPRINT_VERIFY = os.environ.get("RATE_FINGERPRINT_VERIFY", "30/h")
+RATE_TIMING_UPLOAD = os.environ.get("RATE_TIMING_UPLOAD", "120/h")
+RATELIMIT_ENABLE = env_bool("RATELIMIT_ENABLE", True)
+RATELIMIT_USE_CACHE = "default"
+
+ABUSE_CONTACT = os.environ.get("ABUSE_CONTACT", "abuse@luckrig.invalid")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}

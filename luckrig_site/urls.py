@@ -1,0 +1,34 @@
+from django.contrib import admin
+from django.urls import path
+from django.views.generic import RedirectView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from luckrig_site.metrics import metrics_view
+from nodes.api import NodeMetricsApi, ShowcaseApi
+from tracker import api
+
+handler404 = "luckrig_site.api_errors.not_found_json"
+handler500 = "luckrig_site.api_errors.server_error_json"
+
+urlpatterns = [
+    # The public website arrives with the showcase app's pages; until then / opens the interactive API docs.
+    path("", RedirectView.as_view(url="/api/docs/", permanent=False)),
+    path("admin/", admin.site.urls),
+    path("metrics", metrics_view, name="metrics"),
+    path("api/health", api.HealthApi.as_view(), name="api-health"),
+    path("api/contributors", api.ContributorCreateApi.as_view(), name="api-contributors"),
+    path("api/contributors/me", api.ContributorMeApi.as_view(), name="api-contributor-me"),
+    path("api/nodes", api.NodeCollectionApi.as_view(), name="api-nodes"),
+    path("api/nodes/<str:node_id>", api.NodeItemApi.as_view(), name="api-node"),
+    path("api/nodes/<str:node_id>/heartbeat", api.NodeHeartbeatApi.as_view(), name="api-node-heartbeat"),
+    path("api/nodes/<str:node_id>/usage", api.NodeUsageApi.as_view(), name="api-node-usage"),
+    path("api/nodes/<str:node_id>/metrics", NodeMetricsApi.as_view(), name="api-node-metrics"),
+    path("api/fingerprint/verify", api.FingerprintVerifyApi.as_view(), name="api-fingerprint-verify"),
+    path("api/tokens", api.TokenCreateApi.as_view(), name="api-tokens"),
+    path("api/tracker-keys", api.TrackerKeysApi.as_view(), name="api-tracker-keys"),
+    path("api/replay/timing", api.TimingUploadApi.as_view(), name="api-replay-timing"),
+    path("api/showcase", ShowcaseApi.as_view(), name="api-showcase"),
+    path("api/contributions", api.ContributionsApi.as_view(), name="api-contributions"),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+]

@@ -1,0 +1,100 @@
+"""Public read API over nodes: list, detail, health metrics, showcase. No credentials needed."""
+
+from datetime import timedelta
+
+from django.db.models import Count, Q
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from luckrig_site.api_errors import ApiError
+from luckrig_site.timefmt import iso
+from nodes import queries, schemas
+from nodes.models import HealthSample, Node
+from nodes.presenters import public_node
+
+LIST_PARAMS = [
+    OpenApiParameter("status", str, enum=list(Node.Status.values)),
+    OpenApiParameter("model", str, description="substring of model_name, case-insensitive"),
+    OpenApiParameter("gpu", str, description="substring, case-insensitive"),
+    OpenApiParameter("quantization", str, description="substring, case-insensitive"),
+    OpenApiParameter("min_vram", float),
+    OpenApiParameter("min_ctx", int),
+    OpenApiParameter("tag", str),
+    OpenApiParameter("order", str, enum=list(queries.ORDERS)),
+    OpenApiParameter("page", int),
+    OpenApiParameter("page_size", int, description=f"1 to {queries.MAX_PAGE_SIZE}, default 50"),
+]
+
+
+def get_visible_node(node_id: str) -> Node:
+    """A node reachable by id (public or unlisted, not taken down), else 404 `node_not_found`."""
+    node = Node.objects.visible().select_related("owner").filter(pk=str(node_id)[:64]).first()
+    if node is None:
+        raise ApiError(404, "node_not_found", f"No node {str(node_id)[:64]!r}.")
+    return node
+
+
+def _page_url(request, page: int) -> str:
+    params = request.GET.copy()
+    params["page"] = str(page)
+    return request.build_absolute_uri(request.path) + "?" + params.urlencode()
+
+
+class NodeListApi(APIView):
+    @extend_schema(parameters=LIST_PARAMS, responses={200: schemas.NodeListDoc, 400: schemas.ErrorDoc},
+                   summary="List listed nodes, rarity first")
+    def get(self, request):
+        query = queries.parse_list_query(request.GET)
+        qs = queries.apply(query, Node.objects.listed().select_related("owner"))
+        count = qs.count()
+        start = (query.page - 1) * query.page_size
+        nodes = list(qs[start:start + query.page_size]) if start < count else []
+        return Response({
+            "schema_version": 1,
+            "sort": query.order,
+            "count": count,
+            "next": _page_url(request, query.page + 1) if start + query.page_size < count else None,
+            "previous": _page_url(request, query.page - 1) if query.page > 1 else None,
+            "nodes": [public_node(n) for n in nodes],
+        })
+
+
+class NodeDetailReadMixin:
+    @extend_schema(responses={200: schemas.NodeDetailDoc, 404: schemas.ErrorDoc}, summary="One node")
+    def get(self, request, node_id):
+        return Response({"schema_version": 1, "node": public_node(get_visible_node(node_id))})
+
+
+class NodeMetricsApi(APIView):
+    RECENT = 50
+
+    @extend_schema(responses={200: schemas.NodeMetricsDoc, 404: schemas.ErrorDoc}, summary="Health history")
+    def get(self, request, node_id):
+        node = get_visible_node(node_id)
+        since = timezone.now() - timedelta(days=7)
+        samples = HealthSample.objects.filter(node=node, at__gte=since).aggregate(n=Count("id"))["n"]
+        recent = HealthSample.objects.filter(node=node).order_by("-at").values("at", "status", "latency_ms")[
+            : self.RECENT]
+        return Response({
+            "schema_version": 1,
+            "node_id": node.id,
+            "samples": samples,
+            "uptime_ratio_24h": node.uptime_ratio_24h,
+            "uptime_ratio_7d": node.uptime_ratio_7d,
+            "last_error": node.last_error,
+            "recent": [{"at": iso(r["at"]), "status": r["status"], "latency_ms": r["latency_ms"]} for r in recent],
+        })
+
+
+class ShowcaseApi(APIView):
+    @extend_schema(responses={200: schemas.ShowcaseDoc}, summary="Showcase categories over listed nodes")
+    def get(self, request):
+        winners = Node.objects.listed().filter(~Q(showcase_ids="")).only("id", "showcase")
+        categories = [{"id": b["id"], "label": b["label"], "node_id": n.id, "reason": b["reason"]}
+                      for n in winners for b in n.showcase]
+        order = ["lowest_vram", "cpu_rig", "apple_silicon", "largest_context", "oldest_gpu_generation",
+                 "rarest_combination"]
+        categories.sort(key=lambda c: order.index(c["id"]) if c["id"] in order else len(order))
+        return Response({"schema_version": 1, "categories": categories})

@@ -1,0 +1,151 @@
+"""Rigs and what is measured about them. Derived values (rarity, contribution, uptime, community timing
+p50s, showcase badges) are stored on the row and refreshed when their inputs change, so that the public list
+costs a constant number of queries."""
+
+from django.db import models
+from django.db.models import F, Q
+
+
+class NodeQuerySet(models.QuerySet):
+    def visible(self):
+        """Reachable by id: anything not taken down (unlisted included)."""
+        return self.filter(taken_down_at__isnull=True)
+
+    def listed(self):
+        """On public surfaces: public and not taken down."""
+        return self.visible().filter(visibility=Node.Visibility.PUBLIC)
+
+    def in_default_order(self):
+        return self.order_by(F("rarity_score").desc(), F("vram_gb").asc(nulls_last=True), "created_at", "id")
+
+
+class Node(models.Model):
+    class Visibility(models.TextChoices):
+        PUBLIC = "public"
+        UNLISTED = "unlisted"
+
+    class Status(models.TextChoices):
+        AVAILABLE = "available"
+        BUSY = "busy"
+        UNAVAILABLE = "unavailable"
+        UNKNOWN = "unknown"
+
+    id = models.SlugField(max_length=64, primary_key=True)
+    owner = models.ForeignKey("tracker.Contributor", on_delete=models.CASCADE, related_name="nodes")
+    display_name = models.CharField(max_length=120, blank=True)
+    endpoint_url = models.URLField(max_length=500)
+    health_url = models.URLField(max_length=500)
+    model_name = models.CharField(max_length=120)
+    quantization = models.CharField(max_length=40)
+    lora = models.CharField(max_length=120, blank=True)
+    gpu = models.CharField(max_length=120)
+    vram_gb = models.FloatField(null=True, blank=True)
+    context_length = models.PositiveIntegerField(null=True, blank=True)
+    tuning_note = models.TextField(blank=True)
+    availability_note = models.TextField(blank=True)
+    tags = models.JSONField(default=list, blank=True)
+    # ",tag1,tag2," so that `tag=` filters with a plain LIKE on SQLite and PostgreSQL alike.
+    tags_index = models.CharField(max_length=600, blank=True, editable=False)
+    visibility = models.CharField(max_length=10, choices=Visibility.choices, default=Visibility.PUBLIC)
+    node_public_key = models.TextField(null=True, blank=True)
+    node_public_key_fingerprint = models.CharField(max_length=64, null=True, blank=True)
+    secret_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    # Written by the moderation app (notice-and-takedown); a taken-down node is gone from every public surface.
+    taken_down_at = models.DateTimeField(null=True, blank=True)
+
+    # Rarity: `combo_key` is the normalised gpu|model|quant that rarity counts over.
+    combo_key = models.CharField(max_length=300, db_index=True, editable=False)
+    rarity_score = models.FloatField(default=0.0)
+    showcase = models.JSONField(default=list, blank=True, editable=False)
+    # ",cat1,cat2," for the one-query /api/showcase (the badges above are the same facts, presented).
+    showcase_ids = models.CharField(max_length=200, blank=True, editable=False)
+
+    # Contribution (computed by tracker.scores from the verified evidence below).
+    contribution_total = models.FloatField(default=0.0)
+    contribution_tier = models.CharField(max_length=12, default="limited")
+    contribution_components = models.JSONField(default=dict, blank=True)
+    alive_days = models.PositiveIntegerField(default=0)
+    last_alive_on = models.DateField(null=True, blank=True)
+    usage_requests = models.PositiveIntegerField(default=0)
+    distinct_tasters = models.PositiveIntegerField(default=0)
+
+    # Liveness.
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.UNKNOWN, db_index=True)
+    last_seen_at = models.DateTimeField(null=True, blank=True)
+    last_heartbeat_at = models.DateTimeField(null=True, blank=True)
+    last_probe_at = models.DateTimeField(null=True, blank=True)
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    last_error = models.CharField(max_length=300, blank=True)
+    uptime_ratio_24h = models.FloatField(null=True, blank=True)
+    uptime_ratio_7d = models.FloatField(null=True, blank=True)
+
+    # The agent's latest queue snapshot and self-description (from heartbeats).
+    queue_active = models.PositiveIntegerField(default=0)
+    queue_waiting = models.PositiveIntegerField(default=0)
+    queue_max_active = models.PositiveIntegerField(default=0)
+    queue_updated_at = models.DateTimeField(null=True, blank=True)
+    agent_version = models.CharField(max_length=40, blank=True)
+    served_models = models.JSONField(default=list, blank=True)
+    telemetry = models.JSONField(default=dict, blank=True)
+
+    # Community timing: medians over client-measured uploads.
+    timing_samples_count = models.PositiveIntegerField(default=0)
+    tok_per_sec_p50 = models.FloatField(null=True, blank=True)
+    ttft_ms_p50 = models.FloatField(null=True, blank=True)
+    timing_last_uploaded_at = models.DateTimeField(null=True, blank=True)
+
+    objects = NodeQuerySet.as_manager()
+
+    class Meta:
+        indexes = [
+            models.Index(F("rarity_score").desc(), "vram_gb", "created_at", name="node_default_order"),
+            models.Index(fields=["visibility", "taken_down_at"], name="node_listed"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(visibility__in=["public", "unlisted"]), name="node_visibility_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return self.id
+
+    @property
+    def is_listed(self) -> bool:
+        return self.visibility == self.Visibility.PUBLIC and self.taken_down_at is None
+
+
+class HealthSample(models.Model):
+    """One liveness observation taken by the monitor loop: the history behind uptime ratios."""
+
+    node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="health_samples")
+    at = models.DateTimeField(db_index=True)
+    status = models.CharField(max_length=12, choices=Node.Status.choices)
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    error = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["node", "at"], name="healthsample_node_at")]
+        ordering = ["-at"]
+
+
+class TimingSample(models.Model):
+    """A client-measured timing upload, bound to one tasting jti (one upload per jti)."""
+
+    node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="timing_samples")
+    jti = models.CharField(max_length=64, unique=True)
+    contributor = models.ForeignKey(
+        "tracker.Contributor", null=True, blank=True, on_delete=models.SET_NULL, related_name="timing_samples"
+    )
+    created_at = models.DateTimeField(db_index=True)
+    mode = models.CharField(max_length=16, blank=True)
+    tok_per_sec = models.FloatField(null=True, blank=True)
+    ttft_ms = models.FloatField(null=True, blank=True)
+    network_ttft_ms = models.FloatField(null=True, blank=True)
+    proxy_ttft_ms = models.FloatField(null=True, blank=True)
+    generation_sec = models.FloatField(null=True, blank=True)
+    queue_wait_sec = models.FloatField(null=True, blank=True)
+    output_tokens = models.PositiveIntegerField(null=True, blank=True)
+    tokenizer = models.CharField(max_length=64, blank=True)
+    limited_output_truncated = models.BooleanField(null=True, blank=True)

@@ -1,0 +1,92 @@
+"""Validated query parameters of the public node list."""
+
+from dataclasses import dataclass
+
+from django.db.models import F, QuerySet
+
+from luckrig_site.api_errors import ApiError
+from nodes.models import Node
+
+ORDERS = {
+    "rarity": None,  # Node.objects.in_default_order()
+    "recent": (F("created_at").desc(), "id"),
+    "tok_per_sec": (F("tok_per_sec_p50").desc(nulls_last=True), F("rarity_score").desc(), "id"),
+    "context": (F("context_length").desc(nulls_last=True), F("rarity_score").desc(), "id"),
+}
+MAX_PAGE_SIZE = 200
+DEFAULT_PAGE_SIZE = 50
+
+
+@dataclass
+class ListQuery:
+    filters: dict
+    order: str
+    page: int
+    page_size: int
+
+
+def _bad(field: str, message: str) -> ApiError:
+    return ApiError(400, "invalid_field", f"{field}: {message}", extra={"field": field})
+
+
+def _number(params, name: str, kind, minimum, maximum):
+    raw = params.get(name)
+    if raw in (None, ""):
+        return None
+    try:
+        value = kind(raw)
+    except (TypeError, ValueError, OverflowError):
+        raise _bad(name, f"must be a {'whole ' if kind is int else ''}number") from None
+    if value != value or not (minimum <= value <= maximum):  # NaN, or out of range
+        raise _bad(name, f"must be between {minimum} and {maximum}")
+    return value
+
+
+def _text(params, name: str, max_length: int = 120) -> str | None:
+    raw = params.get(name)
+    if raw in (None, ""):
+        return None
+    if len(raw) > max_length or "\x00" in raw:
+        raise _bad(name, f"must be at most {max_length} characters")
+    return raw.strip()
+
+
+def parse_list_query(params) -> ListQuery:
+    status = _text(params, "status", 20)
+    if status is not None and status not in Node.Status.values:
+        raise _bad("status", f"must be one of {', '.join(Node.Status.values)}")
+    order = _text(params, "order", 20) or "rarity"
+    if order not in ORDERS:
+        raise _bad("order", f"must be one of {', '.join(ORDERS)}")
+    filters = {
+        "status": status,
+        "model": _text(params, "model"),
+        "gpu": _text(params, "gpu"),
+        "quantization": _text(params, "quantization"),
+        "tag": (_text(params, "tag", 32) or "").lower() or None,
+        "min_vram": _number(params, "min_vram", float, 0, 100000),
+        "min_ctx": _number(params, "min_ctx", int, 0, 100_000_000),
+    }
+    page = _number(params, "page", int, 1, 1_000_000) or 1
+    page_size = _number(params, "page_size", int, 1, MAX_PAGE_SIZE) or DEFAULT_PAGE_SIZE
+    return ListQuery(filters, order, page, page_size)
+
+
+def apply(query: ListQuery, qs: QuerySet) -> QuerySet:
+    f = query.filters
+    if f["status"]:
+        qs = qs.filter(status=f["status"])
+    if f["model"]:
+        qs = qs.filter(model_name__icontains=f["model"])
+    if f["gpu"]:
+        qs = qs.filter(gpu__icontains=f["gpu"])
+    if f["quantization"]:
+        qs = qs.filter(quantization__icontains=f["quantization"])
+    if f["tag"]:
+        qs = qs.filter(tags_index__contains=f",{f['tag']},")
+    if f["min_vram"] is not None:
+        qs = qs.filter(vram_gb__gte=f["min_vram"])
+    if f["min_ctx"] is not None:
+        qs = qs.filter(context_length__gte=f["min_ctx"])
+    ordering = ORDERS[query.order]
+    return qs.in_default_order() if ordering is None else qs.order_by(*ordering)

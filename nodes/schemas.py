@@ -1,0 +1,117 @@
+"""OpenAPI descriptions of the public node shapes (used by drf-spectacular only; the runtime shape comes from
+nodes.presenters, and a test keeps the two in agreement)."""
+
+from rest_framework import serializers as s
+
+
+class ShowcaseBadgeDoc(s.Serializer):
+    id = s.CharField()
+    label = s.CharField()
+    reason = s.CharField()
+
+
+class ContributionDoc(s.Serializer):
+    total = s.FloatField()
+    tier = s.ChoiceField(choices=["limited", "contributor"])
+    components = s.DictField(child=s.FloatField(), help_text="existence, rarity, usage, discovery, note")
+
+
+class HealthDoc(s.Serializer):
+    status = s.ChoiceField(choices=["available", "busy", "unavailable", "unknown"])
+    last_seen_at = s.DateTimeField(allow_null=True)
+    latency_ms = s.IntegerField(allow_null=True)
+    uptime_ratio_24h = s.FloatField(allow_null=True)
+
+
+class QueueDoc(s.Serializer):
+    active = s.IntegerField()
+    waiting = s.IntegerField()
+    max_active = s.IntegerField()
+    updated_at = s.DateTimeField(allow_null=True)
+
+
+class CommunityTimingDoc(s.Serializer):
+    samples_count = s.IntegerField()
+    tok_per_sec_p50 = s.FloatField(allow_null=True)
+    ttft_ms_p50 = s.FloatField(allow_null=True)
+    last_uploaded_at = s.DateTimeField(allow_null=True)
+
+
+class OwnerDoc(s.Serializer):
+    id = s.CharField()
+    handle = s.CharField(allow_null=True)
+
+
+class PublicNodeDoc(s.Serializer):
+    id = s.SlugField()
+    display_name = s.CharField()
+    endpoint_url = s.URLField()
+    model_name = s.CharField()
+    quantization = s.CharField()
+    lora = s.CharField()
+    gpu = s.CharField()
+    vram_gb = s.FloatField(allow_null=True)
+    context_length = s.IntegerField(allow_null=True)
+    tuning_note = s.CharField()
+    availability_note = s.CharField()
+    tags = s.ListField(child=s.CharField())
+    visibility = s.ChoiceField(choices=["public", "unlisted"])
+    node_public_key = s.CharField(allow_null=True)
+    node_public_key_fingerprint = s.CharField(allow_null=True)
+    created_at = s.DateTimeField()
+    updated_at = s.DateTimeField()
+    rarity_score = s.FloatField()
+    showcase = ShowcaseBadgeDoc(many=True)
+    contribution = ContributionDoc()
+    health = HealthDoc()
+    queue = QueueDoc()
+    community_timing = CommunityTimingDoc()
+    owner = OwnerDoc()
+
+
+class NodeListDoc(s.Serializer):
+    schema_version = s.IntegerField()
+    sort = s.CharField()
+    count = s.IntegerField()
+    next = s.CharField(allow_null=True)
+    previous = s.CharField(allow_null=True)
+    nodes = PublicNodeDoc(many=True)
+
+
+class NodeDetailDoc(s.Serializer):
+    schema_version = s.IntegerField()
+    node = PublicNodeDoc()
+
+
+class HealthPointDoc(s.Serializer):
+    at = s.DateTimeField()
+    status = s.CharField()
+    latency_ms = s.IntegerField(allow_null=True)
+
+
+class NodeMetricsDoc(s.Serializer):
+    schema_version = s.IntegerField()
+    node_id = s.CharField()
+    samples = s.IntegerField(help_text="health samples kept for the last 7 days")
+    uptime_ratio_24h = s.FloatField(allow_null=True)
+    uptime_ratio_7d = s.FloatField(allow_null=True)
+    last_error = s.CharField()
+    recent = HealthPointDoc(many=True)
+
+
+class ShowcaseCategoryDoc(s.Serializer):
+    id = s.CharField()
+    label = s.CharField()
+    node_id = s.CharField()
+    reason = s.CharField()
+
+
+class ShowcaseDoc(s.Serializer):
+    schema_version = s.IntegerField()
+    categories = ShowcaseCategoryDoc(many=True)
+
+
+class ErrorDoc(s.Serializer):
+    error = s.CharField()
+    code = s.CharField()
+    field = s.CharField(required=False)

@@ -1,0 +1,113 @@
+"""Refreshers for the derived values stored on node rows (rarity, showcase badges, liveness, uptime) and the
+health-sample history. Each does a bounded number of queries and writes only rows that changed."""
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db.models import Count, Q
+
+from nodes import liveness, rarity
+from nodes.models import HealthSample, Node
+from nodes.showcase import Row, pick_categories
+
+
+def tags_index(tags: list[str]) -> str:
+    return "," + ",".join(tags) + "," if tags else ""
+
+
+def refresh_rarity(combo_keys: Iterable[str] | None = None) -> list[str]:
+    """Recompute rarity for visible nodes in the given combinations (all when None); returns changed ids.
+
+    Counts run over listed nodes only; an unlisted node is counted as one more member of its combination."""
+    listed = Node.objects.listed()
+    visible = Node.objects.visible()
+    if combo_keys is not None:
+        combo_keys = list(set(combo_keys))
+        listed = listed.filter(combo_key__in=combo_keys)
+        visible = visible.filter(combo_key__in=combo_keys)
+    counts = dict(listed.values_list("combo_key").annotate(n=Count("id")).order_by())
+    changed = []
+    for node in visible.only("id", "combo_key", "tags", "vram_gb", "visibility", "taken_down_at", "rarity_score"):
+        sharing = counts.get(node.combo_key, 0) + (0 if node.is_listed else 1)
+        score = rarity.rarity_score(sharing, node.tags, node.vram_gb)
+        if score != node.rarity_score:
+            node.rarity_score = score
+            changed.append(node)
+    Node.objects.bulk_update(changed, ["rarity_score"], batch_size=500)
+    return [n.id for n in changed]
+
+
+def refresh_showcase() -> None:
+    """Pick each showcase category's winner among listed nodes and store the badges on the winners."""
+    fields = ("id", "gpu", "model_name", "quantization", "vram_gb", "context_length", "rarity_score", "created_at")
+    rows = [Row(*values) for values in Node.objects.listed().values_list(*fields)]
+    badges: dict[str, list[dict]] = {}
+    for category in pick_categories(rows):
+        badges.setdefault(category["node_id"], []).append(
+            {"id": category["id"], "label": category["label"], "reason": category["reason"]})
+    holders = Node.objects.filter(Q(pk__in=list(badges)) | ~Q(showcase_ids="")).only("id", "showcase", "showcase_ids")
+    changed = []
+    for node in holders:
+        mine = badges.get(node.id, [])
+        ids = ("," + ",".join(b["id"] for b in mine) + ",") if mine else ""
+        if node.showcase != mine or node.showcase_ids != ids:
+            node.showcase, node.showcase_ids = mine, ids
+            changed.append(node)
+    Node.objects.bulk_update(changed, ["showcase", "showcase_ids"], batch_size=500)
+
+
+def observed(node: Node) -> liveness.Observed:
+    return liveness.Observed(
+        previous=node.status, last_heartbeat_at=node.last_heartbeat_at, last_probe_at=node.last_probe_at,
+        consecutive_failures=node.consecutive_failures, queue_active=node.queue_active,
+        queue_max_active=node.queue_max_active,
+    )
+
+
+def current_status(node: Node, now: datetime) -> str:
+    return liveness.derive_status(
+        observed(node), now=now, interval_sec=settings.HEARTBEAT_INTERVAL_SEC,
+        failures_before_down=settings.MONITOR_FAILURES_BEFORE_DOWN,
+    )
+
+
+def mark_alive_day(node: Node, now: datetime) -> bool:
+    """Count today (UTC) once as a day the node was seen alive; True when that added a day."""
+    today = now.date()
+    if node.last_alive_on == today:
+        return False
+    node.last_alive_on = today
+    node.alive_days += 1
+    return True
+
+
+def refresh_uptime(node_ids: list[str] | None, now: datetime) -> None:
+    """Uptime ratios from the sample history: the share of samples in the window that found the node alive.
+    `node_ids=None` refreshes every node (the monitor's cycle) with two grouped queries."""
+    alive = Q(status__in=[liveness.AVAILABLE, liveness.BUSY])
+    samples = HealthSample.objects.all()
+    nodes_qs = Node.objects.all()
+    if node_ids is not None:
+        samples = samples.filter(node_id__in=node_ids)
+        nodes_qs = nodes_qs.filter(pk__in=node_ids)
+    ratios: dict[str, dict[str, float]] = {}
+    for label, days in (("uptime_ratio_24h", 1), ("uptime_ratio_7d", 7)):
+        rows = (samples.filter(at__gte=now - timedelta(days=days))
+                .values("node_id").annotate(total=Count("id"), up=Count("id", filter=alive)).order_by())
+        for row in rows:
+            ratios.setdefault(row["node_id"], {})[label] = round(row["up"] / row["total"], 4)
+    changed = []
+    for node in nodes_qs.only("id", "uptime_ratio_24h", "uptime_ratio_7d"):
+        mine = ratios.get(node.id, {})
+        new = (mine.get("uptime_ratio_24h"), mine.get("uptime_ratio_7d"))
+        if new != (node.uptime_ratio_24h, node.uptime_ratio_7d):
+            node.uptime_ratio_24h, node.uptime_ratio_7d = new
+            changed.append(node)
+    Node.objects.bulk_update(changed, ["uptime_ratio_24h", "uptime_ratio_7d"], batch_size=500)
+
+
+def prune_samples(now: datetime) -> int:
+    cutoff = now - timedelta(days=settings.HEALTH_RETENTION_DAYS)
+    deleted, _ = HealthSample.objects.filter(at__lt=cutoff).delete()
+    return deleted

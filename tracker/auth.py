@@ -1,0 +1,109 @@
+"""Bearer credentials for DRF views: contributor keys, node secrets and tasting tokens.
+
+Each class returns `(principal, None)`; views read `request.user`. A malformed or unknown credential is a
+401 (`unauthorized`), never a silent fall-back to anonymous, so a typo in a key cannot go unnoticed."""
+
+from django.conf import settings
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from rest_framework import authentication, exceptions
+
+from nodes.models import Node
+from tracker import credentials, signing
+from tracker.keys import keyring
+from tracker.models import Contributor, TastingToken
+
+
+def bearer(request) -> str | None:
+    header = request.META.get("HTTP_AUTHORIZATION", "")
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        raise exceptions.AuthenticationFailed("Send the credential as 'Authorization: Bearer <value>'.")
+    return value.strip()
+
+
+class ContributorKeyAuthentication(authentication.BaseAuthentication):
+    def authenticate(self, request):
+        value = bearer(request)
+        if value is None:
+            return None
+        if not value.startswith(credentials.CONTRIBUTOR_PREFIX) or len(value) > 100:
+            raise exceptions.AuthenticationFailed("That is not a contributor key (lrk_...).")
+        contributor = Contributor.objects.filter(key_hash=credentials.digest(value)).first()
+        if contributor is None or not credentials.matches(value, contributor.key_hash):
+            raise exceptions.AuthenticationFailed("Unknown contributor key.")
+        return contributor, None
+
+    def authenticate_header(self, request):
+        return "Bearer"
+
+
+class NodeSecretAuthentication(authentication.BaseAuthentication):
+    """The node comes from the URL (`node_id`) and its stored digest is compared in constant time; on URLs
+    without a node id the digest itself finds the node."""
+
+    def authenticate(self, request):
+        value = bearer(request)
+        if value is None:
+            return None
+        if not value.startswith(credentials.NODE_PREFIX) or len(value) > 100:
+            raise exceptions.AuthenticationFailed("That is not a node secret (lrn_...).")
+        node_id = (request.parser_context or {}).get("kwargs", {}).get("node_id")
+        if node_id is not None:
+            node = Node.objects.filter(pk=str(node_id)[:64]).first()
+        else:
+            node = Node.objects.filter(secret_hash=credentials.digest(value)).first()
+        if node is None or not credentials.matches(value, node.secret_hash):
+            raise exceptions.AuthenticationFailed("Unknown node or wrong node secret.")
+        return node, None
+
+    def authenticate_header(self, request):
+        return "Bearer"
+
+
+# A token may upload its timing for a day after it expired: measurements are often sent after the tasting.
+TIMING_UPLOAD_GRACE_SEC = 24 * 3600
+
+
+class TastingTokenAuthentication(authentication.BaseAuthentication):
+    def authenticate(self, request):
+        value = bearer(request)
+        if value is None:
+            return None
+        if len(value) > 8192:
+            raise exceptions.AuthenticationFailed("That is not a tasting token.")
+        try:
+            claims = signing.verify(keyring(), value, issuer=settings.SITE_URL, leeway_sec=TIMING_UPLOAD_GRACE_SEC)
+        except signing.InvalidToken as exc:
+            raise exceptions.AuthenticationFailed(f"Invalid tasting token: {exc}.") from exc
+        token = TastingToken.objects.select_related("node", "contributor").filter(jti=str(claims["jti"])).first()
+        if token is None:
+            raise exceptions.AuthenticationFailed("Invalid tasting token: this tracker did not issue it.")
+        return token, None
+
+    def authenticate_header(self, request):
+        return "Bearer"
+
+
+class _BearerScheme(OpenApiAuthenticationExtension):
+    def get_security_definition(self, auto_schema):
+        return {"type": "http", "scheme": "bearer", "description": self.description}
+
+
+class ContributorKeyScheme(_BearerScheme):
+    target_class = ContributorKeyAuthentication
+    name = "contributorKey"
+    description = "A contributor key, lrk_..."
+
+
+class NodeSecretScheme(_BearerScheme):
+    target_class = NodeSecretAuthentication
+    name = "nodeSecret"
+    description = "A node secret, lrn_..."
+
+
+class TastingTokenScheme(_BearerScheme):
+    target_class = TastingTokenAuthentication
+    name = "tastingToken"
+    description = "A tasting token (EdDSA JWT) issued by POST /api/tokens"

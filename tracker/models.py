@@ -1,0 +1,84 @@
+"""Contributors (no sign-up: a key is the identity), issued tasting tokens and the counters behind quotas."""
+
+from django.db import models
+
+
+class Contributor(models.Model):
+    id = models.CharField(max_length=32, primary_key=True)
+    handle = models.CharField(max_length=40, null=True, blank=True, unique=True)
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    # Scores, summed from the contributor's nodes plus the timing samples they shared (tracker.scores).
+    score_total = models.FloatField(default=0.0)
+    score_tier = models.CharField(max_length=12, default="limited")
+    score_components = models.JSONField(default=dict, blank=True)
+    timing_shared = models.PositiveIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return self.handle or self.id
+
+
+class TastingToken(models.Model):
+    """Every jti the tracker signed: the basis of quotas, usage credit, discovery and revocation."""
+
+    class Tier(models.TextChoices):
+        LIMITED = "limited"
+        CONTRIBUTOR = "contributor"
+
+    class CryptoMode(models.TextChoices):
+        PLAIN = "plain"
+        PUBLIC_KEY = "public-key"
+
+    jti = models.CharField(max_length=64, primary_key=True)
+    kid = models.CharField(max_length=64)
+    node = models.ForeignKey("nodes.Node", on_delete=models.CASCADE, related_name="tokens")
+    contributor = models.ForeignKey(Contributor, null=True, blank=True, on_delete=models.SET_NULL,
+                                    related_name="tokens")
+    # The JWT `sub`: a contributor id, or "anon:<ip hash prefix>"; distinct subjects are distinct tasters.
+    subject = models.CharField(max_length=64)
+    ip_hash = models.CharField(max_length=64)
+    tier = models.CharField(max_length=12, choices=Tier.choices)
+    crypto_mode = models.CharField(max_length=12, choices=CryptoMode.choices)
+    is_owner_token = models.BooleanField(default=False)
+    issued_at = models.DateTimeField(db_index=True)
+    expires_at = models.DateTimeField(db_index=True)
+    max_requests = models.PositiveIntegerField()
+    max_output_tokens = models.PositiveIntegerField()
+    user_public_key_fingerprint = models.CharField(max_length=64, null=True, blank=True)
+    # Reported by the node's agent (usage endpoint); only tokens of that node count.
+    requests_served = models.PositiveIntegerField(default=0)
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    first_used_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["node", "expires_at"], name="token_node_expiry")]
+
+    def __str__(self) -> str:
+        return self.jti
+
+
+class UsageReport(models.Model):
+    """Seen usage report ids: a retried report (same report_id) is acknowledged and not counted twice."""
+
+    node = models.ForeignKey("nodes.Node", on_delete=models.CASCADE, related_name="usage_reports")
+    report_id = models.CharField(max_length=64)
+    received_at = models.DateTimeField(auto_now_add=True)
+    entries_counted = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["node", "report_id"], name="usage_report_once")]
+
+
+class QuotaBucket(models.Model):
+    """Tokens issued per subject per UTC day; claimed with a conditional UPDATE so that concurrent requests in
+    several processes can never exceed the limit, and counts survive restarts."""
+
+    key = models.CharField(max_length=100)
+    day = models.DateField()
+    used = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["key", "day"], name="quota_bucket_once")]

@@ -1,0 +1,162 @@
+"""Request shapes of the tracker's write endpoints: strict types, bounded sizes, unknown fields refused."""
+
+import re
+
+from rest_framework import serializers
+
+from luckrig_site.fields import (
+    HttpUrlField,
+    StrictBooleanField,
+    StrictCharField,
+    StrictFloatField,
+    StrictIntegerField,
+    StrictSerializer,
+    TagsField,
+)
+
+HANDLE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")
+NOTE_MAX = 4000
+
+
+class ContributorIn(StrictSerializer):
+    handle = StrictCharField(required=False, allow_null=True, allow_blank=True, max_length=40)
+
+    def validate_handle(self, value):
+        if value and not HANDLE_RE.match(value):
+            raise serializers.ValidationError("1 to 40 letters, digits, _ . - (starting with a letter or digit)")
+        return value or None
+
+
+class NodeIn(StrictSerializer):
+    id = StrictCharField(required=False, max_length=56)
+    display_name = StrictCharField(required=False, allow_blank=True, max_length=120)
+    endpoint_url = HttpUrlField()
+    health_url = HttpUrlField(required=False)
+    model_name = StrictCharField(max_length=120)
+    quantization = StrictCharField(max_length=40)
+    lora = StrictCharField(required=False, allow_blank=True, max_length=120)
+    gpu = StrictCharField(max_length=120)
+    vram_gb = StrictFloatField(required=False, allow_null=True, min_value=0, max_value=100000)
+    context_length = StrictIntegerField(required=False, allow_null=True, min_value=1, max_value=100_000_000)
+    tuning_note = StrictCharField(required=False, allow_blank=True, max_length=NOTE_MAX, trim_whitespace=False)
+    availability_note = StrictCharField(required=False, allow_blank=True, max_length=NOTE_MAX,
+                                        trim_whitespace=False)
+    tags = TagsField(required=False)
+    visibility = serializers.ChoiceField(choices=["public", "unlisted"], required=False)
+    node_public_key = StrictCharField(required=False, allow_null=True, allow_blank=True, max_length=1000,
+                                      trim_whitespace=False)
+
+    def validate_id(self, value):
+        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_-]*$", value):
+            raise serializers.ValidationError("letters, digits, - and _ only")
+        return value
+
+
+class NodePatch(NodeIn):
+    """Every field optional; `id` cannot change (it is in every link and token)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields.pop("id")
+        for field in self.fields.values():
+            field.required = False
+
+    def validate_id(self, value):  # pragma: no cover - the field is removed above
+        return value
+
+
+class QueueIn(StrictSerializer):
+    active = StrictIntegerField(min_value=0, max_value=100000)
+    waiting = StrictIntegerField(min_value=0, max_value=100000)
+    max_active = StrictIntegerField(min_value=0, max_value=100000)
+    max_waiting = StrictIntegerField(required=False, min_value=0, max_value=100000)
+
+
+class TelemetryField(serializers.DictField):
+    """A flat object of at most 32 scalar values (strings up to 200 characters)."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, dict):
+            raise serializers.ValidationError("must be an object")
+        if len(data) > 32:
+            raise serializers.ValidationError("at most 32 keys")
+        for key, value in data.items():
+            if len(key) > 64 or "\x00" in key:
+                raise serializers.ValidationError("keys are at most 64 characters")
+            if isinstance(value, dict | list):
+                raise serializers.ValidationError(f"{key[:64]}: nested values are not allowed")
+            if isinstance(value, str) and (len(value) > 200 or "\x00" in value):
+                raise serializers.ValidationError(f"{key[:64]}: strings are at most 200 characters")
+            if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2**53:
+                raise serializers.ValidationError(f"{key[:64]}: number out of range")
+        return dict(data)
+
+
+class HeartbeatIn(StrictSerializer):
+    queue = QueueIn()
+    models = serializers.ListField(child=StrictCharField(max_length=200), max_length=64, required=False)
+    agent_version = StrictCharField(required=False, allow_blank=True, max_length=40)
+    telemetry = TelemetryField(required=False)
+
+
+class UsageEntryIn(StrictSerializer):
+    jti = StrictCharField(max_length=64)
+    requests = StrictIntegerField(min_value=0, max_value=1_000_000)
+    prompt_tokens = StrictIntegerField(min_value=0, max_value=1_000_000_000, required=False)
+    completion_tokens = StrictIntegerField(min_value=0, max_value=1_000_000_000, required=False)
+    first_at = serializers.DateTimeField(required=False, allow_null=True)
+    last_at = serializers.DateTimeField(required=False, allow_null=True)
+
+
+class UsageIn(StrictSerializer):
+    report_id = StrictCharField(max_length=64)
+    entries = UsageEntryIn(many=True, max_length=1000)
+
+
+class TokenIn(StrictSerializer):
+    node_id = StrictCharField(max_length=64)
+    crypto_mode = serializers.ChoiceField(choices=["plain", "public-key"], required=False, default="plain")
+    user_public_key = StrictCharField(required=False, allow_null=True, allow_blank=True, max_length=1000,
+                                      trim_whitespace=False)
+    ttl_sec = StrictIntegerField(required=False, allow_null=True, min_value=0, max_value=10**9)
+
+    def to_internal_value(self, data):
+        # A client may claim a score; the tier comes from the server-side score only, so it is ignored.
+        if isinstance(data, dict) and "contribution_score" in data:
+            data = {k: v for k, v in data.items() if k != "contribution_score"}
+        return super().to_internal_value(data)
+
+
+class FingerprintVerifyIn(StrictSerializer):
+    node_id = StrictCharField(max_length=64)
+    url = HttpUrlField(required=False)
+
+
+DISALLOWED_TIMING_KEY = re.compile(r"prompt|response|message|content|chunk|envelope|body", re.IGNORECASE)
+
+
+class TimingIn(StrictSerializer):
+    """The allowlisted, client-measured timing of one tasting. Text of any kind never reaches the tracker."""
+
+    node_id = StrictCharField(max_length=64)
+    mode = serializers.ChoiceField(choices=["plain", "public-key"], required=False)
+    tok_per_sec = StrictFloatField(required=False, allow_null=True, min_value=0, max_value=1_000_000)
+    ttft_ms = StrictFloatField(required=False, allow_null=True, min_value=0, max_value=3_600_000)
+    network_ttft_ms = StrictFloatField(required=False, allow_null=True, min_value=0, max_value=3_600_000)
+    proxy_ttft_ms = StrictFloatField(required=False, allow_null=True, min_value=0, max_value=3_600_000)
+    generation_sec = StrictFloatField(required=False, allow_null=True, min_value=0, max_value=86_400)
+    queue_wait_sec = StrictFloatField(required=False, allow_null=True, min_value=0, max_value=86_400)
+    output_tokens = StrictIntegerField(required=False, allow_null=True, min_value=0, max_value=10_000_000)
+    tokenizer = StrictCharField(required=False, allow_blank=True, max_length=64)
+    limited_output_truncated = StrictBooleanField(required=False, allow_null=True)
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            for key, value in data.items():
+                if DISALLOWED_TIMING_KEY.search(key):
+                    raise serializers.ValidationError(
+                        {key: [serializers.ErrorDetail("text fields are never uploaded", "disallowed_field")]})
+                if isinstance(value, dict | list):
+                    raise serializers.ValidationError(
+                        {key: [serializers.ErrorDetail("nested values are not allowed", "nested_value")]})
+        return super().to_internal_value(data)

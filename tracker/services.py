@@ -1,0 +1,274 @@
+"""Workflows over contributors and nodes: create a contributor, register / update / delete a node, take
+heartbeats and usage reports from agents, and keep the stored contribution scores current."""
+
+from datetime import datetime
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Count, Sum
+from django.utils import timezone
+from django.utils.text import slugify
+
+from luckrig_site.api_errors import ApiError
+from nodes import rarity
+from nodes import services as node_services
+from nodes.models import Node
+from tracker import credentials, pubkeys, scores
+from tracker.models import Contributor, TastingToken, UsageReport
+
+# --- contributors ---------------------------------------------------------------------------------------
+
+
+def create_contributor(*, handle: str | None) -> tuple[Contributor, str]:
+    """A new identity: no e-mail, no password. Returns the row and the key, which is shown only once."""
+    key = credentials.new_secret(credentials.CONTRIBUTOR_PREFIX)
+    try:
+        with transaction.atomic():
+            contributor = Contributor.objects.create(
+                id=credentials.new_id("c_"), handle=handle or None, key_hash=credentials.digest(key),
+                score_components=dict.fromkeys(scores.COMPONENTS, 0.0),
+            )
+    except IntegrityError:
+        raise ApiError(409, "handle_taken", f"The handle {handle!r} is taken; choose another.",
+                       extra={"field": "handle"}) from None
+    return contributor, key
+
+
+# --- scores ---------------------------------------------------------------------------------------------
+
+
+def refresh_scores(node_ids: list[str]) -> None:
+    """Recompute the contribution of these nodes from their evidence, then their owners' totals."""
+    if not node_ids:
+        return
+    threshold = settings.CONTRIBUTOR_THRESHOLD
+    nodes = list(Node.objects.filter(pk__in=node_ids).only(
+        "id", "owner_id", "alive_days", "rarity_score", "usage_requests", "distinct_tasters", "tuning_note",
+        "contribution_total", "contribution_tier", "contribution_components"))
+    changed = []
+    for node in nodes:
+        components = scores.node_components(evidence_of(node))
+        total = scores.total(components)
+        if (total, components) != (node.contribution_total, node.contribution_components):
+            node.contribution_components = components
+            node.contribution_total = total
+            node.contribution_tier = scores.tier(total, threshold)
+            changed.append(node)
+    Node.objects.bulk_update(changed, ["contribution_components", "contribution_total", "contribution_tier"],
+                             batch_size=500)
+    refresh_contributors({n.owner_id for n in nodes})
+
+
+def evidence_of(node: Node) -> scores.NodeEvidence:
+    return scores.NodeEvidence(
+        alive_days=node.alive_days, rarity=node.rarity_score, requests_served=node.usage_requests,
+        distinct_tasters=node.distinct_tasters, tuning_note_chars=len(node.tuning_note or ""),
+    )
+
+
+def refresh_contributors(contributor_ids) -> None:
+    """A contributor's score: the sum over their visible nodes, plus shared timing samples."""
+    threshold = settings.CONTRIBUTOR_THRESHOLD
+    per_owner: dict[str, list[dict]] = {cid: [] for cid in contributor_ids}
+    for owner_id, components in (Node.objects.visible().filter(owner_id__in=per_owner)
+                                 .values_list("owner_id", "contribution_components")):
+        per_owner[owner_id].append(components)
+    contributors = list(Contributor.objects.filter(pk__in=per_owner))
+    for contributor in contributors:
+        components = scores.sum_components(per_owner[contributor.id],
+                                           scores.timing_share_points(contributor.timing_shared))
+        contributor.score_components = components
+        contributor.score_total = scores.total(components)
+        contributor.score_tier = scores.tier(contributor.score_total, threshold)
+    Contributor.objects.bulk_update(contributors, ["score_components", "score_total", "score_tier"])
+
+
+def refresh_listing(combo_keys: set[str]) -> None:
+    """After a node joins, leaves or changes what it is: rarity of its combinations, scores, showcase."""
+    changed = node_services.refresh_rarity(combo_keys)
+    refresh_scores(changed)
+    node_services.refresh_showcase()
+
+
+# --- node registry --------------------------------------------------------------------------------------
+
+
+def default_health_url(endpoint_url: str) -> str:
+    base = endpoint_url.rstrip("/")
+    if base.endswith("/v1"):
+        base = base[: -len("/v1")]
+    return base + "/health"
+
+
+def _unique_node_id(wanted: str) -> str:
+    base = (slugify(wanted)[:56].strip("-")) or "node"
+    taken = set(Node.objects.filter(pk__startswith=base).values_list("pk", flat=True))
+    if base not in taken:
+        return base
+    n = 2
+    while f"{base}-{n}" in taken:
+        n += 1
+    return f"{base}-{n}"
+
+
+def _apply_fields(node: Node, data: dict) -> None:
+    for field, value in data.items():
+        if field == "node_public_key":
+            if value:
+                try:
+                    node.node_public_key, node.node_public_key_fingerprint = pubkeys.validate(value)
+                except pubkeys.InvalidPublicKey as exc:
+                    raise ApiError(400, "invalid_public_key", f"node_public_key: {exc}.",
+                                   extra={"field": "node_public_key"}) from None
+            else:
+                node.node_public_key = node.node_public_key_fingerprint = None
+        elif field == "tags":
+            node.tags = value
+            node.tags_index = node_services.tags_index(value)
+        elif field != "id":
+            setattr(node, field, value)
+    node.combo_key = rarity.combo_key(node.gpu, node.model_name, node.quantization)
+
+
+@transaction.atomic
+def register_node(*, owner: Contributor, data: dict) -> tuple[Node, str]:
+    """A new node owned by `owner`; returns it and its node secret (shown once)."""
+    secret = credentials.new_secret(credentials.NODE_PREFIX)
+    node = Node(owner=owner, secret_hash=credentials.digest(secret))
+    _apply_fields(node, data)
+    if not data.get("health_url"):
+        node.health_url = default_health_url(node.endpoint_url)
+    wanted = data.get("id") or f"{node.gpu}-{node.model_name}-{node.quantization}"
+    for _attempt in range(5):
+        node.id = _unique_node_id(wanted)
+        try:
+            with transaction.atomic():
+                node.save(force_insert=True)
+            break
+        except IntegrityError:  # another registration took the id between our check and insert
+            continue
+    else:
+        raise ApiError(409, "id_taken", "Could not find a free node id; choose another `id`.", extra={"field": "id"})
+    refresh_listing({node.combo_key})
+    refresh_scores([node.id])
+    node.refresh_from_db()
+    return node, secret
+
+
+@transaction.atomic
+def update_node(*, node: Node, data: dict) -> Node:
+    old_combo = node.combo_key
+    _apply_fields(node, data)
+    if "endpoint_url" in data and "health_url" not in data:
+        node.health_url = default_health_url(node.endpoint_url)
+    node.save()
+    refresh_listing({old_combo, node.combo_key})
+    refresh_scores([node.id])
+    node.refresh_from_db()
+    return node
+
+
+@transaction.atomic
+def delete_node(*, node: Node) -> None:
+    combo, owner_id = node.combo_key, node.owner_id
+    node.delete()
+    refresh_listing({combo})
+    refresh_contributors({owner_id})
+
+
+def get_node_for_owner(contributor: Contributor, node_id: str) -> Node:
+    """The one access helper for owner-only node operations: 404 when unknown, 403 `not_owner` otherwise."""
+    node = Node.objects.visible().select_related("owner").filter(pk=str(node_id)[:64]).first()
+    if node is None:
+        raise ApiError(404, "node_not_found", f"No node {str(node_id)[:64]!r}.")
+    if node.owner_id != contributor.id:
+        raise ApiError(403, "not_owner", "Only the node's owner may change or delete it.")
+    return node
+
+
+# --- agents: heartbeats and usage -----------------------------------------------------------------------
+
+
+def revoked_jtis(node: Node, now: datetime) -> list[str]:
+    return list(TastingToken.objects.filter(node=node, revoked_at__isnull=False, expires_at__gt=now)
+                .values_list("jti", flat=True)[:1000])
+
+
+def filter_rules_version() -> int:
+    """The version of the published filter rules. The moderation app publishes rules; until it does there
+    are none, version 0."""
+    return 0
+
+
+@transaction.atomic
+def record_heartbeat(*, node: Node, queue: dict, models: list[str], agent_version: str, telemetry: dict,
+                     now: datetime | None = None) -> dict:
+    now = now or timezone.now()
+    node.last_heartbeat_at = node.last_seen_at = node.queue_updated_at = now
+    node.queue_active = queue.get("active", 0)
+    node.queue_waiting = queue.get("waiting", 0)
+    node.queue_max_active = queue.get("max_active", 0)
+    node.served_models, node.agent_version, node.telemetry = models, agent_version, telemetry
+    node.status = node_services.current_status(node, now)
+    new_day = node_services.mark_alive_day(node, now)
+    node.save(update_fields=[
+        "last_heartbeat_at", "last_seen_at", "queue_updated_at", "queue_active", "queue_waiting",
+        "queue_max_active", "served_models", "agent_version", "telemetry", "status", "last_alive_on",
+        "alive_days"])
+    if new_day:
+        refresh_scores([node.id])
+    return {"status": node.status, "filter_rules_version": filter_rules_version(),
+            "revoked_jtis": revoked_jtis(node, now)}
+
+
+def record_usage(*, node: Node, report_id: str, entries: list[dict]) -> dict:
+    """Credit requests served for tokens this tracker issued for this node. Idempotent on report_id.
+
+    Entries are increments since the agent's previous report. A token can never be credited more requests
+    than its max_requests, nor more completion tokens than its budget, whatever an agent claims."""
+    with transaction.atomic():
+        try:
+            with transaction.atomic():
+                report = UsageReport.objects.create(node=node, report_id=report_id)
+        except IntegrityError:
+            return {"accepted": 0, "ignored": 0, "duplicate": True}
+        by_jti: dict[str, dict] = {}
+        for entry in entries:
+            slot = by_jti.setdefault(entry["jti"], {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0,
+                                                    "first_at": entry.get("first_at"),
+                                                    "last_at": entry.get("last_at")})
+            for key in ("requests", "prompt_tokens", "completion_tokens"):
+                slot[key] += entry.get(key, 0)
+        tokens = list(TastingToken.objects.select_for_update().filter(node=node, jti__in=list(by_jti)))
+        for token in tokens:
+            add = by_jti[token.jti]
+            token.requests_served = min(token.max_requests, token.requests_served + add["requests"])
+            token.completion_tokens = min(token.max_output_tokens, token.completion_tokens + add["completion_tokens"])
+            token.prompt_tokens = min(2**31 - 1, token.prompt_tokens + add["prompt_tokens"])
+            token.first_used_at = token.first_used_at or add["first_at"]
+            token.last_used_at = add["last_at"] or token.last_used_at
+        TastingToken.objects.bulk_update(tokens, ["requests_served", "completion_tokens", "prompt_tokens",
+                                                  "first_used_at", "last_used_at"])
+        report.entries_counted = len(tokens)
+        report.save(update_fields=["entries_counted"])
+        credited = TastingToken.objects.filter(node=node, is_owner_token=False, requests_served__gt=0)
+        totals = credited.aggregate(requests=Sum("requests_served"), tasters=Count("subject", distinct=True))
+        Node.objects.filter(pk=node.pk).update(usage_requests=totals["requests"] or 0,
+                                               distinct_tasters=totals["tasters"] or 0)
+        refresh_scores([node.id])
+    return {"accepted": len(tokens), "ignored": len(by_jti) - len(tokens), "duplicate": False}
+
+
+def listed_contributions(limit: int) -> list[dict]:
+    rows = (Node.objects.listed().order_by("-contribution_total", "created_at", "id")
+            .only("id", "contribution_total", "contribution_tier", "contribution_components", "alive_days",
+                  "rarity_score", "usage_requests", "distinct_tasters", "tuning_note")[:limit])
+    return [{"node_id": n.id, "total": n.contribution_total, "tier": n.contribution_tier,
+             "components": n.contribution_components, "evidence": scores.evidence_dict(evidence_of(n))}
+            for n in rows]
+
+
+def contributor_overview(contributor: Contributor) -> dict:
+    return {"total": contributor.score_total, "tier": contributor.score_tier,
+            "components": contributor.score_components, "timing_samples_shared": contributor.timing_shared}
+

@@ -1,0 +1,110 @@
+"""The tracker's Ed25519 signing keys and tasting-token JWTs (pure: files and crypto, no ORM).
+
+The current key comes from TRACKER_SIGNING_KEY_FILE, or is generated once into data/ (mode 0600; created
+with O_EXCL so that several processes starting together agree on one key). Rotation: a key named in
+TRACKER_NEXT_SIGNING_KEY_FILE is published before it signs; keys in TRACKER_RETIRED_SIGNING_KEY_FILES stay
+published until the last token they signed has expired."""
+
+import base64
+import hashlib
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+ALGORITHM = "EdDSA"
+TOKEN_TYPE = "luckrig-tasting+jwt"
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    kid: str
+    private_key: Ed25519PrivateKey
+    public_pem: str
+
+
+@dataclass(frozen=True)
+class Keyring:
+    current: SigningKey
+    upcoming: SigningKey | None
+    retired: tuple[SigningKey, ...]
+
+    def by_kid(self, kid: str) -> SigningKey | None:
+        for key in (self.current, self.upcoming, *self.retired):
+            if key is not None and key.kid == kid:
+                return key
+        return None
+
+
+def kid_for(public_key: Ed25519PublicKey) -> str:
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return "lr-" + base64.urlsafe_b64encode(hashlib.sha256(raw).digest()).rstrip(b"=").decode()[:16]
+
+
+def _load(path: Path) -> SigningKey:
+    private = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(private, Ed25519PrivateKey):
+        raise ValueError(f"{path.name} is not an Ed25519 private key")
+    public = private.public_key()
+    pem = public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    return SigningKey(kid_for(public), private, pem)
+
+
+def generate_key_file(path: Path) -> None:
+    """Write a new Ed25519 key in PKCS#8 PEM, mode 0600; keep an existing file (first writer wins)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pem = Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(pem)
+
+
+@lru_cache(maxsize=4)
+def load_keyring(current_file: str, next_file: str, retired_files: tuple[str, ...]) -> Keyring:
+    current_path = Path(current_file)
+    if not current_path.exists():
+        generate_key_file(current_path)
+    return Keyring(
+        current=_load(current_path),
+        upcoming=_load(Path(next_file)) if next_file else None,
+        retired=tuple(_load(Path(f)) for f in retired_files),
+    )
+
+
+def sign(keyring: Keyring, claims: dict) -> str:
+    key = keyring.current
+    return jwt.encode(claims, key.private_key, algorithm=ALGORITHM, headers={"kid": key.kid, "typ": TOKEN_TYPE})
+
+
+class InvalidToken(Exception):
+    pass
+
+
+def verify(keyring: Keyring, token: str, *, issuer: str, leeway_sec: int = 0) -> dict:
+    """Check a tasting token the way an agent does: pinned algorithm, known kid, typ, issuer, expiry.
+    The audience is left to the caller (it knows which node the request is about)."""
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError as exc:
+        raise InvalidToken("not a JWT") from exc
+    key = keyring.by_kid(str(header.get("kid", "")))
+    if key is None:
+        raise InvalidToken("unknown kid")
+    if header.get("alg") != ALGORITHM or header.get("typ") != TOKEN_TYPE:
+        raise InvalidToken("wrong token type")
+    try:
+        return jwt.decode(
+            token, key.private_key.public_key(), algorithms=[ALGORITHM], issuer=issuer, leeway=leeway_sec,
+            options={"verify_aud": False, "require": ["exp", "iat", "jti", "aud", "sub", "iss"]},
+        )
+    except jwt.PyJWTError as exc:
+        raise InvalidToken(str(exc)) from exc

@@ -1,0 +1,184 @@
+"""Tasting tokens and the timing measurements tasters share back.
+
+A token is an Ed25519-signed JWT for one node, verified offline by that node's agent. Its tier comes from the
+server-side score only; quotas are per UTC day, counted in the database so that they hold across processes
+and restarts."""
+
+import secrets
+import statistics
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from luckrig_site.api_errors import ApiError
+from luckrig_site.timefmt import iso
+from nodes import liveness
+from nodes import services as node_services
+from nodes.models import Node, TimingSample
+from tracker import pubkeys, signing
+from tracker.keys import keyring
+from tracker.models import Contributor, QuotaBucket, TastingToken
+from tracker.services import refresh_contributors
+
+CAVEAT = (
+    "Plain mode is TLS plus the node operator's promise not to log: the operator can read your prompt and the "
+    "answer. Public-key mode keeps them out of ordinary logs and proxies, but the node still decrypts them."
+)
+PUBLIC_KEY_CAVEAT = (
+    "Public-key mode: your prompt and the answer travel encrypted to this node's key, so proxies and the "
+    "tracker never see them, but the node operator can read them inside the agent. Check the node key "
+    "fingerprint out of band; otherwise the tracker could swap keys."
+)
+
+
+@dataclass
+class Issued:
+    token: str
+    jti: str
+    expires_at: datetime
+    crypto_mode: str
+    tier: str
+    max_requests: int
+    max_output_tokens: int
+    quota_used: int
+    quota_limit: int
+    node: Node
+    user_public_key_fingerprint: str | None
+
+
+def _seconds_to_utc_midnight(now: datetime) -> int:
+    tomorrow = (now.astimezone(UTC) + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    return max(1, int((tomorrow - now).total_seconds()))
+
+
+def claim_quota(key: str, limit: int, now: datetime) -> int:
+    """Take one unit of today's quota for `key`; returns the new count or raises 429 `quota_exceeded`.
+
+    The conditional UPDATE is atomic in the database, so concurrent requests in any number of processes
+    cannot take more than `limit`."""
+    day = now.astimezone(UTC).date()
+    bucket = QuotaBucket.objects.filter(key=key, day=day).first()
+    if bucket is None:
+        try:
+            with transaction.atomic():
+                bucket = QuotaBucket.objects.create(key=key, day=day, used=0)
+        except IntegrityError:
+            bucket = QuotaBucket.objects.get(key=key, day=day)
+    if QuotaBucket.objects.filter(pk=bucket.pk, used__lt=limit).update(used=F("used") + 1) == 0:
+        retry = _seconds_to_utc_midnight(now)
+        raise ApiError(429, "quota_exceeded", f"The daily quota of {limit} tokens is used up; it resets at 00:00 UTC.",
+                       extra={"quota": {"used": limit, "limit": limit}, "retry_after_sec": retry},
+                       headers={"Retry-After": str(retry)})
+    return QuotaBucket.objects.values_list("used", flat=True).get(pk=bucket.pk)
+
+
+def tier_limits(tier: str) -> tuple[int, int, int]:
+    """(max_requests, max_output_tokens, tokens per day) for a tier, from settings."""
+    if tier == TastingToken.Tier.CONTRIBUTOR:
+        return (settings.CONTRIBUTOR_MAX_REQUESTS, settings.CONTRIBUTOR_MAX_OUTPUT_TOKENS,
+                settings.CONTRIBUTOR_TOKENS_PER_DAY)
+    return settings.LIMITED_MAX_REQUESTS, settings.LIMITED_MAX_OUTPUT_TOKENS, settings.LIMITED_TOKENS_PER_DAY
+
+
+def clamp_ttl(ttl_sec: int | None) -> int:
+    ttl = settings.TOKEN_TTL_DEFAULT_SEC if ttl_sec is None else ttl_sec
+    return max(settings.TOKEN_TTL_MIN_SEC, min(settings.TOKEN_TTL_MAX_SEC, ttl))
+
+
+@transaction.atomic
+def issue_token(*, node_id: str, crypto_mode: str, user_public_key: str | None, ttl_sec: int | None,
+                contributor: Contributor | None, ip_hash: str, now: datetime | None = None) -> Issued:
+    now = now or timezone.now()
+    node = Node.objects.visible().select_related("owner").filter(pk=node_id).first()
+    if node is None:
+        raise ApiError(404, "node_not_found", f"No node {node_id!r}.")
+    status = node_services.current_status(node, now)
+    if not liveness.is_alive(status):
+        raise ApiError(409, "node_unavailable",
+                       f"Node {node.id!r} is {status}: its agent has not reported recently. Try again later.",
+                       extra={"status": status})
+
+    user_fp = user_pem = None
+    if crypto_mode == TastingToken.CryptoMode.PUBLIC_KEY:
+        if not node.node_public_key:
+            raise ApiError(400, "public_key_mode_unavailable",
+                           f"Node {node.id!r} has no registered public key; use crypto_mode \"plain\".")
+        if not user_public_key:
+            raise ApiError(400, "invalid_public_key", "user_public_key: required in public-key mode.",
+                           extra={"field": "user_public_key"})
+        try:
+            user_pem, user_fp = pubkeys.validate(user_public_key)
+        except pubkeys.InvalidPublicKey as exc:
+            raise ApiError(400, "invalid_public_key", f"user_public_key: {exc}.",
+                           extra={"field": "user_public_key"}) from None
+
+    tier = (TastingToken.Tier.CONTRIBUTOR if contributor is not None and contributor.score_tier == "contributor"
+            else TastingToken.Tier.LIMITED)
+    max_requests, max_output_tokens, per_day = tier_limits(tier)
+    # Limited tokens are counted per IP even for a signed-in contributor, so that minting fresh identities
+    # does not multiply the anonymous quota.
+    quota_key = f"c:{contributor.id}" if tier == TastingToken.Tier.CONTRIBUTOR else f"ip:{ip_hash}"
+    used = claim_quota(quota_key, per_day, now)
+
+    ttl = clamp_ttl(ttl_sec)
+    expires_at = now + timedelta(seconds=ttl)
+    jti = secrets.token_urlsafe(18)
+    subject = contributor.id if contributor is not None else f"anon:{ip_hash[:16]}"
+    claims = {
+        "iss": settings.SITE_URL, "aud": node.id, "sub": subject, "jti": jti,
+        "iat": int(now.timestamp()), "nbf": int(now.timestamp()) - 5, "exp": int(expires_at.timestamp()),
+        "tier": tier, "crypto_mode": crypto_mode,
+        "max_requests": max_requests, "max_output_tokens": max_output_tokens,
+    }
+    if user_pem:
+        claims["user_public_key"] = user_pem
+        claims["user_public_key_fingerprint"] = user_fp
+    ring = keyring()
+    token = signing.sign(ring, claims)
+    TastingToken.objects.create(
+        jti=jti, kid=ring.current.kid, node=node, contributor=contributor, subject=subject, ip_hash=ip_hash,
+        tier=tier, crypto_mode=crypto_mode, is_owner_token=contributor is not None and contributor.id == node.owner_id,
+        issued_at=now, expires_at=expires_at, max_requests=max_requests, max_output_tokens=max_output_tokens,
+        user_public_key_fingerprint=user_fp,
+    )
+    return Issued(token, jti, expires_at, crypto_mode, tier, max_requests, max_output_tokens, used, per_day, node,
+                  user_fp)
+
+
+TIMING_FIELDS = ("tok_per_sec", "ttft_ms", "network_ttft_ms", "proxy_ttft_ms", "generation_sec", "queue_wait_sec",
+                 "output_tokens", "tokenizer", "limited_output_truncated", "mode")
+P50_WINDOW = 500  # medians over the most recent uploads: rigs get retuned
+
+
+@transaction.atomic
+def record_timing(*, token: TastingToken, data: dict, now: datetime | None = None) -> dict:
+    now = now or timezone.now()
+    node = Node.objects.visible().filter(pk=token.node_id).first()
+    if node is None:
+        raise ApiError(404, "node_not_found", f"No node {token.node_id!r}.")
+    if data["node_id"] != token.node_id:
+        raise ApiError(403, "wrong_node", "This token was issued for another node.", extra={"field": "node_id"})
+    try:
+        with transaction.atomic():
+            TimingSample.objects.create(node=node, jti=token.jti, contributor=token.contributor, created_at=now,
+                                        **{k: data[k] for k in TIMING_FIELDS if k in data})
+    except IntegrityError:
+        raise ApiError(409, "already_uploaded", "Timing for this token was already uploaded.") from None
+    recent = list(TimingSample.objects.filter(node=node).order_by("-created_at")
+                  .values_list("tok_per_sec", "ttft_ms")[:P50_WINDOW])
+    tps = [r[0] for r in recent if r[0] is not None]
+    ttft = [r[1] for r in recent if r[1] is not None]
+    node.timing_samples_count = TimingSample.objects.filter(node=node).count()
+    node.tok_per_sec_p50 = round(statistics.median(tps), 3) if tps else None
+    node.ttft_ms_p50 = round(statistics.median(ttft), 3) if ttft else None
+    node.timing_last_uploaded_at = now
+    node.save(update_fields=["timing_samples_count", "tok_per_sec_p50", "ttft_ms_p50", "timing_last_uploaded_at"])
+    if token.contributor_id:
+        Contributor.objects.filter(pk=token.contributor_id).update(timing_shared=F("timing_shared") + 1)
+        refresh_contributors({token.contributor_id})
+    return {"samples_count": node.timing_samples_count, "tok_per_sec_p50": node.tok_per_sec_p50,
+            "ttft_ms_p50": node.ttft_ms_p50, "last_uploaded_at": iso(now)}
