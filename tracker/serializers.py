@@ -46,11 +46,6 @@ class NodeIn(StrictSerializer):
     node_public_key = StrictCharField(required=False, allow_null=True, allow_blank=True, max_length=1000,
                                       trim_whitespace=False)
 
-    def validate_id(self, value):
-        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_-]*$", value):
-            raise serializers.ValidationError("letters, digits, - and _ only")
-        return value
-
 
 class NodePatch(NodeIn):
     """Every field optional; `id` cannot change (it is in every link and token)."""
@@ -60,9 +55,6 @@ class NodePatch(NodeIn):
         self.fields.pop("id")
         for field in self.fields.values():
             field.required = False
-
-    def validate_id(self, value):  # pragma: no cover - the field is removed above
-        return value
 
 
 class QueueIn(StrictSerializer):

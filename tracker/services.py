@@ -1,6 +1,7 @@
 """Workflows over contributors and nodes: create a contributor, register / update / delete a node, take
 heartbeats and usage reports from agents, and keep the stored contribution scores current."""
 
+import re
 from datetime import datetime
 
 from django.conf import settings
@@ -101,7 +102,8 @@ def default_health_url(endpoint_url: str) -> str:
 
 
 def _unique_node_id(wanted: str) -> str:
-    base = (slugify(wanted)[:56].strip("-")) or "node"
+    # Dots, underscores and slashes separate words in model names ("Llama-3.1", "Q4_K_M"): keep them apart.
+    base = slugify(re.sub(r"[._/\s]+", "-", wanted))[:56].strip("-") or "node"
     taken = set(Node.objects.filter(pk__startswith=base).values_list("pk", flat=True))
     if base not in taken:
         return base

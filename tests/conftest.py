@@ -1,0 +1,91 @@
+"""The fixed cast and the API client used across the suite."""
+
+import json
+
+import pytest
+from django.core.cache import cache
+from rest_framework.test import APIClient
+
+from tests import factories
+
+
+@pytest.fixture(scope="session")
+def signing_key_file(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("keys") / "tracker_signing_key.pem")
+
+
+@pytest.fixture(autouse=True)
+def _isolation(settings, signing_key_file):
+    """Each test gets its own rate-limit counters and a signing key outside the repo's data/."""
+    settings.TRACKER_SIGNING_KEY_FILE = signing_key_file
+    settings.SITE_URL = "http://testserver"
+    settings.ALLOWED_HOSTS = ["testserver", "127.0.0.1", "localhost"]
+    settings.SECURE_SSL_REDIRECT = False
+    cache.clear()
+    yield
+    cache.clear()
+
+
+class Api:
+    """APIClient with JSON bodies and Bearer credentials, returning (status, json)."""
+
+    def __init__(self):
+        self.client = APIClient()
+
+    def call(self, method: str, path: str, body=None, *, auth: str | None = None, raw: bytes | str | None = None,
+             content_type: str = "application/json", **extra):
+        headers = dict(extra)
+        if auth:
+            headers["HTTP_AUTHORIZATION"] = f"Bearer {auth}"
+        data = raw if raw is not None else (json.dumps(body) if body is not None else None)
+        kwargs = {"content_type": content_type} if data is not None else {}
+        response = getattr(self.client, method)(path, data=data, **kwargs, **headers)
+        self.last = response
+        try:
+            payload = response.json() if response.content else None
+        except ValueError:
+            payload = None
+        return response.status_code, payload
+
+    def get(self, path, **kw):
+        return self.call("get", path, **kw)
+
+    def post(self, path, body=None, **kw):
+        return self.call("post", path, body, **kw)
+
+    def patch(self, path, body=None, **kw):
+        return self.call("patch", path, body, **kw)
+
+    def delete(self, path, **kw):
+        return self.call("delete", path, **kw)
+
+
+@pytest.fixture
+def api():
+    return Api()
+
+
+@pytest.fixture
+def owner(db):
+    """The contributor who owns the rigs in a test (contributor tier once a node is registered)."""
+    return factories.make_contributor(handle="owner")
+
+
+@pytest.fixture
+def taster(db):
+    """A contributor without nodes: limited tier."""
+    return factories.make_contributor(handle="taster")
+
+
+@pytest.fixture
+def moderator(db, django_user_model):
+    return django_user_model.objects.create_user("moderator", password="moderator-pass-123", is_staff=True)
+
+
+@pytest.fixture
+def live_node(db, api, owner):
+    """A public node whose agent has just sent a heartbeat."""
+    node, secret = factories.make_node(owner)
+    factories.heartbeat(api, node, secret)
+    node.refresh_from_db()
+    return node, secret

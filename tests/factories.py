@@ -1,0 +1,58 @@
+"""Plain helpers that build the cast through the same services the API uses."""
+
+import itertools
+from dataclasses import dataclass
+
+from nodes.models import Node
+from tracker import services
+from tracker.models import Contributor
+
+_counter = itertools.count(1)
+
+
+@dataclass
+class Person:
+    contributor: Contributor
+    key: str
+
+    @property
+    def id(self) -> str:
+        return self.contributor.id
+
+    def refresh(self) -> "Person":
+        self.contributor.refresh_from_db()
+        return self
+
+
+def make_contributor(handle: str | None = None) -> Person:
+    contributor, key = services.create_contributor(handle=handle)
+    return Person(contributor, key)
+
+
+def node_fields(**overrides) -> dict:
+    n = next(_counter)
+    fields = {
+        "endpoint_url": f"https://rig{n}.example.com/v1",
+        "model_name": "Llama-3.1-8B-Instruct",
+        "quantization": "Q4_K_M",
+        "gpu": "NVIDIA GeForce RTX 3060",
+        "vram_gb": 12,
+        "context_length": 8192,
+        "tuning_note": "All layers on the GPU, flash attention on.",
+        "tags": ["home"],
+    }
+    fields.update(overrides)
+    return fields
+
+
+def make_node(person: Person, **overrides) -> tuple[Node, str]:
+    node, secret = services.register_node(owner=person.contributor, data=node_fields(**overrides))
+    return node, secret
+
+
+def heartbeat(api, node: Node, secret: str, *, active: int = 0, waiting: int = 0, max_active: int = 1):
+    status, body = api.post(f"/api/nodes/{node.id}/heartbeat",
+                            {"queue": {"active": active, "waiting": waiting, "max_active": max_active},
+                             "models": [node.model_name], "agent_version": "test"}, auth=secret)
+    assert status == 200, body
+    return body

@@ -1,0 +1,195 @@
+"""Heartbeats, usage reports, timing uploads and the contribution scores they feed."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from nodes.models import Node, TimingSample
+from tests import factories
+from tracker.models import TastingToken
+
+pytestmark = pytest.mark.django_db
+
+
+def token_for(api, node, key=None, ip="192.0.2.50"):
+    status, body = api.post("/api/tokens", {"node_id": node.id}, auth=key, REMOTE_ADDR=ip)
+    assert status == 201, body
+    return body
+
+
+class TestHeartbeat:
+    def test_heartbeat_makes_a_node_available_and_answers_with_rules_and_revocations(self, api, owner):
+        node, secret = factories.make_node(owner)
+        answer = factories.heartbeat(api, node, secret, active=0, waiting=0, max_active=2)
+        assert answer == {"schema_version": 1, "status": "available", "filter_rules_version": 0, "revoked_jtis": []}
+        _, body = api.get(f"/api/nodes/{node.id}")
+        assert body["node"]["health"]["status"] == "available"
+        assert body["node"]["health"]["last_seen_at"] is not None
+        assert body["node"]["queue"]["max_active"] == 2
+
+    def test_full_slots_mean_busy(self, api, owner):
+        node, secret = factories.make_node(owner)
+        assert factories.heartbeat(api, node, secret, active=2, waiting=5, max_active=2)["status"] == "busy"
+        _, body = api.get(f"/api/nodes/{node.id}")
+        assert body["node"]["queue"] == {**body["node"]["queue"], "active": 2, "waiting": 5, "max_active": 2}
+
+    def test_revoked_jtis_are_pushed_until_they_expire(self, api, live_node):
+        node, secret = live_node
+        issued = token_for(api, node)
+        TastingToken.objects.filter(jti=issued["jti"]).update(revoked_at=timezone.now())
+        assert factories.heartbeat(api, node, secret)["revoked_jtis"] == [issued["jti"]]
+        TastingToken.objects.filter(jti=issued["jti"]).update(expires_at=timezone.now() - timedelta(seconds=1))
+        assert factories.heartbeat(api, node, secret)["revoked_jtis"] == []
+
+    def test_wrong_or_missing_secret_is_401(self, api, owner):
+        node, _ = factories.make_node(owner)
+        other, other_secret = factories.make_node(owner)
+        body = {"queue": {"active": 0, "waiting": 0, "max_active": 1}}
+        assert api.post(f"/api/nodes/{node.id}/heartbeat", body)[0] == 401
+        assert api.post(f"/api/nodes/{node.id}/heartbeat", body, auth=other_secret)[0] == 401
+        assert api.post(f"/api/nodes/{node.id}/heartbeat", body, auth=owner.key)[0] == 401
+        assert api.post("/api/nodes/ghost/heartbeat", body, auth=other_secret)[0] == 401
+
+    def test_days_alive_count_once_per_day(self, api, owner):
+        node, secret = factories.make_node(owner)
+        factories.heartbeat(api, node, secret)
+        factories.heartbeat(api, node, secret)
+        node.refresh_from_db()
+        assert node.alive_days == 1 and node.contribution_components["existence"] == 0.2
+
+
+class TestUsage:
+    def report(self, api, node, secret, report_id, entries):
+        return api.post(f"/api/nodes/{node.id}/usage", {"report_id": report_id, "entries": entries}, auth=secret)
+
+    def test_usage_credits_tracker_issued_jtis_of_this_node_only(self, api, owner, taster):
+        node, secret = factories.make_node(owner)
+        factories.heartbeat(api, node, secret)
+        other, other_secret = factories.make_node(owner, gpu="RTX 2060")
+        factories.heartbeat(api, other, other_secret)
+        mine = token_for(api, node, taster.key)
+        theirs = token_for(api, other, taster.key)
+        status, body = self.report(api, node, secret, "r1", [
+            {"jti": mine["jti"], "requests": 2, "prompt_tokens": 30, "completion_tokens": 100},
+            {"jti": theirs["jti"], "requests": 3},
+            {"jti": "made-up", "requests": 50},
+        ])
+        assert status == 202 and body == {"schema_version": 1, "accepted": 1, "ignored": 2, "duplicate": False}
+        node.refresh_from_db()
+        assert node.usage_requests == 2 and node.distinct_tasters == 1
+        assert node.contribution_components["usage"] == 1.0
+        assert node.contribution_components["discovery"] == 2.0
+
+    def test_a_retried_report_is_not_counted_twice(self, api, live_node, taster):
+        node, secret = live_node
+        issued = token_for(api, node, taster.key)
+        entries = [{"jti": issued["jti"], "requests": 1}]
+        assert self.report(api, node, secret, "same", entries)[1]["duplicate"] is False
+        assert self.report(api, node, secret, "same", entries)[1] == {
+            "schema_version": 1, "accepted": 0, "ignored": 0, "duplicate": True}
+        node.refresh_from_db()
+        assert node.usage_requests == 1
+
+    def test_claims_beyond_a_tokens_limits_are_capped(self, api, live_node):
+        node, secret = live_node
+        issued = token_for(api, node)  # limited: 3 requests, 256 output tokens
+        self.report(api, node, secret, "r1", [{"jti": issued["jti"], "requests": 40, "completion_tokens": 10**6}])
+        token = TastingToken.objects.get(jti=issued["jti"])
+        assert token.requests_served == 3 and token.completion_tokens == 256
+
+    def test_the_owners_own_tastings_do_not_count(self, api, live_node, owner):
+        node, secret = live_node
+        issued = token_for(api, node, owner.key)
+        self.report(api, node, secret, "r1", [{"jti": issued["jti"], "requests": 5}])
+        node.refresh_from_db()
+        assert node.usage_requests == 0 and node.distinct_tasters == 0
+
+    def test_usage_caps_at_twenty_points(self, api, live_node, settings):
+        node, secret = live_node
+        settings.LIMITED_TOKENS_PER_DAY = 100
+        settings.RATE_TOKEN_CREATE = "1000/m"
+        jtis = [token_for(api, node, ip=f"192.0.2.{i}")["jti"] for i in range(1, 16)]
+        self.report(api, node, secret, "r1", [{"jti": j, "requests": 3} for j in jtis])
+        node.refresh_from_db()
+        assert node.usage_requests == 45
+        assert node.contribution_components["usage"] == 20.0
+        assert node.distinct_tasters == 15 and node.contribution_components["discovery"] == 20.0
+
+
+class TestTiming:
+    def upload(self, api, token, body):
+        return api.post("/api/replay/timing", body, auth=token)
+
+    def test_one_upload_per_jti_feeds_the_community_p50s(self, api, live_node, taster):
+        node, _ = live_node
+        t1 = token_for(api, node, taster.key)
+        status, body = self.upload(api, t1["token"], {"schema_version": 1, "node_id": node.id, "mode": "plain",
+                                                       "tok_per_sec": 40.0, "ttft_ms": 300, "output_tokens": 120,
+                                                       "limited_output_truncated": False})
+        assert status == 201 and body["ok"] is True
+        assert body["community_timing"]["samples_count"] == 1 and body["community_timing"]["tok_per_sec_p50"] == 40.0
+        status, body = self.upload(api, t1["token"], {"node_id": node.id, "tok_per_sec": 1.0})
+        assert status == 409 and body["code"] == "already_uploaded"
+        for tps, ip in ((50.0, "192.0.2.60"), (10.0, "192.0.2.61")):
+            t = token_for(api, node, ip=ip)
+            self.upload(api, t["token"], {"node_id": node.id, "tok_per_sec": tps, "ttft_ms": 100})
+        _, detail = api.get(f"/api/nodes/{node.id}")
+        timing = detail["node"]["community_timing"]
+        assert timing["samples_count"] == 3 and timing["tok_per_sec_p50"] == 40.0 and timing["ttft_ms_p50"] == 100
+        sample = TimingSample.objects.get(jti=t1["jti"])
+        assert abs((sample.created_at - timezone.now()).total_seconds()) < 60  # stamped by the server
+        # Sharing timing counts as a contribution of the taster.
+        taster.refresh()
+        assert taster.contributor.timing_shared == 1 and taster.contributor.score_components["note"] == 0.5
+
+    @pytest.mark.parametrize("body, code, field", [
+        ({"node_id": "x", "prompt": "hi"}, "disallowed_field", "prompt"),
+        ({"node_id": "x", "response_text": "hi"}, "disallowed_field", "response_text"),
+        ({"node_id": "x", "chunk_timestamps": [1, 2]}, "disallowed_field", "chunk_timestamps"),
+        ({"node_id": "x", "gpu_temp": 70}, "unknown_field", "gpu_temp"),
+        ({"node_id": "x", "tokenizer": {"name": "x"}}, "nested_value", "tokenizer"),
+        ({"node_id": "x", "tok_per_sec": "fast"}, "invalid_field", "tok_per_sec"),
+        ({"node_id": "x", "tok_per_sec": -1}, "invalid_field", "tok_per_sec"),
+    ])
+    def test_only_allowlisted_scalar_fields_are_accepted(self, api, live_node, body, code, field):
+        node, _ = live_node
+        issued = token_for(api, node)
+        status, err = self.upload(api, issued["token"], {**body, "node_id": node.id})
+        assert status == 400 and err["code"] == code and err["field"] == field
+        assert not TimingSample.objects.exists()
+
+    def test_needs_a_valid_tasting_token_for_that_node(self, api, live_node, owner):
+        node, _ = live_node
+        assert self.upload(api, None, {"node_id": node.id})[0] == 401
+        assert self.upload(api, "not.a.jwt", {"node_id": node.id})[0] == 401
+        issued = token_for(api, node)
+        forged = issued["token"][:-4] + ("AAAA" if not issued["token"].endswith("AAAA") else "BBBB")
+        assert self.upload(api, forged, {"node_id": node.id})[0] == 401
+        other, other_secret = factories.make_node(owner, gpu="Arc A770")
+        status, err = self.upload(api, issued["token"], {"node_id": other.id})
+        assert status == 403 and err["code"] == "wrong_node"
+
+
+def test_contributions_endpoint_lists_listed_nodes_by_total(api, owner):
+    factories.make_node(owner, id="plain", tuning_note="")
+    factories.make_node(owner, id="noted", tuning_note="x" * 1200, gpu="Tesla P40")
+    factories.make_node(owner, id="hidden", visibility="unlisted", gpu="K80")
+    status, body = api.get("/api/contributions")
+    assert status == 200 and body["threshold"] == 1.0
+    assert [s["node_id"] for s in body["scores"]] == ["noted", "plain"]
+    noted = body["scores"][0]
+    assert noted["components"]["note"] == 10.0 and noted["components"]["rarity"] == 5.0
+    assert noted["evidence"]["tuning_note_chars"] == 1200 and noted["tier"] == "contributor"
+    assert api.get("/api/contributions?limit=0")[0] == 400
+
+
+def test_owner_score_is_the_sum_of_their_nodes(api, owner):
+    factories.make_node(owner, id="one", tuning_note="")
+    factories.make_node(owner, id="two", tuning_note="", gpu="RX 580")
+    _, me = api.get("/api/contributors/me", auth=owner.key)
+    assert me["score"]["components"]["rarity"] == 10.0 and me["score"]["total"] == 10.0
+    api.delete("/api/nodes/two", auth=owner.key)
+    _, me = api.get("/api/contributors/me", auth=owner.key)
+    assert me["score"]["total"] == 5.0
+    assert Node.objects.count() == 1

@@ -1,0 +1,181 @@
+import pytest
+
+from nodes.models import Node
+from nodes.presenters import PUBLIC_NODE_FIELDS
+from tests import factories
+
+pytestmark = pytest.mark.django_db
+
+
+def register(api, key, **overrides):
+    return api.post("/api/nodes", factories.node_fields(**overrides), auth=key)
+
+
+def test_registering_a_node_returns_every_public_field_and_the_secret_once(api, owner):
+    status, body = register(api, owner.key, lora="my-lora", tags=["Showcase", "home"], display_name="Den rig")
+    assert status == 201, body
+    node = body["node"]
+    assert set(node) == set(PUBLIC_NODE_FIELDS)
+    assert body["node_secret"].startswith("lrn_")
+    assert node["id"] == "nvidia-geforce-rtx-3060-llama-3-1-8b-instruct-q4-k-m"
+    assert node["tags"] == ["showcase", "home"]
+    assert node["owner"] == {"id": owner.id, "handle": "owner"}
+    assert node["health"]["status"] == "unknown"
+    assert node["visibility"] == "public"
+    stored = Node.objects.get(pk=node["id"])
+    assert body["node_secret"] not in stored.secret_hash
+    assert stored.health_url == node["endpoint_url"].removesuffix("/v1") + "/health"
+    status, detail = api.get(f"/api/nodes/{node['id']}")
+    assert status == 200 and "node_secret" not in detail and detail["node"]["id"] == node["id"]
+
+
+def test_ids_are_slugs_made_unique(api, owner):
+    _, first = register(api, owner.key, id="My Rig!")
+    _, second = register(api, owner.key, id="my-rig")
+    assert first["node"]["id"] == "my-rig" and second["node"]["id"] == "my-rig-2"
+
+
+def test_registering_needs_a_contributor_key(api):
+    status, body = api.post("/api/nodes", factories.node_fields())
+    assert status == 401 and body["code"] == "unauthorized"
+
+
+def test_only_the_owner_may_patch_or_delete(api, owner, taster):
+    _, body = register(api, owner.key)
+    node_id = body["node"]["id"]
+    status, err = api.patch(f"/api/nodes/{node_id}", {"tuning_note": "mine now"}, auth=taster.key)
+    assert status == 403 and err["code"] == "not_owner"
+    status, err = api.delete(f"/api/nodes/{node_id}", auth=taster.key)
+    assert status == 403 and err["code"] == "not_owner"
+    status, _ = api.patch(f"/api/nodes/{node_id}", {"tuning_note": "ngl 99"})
+    assert status == 401
+    status, updated = api.patch(f"/api/nodes/{node_id}", {"tuning_note": "ngl 99", "context_length": 16384},
+                                auth=owner.key)
+    assert status == 200 and updated["node"]["tuning_note"] == "ngl 99"
+    assert updated["node"]["context_length"] == 16384
+    status, _ = api.delete(f"/api/nodes/{node_id}", auth=owner.key)
+    assert status == 204
+    status, err = api.get(f"/api/nodes/{node_id}")
+    assert status == 404 and err["code"] == "node_not_found"
+
+
+def test_patch_cannot_change_the_id(api, owner):
+    _, body = register(api, owner.key)
+    status, err = api.patch(f"/api/nodes/{body['node']['id']}", {"id": "other"}, auth=owner.key)
+    assert status == 400 and err["code"] == "unknown_field" and err["field"] == "id"
+
+
+def test_unknown_node_is_404_everywhere(api, owner):
+    for path in ("/api/nodes/nope", "/api/nodes/nope/metrics"):
+        status, body = api.get(path)
+        assert status == 404 and body["code"] == "node_not_found"
+    status, body = api.patch("/api/nodes/nope", {"lora": ""}, auth=owner.key)
+    assert status == 404 and body["code"] == "node_not_found"
+
+
+def test_unlisted_nodes_are_reachable_by_id_but_not_listed(api, owner):
+    _, body = register(api, owner.key, visibility="unlisted")
+    node_id = body["node"]["id"]
+    _, listing = api.get("/api/nodes")
+    assert node_id not in [n["id"] for n in listing["nodes"]]
+    assert api.get(f"/api/nodes/{node_id}")[0] == 200
+
+
+def test_taken_down_nodes_disappear(api, owner):
+    from django.utils import timezone
+
+    _, body = register(api, owner.key)
+    Node.objects.filter(pk=body["node"]["id"]).update(taken_down_at=timezone.now())
+    _, listing = api.get("/api/nodes")
+    assert listing["count"] == 0
+    assert api.get(f"/api/nodes/{body['node']['id']}")[0] == 404
+
+
+def test_public_key_is_validated_and_fingerprinted(api, owner):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    pem = X25519PrivateKey.generate().public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    status, body = register(api, owner.key, node_public_key=pem)
+    assert status == 201
+    fp = body["node"]["node_public_key_fingerprint"]
+    assert fp.startswith("sha256:") and len(fp) == 7 + 43
+    wrong_kind = Ed25519PrivateKey.generate().public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    for bad in (wrong_kind, "-----BEGIN PUBLIC KEY-----\nnope\n-----END PUBLIC KEY-----\n", "hello"):
+        status, err = register(api, owner.key, node_public_key=bad)
+        assert status == 400 and err["code"] == "invalid_public_key" and err["field"] == "node_public_key"
+
+
+class TestList:
+    @pytest.fixture
+    def fleet(self, owner):
+        specs = {
+            "a": dict(gpu="RTX 3090", model_name="Qwen2.5-7B", quantization="Q4_K_M", vram_gb=24, context_length=32768),
+            "b": dict(gpu="RTX 3090", model_name="Qwen2.5-7B", quantization="Q4_K_M", vram_gb=24, context_length=8192),
+            "c": dict(gpu="GTX 1070", model_name="Phi-3-mini", quantization="Q8_0", vram_gb=8, context_length=4096,
+                      tags=["old-gpu"]),
+            "d": dict(gpu="Raspberry Pi 5", model_name="llama3.2-1B", quantization="Q4_K_M", vram_gb=0,
+                      context_length=8192, tags=["showcase", "cpu"]),
+            "e": dict(gpu="RTX 4090", model_name="Llama-3.1-70B", quantization="IQ2_XS", vram_gb=None,
+                      context_length=None),
+        }
+        return {name: factories.make_node(owner, id=name, **spec)[0] for name, spec in specs.items()}
+
+    def ids(self, api, query=""):
+        status, body = api.get("/api/nodes" + query)
+        assert status == 200, body
+        return [n["id"] for n in body["nodes"]]
+
+    def test_default_order_is_rarity_then_vram_then_age(self, api, fleet):
+        # d: 1 + 0.15 + 0.05; c: 1 + 0.05; e: 1 (vram unknown sorts last among equals); a, b share a combo: 0.5
+        assert self.ids(api) == ["d", "c", "e", "a", "b"]
+        _, body = api.get("/api/nodes")
+        assert body["sort"] == "rarity" and body["count"] == 5
+        rarity = {n["id"]: n["rarity_score"] for n in body["nodes"]}
+        assert rarity == {"d": 1.2, "c": 1.05, "e": 1.0, "a": 0.5, "b": 0.5}
+
+    def test_rarity_follows_the_listed_set(self, api, owner, fleet):
+        assert api.delete("/api/nodes/b", auth=owner.key)[0] == 204
+        _, body = api.get("/api/nodes/a")
+        assert body["node"]["rarity_score"] == 1.0
+        # Case and spacing do not make a rig rare.
+        factories.make_node(owner, id="a2", gpu="rtx  3090", model_name="qwen2.5-7b", quantization="q4_k_m")
+        _, body = api.get("/api/nodes/a")
+        assert body["node"]["rarity_score"] == 0.5
+
+    def test_filters(self, api, fleet):
+        assert set(self.ids(api, "?gpu=rtx 30")) == {"a", "b"}
+        assert self.ids(api, "?model=PHI") == ["c"]
+        assert set(self.ids(api, "?quantization=q4_k")) == {"a", "b", "d"}
+        assert set(self.ids(api, "?min_vram=12")) == {"a", "b"}
+        assert set(self.ids(api, "?min_ctx=8192")) == {"a", "b", "d"}
+        assert self.ids(api, "?tag=old-gpu") == ["c"]
+        assert self.ids(api, "?tag=old") == []
+        assert self.ids(api, "?status=available") == []
+        assert len(self.ids(api, "?status=unknown")) == 5
+
+    def test_other_orders(self, api, fleet):
+        assert self.ids(api, "?order=context")[:3] == ["a", "d", "b"]  # ties: rarer first
+        assert self.ids(api, "?order=recent")[0] == "e"
+        assert len(self.ids(api, "?order=tok_per_sec")) == 5
+
+    def test_pagination(self, api, fleet):
+        status, page1 = api.get("/api/nodes?page_size=2")
+        assert [n["id"] for n in page1["nodes"]] == ["d", "c"]
+        assert page1["previous"] is None and "page=2" in page1["next"] and "page_size=2" in page1["next"]
+        _, page3 = api.get("/api/nodes?page_size=2&page=3")
+        assert [n["id"] for n in page3["nodes"]] == ["b"] and page3["next"] is None and "page=2" in page3["previous"]
+        _, beyond = api.get("/api/nodes?page_size=2&page=9")
+        assert beyond["nodes"] == [] and beyond["count"] == 5
+
+    @pytest.mark.parametrize("query, field", [
+        ("?status=sleeping", "status"), ("?order=fastest", "order"), ("?page=0", "page"),
+        ("?page_size=201", "page_size"), ("?page_size=abc", "page_size"), ("?min_vram=lots", "min_vram"),
+        ("?min_ctx=1.5", "min_ctx"), ("?min_vram=nan", "min_vram"), ("?gpu=" + "x" * 500, "gpu"),
+    ])
+    def test_bad_queries_are_400_naming_the_parameter(self, api, query, field):
+        status, body = api.get("/api/nodes" + query)
+        assert status == 400 and body["code"] == "invalid_field" and body["field"] == field
