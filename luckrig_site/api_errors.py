@@ -54,9 +54,12 @@ def _first_error(detail, path: str = "") -> tuple[str, str, str]:
     """Walk DRF's nested error detail to the first message: (field path, message, code)."""
     if isinstance(detail, dict):
         for key, value in detail.items():
-            sub = key if not path else (path if key == "non_field_errors" else f"{path}.{key}")
-            if key == "non_field_errors" and not path:
-                sub = ""
+            if key == "non_field_errors":
+                sub = path
+            elif isinstance(key, int) or str(key).isdigit():  # list items (DRF keys them by index)
+                sub = f"{path}[{key}]"
+            else:
+                sub = f"{path}.{key}" if path else str(key)
             return _first_error(value, sub)
     if isinstance(detail, list):
         for index, value in enumerate(detail):

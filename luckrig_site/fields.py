@@ -7,6 +7,8 @@ Strings never carry NUL (PostgreSQL cannot store it) and numbers stay finite and
 import math
 import re
 
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from nodes.urlguard import check_url_syntax
@@ -59,6 +61,7 @@ class StrictBooleanField(serializers.BooleanField):
         return data
 
 
+@extend_schema_field(OpenApiTypes.URI)
 class HttpUrlField(StrictCharField):
     """An absolute http(s) URL with a host and no credentials."""
 
@@ -78,6 +81,7 @@ class HttpUrlField(StrictCharField):
 TAG_RE = re.compile(r"^[a-z0-9][a-z0-9._+-]*$")
 
 
+@extend_schema_field({"type": "array", "items": {"type": "string", "maxLength": 32}, "maxItems": 12})
 class TagsField(serializers.Field):
     """Up to 12 lowercase tags of at most 32 characters: letters, digits and . _ + - (no commas)."""
 

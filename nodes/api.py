@@ -44,7 +44,7 @@ def _page_url(request, page: int) -> str:
 
 class NodeListApi(APIView):
     @extend_schema(parameters=LIST_PARAMS, responses={200: schemas.NodeListDoc, 400: schemas.ErrorDoc},
-                   summary="List listed nodes, rarity first")
+                   summary="List listed nodes, rarity first", operation_id="nodes_list")
     def get(self, request):
         query = queries.parse_list_query(request.GET)
         qs = queries.apply(query, Node.objects.listed().select_related("owner"))
@@ -62,7 +62,7 @@ class NodeListApi(APIView):
 
 
 class NodeDetailReadMixin:
-    @extend_schema(responses={200: schemas.NodeDetailDoc, 404: schemas.ErrorDoc}, summary="One node")
+    @extend_schema(responses={200: schemas.NodeDetailDoc, 404: schemas.ErrorDoc}, summary="One node", operation_id="node_retrieve")
     def get(self, request, node_id):
         return Response({"schema_version": 1, "node": public_node(get_visible_node(node_id))})
 

@@ -1,0 +1,106 @@
+"""Unit tests of the pure rules: rarity, liveness, scores and the showcase picks."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from nodes import gpus, liveness, rarity
+from nodes.showcase import Row, pick_categories
+from tracker import scores
+
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+
+
+def test_rarity_formula():
+    assert rarity.rarity_score(1, [], 24) == 1.0
+    assert rarity.rarity_score(4, [], 24) == 0.25
+    assert rarity.rarity_score(1, ["showcase"], 8) == 1.2
+    assert rarity.rarity_score(2, [], 0) == 0.55
+    assert rarity.rarity_score(1, [], None) == 1.0
+
+
+def test_combo_key_ignores_case_and_spacing():
+    assert rarity.combo_key(" RTX  3090", "Qwen", "Q4_K_M") == rarity.combo_key("rtx 3090", "qwen", "q4_k_m")
+
+
+def obs(**kw):
+    base = dict(previous="unknown", last_heartbeat_at=None, last_probe_at=None, consecutive_failures=0,
+                queue_active=0, queue_max_active=1)
+    base.update(kw)
+    return liveness.Observed(**base)
+
+
+def status(o):
+    return liveness.derive_status(o, now=NOW, interval_sec=15, failures_before_down=3)
+
+
+def test_fresh_heartbeat_is_available_or_busy():
+    assert status(obs(last_heartbeat_at=NOW - timedelta(seconds=44))) == "available"
+    assert status(obs(last_heartbeat_at=NOW, queue_active=1)) == "busy"
+    assert status(obs(last_heartbeat_at=NOW, queue_active=0, queue_max_active=0)) == "available"
+
+
+def test_missing_heartbeat_is_unavailable():
+    assert status(obs(last_heartbeat_at=NOW - timedelta(seconds=46))) == "unavailable"
+
+
+def test_one_failed_probe_is_a_blip_three_are_down():
+    alive = dict(previous="available", last_probe_at=NOW)
+    assert status(obs(**alive, consecutive_failures=1)) == "available"
+    assert status(obs(**alive, consecutive_failures=2)) == "available"
+    assert status(obs(**alive, consecutive_failures=3)) == "unavailable"
+    assert status(obs(**alive, consecutive_failures=3, last_heartbeat_at=NOW)) == "unavailable"
+    assert status(obs(last_probe_at=NOW, consecutive_failures=0)) == "available"
+    assert status(obs()) == "unknown"
+
+
+def test_node_components_and_caps():
+    ev = scores.NodeEvidence(alive_days=100, rarity=1.2, requests_served=7, distinct_tasters=3,
+                             tuning_note_chars=240)
+    c = scores.node_components(ev)
+    assert c == {"existence": 10.0, "rarity": 6.0, "usage": 3.5, "discovery": 6.0, "note": 3.0}
+    assert scores.total(c) == 28.5
+    empty = scores.node_components(scores.NodeEvidence(0, 0.25, 0, 0, 0))
+    assert empty["note"] == 0.0 and scores.total(empty) == 1.25
+    assert scores.tier(0.99, 1.0) == "limited" and scores.tier(1.0, 1.0) == "contributor"
+    assert scores.timing_share_points(100) == 10.0
+
+
+@pytest.mark.parametrize("gpu, family, year", [
+    ("NVIDIA GeForce RTX 5090", "NVIDIA Blackwell", 2025),
+    ("GTX 1080 Ti", "NVIDIA Pascal", 2016),
+    ("Tesla K80", "NVIDIA Kepler", 2013),
+    ("Apple M3 Max", "Apple M3", 2023),
+    ("AMD Radeon RX 7900 XTX", "AMD RDNA 3 / CDNA 3", 2022),
+    ("Radeon RX 580", "AMD Polaris", 2016),
+])
+def test_gpu_families(gpu, family, year):
+    found = gpus.classify(gpu)
+    assert found is not None and (found.name, found.year) == (family, year)
+
+
+def test_cpu_and_apple_detection():
+    assert gpus.is_cpu_rig("Raspberry Pi 5", None) and gpus.is_cpu_rig("whatever", 0)
+    assert gpus.is_apple_silicon("Apple M2 Ultra") and not gpus.is_apple_silicon("RTX 4090")
+
+
+def row(id, gpu, vram, ctx, rarity_score=0.5, created=0, model="m", quant="q"):
+    return Row(id, gpu, model, quant, vram, ctx, rarity_score, f"2026-01-{created + 1:02d}")
+
+
+def test_showcase_picks_one_winner_per_category():
+    rows = [
+        row("big", "RTX 5090", 32, 131072, 0.5, 0),
+        row("small", "RTX 3050", 6, 4096, 0.5, 1),
+        row("pi", "Raspberry Pi 5", 0, 8192, 1.2, 2),
+        row("mac", "Apple M1", 16, 8192, 1.0, 3),
+        row("old", "Tesla K80", 24, 2048, 0.5, 4),
+    ]
+    picks = {c["id"]: c["node_id"] for c in pick_categories(rows)}
+    assert picks == {"lowest_vram": "small", "cpu_rig": "pi", "apple_silicon": "mac", "largest_context": "big",
+                     "oldest_gpu_generation": "old", "rarest_combination": "pi"}
+    assert all(c["reason"] and c["label"] for c in pick_categories(rows))
+
+
+def test_showcase_on_an_empty_network():
+    assert pick_categories([]) == []

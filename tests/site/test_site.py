@@ -1,0 +1,139 @@
+"""Site-wide surfaces: OpenAPI schema and docs, /metrics, /api/health, unknown paths, settings checks."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nodes.presenters import PUBLIC_NODE_FIELDS
+from tests import factories
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.django_db
+
+
+def schema(api):
+    response = api.client.get("/api/schema/?format=json")
+    assert response.status_code == 200
+    return response.json()
+
+
+def test_the_openapi_schema_documents_every_endpoint(api):
+    doc = schema(api)
+    assert doc["openapi"].startswith("3.")
+    expected = {
+        "/api/health": {"get"}, "/api/contributors": {"post"}, "/api/contributors/me": {"get"},
+        "/api/nodes": {"get", "post"}, "/api/nodes/{node_id}": {"get", "patch", "delete"},
+        "/api/nodes/{node_id}/heartbeat": {"post"}, "/api/nodes/{node_id}/usage": {"post"},
+        "/api/nodes/{node_id}/metrics": {"get"}, "/api/fingerprint/verify": {"post"}, "/api/tokens": {"post"},
+        "/api/tracker-keys": {"get"}, "/api/replay/timing": {"post"}, "/api/showcase": {"get"},
+        "/api/contributions": {"get"},
+    }
+    for path, methods in expected.items():
+        assert path in doc["paths"], path
+        assert methods <= set(doc["paths"][path]), path
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            assert op.get("summary"), (path, method)
+
+
+def test_the_schema_agrees_with_the_runtime_public_node(api, owner):
+    doc = schema(api)
+    documented = set(doc["components"]["schemas"]["PublicNodeDoc"]["properties"])
+    assert documented == set(PUBLIC_NODE_FIELDS)
+    node, _ = factories.make_node(owner)
+    _, body = api.get(f"/api/nodes/{node.id}")
+    assert set(body["node"]) == documented
+
+
+def test_interactive_docs_load_their_assets_locally(api):
+    response = api.client.get("/api/docs/")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "cdn" not in html.lower() and "unpkg" not in html.lower()
+    assert "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js" in html
+    asset = api.client.get("/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js")
+    assert asset.status_code == 200 and int(asset.headers["Content-Length"]) > 100_000
+
+
+def test_health(api):
+    status, body = api.get("/api/health")
+    assert status == 200
+    assert body["ok"] is True and body["service"] == "luckrig-tracker" and body["now"].endswith("Z")
+    assert "/" not in body["version"] and "secret" not in str(body).lower()
+
+
+def test_metrics_count_requests_tokens_and_nodes_by_status(api, owner):
+    node, secret = factories.make_node(owner)
+    factories.make_node(owner, gpu="RTX 2080")
+    factories.heartbeat(api, node, secret)
+    api.post("/api/tokens", {"node_id": node.id})
+    response = api.client.get("/metrics")
+    assert response.status_code == 200 and response["Content-Type"].startswith("text/plain")
+    text = response.content.decode()
+    assert 'luckrig_nodes{status="available"} 1.0' in text
+    assert 'luckrig_nodes{status="unknown"} 1.0' in text
+    assert 'luckrig_tokens_issued_total{crypto_mode="plain",tier="limited"} 1.0' in text
+    assert 'luckrig_http_requests_total{method="POST",status="201"}' in text
+
+
+def test_unknown_api_paths_are_json_404(api):
+    status, body = api.get("/api/nowhere")
+    assert status == 404 and body["code"] == "not_found"
+
+
+def test_wrong_method_is_405(api):
+    status, body = api.call("put", "/api/tokens", {})
+    assert status == 405 and body["code"] == "method_not_allowed"
+
+
+def test_showcase_endpoint_names_one_node_per_category(api, owner):
+    factories.make_node(owner, id="pi", gpu="Raspberry Pi 5", vram_gb=0)
+    factories.make_node(owner, id="mac", gpu="Apple M2 Max", vram_gb=32, context_length=32768)
+    factories.make_node(owner, id="hidden", gpu="GTX 970", vram_gb=4, visibility="unlisted")
+    status, body = api.get("/api/showcase")
+    assert status == 200
+    picks = {c["id"]: c["node_id"] for c in body["categories"]}
+    assert picks["cpu_rig"] == "pi" and picks["apple_silicon"] == "mac" and picks["largest_context"] == "mac"
+    assert "hidden" not in picks.values()
+    _, detail = api.get("/api/nodes/pi")
+    assert {b["id"] for b in detail["node"]["showcase"]} >= {"cpu_rig"}
+
+
+def run_manage(*args, env_extra=None):
+    env = {k: v for k, v in os.environ.items() if k not in ("DEBUG", "DATABASE_URL", "REDIS_URL")}
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_check_deploy_is_clean_with_production_variables(tmp_path):
+    result = run_manage("check", "--deploy", "--fail-level", "WARNING", env_extra={
+        "DEBUG": "0", "SECRET_KEY": "x" * 20 + "production-secret-that-is-long-and-random-4e1b9c",
+        "ALLOWED_HOSTS": "luckrig.example", "SITE_URL": "https://luckrig.example",
+        "DATABASE_URL": "postgres://luckrig@127.0.0.1:5432/luckrig", "REDIS_URL": "redis://127.0.0.1:6379/0",
+        "DATA_DIR": str(tmp_path)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_check_deploy_fails_without_a_secret_key(tmp_path):
+    result = run_manage("check", "--deploy", env_extra={"DEBUG": "0", "DATA_DIR": str(tmp_path),
+                                                        "SITE_URL": "https://luckrig.example"})
+    assert result.returncode != 0 and "luckrig.E001" in result.stderr
+
+
+def test_seed_demo_is_idempotent(api):
+    from django.core.management import call_command
+
+    call_command("seed_demo")
+    call_command("seed_demo")
+    _, body = api.get("/api/nodes")
+    assert body["count"] == 3
+    gpus = {n["gpu"] for n in body["nodes"]}
+    assert any("5090" in g for g in gpus) and any("M3 Max" in g for g in gpus) and any("Pi 5" in g for g in gpus)
+    assert all(n["tuning_note"] and "showcase" in n["tags"] for n in body["nodes"])
+    ctx = sorted(n["context_length"] for n in body["nodes"])
+    assert ctx == [8192, 32768, 65536]
