@@ -1,0 +1,87 @@
+"""Real tracker processes for end-to-end tests: a fresh database, `migrate`, then Daphne on a free port."""
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def fresh_database(tmp_path: Path):
+    """A database URL of the same engine the suite runs on: a temp SQLite file, or a new PostgreSQL database
+    on the same server (dropped afterwards)."""
+    suite_url = os.environ.get("DATABASE_URL", "")
+    if not suite_url.startswith("postgres"):
+        yield f"sqlite:///{tmp_path / 'tracker.sqlite3'}"
+        return
+    server = suite_url.rsplit("/", 1)[0]
+    name = f"luckrig_e2e_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(server + "/postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{server}/{name}"
+    finally:
+        with psycopg.connect(server + "/postgres", autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def tracker_env(database_url: str, data_dir: Path, **extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE", "REDIS_URL")}
+    env.update({"DATABASE_URL": database_url, "DATA_DIR": str(data_dir), "DEBUG": "0",
+                "SECRET_KEY": "e2e-" + uuid.uuid4().hex * 2, "SECURE_SSL_REDIRECT": "0",
+                "ALLOWED_HOSTS": "127.0.0.1,localhost", "LOG_LEVEL": "WARNING"})
+    env.update(extra)
+    return env
+
+
+@contextlib.contextmanager
+def daphne(env: dict, port: int | None = None, log_path: Path | None = None):
+    """Start Daphne, wait (bounded) until /api/health answers, yield the base URL, then stop it."""
+    port = port or free_port()
+    env = {**env, "SITE_URL": env.get("SITE_URL", f"http://127.0.0.1:{port}")}
+    log = open(log_path or os.devnull, "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
+                             "luckrig_site.asgi:application"], cwd=ROOT, env=env, stdout=log, stderr=log)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"daphne exited with {proc.returncode}")
+            try:
+                if requests.get(base + "/api/health", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("daphne did not answer within 30 s")
+            time.sleep(0.2)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        log.close()
+
+
+def migrate(env: dict) -> None:
+    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=env, check=True,
+                   capture_output=True, timeout=180)
