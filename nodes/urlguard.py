@@ -83,7 +83,13 @@ async def fetch(session: aiohttp.ClientSession, url: str, *, allow_private: bool
             raise BlockedAddress(f"{host} is a private, loopback or link-local address")
         async with session.get(url, allow_redirects=False, timeout=aiohttp.ClientTimeout(total=timeout_sec),
                                headers={"User-Agent": "luckrig-tracker"}) as resp:
-            body = await resp.content.read(max_bytes + 1)
+            body = bytearray()
+            while len(body) <= max_bytes:  # read(n) may return fewer bytes: loop to EOF or one past the limit
+                chunk = await resp.content.read(max_bytes + 1 - len(body))
+                if not chunk:
+                    break
+                body += chunk
+            body = bytes(body)
             latency = int((time.monotonic() - started) * 1000)
             if len(body) > max_bytes:
                 return FetchResult(False, resp.status, b"", latency, f"response larger than {max_bytes} bytes")

@@ -28,7 +28,6 @@ class Command(BaseCommand):
             signal.signal(sig, lambda *_: stop.set())
         while not stop.is_set():
             started = time.monotonic()
-            close_old_connections()
             try:
                 report = run_cycle(timezone.now())
                 self.stdout.write(f"probed {report.probed}, alive {report.alive}, status changes {report.changed}")
@@ -36,5 +35,6 @@ class Command(BaseCommand):
                 self.stderr.write(f"monitor cycle failed: {type(exc).__name__}: {exc}")
             if once:
                 break
+            close_old_connections()  # a long-running loop must not hold a dead or stale connection
             # Jitter the period a little so that several trackers do not probe in lockstep.
             stop.wait(max(0.0, interval - (time.monotonic() - started)) + random.uniform(0, interval * 0.05))
