@@ -54,7 +54,8 @@ def seed(db_url: str, data_dir: Path, n_nodes: int, n_samples: int) -> None:
         nodes.append(Node(
             id=f"bench-{i:05d}", owner=owners[i % len(owners)], endpoint_url=f"https://rig{i}.example.com/v1",
             health_url=f"https://rig{i}.example.com/health", model_name=model, quantization=quant, gpu=gpu,
-            vram_gb=rng.choice([None, 0, 8, 12, 16, 24, 32, 48, 80]), context_length=rng.choice([2048, 8192, 32768]),
+            vram_gb=(vram := rng.choice([None, 0, 8, 12, 16, 24, 32, 48, 80])),
+            vram_sort_key=vram if vram is not None else 1e12, context_length=rng.choice([2048, 8192, 32768]),
             tuning_note="ngl 99, flash attention on. " * rng.randint(0, 10), tags=tags,
             tags_index=node_services.tags_index(tags), secret_hash=credentials.digest(f"lrn_bench{i}"),
             combo_key=rarity.combo_key(gpu, model, quant), status=rng.choice(["available", "busy", "unavailable"]),

@@ -12,7 +12,7 @@ from luckrig_site.api_errors import ApiError
 from luckrig_site.timefmt import iso
 from nodes import queries, schemas
 from nodes.models import HealthSample, Node
-from nodes.presenters import public_node
+from nodes.presenters import public_node, public_node_of, public_rows
 
 LIST_PARAMS = [
     OpenApiParameter("status", str, enum=list(Node.Status.values)),
@@ -47,10 +47,10 @@ class NodeListApi(APIView):
                    summary="List listed nodes, rarity first", operation_id="nodes_list")
     def get(self, request):
         query = queries.parse_list_query(request.GET)
-        qs = queries.apply(query, Node.objects.listed().select_related("owner"))
-        count = qs.count()
+        qs = queries.apply(query, Node.objects.listed())
+        count = qs.count()  # on the plain queryset: a values() one would count through a subquery
         start = (query.page - 1) * query.page_size
-        nodes = list(qs[start:start + query.page_size]) if start < count else []
+        nodes = list(public_rows(qs)[start:start + query.page_size]) if start < count else []
         return Response({
             "schema_version": 1,
             "sort": query.order,
@@ -64,7 +64,7 @@ class NodeListApi(APIView):
 class NodeDetailReadMixin:
     @extend_schema(responses={200: schemas.NodeDetailDoc, 404: schemas.ErrorDoc}, summary="One node", operation_id="node_retrieve")
     def get(self, request, node_id):
-        return Response({"schema_version": 1, "node": public_node(get_visible_node(node_id))})
+        return Response({"schema_version": 1, "node": public_node_of(get_visible_node(node_id))})
 
 
 class NodeMetricsApi(APIView):

@@ -6,6 +6,9 @@ from django.db import models
 from django.db.models import F, Q
 
 
+VRAM_UNKNOWN_SORT_KEY = 1e12  # sorts after every real size
+
+
 class NodeQuerySet(models.QuerySet):
     def visible(self):
         """Reachable by id: anything not taken down (unlisted included)."""
@@ -16,7 +19,9 @@ class NodeQuerySet(models.QuerySet):
         return self.visible().filter(visibility=Node.Visibility.PUBLIC)
 
     def in_default_order(self):
-        return self.order_by(F("rarity_score").desc(), F("vram_gb").asc(nulls_last=True), "created_at", "id")
+        # vram_sort_key is vram_gb with "unknown" as +inf, so that one index serves this order (a NULLS LAST
+        # expression would make the database sort every row on each page).
+        return self.order_by(F("rarity_score").desc(), "vram_sort_key", "created_at", "id")
 
 
 class Node(models.Model):
@@ -40,6 +45,7 @@ class Node(models.Model):
     lora = models.CharField(max_length=120, blank=True)
     gpu = models.CharField(max_length=120)
     vram_gb = models.FloatField(null=True, blank=True)
+    vram_sort_key = models.FloatField(default=VRAM_UNKNOWN_SORT_KEY, editable=False)
     context_length = models.PositiveIntegerField(null=True, blank=True)
     tuning_note = models.TextField(blank=True)
     availability_note = models.TextField(blank=True)
@@ -101,8 +107,9 @@ class Node(models.Model):
 
     class Meta:
         indexes = [
-            models.Index(F("rarity_score").desc(), "vram_gb", "created_at", name="node_default_order"),
-            models.Index(fields=["visibility", "taken_down_at"], name="node_listed"),
+            # Listed nodes in the default order, straight from the index: no sort per page.
+            models.Index(F("visibility"), F("taken_down_at"), F("rarity_score").desc(), F("vram_sort_key"),
+                         F("created_at"), F("id"), name="node_listed_order"),
         ]
         constraints = [
             models.CheckConstraint(condition=Q(visibility__in=["public", "unlisted"]), name="node_visibility_valid"),

@@ -1,5 +1,8 @@
-"""PublicNode: the one public shape of a node (docs/api.md). Built from stored columns only, no queries
-(the owner must be select_related), because the list endpoint renders hundreds of these per request."""
+"""PublicNode: the one public shape of a node (docs/api.md). Built from stored columns only, with no queries,
+because the list endpoint renders up to 200 of these per request: lists read plain `.values()` rows (model
+instances cost more than the rest of the request), single nodes go through `public_node_of`."""
+
+from collections.abc import Mapping
 
 from luckrig_site.timefmt import iso
 from nodes.models import Node
@@ -11,52 +14,74 @@ PUBLIC_NODE_FIELDS = (
     "health", "queue", "community_timing", "owner",
 )
 
+# The node columns public_node reads, plus the owner's id and handle.
+_NODE_COLUMNS = (
+    "id", "display_name", "endpoint_url", "model_name", "quantization", "lora", "gpu", "vram_gb", "context_length",
+    "tuning_note", "availability_note", "tags", "visibility", "node_public_key", "node_public_key_fingerprint",
+    "created_at", "updated_at", "rarity_score", "showcase", "contribution_total", "contribution_tier",
+    "contribution_components", "status", "last_seen_at", "latency_ms", "uptime_ratio_24h", "queue_active",
+    "queue_waiting", "queue_max_active", "queue_updated_at", "timing_samples_count", "tok_per_sec_p50",
+    "ttft_ms_p50", "timing_last_uploaded_at",
+)
+PUBLIC_COLUMNS = (*_NODE_COLUMNS, "owner__id", "owner__handle")
 
-def contribution_of(node: Node) -> dict:
-    return {"total": node.contribution_total, "tier": node.contribution_tier,
-            "components": node.contribution_components}
+
+def public_rows(queryset):
+    """The rows public_node needs, as dicts (one query, owner joined)."""
+    return queryset.values(*PUBLIC_COLUMNS)
 
 
-def public_node(node: Node) -> dict:
-    owner = node.owner
+def public_node_of(node: Node) -> dict:
+    """PublicNode of a model instance (its owner should be select_related)."""
+    row = {column: getattr(node, column) for column in _NODE_COLUMNS}
+    row["owner__id"], row["owner__handle"] = node.owner.id, node.owner.handle
+    return public_node(row)
+
+
+def contribution_of(r: Mapping) -> dict:
+    return {"total": r["contribution_total"], "tier": r["contribution_tier"],
+            "components": r["contribution_components"]}
+
+
+def public_node(r: Mapping) -> dict:
     return {
-        "id": node.id,
-        "display_name": node.display_name,
-        "endpoint_url": node.endpoint_url,
-        "model_name": node.model_name,
-        "quantization": node.quantization,
-        "lora": node.lora,
-        "gpu": node.gpu,
-        "vram_gb": node.vram_gb,
-        "context_length": node.context_length,
-        "tuning_note": node.tuning_note,
-        "availability_note": node.availability_note,
-        "tags": node.tags,
-        "visibility": node.visibility,
-        "node_public_key": node.node_public_key,
-        "node_public_key_fingerprint": node.node_public_key_fingerprint,
-        "created_at": iso(node.created_at),
-        "updated_at": iso(node.updated_at),
-        "rarity_score": node.rarity_score,
-        "showcase": node.showcase,
-        "contribution": contribution_of(node),
+        "id": r["id"],
+        "display_name": r["display_name"],
+        "endpoint_url": r["endpoint_url"],
+        "model_name": r["model_name"],
+        "quantization": r["quantization"],
+        "lora": r["lora"],
+        "gpu": r["gpu"],
+        "vram_gb": r["vram_gb"],
+        "context_length": r["context_length"],
+        "tuning_note": r["tuning_note"],
+        "availability_note": r["availability_note"],
+        "tags": r["tags"],
+        "visibility": r["visibility"],
+        "node_public_key": r["node_public_key"],
+        "node_public_key_fingerprint": r["node_public_key_fingerprint"],
+        "created_at": iso(r["created_at"]),
+        "updated_at": iso(r["updated_at"]),
+        "rarity_score": r["rarity_score"],
+        "showcase": r["showcase"],
+        "contribution": contribution_of(r),
         "health": {
-            "status": node.status,
-            "last_seen_at": iso(node.last_seen_at),
-            "latency_ms": node.latency_ms,
-            "uptime_ratio_24h": node.uptime_ratio_24h,
+            "status": r["status"],
+            "last_seen_at": iso(r["last_seen_at"]),
+            "latency_ms": r["latency_ms"],
+            "uptime_ratio_24h": r["uptime_ratio_24h"],
         },
         "queue": {
-            "active": node.queue_active,
-            "waiting": node.queue_waiting,
-            "max_active": node.queue_max_active,
-            "updated_at": iso(node.queue_updated_at),
+            "active": r["queue_active"],
+            "waiting": r["queue_waiting"],
+            "max_active": r["queue_max_active"],
+            "updated_at": iso(r["queue_updated_at"]),
         },
         "community_timing": {
-            "samples_count": node.timing_samples_count,
-            "tok_per_sec_p50": node.tok_per_sec_p50,
-            "ttft_ms_p50": node.ttft_ms_p50,
-            "last_uploaded_at": iso(node.timing_last_uploaded_at),
+            "samples_count": r["timing_samples_count"],
+            "tok_per_sec_p50": r["tok_per_sec_p50"],
+            "ttft_ms_p50": r["ttft_ms_p50"],
+            "last_uploaded_at": iso(r["timing_last_uploaded_at"]),
         },
-        "owner": {"id": owner.id, "handle": owner.handle},
+        "owner": {"id": r["owner__id"], "handle": r["owner__handle"]},
     }

@@ -15,7 +15,7 @@ from luckrig_site.ratelimits import limit
 from luckrig_site.timefmt import iso
 from nodes import schemas
 from nodes.api import NodeDetailReadMixin, NodeListApi, get_visible_node
-from nodes.presenters import public_node
+from nodes.presenters import public_node, public_node_of, public_rows
 from nodes.urlguard import fetch_once
 from tracker import pubkeys, services, tasting
 from tracker.auth import ContributorKeyAuthentication, NodeSecretAuthentication, TastingTokenAuthentication
@@ -70,7 +70,7 @@ class ContributorMeApi(APIView):
         401: schemas.ErrorDoc})
     def get(self, request):
         contributor = require(request.user, "a contributor key")
-        nodes = contributor.nodes.visible().select_related("owner").order_by("created_at")
+        nodes = public_rows(contributor.nodes.visible().order_by("created_at"))
         return Response({"schema_version": 1, "contributor": contributor_json(contributor),
                          "score": services.contributor_overview(contributor),
                          "nodes": [public_node(n) for n in nodes]})
@@ -93,7 +93,7 @@ class NodeCollectionApi(NodeListApi):
         data = NodeIn(data=request.data)
         data.is_valid(raise_exception=True)
         node, secret = services.register_node(owner=owner, data=data.validated_data)
-        return Response({"schema_version": 1, "node": public_node(node), "node_secret": secret}, status=201)
+        return Response({"schema_version": 1, "node": public_node_of(node), "node_secret": secret}, status=201)
 
 
 class NodeItemApi(NodeDetailReadMixin, APIView):
@@ -107,7 +107,7 @@ class NodeItemApi(NodeDetailReadMixin, APIView):
         data = NodePatch(data=request.data, partial=True)
         data.is_valid(raise_exception=True)
         node = services.update_node(node=node, data=data.validated_data)
-        return Response({"schema_version": 1, "node": public_node(node)})
+        return Response({"schema_version": 1, "node": public_node_of(node)})
 
     @extend_schema(summary="Delete a node (owner only)", responses={204: None, 403: schemas.ErrorDoc,
                                                                    404: schemas.ErrorDoc})
@@ -182,7 +182,7 @@ class TokenCreateApi(APIView):
             "quota": {"used": issued.quota_used, "limit": issued.quota_limit},
             "node_public_key": node.node_public_key, "node_public_key_fingerprint": node.node_public_key_fingerprint,
             "user_public_key_fingerprint": issued.user_public_key_fingerprint,
-            "node": public_node(node),
+            "node": public_node_of(node),
             "caveat": tasting.PUBLIC_KEY_CAVEAT if issued.crypto_mode == "public-key" else tasting.CAVEAT,
         }, status=201)
 

@@ -13,7 +13,7 @@ from django.utils.text import slugify
 from luckrig_site.api_errors import ApiError
 from nodes import rarity
 from nodes import services as node_services
-from nodes.models import Node
+from nodes.models import VRAM_UNKNOWN_SORT_KEY, Node
 from tracker import credentials, pubkeys, scores
 from tracker.models import Contributor, TastingToken, UsageReport
 
@@ -130,6 +130,7 @@ def _apply_fields(node: Node, data: dict) -> None:
         elif field != "id":
             setattr(node, field, value)
     node.combo_key = rarity.combo_key(node.gpu, node.model_name, node.quantization)
+    node.vram_sort_key = node.vram_gb if node.vram_gb is not None else VRAM_UNKNOWN_SORT_KEY
 
 
 @transaction.atomic
