@@ -25,7 +25,9 @@ sys.path.insert(0, str(ROOT))
 
 
 def seed(db_url: str, data_dir: Path, n_nodes: int, n_samples: int) -> None:
-    os.environ.update({"DATABASE_URL": db_url, "DATA_DIR": str(data_dir), "DJANGO_SETTINGS_MODULE": "luckrig_site.settings"})
+    os.environ.update(
+        {"DATABASE_URL": db_url, "DATA_DIR": str(data_dir), "DJANGO_SETTINGS_MODULE": "luckrig_site.settings"}
+    )
     import django
 
     django.setup()
@@ -33,16 +35,37 @@ def seed(db_url: str, data_dir: Path, n_nodes: int, n_samples: int) -> None:
     from django.utils import timezone
 
     call_command("migrate", "--noinput", verbosity=0)
-    from nodes import rarity, services as node_services
+    from nodes import rarity
+    from nodes import services as node_services
     from nodes.models import HealthSample, Node
     from tracker import credentials
     from tracker.models import Contributor
 
     rng = random.Random(42)
-    gpus = ["RTX 3090", "RTX 4090", "RTX 3060", "GTX 1080 Ti", "Tesla P40", "Apple M2 Max", "RX 7900 XTX",
-            "Raspberry Pi 5", "Arc A770", "RTX 5090", "Tesla K80", "A100"]
-    models = ["Llama-3.1-8B-Instruct", "Qwen2.5-14B-Instruct", "Mistral-7B", "Phi-3-mini", "gemma-2-9b",
-              "Qwen3-35B-A3B", "llama3.2-1B", "DeepSeek-R1-Distill-Qwen-7B"]
+    gpus = [
+        "RTX 3090",
+        "RTX 4090",
+        "RTX 3060",
+        "GTX 1080 Ti",
+        "Tesla P40",
+        "Apple M2 Max",
+        "RX 7900 XTX",
+        "Raspberry Pi 5",
+        "Arc A770",
+        "RTX 5090",
+        "Tesla K80",
+        "A100",
+    ]
+    models = [
+        "Llama-3.1-8B-Instruct",
+        "Qwen2.5-14B-Instruct",
+        "Mistral-7B",
+        "Phi-3-mini",
+        "gemma-2-9b",
+        "Qwen3-35B-A3B",
+        "llama3.2-1B",
+        "DeepSeek-R1-Distill-Qwen-7B",
+    ]
     quants = ["Q4_K_M", "Q5_K_M", "Q8_0", "IQ2_XS", "Q4_0", "F16"]
     now = timezone.now()
     owners = [Contributor(id=f"c_bench{i:05d}", key_hash=credentials.digest(f"lrk_bench{i}")) for i in range(500)]
@@ -51,21 +74,45 @@ def seed(db_url: str, data_dir: Path, n_nodes: int, n_samples: int) -> None:
     for i in range(n_nodes):
         gpu, model, quant = rng.choice(gpus), rng.choice(models), rng.choice(quants)
         tags = rng.sample(["home", "showcase", "moe", "long-context", "cpu", "old-gpu", "metal"], k=rng.randint(0, 3))
-        nodes.append(Node(
-            id=f"bench-{i:05d}", owner=owners[i % len(owners)], endpoint_url=f"https://rig{i}.example.com/v1",
-            health_url=f"https://rig{i}.example.com/health", model_name=model, quantization=quant, gpu=gpu,
-            vram_gb=(vram := rng.choice([None, 0, 8, 12, 16, 24, 32, 48, 80])),
-            vram_sort_key=vram if vram is not None else 1e12, context_length=rng.choice([2048, 8192, 32768]),
-            tuning_note="ngl 99, flash attention on. " * rng.randint(0, 10), tags=tags,
-            tags_index=node_services.tags_index(tags), secret_hash=credentials.digest(f"lrn_bench{i}"),
-            combo_key=rarity.combo_key(gpu, model, quant), status=rng.choice(["available", "busy", "unavailable"]),
-            contribution_components={"existence": 1.0, "rarity": 0.5, "usage": 0.0, "discovery": 0.0, "note": 2.0},
-            contribution_total=3.5, tok_per_sec_p50=rng.choice([None, 12.5, 48.0, 90.1]),
-        ))
+        nodes.append(
+            Node(
+                id=f"bench-{i:05d}",
+                owner=owners[i % len(owners)],
+                endpoint_url=f"https://rig{i}.example.com/v1",
+                health_url=f"https://rig{i}.example.com/health",
+                model_name=model,
+                quantization=quant,
+                gpu=gpu,
+                vram_gb=(vram := rng.choice([None, 0, 8, 12, 16, 24, 32, 48, 80])),
+                vram_sort_key=vram if vram is not None else 1e12,
+                context_length=rng.choice([2048, 8192, 32768]),
+                tuning_note="ngl 99, flash attention on. " * rng.randint(0, 10),
+                tags=tags,
+                tags_index=node_services.tags_index(tags),
+                secret_hash=credentials.digest(f"lrn_bench{i}"),
+                combo_key=rarity.combo_key(gpu, model, quant),
+                status=rng.choice(["available", "busy", "unavailable"]),
+                contribution_components={
+                    "existence": 1.0,
+                    "rarity": 0.5,
+                    "usage": 0.0,
+                    "discovery": 0.0,
+                    "note": 2.0,
+                },
+                contribution_total=3.5,
+                tok_per_sec_p50=rng.choice([None, 12.5, 48.0, 90.1]),
+            )
+        )
     Node.objects.bulk_create(nodes, batch_size=1000)
-    samples = [HealthSample(node_id=f"bench-{rng.randrange(n_nodes):05d}", at=now - timedelta(minutes=rng.randrange(10080)),
-                            status=rng.choice(["available", "unavailable"]), latency_ms=rng.randrange(5, 400))
-               for _ in range(n_samples)]
+    samples = [
+        HealthSample(
+            node_id=f"bench-{rng.randrange(n_nodes):05d}",
+            at=now - timedelta(minutes=rng.randrange(10080)),
+            status=rng.choice(["available", "unavailable"]),
+            latency_ms=rng.randrange(5, 400),
+        )
+        for _ in range(n_samples)
+    ]
     HealthSample.objects.bulk_create(samples, batch_size=5000)
     node_services.refresh_rarity(None)
     node_services.refresh_showcase()
@@ -80,6 +127,7 @@ async def drive(url: str, total: int, concurrency: int) -> tuple[list[float], fl
         queue.put_nowait(None)
 
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+
         async def worker():
             nonlocal errors
             while not queue.empty():
@@ -131,9 +179,11 @@ def main() -> None:
                 latencies, elapsed, errors = asyncio.run(drive(base + path, args.requests, args.concurrency))
                 rows.append((label, pct(latencies, 50), pct(latencies, 99), len(latencies) / elapsed, errors))
         floor = rows[0][3]
-        print(f"\n{args.requests} requests per endpoint, concurrency {args.concurrency}, one Daphne process, "
-              "client on the same machine\n")
-        print(f"| endpoint | p50 ms | p99 ms | req/s | vs floor | errors |")
+        print(
+            f"\n{args.requests} requests per endpoint, concurrency {args.concurrency}, one Daphne process, "
+            "client on the same machine\n"
+        )
+        print("| endpoint | p50 ms | p99 ms | req/s | vs floor | errors |")
         print("|---|---:|---:|---:|---:|---:|")
         for label, p50, p99, rps, errors in rows:
             print(f"| {label} | {p50:.1f} | {p99:.1f} | {rps:.0f} | {rps / floor:.2f} | {errors} |")

@@ -20,8 +20,15 @@ _CONTRACT_CODES = {"unknown_field", "disallowed_field", "invalid_public_key", "n
 class ApiError(exceptions.APIException):
     """An error with a contract code, an HTTP status and optional extra body fields or headers."""
 
-    def __init__(self, status_code: int, code: str, message: str, *, extra: dict | None = None,
-                 headers: dict | None = None):
+    def __init__(
+        self,
+        status_code: int,
+        code: str,
+        message: str,
+        *,
+        extra: dict | None = None,
+        headers: dict | None = None,
+    ):
         super().__init__(detail=message, code=code)
         self.status_code = status_code
         self.code = code
@@ -70,8 +77,9 @@ def _first_error(detail, path: str = "") -> tuple[str, str, str]:
     return path, str(detail), code
 
 
-def error_response(status_code: int, code: str, message: str, extra: dict | None = None,
-                   headers: dict | None = None) -> Response:
+def error_response(
+    status_code: int, code: str, message: str, extra: dict | None = None, headers: dict | None = None
+) -> Response:
     body = {"error": message, "code": code}
     body.update(extra or {})
     return Response(body, status=status_code, headers=headers)
@@ -82,9 +90,13 @@ def exception_handler(exc, context):
         return error_response(exc.status_code, exc.code, exc.message, exc.extra, exc.headers)
     if isinstance(exc, Ratelimited):
         retry = getattr(exc, "retry_after", None) or 60
-        return error_response(429, getattr(exc, "code", "ip_rate_limited"),
-                              "Too many requests from this address; try again later.",
-                              {"retry_after_sec": retry}, {"Retry-After": str(retry)})
+        return error_response(
+            429,
+            getattr(exc, "code", "ip_rate_limited"),
+            "Too many requests from this address; try again later.",
+            {"retry_after_sec": retry},
+            {"Retry-After": str(retry)},
+        )
     if isinstance(exc, RequestDataTooBig):
         return error_response(413, "body_too_large", "The request body is too large.")
     if isinstance(exc, exceptions.ParseError):

@@ -103,7 +103,8 @@ class TagsField(serializers.Field):
                 raise serializers.ValidationError(f"each tag must be 1 to {self.max_length} characters")
             if not TAG_RE.match(tag):
                 raise serializers.ValidationError(
-                    f"tag {tag[:40]!r} may only hold lowercase letters, digits and . _ + -")
+                    f"tag {tag[:40]!r} may only hold lowercase letters, digits and . _ + -"
+                )
             if tag not in tags:
                 tags.append(tag)
         return tags

@@ -20,8 +20,10 @@ class BodySizeLimitMiddleware:
             return JsonResponse({"error": "Content-Length is not a number.", "code": "invalid_request"}, status=400)
         if declared > settings.API_MAX_BODY_BYTES and not request.path.startswith("/admin/"):
             return JsonResponse(
-                {"error": f"The request body is larger than {settings.API_MAX_BODY_BYTES} bytes.",
-                 "code": "body_too_large"},
+                {
+                    "error": f"The request body is larger than {settings.API_MAX_BODY_BYTES} bytes.",
+                    "code": "body_too_large",
+                },
                 status=413,
             )
         return self.get_response(request)

@@ -47,8 +47,13 @@ def limit(rate_setting: str, group: str, code: str = "ip_rate_limited"):
             rate = getattr(settings, rate_setting)
             if is_ratelimited(request, group=group, key=ratelimit_key, rate=rate, method="POST", increment=True):
                 retry = seconds_left_in_window(ip_hash(request), period_of(rate))
-                raise ApiError(429, code, "Too many requests from this address; try again later.",
-                               extra={"retry_after_sec": retry}, headers={"Retry-After": str(retry)})
+                raise ApiError(
+                    429,
+                    code,
+                    "Too many requests from this address; try again later.",
+                    extra={"retry_after_sec": retry},
+                    headers={"Retry-After": str(retry)},
+                )
             return original(self, request, *args, **kwargs)
 
         view_class.post = post

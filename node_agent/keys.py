@@ -19,14 +19,18 @@ def fingerprint_of_public_pem(public_pem: str) -> str:
 def generate(private_path: Path) -> tuple[str, str]:
     """Create a key pair; refuses to overwrite an existing private key. Returns (public PEM, fingerprint)."""
     private = X25519PrivateKey.generate()
-    pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
+    pem = private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     private_path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as fh:
         fh.write(pem)
-    public_pem = private.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    public_pem = (
+        private.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
     return public_pem, fingerprint_of_public_pem(public_pem)
 
 
@@ -34,5 +38,8 @@ def load_public_pem(private_path: Path) -> str:
     private = serialization.load_pem_private_key(private_path.read_bytes(), password=None)
     if not isinstance(private, X25519PrivateKey):
         raise ValueError(f"{private_path} is not an X25519 private key")
-    return private.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    return (
+        private.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )

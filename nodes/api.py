@@ -43,26 +43,36 @@ def _page_url(request, page: int) -> str:
 
 
 class NodeListApi(APIView):
-    @extend_schema(parameters=LIST_PARAMS, responses={200: schemas.NodeListDoc, 400: schemas.ErrorDoc},
-                   summary="List listed nodes, rarity first", operation_id="nodes_list")
+    @extend_schema(
+        parameters=LIST_PARAMS,
+        responses={200: schemas.NodeListDoc, 400: schemas.ErrorDoc},
+        summary="List listed nodes, rarity first",
+        operation_id="nodes_list",
+    )
     def get(self, request):
         query = queries.parse_list_query(request.GET)
         qs = queries.apply(query, Node.objects.listed())
         count = qs.count()  # on the plain queryset: a values() one would count through a subquery
         start = (query.page - 1) * query.page_size
-        nodes = list(public_rows(qs)[start:start + query.page_size]) if start < count else []
-        return Response({
-            "schema_version": 1,
-            "sort": query.order,
-            "count": count,
-            "next": _page_url(request, query.page + 1) if start + query.page_size < count else None,
-            "previous": _page_url(request, query.page - 1) if query.page > 1 else None,
-            "nodes": [public_node(n) for n in nodes],
-        })
+        nodes = list(public_rows(qs)[start : start + query.page_size]) if start < count else []
+        return Response(
+            {
+                "schema_version": 1,
+                "sort": query.order,
+                "count": count,
+                "next": _page_url(request, query.page + 1) if start + query.page_size < count else None,
+                "previous": _page_url(request, query.page - 1) if query.page > 1 else None,
+                "nodes": [public_node(n) for n in nodes],
+            }
+        )
 
 
 class NodeDetailReadMixin:
-    @extend_schema(responses={200: schemas.NodeDetailDoc, 404: schemas.ErrorDoc}, summary="One node", operation_id="node_retrieve")
+    @extend_schema(
+        responses={200: schemas.NodeDetailDoc, 404: schemas.ErrorDoc},
+        summary="One node",
+        operation_id="node_retrieve",
+    )
     def get(self, request, node_id):
         return Response({"schema_version": 1, "node": public_node_of(get_visible_node(node_id))})
 
@@ -75,26 +85,38 @@ class NodeMetricsApi(APIView):
         node = get_visible_node(node_id)
         since = timezone.now() - timedelta(days=7)
         samples = HealthSample.objects.filter(node=node, at__gte=since).aggregate(n=Count("id"))["n"]
-        recent = HealthSample.objects.filter(node=node).order_by("-at").values("at", "status", "latency_ms")[
-            : self.RECENT]
-        return Response({
-            "schema_version": 1,
-            "node_id": node.id,
-            "samples": samples,
-            "uptime_ratio_24h": node.uptime_ratio_24h,
-            "uptime_ratio_7d": node.uptime_ratio_7d,
-            "last_error": node.last_error,
-            "recent": [{"at": iso(r["at"]), "status": r["status"], "latency_ms": r["latency_ms"]} for r in recent],
-        })
+        recent = (
+            HealthSample.objects.filter(node=node).order_by("-at").values("at", "status", "latency_ms")[: self.RECENT]
+        )
+        return Response(
+            {
+                "schema_version": 1,
+                "node_id": node.id,
+                "samples": samples,
+                "uptime_ratio_24h": node.uptime_ratio_24h,
+                "uptime_ratio_7d": node.uptime_ratio_7d,
+                "last_error": node.last_error,
+                "recent": [{"at": iso(r["at"]), "status": r["status"], "latency_ms": r["latency_ms"]} for r in recent],
+            }
+        )
 
 
 class ShowcaseApi(APIView):
     @extend_schema(responses={200: schemas.ShowcaseDoc}, summary="Showcase categories over listed nodes")
     def get(self, request):
         winners = Node.objects.listed().filter(~Q(showcase_ids="")).only("id", "showcase")
-        categories = [{"id": b["id"], "label": b["label"], "node_id": n.id, "reason": b["reason"]}
-                      for n in winners for b in n.showcase]
-        order = ["lowest_vram", "cpu_rig", "apple_silicon", "largest_context", "oldest_gpu_generation",
-                 "rarest_combination"]
+        categories = [
+            {"id": b["id"], "label": b["label"], "node_id": n.id, "reason": b["reason"]}
+            for n in winners
+            for b in n.showcase
+        ]
+        order = [
+            "lowest_vram",
+            "cpu_rig",
+            "apple_silicon",
+            "largest_context",
+            "oldest_gpu_generation",
+            "rarest_combination",
+        ]
         categories.sort(key=lambda c: order.index(c["id"]) if c["id"] in order else len(order))
         return Response({"schema_version": 1, "categories": categories})

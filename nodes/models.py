@@ -5,7 +5,6 @@ costs a constant number of queries."""
 from django.db import models
 from django.db.models import F, Q
 
-
 VRAM_UNKNOWN_SORT_KEY = 1e12  # sorts after every real size
 
 
@@ -108,8 +107,15 @@ class Node(models.Model):
     class Meta:
         indexes = [
             # Listed nodes in the default order, straight from the index: no sort per page.
-            models.Index(F("visibility"), F("taken_down_at"), F("rarity_score").desc(), F("vram_sort_key"),
-                         F("created_at"), F("id"), name="node_listed_order"),
+            models.Index(
+                F("visibility"),
+                F("taken_down_at"),
+                F("rarity_score").desc(),
+                F("vram_sort_key"),
+                F("created_at"),
+                F("id"),
+                name="node_listed_order",
+            ),
         ]
         constraints = [
             models.CheckConstraint(condition=Q(visibility__in=["public", "unlisted"]), name="node_visibility_valid"),
@@ -136,6 +142,9 @@ class HealthSample(models.Model):
         indexes = [models.Index(fields=["node", "at"], name="healthsample_node_at")]
         ordering = ["-at"]
 
+    def __str__(self) -> str:
+        return f"{self.node_id} {self.status} at {self.at:%Y-%m-%d %H:%M}"
+
 
 class TimingSample(models.Model):
     """A client-measured timing upload, bound to one tasting jti (one upload per jti)."""
@@ -156,3 +165,6 @@ class TimingSample(models.Model):
     output_tokens = models.PositiveIntegerField(null=True, blank=True)
     tokenizer = models.CharField(max_length=64, blank=True)
     limited_output_truncated = models.BooleanField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.node_id} timing {self.jti}"

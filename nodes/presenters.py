@@ -8,20 +8,68 @@ from luckrig_site.timefmt import iso
 from nodes.models import Node
 
 PUBLIC_NODE_FIELDS = (
-    "id", "display_name", "endpoint_url", "model_name", "quantization", "lora", "gpu", "vram_gb",
-    "context_length", "tuning_note", "availability_note", "tags", "visibility", "node_public_key",
-    "node_public_key_fingerprint", "created_at", "updated_at", "rarity_score", "showcase", "contribution",
-    "health", "queue", "community_timing", "owner",
+    "id",
+    "display_name",
+    "endpoint_url",
+    "model_name",
+    "quantization",
+    "lora",
+    "gpu",
+    "vram_gb",
+    "context_length",
+    "tuning_note",
+    "availability_note",
+    "tags",
+    "visibility",
+    "node_public_key",
+    "node_public_key_fingerprint",
+    "created_at",
+    "updated_at",
+    "rarity_score",
+    "showcase",
+    "contribution",
+    "health",
+    "queue",
+    "community_timing",
+    "owner",
 )
 
 # The node columns public_node reads, plus the owner's id and handle.
 _NODE_COLUMNS = (
-    "id", "display_name", "endpoint_url", "model_name", "quantization", "lora", "gpu", "vram_gb", "context_length",
-    "tuning_note", "availability_note", "tags", "visibility", "node_public_key", "node_public_key_fingerprint",
-    "created_at", "updated_at", "rarity_score", "showcase", "contribution_total", "contribution_tier",
-    "contribution_components", "status", "last_seen_at", "latency_ms", "uptime_ratio_24h", "queue_active",
-    "queue_waiting", "queue_max_active", "queue_updated_at", "timing_samples_count", "tok_per_sec_p50",
-    "ttft_ms_p50", "timing_last_uploaded_at",
+    "id",
+    "display_name",
+    "endpoint_url",
+    "model_name",
+    "quantization",
+    "lora",
+    "gpu",
+    "vram_gb",
+    "context_length",
+    "tuning_note",
+    "availability_note",
+    "tags",
+    "visibility",
+    "node_public_key",
+    "node_public_key_fingerprint",
+    "created_at",
+    "updated_at",
+    "rarity_score",
+    "showcase",
+    "contribution_total",
+    "contribution_tier",
+    "contribution_components",
+    "status",
+    "last_seen_at",
+    "latency_ms",
+    "uptime_ratio_24h",
+    "queue_active",
+    "queue_waiting",
+    "queue_max_active",
+    "queue_updated_at",
+    "timing_samples_count",
+    "tok_per_sec_p50",
+    "ttft_ms_p50",
+    "timing_last_uploaded_at",
 )
 PUBLIC_COLUMNS = (*_NODE_COLUMNS, "owner__id", "owner__handle")
 
@@ -39,8 +87,11 @@ def public_node_of(node: Node) -> dict:
 
 
 def contribution_of(r: Mapping) -> dict:
-    return {"total": r["contribution_total"], "tier": r["contribution_tier"],
-            "components": r["contribution_components"]}
+    return {
+        "total": r["contribution_total"],
+        "tier": r["contribution_tier"],
+        "components": r["contribution_components"],
+    }
 
 
 def public_node(r: Mapping) -> dict:

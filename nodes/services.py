@@ -40,12 +40,22 @@ def refresh_rarity(combo_keys: Iterable[str] | None = None) -> list[str]:
 
 def refresh_showcase() -> None:
     """Pick each showcase category's winner among listed nodes and store the badges on the winners."""
-    fields = ("id", "gpu", "model_name", "quantization", "vram_gb", "context_length", "rarity_score", "created_at")
+    fields = (
+        "id",
+        "gpu",
+        "model_name",
+        "quantization",
+        "vram_gb",
+        "context_length",
+        "rarity_score",
+        "created_at",
+    )
     rows = [Row(*values) for values in Node.objects.listed().values_list(*fields)]
     badges: dict[str, list[dict]] = {}
     for category in pick_categories(rows):
         badges.setdefault(category["node_id"], []).append(
-            {"id": category["id"], "label": category["label"], "reason": category["reason"]})
+            {"id": category["id"], "label": category["label"], "reason": category["reason"]}
+        )
     holders = Node.objects.filter(Q(pk__in=list(badges)) | ~Q(showcase_ids="")).only("id", "showcase", "showcase_ids")
     changed = []
     for node in holders:
@@ -59,15 +69,20 @@ def refresh_showcase() -> None:
 
 def observed(node: Node) -> liveness.Observed:
     return liveness.Observed(
-        previous=node.status, last_heartbeat_at=node.last_heartbeat_at, last_probe_at=node.last_probe_at,
-        consecutive_failures=node.consecutive_failures, queue_active=node.queue_active,
+        previous=node.status,
+        last_heartbeat_at=node.last_heartbeat_at,
+        last_probe_at=node.last_probe_at,
+        consecutive_failures=node.consecutive_failures,
+        queue_active=node.queue_active,
         queue_max_active=node.queue_max_active,
     )
 
 
 def current_status(node: Node, now: datetime) -> str:
     return liveness.derive_status(
-        observed(node), now=now, interval_sec=settings.HEARTBEAT_INTERVAL_SEC,
+        observed(node),
+        now=now,
+        interval_sec=settings.HEARTBEAT_INTERVAL_SEC,
         failures_before_down=settings.MONITOR_FAILURES_BEFORE_DOWN,
     )
 
@@ -93,8 +108,12 @@ def refresh_uptime(node_ids: list[str] | None, now: datetime) -> None:
         nodes_qs = nodes_qs.filter(pk__in=node_ids)
     ratios: dict[str, dict[str, float]] = {}
     for label, days in (("uptime_ratio_24h", 1), ("uptime_ratio_7d", 7)):
-        rows = (samples.filter(at__gte=now - timedelta(days=days))
-                .values("node_id").annotate(total=Count("id"), up=Count("id", filter=alive)).order_by())
+        rows = (
+            samples.filter(at__gte=now - timedelta(days=days))
+            .values("node_id")
+            .annotate(total=Count("id"), up=Count("id", filter=alive))
+            .order_by()
+        )
         for row in rows:
             ratios.setdefault(row["node_id"], {})[label] = round(row["up"] / row["total"], 4)
     changed = []

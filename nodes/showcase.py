@@ -43,7 +43,13 @@ def pick_categories(rows: Iterable[Row]) -> list[dict]:
     gpu_rows = [r for r in rows if r.vram_gb is not None and r.vram_gb > 0 and not gpus.is_cpu_rig(r.gpu, r.vram_gb)]
     winner = _first(gpu_rows, lambda r: (r.vram_gb, *tiebreak(r)))
     if winner:
-        out.append(("lowest_vram", winner, f"{winner.model_name} {winner.quantization} in {winner.vram_gb:g} GB of VRAM"))
+        out.append(
+            (
+                "lowest_vram",
+                winner,
+                f"{winner.model_name} {winner.quantization} in {winner.vram_gb:g} GB of VRAM",
+            )
+        )
 
     cpu_rows = [r for r in rows if gpus.is_cpu_rig(r.gpu, r.vram_gb)]
     winner = _first(cpu_rows, tiebreak)
@@ -68,7 +74,12 @@ def pick_categories(rows: Iterable[Row]) -> list[dict]:
 
     winner = _first(rows, tiebreak)
     if winner:
-        out.append(("rarest_combination", winner,
-                    f"{winner.gpu} + {winner.model_name} {winner.quantization}: rarity {winner.rarity_score:.2f}"))
+        out.append(
+            (
+                "rarest_combination",
+                winner,
+                f"{winner.gpu} + {winner.model_name} {winner.quantization}: rarity {winner.rarity_score:.2f}",
+            )
+        )
 
     return [{"id": cid, "label": LABELS[cid], "node_id": row.id, "reason": reason} for cid, row, reason in out]

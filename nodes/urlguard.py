@@ -70,8 +70,9 @@ def _literal_ip(host: str) -> str | None:
         return None
 
 
-async def fetch(session: aiohttp.ClientSession, url: str, *, allow_private: bool, timeout_sec: float,
-                max_bytes: int) -> FetchResult:
+async def fetch(
+    session: aiohttp.ClientSession, url: str, *, allow_private: bool, timeout_sec: float, max_bytes: int
+) -> FetchResult:
     """GET `url` once: no redirects, bounded time and size. Never raises for network trouble."""
     started = time.monotonic()
     try:
@@ -81,8 +82,12 @@ async def fetch(session: aiohttp.ClientSession, url: str, *, allow_private: bool
         # A literal IP never reaches the resolver, so it is checked here.
         if literal and not allow_private and not is_public_address(literal):
             raise BlockedAddress(f"{host} is a private, loopback or link-local address")
-        async with session.get(url, allow_redirects=False, timeout=aiohttp.ClientTimeout(total=timeout_sec),
-                               headers={"User-Agent": "luckrig-tracker"}) as resp:
+        async with session.get(
+            url,
+            allow_redirects=False,
+            timeout=aiohttp.ClientTimeout(total=timeout_sec),
+            headers={"User-Agent": "luckrig-tracker"},
+        ) as resp:
             body = bytearray()
             while len(body) <= max_bytes:  # read(n) may return fewer bytes: loop to EOF or one past the limit
                 chunk = await resp.content.read(max_bytes + 1 - len(body))
@@ -116,8 +121,9 @@ async def fetch(session: aiohttp.ClientSession, url: str, *, allow_private: bool
 
 
 def make_session(*, allow_private: bool, limit: int = 20) -> aiohttp.ClientSession:
-    connector = aiohttp.TCPConnector(resolver=GuardedResolver(allow_private), limit=limit, force_close=True,
-                                     use_dns_cache=False)
+    connector = aiohttp.TCPConnector(
+        resolver=GuardedResolver(allow_private), limit=limit, force_close=True, use_dns_cache=False
+    )
     return aiohttp.ClientSession(connector=connector, trust_env=False)
 
 
@@ -126,7 +132,6 @@ def fetch_once(url: str, *, allow_private: bool, timeout_sec: float, max_bytes: 
 
     async def run():
         async with make_session(allow_private=allow_private, limit=1) as session:
-            return await fetch(session, url, allow_private=allow_private, timeout_sec=timeout_sec,
-                               max_bytes=max_bytes)
+            return await fetch(session, url, allow_private=allow_private, timeout_sec=timeout_sec, max_bytes=max_bytes)
 
     return asyncio.run(run())

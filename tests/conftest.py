@@ -32,8 +32,17 @@ class Api:
     def __init__(self):
         self.client = APIClient()
 
-    def call(self, method: str, path: str, body=None, *, auth: str | None = None, raw: bytes | str | None = None,
-             content_type: str = "application/json", **extra):
+    def call(
+        self,
+        method: str,
+        path: str,
+        body=None,
+        *,
+        auth: str | None = None,
+        raw: bytes | str | None = None,
+        content_type: str = "application/json",
+        **extra,
+    ):
         headers = dict(extra)
         if auth:
             headers["HTTP_AUTHORIZATION"] = f"Bearer {auth}"

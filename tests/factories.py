@@ -51,8 +51,14 @@ def make_node(person: Person, **overrides) -> tuple[Node, str]:
 
 
 def heartbeat(api, node: Node, secret: str, *, active: int = 0, waiting: int = 0, max_active: int = 1):
-    status, body = api.post(f"/api/nodes/{node.id}/heartbeat",
-                            {"queue": {"active": active, "waiting": waiting, "max_active": max_active},
-                             "models": [node.model_name], "agent_version": "test"}, auth=secret)
+    status, body = api.post(
+        f"/api/nodes/{node.id}/heartbeat",
+        {
+            "queue": {"active": active, "waiting": waiting, "max_active": max_active},
+            "models": [node.model_name],
+            "agent_version": "test",
+        },
+        auth=secret,
+    )
     assert status == 200, body
     return body

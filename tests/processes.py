@@ -42,9 +42,17 @@ def fresh_database(tmp_path: Path):
 
 def tracker_env(database_url: str, data_dir: Path, **extra) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE", "REDIS_URL")}
-    env.update({"DATABASE_URL": database_url, "DATA_DIR": str(data_dir), "DEBUG": "0",
-                "SECRET_KEY": "e2e-" + uuid.uuid4().hex * 2, "SECURE_SSL_REDIRECT": "0",
-                "ALLOWED_HOSTS": "127.0.0.1,localhost", "LOG_LEVEL": "WARNING"})
+    env.update(
+        {
+            "DATABASE_URL": database_url,
+            "DATA_DIR": str(data_dir),
+            "DEBUG": "0",
+            "SECRET_KEY": "e2e-" + uuid.uuid4().hex * 2,
+            "SECURE_SSL_REDIRECT": "0",
+            "ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "LOG_LEVEL": "WARNING",
+        }
+    )
     env.update(extra)
     return env
 
@@ -55,8 +63,13 @@ def daphne(env: dict, port: int | None = None, log_path: Path | None = None):
     port = port or free_port()
     env = {**env, "SITE_URL": env.get("SITE_URL", f"http://127.0.0.1:{port}")}
     log = open(log_path or os.devnull, "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-                             "luckrig_site.asgi:application"], cwd=ROOT, env=env, stdout=log, stderr=log)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "luckrig_site.asgi:application"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=log,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -83,5 +96,11 @@ def daphne(env: dict, port: int | None = None, log_path: Path | None = None):
 
 
 def migrate(env: dict) -> None:
-    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=env, check=True,
-                   capture_output=True, timeout=180)
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=180,
+    )

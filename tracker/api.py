@@ -36,8 +36,12 @@ VERSION = "0.1.0"
 
 def require(principal, what: str):
     if principal is None:
-        raise ApiError(401, "unauthorized", f"This needs {what} as 'Authorization: Bearer ...'.",
-                       headers={"WWW-Authenticate": "Bearer"})
+        raise ApiError(
+            401,
+            "unauthorized",
+            f"This needs {what} as 'Authorization: Bearer ...'.",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     return principal
 
 
@@ -47,47 +51,83 @@ def contributor_json(contributor) -> dict:
 
 # --- contributors ---------------------------------------------------------------------------------------
 
+
 @limit("RATE_CONTRIBUTOR_CREATE", "contributor-create")
 class ContributorCreateApi(APIView):
-    @extend_schema(request=ContributorIn, summary="Create a contributor identity (the key is shown once)",
-                   responses={201: inline_serializer("ContributorCreated", {
-                       "schema_version": s.IntegerField(), "contributor": s.DictField(),
-                       "contributor_key": s.CharField()}), 400: schemas.ErrorDoc, 429: schemas.ErrorDoc})
+    @extend_schema(
+        request=ContributorIn,
+        summary="Create a contributor identity (the key is shown once)",
+        responses={
+            201: inline_serializer(
+                "ContributorCreated",
+                {
+                    "schema_version": s.IntegerField(),
+                    "contributor": s.DictField(),
+                    "contributor_key": s.CharField(),
+                },
+            ),
+            400: schemas.ErrorDoc,
+            429: schemas.ErrorDoc,
+        },
+    )
     def post(self, request):
         data = ContributorIn(data=request.data)
         data.is_valid(raise_exception=True)
         contributor, key = services.create_contributor(handle=data.validated_data.get("handle"))
-        return Response({"schema_version": 1, "contributor": contributor_json(contributor),
-                         "contributor_key": key}, status=201)
+        return Response(
+            {"schema_version": 1, "contributor": contributor_json(contributor), "contributor_key": key},
+            status=201,
+        )
 
 
 class ContributorMeApi(APIView):
     authentication_classes = [ContributorKeyAuthentication]
 
-    @extend_schema(summary="The caller's identity, score and nodes", responses={200: inline_serializer(
-        "ContributorMe", {"schema_version": s.IntegerField(), "contributor": s.DictField(),
-                          "score": s.DictField(), "nodes": schemas.PublicNodeDoc(many=True)}),
-        401: schemas.ErrorDoc})
+    @extend_schema(
+        summary="The caller's identity, score and nodes",
+        responses={
+            200: inline_serializer(
+                "ContributorMe",
+                {
+                    "schema_version": s.IntegerField(),
+                    "contributor": s.DictField(),
+                    "score": s.DictField(),
+                    "nodes": schemas.PublicNodeDoc(many=True),
+                },
+            ),
+            401: schemas.ErrorDoc,
+        },
+    )
     def get(self, request):
         contributor = require(request.user, "a contributor key")
         nodes = public_rows(contributor.nodes.visible().order_by("created_at"))
-        return Response({"schema_version": 1, "contributor": contributor_json(contributor),
-                         "score": services.contributor_overview(contributor),
-                         "nodes": [public_node(n) for n in nodes]})
+        return Response(
+            {
+                "schema_version": 1,
+                "contributor": contributor_json(contributor),
+                "score": services.contributor_overview(contributor),
+                "nodes": [public_node(n) for n in nodes],
+            }
+        )
 
 
 # --- nodes ----------------------------------------------------------------------------------------------
 
-NodeCreatedDoc = inline_serializer("NodeCreated", {"schema_version": s.IntegerField(), "node": schemas.PublicNodeDoc(),
-                                                   "node_secret": s.CharField()})
+NodeCreatedDoc = inline_serializer(
+    "NodeCreated",
+    {"schema_version": s.IntegerField(), "node": schemas.PublicNodeDoc(), "node_secret": s.CharField()},
+)
 
 
 @limit("RATE_NODE_WRITE", "node-register")
 class NodeCollectionApi(NodeListApi):
     authentication_classes = [ContributorKeyAuthentication]
 
-    @extend_schema(request=NodeIn, summary="Register a node (the node secret is shown once)",
-                   responses={201: NodeCreatedDoc, 400: schemas.ErrorDoc, 401: schemas.ErrorDoc})
+    @extend_schema(
+        request=NodeIn,
+        summary="Register a node (the node secret is shown once)",
+        responses={201: NodeCreatedDoc, 400: schemas.ErrorDoc, 401: schemas.ErrorDoc},
+    )
     def post(self, request):
         owner = require(request.user, "a contributor key")
         data = NodeIn(data=request.data)
@@ -99,9 +139,16 @@ class NodeCollectionApi(NodeListApi):
 class NodeItemApi(NodeDetailReadMixin, APIView):
     authentication_classes = [ContributorKeyAuthentication]
 
-    @extend_schema(request=NodePatch, summary="Change a node (owner only)",
-                   responses={200: schemas.NodeDetailDoc, 400: schemas.ErrorDoc, 403: schemas.ErrorDoc,
-                              404: schemas.ErrorDoc})
+    @extend_schema(
+        request=NodePatch,
+        summary="Change a node (owner only)",
+        responses={
+            200: schemas.NodeDetailDoc,
+            400: schemas.ErrorDoc,
+            403: schemas.ErrorDoc,
+            404: schemas.ErrorDoc,
+        },
+    )
     def patch(self, request, node_id):
         node = services.get_node_for_owner(require(request.user, "a contributor key"), node_id)
         data = NodePatch(data=request.data, partial=True)
@@ -109,8 +156,10 @@ class NodeItemApi(NodeDetailReadMixin, APIView):
         node = services.update_node(node=node, data=data.validated_data)
         return Response({"schema_version": 1, "node": public_node_of(node)})
 
-    @extend_schema(summary="Delete a node (owner only)", responses={204: None, 403: schemas.ErrorDoc,
-                                                                   404: schemas.ErrorDoc})
+    @extend_schema(
+        summary="Delete a node (owner only)",
+        responses={204: None, 403: schemas.ErrorDoc, 404: schemas.ErrorDoc},
+    )
     def delete(self, request, node_id):
         node = services.get_node_for_owner(require(request.user, "a contributor key"), node_id)
         services.delete_node(node=node)
@@ -120,77 +169,151 @@ class NodeItemApi(NodeDetailReadMixin, APIView):
 class NodeHeartbeatApi(APIView):
     authentication_classes = [NodeSecretAuthentication]
 
-    @extend_schema(request=HeartbeatIn, summary="Agent heartbeat (node secret)", responses={200: inline_serializer(
-        "HeartbeatAnswer", {"schema_version": s.IntegerField(), "status": s.CharField(),
-                            "filter_rules_version": s.IntegerField(), "revoked_jtis": s.ListField(child=s.CharField())}),
-        400: schemas.ErrorDoc, 401: schemas.ErrorDoc})
+    @extend_schema(
+        request=HeartbeatIn,
+        summary="Agent heartbeat (node secret)",
+        responses={
+            200: inline_serializer(
+                "HeartbeatAnswer",
+                {
+                    "schema_version": s.IntegerField(),
+                    "status": s.CharField(),
+                    "filter_rules_version": s.IntegerField(),
+                    "revoked_jtis": s.ListField(child=s.CharField()),
+                },
+            ),
+            400: schemas.ErrorDoc,
+            401: schemas.ErrorDoc,
+        },
+    )
     def post(self, request, node_id):
         node = require(request.user, "the node secret")
         data = HeartbeatIn(data=request.data)
         data.is_valid(raise_exception=True)
         v = data.validated_data
-        answer = services.record_heartbeat(node=node, queue=v["queue"], models=v.get("models", []),
-                                           agent_version=v.get("agent_version", ""), telemetry=v.get("telemetry", {}))
+        answer = services.record_heartbeat(
+            node=node,
+            queue=v["queue"],
+            models=v.get("models", []),
+            agent_version=v.get("agent_version", ""),
+            telemetry=v.get("telemetry", {}),
+        )
         return Response({"schema_version": 1, **answer})
 
 
 class NodeUsageApi(APIView):
     authentication_classes = [NodeSecretAuthentication]
 
-    @extend_schema(request=UsageIn, summary="Agent usage report (node secret), idempotent on report_id",
-                   responses={202: inline_serializer("UsageAccepted", {
-                       "schema_version": s.IntegerField(), "accepted": s.IntegerField(),
-                       "ignored": s.IntegerField(), "duplicate": s.BooleanField()}), 400: schemas.ErrorDoc,
-                       401: schemas.ErrorDoc})
+    @extend_schema(
+        request=UsageIn,
+        summary="Agent usage report (node secret), idempotent on report_id",
+        responses={
+            202: inline_serializer(
+                "UsageAccepted",
+                {
+                    "schema_version": s.IntegerField(),
+                    "accepted": s.IntegerField(),
+                    "ignored": s.IntegerField(),
+                    "duplicate": s.BooleanField(),
+                },
+            ),
+            400: schemas.ErrorDoc,
+            401: schemas.ErrorDoc,
+        },
+    )
     def post(self, request, node_id):
         node = require(request.user, "the node secret")
         data = UsageIn(data=request.data)
         data.is_valid(raise_exception=True)
-        result = services.record_usage(node=node, report_id=data.validated_data["report_id"],
-                                       entries=data.validated_data["entries"])
+        result = services.record_usage(
+            node=node, report_id=data.validated_data["report_id"], entries=data.validated_data["entries"]
+        )
         return Response({"schema_version": 1, **result}, status=202)
 
 
 # --- tokens, keys, timing -------------------------------------------------------------------------------
 
+
 @limit("RATE_TOKEN_CREATE", "token-create")
 class TokenCreateApi(APIView):
     authentication_classes = [ContributorKeyAuthentication]  # optional: anonymous gets the limited tier
 
-    @extend_schema(request=TokenIn, summary="Get a tasting token for one node", responses={201: inline_serializer(
-        "TokenIssued", {"schema_version": s.IntegerField(), "token_type": s.CharField(), "token": s.CharField(),
-                        "jti": s.CharField(), "expires_at": s.DateTimeField(), "crypto_mode": s.CharField(),
-                        "tier": s.CharField(), "limits": s.DictField(), "quota": s.DictField(),
-                        "node_public_key": s.CharField(allow_null=True),
-                        "node_public_key_fingerprint": s.CharField(allow_null=True),
-                        "user_public_key_fingerprint": s.CharField(allow_null=True),
-                        "node": schemas.PublicNodeDoc(), "caveat": s.CharField()}),
-        400: schemas.ErrorDoc, 403: schemas.ErrorDoc, 404: schemas.ErrorDoc, 409: schemas.ErrorDoc,
-        429: schemas.ErrorDoc})
+    @extend_schema(
+        request=TokenIn,
+        summary="Get a tasting token for one node",
+        responses={
+            201: inline_serializer(
+                "TokenIssued",
+                {
+                    "schema_version": s.IntegerField(),
+                    "token_type": s.CharField(),
+                    "token": s.CharField(),
+                    "jti": s.CharField(),
+                    "expires_at": s.DateTimeField(),
+                    "crypto_mode": s.CharField(),
+                    "tier": s.CharField(),
+                    "limits": s.DictField(),
+                    "quota": s.DictField(),
+                    "node_public_key": s.CharField(allow_null=True),
+                    "node_public_key_fingerprint": s.CharField(allow_null=True),
+                    "user_public_key_fingerprint": s.CharField(allow_null=True),
+                    "node": schemas.PublicNodeDoc(),
+                    "caveat": s.CharField(),
+                },
+            ),
+            400: schemas.ErrorDoc,
+            403: schemas.ErrorDoc,
+            404: schemas.ErrorDoc,
+            409: schemas.ErrorDoc,
+            429: schemas.ErrorDoc,
+        },
+    )
     def post(self, request):
         data = TokenIn(data=request.data)
         data.is_valid(raise_exception=True)
         v = data.validated_data
-        issued = tasting.issue_token(node_id=v["node_id"], crypto_mode=v["crypto_mode"],
-                                     user_public_key=v.get("user_public_key"), ttl_sec=v.get("ttl_sec"),
-                                     contributor=request.user, ip_hash=ip_hash(request))
+        issued = tasting.issue_token(
+            node_id=v["node_id"],
+            crypto_mode=v["crypto_mode"],
+            user_public_key=v.get("user_public_key"),
+            ttl_sec=v.get("ttl_sec"),
+            contributor=request.user,
+            ip_hash=ip_hash(request),
+        )
         node = issued.node
-        return Response({
-            "schema_version": 1, "token_type": "Bearer", "token": issued.token, "jti": issued.jti,
-            "expires_at": iso(issued.expires_at), "crypto_mode": issued.crypto_mode, "tier": issued.tier,
-            "limits": {"max_requests": issued.max_requests, "max_output_tokens": issued.max_output_tokens},
-            "quota": {"used": issued.quota_used, "limit": issued.quota_limit},
-            "node_public_key": node.node_public_key, "node_public_key_fingerprint": node.node_public_key_fingerprint,
-            "user_public_key_fingerprint": issued.user_public_key_fingerprint,
-            "node": public_node_of(node),
-            "caveat": tasting.PUBLIC_KEY_CAVEAT if issued.crypto_mode == "public-key" else tasting.CAVEAT,
-        }, status=201)
+        return Response(
+            {
+                "schema_version": 1,
+                "token_type": "Bearer",
+                "token": issued.token,
+                "jti": issued.jti,
+                "expires_at": iso(issued.expires_at),
+                "crypto_mode": issued.crypto_mode,
+                "tier": issued.tier,
+                "limits": {
+                    "max_requests": issued.max_requests,
+                    "max_output_tokens": issued.max_output_tokens,
+                },
+                "quota": {"used": issued.quota_used, "limit": issued.quota_limit},
+                "node_public_key": node.node_public_key,
+                "node_public_key_fingerprint": node.node_public_key_fingerprint,
+                "user_public_key_fingerprint": issued.user_public_key_fingerprint,
+                "node": public_node_of(node),
+                "caveat": tasting.PUBLIC_KEY_CAVEAT if issued.crypto_mode == "public-key" else tasting.CAVEAT,
+            },
+            status=201,
+        )
 
 
 class TrackerKeysApi(APIView):
-    @extend_schema(summary="Public keys that node agents trust for tasting tokens", responses={
-        200: inline_serializer("TrackerKeys", {"schema_version": s.IntegerField(), "keys": s.ListField(
-            child=s.DictField())})})
+    @extend_schema(
+        summary="Public keys that node agents trust for tasting tokens",
+        responses={
+            200: inline_serializer(
+                "TrackerKeys", {"schema_version": s.IntegerField(), "keys": s.ListField(child=s.DictField())}
+            )
+        },
+    )
     def get(self, request):
         return Response({"schema_version": 1, "keys": published_keys(timezone.now())})
 
@@ -199,11 +322,23 @@ class TrackerKeysApi(APIView):
 class TimingUploadApi(APIView):
     authentication_classes = [TastingTokenAuthentication]
 
-    @extend_schema(request=TimingIn, summary="Share the client-measured timing of one tasting (one per token)",
-                   responses={201: inline_serializer("TimingAccepted", {
-                       "schema_version": s.IntegerField(), "ok": s.BooleanField(),
-                       "community_timing": schemas.CommunityTimingDoc()}), 400: schemas.ErrorDoc,
-                       401: schemas.ErrorDoc, 409: schemas.ErrorDoc})
+    @extend_schema(
+        request=TimingIn,
+        summary="Share the client-measured timing of one tasting (one per token)",
+        responses={
+            201: inline_serializer(
+                "TimingAccepted",
+                {
+                    "schema_version": s.IntegerField(),
+                    "ok": s.BooleanField(),
+                    "community_timing": schemas.CommunityTimingDoc(),
+                },
+            ),
+            400: schemas.ErrorDoc,
+            401: schemas.ErrorDoc,
+            409: schemas.ErrorDoc,
+        },
+    )
     def post(self, request):
         token = require(request.user, "the tasting token")
         data = TimingIn(data=request.data)
@@ -238,7 +373,7 @@ def fingerprint_in(body: bytes) -> str | None:
     end = text.find("-----END PUBLIC KEY-----")
     if start >= 0 and end > start:
         try:
-            return pubkeys.validate(text[start:end + len("-----END PUBLIC KEY-----")])[1]
+            return pubkeys.validate(text[start : end + len("-----END PUBLIC KEY-----")])[1]
         except pubkeys.InvalidPublicKey:
             return None
     return None
@@ -246,19 +381,36 @@ def fingerprint_in(body: bytes) -> str | None:
 
 @limit("RATE_FINGERPRINT_VERIFY", "fingerprint-verify")
 class FingerprintVerifyApi(APIView):
-    @extend_schema(request=FingerprintVerifyIn, summary="Fetch the node's published key and compare fingerprints",
-                   responses={200: inline_serializer("FingerprintVerified", {
-                       "schema_version": s.IntegerField(), "ok": s.BooleanField(),
-                       "expected": s.CharField(allow_null=True), "found": s.CharField(allow_null=True),
-                       "url": s.CharField(), "error": s.CharField()}), 400: schemas.ErrorDoc,
-                       404: schemas.ErrorDoc})
+    @extend_schema(
+        request=FingerprintVerifyIn,
+        summary="Fetch the node's published key and compare fingerprints",
+        responses={
+            200: inline_serializer(
+                "FingerprintVerified",
+                {
+                    "schema_version": s.IntegerField(),
+                    "ok": s.BooleanField(),
+                    "expected": s.CharField(allow_null=True),
+                    "found": s.CharField(allow_null=True),
+                    "url": s.CharField(),
+                    "error": s.CharField(),
+                },
+            ),
+            400: schemas.ErrorDoc,
+            404: schemas.ErrorDoc,
+        },
+    )
     def post(self, request):
         data = FingerprintVerifyIn(data=request.data)
         data.is_valid(raise_exception=True)
         node = get_visible_node(data.validated_data["node_id"])
         url = data.validated_data.get("url") or node.health_url
-        result = fetch_once(url, allow_private=settings.ALLOW_PRIVATE_NODE_URLS,
-                            timeout_sec=FINGERPRINT_TIMEOUT_SEC, max_bytes=FINGERPRINT_MAX_BYTES)
+        result = fetch_once(
+            url,
+            allow_private=settings.ALLOW_PRIVATE_NODE_URLS,
+            timeout_sec=FINGERPRINT_TIMEOUT_SEC,
+            max_bytes=FINGERPRINT_MAX_BYTES,
+        )
         expected = node.node_public_key_fingerprint
         found = fingerprint_in(result.body) if result.ok else None
         error = result.error
@@ -266,30 +418,75 @@ class FingerprintVerifyApi(APIView):
             error = "no node key or fingerprint found in the document"
         elif expected is None:
             error = "the node has no registered public key"
-        return Response({"schema_version": 1, "ok": bool(expected and found == expected), "expected": expected,
-                         "found": found, "url": url, "error": error})
+        return Response(
+            {
+                "schema_version": 1,
+                "ok": bool(expected and found == expected),
+                "expected": expected,
+                "found": found,
+                "url": url,
+                "error": error,
+            }
+        )
 
 
 # --- small public documents -----------------------------------------------------------------------------
 
+
 class ContributionsApi(APIView):
-    @extend_schema(parameters=[OpenApiParameter("limit", int, description="1 to 1000, default 100")],
-                   summary="Contribution scores of listed nodes, highest first", responses={200: inline_serializer(
-                       "Contributions", {"schema_version": s.IntegerField(), "threshold": s.FloatField(),
-                                         "scores": s.ListField(child=s.DictField())}), 400: schemas.ErrorDoc})
+    @extend_schema(
+        parameters=[OpenApiParameter("limit", int, description="1 to 1000, default 100")],
+        summary="Contribution scores of listed nodes, highest first",
+        responses={
+            200: inline_serializer(
+                "Contributions",
+                {
+                    "schema_version": s.IntegerField(),
+                    "threshold": s.FloatField(),
+                    "scores": s.ListField(child=s.DictField()),
+                },
+            ),
+            400: schemas.ErrorDoc,
+        },
+    )
     def get(self, request):
         raw = request.GET.get("limit", "100")
         if not raw.isdigit() or not 1 <= int(raw) <= 1000:
-            raise ApiError(400, "invalid_field", "limit: must be a whole number from 1 to 1000",
-                           extra={"field": "limit"})
-        return Response({"schema_version": 1, "threshold": settings.CONTRIBUTOR_THRESHOLD,
-                         "scores": services.listed_contributions(int(raw))})
+            raise ApiError(
+                400, "invalid_field", "limit: must be a whole number from 1 to 1000", extra={"field": "limit"}
+            )
+        return Response(
+            {
+                "schema_version": 1,
+                "threshold": settings.CONTRIBUTOR_THRESHOLD,
+                "scores": services.listed_contributions(int(raw)),
+            }
+        )
 
 
 class HealthApi(APIView):
-    @extend_schema(summary="Tracker liveness", responses={200: inline_serializer("TrackerHealth", {
-        "schema_version": s.IntegerField(), "ok": s.BooleanField(), "service": s.CharField(),
-        "version": s.CharField(), "now": s.DateTimeField()})})
+    @extend_schema(
+        summary="Tracker liveness",
+        responses={
+            200: inline_serializer(
+                "TrackerHealth",
+                {
+                    "schema_version": s.IntegerField(),
+                    "ok": s.BooleanField(),
+                    "service": s.CharField(),
+                    "version": s.CharField(),
+                    "now": s.DateTimeField(),
+                },
+            )
+        },
+    )
     def get(self, request):
-        return Response({"schema_version": 1, "ok": True, "service": "luckrig-tracker", "version": VERSION,
-                         "now": iso(timezone.now())})
+        return Response(
+            {
+                "schema_version": 1,
+                "ok": True,
+                "service": "luckrig-tracker",
+                "version": VERSION,
+                "now": iso(timezone.now()),
+            }
+        )

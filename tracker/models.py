@@ -32,8 +32,9 @@ class TastingToken(models.Model):
     jti = models.CharField(max_length=64, primary_key=True)
     kid = models.CharField(max_length=64)
     node = models.ForeignKey("nodes.Node", on_delete=models.CASCADE, related_name="tokens")
-    contributor = models.ForeignKey(Contributor, null=True, blank=True, on_delete=models.SET_NULL,
-                                    related_name="tokens")
+    contributor = models.ForeignKey(
+        Contributor, null=True, blank=True, on_delete=models.SET_NULL, related_name="tokens"
+    )
     # The JWT `sub`: a contributor id, or "anon:<ip hash prefix>"; distinct subjects are distinct tasters.
     subject = models.CharField(max_length=64)
     ip_hash = models.CharField(max_length=64)
@@ -71,6 +72,9 @@ class UsageReport(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["node", "report_id"], name="usage_report_once")]
 
+    def __str__(self) -> str:
+        return f"{self.node_id} report {self.report_id}"
+
 
 class QuotaBucket(models.Model):
     """Tokens issued per subject per UTC day; claimed with a conditional UPDATE so that concurrent requests in
@@ -82,3 +86,6 @@ class QuotaBucket(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["key", "day"], name="quota_bucket_once")]
+
+    def __str__(self) -> str:
+        return f"{self.key} {self.day}: {self.used}"

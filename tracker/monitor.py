@@ -17,8 +17,16 @@ from tracker.services import refresh_scores
 
 log = logging.getLogger("luckrig.monitor")
 
-_FIELDS = ["status", "consecutive_failures", "latency_ms", "last_error", "last_probe_at", "last_seen_at",
-           "alive_days", "last_alive_on"]
+_FIELDS = [
+    "status",
+    "consecutive_failures",
+    "latency_ms",
+    "last_error",
+    "last_probe_at",
+    "last_seen_at",
+    "alive_days",
+    "last_alive_on",
+]
 
 
 @dataclass
@@ -30,15 +38,33 @@ class CycleReport:
 
 
 def run_cycle(now: datetime, *, jitter_sec: float | None = None) -> CycleReport:
-    nodes = list(Node.objects.visible().only(
-        "id", "health_url", "status", "last_heartbeat_at", "last_probe_at", "consecutive_failures",
-        "queue_active", "queue_max_active", "latency_ms", "last_error", "last_seen_at", "alive_days",
-        "last_alive_on"))
+    nodes = list(
+        Node.objects.visible().only(
+            "id",
+            "health_url",
+            "status",
+            "last_heartbeat_at",
+            "last_probe_at",
+            "consecutive_failures",
+            "queue_active",
+            "queue_max_active",
+            "latency_ms",
+            "last_error",
+            "last_seen_at",
+            "alive_days",
+            "last_alive_on",
+        )
+    )
     jitter = min(2.0, settings.MONITOR_INTERVAL_SEC * 0.1) if jitter_sec is None else jitter_sec
-    results = asyncio.run(probe_all(
-        [(n.id, n.health_url) for n in nodes], concurrency=settings.MONITOR_CONCURRENCY,
-        timeout_sec=settings.MONITOR_PROBE_TIMEOUT_SEC, jitter_sec=jitter,
-        allow_private=settings.ALLOW_PRIVATE_NODE_URLS))
+    results = asyncio.run(
+        probe_all(
+            [(n.id, n.health_url) for n in nodes],
+            concurrency=settings.MONITOR_CONCURRENCY,
+            timeout_sec=settings.MONITOR_PROBE_TIMEOUT_SEC,
+            jitter_sec=jitter,
+            allow_private=settings.ALLOW_PRIVATE_NODE_URLS,
+        )
+    )
 
     samples, new_days, changed, alive = [], [], 0, 0
     for node in nodes:
@@ -59,15 +85,26 @@ def run_cycle(now: datetime, *, jitter_sec: float | None = None) -> CycleReport:
             if node_services.mark_alive_day(node, now):
                 new_days.append(node.id)
         changed += node.status != before
-        samples.append(HealthSample(node=node, at=now, status=node.status,
-                                    latency_ms=result.latency_ms if result.ok else None,
-                                    error="" if result.ok else result.error[:300]))
+        samples.append(
+            HealthSample(
+                node=node,
+                at=now,
+                status=node.status,
+                latency_ms=result.latency_ms if result.ok else None,
+                error="" if result.ok else result.error[:300],
+            )
+        )
     with transaction.atomic():
         Node.objects.bulk_update(nodes, _FIELDS, batch_size=500)
         HealthSample.objects.bulk_create(samples, batch_size=500)
         node_services.refresh_uptime(None, now)
         refresh_scores(new_days)
         pruned = node_services.prune_samples(now)
-    log.info("monitor: probed %d nodes, %d alive, %d changed status, pruned %d samples",
-             len(nodes), alive, changed, pruned)
+    log.info(
+        "monitor: probed %d nodes, %d alive, %d changed status, pruned %d samples",
+        len(nodes),
+        alive,
+        changed,
+        pruned,
+    )
     return CycleReport(len(nodes), alive, changed, pruned)

@@ -1,7 +1,9 @@
 """Request shapes of the tracker's write endpoints: strict types, bounded sizes, unknown fields refused."""
 
 import re
+from urllib.parse import urlsplit
 
+from django.conf import settings
 from rest_framework import serializers
 
 from luckrig_site.fields import (
@@ -13,6 +15,7 @@ from luckrig_site.fields import (
     StrictSerializer,
     TagsField,
 )
+from nodes.urlguard import is_public_address
 
 HANDLE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")
 NOTE_MAX = 4000
@@ -39,12 +42,31 @@ class NodeIn(StrictSerializer):
     vram_gb = StrictFloatField(required=False, allow_null=True, min_value=0, max_value=100000)
     context_length = StrictIntegerField(required=False, allow_null=True, min_value=1, max_value=100_000_000)
     tuning_note = StrictCharField(required=False, allow_blank=True, max_length=NOTE_MAX, trim_whitespace=False)
-    availability_note = StrictCharField(required=False, allow_blank=True, max_length=NOTE_MAX,
-                                        trim_whitespace=False)
+    availability_note = StrictCharField(required=False, allow_blank=True, max_length=NOTE_MAX, trim_whitespace=False)
     tags = TagsField(required=False)
     visibility = serializers.ChoiceField(choices=["public", "unlisted"], required=False)
-    node_public_key = StrictCharField(required=False, allow_null=True, allow_blank=True, max_length=1000,
-                                      trim_whitespace=False)
+    node_public_key = StrictCharField(
+        required=False, allow_null=True, allow_blank=True, max_length=1000, trim_whitespace=False
+    )
+
+    def _public_only(self, value):
+        """A node's URLs are fetched by the monitor and by tasters: refuse obviously private targets up front
+        (the fetches themselves are guarded again at connect time)."""
+        if value and not settings.ALLOW_PRIVATE_NODE_URLS:
+            host = (urlsplit(value).hostname or "").strip("[]")
+            try:
+                private = not is_public_address(host)
+            except ValueError:
+                private = host == "localhost" or host.endswith(".localhost")
+            if private:
+                raise serializers.ValidationError("must not point at a private, loopback or link-local address")
+        return value
+
+    def validate_endpoint_url(self, value):
+        return self._public_only(value)
+
+    def validate_health_url(self, value):
+        return self._public_only(value)
 
 
 class NodePatch(NodeIn):
@@ -108,8 +130,9 @@ class UsageIn(StrictSerializer):
 class TokenIn(StrictSerializer):
     node_id = StrictCharField(max_length=64)
     crypto_mode = serializers.ChoiceField(choices=["plain", "public-key"], required=False, default="plain")
-    user_public_key = StrictCharField(required=False, allow_null=True, allow_blank=True, max_length=1000,
-                                      trim_whitespace=False)
+    user_public_key = StrictCharField(
+        required=False, allow_null=True, allow_blank=True, max_length=1000, trim_whitespace=False
+    )
     ttl_sec = StrictIntegerField(required=False, allow_null=True, min_value=0, max_value=10**9)
 
     def to_internal_value(self, data):
@@ -147,8 +170,10 @@ class TimingIn(StrictSerializer):
             for key, value in data.items():
                 if DISALLOWED_TIMING_KEY.search(key):
                     raise serializers.ValidationError(
-                        {key: [serializers.ErrorDetail("text fields are never uploaded", "disallowed_field")]})
+                        {key: [serializers.ErrorDetail("text fields are never uploaded", "disallowed_field")]}
+                    )
                 if isinstance(value, dict | list):
                     raise serializers.ValidationError(
-                        {key: [serializers.ErrorDetail("nested values are not allowed", "nested_value")]})
+                        {key: [serializers.ErrorDetail("nested values are not allowed", "nested_value")]}
+                    )
         return super().to_internal_value(data)

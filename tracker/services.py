@@ -26,12 +26,15 @@ def create_contributor(*, handle: str | None) -> tuple[Contributor, str]:
     try:
         with transaction.atomic():
             contributor = Contributor.objects.create(
-                id=credentials.new_id("c_"), handle=handle or None, key_hash=credentials.digest(key),
+                id=credentials.new_id("c_"),
+                handle=handle or None,
+                key_hash=credentials.digest(key),
                 score_components=dict.fromkeys(scores.COMPONENTS, 0.0),
             )
     except IntegrityError:
-        raise ApiError(409, "handle_taken", f"The handle {handle!r} is taken; choose another.",
-                       extra={"field": "handle"}) from None
+        raise ApiError(
+            409, "handle_taken", f"The handle {handle!r} is taken; choose another.", extra={"field": "handle"}
+        ) from None
     return contributor, key
 
 
@@ -43,9 +46,20 @@ def refresh_scores(node_ids: list[str]) -> None:
     if not node_ids:
         return
     threshold = settings.CONTRIBUTOR_THRESHOLD
-    nodes = list(Node.objects.filter(pk__in=node_ids).only(
-        "id", "owner_id", "alive_days", "rarity_score", "usage_requests", "distinct_tasters", "tuning_note",
-        "contribution_total", "contribution_tier", "contribution_components"))
+    nodes = list(
+        Node.objects.filter(pk__in=node_ids).only(
+            "id",
+            "owner_id",
+            "alive_days",
+            "rarity_score",
+            "usage_requests",
+            "distinct_tasters",
+            "tuning_note",
+            "contribution_total",
+            "contribution_tier",
+            "contribution_components",
+        )
+    )
     changed = []
     for node in nodes:
         components = scores.node_components(evidence_of(node))
@@ -55,15 +69,19 @@ def refresh_scores(node_ids: list[str]) -> None:
             node.contribution_total = total
             node.contribution_tier = scores.tier(total, threshold)
             changed.append(node)
-    Node.objects.bulk_update(changed, ["contribution_components", "contribution_total", "contribution_tier"],
-                             batch_size=500)
+    Node.objects.bulk_update(
+        changed, ["contribution_components", "contribution_total", "contribution_tier"], batch_size=500
+    )
     refresh_contributors({n.owner_id for n in nodes})
 
 
 def evidence_of(node: Node) -> scores.NodeEvidence:
     return scores.NodeEvidence(
-        alive_days=node.alive_days, rarity=node.rarity_score, requests_served=node.usage_requests,
-        distinct_tasters=node.distinct_tasters, tuning_note_chars=len(node.tuning_note or ""),
+        alive_days=node.alive_days,
+        rarity=node.rarity_score,
+        requests_served=node.usage_requests,
+        distinct_tasters=node.distinct_tasters,
+        tuning_note_chars=len(node.tuning_note or ""),
     )
 
 
@@ -71,13 +89,15 @@ def refresh_contributors(contributor_ids) -> None:
     """A contributor's score: the sum over their visible nodes, plus shared timing samples."""
     threshold = settings.CONTRIBUTOR_THRESHOLD
     per_owner: dict[str, list[dict]] = {cid: [] for cid in contributor_ids}
-    for owner_id, components in (Node.objects.visible().filter(owner_id__in=per_owner)
-                                 .values_list("owner_id", "contribution_components")):
+    for owner_id, components in (
+        Node.objects.visible().filter(owner_id__in=per_owner).values_list("owner_id", "contribution_components")
+    ):
         per_owner[owner_id].append(components)
     contributors = list(Contributor.objects.filter(pk__in=per_owner))
     for contributor in contributors:
-        components = scores.sum_components(per_owner[contributor.id],
-                                           scores.timing_share_points(contributor.timing_shared))
+        components = scores.sum_components(
+            per_owner[contributor.id], scores.timing_share_points(contributor.timing_shared)
+        )
         contributor.score_components = components
         contributor.score_total = scores.total(components)
         contributor.score_tier = scores.tier(contributor.score_total, threshold)
@@ -120,8 +140,12 @@ def _apply_fields(node: Node, data: dict) -> None:
                 try:
                     node.node_public_key, node.node_public_key_fingerprint = pubkeys.validate(value)
                 except pubkeys.InvalidPublicKey as exc:
-                    raise ApiError(400, "invalid_public_key", f"node_public_key: {exc}.",
-                                   extra={"field": "node_public_key"}) from None
+                    raise ApiError(
+                        400,
+                        "invalid_public_key",
+                        f"node_public_key: {exc}.",
+                        extra={"field": "node_public_key"},
+                    ) from None
             else:
                 node.node_public_key = node.node_public_key_fingerprint = None
         elif field == "tags":
@@ -193,8 +217,11 @@ def get_node_for_owner(contributor: Contributor, node_id: str) -> Node:
 
 
 def revoked_jtis(node: Node, now: datetime) -> list[str]:
-    return list(TastingToken.objects.filter(node=node, revoked_at__isnull=False, expires_at__gt=now)
-                .values_list("jti", flat=True)[:1000])
+    return list(
+        TastingToken.objects.filter(node=node, revoked_at__isnull=False, expires_at__gt=now).values_list(
+            "jti", flat=True
+        )[:1000]
+    )
 
 
 def filter_rules_version() -> int:
@@ -204,8 +231,15 @@ def filter_rules_version() -> int:
 
 
 @transaction.atomic
-def record_heartbeat(*, node: Node, queue: dict, models: list[str], agent_version: str, telemetry: dict,
-                     now: datetime | None = None) -> dict:
+def record_heartbeat(
+    *,
+    node: Node,
+    queue: dict,
+    models: list[str],
+    agent_version: str,
+    telemetry: dict,
+    now: datetime | None = None,
+) -> dict:
     now = now or timezone.now()
     node.last_heartbeat_at = node.last_seen_at = node.queue_updated_at = now
     node.queue_active = queue.get("active", 0)
@@ -214,14 +248,29 @@ def record_heartbeat(*, node: Node, queue: dict, models: list[str], agent_versio
     node.served_models, node.agent_version, node.telemetry = models, agent_version, telemetry
     node.status = node_services.current_status(node, now)
     new_day = node_services.mark_alive_day(node, now)
-    node.save(update_fields=[
-        "last_heartbeat_at", "last_seen_at", "queue_updated_at", "queue_active", "queue_waiting",
-        "queue_max_active", "served_models", "agent_version", "telemetry", "status", "last_alive_on",
-        "alive_days"])
+    node.save(
+        update_fields=[
+            "last_heartbeat_at",
+            "last_seen_at",
+            "queue_updated_at",
+            "queue_active",
+            "queue_waiting",
+            "queue_max_active",
+            "served_models",
+            "agent_version",
+            "telemetry",
+            "status",
+            "last_alive_on",
+            "alive_days",
+        ]
+    )
     if new_day:
         refresh_scores([node.id])
-    return {"status": node.status, "filter_rules_version": filter_rules_version(),
-            "revoked_jtis": revoked_jtis(node, now)}
+    return {
+        "status": node.status,
+        "filter_rules_version": filter_rules_version(),
+        "revoked_jtis": revoked_jtis(node, now),
+    }
 
 
 def record_usage(*, node: Node, report_id: str, entries: list[dict]) -> dict:
@@ -237,9 +286,16 @@ def record_usage(*, node: Node, report_id: str, entries: list[dict]) -> dict:
             return {"accepted": 0, "ignored": 0, "duplicate": True}
         by_jti: dict[str, dict] = {}
         for entry in entries:
-            slot = by_jti.setdefault(entry["jti"], {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0,
-                                                    "first_at": entry.get("first_at"),
-                                                    "last_at": entry.get("last_at")})
+            slot = by_jti.setdefault(
+                entry["jti"],
+                {
+                    "requests": 0,
+                    "prompt_tokens": 0,
+                    "completion_tokens": 0,
+                    "first_at": entry.get("first_at"),
+                    "last_at": entry.get("last_at"),
+                },
+            )
             for key in ("requests", "prompt_tokens", "completion_tokens"):
                 slot[key] += entry.get(key, 0)
         tokens = list(TastingToken.objects.select_for_update().filter(node=node, jti__in=list(by_jti)))
@@ -250,28 +306,52 @@ def record_usage(*, node: Node, report_id: str, entries: list[dict]) -> dict:
             token.prompt_tokens = min(2**31 - 1, token.prompt_tokens + add["prompt_tokens"])
             token.first_used_at = token.first_used_at or add["first_at"]
             token.last_used_at = add["last_at"] or token.last_used_at
-        TastingToken.objects.bulk_update(tokens, ["requests_served", "completion_tokens", "prompt_tokens",
-                                                  "first_used_at", "last_used_at"])
+        TastingToken.objects.bulk_update(
+            tokens, ["requests_served", "completion_tokens", "prompt_tokens", "first_used_at", "last_used_at"]
+        )
         report.entries_counted = len(tokens)
         report.save(update_fields=["entries_counted"])
         credited = TastingToken.objects.filter(node=node, is_owner_token=False, requests_served__gt=0)
         totals = credited.aggregate(requests=Sum("requests_served"), tasters=Count("subject", distinct=True))
-        Node.objects.filter(pk=node.pk).update(usage_requests=totals["requests"] or 0,
-                                               distinct_tasters=totals["tasters"] or 0)
+        Node.objects.filter(pk=node.pk).update(
+            usage_requests=totals["requests"] or 0, distinct_tasters=totals["tasters"] or 0
+        )
         refresh_scores([node.id])
     return {"accepted": len(tokens), "ignored": len(by_jti) - len(tokens), "duplicate": False}
 
 
 def listed_contributions(limit: int) -> list[dict]:
-    rows = (Node.objects.listed().order_by("-contribution_total", "created_at", "id")
-            .only("id", "contribution_total", "contribution_tier", "contribution_components", "alive_days",
-                  "rarity_score", "usage_requests", "distinct_tasters", "tuning_note")[:limit])
-    return [{"node_id": n.id, "total": n.contribution_total, "tier": n.contribution_tier,
-             "components": n.contribution_components, "evidence": scores.evidence_dict(evidence_of(n))}
-            for n in rows]
+    rows = (
+        Node.objects.listed()
+        .order_by("-contribution_total", "created_at", "id")
+        .only(
+            "id",
+            "contribution_total",
+            "contribution_tier",
+            "contribution_components",
+            "alive_days",
+            "rarity_score",
+            "usage_requests",
+            "distinct_tasters",
+            "tuning_note",
+        )[:limit]
+    )
+    return [
+        {
+            "node_id": n.id,
+            "total": n.contribution_total,
+            "tier": n.contribution_tier,
+            "components": n.contribution_components,
+            "evidence": scores.evidence_dict(evidence_of(n)),
+        }
+        for n in rows
+    ]
 
 
 def contributor_overview(contributor: Contributor) -> dict:
-    return {"total": contributor.score_total, "tier": contributor.score_tier,
-            "components": contributor.score_components, "timing_samples_shared": contributor.timing_shared}
-
+    return {
+        "total": contributor.score_total,
+        "tier": contributor.score_tier,
+        "components": contributor.score_components,
+        "timing_samples_shared": contributor.timing_shared,
+    }

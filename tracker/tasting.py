@@ -70,17 +70,24 @@ def claim_quota(key: str, limit: int, now: datetime) -> int:
             bucket = QuotaBucket.objects.get(key=key, day=day)
     if QuotaBucket.objects.filter(pk=bucket.pk, used__lt=limit).update(used=F("used") + 1) == 0:
         retry = _seconds_to_utc_midnight(now)
-        raise ApiError(429, "quota_exceeded", f"The daily quota of {limit} tokens is used up; it resets at 00:00 UTC.",
-                       extra={"quota": {"used": limit, "limit": limit}, "retry_after_sec": retry},
-                       headers={"Retry-After": str(retry)})
+        raise ApiError(
+            429,
+            "quota_exceeded",
+            f"The daily quota of {limit} tokens is used up; it resets at 00:00 UTC.",
+            extra={"quota": {"used": limit, "limit": limit}, "retry_after_sec": retry},
+            headers={"Retry-After": str(retry)},
+        )
     return QuotaBucket.objects.values_list("used", flat=True).get(pk=bucket.pk)
 
 
 def tier_limits(tier: str) -> tuple[int, int, int]:
     """(max_requests, max_output_tokens, tokens per day) for a tier, from settings."""
     if tier == TastingToken.Tier.CONTRIBUTOR:
-        return (settings.CONTRIBUTOR_MAX_REQUESTS, settings.CONTRIBUTOR_MAX_OUTPUT_TOKENS,
-                settings.CONTRIBUTOR_TOKENS_PER_DAY)
+        return (
+            settings.CONTRIBUTOR_MAX_REQUESTS,
+            settings.CONTRIBUTOR_MAX_OUTPUT_TOKENS,
+            settings.CONTRIBUTOR_TOKENS_PER_DAY,
+        )
     return settings.LIMITED_MAX_REQUESTS, settings.LIMITED_MAX_OUTPUT_TOKENS, settings.LIMITED_TOKENS_PER_DAY
 
 
@@ -90,34 +97,56 @@ def clamp_ttl(ttl_sec: int | None) -> int:
 
 
 @transaction.atomic
-def issue_token(*, node_id: str, crypto_mode: str, user_public_key: str | None, ttl_sec: int | None,
-                contributor: Contributor | None, ip_hash: str, now: datetime | None = None) -> Issued:
+def issue_token(
+    *,
+    node_id: str,
+    crypto_mode: str,
+    user_public_key: str | None,
+    ttl_sec: int | None,
+    contributor: Contributor | None,
+    ip_hash: str,
+    now: datetime | None = None,
+) -> Issued:
     now = now or timezone.now()
     node = Node.objects.visible().select_related("owner").filter(pk=node_id).first()
     if node is None:
         raise ApiError(404, "node_not_found", f"No node {node_id!r}.")
     status = node_services.current_status(node, now)
     if not liveness.is_alive(status):
-        raise ApiError(409, "node_unavailable",
-                       f"Node {node.id!r} is {status}: its agent has not reported recently. Try again later.",
-                       extra={"status": status})
+        raise ApiError(
+            409,
+            "node_unavailable",
+            f"Node {node.id!r} is {status}: its agent has not reported recently. Try again later.",
+            extra={"status": status},
+        )
 
     user_fp = user_pem = None
     if crypto_mode == TastingToken.CryptoMode.PUBLIC_KEY:
         if not node.node_public_key:
-            raise ApiError(400, "public_key_mode_unavailable",
-                           f"Node {node.id!r} has no registered public key; use crypto_mode \"plain\".")
+            raise ApiError(
+                400,
+                "public_key_mode_unavailable",
+                f'Node {node.id!r} has no registered public key; use crypto_mode "plain".',
+            )
         if not user_public_key:
-            raise ApiError(400, "invalid_public_key", "user_public_key: required in public-key mode.",
-                           extra={"field": "user_public_key"})
+            raise ApiError(
+                400,
+                "invalid_public_key",
+                "user_public_key: required in public-key mode.",
+                extra={"field": "user_public_key"},
+            )
         try:
             user_pem, user_fp = pubkeys.validate(user_public_key)
         except pubkeys.InvalidPublicKey as exc:
-            raise ApiError(400, "invalid_public_key", f"user_public_key: {exc}.",
-                           extra={"field": "user_public_key"}) from None
+            raise ApiError(
+                400, "invalid_public_key", f"user_public_key: {exc}.", extra={"field": "user_public_key"}
+            ) from None
 
-    tier = (TastingToken.Tier.CONTRIBUTOR if contributor is not None and contributor.score_tier == "contributor"
-            else TastingToken.Tier.LIMITED)
+    tier = (
+        TastingToken.Tier.CONTRIBUTOR
+        if contributor is not None and contributor.score_tier == "contributor"
+        else TastingToken.Tier.LIMITED
+    )
     max_requests, max_output_tokens, per_day = tier_limits(tier)
     # Limited tokens are counted per IP even for a signed-in contributor, so that minting fresh identities
     # does not multiply the anonymous quota.
@@ -129,10 +158,17 @@ def issue_token(*, node_id: str, crypto_mode: str, user_public_key: str | None, 
     jti = secrets.token_urlsafe(18)
     subject = contributor.id if contributor is not None else f"anon:{ip_hash[:16]}"
     claims = {
-        "iss": settings.SITE_URL, "aud": node.id, "sub": subject, "jti": jti,
-        "iat": int(now.timestamp()), "nbf": int(now.timestamp()) - 5, "exp": int(expires_at.timestamp()),
-        "tier": tier, "crypto_mode": crypto_mode,
-        "max_requests": max_requests, "max_output_tokens": max_output_tokens,
+        "iss": settings.SITE_URL,
+        "aud": node.id,
+        "sub": subject,
+        "jti": jti,
+        "iat": int(now.timestamp()),
+        "nbf": int(now.timestamp()) - 5,
+        "exp": int(expires_at.timestamp()),
+        "tier": tier,
+        "crypto_mode": crypto_mode,
+        "max_requests": max_requests,
+        "max_output_tokens": max_output_tokens,
     }
     if user_pem:
         claims["user_public_key"] = user_pem
@@ -140,17 +176,48 @@ def issue_token(*, node_id: str, crypto_mode: str, user_public_key: str | None, 
     ring = keyring()
     token = signing.sign(ring, claims)
     TastingToken.objects.create(
-        jti=jti, kid=ring.current.kid, node=node, contributor=contributor, subject=subject, ip_hash=ip_hash,
-        tier=tier, crypto_mode=crypto_mode, is_owner_token=contributor is not None and contributor.id == node.owner_id,
-        issued_at=now, expires_at=expires_at, max_requests=max_requests, max_output_tokens=max_output_tokens,
+        jti=jti,
+        kid=ring.current.kid,
+        node=node,
+        contributor=contributor,
+        subject=subject,
+        ip_hash=ip_hash,
+        tier=tier,
+        crypto_mode=crypto_mode,
+        is_owner_token=contributor is not None and contributor.id == node.owner_id,
+        issued_at=now,
+        expires_at=expires_at,
+        max_requests=max_requests,
+        max_output_tokens=max_output_tokens,
         user_public_key_fingerprint=user_fp,
     )
-    return Issued(token, jti, expires_at, crypto_mode, tier, max_requests, max_output_tokens, used, per_day, node,
-                  user_fp)
+    return Issued(
+        token,
+        jti,
+        expires_at,
+        crypto_mode,
+        tier,
+        max_requests,
+        max_output_tokens,
+        used,
+        per_day,
+        node,
+        user_fp,
+    )
 
 
-TIMING_FIELDS = ("tok_per_sec", "ttft_ms", "network_ttft_ms", "proxy_ttft_ms", "generation_sec", "queue_wait_sec",
-                 "output_tokens", "tokenizer", "limited_output_truncated", "mode")
+TIMING_FIELDS = (
+    "tok_per_sec",
+    "ttft_ms",
+    "network_ttft_ms",
+    "proxy_ttft_ms",
+    "generation_sec",
+    "queue_wait_sec",
+    "output_tokens",
+    "tokenizer",
+    "limited_output_truncated",
+    "mode",
+)
 P50_WINDOW = 500  # medians over the most recent uploads: rigs get retuned
 
 
@@ -164,12 +231,20 @@ def record_timing(*, token: TastingToken, data: dict, now: datetime | None = Non
         raise ApiError(403, "wrong_node", "This token was issued for another node.", extra={"field": "node_id"})
     try:
         with transaction.atomic():
-            TimingSample.objects.create(node=node, jti=token.jti, contributor=token.contributor, created_at=now,
-                                        **{k: data[k] for k in TIMING_FIELDS if k in data})
+            TimingSample.objects.create(
+                node=node,
+                jti=token.jti,
+                contributor=token.contributor,
+                created_at=now,
+                **{k: data[k] for k in TIMING_FIELDS if k in data},
+            )
     except IntegrityError:
         raise ApiError(409, "already_uploaded", "Timing for this token was already uploaded.") from None
-    recent = list(TimingSample.objects.filter(node=node).order_by("-created_at")
-                  .values_list("tok_per_sec", "ttft_ms")[:P50_WINDOW])
+    recent = list(
+        TimingSample.objects.filter(node=node)
+        .order_by("-created_at")
+        .values_list("tok_per_sec", "ttft_ms")[:P50_WINDOW]
+    )
     tps = [r[0] for r in recent if r[0] is not None]
     ttft = [r[1] for r in recent if r[1] is not None]
     node.timing_samples_count = TimingSample.objects.filter(node=node).count()
@@ -180,5 +255,9 @@ def record_timing(*, token: TastingToken, data: dict, now: datetime | None = Non
     if token.contributor_id:
         Contributor.objects.filter(pk=token.contributor_id).update(timing_shared=F("timing_shared") + 1)
         refresh_contributors({token.contributor_id})
-    return {"samples_count": node.timing_samples_count, "tok_per_sec_p50": node.tok_per_sec_p50,
-            "ttft_ms_p50": node.ttft_ms_p50, "last_uploaded_at": iso(now)}
+    return {
+        "samples_count": node.timing_samples_count,
+        "tok_per_sec_p50": node.tok_per_sec_p50,
+        "ttft_ms_p50": node.ttft_ms_p50,
+        "last_uploaded_at": iso(now),
+    }

@@ -21,23 +21,32 @@ def test_the_agent_package_and_cli_never_import_django(tmp_path):
         "sys.exit(1 if bad else 0)\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "DJANGO-MODULES: []" in result.stdout
 
 
 def test_keygen_writes_a_private_key_only_the_owner_can_read(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "node_agent.cli", "keygen", "--config-dir", str(tmp_path)],
-                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "node_agent.cli", "keygen", "--config-dir", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     key = tmp_path / "node_x25519.pem"
     assert key.stat().st_mode & 0o777 == 0o600
     assert "BEGIN PRIVATE KEY" in key.read_text()
     assert "BEGIN PUBLIC KEY" in result.stdout and "Fingerprint: sha256:" in result.stdout
     # Running it again keeps the key and prints the same fingerprint.
-    again = subprocess.run([sys.executable, "-m", "node_agent.cli", "keygen", "--config-dir", str(tmp_path)],
-                           cwd=ROOT, capture_output=True, text=True, timeout=60)
+    again = subprocess.run(
+        [sys.executable, "-m", "node_agent.cli", "keygen", "--config-dir", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     fingerprint = [line for line in result.stdout.splitlines() if line.startswith("Fingerprint")]
     assert fingerprint == [line for line in again.stdout.splitlines() if line.startswith("Fingerprint")]
     assert "keeping it" in again.stdout

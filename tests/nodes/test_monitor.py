@@ -63,8 +63,13 @@ def test_three_consecutive_failures_not_one_make_a_node_unavailable(local, serve
     node.refresh_from_db()
     assert node.status == "available" and node.consecutive_failures == 0
     _, metrics = api.get(f"/api/nodes/{node.id}/metrics")
-    assert [p["status"] for p in metrics["recent"]] == ["available", "unavailable", "available", "available",
-                                                         "available"]
+    assert [p["status"] for p in metrics["recent"]] == [
+        "available",
+        "unavailable",
+        "available",
+        "available",
+        "available",
+    ]
 
 
 def test_a_silent_agent_turns_unavailable_without_waiting_for_probes(local, server, owner, api):

@@ -24,8 +24,14 @@ def test_combo_key_ignores_case_and_spacing():
 
 
 def obs(**kw):
-    base = dict(previous="unknown", last_heartbeat_at=None, last_probe_at=None, consecutive_failures=0,
-                queue_active=0, queue_max_active=1)
+    base = dict(
+        previous="unknown",
+        last_heartbeat_at=None,
+        last_probe_at=None,
+        consecutive_failures=0,
+        queue_active=0,
+        queue_max_active=1,
+    )
     base.update(kw)
     return liveness.Observed(**base)
 
@@ -55,8 +61,7 @@ def test_one_failed_probe_is_a_blip_three_are_down():
 
 
 def test_node_components_and_caps():
-    ev = scores.NodeEvidence(alive_days=100, rarity=1.2, requests_served=7, distinct_tasters=3,
-                             tuning_note_chars=240)
+    ev = scores.NodeEvidence(alive_days=100, rarity=1.2, requests_served=7, distinct_tasters=3, tuning_note_chars=240)
     c = scores.node_components(ev)
     assert c == {"existence": 10.0, "rarity": 6.0, "usage": 3.5, "discovery": 6.0, "note": 3.0}
     assert scores.total(c) == 28.5
@@ -66,14 +71,17 @@ def test_node_components_and_caps():
     assert scores.timing_share_points(100) == 10.0
 
 
-@pytest.mark.parametrize("gpu, family, year", [
-    ("NVIDIA GeForce RTX 5090", "NVIDIA Blackwell", 2025),
-    ("GTX 1080 Ti", "NVIDIA Pascal", 2016),
-    ("Tesla K80", "NVIDIA Kepler", 2013),
-    ("Apple M3 Max", "Apple M3", 2023),
-    ("AMD Radeon RX 7900 XTX", "AMD RDNA 3 / CDNA 3", 2022),
-    ("Radeon RX 580", "AMD Polaris", 2016),
-])
+@pytest.mark.parametrize(
+    "gpu, family, year",
+    [
+        ("NVIDIA GeForce RTX 5090", "NVIDIA Blackwell", 2025),
+        ("GTX 1080 Ti", "NVIDIA Pascal", 2016),
+        ("Tesla K80", "NVIDIA Kepler", 2013),
+        ("Apple M3 Max", "Apple M3", 2023),
+        ("AMD Radeon RX 7900 XTX", "AMD RDNA 3 / CDNA 3", 2022),
+        ("Radeon RX 580", "AMD Polaris", 2016),
+    ],
+)
 def test_gpu_families(gpu, family, year):
     found = gpus.classify(gpu)
     assert found is not None and (found.name, found.year) == (family, year)
@@ -97,8 +105,14 @@ def test_showcase_picks_one_winner_per_category():
         row("old", "Tesla K80", 24, 2048, 0.5, 4),
     ]
     picks = {c["id"]: c["node_id"] for c in pick_categories(rows)}
-    assert picks == {"lowest_vram": "small", "cpu_rig": "pi", "apple_silicon": "mac", "largest_context": "big",
-                     "oldest_gpu_generation": "old", "rarest_combination": "pi"}
+    assert picks == {
+        "lowest_vram": "small",
+        "cpu_rig": "pi",
+        "apple_silicon": "mac",
+        "largest_context": "big",
+        "oldest_gpu_generation": "old",
+        "rarest_combination": "pi",
+    }
     assert all(c["reason"] and c["label"] for c in pick_categories(rows))
 
 

@@ -16,8 +16,15 @@ def queries_for(client, path) -> int:
     return len(ctx.captured_queries)
 
 
-@pytest.mark.parametrize("path", ["/api/nodes", "/api/nodes?gpu=rtx&order=tok_per_sec&page_size=200",
-                                  "/api/showcase", "/api/contributions"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/nodes",
+        "/api/nodes?gpu=rtx&order=tok_per_sec&page_size=200",
+        "/api/showcase",
+        "/api/contributions",
+    ],
+)
 def test_list_queries_do_not_grow_with_nodes(api, owner, taster, path):
     for i in range(3):
         factories.make_node(owner if i % 2 else taster, gpu=f"RTX {3000 + i}")

@@ -4,7 +4,9 @@ The answer is always a clear 4xx in the contract's error shape, never a 500."""
 import json
 
 import pytest
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from tests import factories
 
@@ -66,42 +68,151 @@ def test_oversized_bodies_are_413_on_every_write_endpoint(api, creds, settings):
 
 
 def test_form_bodies_are_415_with_a_hint(api, creds):
-    status, body = api.call("post", "/api/contributors", raw="handle=x",
-                            content_type="application/x-www-form-urlencoded")
+    status, body = api.call(
+        "post", "/api/contributors", raw="handle=x", content_type="application/x-www-form-urlencoded"
+    )
     assert status == 415 and "application/json" in body["error"]
 
 
 NODE_BAD = [
     ({"model_name": "m", "quantization": "q", "gpu": "g"}, "endpoint_url"),
-    ({"endpoint_url": "ftp://x.example/v1", "model_name": "m", "quantization": "q", "gpu": "g"}, "endpoint_url"),
-    ({"endpoint_url": "javascript:alert(1)", "model_name": "m", "quantization": "q", "gpu": "g"}, "endpoint_url"),
+    (
+        {"endpoint_url": "ftp://x.example/v1", "model_name": "m", "quantization": "q", "gpu": "g"},
+        "endpoint_url",
+    ),
+    (
+        {"endpoint_url": "javascript:alert(1)", "model_name": "m", "quantization": "q", "gpu": "g"},
+        "endpoint_url",
+    ),
     ({"endpoint_url": "https://x.example", "model_name": 42, "quantization": "q", "gpu": "g"}, "model_name"),
-    ({"endpoint_url": "https://x.example", "model_name": "m" * 121, "quantization": "q", "gpu": "g"}, "model_name"),
-    ({"endpoint_url": "https://x.example", "model_name": "m", "quantization": "q", "gpu": "g",
-      "vram_gb": "24"}, "vram_gb"),
-    ({"endpoint_url": "https://x.example", "model_name": "m", "quantization": "q", "gpu": "g",
-      "vram_gb": 1e400}, None),  # 1e400 is not valid JSON for Python's encoder; sent raw below
-    ({"endpoint_url": "https://x.example", "model_name": "m", "quantization": "q", "gpu": "g",
-      "context_length": 12.5}, "context_length"),
-    ({"endpoint_url": "https://x.example", "model_name": "m", "quantization": "q", "gpu": "g",
-      "context_length": 10**30}, "context_length"),
-    ({"endpoint_url": "https://x.example", "model_name": "m", "quantization": "q", "gpu": "g",
-      "tags": [f"t{i}" for i in range(13)]}, "tags"),
-    ({"endpoint_url": "https://x.example", "model_name": "m", "quantization": "q", "gpu": "g",
-      "tags": ["x" * 33]}, "tags"),
-    ({"endpoint_url": "https://x.example", "model_name": "m", "quantization": "q", "gpu": "g",
-      "tags": ["a,b"]}, "tags"),
-    ({"endpoint_url": "https://x.example", "model_name": "m", "quantization": "q", "gpu": "g",
-      "tags": "showcase"}, "tags"),
-    ({"endpoint_url": "https://x.example", "model_name": "m", "quantization": "q", "gpu": "g",
-      "tuning_note": "x" * 4001}, "tuning_note"),
-    ({"endpoint_url": "https://x.example", "model_name": "m\x00", "quantization": "q", "gpu": "g"}, "model_name"),
-    ({"endpoint_url": "https://x.example", "model_name": "m", "quantization": "q", "gpu": "g",
-      "visibility": "secret"}, "visibility"),
-    ({"endpoint_url": "https://x.example", "model_name": "m", "quantization": "q", "gpu": "g",
-      "owner": "someone-else"}, "owner"),
-    ({"endpoint_url": "https://x.example", "model_name": "m", "quantization": "q", "gpu": "g",
-      "schema_version": 2}, "schema_version"),
+    (
+        {"endpoint_url": "https://x.example", "model_name": "m" * 121, "quantization": "q", "gpu": "g"},
+        "model_name",
+    ),
+    (
+        {
+            "endpoint_url": "https://x.example",
+            "model_name": "m",
+            "quantization": "q",
+            "gpu": "g",
+            "vram_gb": "24",
+        },
+        "vram_gb",
+    ),
+    (
+        {
+            "endpoint_url": "https://x.example",
+            "model_name": "m",
+            "quantization": "q",
+            "gpu": "g",
+            "vram_gb": 1e400,
+        },
+        None,
+    ),  # 1e400 is not valid JSON for Python's encoder; sent raw below
+    (
+        {
+            "endpoint_url": "https://x.example",
+            "model_name": "m",
+            "quantization": "q",
+            "gpu": "g",
+            "context_length": 12.5,
+        },
+        "context_length",
+    ),
+    (
+        {
+            "endpoint_url": "https://x.example",
+            "model_name": "m",
+            "quantization": "q",
+            "gpu": "g",
+            "context_length": 10**30,
+        },
+        "context_length",
+    ),
+    (
+        {
+            "endpoint_url": "https://x.example",
+            "model_name": "m",
+            "quantization": "q",
+            "gpu": "g",
+            "tags": [f"t{i}" for i in range(13)],
+        },
+        "tags",
+    ),
+    (
+        {
+            "endpoint_url": "https://x.example",
+            "model_name": "m",
+            "quantization": "q",
+            "gpu": "g",
+            "tags": ["x" * 33],
+        },
+        "tags",
+    ),
+    (
+        {
+            "endpoint_url": "https://x.example",
+            "model_name": "m",
+            "quantization": "q",
+            "gpu": "g",
+            "tags": ["a,b"],
+        },
+        "tags",
+    ),
+    (
+        {
+            "endpoint_url": "https://x.example",
+            "model_name": "m",
+            "quantization": "q",
+            "gpu": "g",
+            "tags": "showcase",
+        },
+        "tags",
+    ),
+    (
+        {
+            "endpoint_url": "https://x.example",
+            "model_name": "m",
+            "quantization": "q",
+            "gpu": "g",
+            "tuning_note": "x" * 4001,
+        },
+        "tuning_note",
+    ),
+    (
+        {"endpoint_url": "https://x.example", "model_name": "m\x00", "quantization": "q", "gpu": "g"},
+        "model_name",
+    ),
+    (
+        {
+            "endpoint_url": "https://x.example",
+            "model_name": "m",
+            "quantization": "q",
+            "gpu": "g",
+            "visibility": "secret",
+        },
+        "visibility",
+    ),
+    (
+        {
+            "endpoint_url": "https://x.example",
+            "model_name": "m",
+            "quantization": "q",
+            "gpu": "g",
+            "owner": "someone-else",
+        },
+        "owner",
+    ),
+    (
+        {
+            "endpoint_url": "https://x.example",
+            "model_name": "m",
+            "quantization": "q",
+            "gpu": "g",
+            "schema_version": 2,
+        },
+        "schema_version",
+    ),
 ]
 
 
@@ -147,13 +258,28 @@ def test_bad_agent_bodies_name_the_field(api, creds):
         (hb, {"queue": {"active": -1, "waiting": 0, "max_active": 1}}, "queue.active"),
         (hb, {"queue": {"active": "1", "waiting": 0, "max_active": 1}}, "queue.active"),
         (hb, {"queue": {"active": 0, "waiting": 0, "max_active": 1}, "models": ["m"] * 65}, "models"),
-        (hb, {"queue": {"active": 0, "waiting": 0, "max_active": 1}, "telemetry": {"a": {"b": 1}}}, "telemetry"),
-        (hb, {"queue": {"active": 0, "waiting": 0, "max_active": 1}, "agent_version": "v" * 41}, "agent_version"),
+        (
+            hb,
+            {"queue": {"active": 0, "waiting": 0, "max_active": 1}, "telemetry": {"a": {"b": 1}}},
+            "telemetry",
+        ),
+        (
+            hb,
+            {"queue": {"active": 0, "waiting": 0, "max_active": 1}, "agent_version": "v" * 41},
+            "agent_version",
+        ),
         (usage, {"entries": []}, "report_id"),
         (usage, {"report_id": "r", "entries": [{"jti": "j"}]}, "entries[0].requests"),
-        (usage, {"report_id": "r", "entries": [{"jti": "j", "requests": 1, "first_at": "yesterday"}]},
-         "entries[0].first_at"),
-        (usage, {"report_id": "r", "entries": [{"jti": "j", "requests": 1, "first_at": 12}]}, "entries[0].first_at"),
+        (
+            usage,
+            {"report_id": "r", "entries": [{"jti": "j", "requests": 1, "first_at": "yesterday"}]},
+            "entries[0].first_at",
+        ),
+        (
+            usage,
+            {"report_id": "r", "entries": [{"jti": "j", "requests": 1, "first_at": 12}]},
+            "entries[0].first_at",
+        ),
         (usage, {"report_id": "r", "entries": "all"}, "entries"),
     ]
     for path, body, field in cases:
@@ -167,10 +293,37 @@ json_values = st.recursive(
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
     max_leaves=12,
 )
-FIELD_NAMES = ["handle", "node_id", "crypto_mode", "user_public_key", "ttl_sec", "endpoint_url", "model_name",
-               "quantization", "gpu", "vram_gb", "context_length", "tags", "visibility", "tuning_note", "queue",
-               "models", "telemetry", "report_id", "entries", "tok_per_sec", "ttft_ms", "mode", "url", "id",
-               "schema_version", "health_url", "node_public_key", "output_tokens", "limited_output_truncated"]
+FIELD_NAMES = [
+    "handle",
+    "node_id",
+    "crypto_mode",
+    "user_public_key",
+    "ttl_sec",
+    "endpoint_url",
+    "model_name",
+    "quantization",
+    "gpu",
+    "vram_gb",
+    "context_length",
+    "tags",
+    "visibility",
+    "tuning_note",
+    "queue",
+    "models",
+    "telemetry",
+    "report_id",
+    "entries",
+    "tok_per_sec",
+    "ttft_ms",
+    "mode",
+    "url",
+    "id",
+    "schema_version",
+    "health_url",
+    "node_public_key",
+    "output_tokens",
+    "limited_output_truncated",
+]
 bodies = st.dictionaries(st.sampled_from(FIELD_NAMES) | st.text(max_size=10), json_values, max_size=8)
 
 
@@ -188,8 +341,27 @@ query_values = st.text(max_size=30) | st.integers().map(str) | st.floats().map(s
 
 
 @hsettings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(params=st.dictionaries(st.sampled_from(["status", "model", "gpu", "quantization", "min_vram", "min_ctx", "tag",
-                                               "order", "page", "page_size", "limit"]), query_values, max_size=5))
+@given(
+    params=st.dictionaries(
+        st.sampled_from(
+            [
+                "status",
+                "model",
+                "gpu",
+                "quantization",
+                "min_vram",
+                "min_ctx",
+                "tag",
+                "order",
+                "page",
+                "page_size",
+                "limit",
+            ]
+        ),
+        query_values,
+        max_size=5,
+    )
+)
 def test_arbitrary_list_queries_never_cause_a_5xx(api, creds, params):
     for path in ("/api/nodes", "/api/contributions"):
         response = api.client.get(path, params)

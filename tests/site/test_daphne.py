@@ -25,13 +25,28 @@ def test_a_contributor_registers_a_rig_and_a_taster_gets_a_verifiable_token(trac
     created = s.post(f"{tracker}/api/contributors", json={"handle": "e2e"}, timeout=10)
     assert created.status_code == 201
     key = created.json()["contributor_key"]
-    reg = s.post(f"{tracker}/api/nodes", timeout=10, headers={"Authorization": f"Bearer {key}"}, json={
-        "endpoint_url": "https://rig.example.com/v1", "model_name": "SmolLM2-135M", "quantization": "Q4_1",
-        "gpu": "GTX 1050 Ti", "vram_gb": 4, "context_length": 2048, "tags": ["tiny"]})
+    reg = s.post(
+        f"{tracker}/api/nodes",
+        timeout=10,
+        headers={"Authorization": f"Bearer {key}"},
+        json={
+            "endpoint_url": "https://rig.example.com/v1",
+            "model_name": "SmolLM2-135M",
+            "quantization": "Q4_1",
+            "gpu": "GTX 1050 Ti",
+            "vram_gb": 4,
+            "context_length": 2048,
+            "tags": ["tiny"],
+        },
+    )
     assert reg.status_code == 201, reg.text
     node_id, secret = reg.json()["node"]["id"], reg.json()["node_secret"]
-    hb = s.post(f"{tracker}/api/nodes/{node_id}/heartbeat", timeout=10, headers={"Authorization": f"Bearer {secret}"},
-                json={"queue": {"active": 0, "waiting": 0, "max_active": 1}, "models": ["smollm2"]})
+    hb = s.post(
+        f"{tracker}/api/nodes/{node_id}/heartbeat",
+        timeout=10,
+        headers={"Authorization": f"Bearer {secret}"},
+        json={"queue": {"active": 0, "waiting": 0, "max_active": 1}, "models": ["smollm2"]},
+    )
     assert hb.status_code == 200 and hb.json()["status"] == "available"
     listing = s.get(f"{tracker}/api/nodes?tag=tiny", timeout=10).json()
     assert [n["id"] for n in listing["nodes"]] == [node_id]
@@ -41,17 +56,27 @@ def test_a_contributor_registers_a_rig_and_a_taster_gets_a_verifiable_token(trac
     keys = s.get(f"{tracker}/api/tracker-keys", timeout=10).json()["keys"]
     kid = jwt.get_unverified_header(token)["kid"]
     pem = next(k["public_key_pem"] for k in keys if k["kid"] == kid)
-    claims = jwt.decode(token, serialization.load_pem_public_key(pem.encode()), algorithms=["EdDSA"],
-                        audience=node_id, issuer=tracker)
+    claims = jwt.decode(
+        token,
+        serialization.load_pem_public_key(pem.encode()),
+        algorithms=["EdDSA"],
+        audience=node_id,
+        issuer=tracker,
+    )
     assert claims["jti"] == issued.json()["jti"]
 
 
 def test_bad_input_over_real_http(tracker):
-    bad = requests.post(f"{tracker}/api/tokens", data=b"{oops", headers={"Content-Type": "application/json"},
-                        timeout=10)
+    bad = requests.post(
+        f"{tracker}/api/tokens", data=b"{oops", headers={"Content-Type": "application/json"}, timeout=10
+    )
     assert bad.status_code == 400 and bad.json()["code"] == "invalid_json"
-    big = requests.post(f"{tracker}/api/contributors", data=b"{" + b" " * (70 * 1024) + b"}",
-                        headers={"Content-Type": "application/json"}, timeout=10)
+    big = requests.post(
+        f"{tracker}/api/contributors",
+        data=b"{" + b" " * (70 * 1024) + b"}",
+        headers={"Content-Type": "application/json"},
+        timeout=10,
+    )
     assert big.status_code == 413 and big.json()["code"] == "body_too_large"
     missing = requests.get(f"{tracker}/api/nodes/ghost", timeout=10)
     assert missing.status_code == 404 and missing.json()["code"] == "node_not_found"

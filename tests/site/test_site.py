@@ -24,11 +24,19 @@ def test_the_openapi_schema_documents_every_endpoint(api):
     doc = schema(api)
     assert doc["openapi"].startswith("3.")
     expected = {
-        "/api/health": {"get"}, "/api/contributors": {"post"}, "/api/contributors/me": {"get"},
-        "/api/nodes": {"get", "post"}, "/api/nodes/{node_id}": {"get", "patch", "delete"},
-        "/api/nodes/{node_id}/heartbeat": {"post"}, "/api/nodes/{node_id}/usage": {"post"},
-        "/api/nodes/{node_id}/metrics": {"get"}, "/api/fingerprint/verify": {"post"}, "/api/tokens": {"post"},
-        "/api/tracker-keys": {"get"}, "/api/replay/timing": {"post"}, "/api/showcase": {"get"},
+        "/api/health": {"get"},
+        "/api/contributors": {"post"},
+        "/api/contributors/me": {"get"},
+        "/api/nodes": {"get", "post"},
+        "/api/nodes/{node_id}": {"get", "patch", "delete"},
+        "/api/nodes/{node_id}/heartbeat": {"post"},
+        "/api/nodes/{node_id}/usage": {"post"},
+        "/api/nodes/{node_id}/metrics": {"get"},
+        "/api/fingerprint/verify": {"post"},
+        "/api/tokens": {"post"},
+        "/api/tracker-keys": {"get"},
+        "/api/replay/timing": {"post"},
+        "/api/showcase": {"get"},
         "/api/contributions": {"get"},
     }
     for path, methods in expected.items():
@@ -105,23 +113,37 @@ def test_showcase_endpoint_names_one_node_per_category(api, owner):
 def run_manage(*args, env_extra=None):
     env = {k: v for k, v in os.environ.items() if k not in ("DEBUG", "DATABASE_URL", "REDIS_URL")}
     env.update(env_extra or {})
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_check_deploy_is_clean_with_production_variables(tmp_path):
-    result = run_manage("check", "--deploy", "--fail-level", "WARNING", env_extra={
-        "DEBUG": "0", "SECRET_KEY": "x" * 20 + "production-secret-that-is-long-and-random-4e1b9c",
-        "ALLOWED_HOSTS": "luckrig.example", "SITE_URL": "https://luckrig.example",
-        "DATABASE_URL": "postgres://luckrig@127.0.0.1:5432/luckrig", "REDIS_URL": "redis://127.0.0.1:6379/0",
-        "DATA_DIR": str(tmp_path)})
+    result = run_manage(
+        "check",
+        "--deploy",
+        "--fail-level",
+        "WARNING",
+        env_extra={
+            "DEBUG": "0",
+            "SECRET_KEY": "x" * 20 + "production-secret-that-is-long-and-random-4e1b9c",
+            "ALLOWED_HOSTS": "luckrig.example",
+            "SITE_URL": "https://luckrig.example",
+            "DATABASE_URL": "postgres://luckrig@127.0.0.1:5432/luckrig",
+            "REDIS_URL": "redis://127.0.0.1:6379/0",
+            "DATA_DIR": str(tmp_path),
+        },
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
 
 
 def test_check_deploy_fails_without_a_secret_key(tmp_path):
-    result = run_manage("check", "--deploy", env_extra={"DEBUG": "0", "DATA_DIR": str(tmp_path),
-                                                        "SITE_URL": "https://luckrig.example"})
+    result = run_manage(
+        "check",
+        "--deploy",
+        env_extra={"DEBUG": "0", "DATA_DIR": str(tmp_path), "SITE_URL": "https://luckrig.example"},
+    )
     assert result.returncode != 0 and "luckrig.E001" in result.stderr
 
 
@@ -137,3 +159,13 @@ def test_seed_demo_is_idempotent(api):
     assert all(n["tuning_note"] and "showcase" in n["tags"] for n in body["nodes"])
     ctx = sorted(n["context_length"] for n in body["nodes"])
     assert ctx == [8192, 32768, 65536]
+
+
+def test_env_example_lists_every_setting_read_from_the_environment():
+    import re
+
+    settings_src = (ROOT / "luckrig_site" / "settings.py").read_text()
+    read = set(re.findall(r'env_(?:str|bool|int|float|list)\("([A-Z_]+)"', settings_src))
+    read |= set(re.findall(r'environ\.get\("([A-Z_]+)"', settings_src)) | {"DATABASE_URL"}
+    listed = set(re.findall(r"^([A-Z_]+)=", (ROOT / ".env.example").read_text(), re.MULTILINE))
+    assert read == listed

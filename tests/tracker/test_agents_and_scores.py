@@ -22,7 +22,12 @@ class TestHeartbeat:
     def test_heartbeat_makes_a_node_available_and_answers_with_rules_and_revocations(self, api, owner):
         node, secret = factories.make_node(owner)
         answer = factories.heartbeat(api, node, secret, active=0, waiting=0, max_active=2)
-        assert answer == {"schema_version": 1, "status": "available", "filter_rules_version": 0, "revoked_jtis": []}
+        assert answer == {
+            "schema_version": 1,
+            "status": "available",
+            "filter_rules_version": 0,
+            "revoked_jtis": [],
+        }
         _, body = api.get(f"/api/nodes/{node.id}")
         assert body["node"]["health"]["status"] == "available"
         assert body["node"]["health"]["last_seen_at"] is not None
@@ -70,12 +75,23 @@ class TestUsage:
         factories.heartbeat(api, other, other_secret)
         mine = token_for(api, node, taster.key)
         theirs = token_for(api, other, taster.key)
-        status, body = self.report(api, node, secret, "r1", [
-            {"jti": mine["jti"], "requests": 2, "prompt_tokens": 30, "completion_tokens": 100},
-            {"jti": theirs["jti"], "requests": 3},
-            {"jti": "made-up", "requests": 50},
-        ])
-        assert status == 202 and body == {"schema_version": 1, "accepted": 1, "ignored": 2, "duplicate": False}
+        status, body = self.report(
+            api,
+            node,
+            secret,
+            "r1",
+            [
+                {"jti": mine["jti"], "requests": 2, "prompt_tokens": 30, "completion_tokens": 100},
+                {"jti": theirs["jti"], "requests": 3},
+                {"jti": "made-up", "requests": 50},
+            ],
+        )
+        assert status == 202 and body == {
+            "schema_version": 1,
+            "accepted": 1,
+            "ignored": 2,
+            "duplicate": False,
+        }
         node.refresh_from_db()
         assert node.usage_requests == 2 and node.distinct_tasters == 1
         assert node.contribution_components["usage"] == 1.0
@@ -87,7 +103,11 @@ class TestUsage:
         entries = [{"jti": issued["jti"], "requests": 1}]
         assert self.report(api, node, secret, "same", entries)[1]["duplicate"] is False
         assert self.report(api, node, secret, "same", entries)[1] == {
-            "schema_version": 1, "accepted": 0, "ignored": 0, "duplicate": True}
+            "schema_version": 1,
+            "accepted": 0,
+            "ignored": 0,
+            "duplicate": True,
+        }
         node.refresh_from_db()
         assert node.usage_requests == 1
 
@@ -124,9 +144,19 @@ class TestTiming:
     def test_one_upload_per_jti_feeds_the_community_p50s(self, api, live_node, taster):
         node, _ = live_node
         t1 = token_for(api, node, taster.key)
-        status, body = self.upload(api, t1["token"], {"schema_version": 1, "node_id": node.id, "mode": "plain",
-                                                       "tok_per_sec": 40.0, "ttft_ms": 300, "output_tokens": 120,
-                                                       "limited_output_truncated": False})
+        status, body = self.upload(
+            api,
+            t1["token"],
+            {
+                "schema_version": 1,
+                "node_id": node.id,
+                "mode": "plain",
+                "tok_per_sec": 40.0,
+                "ttft_ms": 300,
+                "output_tokens": 120,
+                "limited_output_truncated": False,
+            },
+        )
         assert status == 201 and body["ok"] is True
         assert body["community_timing"]["samples_count"] == 1 and body["community_timing"]["tok_per_sec_p50"] == 40.0
         status, body = self.upload(api, t1["token"], {"node_id": node.id, "tok_per_sec": 1.0})
@@ -143,15 +173,18 @@ class TestTiming:
         taster.refresh()
         assert taster.contributor.timing_shared == 1 and taster.contributor.score_components["note"] == 0.5
 
-    @pytest.mark.parametrize("body, code, field", [
-        ({"node_id": "x", "prompt": "hi"}, "disallowed_field", "prompt"),
-        ({"node_id": "x", "response_text": "hi"}, "disallowed_field", "response_text"),
-        ({"node_id": "x", "chunk_timestamps": [1, 2]}, "disallowed_field", "chunk_timestamps"),
-        ({"node_id": "x", "gpu_temp": 70}, "unknown_field", "gpu_temp"),
-        ({"node_id": "x", "tokenizer": {"name": "x"}}, "nested_value", "tokenizer"),
-        ({"node_id": "x", "tok_per_sec": "fast"}, "invalid_field", "tok_per_sec"),
-        ({"node_id": "x", "tok_per_sec": -1}, "invalid_field", "tok_per_sec"),
-    ])
+    @pytest.mark.parametrize(
+        "body, code, field",
+        [
+            ({"node_id": "x", "prompt": "hi"}, "disallowed_field", "prompt"),
+            ({"node_id": "x", "response_text": "hi"}, "disallowed_field", "response_text"),
+            ({"node_id": "x", "chunk_timestamps": [1, 2]}, "disallowed_field", "chunk_timestamps"),
+            ({"node_id": "x", "gpu_temp": 70}, "unknown_field", "gpu_temp"),
+            ({"node_id": "x", "tokenizer": {"name": "x"}}, "nested_value", "tokenizer"),
+            ({"node_id": "x", "tok_per_sec": "fast"}, "invalid_field", "tok_per_sec"),
+            ({"node_id": "x", "tok_per_sec": -1}, "invalid_field", "tok_per_sec"),
+        ],
+    )
     def test_only_allowlisted_scalar_fields_are_accepted(self, api, live_node, body, code, field):
         node, _ = live_node
         issued = token_for(api, node)

@@ -37,8 +37,18 @@ def test_me_shows_score_and_own_nodes(api):
     status, me = api.get("/api/contributors/me", auth=key)
     assert status == 200
     assert me["score"]["tier"] == "limited" and me["nodes"] == []
-    api.post("/api/nodes", {"endpoint_url": "https://ada.example.com/v1", "model_name": "m", "quantization": "Q8_0",
-                            "gpu": "GTX 1080", "tuning_note": "fits in 8 GB", "visibility": "unlisted"}, auth=key)
+    api.post(
+        "/api/nodes",
+        {
+            "endpoint_url": "https://ada.example.com/v1",
+            "model_name": "m",
+            "quantization": "Q8_0",
+            "gpu": "GTX 1080",
+            "tuning_note": "fits in 8 GB",
+            "visibility": "unlisted",
+        },
+        auth=key,
+    )
     _, me = api.get("/api/contributors/me", auth=key)
     assert [n["gpu"] for n in me["nodes"]] == ["GTX 1080"]
     assert me["score"]["tier"] == "contributor"

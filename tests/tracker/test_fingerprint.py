@@ -13,8 +13,12 @@ pytestmark = pytest.mark.django_db
 
 
 def pem() -> str:
-    return X25519PrivateKey.generate().public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    return (
+        X25519PrivateKey.generate()
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
 
 
 @pytest.fixture
@@ -37,8 +41,10 @@ def verify(api, body):
 def test_matching_fingerprint_from_the_agents_health_document(api, settings, server, keyed_node):
     settings.ALLOW_PRIVATE_NODE_URLS = True
     node, _ = keyed_node
-    server.routes["/health"] = Route(200, json.dumps(
-        {"ok": True, "node_public_key_fingerprint": node.node_public_key_fingerprint}).encode())
+    server.routes["/health"] = Route(
+        200,
+        json.dumps({"ok": True, "node_public_key_fingerprint": node.node_public_key_fingerprint}).encode(),
+    )
     status, body = verify(api, {"node_id": node.id})
     assert status == 200 and body["ok"] is True
     assert body["expected"] == body["found"] == node.node_public_key_fingerprint
@@ -65,8 +71,14 @@ def test_private_targets_are_refused_by_default(api, settings, server, keyed_nod
     node, _ = keyed_node
     server.routes["/health"] = Route(200, b"{}")
     port = server.httpd.server_address[1]
-    for url in (f"http://127.0.0.1:{port}/health", f"http://localhost:{port}/health", f"http://[::1]:{port}/",
-                "http://169.254.169.254/latest/meta-data", "http://10.1.2.3/", "http://0.0.0.0:9/"):
+    for url in (
+        f"http://127.0.0.1:{port}/health",
+        f"http://localhost:{port}/health",
+        f"http://[::1]:{port}/",
+        "http://169.254.169.254/latest/meta-data",
+        "http://10.1.2.3/",
+        "http://0.0.0.0:9/",
+    ):
         _, body = verify(api, {"node_id": node.id, "url": url})
         assert body["ok"] is False and body["error"].startswith("blocked"), (url, body)
     assert server.hits == []
@@ -92,9 +104,14 @@ def test_a_node_without_a_key_cannot_match(api, settings, server, owner):
     assert body["ok"] is False and body["expected"] is None
 
 
-@pytest.mark.parametrize("body, code", [({"node_id": "ghost"}, "node_not_found"),
-                                        ({"node_id": "x", "url": "file:///etc/passwd"}, "invalid_field"),
-                                        ({"node_id": "x", "url": "http://user:pw@example.com/"}, "invalid_field")])
+@pytest.mark.parametrize(
+    "body, code",
+    [
+        ({"node_id": "ghost"}, "node_not_found"),
+        ({"node_id": "x", "url": "file:///etc/passwd"}, "invalid_field"),
+        ({"node_id": "x", "url": "http://user:pw@example.com/"}, "invalid_field"),
+    ],
+)
 def test_bad_requests(api, db, body, code):
     status, err = verify(api, body)
     assert err["code"] == code and status in (400, 404)

@@ -49,8 +49,9 @@ def test_only_the_owner_may_patch_or_delete(api, owner, taster):
     assert status == 403 and err["code"] == "not_owner"
     status, _ = api.patch(f"/api/nodes/{node_id}", {"tuning_note": "ngl 99"})
     assert status == 401
-    status, updated = api.patch(f"/api/nodes/{node_id}", {"tuning_note": "ngl 99", "context_length": 16384},
-                                auth=owner.key)
+    status, updated = api.patch(
+        f"/api/nodes/{node_id}", {"tuning_note": "ngl 99", "context_length": 16384}, auth=owner.key
+    )
     assert status == 200 and updated["node"]["tuning_note"] == "ngl 99"
     assert updated["node"]["context_length"] == 16384
     status, _ = api.delete(f"/api/nodes/{node_id}", auth=owner.key)
@@ -96,14 +97,22 @@ def test_public_key_is_validated_and_fingerprinted(api, owner):
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-    pem = X25519PrivateKey.generate().public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    pem = (
+        X25519PrivateKey.generate()
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
     status, body = register(api, owner.key, node_public_key=pem)
     assert status == 201
     fp = body["node"]["node_public_key_fingerprint"]
     assert fp.startswith("sha256:") and len(fp) == 7 + 43
-    wrong_kind = Ed25519PrivateKey.generate().public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    wrong_kind = (
+        Ed25519PrivateKey.generate()
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
     for bad in (wrong_kind, "-----BEGIN PUBLIC KEY-----\nnope\n-----END PUBLIC KEY-----\n", "hello"):
         status, err = register(api, owner.key, node_public_key=bad)
         assert status == 400 and err["code"] == "invalid_public_key" and err["field"] == "node_public_key"
@@ -113,14 +122,43 @@ class TestList:
     @pytest.fixture
     def fleet(self, owner):
         specs = {
-            "a": dict(gpu="RTX 3090", model_name="Qwen2.5-7B", quantization="Q4_K_M", vram_gb=24, context_length=32768),
-            "b": dict(gpu="RTX 3090", model_name="Qwen2.5-7B", quantization="Q4_K_M", vram_gb=24, context_length=8192),
-            "c": dict(gpu="GTX 1070", model_name="Phi-3-mini", quantization="Q8_0", vram_gb=8, context_length=4096,
-                      tags=["old-gpu"]),
-            "d": dict(gpu="Raspberry Pi 5", model_name="llama3.2-1B", quantization="Q4_K_M", vram_gb=0,
-                      context_length=8192, tags=["showcase", "cpu"]),
-            "e": dict(gpu="RTX 4090", model_name="Llama-3.1-70B", quantization="IQ2_XS", vram_gb=None,
-                      context_length=None),
+            "a": dict(
+                gpu="RTX 3090",
+                model_name="Qwen2.5-7B",
+                quantization="Q4_K_M",
+                vram_gb=24,
+                context_length=32768,
+            ),
+            "b": dict(
+                gpu="RTX 3090",
+                model_name="Qwen2.5-7B",
+                quantization="Q4_K_M",
+                vram_gb=24,
+                context_length=8192,
+            ),
+            "c": dict(
+                gpu="GTX 1070",
+                model_name="Phi-3-mini",
+                quantization="Q8_0",
+                vram_gb=8,
+                context_length=4096,
+                tags=["old-gpu"],
+            ),
+            "d": dict(
+                gpu="Raspberry Pi 5",
+                model_name="llama3.2-1B",
+                quantization="Q4_K_M",
+                vram_gb=0,
+                context_length=8192,
+                tags=["showcase", "cpu"],
+            ),
+            "e": dict(
+                gpu="RTX 4090",
+                model_name="Llama-3.1-70B",
+                quantization="IQ2_XS",
+                vram_gb=None,
+                context_length=None,
+            ),
         }
         return {name: factories.make_node(owner, id=name, **spec)[0] for name, spec in specs.items()}
 
@@ -171,11 +209,40 @@ class TestList:
         _, beyond = api.get("/api/nodes?page_size=2&page=9")
         assert beyond["nodes"] == [] and beyond["count"] == 5
 
-    @pytest.mark.parametrize("query, field", [
-        ("?status=sleeping", "status"), ("?order=fastest", "order"), ("?page=0", "page"),
-        ("?page_size=201", "page_size"), ("?page_size=abc", "page_size"), ("?min_vram=lots", "min_vram"),
-        ("?min_ctx=1.5", "min_ctx"), ("?min_vram=nan", "min_vram"), ("?gpu=" + "x" * 500, "gpu"),
-    ])
+    @pytest.mark.parametrize(
+        "query, field",
+        [
+            ("?status=sleeping", "status"),
+            ("?order=fastest", "order"),
+            ("?page=0", "page"),
+            ("?page_size=201", "page_size"),
+            ("?page_size=abc", "page_size"),
+            ("?min_vram=lots", "min_vram"),
+            ("?min_ctx=1.5", "min_ctx"),
+            ("?min_vram=nan", "min_vram"),
+            ("?gpu=" + "x" * 500, "gpu"),
+        ],
+    )
     def test_bad_queries_are_400_naming_the_parameter(self, api, query, field):
         status, body = api.get("/api/nodes" + query)
         assert status == 400 and body["code"] == "invalid_field" and body["field"] == field
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8080/v1",
+        "http://localhost/v1",
+        "http://[::1]/v1",
+        "http://192.168.1.20:11434/v1",
+        "http://169.254.169.254/",
+    ],
+)
+def test_private_endpoints_are_refused_unless_allowed(api, owner, settings, url):
+    settings.ALLOW_PRIVATE_NODE_URLS = False
+    status, err = register(api, owner.key, endpoint_url=url)
+    assert status == 400 and err["field"] == "endpoint_url" and "private" in err["error"]
+    status, err = register(api, owner.key, health_url=url)
+    assert status == 400 and err["field"] == "health_url"
+    settings.ALLOW_PRIVATE_NODE_URLS = True
+    assert register(api, owner.key, endpoint_url=url)[0] == 201

@@ -14,8 +14,12 @@ pytestmark = pytest.mark.django_db
 
 
 def x25519_pem() -> str:
-    return X25519PrivateKey.generate().public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    return (
+        X25519PrivateKey.generate()
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
 
 
 def public_key_for(api, kid):
@@ -28,8 +32,13 @@ def public_key_for(api, kid):
 
 def verify_like_an_agent(api, token, node_id):
     header = jwt.get_unverified_header(token)
-    return jwt.decode(token, public_key_for(api, header["kid"]), algorithms=["EdDSA"], audience=node_id,
-                      issuer="http://testserver")
+    return jwt.decode(
+        token,
+        public_key_for(api, header["kid"]),
+        algorithms=["EdDSA"],
+        audience=node_id,
+        issuer="http://testserver",
+    )
 
 
 def test_anonymous_caller_gets_a_limited_token_an_agent_can_verify_offline(api, live_node):
@@ -125,7 +134,11 @@ def test_a_limited_contributor_shares_the_ip_quota(api, live_node, taster):
 
 def test_limits_are_settings(api, live_node, settings):
     node, _ = live_node
-    settings.LIMITED_MAX_REQUESTS, settings.LIMITED_MAX_OUTPUT_TOKENS, settings.LIMITED_TOKENS_PER_DAY = 7, 99, 1
+    settings.LIMITED_MAX_REQUESTS, settings.LIMITED_MAX_OUTPUT_TOKENS, settings.LIMITED_TOKENS_PER_DAY = (
+        7,
+        99,
+        1,
+    )
     _, body = api.post("/api/tokens", {"node_id": node.id})
     assert body["limits"] == {"max_requests": 7, "max_output_tokens": 99} and body["quota"]["limit"] == 1
     assert api.post("/api/tokens", {"node_id": node.id})[1]["code"] == "quota_exceeded"
@@ -144,16 +157,18 @@ def test_token_requests_are_rate_limited_per_ip(api, live_node, settings):
 class TestPublicKeyMode:
     def test_needs_the_node_key(self, api, live_node):
         node, _ = live_node
-        status, body = api.post("/api/tokens", {"node_id": node.id, "crypto_mode": "public-key",
-                                                "user_public_key": x25519_pem()})
+        status, body = api.post(
+            "/api/tokens", {"node_id": node.id, "crypto_mode": "public-key", "user_public_key": x25519_pem()}
+        )
         assert status == 400 and body["code"] == "public_key_mode_unavailable"
 
     def test_copies_the_user_key_into_the_signed_token(self, api, owner):
         node, secret = factories.make_node(owner, node_public_key=x25519_pem())
         factories.heartbeat(api, node, secret)
         user_pem = x25519_pem()
-        status, body = api.post("/api/tokens", {"node_id": node.id, "crypto_mode": "public-key",
-                                                "user_public_key": user_pem})
+        status, body = api.post(
+            "/api/tokens", {"node_id": node.id, "crypto_mode": "public-key", "user_public_key": user_pem}
+        )
         assert status == 201, body
         assert body["crypto_mode"] == "public-key" and "operator can read" in body["caveat"]
         assert body["node_public_key_fingerprint"] == node.node_public_key_fingerprint
@@ -162,12 +177,15 @@ class TestPublicKeyMode:
         assert claims["user_public_key"].strip() == user_pem.strip()
         assert claims["user_public_key_fingerprint"] == body["user_public_key_fingerprint"]
 
-    @pytest.mark.parametrize("bad", [None, "", "not a key", "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----"])
+    @pytest.mark.parametrize(
+        "bad", [None, "", "not a key", "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----"]
+    )
     def test_refuses_a_bad_user_key(self, api, owner, bad):
         node, secret = factories.make_node(owner, node_public_key=x25519_pem())
         factories.heartbeat(api, node, secret)
-        status, body = api.post("/api/tokens", {"node_id": node.id, "crypto_mode": "public-key",
-                                                "user_public_key": bad})
+        status, body = api.post(
+            "/api/tokens", {"node_id": node.id, "crypto_mode": "public-key", "user_public_key": bad}
+        )
         assert status == 400 and body["code"] == "invalid_public_key"
         assert not TastingToken.objects.exists()  # nothing issued, no quota used
         assert not QuotaBucket.objects.filter(used__gt=0).exists()
@@ -182,7 +200,8 @@ def test_tracker_keys_publish_the_signing_key(api, db):
 
 
 def test_key_rotation_publishes_next_first_and_retired_until_its_last_token_expires(
-        api, live_node, settings, tmp_path, signing_key_file):
+    api, live_node, settings, tmp_path, signing_key_file
+):
     from tracker.signing import generate_key_file
 
     node, _ = live_node

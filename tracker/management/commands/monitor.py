@@ -18,8 +18,12 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--once", action="store_true", help="run one cycle and exit")
-        parser.add_argument("--interval", type=float, default=None,
-                            help="seconds between cycles (default: MONITOR_INTERVAL_SEC)")
+        parser.add_argument(
+            "--interval",
+            type=float,
+            default=None,
+            help="seconds between cycles (default: MONITOR_INTERVAL_SEC)",
+        )
 
     def handle(self, *args, once=False, interval=None, **options):
         interval = settings.MONITOR_INTERVAL_SEC if interval is None else interval
