@@ -3,6 +3,9 @@
 import itertools
 from dataclasses import dataclass
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
 from nodes.models import Node
 from tracker import services
 from tracker.models import Contributor
@@ -62,3 +65,9 @@ def heartbeat(api, node: Node, secret: str, *, active: int = 0, waiting: int = 0
     )
     assert status == 200, body
     return body
+
+
+def x25519_public_pem() -> str:
+    """A fresh X25519 public key in SPKI PEM (a node key or a taster's key)."""
+    public = X25519PrivateKey.generate().public_key()
+    return public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()

@@ -3,22 +3,11 @@
 import json
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from tests import factories
 from tests.httpserver import Route, ScriptedServer
 
 pytestmark = pytest.mark.django_db
-
-
-def pem() -> str:
-    return (
-        X25519PrivateKey.generate()
-        .public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
 
 
 @pytest.fixture
@@ -29,7 +18,7 @@ def server():
 
 @pytest.fixture
 def keyed_node(owner, server):
-    key = pem()
+    key = factories.x25519_public_pem()
     node, _ = factories.make_node(owner, endpoint_url=server.base + "/v1", node_public_key=key)
     return node, key
 
@@ -61,7 +50,7 @@ def test_a_published_pem_is_fingerprinted(api, settings, server, keyed_node):
 def test_a_swapped_key_is_reported(api, settings, server, keyed_node):
     settings.ALLOW_PRIVATE_NODE_URLS = True
     node, _ = keyed_node
-    server.routes["/health"] = Route(200, json.dumps({"node_public_key": pem()}).encode())
+    server.routes["/health"] = Route(200, json.dumps({"node_public_key": factories.x25519_public_pem()}).encode())
     _, body = verify(api, {"node_id": node.id})
     assert body["ok"] is False and body["found"] != body["expected"] and body["found"].startswith("sha256:")
 

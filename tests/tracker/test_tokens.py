@@ -3,7 +3,6 @@ from datetime import timedelta
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from django.utils import timezone
 
 from nodes.models import Node
@@ -11,15 +10,6 @@ from tests import factories
 from tracker.models import QuotaBucket, TastingToken
 
 pytestmark = pytest.mark.django_db
-
-
-def x25519_pem() -> str:
-    return (
-        X25519PrivateKey.generate()
-        .public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
 
 
 def public_key_for(api, kid):
@@ -158,14 +148,15 @@ class TestPublicKeyMode:
     def test_needs_the_node_key(self, api, live_node):
         node, _ = live_node
         status, body = api.post(
-            "/api/tokens", {"node_id": node.id, "crypto_mode": "public-key", "user_public_key": x25519_pem()}
+            "/api/tokens",
+            {"node_id": node.id, "crypto_mode": "public-key", "user_public_key": factories.x25519_public_pem()},
         )
         assert status == 400 and body["code"] == "public_key_mode_unavailable"
 
     def test_copies_the_user_key_into_the_signed_token(self, api, owner):
-        node, secret = factories.make_node(owner, node_public_key=x25519_pem())
+        node, secret = factories.make_node(owner, node_public_key=factories.x25519_public_pem())
         factories.heartbeat(api, node, secret)
-        user_pem = x25519_pem()
+        user_pem = factories.x25519_public_pem()
         status, body = api.post(
             "/api/tokens", {"node_id": node.id, "crypto_mode": "public-key", "user_public_key": user_pem}
         )
@@ -181,7 +172,7 @@ class TestPublicKeyMode:
         "bad", [None, "", "not a key", "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----"]
     )
     def test_refuses_a_bad_user_key(self, api, owner, bad):
-        node, secret = factories.make_node(owner, node_public_key=x25519_pem())
+        node, secret = factories.make_node(owner, node_public_key=factories.x25519_public_pem())
         factories.heartbeat(api, node, secret)
         status, body = api.post(
             "/api/tokens", {"node_id": node.id, "crypto_mode": "public-key", "user_public_key": bad}
