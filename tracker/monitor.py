@@ -8,6 +8,7 @@ from datetime import datetime
 
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from nodes import liveness
 from nodes import services as node_services
@@ -38,6 +39,7 @@ class CycleReport:
 
 
 def run_cycle(now: datetime, *, jitter_sec: float | None = None) -> CycleReport:
+    cycle_started = timezone.now()
     nodes = list(
         Node.objects.visible().only(
             "id",
@@ -96,11 +98,17 @@ def run_cycle(now: datetime, *, jitter_sec: float | None = None) -> CycleReport:
         )
     with transaction.atomic():
         Node.objects.bulk_update(nodes, _FIELDS, batch_size=500)
+        # A heartbeat that arrived while the probes ran set a status from fresher facts than this cycle read;
+        # re-derive those nodes so that the bulk write above cannot turn a live agent unavailable.
+        for fresh in Node.objects.visible().filter(last_heartbeat_at__gte=cycle_started):
+            status = node_services.current_status(fresh, now)
+            if status != fresh.status:
+                Node.objects.filter(pk=fresh.pk).update(status=status)
         HealthSample.objects.bulk_create(samples, batch_size=500)
         node_services.refresh_uptime(None, now)
         refresh_scores(new_days)
         pruned = node_services.prune_samples(now)
-    log.info(
+    log.debug(
         "monitor: probed %d nodes, %d alive, %d changed status, pruned %d samples",
         len(nodes),
         alive,

@@ -136,3 +136,22 @@ def test_the_monitor_command_runs_a_cycle(local, server, owner, capsys):
     factories.make_node(owner, endpoint_url=server.base + "/v1")
     call_command("monitor", "--once")
     assert "probed 1, alive 1" in capsys.readouterr().out
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_heartbeat_during_the_probes_is_not_overwritten(local, server, owner, api):
+    """The monitor reads every node, probes for a while, then writes: an agent that came back in between
+    must stay available."""
+    import threading
+
+    node, secret = factories.make_node(owner, endpoint_url=server.base + "/v1")
+    factories.heartbeat(api, node, secret)
+    Node.objects.filter(pk=node.pk).update(last_heartbeat_at=timezone.now() - timedelta(minutes=5))
+    # The health endpoint answers slowly; meanwhile the agent sends a heartbeat from another thread.
+    server.routes["/health"] = Route(200, delay=0.5)
+    beat = threading.Timer(0.2, lambda: factories.heartbeat(api, node, secret))
+    beat.start()
+    cycle()
+    beat.join()
+    node.refresh_from_db()
+    assert node.status == "available"
