@@ -1,22 +1,24 @@
-"""`luckrig-node`: the node agent's command line.
+"""`luckrig-node`: join the network, serve a rig, taste a rig, and look after the node's keys.
 
-This first part has `keygen` (the node's X25519 key pair); `join`, `serve`, `taste` and `status` are the
-node-agent work that follows (see the README's roadmap)."""
+luckrig-node join --tracker URL [--upstream URL] [--contributor-key KEY]   # register once, then serve
+luckrig-node serve --tracker URL --node-id ID --node-secret SECRET --upstream URL [...]
+luckrig-node taste --tracker URL --node ID "prompt"
+luckrig-node status
+luckrig-node keygen
+"""
 
 import argparse
-import os
+import logging
 import sys
 from pathlib import Path
 
-from node_agent import __version__, keys
-
-
-def default_config_dir() -> Path:
-    return Path(os.environ.get("LUCKRIG_AGENT_CONFIG_DIR", Path.home() / ".config" / "luckrig"))
+from node_agent import __version__, config, keys
 
 
 def cmd_keygen(args) -> int:
-    private_path = Path(args.out) if args.out else Path(args.config_dir) / "node_x25519.pem"
+    private_path = (
+        Path(args.out) if args.out else Path(args.config_dir or config.default_config_dir()) / "node_x25519.pem"
+    )
     if private_path.exists():
         public_pem = keys.load_public_pem(private_path)
         print(f"A key already exists at {private_path}; keeping it.")
@@ -29,21 +31,134 @@ def cmd_keygen(args) -> int:
     return 0
 
 
+SERVE_FLAGS = [
+    ("--tracker", str, "the tracker's URL"),
+    ("--node-id", str, "this node's id on the tracker"),
+    ("--node-secret", str, "the node secret (lrn_...) the tracker returned at registration"),
+    ("--upstream", str, "the local LLM server (e.g. http://127.0.0.1:11434 or http://127.0.0.1:8080)"),
+    ("--backend", str, "ollama, llama.cpp or openai (default: detect)"),
+    ("--host", str, "address to listen on (default 127.0.0.1)"),
+    ("--port", int, "port to listen on (default 8788)"),
+    ("--max-active", int, "generations at once (default 1)"),
+    ("--max-waiting", int, "waiters before 429 queue_full (default 16)"),
+    ("--upstream-timeout", float, "seconds one generation may take (default 300)"),
+    ("--stall-timeout", float, "seconds of upstream silence that end a stream (default 60)"),
+    ("--moderation-endpoint", str, "an OpenAI-Moderation-compatible URL (fails closed on input)"),
+    ("--moderation-timeout", float, "seconds for the moderation hook (default 5)"),
+    ("--moderate-output", str, "record (default), block or off"),
+    ("--node-private-key-file", str, "X25519 private key (PKCS#8 PEM) for public-key mode"),
+    ("--heartbeat-interval", float, "seconds between heartbeats (default 15)"),
+    ("--max-body-bytes", int, "largest request body (default 1 MiB)"),
+]
+
+
+def add_serve_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    for flag, kind, text in SERVE_FLAGS:
+        if flag not in skip:
+            parser.add_argument(
+                flag,
+                type=kind,
+                default=None,
+                help=f"{text}; env {config.ENV_PREFIX}{flag[2:].upper().replace('-', '_')}",
+            )
+
+
+def flags_of(args) -> dict:
+    return {
+        flag[2:].replace("-", "_"): getattr(args, flag[2:].replace("-", "_"), None) for flag, _, _ in SERVE_FLAGS
+    } | {"config_dir": args.config_dir}
+
+
+def cmd_serve(args) -> int:
+    from node_agent.server import serve
+
+    cfg = config.resolve(flags_of(args))
+    missing = [name for name in ("tracker", "node_id", "node_secret", "upstream") if not getattr(cfg, name)]
+    if missing:
+        flags = ", ".join("--" + m.replace("_", "-") for m in missing)
+        print(f"luckrig-node serve: missing {flags} (or run `luckrig-node join` first)", file=sys.stderr)
+        return 2
+    if cfg.moderate_output not in ("record", "block", "off"):
+        print("luckrig-node serve: --moderate-output must be record, block or off", file=sys.stderr)
+        return 2
+    print(f"LuckRig node {cfg.node_id}: listening on http://{cfg.host}:{cfg.port}/v1 in front of {cfg.upstream}")
+    serve(cfg)
+    return 0
+
+
+def cmd_join(args) -> int:
+    from node_agent.join import join
+
+    return join(args, flags_of(args))
+
+
+def cmd_taste(args) -> int:
+    from node_agent.taste import taste
+
+    return taste(args)
+
+
+def cmd_status(args) -> int:
+    from node_agent.join import status
+
+    return status(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="luckrig-node", description="LuckRig node agent")
     parser.add_argument("--version", action="version", version=f"luckrig-node {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    keygen = sub.add_parser("keygen", help="make the node's X25519 key pair for public-key tasting mode")
-    keygen.add_argument("--config-dir", default=str(default_config_dir()))
+
+    def with_config_dir(p):
+        p.add_argument("--config-dir", default=None, help="default ~/.config/luckrig; env LUCKRIG_AGENT_CONFIG_DIR")
+        return p
+
+    keygen = with_config_dir(sub.add_parser("keygen", help="make the node's X25519 key pair for public-key mode"))
     keygen.add_argument("--out", help="private key file (default: <config-dir>/node_x25519.pem)")
     keygen.set_defaults(func=cmd_keygen)
+
+    serve = with_config_dir(sub.add_parser("serve", help="serve this rig (OpenAI-compatible, queueing, policing)"))
+    add_serve_flags(serve)
+    serve.set_defaults(func=cmd_serve)
+
+    join = with_config_dir(sub.add_parser("join", help="find the local LLM server, register the node, serve"))
+    add_serve_flags(join, skip=("--node-id", "--node-secret"))
+    join.add_argument("--contributor-key", help="an existing contributor key (default: the saved one, or a new one)")
+    join.add_argument("--gpu", help="override the detected GPU / CPU name")
+    join.add_argument("--vram-gb", type=float, help="override the detected VRAM (0 for CPU / shared memory)")
+    join.add_argument("--model", help="which of the upstream's models to list (default: the first)")
+    join.add_argument("--quantization", help="e.g. Q4_K_M (default: read from the model name when possible)")
+    join.add_argument("--context-length", type=int, help="the context length the server runs with")
+    join.add_argument("--tuning-note", help="how you tuned this rig (shown on its page)")
+    join.add_argument("--endpoint-url", help="the public URL tasters use (default: http://HOST:PORT/v1)")
+    join.add_argument("--handle", help="your public handle when a new contributor identity is made")
+    join.add_argument("--no-serve", action="store_true", help="register and save, but do not start serving")
+    join.set_defaults(func=cmd_join)
+
+    taste = sub.add_parser("taste", help="try a rig: stream its answer and measure it")
+    taste.add_argument("--tracker", required=True)
+    taste.add_argument("--node", required=True, help="the node id")
+    taste.add_argument("--contributor-key", help="use your contributor tier (default: the saved key, if any)")
+    taste.add_argument("--config-dir", default=None)
+    taste.add_argument("--max-tokens", type=int, default=None)
+    taste.add_argument("--system", help="a system message")
+    taste.add_argument("--share-timing", action="store_true", help="upload the measured timing (no text)")
+    taste.add_argument("--history-dir", default=None, help="default ~/.luckrig/history")
+    taste.add_argument("prompt")
+    taste.set_defaults(func=cmd_taste)
+
+    status = with_config_dir(sub.add_parser("status", help="what this machine's node looks like"))
+    status.set_defaults(func=cmd_status)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except KeyboardInterrupt:
+        return 130
     except (OSError, ValueError) as exc:
         print(f"luckrig-node: {exc}", file=sys.stderr)
         return 1

@@ -1,0 +1,103 @@
+"""Offline verification of tasting tokens: pinned algorithm (EdDSA only), trusted `kid`s only, typed token,
+issuer, audience = this node, expiry. RFC 8725's pitfalls (alg none, HS256 with the public key as the secret,
+a key chosen by the token) are closed by never letting the token choose anything but a known kid."""
+
+import base64
+import json
+from dataclasses import dataclass
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+from node_agent.errors import AgentError
+
+ALGORITHM = "EdDSA"
+TOKEN_TYPE = "luckrig-tasting+jwt"  # noqa: S105 - a JWT "typ", not a secret
+MAX_TOKEN_CHARS = 8192
+
+
+@dataclass(frozen=True)
+class Claims:
+    jti: str
+    sub: str
+    tier: str
+    crypto_mode: str
+    max_requests: int
+    max_output_tokens: int
+    exp: int
+    raw: dict
+
+
+def load_keys(published: list[dict]) -> dict[str, Ed25519PublicKey]:
+    """kid → key, from the tracker's `/api/tracker-keys` list; anything but Ed25519 is skipped."""
+    keys = {}
+    for item in published:
+        if item.get("alg") != ALGORITHM:
+            continue
+        try:
+            key = load_pem_public_key(str(item["public_key_pem"]).encode())
+        except (KeyError, ValueError, TypeError):
+            continue
+        if isinstance(key, Ed25519PublicKey):
+            keys[str(item["kid"])] = key
+    return keys
+
+
+def _invalid(message: str) -> AgentError:
+    return AgentError(401, "invalid_token", message, headers={"WWW-Authenticate": "Bearer"})
+
+
+def _header(token: str) -> dict:
+    try:
+        segment = token.split(".")[0]
+        return json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    except (ValueError, IndexError, UnicodeDecodeError) as exc:
+        raise _invalid("The tasting token is malformed.") from exc
+
+
+class TokenVerifier:
+    def __init__(self, *, node_id: str, issuer: str, keys: dict[str, Ed25519PublicKey]):
+        self.node_id, self.issuer, self.keys = node_id, issuer.rstrip("/"), keys
+
+    def verify(self, authorization: str | None) -> Claims:
+        if not authorization:
+            raise _invalid("Send a tasting token as 'Authorization: Bearer <token>'.")
+        scheme, _, token = authorization.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token or len(token) > MAX_TOKEN_CHARS or token.count(".") != 2:
+            raise _invalid("The tasting token is malformed.")
+        header = _header(token)
+        if not isinstance(header, dict) or header.get("alg") != ALGORITHM or header.get("typ") != TOKEN_TYPE:
+            raise _invalid("The tasting token has the wrong algorithm or type.")
+        key = self.keys.get(str(header.get("kid")))
+        if key is None:
+            raise _invalid("The tasting token was signed by a key this node does not trust.")
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[ALGORITHM],
+                issuer=self.issuer,
+                options={"verify_aud": False, "require": ["exp", "iat", "jti", "aud", "sub", "iss"]},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise _invalid("The tasting token has expired.") from exc
+        except jwt.PyJWTError as exc:
+            raise _invalid(f"The tasting token is invalid ({exc}).") from exc
+        # Checked after the signature: only a genuine token may learn that it is for another node.
+        if claims.get("aud") != self.node_id:
+            raise AgentError(403, "wrong_node", "This tasting token is for another node.")
+        try:
+            return Claims(
+                jti=str(claims["jti"]),
+                sub=str(claims["sub"]),
+                tier=str(claims.get("tier", "limited")),
+                crypto_mode=str(claims.get("crypto_mode", "plain")),
+                max_requests=int(claims["max_requests"]),
+                max_output_tokens=int(claims["max_output_tokens"]),
+                exp=int(claims["exp"]),
+                raw=claims,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise _invalid("The tasting token lacks its limits.") from exc

@@ -1,0 +1,97 @@
+"""Validation of OpenAI chat bodies: roles, contents and the allowlisted sampling parameters."""
+
+from node_agent.errors import AgentError
+
+ROLES = {"system", "user", "assistant"}
+SAMPLING = (
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "max_completion_tokens",
+    "stop",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+    "response_format",
+)
+MAX_MESSAGES = 256
+
+
+def _bad(message: str) -> AgentError:
+    return AgentError(400, "invalid_request", message)
+
+
+def _text_of(content, index: int) -> str:
+    """A message's text: a string, or OpenAI's list of `{"type": "text", "text": ...}` parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for part in content:
+            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+                raise _bad(f"messages[{index}].content: only text parts are supported")
+            parts.append(part["text"])
+        return "".join(parts)
+    raise _bad(f"messages[{index}].content must be a string")
+
+
+def _number(body: dict, name: str, lo: float, hi: float, integer: bool = False):
+    value = body[name]
+    if isinstance(value, bool) or not isinstance(value, int | float) or (integer and not isinstance(value, int)):
+        raise _bad(f"{name} must be a {'whole ' if integer else ''}number")
+    if not lo <= value <= hi:
+        raise _bad(f"{name} must be between {lo} and {hi}")
+    return value
+
+
+def parse_chat(body) -> tuple[list[dict], dict, bool, str | None]:
+    """(messages, sampling params, stream, model) of a valid body, else 400."""
+    if not isinstance(body, dict):
+        raise _bad("The body must be a JSON object.")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise _bad("messages must be a non-empty list")
+    if len(messages) > MAX_MESSAGES:
+        raise _bad(f"at most {MAX_MESSAGES} messages")
+    clean = []
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise _bad(f"messages[{i}] must be an object")
+        role = message.get("role")
+        if role not in ROLES:
+            raise _bad(f"messages[{i}].role must be one of system, user, assistant")
+        clean.append({"role": role, "content": _text_of(message.get("content"), i)})
+    if not any(m["role"] == "user" and m["content"].strip() for m in clean):
+        raise _bad("at least one user message with text is required")
+    params = {}
+    for name in SAMPLING:
+        if name not in body or body[name] is None:
+            continue
+        if name in ("temperature",):
+            params[name] = _number(body, name, 0, 2)
+        elif name == "top_p":
+            params[name] = _number(body, name, 0, 1)
+        elif name in ("presence_penalty", "frequency_penalty"):
+            params[name] = _number(body, name, -2, 2)
+        elif name in ("max_tokens", "max_completion_tokens"):
+            params[name] = _number(body, name, 1, 1_000_000, integer=True)
+        elif name == "seed":
+            params[name] = _number(body, name, -(2**63), 2**63 - 1, integer=True)
+        elif name == "stop":
+            stop = body[name]
+            if isinstance(stop, str):
+                stop = [stop]
+            if not isinstance(stop, list) or len(stop) > 4 or not all(isinstance(s, str) for s in stop):
+                raise _bad("stop must be a string or a list of at most 4 strings")
+            params[name] = stop
+        elif name == "response_format":
+            if not isinstance(body[name], dict):
+                raise _bad("response_format must be an object")
+            params[name] = body[name]
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise _bad("stream must be true or false")
+    model = body.get("model")
+    if model is not None and not isinstance(model, str):
+        raise _bad("model must be a string")
+    return clean, params, stream, model

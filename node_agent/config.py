@@ -1,0 +1,89 @@
+"""Agent configuration: command-line flags, then `LUCKRIG_AGENT_<FLAG_NAME>` environment variables, then the
+saved config (`<config-dir>/agent.json`, written by `luckrig-node join`), then defaults."""
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+ENV_PREFIX = "LUCKRIG_AGENT_"
+
+
+def default_config_dir() -> Path:
+    return Path(os.environ.get(ENV_PREFIX + "CONFIG_DIR") or Path.home() / ".config" / "luckrig")
+
+
+@dataclass
+class AgentConfig:
+    tracker: str = ""
+    node_id: str = ""
+    node_secret: str = ""
+    upstream: str = ""
+    backend: str = ""  # ollama | llama.cpp | openai; empty: detect
+    host: str = "127.0.0.1"
+    port: int = 8788
+    max_active: int = 1
+    max_waiting: int = 16
+    upstream_timeout: float = 300.0
+    stall_timeout: float = 60.0
+    moderation_endpoint: str = ""
+    moderation_timeout: float = 5.0
+    moderate_output: str = "record"
+    node_private_key_file: str = ""
+    heartbeat_interval: float = 15.0
+    max_body_bytes: int = 1024 * 1024
+    config_dir: str = field(default_factory=lambda: str(default_config_dir()))
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.config_dir) / "state" / (self.node_id or "unregistered")
+
+    def public(self) -> dict:
+        """What may be printed: no secret."""
+        data = asdict(self)
+        data["node_secret"] = "lrn_…" if self.node_secret else ""
+        return data
+
+
+def _coerce(kind, value):
+    if kind is int or kind == "int":
+        return int(value)
+    if kind is float or kind == "float":
+        return float(value)
+    return str(value)
+
+
+def saved_config(config_dir: Path) -> dict:
+    path = config_dir / "agent.json"
+    if not path.exists():
+        return {}
+    return json.loads(path.read_text())
+
+
+def save_config(config_dir: Path, data: dict) -> Path:
+    config_dir.mkdir(parents=True, exist_ok=True)
+    path = config_dir / "agent.json"
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it holds the node secret
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh, indent=2)
+    os.replace(tmp, path)
+    return path
+
+
+def resolve(flags: dict) -> AgentConfig:
+    """flags (None = not given) > environment > saved config > defaults."""
+    config_dir = Path(flags.get("config_dir") or os.environ.get(ENV_PREFIX + "CONFIG_DIR") or default_config_dir())
+    saved = saved_config(config_dir)
+    values = {}
+    for f in fields(AgentConfig):
+        if f.name == "config_dir":
+            continue
+        env = os.environ.get(ENV_PREFIX + f.name.upper())
+        if flags.get(f.name) is not None:
+            values[f.name] = flags[f.name]
+        elif env not in (None, ""):
+            values[f.name] = _coerce(f.type, env)
+        elif f.name in saved:
+            values[f.name] = saved[f.name]
+    return AgentConfig(**values, config_dir=str(config_dir))

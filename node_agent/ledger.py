@@ -1,0 +1,93 @@
+"""Durable local state: per-jti budgets (requests and output tokens) and the append-only usage log.
+
+Budgets live in SQLite (stdlib) so that an agent restart cannot hand a token a fresh allowance. Usage goes to
+an append-only JSON-lines file; the reporter sends everything past the last acknowledged offset, with a
+report id derived from the byte range, so a retry after a crash is recognised by the tracker as the same
+report and nothing is lost or counted twice."""
+
+import json
+import os
+import sqlite3
+import time
+from pathlib import Path
+
+
+class Ledger:
+    def __init__(self, state_dir: Path):
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(state_dir / "budgets.sqlite3", isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS budget (jti TEXT PRIMARY KEY, requests INTEGER NOT NULL, "
+            "completion_tokens INTEGER NOT NULL, expires_at INTEGER NOT NULL)"
+        )
+        self.usage_path = state_dir / "usage.jsonl"
+        self.acked_path = state_dir / "usage.acked"
+        self.usage_path.touch(exist_ok=True)
+
+    # --- budgets ----------------------------------------------------------------------------------------
+
+    def claim_request(self, jti: str, max_requests: int, expires_at: int) -> bool:
+        """Count one request against the token; False when its requests are used up (nothing is counted)."""
+        self.db.execute("INSERT OR IGNORE INTO budget VALUES (?, 0, 0, ?)", (jti, expires_at))
+        cur = self.db.execute(
+            "UPDATE budget SET requests = requests + 1 WHERE jti = ? AND requests < ?", (jti, max_requests)
+        )
+        return cur.rowcount == 1
+
+    def release_request(self, jti: str) -> None:
+        """Give back a request that never reached the model (refused by policy, queue full, upstream down)."""
+        self.db.execute("UPDATE budget SET requests = requests - 1 WHERE jti = ? AND requests > 0", (jti,))
+
+    def output_tokens_left(self, jti: str, max_output_tokens: int) -> int:
+        row = self.db.execute("SELECT completion_tokens FROM budget WHERE jti = ?", (jti,)).fetchone()
+        return max(0, max_output_tokens - (row[0] if row else 0))
+
+    def spend_output_tokens(self, jti: str, tokens: int) -> None:
+        self.db.execute(
+            "UPDATE budget SET completion_tokens = completion_tokens + ? WHERE jti = ?", (max(0, tokens), jti)
+        )
+
+    def forget_expired(self, now: float | None = None) -> None:
+        self.db.execute("DELETE FROM budget WHERE expires_at < ?", (int(now or time.time()) - 3600,))
+
+    # --- usage log --------------------------------------------------------------------------------------
+
+    def append_usage(self, entry: dict) -> None:
+        line = (json.dumps(entry, separators=(",", ":")) + "\n").encode()
+        fd = os.open(self.usage_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+
+    def acked_offset(self) -> int:
+        try:
+            return int(self.acked_path.read_text().strip() or 0)
+        except (FileNotFoundError, ValueError):
+            return 0
+
+    def pending_usage(self, limit: int = 500) -> tuple[int, int, list[dict]]:
+        """(start, end, entries): whole lines after the acknowledged offset, at most `limit` of them."""
+        start = self.acked_offset()
+        entries, end = [], start
+        with open(self.usage_path, "rb") as fh:
+            fh.seek(start)
+            for raw in fh:
+                if not raw.endswith(b"\n") or len(entries) >= limit:
+                    break  # a half-written last line waits for the next round
+                end += len(raw)
+                try:
+                    entries.append(json.loads(raw))
+                except ValueError:
+                    continue
+        return start, end, entries
+
+    def ack_usage(self, end: int) -> None:
+        tmp = self.acked_path.with_suffix(".tmp")
+        tmp.write_text(str(end))
+        os.replace(tmp, self.acked_path)
+
+    def close(self) -> None:
+        self.db.close()

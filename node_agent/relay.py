@@ -1,0 +1,267 @@
+"""The hot path: admit a request, wait for a slot (telling the waiter its position), relay the upstream's
+chunks as they arrive, and end every stream with a usage chunk carrying the `luckrig` timing object and
+`[DONE]`. Keep it allocation-light: one json.loads / json.dumps per chunk, no buffering unless output
+moderation is in `block` mode."""
+
+import asyncio
+import json
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from node_agent.errors import AgentError
+
+log = logging.getLogger("luckrig.agent.relay")
+
+SSE_HEADERS = {
+    "Content-Type": "text/event-stream; charset=utf-8",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",  # nginx must not buffer the stream
+}
+DONE = b"data: [DONE]\n\n"
+
+
+def sse(obj: dict) -> bytes:
+    return b"data: " + json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
+
+
+@dataclass
+class Outcome:
+    """What one generation produced, for the usage ledger and the timing object."""
+
+    content: list[str] = field(default_factory=list)
+    usage: dict | None = None
+    finish_reason: str | None = None
+    first_token_at: float | None = None
+    chunk_id: str = ""
+    model: str = ""
+    created: int = 0
+
+    @property
+    def text(self) -> str:
+        return "".join(self.content)
+
+    def completion_tokens(self) -> int:
+        if self.usage and isinstance(self.usage.get("completion_tokens"), int):
+            return self.usage["completion_tokens"]
+        return max(0, len(self.text) // 4)  # no usage from upstream: a rough, conservative estimate
+
+
+class Relay:
+    """One request's journey. `agent` supplies the queue, upstream, policy, ledger and node id."""
+
+    def __init__(
+        self,
+        agent,
+        request: web.Request,
+        claims,
+        messages: list[dict],
+        params: dict,
+        model: str,
+        max_tokens: int,
+        truncated_by_budget: bool,
+        moderation: dict,
+    ):
+        self.agent, self.request, self.claims = agent, request, claims
+        self.messages, self.params, self.model = messages, params, model
+        self.max_tokens, self.truncated_by_budget = max_tokens, truncated_by_budget
+        self.moderation = moderation
+        self.ticket = "t_" + secrets.token_hex(6)
+        self.received = time.monotonic()
+        self.queue_wait = 0.0
+        self.generation_started = 0.0
+
+    def upstream_body(self) -> dict:
+        body = {"model": self.model, "messages": self.messages, **self.params}
+        body.pop("max_completion_tokens", None)
+        body["max_tokens"] = self.max_tokens
+        return body
+
+    def timing(self, outcome: Outcome) -> dict:
+        now = time.monotonic()
+        proxy_ttft = (outcome.first_token_at - self.generation_started) if outcome.first_token_at else None
+        return {
+            "node_id": self.agent.node_id,
+            "queue_wait_ms": round(self.queue_wait * 1000, 1),
+            "proxy_ttft_ms": round(proxy_ttft * 1000, 1) if proxy_ttft is not None else None,
+            "generation_ms": round((now - self.generation_started) * 1000, 1) if self.generation_started else 0.0,
+            "truncated": bool(self.truncated_by_budget and outcome.finish_reason == "length"),
+            "moderation": self.moderation,
+        }
+
+    def usage_of(self, outcome: Outcome) -> dict:
+        if outcome.usage:
+            return outcome.usage
+        completion = outcome.completion_tokens()
+        return {"prompt_tokens": 0, "completion_tokens": completion, "total_tokens": completion}
+
+    # --- generation -------------------------------------------------------------------------------------
+
+    async def generate(self, on_chunk) -> Outcome:
+        """Run the upstream stream, calling `on_chunk(bytes)` per content chunk (None: collect only)."""
+        outcome = Outcome()
+        self.generation_started = time.monotonic()
+        async for chunk in self.agent.upstream.stream(self.upstream_body()):
+            outcome.chunk_id = chunk.get("id") or outcome.chunk_id
+            outcome.model = chunk.get("model") or outcome.model
+            outcome.created = chunk.get("created") or outcome.created
+            if chunk.get("usage"):
+                outcome.usage = chunk["usage"]
+            choices = chunk.get("choices") or []
+            if not choices:
+                continue  # the upstream's usage chunk: ours replaces it at the end
+            choice = choices[0]
+            delta = choice.get("delta") or {}
+            if delta.get("content"):
+                if outcome.first_token_at is None:
+                    outcome.first_token_at = time.monotonic()
+                outcome.content.append(delta["content"])
+            if choice.get("finish_reason"):
+                outcome.finish_reason = choice["finish_reason"]
+            if on_chunk is not None:
+                chunk.pop("usage", None)
+                await on_chunk(sse(chunk))
+        return outcome
+
+    def final_chunk(self, outcome: Outcome) -> dict:
+        return {
+            "id": outcome.chunk_id or f"chatcmpl-{self.ticket}",
+            "object": "chat.completion.chunk",
+            "created": outcome.created or int(time.time()),
+            "model": outcome.model or self.model,
+            "choices": [],
+            "usage": self.usage_of(outcome),
+            "luckrig": self.timing(outcome),
+        }
+
+    async def finish(self, outcome: Outcome) -> None:
+        """Book the request: output budget, usage log, ETA measurements, output moderation record."""
+        agent = self.agent
+        agent.ledger.spend_output_tokens(self.claims.jti, outcome.completion_tokens())
+        usage = self.usage_of(outcome)
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        agent.ledger.append_usage(
+            {
+                "jti": self.claims.jti,
+                "requests": 1,
+                "prompt_tokens": int(usage.get("prompt_tokens") or 0),
+                "completion_tokens": int(usage.get("completion_tokens") or 0),
+                "first_at": now,
+                "last_at": now,
+            }
+        )
+        agent.usage_added()
+        if self.generation_started:
+            agent.queue.record_generation(time.monotonic() - self.generation_started)
+
+    # --- streaming --------------------------------------------------------------------------------------
+
+    async def stream(self) -> web.StreamResponse:
+        agent = self.agent
+        waiter = agent.queue.enter(self.ticket, tier=self.claims.tier)  # 429 queue_full before headers
+        response = web.StreamResponse(status=200, headers=SSE_HEADERS)
+        try:
+            await response.prepare(self.request)
+            if waiter is not None:
+                await self._wait_with_comments(waiter, response)
+            buffer = [] if agent.policy.moderate_output == "block" else None
+
+            async def forward(data: bytes):
+                if buffer is not None:
+                    buffer.append(data)
+                else:
+                    await response.write(data)
+
+            try:
+                outcome = await self.generate(forward)
+            except AgentError as exc:
+                await response.write(sse(exc.body()))
+                await response.write(DONE)
+                return response
+            flagged, categories, state = await agent.policy.check_output(outcome.text)
+            self.moderation = {**self.moderation, "output": state}
+            if buffer is not None and flagged:
+                await agent.report_flag(self.claims, "output", categories)
+                await response.write(
+                    sse(AgentError(451, "moderation_blocked", "The rig's moderation withheld the answer.").body())
+                )
+                await response.write(DONE)
+                await self.finish(outcome)
+                return response
+            if flagged:
+                await agent.report_flag(self.claims, "output", categories)
+            for data in buffer or ():
+                await response.write(data)
+            await response.write(sse(self.final_chunk(outcome)))
+            await response.write(DONE)
+            await self.finish(outcome)
+            return response
+        finally:
+            agent.queue.release(self.ticket)
+
+    async def _wait_with_comments(self, waiter, response: web.StreamResponse) -> None:
+        """While waiting, send `: queue position=N eta_sec=S` each time the position changes."""
+        started = time.monotonic()
+        try:
+            while not waiter.future.done():
+                update = asyncio.ensure_future(waiter.updates.get())
+                done, _ = await asyncio.wait({waiter.future, update}, return_when=asyncio.FIRST_COMPLETED)
+                if update in done:
+                    position, eta = update.result()
+                    await response.write(f": queue position={position} eta_sec={eta}\n\n".encode())
+                else:
+                    update.cancel()
+            await self.agent.queue.wait(waiter)  # re-raises a cancellation; consumes the result
+        except BaseException:
+            if not waiter.future.done():
+                waiter.future.cancel()
+            await asyncio.shield(self._leave(waiter))
+            raise
+        self.queue_wait = time.monotonic() - started
+
+    async def _leave(self, waiter) -> None:
+        try:
+            await self.agent.queue.wait(waiter)
+        except BaseException:  # noqa: S110 - leaving the line is all that is wanted here
+            pass
+
+    # --- non-streaming ----------------------------------------------------------------------------------
+
+    async def complete(self) -> web.Response:
+        agent = self.agent
+        waiter = agent.queue.enter(self.ticket, tier=self.claims.tier)
+        try:
+            if waiter is not None:
+                started = time.monotonic()
+                await agent.queue.wait(waiter)
+                self.queue_wait = time.monotonic() - started
+            outcome = await self.generate(None)
+            flagged, categories, state = await agent.policy.check_output(outcome.text)
+            self.moderation = {**self.moderation, "output": state}
+            if flagged:
+                await agent.report_flag(self.claims, "output", categories)
+            await self.finish(outcome)
+            if flagged and agent.policy.moderate_output == "block":
+                raise AgentError(451, "moderation_blocked", "The rig's moderation withheld the answer.")
+            return web.json_response(
+                {
+                    "id": outcome.chunk_id or f"chatcmpl-{self.ticket}",
+                    "object": "chat.completion",
+                    "created": outcome.created or int(time.time()),
+                    "model": outcome.model or self.model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": outcome.text},
+                            "finish_reason": outcome.finish_reason or "stop",
+                        }
+                    ],
+                    "usage": self.usage_of(outcome),
+                    "luckrig": self.timing(outcome),
+                }
+            )
+        finally:
+            agent.queue.release(self.ticket)

@@ -1,0 +1,239 @@
+"""The agent's HTTP server (aiohttp): `/health`, `/v1/models`, `/v1/chat/completions` (and its alias
+`/chat/completions`). Prompts and completions are never logged: log lines carry tickets, codes and timings."""
+
+import asyncio
+import json
+import logging
+import time
+
+import aiohttp
+from aiohttp import web
+
+from node_agent import __version__, auth, upstream
+from node_agent.chat import parse_chat
+from node_agent.config import AgentConfig
+from node_agent.errors import AgentError
+from node_agent.ledger import Ledger
+from node_agent.policy import Policy
+from node_agent.queue import SlotQueue
+from node_agent.relay import Relay
+from node_agent.tracker_link import TrackerLink
+
+log = logging.getLogger("luckrig.agent")
+
+
+class Agent:
+    def __init__(self, config: AgentConfig):
+        self.config = config
+        self.node_id = config.node_id
+        self.ledger = Ledger(config.state_dir)
+        self.queue = SlotQueue(config.max_active, config.max_waiting)
+        self.session: aiohttp.ClientSession | None = None
+        self.upstream: upstream.Upstream | None = None
+        self.policy: Policy | None = None
+        self.link: TrackerLink | None = None
+        self.verifier: auth.TokenVerifier | None = None
+        self.models: list[str] = []
+        self._tasks: list[asyncio.Task] = []
+
+    # --- lifecycle --------------------------------------------------------------------------------------
+
+    async def start(self, app: web.Application) -> None:
+        cfg = self.config
+        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), trust_env=False)
+        backend = cfg.backend
+        if not backend:
+            detected = await upstream.detect(self.session, cfg.upstream)
+            backend = detected.backend if detected else "openai"
+        self.upstream = upstream.Upstream(
+            self.session, cfg.upstream, backend, timeout_sec=cfg.upstream_timeout, stall_sec=cfg.stall_timeout
+        )
+        self.policy = Policy(
+            session=self.session,
+            moderation_endpoint=cfg.moderation_endpoint,
+            moderation_timeout=cfg.moderation_timeout,
+            moderate_output=cfg.moderate_output,
+        )
+        self.link = TrackerLink(
+            session=self.session,
+            tracker=cfg.tracker,
+            node_id=cfg.node_id,
+            node_secret=cfg.node_secret,
+            state_dir=cfg.state_dir,
+            ledger=self.ledger,
+            heartbeat_interval=cfg.heartbeat_interval,
+        )
+        self.link.snapshot = self.heartbeat_body
+        self.link.on_keys = self._set_keys
+        self.link.on_rules = self.policy.set_rules
+        self._set_keys(await self.link.refresh_keys())
+        try:
+            self.models = [m["id"] for m in await self.upstream.models()]
+        except (aiohttp.ClientError, TimeoutError, ValueError, KeyError):
+            self.models = []
+        self._tasks.append(asyncio.create_task(self.link.run()))
+        log.info(
+            "serving node %s in front of %s (%s); %d tracker key(s)",
+            self.node_id,
+            backend,
+            "upstream reachable" if self.models else "upstream not answering yet",
+            len(self.verifier.keys),
+        )
+
+    async def stop(self, app: web.Application) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.link is not None:
+            await self.link.report_usage_once()  # one last try; what fails stays in the log for next time
+        if self.session is not None:
+            await self.session.close()
+        self.ledger.close()
+
+    def _set_keys(self, keys: dict) -> None:
+        self.verifier = auth.TokenVerifier(node_id=self.node_id, issuer=self.config.tracker, keys=keys)
+
+    def heartbeat_body(self) -> dict:
+        return {
+            "queue": self.queue.snapshot(),
+            "models": self.models[:64],
+            "telemetry": {"backend": self.upstream.backend if self.upstream else ""},
+        }
+
+    def usage_added(self) -> None:
+        if self.link is not None:
+            self.link.usage_added()
+
+    async def report_flag(self, claims, stage: str, categories: list[str]) -> None:
+        """Tell the tracker a moderation flag was raised (the jti lets a moderator act on its holder)."""
+        body = {
+            "schema_version": 1,
+            "jti": claims.jti,
+            "stage": stage,
+            "categories": categories[:20],
+            "mode": claims.crypto_mode,
+        }
+        try:
+            async with self.session.post(
+                self.config.tracker.rstrip("/") + "/api/moderation/flags",
+                json=body,
+                headers={"Authorization": f"Bearer {self.config.node_secret}"},
+                timeout=aiohttp.ClientTimeout(total=10),
+            ) as resp:
+                if resp.status != 202:
+                    log.warning("moderation flag not accepted: HTTP %s", resp.status)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("moderation flag not sent (%s)", type(exc).__name__)
+
+    # --- handlers ---------------------------------------------------------------------------------------
+
+    async def health(self, request: web.Request) -> web.Response:
+        ok = await self.upstream.healthy()
+        return web.json_response(
+            {
+                "ok": ok,
+                "node_id": self.node_id,
+                "engine": {"name": "luckrig-node-agent", "version": __version__, "backend": self.upstream.backend},
+                "upstream_ok": ok,
+                "crypto_modes": ["plain"],
+                "queue": self.queue.snapshot(),
+            }
+        )
+
+    async def models_list(self, request: web.Request) -> web.Response:
+        try:
+            data = await self.upstream.models()
+        except (aiohttp.ClientError, TimeoutError, ValueError, KeyError) as exc:
+            raise AgentError(503, "upstream_unavailable", "The model server is not reachable.") from exc
+        self.models = [m["id"] for m in data]
+        return web.json_response({"object": "list", "data": data})
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        claims = self.verifier.verify(request.headers.get("Authorization"))
+        if claims.jti in self.link.revoked:
+            raise AgentError(401, "invalid_token", "This tasting token was revoked.")
+        if claims.crypto_mode != "plain":
+            raise AgentError(400, "public_key_mode_unavailable", "This node serves plain mode only.")
+        try:
+            body = json.loads(await request.read())
+        except web.HTTPRequestEntityTooLarge as exc:
+            raise AgentError(413, "body_too_large", "The request body is too large.") from exc
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise AgentError(400, "invalid_json", "The body is not valid JSON.") from exc
+        messages, params, stream, model = parse_chat(body)
+
+        if not self.ledger.claim_request(claims.jti, claims.max_requests, claims.exp):
+            raise AgentError(429, "token_exhausted", "This tasting token has no requests left.")
+        try:
+            left = self.ledger.output_tokens_left(claims.jti, claims.max_output_tokens)
+            if left <= 0:
+                raise AgentError(429, "token_exhausted", "This tasting token has no output tokens left.")
+            asked = params.get("max_completion_tokens") or params.get("max_tokens")
+            max_tokens = min(asked or left, left)
+            self.policy.check_rules([m["content"] for m in messages])
+            moderation = await self.policy.check_input("\n".join(m["content"] for m in messages))
+            moderation["output"] = self.policy.moderate_output
+            relay = Relay(
+                self,
+                request,
+                claims,
+                messages,
+                params,
+                model or (self.models[0] if self.models else ""),
+                max_tokens,
+                truncated_by_budget=asked is None or max_tokens < asked,
+                moderation=moderation,
+            )
+        except BaseException:
+            self.ledger.release_request(claims.jti)  # refused before the model ran: the request is not spent
+            raise
+        started = time.monotonic()
+        try:
+            return await (relay.stream() if stream else relay.complete())
+        except AgentError as exc:
+            if exc.status in (429, 503) and exc.code in ("queue_full", "upstream_unavailable"):
+                self.ledger.release_request(claims.jti)
+            raise
+        finally:
+            log.info(
+                "request %s tier=%s stream=%s %.0f ms",
+                relay.ticket,
+                claims.tier,
+                stream,
+                (time.monotonic() - started) * 1000,
+            )
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler):
+    try:
+        return await handler(request)
+    except AgentError as exc:
+        return exc.response()
+    except web.HTTPRequestEntityTooLarge:
+        return AgentError(413, "body_too_large", "The request body is too large.").response()
+    except web.HTTPNotFound:
+        return AgentError(404, "not_found", "No such endpoint.").response()
+    except web.HTTPMethodNotAllowed:
+        return AgentError(405, "method_not_allowed", "Method not allowed.").response()
+
+
+def build_app(config: AgentConfig) -> web.Application:
+    agent = Agent(config)
+    app = web.Application(middlewares=[errors_middleware], client_max_size=config.max_body_bytes)
+    app["agent"] = agent
+    app.on_startup.append(agent.start)
+    app.on_cleanup.append(agent.stop)
+    app.router.add_get("/health", agent.health)
+    app.router.add_get("/v1/models", agent.models_list)
+    app.router.add_post("/v1/chat/completions", agent.chat)
+    app.router.add_post("/chat/completions", agent.chat)
+    return app
+
+
+def serve(config: AgentConfig) -> None:
+    # handler_cancellation: a client that goes away cancels its handler, which leaves the queue or closes the
+    # upstream request (so llama.cpp stops generating) at once.
+    web.run_app(
+        build_app(config), host=config.host, port=config.port, handler_cancellation=True, print=None, access_log=None
+    )

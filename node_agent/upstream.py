@@ -1,0 +1,208 @@
+"""Clients for the local LLM server: llama.cpp's server and ollama (both OpenAI-compatible under `/v1`), or
+any OpenAI-compatible server; ollama's native `/api/chat` when its `/v1` is missing (old versions).
+
+Streaming reads the upstream line by line as bytes arrive (never in large fixed chunks, which would turn
+streaming into buffering) and yields parsed OpenAI chunk objects."""
+
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aiohttp
+
+from node_agent.errors import AgentError
+
+BACKENDS = ("ollama", "llama.cpp", "openai")
+
+
+@dataclass
+class Detected:
+    backend: str
+    base_url: str
+    models: list[str]
+    version: str = ""
+    total_slots: int | None = None
+
+
+async def _get_json(session: aiohttp.ClientSession, url: str, timeout: float = 3.0):
+    async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+        if resp.status != 200:
+            raise aiohttp.ClientResponseError(resp.request_info, resp.history, status=resp.status)
+        return await resp.json(content_type=None)
+
+
+async def detect(session: aiohttp.ClientSession, base_url: str) -> Detected | None:
+    """What answers at `base_url`: ollama (/api/version + /api/tags), llama.cpp (/props + /v1/models) or a
+    plain OpenAI-compatible server (/v1/models). None when nothing answers."""
+    base = base_url.rstrip("/").removesuffix("/v1")
+    try:
+        version = await _get_json(session, base + "/api/version")
+        tags = await _get_json(session, base + "/api/tags")
+        models = [m.get("name") or m.get("model") for m in tags.get("models", []) if isinstance(m, dict)]
+        return Detected("ollama", base, [m for m in models if m], str(version.get("version", "")))
+    except (aiohttp.ClientError, TimeoutError, ValueError, AttributeError):
+        pass
+    try:
+        models_doc = await _get_json(session, base + "/v1/models")
+        models = [m.get("id") for m in models_doc.get("data", []) if isinstance(m, dict) and m.get("id")]
+    except (aiohttp.ClientError, TimeoutError, ValueError, AttributeError):
+        return None
+    try:
+        props = await _get_json(session, base + "/props")
+        return Detected("llama.cpp", base, models, total_slots=props.get("total_slots"))
+    except (aiohttp.ClientError, TimeoutError, ValueError, AttributeError):
+        return Detected("openai", base, models)
+
+
+class Upstream:
+    def __init__(
+        self, session: aiohttp.ClientSession, base_url: str, backend: str, *, timeout_sec: float, stall_sec: float
+    ):
+        self.session = session
+        self.base = base_url.rstrip("/").removesuffix("/v1")
+        self.backend = backend
+        self.timeout_sec = timeout_sec
+        self.stall_sec = stall_sec
+        self.native_ollama = False  # switched on when an ollama has no /v1
+
+    async def models(self) -> list[dict]:
+        if self.backend == "ollama":
+            tags = await _get_json(self.session, self.base + "/api/tags")
+            return [
+                {"id": m.get("name"), "object": "model", "created": 0, "owned_by": "ollama"}
+                for m in tags.get("models", [])
+                if isinstance(m, dict) and m.get("name")
+            ]
+        doc = await _get_json(self.session, self.base + "/v1/models")
+        return [
+            {
+                "id": m["id"],
+                "object": "model",
+                "created": m.get("created", 0),
+                "owned_by": m.get("owned_by", self.backend),
+            }
+            for m in doc.get("data", [])
+            if isinstance(m, dict) and m.get("id")
+        ]
+
+    async def healthy(self) -> bool:
+        try:
+            await self.models()
+            return True
+        except (aiohttp.ClientError, TimeoutError, ValueError, AttributeError):
+            return False
+
+    def _timeout(self) -> aiohttp.ClientTimeout:
+        # total bounds the whole generation; sock_read bounds the silence between two chunks (a stalled stream).
+        return aiohttp.ClientTimeout(total=self.timeout_sec, sock_connect=10, sock_read=self.stall_sec)
+
+    async def stream(self, body: dict) -> AsyncIterator[dict]:
+        """Yield OpenAI `chat.completion.chunk` objects as the upstream produces them."""
+        if self.native_ollama:
+            async for chunk in self._stream_ollama_native(body):
+                yield chunk
+            return
+        payload = {**body, "stream": True, "stream_options": {"include_usage": True}}
+        try:
+            async with self.session.post(
+                self.base + "/v1/chat/completions", json=payload, timeout=self._timeout()
+            ) as resp:
+                if resp.status == 404 and self.backend == "ollama":
+                    self.native_ollama = True
+                else:
+                    await _raise_for_status(resp)
+                    async for line in resp.content:
+                        line = line.strip()
+                        if not line.startswith(b"data:"):
+                            continue
+                        data = line[5:].strip()
+                        if data == b"[DONE]":
+                            return
+                        chunk = json.loads(data)
+                        if isinstance(chunk, dict) and "error" in chunk:
+                            raise AgentError(502, "upstream_error", "The model server reported an error.")
+                        yield chunk
+                    return
+        except TimeoutError as exc:
+            raise AgentError(504, "upstream_timeout", "The model server took too long.") from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise AgentError(503, "upstream_unavailable", "The model server is not reachable.") from exc
+        except (aiohttp.ClientError, ValueError) as exc:
+            raise AgentError(502, "upstream_error", f"The model server failed ({type(exc).__name__}).") from exc
+        async for chunk in self._stream_ollama_native(body):  # the 404 above: an ollama without /v1
+            yield chunk
+
+    async def _stream_ollama_native(self, body: dict) -> AsyncIterator[dict]:
+        """ollama's native /api/chat (NDJSON) translated into OpenAI chunks."""
+        options = {}
+        for ours, theirs in (
+            ("temperature", "temperature"),
+            ("top_p", "top_p"),
+            ("seed", "seed"),
+            ("stop", "stop"),
+            ("presence_penalty", "presence_penalty"),
+            ("frequency_penalty", "frequency_penalty"),
+            ("max_tokens", "num_predict"),
+        ):
+            if ours in body:
+                options[theirs] = body[ours]
+        payload = {"model": body.get("model"), "messages": body["messages"], "stream": True, "options": options}
+        created, chunk_id = int(time.time()), f"chatcmpl-ollama-{int(time.time() * 1000)}"
+        try:
+            async with self.session.post(self.base + "/api/chat", json=payload, timeout=self._timeout()) as resp:
+                await _raise_for_status(resp)
+                first = True
+                async for line in resp.content:
+                    if not line.strip():
+                        continue
+                    item = json.loads(line)
+                    if "error" in item:
+                        raise AgentError(502, "upstream_error", "The model server reported an error.")
+                    delta = {"content": item.get("message", {}).get("content", "")}
+                    if first:
+                        delta["role"] = "assistant"
+                        first = False
+                    done = bool(item.get("done"))
+                    yield {
+                        "id": chunk_id,
+                        "object": "chat.completion.chunk",
+                        "created": created,
+                        "model": item.get("model", body.get("model")),
+                        "choices": [
+                            {
+                                "index": 0,
+                                "delta": delta,
+                                "finish_reason": (item.get("done_reason") or "stop") if done else None,
+                            }
+                        ],
+                    }
+                    if done:
+                        prompt, completion = item.get("prompt_eval_count", 0), item.get("eval_count", 0)
+                        yield {
+                            "id": chunk_id,
+                            "object": "chat.completion.chunk",
+                            "created": created,
+                            "model": item.get("model", body.get("model")),
+                            "choices": [],
+                            "usage": {
+                                "prompt_tokens": prompt,
+                                "completion_tokens": completion,
+                                "total_tokens": prompt + completion,
+                            },
+                        }
+                        return
+        except TimeoutError as exc:
+            raise AgentError(504, "upstream_timeout", "The model server took too long.") from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise AgentError(503, "upstream_unavailable", "The model server is not reachable.") from exc
+        except (aiohttp.ClientError, ValueError) as exc:
+            raise AgentError(502, "upstream_error", f"The model server failed ({type(exc).__name__}).") from exc
+
+
+async def _raise_for_status(resp: aiohttp.ClientResponse) -> None:
+    if resp.status == 200:
+        return
+    if resp.status in (502, 503, 504):
+        raise AgentError(503, "upstream_unavailable", f"The model server is not ready (HTTP {resp.status}).")
+    raise AgentError(502, "upstream_error", f"The model server answered HTTP {resp.status}.")

@@ -1,0 +1,261 @@
+"""Test doubles written from the upstreams' public API docs: an OpenAI-compatible server (llama.cpp's
+`/v1/chat/completions`, `/v1/models`, `/props`), an ollama (`/api/version`, `/api/tags`, native `/api/chat`
+NDJSON, and optionally its `/v1`), and an OpenAI-Moderation endpoint. Each runs on 127.0.0.1 in a thread
+with its own event loop, and is configured by setting attributes from the test."""
+
+import asyncio
+import json
+import threading
+import time
+
+from aiohttp import web
+
+
+class ThreadedApp:
+    """Run the aiohttp app that a subclass's `build()` returns in a background thread; `base` is its URL."""
+
+    def __init__(self):
+        self.loop = asyncio.new_event_loop()
+        self.runner = None
+        self.port = None
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self):
+        self.thread.start()
+
+        async def start():
+            self.runner = web.AppRunner(self.build(), handler_cancellation=True)
+            await self.runner.setup()
+            site = web.TCPSite(self.runner, "127.0.0.1", 0)
+            await site.start()
+            return site._server.sockets[0].getsockname()[1]
+
+        self.port = asyncio.run_coroutine_threadsafe(start(), self.loop).result(10)
+        return self
+
+    def __exit__(self, *exc):
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+class FakeOpenAI(ThreadedApp):
+    """A llama.cpp-like OpenAI-compatible server with a configurable token rate and failure modes."""
+
+    def __init__(self):
+        super().__init__()
+        self.model = "smollm2-fake"
+        self.words = [f"w{i} " for i in range(12)]
+        self.delay = 0.0  # seconds between chunks
+        self.mode = "ok"  # ok | http_500 | die_mid_stream | stall | error_event
+        self.requests: list[dict] = []
+        self.active = 0  # generations in progress (drops when a client goes away)
+        self.cancelled = 0
+        self.send_usage = True
+
+    def text(self) -> str:
+        return "".join(self.words)
+
+    def build(self):
+        app = web.Application()
+        app.router.add_get("/v1/models", self.models)
+        app.router.add_get("/props", self.props)
+        app.router.add_get("/health", self.health)
+        app.router.add_post("/v1/chat/completions", self.chat)
+        return app
+
+    async def health(self, request):
+        return web.json_response({"status": "ok"})
+
+    async def models(self, request):
+        return web.json_response(
+            {"object": "list", "data": [{"id": self.model, "object": "model", "created": 1, "owned_by": "llamacpp"}]}
+        )
+
+    async def props(self, request):
+        return web.json_response({"total_slots": 1, "default_generation_settings": {"n_ctx": 2048}})
+
+    def chunk(self, delta: dict, finish=None) -> dict:
+        return {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+
+    async def chat(self, request):
+        body = await request.json()
+        self.requests.append(body)
+        if self.mode == "http_500":
+            return web.json_response({"error": {"message": "boom"}}, status=500)
+        limit = body.get("max_tokens") or len(self.words)
+        words = self.words[:limit]
+        finish = "length" if limit < len(self.words) else "stop"
+        if not body.get("stream"):
+            await asyncio.sleep(self.delay * len(words))
+            return web.json_response(
+                {
+                    "id": "chatcmpl-fake",
+                    "object": "chat.completion",
+                    "created": 1,
+                    "model": self.model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": "".join(words)},
+                            "finish_reason": finish,
+                        }
+                    ],
+                    "usage": {"prompt_tokens": 7, "completion_tokens": len(words), "total_tokens": 7 + len(words)},
+                }
+            )
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        self.active += 1
+        try:
+            await response.write(
+                b"data: " + json.dumps(self.chunk({"role": "assistant", "content": ""})).encode() + b"\n\n"
+            )
+            for i, word in enumerate(words):
+                if self.mode == "die_mid_stream" and i == 3:
+                    request.transport.close()
+                    return response
+                if self.mode == "stall" and i == 3:
+                    await asyncio.sleep(3600)
+                if self.mode == "error_event" and i == 3:
+                    await response.write(b'data: {"error": {"message": "kv cache full"}}\n\n')
+                    return response
+                await asyncio.sleep(self.delay)
+                last = i == len(words) - 1
+                await response.write(
+                    b"data: " + json.dumps(self.chunk({"content": word}, finish if last else None)).encode() + b"\n\n"
+                )
+            if self.send_usage and (body.get("stream_options") or {}).get("include_usage"):
+                usage = {
+                    "id": "chatcmpl-fake",
+                    "object": "chat.completion.chunk",
+                    "created": 1,
+                    "model": self.model,
+                    "choices": [],
+                    "usage": {"prompt_tokens": 7, "completion_tokens": len(words), "total_tokens": 7 + len(words)},
+                }
+                await response.write(b"data: " + json.dumps(usage).encode() + b"\n\n")
+            await response.write(b"data: [DONE]\n\n")
+            return response
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        finally:
+            self.active -= 1
+
+
+class FakeOllama(ThreadedApp):
+    """ollama as its API docs describe it: /api/version, /api/tags, native /api/chat (NDJSON). With
+    `openai_compat` it also serves /v1/chat/completions the way ollama's OpenAI compatibility does."""
+
+    def __init__(self, openai_compat: bool = False):
+        super().__init__()
+        self.openai_compat = openai_compat
+        self.requests: list[dict] = []
+        self.words = ["Hello", " from", " ollama", "."]
+
+    def build(self):
+        app = web.Application()
+        app.router.add_get("/api/version", lambda r: web.json_response({"version": "0.12.3"}))
+        app.router.add_get(
+            "/api/tags",
+            lambda r: web.json_response(
+                {
+                    "models": [
+                        {
+                            "name": "llama3.2:1b",
+                            "model": "llama3.2:1b",
+                            "size": 1321098329,
+                            "details": {"family": "llama", "parameter_size": "1.2B", "quantization_level": "Q8_0"},
+                        }
+                    ]
+                }
+            ),
+        )
+        app.router.add_post("/api/chat", self.chat)
+        return app
+
+    async def chat(self, request):
+        body = await request.json()
+        self.requests.append(body)
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        for word in self.words:
+            line = {
+                "model": body["model"],
+                "created_at": "2026-11-24T00:00:00Z",
+                "message": {"role": "assistant", "content": word},
+                "done": False,
+            }
+            await response.write(json.dumps(line).encode() + b"\n")
+        final = {
+            "model": body["model"],
+            "created_at": "2026-11-24T00:00:00Z",
+            "message": {"role": "assistant", "content": ""},
+            "done": True,
+            "done_reason": "stop",
+            "total_duration": 1000,
+            "prompt_eval_count": 11,
+            "eval_count": len(self.words),
+        }
+        await response.write(json.dumps(final).encode() + b"\n")
+        return response
+
+
+class FakeModeration(ThreadedApp):
+    """An OpenAI Moderation endpoint: flags inputs that contain `flag_word`; `mode` = ok | http_500 | garbage
+    | slow."""
+
+    def __init__(self):
+        super().__init__()
+        self.flag_word = "forbidden-topic"
+        self.mode = "ok"
+        self.inputs: list[str] = []
+
+    def build(self):
+        app = web.Application()
+        app.router.add_post("/v1/moderations", self.moderate)
+        return app
+
+    async def moderate(self, request):
+        body = await request.json()
+        self.inputs.append(body.get("input", ""))
+        if self.mode == "http_500":
+            return web.json_response({"error": "down"}, status=500)
+        if self.mode == "garbage":
+            return web.Response(text="<html>not json</html>")
+        if self.mode == "slow":
+            await asyncio.sleep(30)
+        flagged = self.flag_word in body.get("input", "")
+        return web.json_response(
+            {
+                "id": "modr-1",
+                "model": "omni-moderation-latest",
+                "results": [
+                    {
+                        "flagged": flagged,
+                        "categories": {"violence": flagged, "sexual/minors": False},
+                        "category_scores": {"violence": 0.99 if flagged else 0.01},
+                    }
+                ],
+            }
+        )
+
+
+def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
