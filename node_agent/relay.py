@@ -4,6 +4,7 @@ chunks as they arrive, and end every stream with a usage chunk carrying the `luc
 moderation is in `block` mode."""
 
 import asyncio
+import contextlib
 import json
 import logging
 import secrets
@@ -223,10 +224,8 @@ class Relay:
         self.queue_wait = time.monotonic() - started
 
     async def _leave(self, waiter) -> None:
-        try:
+        with contextlib.suppress(BaseException):  # leaving the line is all that is wanted here
             await self.agent.queue.wait(waiter)
-        except BaseException:  # noqa: S110 - leaving the line is all that is wanted here
-            pass
 
     # --- non-streaming ----------------------------------------------------------------------------------
 

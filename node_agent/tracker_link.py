@@ -5,6 +5,7 @@ on disk so the agent keeps verifying while the tracker is down), revoked jtis an
 Failures are retried with exponential backoff and jitter; nothing here ever stops the agent serving."""
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -164,10 +165,8 @@ class TrackerLink:
     async def _usage_loop(self) -> None:
         backoff = 2.0
         while True:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._usage_wakeup.wait(), timeout=30)
-            except TimeoutError:
-                pass
             self._usage_wakeup.clear()
             await asyncio.sleep(1.0)  # gather a few requests into one report
             while not await self.report_usage_once():

@@ -136,8 +136,8 @@ def test_logs_never_contain_prompts_or_completions(tracker, start_agent, fake_up
     agent = start_agent(fake_upstream.base)
     token = tracker.token(agent.node_id)["token"]
     body = {"messages": [{"role": "user", "content": "SECRET-PROMPT-TEXT"}]}
-    chat(agent, token, body).content
-    chat(agent, token, body, stream=False).content
+    assert chat(agent, token, body).content
+    assert chat(agent, token, body, stream=False).content
     log = agent.log()
     assert "request t_" in log  # it does log requests...
     assert "SECRET-PROMPT" not in log and "SECRET-ANSWER" not in log  # ...but never their text
