@@ -101,6 +101,8 @@ def seed(db_url: str, data_dir: Path, n_nodes: int, n_samples: int) -> None:
                 },
                 contribution_total=3.5,
                 tok_per_sec_p50=rng.choice([None, 12.5, 48.0, 90.1]),
+                uptime_ratio_24h=rng.random(),
+                uptime_ratio_7d=rng.random(),
             )
         )
     Node.objects.bulk_create(nodes, batch_size=1000)
@@ -116,7 +118,6 @@ def seed(db_url: str, data_dir: Path, n_nodes: int, n_samples: int) -> None:
     HealthSample.objects.bulk_create(samples, batch_size=5000)
     node_services.refresh_rarity(None)
     node_services.refresh_showcase()
-    node_services.refresh_uptime(None, now)
 
 
 async def drive(url: str, total: int, concurrency: int) -> tuple[list[float], float, int]:

@@ -50,6 +50,8 @@ class StrictJSONParser(JSONParser):
             return {}
         try:
             data = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+        except RecursionError as exc:
+            raise exceptions.ParseError("The body is nested too deeply.") from exc
         except (ValueError, UnicodeDecodeError) as exc:
             raise exceptions.ParseError(f"The body is not valid JSON: {exc}") from exc
         if not isinstance(data, dict):
@@ -80,7 +82,7 @@ def _first_error(detail, path: str = "") -> tuple[str, str, str]:
 def error_response(
     status_code: int, code: str, message: str, extra: dict | None = None, headers: dict | None = None
 ) -> Response:
-    body = {"error": message, "code": code}
+    body = {"schema_version": 1, "error": message, "code": code}
     body.update(extra or {})
     return Response(body, status=status_code, headers=headers)
 
@@ -130,10 +132,14 @@ def exception_handler(exc, context):
 def not_found_json(request, exception=None):
     from django.http import JsonResponse
 
-    return JsonResponse({"error": "Not found.", "code": "not_found"}, status=status.HTTP_404_NOT_FOUND)
+    return JsonResponse(
+        {"schema_version": 1, "error": "Not found.", "code": "not_found"}, status=status.HTTP_404_NOT_FOUND
+    )
 
 
 def server_error_json(request):
     from django.http import JsonResponse
 
-    return JsonResponse({"error": "Internal error; it has been logged.", "code": "internal_error"}, status=500)
+    return JsonResponse(
+        {"schema_version": 1, "error": "Internal error; it has been logged.", "code": "internal_error"}, status=500
+    )

@@ -17,10 +17,13 @@ class BodySizeLimitMiddleware:
         try:
             declared = int(length)
         except ValueError:
-            return JsonResponse({"error": "Content-Length is not a number.", "code": "invalid_request"}, status=400)
+            return JsonResponse(
+                {"schema_version": 1, "error": "Content-Length is not a number.", "code": "invalid_request"}, status=400
+            )
         if declared > settings.API_MAX_BODY_BYTES and not request.path.startswith("/admin/"):
             return JsonResponse(
                 {
+                    "schema_version": 1,
                     "error": f"The request body is larger than {settings.API_MAX_BODY_BYTES} bytes.",
                     "code": "body_too_large",
                 },

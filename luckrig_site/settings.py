@@ -120,7 +120,13 @@ DATABASES = {
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets the monitor write while Daphne reads; the timeout absorbs short write contention.
     DATABASES["default"].setdefault("OPTIONS", {}).update(
-        {"timeout": 20, "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"}
+        {
+            "timeout": 20,
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            # Take the write lock when a transaction starts: a deferred transaction that reads and then writes
+            # fails with "database is locked" as soon as two run at once.
+            "transaction_mode": "IMMEDIATE",
+        }
     )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -218,6 +224,8 @@ MONITOR_CONCURRENCY = env_int("MONITOR_CONCURRENCY", 20)
 MONITOR_PROBE_TIMEOUT_SEC = env_float("MONITOR_PROBE_TIMEOUT_SEC", 5.0)
 MONITOR_FAILURES_BEFORE_DOWN = env_int("MONITOR_FAILURES_BEFORE_DOWN", 3)
 HEALTH_RETENTION_DAYS = env_int("HEALTH_RETENTION_DAYS", 8)
+# One health sample per node at most this often (probes run every MONITOR_INTERVAL_SEC regardless).
+HEALTH_SAMPLE_INTERVAL_SEC = env_int("HEALTH_SAMPLE_INTERVAL_SEC", 300)
 
 CONTRIBUTOR_THRESHOLD = env_float("CONTRIBUTOR_THRESHOLD", 1.0)
 TOKEN_TTL_DEFAULT_SEC = env_int("TOKEN_TTL_DEFAULT_SEC", 900)

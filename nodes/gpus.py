@@ -3,6 +3,7 @@ showcase category and for telling CPU and Apple-silicon rigs apart. First match 
 come before general ones."""
 
 import re
+from functools import lru_cache
 from typing import NamedTuple
 
 
@@ -48,6 +49,7 @@ FAMILIES: list[Family] = [
 ]
 
 
+@lru_cache(maxsize=4096)  # a network has few distinct GPU names and many nodes
 def classify(gpu: str) -> Family | None:
     for family in FAMILIES:
         if family.pattern.search(gpu or ""):

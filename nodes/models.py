@@ -86,6 +86,10 @@ class Node(models.Model):
     last_error = models.CharField(max_length=300, blank=True)
     uptime_ratio_24h = models.FloatField(null=True, blank=True)
     uptime_ratio_7d = models.FloatField(null=True, blank=True)
+    # Hourly counters {"<hour epoch>": [alive samples, samples]} over the last 7 days, from which the ratios
+    # are derived in O(1) per node per sample (no aggregate over the sample history on each cycle).
+    uptime_hours = models.JSONField(default=dict, blank=True, editable=False)
+    last_sampled_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     # The agent's latest queue snapshot and self-description (from heartbeats).
     queue_active = models.PositiveIntegerField(default=0)

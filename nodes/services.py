@@ -69,7 +69,6 @@ def refresh_showcase() -> None:
 
 def observed(node: Node) -> liveness.Observed:
     return liveness.Observed(
-        previous=node.status,
         last_heartbeat_at=node.last_heartbeat_at,
         last_probe_at=node.last_probe_at,
         consecutive_failures=node.consecutive_failures,
@@ -97,33 +96,16 @@ def mark_alive_day(node: Node, now: datetime) -> bool:
     return True
 
 
-def refresh_uptime(node_ids: list[str] | None, now: datetime) -> None:
-    """Uptime ratios from the sample history: the share of samples in the window that found the node alive.
-    `node_ids=None` refreshes every node (the monitor's cycle) with two grouped queries."""
-    alive = Q(status__in=[liveness.AVAILABLE, liveness.BUSY])
-    samples = HealthSample.objects.all()
-    nodes_qs = Node.objects.all()
-    if node_ids is not None:
-        samples = samples.filter(node_id__in=node_ids)
-        nodes_qs = nodes_qs.filter(pk__in=node_ids)
-    ratios: dict[str, dict[str, float]] = {}
-    for label, days in (("uptime_ratio_24h", 1), ("uptime_ratio_7d", 7)):
-        rows = (
-            samples.filter(at__gte=now - timedelta(days=days))
-            .values("node_id")
-            .annotate(total=Count("id"), up=Count("id", filter=alive))
-            .order_by()
-        )
-        for row in rows:
-            ratios.setdefault(row["node_id"], {})[label] = round(row["up"] / row["total"], 4)
-    changed = []
-    for node in nodes_qs.only("id", "uptime_ratio_24h", "uptime_ratio_7d"):
-        mine = ratios.get(node.id, {})
-        new = (mine.get("uptime_ratio_24h"), mine.get("uptime_ratio_7d"))
-        if new != (node.uptime_ratio_24h, node.uptime_ratio_7d):
-            node.uptime_ratio_24h, node.uptime_ratio_7d = new
-            changed.append(node)
-    Node.objects.bulk_update(changed, ["uptime_ratio_24h", "uptime_ratio_7d"], batch_size=500)
+def add_uptime_sample(node: Node, alive: bool, now: datetime) -> None:
+    """Count one sample into the node's hourly uptime counters and re-derive its 24 h and 7 d ratios."""
+    hour = int(now.timestamp()) // 3600
+    hours = {int(k): v for k, v in (node.uptime_hours or {}).items() if int(k) > hour - 168}
+    up, total = hours.get(hour, [0, 0])
+    hours[hour] = [up + int(alive), total + 1]
+    node.uptime_hours = {str(k): v for k, v in sorted(hours.items())}
+    day = [v for k, v in hours.items() if k > hour - 24]
+    node.uptime_ratio_24h = round(sum(v[0] for v in day) / sum(v[1] for v in day), 4)
+    node.uptime_ratio_7d = round(sum(v[0] for v in hours.values()) / sum(v[1] for v in hours.values()), 4)
 
 
 def prune_samples(now: datetime) -> int:

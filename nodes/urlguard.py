@@ -6,6 +6,7 @@ through. Redirects are never followed and bodies are read up to a byte limit."""
 
 import asyncio
 import ipaddress
+import re
 import socket
 import time
 from dataclasses import dataclass
@@ -25,6 +26,23 @@ def is_public_address(ip: str) -> bool:
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
         addr = addr.ipv4_mapped
     return addr.is_global and not addr.is_multicast
+
+
+_DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,62}$")
+_PRIVATE_SUFFIXES = ("localhost", "local", "internal", "lan", "home.arpa", "localdomain")
+
+
+def host_looks_public(host: str) -> bool:
+    """Without resolving it: a literal global IP, or a dotted DNS name with an alphabetic top-level label
+    that is not a private-use suffix. Refuses numeric tricks (`2130706433`, `0x7f.1`) and `localhost.`."""
+    host = host.strip("[]").rstrip(".").lower()
+    try:
+        return is_public_address(host)
+    except ValueError:
+        pass
+    if not _DOMAIN.match(host):
+        return False
+    return not any(host == s or host.endswith("." + s) for s in _PRIVATE_SUFFIXES)
 
 
 def check_url_syntax(url: str) -> None:

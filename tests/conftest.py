@@ -93,8 +93,8 @@ def moderator(db, django_user_model):
 
 @pytest.fixture
 def live_node(db, api, owner):
-    """A public node whose agent has just sent a heartbeat."""
+    """A public node whose agent has just sent a heartbeat and that the monitor has seen alive."""
     node, secret = factories.make_node(owner)
     factories.heartbeat(api, node, secret)
-    node.refresh_from_db()
+    factories.seen_alive(node)
     return node, secret

@@ -71,3 +71,14 @@ def x25519_public_pem() -> str:
     """A fresh X25519 public key in SPKI PEM (a node key or a taster's key)."""
     public = X25519PrivateKey.generate().public_key()
     return public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+def seen_alive(node: Node, days: int = 1) -> Node:
+    """Record what the monitor records when a node's agent answers its probes on `days` days (the evidence
+    behind the existence score; a node never seen alive earns nothing)."""
+    from tracker.services import refresh_scores
+
+    Node.objects.filter(pk=node.pk).update(alive_days=days)
+    refresh_scores([node.pk])
+    node.refresh_from_db()
+    return node

@@ -1,6 +1,7 @@
 """The tracker's JSON API views. Each view: validate with a serializer, call one service, shape, return."""
 
 import json
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.utils import timezone
@@ -359,7 +360,7 @@ def fingerprint_in(body: bytes) -> str | None:
     text = body.decode("utf-8", errors="replace")
     try:
         doc = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         doc = None
     if isinstance(doc, dict):
         if isinstance(doc.get("node_public_key"), str):
@@ -405,6 +406,10 @@ class FingerprintVerifyApi(APIView):
         data.is_valid(raise_exception=True)
         node = get_visible_node(data.validated_data["node_id"])
         url = data.validated_data.get("url") or node.health_url
+        own_hosts = {urlsplit(node.endpoint_url).hostname, urlsplit(node.health_url).hostname}
+        if urlsplit(url).hostname not in own_hosts:
+            # Otherwise the tracker would fetch any URL for anyone: only the node's own host is checked.
+            raise ApiError(400, "invalid_field", "url: must be on the node's own host", extra={"field": "url"})
         result = fetch_once(
             url,
             allow_private=settings.ALLOW_PRIVATE_NODE_URLS,
@@ -451,7 +456,7 @@ class ContributionsApi(APIView):
     )
     def get(self, request):
         raw = request.GET.get("limit", "100")
-        if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+        if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 1000:
             raise ApiError(
                 400, "invalid_field", "limit: must be a whole number from 1 to 1000", extra={"field": "limit"}
             )

@@ -80,6 +80,8 @@ class TastingTokenAuthentication(authentication.BaseAuthentication):
         token = TastingToken.objects.select_related("node", "contributor").filter(jti=str(claims["jti"])).first()
         if token is None:
             raise exceptions.AuthenticationFailed("Invalid tasting token: this tracker did not issue it.")
+        if token.revoked_at is not None:
+            raise exceptions.AuthenticationFailed("This tasting token was revoked.")
         return token, None
 
     def authenticate_header(self, request):

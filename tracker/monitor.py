@@ -1,10 +1,12 @@
-"""One cycle of the liveness monitor: probe every visible node, update status and failure counts, record one
-health sample per node, refresh uptime ratios and existence scores, and prune old samples."""
+"""One cycle of the liveness monitor: probe every visible node's agent, update status and failure counts,
+take a health sample when one is due, keep the uptime counters and existence scores, re-check rarity and the
+showcase (a safety net for concurrent registrations), and prune old rows."""
 
 import asyncio
+import json
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -14,6 +16,7 @@ from nodes import liveness
 from nodes import services as node_services
 from nodes.models import HealthSample, Node
 from nodes.probes import probe_all
+from tracker.models import QuotaBucket, UsageReport
 from tracker.services import refresh_scores
 
 log = logging.getLogger("luckrig.monitor")
@@ -24,9 +27,30 @@ _FIELDS = [
     "latency_ms",
     "last_error",
     "last_probe_at",
-    "last_seen_at",
     "alive_days",
     "last_alive_on",
+    "last_sampled_at",
+    "uptime_hours",
+    "uptime_ratio_24h",
+    "uptime_ratio_7d",
+]
+_READ = [
+    "id",
+    "health_url",
+    "status",
+    "last_heartbeat_at",
+    "last_probe_at",
+    "consecutive_failures",
+    "queue_active",
+    "queue_max_active",
+    "latency_ms",
+    "last_error",
+    "alive_days",
+    "last_alive_on",
+    "last_sampled_at",
+    "uptime_hours",
+    "uptime_ratio_24h",
+    "uptime_ratio_7d",
 ]
 
 
@@ -38,25 +62,19 @@ class CycleReport:
     pruned: int
 
 
+def names_this_node(body: bytes, node_id: str) -> bool:
+    """A probe counts only when the agent's /health names this node: any web page answering 200 is not a
+    rig (and must not earn its owner contribution points)."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(doc, dict) and doc.get("node_id") == node_id
+
+
 def run_cycle(now: datetime, *, jitter_sec: float | None = None) -> CycleReport:
     cycle_started = timezone.now()
-    nodes = list(
-        Node.objects.visible().only(
-            "id",
-            "health_url",
-            "status",
-            "last_heartbeat_at",
-            "last_probe_at",
-            "consecutive_failures",
-            "queue_active",
-            "queue_max_active",
-            "latency_ms",
-            "last_error",
-            "last_seen_at",
-            "alive_days",
-            "last_alive_on",
-        )
-    )
+    nodes = list(Node.objects.visible().only(*_READ))
     jitter = min(2.0, settings.MONITOR_INTERVAL_SEC * 0.1) if jitter_sec is None else jitter_sec
     results = asyncio.run(
         probe_all(
@@ -68,36 +86,41 @@ def run_cycle(now: datetime, *, jitter_sec: float | None = None) -> CycleReport:
         )
     )
 
-    samples, new_days, changed, alive = [], [], 0, 0
+    sample_every = timedelta(seconds=settings.HEALTH_SAMPLE_INTERVAL_SEC)
+    samples, new_days, seen, changed, alive = [], [], [], 0, 0
     for node in nodes:
         result = results[node.id]
         before = node.status
         node.last_probe_at = now
-        if result.ok:
-            node.consecutive_failures = 0
-            node.latency_ms = result.latency_ms
-            node.last_error = ""
-            node.last_seen_at = now
-        else:
-            node.consecutive_failures += 1
-            node.last_error = result.error[:300]
-        node.status = node_services.current_status(node, now)
-        if liveness.is_alive(node.status):
-            alive += 1
+        ok = result.ok and names_this_node(result.body, node.id)
+        if ok:
+            node.consecutive_failures, node.latency_ms, node.last_error = 0, result.latency_ms, ""
+            seen.append(node.id)
             if node_services.mark_alive_day(node, now):
                 new_days.append(node.id)
+        else:
+            node.consecutive_failures += 1
+            node.last_error = (result.error or "the health document does not name this node")[:300]
+        node.status = node_services.current_status(node, now)
+        alive += liveness.is_alive(node.status)
         changed += node.status != before
-        samples.append(
-            HealthSample(
-                node=node,
-                at=now,
-                status=node.status,
-                latency_ms=result.latency_ms if result.ok else None,
-                error="" if result.ok else result.error[:300],
+        if node.last_sampled_at is None or now - node.last_sampled_at >= sample_every:
+            node.last_sampled_at = now
+            node_services.add_uptime_sample(node, liveness.is_alive(node.status), now)
+            samples.append(
+                HealthSample(
+                    node=node,
+                    at=now,
+                    status=node.status,
+                    latency_ms=result.latency_ms if ok else None,
+                    error="" if ok else node.last_error,
+                )
             )
-        )
+
     with transaction.atomic():
         Node.objects.bulk_update(nodes, _FIELDS, batch_size=500)
+        for start in range(0, len(seen), 500):
+            Node.objects.filter(pk__in=seen[start : start + 500]).update(last_seen_at=now)
         # A heartbeat that arrived while the probes ran set a status from fresher facts than this cycle read;
         # re-derive those nodes so that the bulk write above cannot turn a live agent unavailable.
         for fresh in Node.objects.visible().filter(last_heartbeat_at__gte=cycle_started):
@@ -105,14 +128,22 @@ def run_cycle(now: datetime, *, jitter_sec: float | None = None) -> CycleReport:
             if status != fresh.status:
                 Node.objects.filter(pk=fresh.pk).update(status=status)
         HealthSample.objects.bulk_create(samples, batch_size=500)
-        node_services.refresh_uptime(None, now)
         refresh_scores(new_days)
-        pruned = node_services.prune_samples(now)
+    # Registrations in parallel transactions can each miss the other's row when counting rarity (READ
+    # COMMITTED): every cycle recounts, and refreshes the showcase, so any such drift lasts one cycle.
+    with transaction.atomic():
+        refresh_scores(node_services.refresh_rarity(None))
+        node_services.refresh_showcase()
+    pruned = prune(now)
     log.debug(
-        "monitor: probed %d nodes, %d alive, %d changed status, pruned %d samples",
-        len(nodes),
-        alive,
-        changed,
-        pruned,
+        "monitor: probed %d nodes, %d alive, %d changed status, pruned %d rows", len(nodes), alive, changed, pruned
     )
     return CycleReport(len(nodes), alive, changed, pruned)
+
+
+def prune(now: datetime) -> int:
+    """Old health samples, past days' quota buckets and old usage-report ids (retries come within hours)."""
+    pruned = node_services.prune_samples(now)
+    pruned += QuotaBucket.objects.filter(day__lt=(now - timedelta(days=2)).date()).delete()[0]
+    pruned += UsageReport.objects.filter(received_at__lt=now - timedelta(days=30)).delete()[0]
+    return pruned

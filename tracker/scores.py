@@ -17,6 +17,10 @@ class NodeEvidence:
 
 
 def node_components(ev: NodeEvidence) -> dict[str, float]:
+    """A node the tracker has never seen alive earns nothing yet: registering a node is not a contribution,
+    running one is. (Seen alive = its agent's /health answered the monitor's probe with this node's id.)"""
+    if ev.alive_days < 1:
+        return dict.fromkeys(COMPONENTS, 0.0)
     note = min(10.0, 1 + ev.tuning_note_chars / 120) if ev.tuning_note_chars > 0 else 0.0
     return {
         "existence": round(min(10.0, 0.2 * ev.alive_days), 4),

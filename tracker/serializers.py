@@ -15,7 +15,7 @@ from luckrig_site.fields import (
     StrictSerializer,
     TagsField,
 )
-from nodes.urlguard import is_public_address
+from nodes.urlguard import host_looks_public
 
 HANDLE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")
 NOTE_MAX = 4000
@@ -33,7 +33,7 @@ class ContributorIn(StrictSerializer):
 class NodeIn(StrictSerializer):
     id = StrictCharField(required=False, max_length=56)
     display_name = StrictCharField(required=False, allow_blank=True, max_length=120)
-    endpoint_url = HttpUrlField()
+    endpoint_url = HttpUrlField(max_length=490)  # leaves room for the derived health_url (…/health, 500 max)
     health_url = HttpUrlField(required=False)
     model_name = StrictCharField(max_length=120)
     quantization = StrictCharField(max_length=40)
@@ -52,14 +52,8 @@ class NodeIn(StrictSerializer):
     def _public_only(self, value):
         """A node's URLs are fetched by the monitor and by tasters: refuse obviously private targets up front
         (the fetches themselves are guarded again at connect time)."""
-        if value and not settings.ALLOW_PRIVATE_NODE_URLS:
-            host = (urlsplit(value).hostname or "").strip("[]")
-            try:
-                private = not is_public_address(host)
-            except ValueError:
-                private = host == "localhost" or host.endswith(".localhost")
-            if private:
-                raise serializers.ValidationError("must not point at a private, loopback or link-local address")
+        if value and not settings.ALLOW_PRIVATE_NODE_URLS and not host_looks_public(urlsplit(value).hostname or ""):
+            raise serializers.ValidationError("must point at a public host (not a private, loopback or local address)")
         return value
 
     def validate_endpoint_url(self, value):

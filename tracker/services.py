@@ -184,11 +184,20 @@ def register_node(*, owner: Contributor, data: dict) -> tuple[Node, str]:
 
 @transaction.atomic
 def update_node(*, node: Node, data: dict) -> Node:
+    # Re-read under a row lock: heartbeats, the monitor and timing uploads write other columns of this row
+    # concurrently, and only the fields this update owns may be written back.
+    node = Node.objects.select_for_update().get(pk=node.pk)
     old_combo = node.combo_key
     _apply_fields(node, data)
+    fields = set(data) | {"combo_key", "vram_sort_key", "updated_at"}
+    if "tags" in data:
+        fields.add("tags_index")
+    if "node_public_key" in data:
+        fields.add("node_public_key_fingerprint")
     if "endpoint_url" in data and "health_url" not in data:
         node.health_url = default_health_url(node.endpoint_url)
-    node.save()
+        fields.add("health_url")
+    node.save(update_fields=sorted(fields))
     refresh_listing({old_combo, node.combo_key})
     refresh_scores([node.id])
     node.refresh_from_db()
@@ -247,7 +256,6 @@ def record_heartbeat(
     node.queue_max_active = queue.get("max_active", 0)
     node.served_models, node.agent_version, node.telemetry = models, agent_version, telemetry
     node.status = node_services.current_status(node, now)
-    new_day = node_services.mark_alive_day(node, now)
     node.save(
         update_fields=[
             "last_heartbeat_at",
@@ -260,12 +268,8 @@ def record_heartbeat(
             "agent_version",
             "telemetry",
             "status",
-            "last_alive_on",
-            "alive_days",
         ]
     )
-    if new_day:
-        refresh_scores([node.id])
     return {
         "status": node.status,
         "filter_rules_version": filter_rules_version(),

@@ -24,14 +24,7 @@ def test_combo_key_ignores_case_and_spacing():
 
 
 def obs(**kw):
-    base = dict(
-        previous="unknown",
-        last_heartbeat_at=None,
-        last_probe_at=None,
-        consecutive_failures=0,
-        queue_active=0,
-        queue_max_active=1,
-    )
+    base = dict(last_heartbeat_at=None, last_probe_at=None, consecutive_failures=0, queue_active=0, queue_max_active=1)
     base.update(kw)
     return liveness.Observed(**base)
 
@@ -51,13 +44,16 @@ def test_missing_heartbeat_is_unavailable():
 
 
 def test_one_failed_probe_is_a_blip_three_are_down():
-    alive = dict(previous="available", last_probe_at=NOW)
+    alive = dict(last_heartbeat_at=NOW, last_probe_at=NOW)
     assert status(obs(**alive, consecutive_failures=1)) == "available"
     assert status(obs(**alive, consecutive_failures=2)) == "available"
     assert status(obs(**alive, consecutive_failures=3)) == "unavailable"
-    assert status(obs(**alive, consecutive_failures=3, last_heartbeat_at=NOW)) == "unavailable"
-    assert status(obs(last_probe_at=NOW, consecutive_failures=0)) == "available"
+
+
+def test_never_heartbeating_is_unknown_whatever_the_probes_say():
     assert status(obs()) == "unknown"
+    assert status(obs(last_probe_at=NOW, consecutive_failures=0)) == "unknown"
+    assert status(obs(last_probe_at=NOW, consecutive_failures=5)) == "unknown"
 
 
 def test_node_components_and_caps():
@@ -65,8 +61,10 @@ def test_node_components_and_caps():
     c = scores.node_components(ev)
     assert c == {"existence": 10.0, "rarity": 6.0, "usage": 3.5, "discovery": 6.0, "note": 3.0}
     assert scores.total(c) == 28.5
-    empty = scores.node_components(scores.NodeEvidence(0, 0.25, 0, 0, 0))
-    assert empty["note"] == 0.0 and scores.total(empty) == 1.25
+    no_note = scores.node_components(scores.NodeEvidence(1, 0.25, 0, 0, 0))
+    assert no_note["note"] == 0.0 and scores.total(no_note) == 1.45
+    never_alive = scores.node_components(scores.NodeEvidence(0, 1.2, 0, 0, 4000))
+    assert scores.total(never_alive) == 0.0
     assert scores.tier(0.99, 1.0) == "limited" and scores.tier(1.0, 1.0) == "contributor"
     assert scores.timing_share_points(100) == 10.0
 

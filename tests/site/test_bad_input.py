@@ -40,7 +40,8 @@ def assert_error_shape(status, body, expected_status=None):
     assert 400 <= status < 500, (status, body)
     if expected_status:
         assert status == expected_status, body
-    assert set(body) >= {"error", "code"} and isinstance(body["error"], str) and body["error"]
+    assert set(body) >= {"schema_version", "error", "code"} and isinstance(body["error"], str) and body["error"]
+    assert body["schema_version"] == 1
 
 
 RAW_BAD = [
@@ -50,6 +51,7 @@ RAW_BAD = [
     (b"null", 400, "invalid_json"),
     (b'{"a": NaN}', 400, "invalid_json"),
     (b"\xff\xfe\x00", 400, "invalid_json"),
+    (b'{"a": ' + b"[" * 20000 + b"]" * 20000 + b"}", 400, "invalid_json"),  # nested past Python's recursion limit
 ]
 
 
@@ -75,6 +77,10 @@ def test_form_bodies_are_415_with_a_hint(api, creds):
 
 
 NODE_BAD = [
+    (
+        {"endpoint_url": "https://x.example/" + "p" * 480, "model_name": "m", "quantization": "q", "gpu": "g"},
+        "endpoint_url",
+    ),
     ({"model_name": "m", "quantization": "q", "gpu": "g"}, "endpoint_url"),
     (
         {"endpoint_url": "ftp://x.example/v1", "model_name": "m", "quantization": "q", "gpu": "g"},

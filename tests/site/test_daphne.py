@@ -14,7 +14,7 @@ pytestmark = pytest.mark.daphne
 def tracker(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("daphne")
     with fresh_database(tmp) as url:
-        env = tracker_env(url, tmp)
+        env = tracker_env(url, tmp, RATE_TOKEN_CREATE="10000/m", LIMITED_TOKENS_PER_DAY="10000")
         migrate(env)
         with daphne(env, log_path=tmp / "daphne.log") as base:
             yield base
@@ -64,6 +64,39 @@ def test_a_contributor_registers_a_rig_and_a_taster_gets_a_verifiable_token(trac
         issuer=tracker,
     )
     assert claims["jti"] == issued.json()["jti"]
+
+
+def test_concurrent_writers_never_get_a_500_on_sqlite(tracker):
+    """Heartbeats and token requests at once: transactions take the write lock up front (no 'database is
+    locked' errors from read-then-write upgrades)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    s = requests.Session()
+    key = s.post(f"{tracker}/api/contributors", json={}, timeout=10).json()["contributor_key"]
+    reg = s.post(
+        f"{tracker}/api/nodes",
+        timeout=10,
+        headers={"Authorization": f"Bearer {key}"},
+        json={"endpoint_url": "https://busy.example.com/v1", "model_name": "m", "quantization": "q", "gpu": "RTX 3070"},
+    ).json()
+    node_id, secret = reg["node"]["id"], reg["node_secret"]
+    beat = {"queue": {"active": 0, "waiting": 0, "max_active": 1}}
+    s.post(f"{tracker}/api/nodes/{node_id}/heartbeat", json=beat, headers={"Authorization": f"Bearer {secret}"})
+
+    def work(i):
+        if i % 2:
+            return requests.post(
+                f"{tracker}/api/nodes/{node_id}/heartbeat",
+                timeout=30,
+                headers={"Authorization": f"Bearer {secret}"},
+                json={"queue": {"active": 0, "waiting": 0, "max_active": 1}},
+            ).status_code
+        return requests.post(f"{tracker}/api/tokens", json={"node_id": node_id}, timeout=30).status_code
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = list(pool.map(work, range(120)))
+    assert not [s for s in statuses if s >= 500], statuses
+    assert set(statuses) == {200, 201}
 
 
 def test_bad_input_over_real_http(tracker):

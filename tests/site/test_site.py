@@ -89,7 +89,13 @@ def test_metrics_count_requests_tokens_and_nodes_by_status(api, owner):
 
 def test_unknown_api_paths_are_json_404(api):
     status, body = api.get("/api/nowhere")
-    assert status == 404 and body["code"] == "not_found"
+    assert status == 404 and body == {"schema_version": 1, "error": "Not found.", "code": "not_found"}
+
+
+@pytest.mark.parametrize("limit", ["²", "0", "1001", "-1", "ten"])
+def test_bad_contribution_limits_are_400(api, limit):
+    status, body = api.get(f"/api/contributions?limit={limit}")
+    assert status == 400 and body["field"] == "limit"
 
 
 def test_wrong_method_is_405(api):
@@ -145,6 +151,20 @@ def test_check_deploy_fails_without_a_secret_key(tmp_path):
         env_extra={"DEBUG": "0", "DATA_DIR": str(tmp_path), "SITE_URL": "https://luckrig.example"},
     )
     assert result.returncode != 0 and "luckrig.E001" in result.stderr
+
+
+def test_seed_demo_cannot_be_hijacked_through_its_handle_or_ids(api, owner):
+    from django.core.management import call_command
+
+    from nodes.models import Node
+
+    _, squatter = api.post("/api/contributors", {"handle": "luckrig-demo"})
+    mine, _ = factories.make_node(owner, id="raspberry-pi-5-llama3-2-1b-q4-k-m", tuning_note="my own note")
+    call_command("seed_demo")
+    demo_owners = set(Node.objects.exclude(pk=mine.pk).values_list("owner_id", flat=True))
+    assert demo_owners == {"c_luckrig_demo"} and squatter["contributor"]["id"] not in demo_owners
+    mine.refresh_from_db()
+    assert mine.owner_id == owner.id and mine.tuning_note == "my own note"
 
 
 def test_seed_demo_is_idempotent(api):

@@ -56,12 +56,14 @@ class TestHeartbeat:
         assert api.post(f"/api/nodes/{node.id}/heartbeat", body, auth=owner.key)[0] == 401
         assert api.post("/api/nodes/ghost/heartbeat", body, auth=other_secret)[0] == 401
 
-    def test_days_alive_count_once_per_day(self, api, owner):
-        node, secret = factories.make_node(owner)
-        factories.heartbeat(api, node, secret)
+    def test_heartbeats_alone_earn_no_contribution(self, api, owner):
+        """Anyone holding the secret can send heartbeats: only the monitor's probes count as seen alive."""
+        node, secret = factories.make_node(owner, tuning_note="a long and careful note")
         factories.heartbeat(api, node, secret)
         node.refresh_from_db()
-        assert node.alive_days == 1 and node.contribution_components["existence"] == 0.2
+        assert node.alive_days == 0 and node.contribution_total == 0.0
+        owner.refresh()
+        assert owner.contributor.score_tier == "limited"
 
 
 class TestUsage:
@@ -71,6 +73,7 @@ class TestUsage:
     def test_usage_credits_tracker_issued_jtis_of_this_node_only(self, api, owner, taster):
         node, secret = factories.make_node(owner)
         factories.heartbeat(api, node, secret)
+        factories.seen_alive(node)
         other, other_secret = factories.make_node(owner, gpu="RTX 2060")
         factories.heartbeat(api, other, other_secret)
         mine = token_for(api, node, taster.key)
@@ -192,6 +195,13 @@ class TestTiming:
         assert status == 400 and err["code"] == code and err["field"] == field
         assert not TimingSample.objects.exists()
 
+    def test_a_revoked_token_cannot_upload(self, api, live_node):
+        node, _ = live_node
+        issued = token_for(api, node)
+        TastingToken.objects.filter(jti=issued["jti"]).update(revoked_at=timezone.now())
+        status, err = self.upload(api, issued["token"], {"node_id": node.id, "tok_per_sec": 3.0})
+        assert status == 401 and "revoked" in err["error"]
+
     def test_needs_a_valid_tasting_token_for_that_node(self, api, live_node, owner):
         node, _ = live_node
         assert self.upload(api, None, {"node_id": node.id})[0] == 401
@@ -205,9 +215,9 @@ class TestTiming:
 
 
 def test_contributions_endpoint_lists_listed_nodes_by_total(api, owner):
-    factories.make_node(owner, id="plain", tuning_note="")
-    factories.make_node(owner, id="noted", tuning_note="x" * 1200, gpu="Tesla P40")
-    factories.make_node(owner, id="hidden", visibility="unlisted", gpu="K80")
+    factories.seen_alive(factories.make_node(owner, id="plain", tuning_note="")[0])
+    factories.seen_alive(factories.make_node(owner, id="noted", tuning_note="x" * 1200, gpu="Tesla P40")[0])
+    factories.seen_alive(factories.make_node(owner, id="hidden", visibility="unlisted", gpu="K80")[0])
     status, body = api.get("/api/contributions")
     assert status == 200 and body["threshold"] == 1.0
     assert [s["node_id"] for s in body["scores"]] == ["noted", "plain"]
@@ -218,11 +228,11 @@ def test_contributions_endpoint_lists_listed_nodes_by_total(api, owner):
 
 
 def test_owner_score_is_the_sum_of_their_nodes(api, owner):
-    factories.make_node(owner, id="one", tuning_note="")
-    factories.make_node(owner, id="two", tuning_note="", gpu="RX 580")
+    factories.seen_alive(factories.make_node(owner, id="one", tuning_note="")[0])
+    factories.seen_alive(factories.make_node(owner, id="two", tuning_note="", gpu="RX 580")[0])
     _, me = api.get("/api/contributors/me", auth=owner.key)
-    assert me["score"]["components"]["rarity"] == 10.0 and me["score"]["total"] == 10.0
+    assert me["score"]["components"]["rarity"] == 10.0 and me["score"]["total"] == 10.4  # + 0.2 existence each
     api.delete("/api/nodes/two", auth=owner.key)
     _, me = api.get("/api/contributors/me", auth=owner.key)
-    assert me["score"]["total"] == 5.0
+    assert me["score"]["total"] == 5.2
     assert Node.objects.count() == 1

@@ -1,5 +1,7 @@
 import pytest
 
+from nodes.models import Node
+from tests import factories
 from tracker.models import Contributor
 
 pytestmark = pytest.mark.django_db
@@ -37,7 +39,7 @@ def test_me_shows_score_and_own_nodes(api):
     status, me = api.get("/api/contributors/me", auth=key)
     assert status == 200
     assert me["score"]["tier"] == "limited" and me["nodes"] == []
-    api.post(
+    _, created_node = api.post(
         "/api/nodes",
         {
             "endpoint_url": "https://ada.example.com/v1",
@@ -51,6 +53,9 @@ def test_me_shows_score_and_own_nodes(api):
     )
     _, me = api.get("/api/contributors/me", auth=key)
     assert [n["gpu"] for n in me["nodes"]] == ["GTX 1080"]
+    assert me["score"]["tier"] == "limited"  # registered, but never seen alive
+    factories.seen_alive(Node.objects.get(pk=created_node["node"]["id"]))
+    _, me = api.get("/api/contributors/me", auth=key)
     assert me["score"]["tier"] == "contributor"
     assert set(me["score"]["components"]) == {"existence", "rarity", "usage", "discovery", "note"}
 

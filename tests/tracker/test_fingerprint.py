@@ -60,17 +60,37 @@ def test_private_targets_are_refused_by_default(api, settings, server, keyed_nod
     node, _ = keyed_node
     server.routes["/health"] = Route(200, b"{}")
     port = server.httpd.server_address[1]
-    for url in (
-        f"http://127.0.0.1:{port}/health",
-        f"http://localhost:{port}/health",
-        f"http://[::1]:{port}/",
-        "http://169.254.169.254/latest/meta-data",
-        "http://10.1.2.3/",
-        "http://0.0.0.0:9/",
-    ):
-        _, body = verify(api, {"node_id": node.id, "url": url})
+    for url in (None, f"http://127.0.0.1:{port}/health", f"http://127.0.0.1:{port}/key.pem"):
+        _, body = verify(api, {"node_id": node.id, **({"url": url} if url else {})})
         assert body["ok"] is False and body["error"].startswith("blocked"), (url, body)
     assert server.hits == []
+
+
+def test_the_guard_checks_the_addresses_a_name_resolves_to(server):
+    """A host name is checked after resolution, on the addresses actually connected to."""
+    from nodes.urlguard import fetch_once
+
+    port = server.httpd.server_address[1]
+    for url in (
+        f"http://localhost:{port}/",
+        f"http://[::1]:{port}/",
+        f"http://0.0.0.0:{port}/",
+        "http://169.254.169.254/latest/meta-data",
+        "http://10.1.2.3/",
+    ):
+        result = fetch_once(url, allow_private=False, timeout_sec=2, max_bytes=1024)
+        assert not result.ok and result.error.startswith("blocked"), (url, result)
+    assert server.hits == []
+
+
+@pytest.mark.parametrize(
+    "url", ["http://localhost:9/", "http://169.254.169.254/latest/meta-data", "https://example.org/key.pem"]
+)
+def test_only_the_nodes_own_host_is_fetched(api, keyed_node, url):
+    """Otherwise anyone could make the tracker fetch, or port-scan, any host."""
+    node, _ = keyed_node
+    status, body = verify(api, {"node_id": node.id, "url": url})
+    assert status == 400 and body["field"] == "url"
 
 
 def test_no_redirects_and_bounded_size(api, settings, server, keyed_node):

@@ -236,6 +236,10 @@ class TestList:
         "http://[::1]/v1",
         "http://192.168.1.20:11434/v1",
         "http://169.254.169.254/",
+        "http://2130706433/v1",
+        "http://0x7f.1/v1",
+        "http://localhost./v1",
+        "http://printer.local/v1",
     ],
 )
 def test_private_endpoints_are_refused_unless_allowed(api, owner, settings, url):

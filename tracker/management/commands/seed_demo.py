@@ -4,10 +4,11 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from nodes.models import Node
-from tracker import services
+from tracker import credentials, services
 from tracker.models import Contributor
 
 DEMO_HANDLE = "luckrig-demo"
+DEMO_OWNER_ID = "c_luckrig_demo"
 NOTE_DEMO = "Demo listing from the proof of concept: no live agent answers at this address."
 
 DEMO_NODES = [
@@ -69,14 +70,21 @@ class Command(BaseCommand):
 
     @transaction.atomic
     def handle(self, *args, **options):
-        owner = Contributor.objects.filter(handle=DEMO_HANDLE).first()
+        owner = Contributor.objects.filter(pk=DEMO_OWNER_ID).first()
         if owner is None:
-            owner, _key = services.create_contributor(handle=DEMO_HANDLE)
+            # A fixed id that the API can never hand out (its ids are c_ + hex), so nobody can pose as the
+            # demo owner by claiming its handle first; the handle is only taken when it is free.
+            handle = None if Contributor.objects.filter(handle=DEMO_HANDLE).exists() else DEMO_HANDLE
+            owner = Contributor.objects.create(
+                id=DEMO_OWNER_ID, handle=handle, key_hash=credentials.digest(credentials.new_secret("lrk_"))
+            )
         for spec in DEMO_NODES:
             node = Node.objects.filter(pk=spec["id"]).first()
             if node is None:
                 node, _secret = services.register_node(owner=owner, data=spec)
                 self.stdout.write(f"added {node.id}")
+            elif node.owner_id != owner.id:
+                self.stderr.write(f"skipped {node.id}: that id belongs to another contributor's node")
             else:
                 services.update_node(node=node, data={k: v for k, v in spec.items() if k != "id"})
                 self.stdout.write(f"updated {node.id}")
