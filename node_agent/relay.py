@@ -164,8 +164,9 @@ class Relay:
         agent = self.agent
         waiter = agent.queue.enter(self.ticket, tier=self.claims.tier)  # 429 queue_full before headers
         response = web.StreamResponse(status=200, headers=SSE_HEADERS)
+        # Headers go out lazily: with the first queue comment or the first upstream chunk. Until then a
+        # failure (upstream down, HTTP error) is still a proper HTTP status rather than an error event.
         try:
-            await response.prepare(self.request)
             if waiter is not None:
                 await self._wait_with_comments(waiter, response)
             buffer = [] if agent.policy.moderate_output == "block" else None
@@ -174,26 +175,31 @@ class Relay:
                 if buffer is not None:
                     buffer.append(data)
                 else:
+                    if not response.prepared:
+                        await response.prepare(self.request)
                     await response.write(data)
 
             try:
                 outcome = await self.generate(forward)
             except AgentError as exc:
+                if not response.prepared:
+                    raise
                 await response.write(sse(exc.body()))
                 await response.write(DONE)
                 return response
+            if not response.prepared:
+                await response.prepare(self.request)
             flagged, categories, state = await agent.policy.check_output(outcome.text)
             self.moderation = {**self.moderation, "output": state}
-            if buffer is not None and flagged:
+            if flagged:
                 await agent.report_flag(self.claims, "output", categories)
+            if buffer is not None and flagged:
                 await response.write(
                     sse(AgentError(451, "moderation_blocked", "The rig's moderation withheld the answer.").body())
                 )
                 await response.write(DONE)
                 await self.finish(outcome)
                 return response
-            if flagged:
-                await agent.report_flag(self.claims, "output", categories)
             for data in buffer or ():
                 await response.write(data)
             await response.write(sse(self.final_chunk(outcome)))
@@ -212,6 +218,8 @@ class Relay:
                 done, _ = await asyncio.wait({waiter.future, update}, return_when=asyncio.FIRST_COMPLETED)
                 if update in done:
                     position, eta = update.result()
+                    if not response.prepared:
+                        await response.prepare(self.request)
                     await response.write(f": queue position={position} eta_sec={eta}\n\n".encode())
                 else:
                     update.cancel()

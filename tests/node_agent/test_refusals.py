@@ -38,9 +38,18 @@ def b64(obj) -> str:
 
 def claims_for(tracker, agent, **over):
     now = int(time.time())
-    claims = {"iss": tracker.base, "aud": agent.node_id, "sub": "anon:x", "jti": f"forged-{now}-{time.time_ns()}",
-              "iat": now, "exp": now + 600, "tier": "contributor", "crypto_mode": "plain", "max_requests": 99,
-              "max_output_tokens": 9999}
+    claims = {
+        "iss": tracker.base,
+        "aud": agent.node_id,
+        "sub": "anon:x",
+        "jti": f"forged-{now}-{time.time_ns()}",
+        "iat": now,
+        "exp": now + 600,
+        "tier": "contributor",
+        "crypto_mode": "plain",
+        "max_requests": 99,
+        "max_output_tokens": 9999,
+    }
     claims.update(over)
     return claims
 
@@ -63,8 +72,12 @@ def test_missing_or_malformed_tokens_are_401(agent):
 
 
 def test_alg_none_is_refused(tracker, agent):
-    token = b64({"alg": "none", "typ": "luckrig-tasting+jwt", "kid": tracker_kid(tracker)}) + "." + \
-        b64(claims_for(tracker, agent)) + "."
+    token = (
+        b64({"alg": "none", "typ": "luckrig-tasting+jwt", "kid": tracker_kid(tracker)})
+        + "."
+        + b64(claims_for(tracker, agent))
+        + "."
+    )
     assert error_of(post(agent, token))["code"] == "invalid_token"
 
 
@@ -74,8 +87,11 @@ def test_hs256_signed_with_the_public_key_is_refused(tracker, agent):
     import hmac
 
     pem = requests.get(tracker.base + "/api/tracker-keys", timeout=10).json()["keys"][0]["public_key_pem"]
-    signing_input = b64({"alg": "HS256", "typ": "luckrig-tasting+jwt", "kid": tracker_kid(tracker)}) + "." + \
-        b64(claims_for(tracker, agent))
+    signing_input = (
+        b64({"alg": "HS256", "typ": "luckrig-tasting+jwt", "kid": tracker_kid(tracker)})
+        + "."
+        + b64(claims_for(tracker, agent))
+    )
     sig = hmac.new(pem.encode(), signing_input.encode(), hashlib.sha256).digest()
     token = signing_input + "." + base64.urlsafe_b64encode(sig).rstrip(b"=").decode()
     response = post(agent, token)
@@ -87,8 +103,9 @@ def test_unknown_kid_and_foreign_keys_are_refused(tracker, agent):
 
     stranger = Ed25519PrivateKey.generate()
     for kid in ("lr-unknown", tracker_kid(tracker)):
-        token = jwt.encode(claims_for(tracker, agent), stranger, algorithm="EdDSA",
-                           headers={"kid": kid, "typ": "luckrig-tasting+jwt"})
+        token = jwt.encode(
+            claims_for(tracker, agent), stranger, algorithm="EdDSA", headers={"kid": kid, "typ": "luckrig-tasting+jwt"}
+        )
         assert error_of(post(agent, token))["code"] == "invalid_token"
 
 
@@ -122,8 +139,12 @@ def test_the_budget_survives_an_agent_restart(tracker, start_agent, fake_upstrea
         assert post(first, token).status_code == 200
     first.proc.terminate()
     first.proc.wait(10)
-    second = start_agent(fake_upstream.base, node=(first.node_id, first.secret), config_dir=first.config_dir,
-                         port=int(first.base.rsplit(":", 1)[1]))
+    second = start_agent(
+        fake_upstream.base,
+        node=(first.node_id, first.secret),
+        config_dir=first.config_dir,
+        port=int(first.base.rsplit(":", 1)[1]),
+    )
     assert error_of(post(second, token))["code"] == "token_exhausted"
 
 
@@ -133,20 +154,23 @@ def test_the_output_budget_clamps_max_tokens(tracker, agent, fake_upstream):
     assert fake_upstream.requests[-1]["max_tokens"] == 256
 
 
-@pytest.mark.parametrize("raw, fragment", [
-    ("{not json", "JSON"),
-    ("[1, 2]", "object"),
-    ('{"messages": []}', "messages"),
-    ('{"messages": "hi"}', "messages"),
-    ('{"messages": [{"role": "tool", "content": "x"}]}', "role"),
-    ('{"messages": [{"role": "user", "content": 5}]}', "content"),
-    ('{"messages": [{"role": "user", "content": "   "}]}', "user message"),
-    ('{"messages": [{"role": "system", "content": "only system"}]}', "user message"),
-    ('{"messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}', "temperature"),
-    ('{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 0}', "max_tokens"),
-    ('{"messages": [{"role": "user", "content": "hi"}], "stream": "yes"}', "stream"),
-    ('{"messages": [{"role": "user", "content": "hi"}], "stop": [1]}', "stop"),
-])
+@pytest.mark.parametrize(
+    "raw, fragment",
+    [
+        ("{not json", "JSON"),
+        ("[1, 2]", "object"),
+        ('{"messages": []}', "messages"),
+        ('{"messages": "hi"}', "messages"),
+        ('{"messages": [{"role": "tool", "content": "x"}]}', "role"),
+        ('{"messages": [{"role": "user", "content": 5}]}', "content"),
+        ('{"messages": [{"role": "user", "content": "   "}]}', "user message"),
+        ('{"messages": [{"role": "system", "content": "only system"}]}', "user message"),
+        ('{"messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}', "temperature"),
+        ('{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 0}', "max_tokens"),
+        ('{"messages": [{"role": "user", "content": "hi"}], "stream": "yes"}', "stream"),
+        ('{"messages": [{"role": "user", "content": "hi"}], "stop": [1]}', "stop"),
+    ],
+)
 def test_malformed_bodies_are_400(tracker, agent, raw, fragment):
     token = tracker.token(agent.node_id)["token"]
     response = post(agent, token, raw=raw)
