@@ -5,11 +5,12 @@ import asyncio
 import json
 import logging
 import time
+from pathlib import Path
 
 import aiohttp
 from aiohttp import web
 
-from node_agent import __version__, auth, upstream
+from node_agent import __version__, auth, keys, upstream
 from node_agent.chat import parse_chat
 from node_agent.config import AgentConfig
 from node_agent.errors import AgentError
@@ -35,6 +36,9 @@ class Agent:
         self.verifier: auth.TokenVerifier | None = None
         self.models: list[str] = []
         self._tasks: list[asyncio.Task] = []
+        self.fingerprint = None
+        if config.node_private_key_file and Path(config.node_private_key_file).exists():
+            self.fingerprint = keys.fingerprint_of_public_pem(keys.load_public_pem(Path(config.node_private_key_file)))
 
     # --- lifecycle --------------------------------------------------------------------------------------
 

@@ -166,24 +166,27 @@ class FakeOllama(ThreadedApp):
 
     def build(self):
         app = web.Application()
-        app.router.add_get("/api/version", lambda r: web.json_response({"version": "0.12.3"}))
-        app.router.add_get(
-            "/api/tags",
-            lambda r: web.json_response(
-                {
-                    "models": [
-                        {
-                            "name": "llama3.2:1b",
-                            "model": "llama3.2:1b",
-                            "size": 1321098329,
-                            "details": {"family": "llama", "parameter_size": "1.2B", "quantization_level": "Q8_0"},
-                        }
-                    ]
-                }
-            ),
-        )
+        app.router.add_get("/api/version", self.version)
+        app.router.add_get("/api/tags", self.tags)
         app.router.add_post("/api/chat", self.chat)
         return app
+
+    async def version(self, request):
+        return web.json_response({"version": "0.12.3"})
+
+    async def tags(self, request):
+        return web.json_response(
+            {
+                "models": [
+                    {
+                        "name": "llama3.2:1b",
+                        "model": "llama3.2:1b",
+                        "size": 1321098329,
+                        "details": {"family": "llama", "parameter_size": "1.2B", "quantization_level": "Q8_0"},
+                    }
+                ]
+            }
+        )
 
     async def chat(self, request):
         body = await request.json()

@@ -1,0 +1,81 @@
+"""What this machine is, as far as can be told without asking: an NVIDIA GPU through nvidia-smi, an Apple chip
+through sysctl, otherwise the CPU model and RAM from /proc. Every value can be overridden by a flag."""
+
+import platform
+import re
+import shutil
+import subprocess  # noqa: S404 - fixed commands, no shell, no user input
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class Hardware:
+    gpu: str
+    vram_gb: float | None
+    source: str
+
+
+def _run(args: list[str]) -> str | None:
+    if not shutil.which(args[0]):
+        return None
+    try:
+        return subprocess.run(args, capture_output=True, text=True, timeout=5, check=True).stdout.strip()  # noqa: S603
+    except (subprocess.SubprocessError, OSError):
+        return None
+
+
+def nvidia() -> Hardware | None:
+    out = _run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"])
+    if not out:
+        return None
+    first = out.splitlines()[0]
+    name, _, mem = first.partition(",")
+    try:
+        vram = round(float(mem.strip()) / 1024, 1)
+    except ValueError:
+        vram = None
+    count = len(out.splitlines())
+    return Hardware(f"{name.strip()}" + (f" ×{count}" if count > 1 else ""), vram, "nvidia-smi")
+
+
+def apple() -> Hardware | None:
+    if platform.system() != "Darwin":
+        return None
+    chip = _run(["sysctl", "-n", "machdep.cpu.brand_string"])
+    mem = _run(["sysctl", "-n", "hw.memsize"])
+    if not chip:
+        return None
+    vram = round(int(mem) / 2**30) if mem and mem.isdigit() else None  # unified memory
+    return Hardware(chip, vram, "sysctl")
+
+
+def cpu() -> Hardware:
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("model name", "hardware", "model\t")):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    ram = None
+    try:
+        match = re.search(r"MemTotal:\s+(\d+) kB", Path("/proc/meminfo").read_text())
+        ram = round(int(match.group(1)) / 2**20) if match else None
+    except OSError:
+        pass
+    label = f"CPU: {name}" + (f" ({ram} GB RAM)" if ram else "")
+    return Hardware(label, 0, "/proc")
+
+
+def detect() -> Hardware:
+    return nvidia() or apple() or cpu()
+
+
+QUANT = re.compile(r"(IQ\d_[A-Z]+|Q\d_K_[SMLX]{1,2}|Q\d_K|Q\d_\d|F16|BF16|F32|Q8_0)", re.IGNORECASE)
+
+
+def quantization_from(model_name: str) -> str | None:
+    match = QUANT.search(model_name or "")
+    return match.group(1).upper() if match else None

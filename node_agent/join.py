@@ -1,0 +1,191 @@
+"""`luckrig-node join` and `luckrig-node status`: one command from a running ollama or llama.cpp to a listed,
+serving rig. Every step is printed; running it again reuses the saved identity and node."""
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+import aiohttp
+import requests
+
+from node_agent import config, hardware, keys, upstream
+
+IDENTITY = "identity.json"
+CANDIDATES = ["http://127.0.0.1:11434", "http://127.0.0.1:8080", "http://127.0.0.1:8081"]
+
+
+def step(text: str) -> None:
+    print(f"• {text}", flush=True)
+
+
+def load_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def save_private_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh, indent=2)
+    os.replace(path.with_suffix(".tmp"), path)
+
+
+async def find_upstream(explicit: str | None) -> upstream.Detected | None:
+    async with aiohttp.ClientSession() as session:
+        for url in [explicit] if explicit else CANDIDATES:
+            found = await upstream.detect(session, url)
+            if found is not None:
+                return found
+    return None
+
+
+def contributor_key(args, cfg_dir: Path, tracker: str) -> str:
+    if args.contributor_key:
+        return args.contributor_key
+    identity = load_json(cfg_dir / IDENTITY)
+    if identity.get("contributor_key") and identity.get("tracker") == tracker:
+        step(f"Using the saved contributor identity {identity.get('contributor_id', '')}")
+        return identity["contributor_key"]
+    r = requests.post(f"{tracker}/api/contributors", json={"handle": args.handle} if args.handle else {}, timeout=15)
+    if r.status_code != 201:
+        raise ValueError(f"the tracker refused a new contributor identity: {r.status_code} {r.text[:200]}")
+    body = r.json()
+    save_private_json(
+        cfg_dir / IDENTITY,
+        {"tracker": tracker, "contributor_id": body["contributor"]["id"], "contributor_key": body["contributor_key"]},
+    )
+    step(f"Created contributor identity {body['contributor']['id']} (key saved in {cfg_dir / IDENTITY}, mode 0600)")
+    return body["contributor_key"]
+
+
+def join(args, flags: dict) -> int:
+    cfg = config.resolve(flags)
+    if not cfg.tracker:
+        print("luckrig-node join: --tracker is required", file=sys.stderr)
+        return 2
+    tracker = cfg.tracker.rstrip("/")
+    cfg_dir = Path(cfg.config_dir)
+    saved = config.saved_config(cfg_dir)
+
+    step(
+        "Looking for a local LLM server"
+        + (f" at {cfg.upstream}" if cfg.upstream else " (ollama :11434, llama.cpp :8080)")
+    )
+    found = asyncio.run(find_upstream(cfg.upstream or None))
+    if found is None:
+        print(
+            "luckrig-node join: no ollama or llama.cpp server answered; start one or pass --upstream URL",
+            file=sys.stderr,
+        )
+        return 1
+    step(
+        f"Found {found.backend} at {found.base_url}"
+        + (f" (version {found.version})" if found.version else "")
+        + f", models: {', '.join(found.models) or 'none listed'}"
+    )
+    model = args.model or (found.models[0] if found.models else "")
+    if not model:
+        print("luckrig-node join: the server lists no model; pass --model", file=sys.stderr)
+        return 1
+
+    hw = hardware.detect()
+    gpu = args.gpu or hw.gpu
+    vram = args.vram_gb if args.vram_gb is not None else hw.vram_gb
+    step(f"Hardware: {gpu}" + (f", {vram:g} GB" if vram else "") + f" (from {'flags' if args.gpu else hw.source})")
+    quant = args.quantization or hardware.quantization_from(model) or "unknown"
+
+    key = contributor_key(args, cfg_dir, tracker)
+
+    key_file = Path(cfg.node_private_key_file or cfg_dir / "node_x25519.pem")
+    if key_file.exists():
+        public_pem = keys.load_public_pem(key_file)
+        step(f"Using the node key pair at {key_file}")
+    else:
+        public_pem, _ = keys.generate(key_file)
+        step(f"Made the node's X25519 key pair ({key_file}, mode 0600)")
+    fingerprint = keys.fingerprint_of_public_pem(public_pem)
+
+    host, port = cfg.host, cfg.port
+    if saved.get("node_id") and saved.get("tracker") == tracker and saved.get("node_secret"):
+        node_id, secret = saved["node_id"], saved["node_secret"]
+        step(f"Reusing the registered node {node_id}")
+    else:
+        endpoint = args.endpoint_url or f"http://{host}:{port}/v1"
+        body = {
+            "endpoint_url": endpoint,
+            "model_name": model,
+            "quantization": quant,
+            "gpu": gpu,
+            "vram_gb": vram,
+            "node_public_key": public_pem,
+        }
+        if args.context_length:
+            body["context_length"] = args.context_length
+        if args.tuning_note:
+            body["tuning_note"] = args.tuning_note
+        r = requests.post(f"{tracker}/api/nodes", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=15)
+        if r.status_code != 201:
+            print(f"luckrig-node join: the tracker refused the node: {r.status_code} {r.text[:300]}", file=sys.stderr)
+            return 1
+        node_id, secret = r.json()["node"]["id"], r.json()["node_secret"]
+        step(f"Registered node {node_id} at {endpoint}")
+    config.save_config(
+        cfg_dir,
+        {
+            **saved,
+            "tracker": tracker,
+            "node_id": node_id,
+            "node_secret": secret,
+            "upstream": found.base_url,
+            "backend": found.backend,
+            "host": host,
+            "port": port,
+            "node_private_key_file": str(key_file),
+        },
+    )
+    step(f"Saved the node's configuration in {cfg_dir / 'agent.json'} (mode 0600)")
+    step(f"Node key fingerprint: {fingerprint}")
+    if args.no_serve:
+        step("Not serving (--no-serve). Start with: luckrig-node serve")
+        return 0
+    step(f"Serving on http://{host}:{port}/v1; Ctrl-C stops")
+    from node_agent.server import serve
+
+    serve(config.resolve({**flags, "config_dir": str(cfg_dir)}))
+    return 0
+
+
+def status(args) -> int:
+    cfg = config.resolve({"config_dir": args.config_dir})
+    if not cfg.node_id:
+        print("No node is configured here. Run: luckrig-node join --tracker URL")
+        return 1
+    print(f"Node:      {cfg.node_id}")
+    print(f"Tracker:   {cfg.tracker}")
+    print(f"Upstream:  {cfg.upstream} ({cfg.backend or 'detect'})")
+    print(f"Listening: http://{cfg.host}:{cfg.port}/v1")
+    if cfg.node_private_key_file and Path(cfg.node_private_key_file).exists():
+        print(f"Key:       {keys.fingerprint_of_public_pem(keys.load_public_pem(Path(cfg.node_private_key_file)))}")
+    try:
+        local = requests.get(f"http://{cfg.host}:{cfg.port}/health", timeout=3).json()
+        print(
+            f"Agent:     running, upstream {'ok' if local.get('upstream_ok') else 'NOT answering'}, "
+            f"queue {local['queue']['active']}/{local['queue']['max_active']} active, "
+            f"{local['queue']['waiting']} waiting"
+        )
+    except (requests.RequestException, ValueError, KeyError):
+        print("Agent:     not running here")
+    try:
+        node = requests.get(f"{cfg.tracker}/api/nodes/{cfg.node_id}", timeout=5).json()["node"]
+        print(
+            f"Tracker says: {node['health']['status']}, rarity {node['rarity_score']}, "
+            f"contribution {node['contribution']['total']} ({node['contribution']['tier']})"
+        )
+    except (requests.RequestException, ValueError, KeyError):
+        print("Tracker says: (unreachable)")
+    return 0

@@ -1,0 +1,169 @@
+"""`luckrig-node taste`: get a token, stream a rig's answer to the terminal, and measure it from the client
+side: time to first token, tokens per second, time spent waiting in the rig's queue. The measurements (never
+the text) can be shared with the tracker; the whole tasting is saved locally as a replay file."""
+
+import json
+import os
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import requests
+
+from node_agent import config
+from node_agent.join import IDENTITY, load_json
+
+
+def saved_key(args) -> str | None:
+    if args.contributor_key:
+        return args.contributor_key
+    identity = load_json(Path(args.config_dir or config.default_config_dir()) / IDENTITY)
+    if identity.get("tracker") == args.tracker.rstrip("/"):
+        return identity.get("contributor_key")
+    return None
+
+
+def taste(args) -> int:
+    tracker = args.tracker.rstrip("/")
+    key = saved_key(args)
+    r = requests.post(
+        f"{tracker}/api/tokens",
+        json={"node_id": args.node},
+        headers={"Authorization": f"Bearer {key}"} if key else {},
+        timeout=15,
+    )
+    if r.status_code != 201:
+        try:
+            message = r.json().get("error", r.text)
+        except ValueError:
+            message = r.text
+        print(f"luckrig-node taste: no token ({r.status_code}): {message}", file=sys.stderr)
+        return 1
+    issued = r.json()
+    node = issued["node"]
+    print(
+        f"Tasting {node['id']}: {node['model_name']} {node['quantization']} on {node['gpu']} "
+        f"({issued['tier']} tier, {issued['limits']['max_requests']} requests, "
+        f"{issued['limits']['max_output_tokens']} output tokens)",
+        file=sys.stderr,
+    )
+    print(f"Note: {issued['caveat']}", file=sys.stderr)
+
+    messages = ([{"role": "system", "content": args.system}] if args.system else []) + [
+        {"role": "user", "content": args.prompt}
+    ]
+    body = {"messages": messages, "stream": True, "stream_options": {"include_usage": True}}
+    if args.max_tokens:
+        body["max_tokens"] = args.max_tokens
+
+    started = time.monotonic()
+    first_byte = first_token = last_token = None
+    queue_seen, chunks, text, usage, luckrig = 0.0, [], [], None, {}
+    try:
+        with requests.post(
+            node["endpoint_url"].rstrip("/") + "/chat/completions",
+            json=body,
+            stream=True,
+            timeout=(10, 600),
+            headers={"Authorization": f"Bearer {issued['token']}"},
+        ) as resp:
+            if resp.status_code != 200:
+                print(f"luckrig-node taste: the rig refused ({resp.status_code}): {resp.text[:300]}", file=sys.stderr)
+                return 1
+            for raw in resp.iter_lines():
+                now = time.monotonic()
+                first_byte = first_byte or now
+                line = raw.decode("utf-8", errors="replace")
+                if line.startswith(": queue"):
+                    queue_seen = now - started
+                    print(f"\r[{line[2:]}]", end="", file=sys.stderr, flush=True)
+                    continue
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    break
+                chunk = json.loads(data)
+                if "error" in chunk:
+                    print(f"\nluckrig-node taste: the rig failed: {chunk['error'].get('message')}", file=sys.stderr)
+                    return 1
+                if chunk.get("usage"):
+                    usage, luckrig = chunk["usage"], chunk.get("luckrig") or {}
+                for choice in chunk.get("choices") or []:
+                    piece = (choice.get("delta") or {}).get("content")
+                    if piece:
+                        first_token = first_token or now
+                        last_token = now
+                        chunks.append(round((now - started) * 1000, 1))
+                        text.append(piece)
+                        print(piece, end="", flush=True)
+    except requests.RequestException as exc:
+        print(f"\nluckrig-node taste: could not reach the rig: {exc}", file=sys.stderr)
+        return 1
+    print()
+
+    output_tokens = (usage or {}).get("completion_tokens") or len(chunks)
+    queue_wait_sec = (luckrig.get("queue_wait_ms") or 0) / 1000 or queue_seen
+    ttft_ms = round((first_token - started) * 1000, 1) if first_token else None
+    generation_sec = round(last_token - first_token, 3) if first_token and last_token else 0.0
+    tok_per_sec = round((output_tokens - 1) / generation_sec, 2) if generation_sec > 0 and output_tokens > 1 else None
+    timing = {
+        "schema_version": 1,
+        "node_id": node["id"],
+        "mode": "plain",
+        "tok_per_sec": tok_per_sec,
+        "ttft_ms": ttft_ms,
+        "network_ttft_ms": round((first_byte - started) * 1000, 1) if first_byte else None,
+        "proxy_ttft_ms": luckrig.get("proxy_ttft_ms"),
+        "generation_sec": generation_sec,
+        "queue_wait_sec": round(queue_wait_sec, 3),
+        "output_tokens": output_tokens,
+        "tokenizer": node["model_name"][:64],
+        "limited_output_truncated": bool(luckrig.get("truncated")),
+    }
+    print(
+        f"TTFT {ttft_ms} ms · {tok_per_sec} tok/s · queue wait {timing['queue_wait_sec']} s · "
+        f"{output_tokens} tokens (measured by this client)",
+        file=sys.stderr,
+    )
+
+    history = Path(args.history_dir or Path.home() / ".luckrig" / "history")
+    history.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC)
+    path = history / f"{stamp:%Y-%m-%d_%H%M%S}_{node['id']}.json"
+    replay = {
+        "schema_version": 1,
+        "node_id": node["id"],
+        "created_at": stamp.isoformat().replace("+00:00", "Z"),
+        "prompt": args.prompt,
+        "system": args.system,
+        "response": "".join(text),
+        "chunk_timestamps": chunks,
+        "timing": timing,
+    }
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(replay, fh, ensure_ascii=False, indent=2)
+    print(f"Saved the replay to {path}", file=sys.stderr)
+
+    if args.share_timing:
+        shared = {k: v for k, v in timing.items() if v is not None}
+        r = requests.post(
+            f"{tracker}/api/replay/timing",
+            json=shared,
+            timeout=15,
+            headers={"Authorization": f"Bearer {issued['token']}"},
+        )
+        if r.status_code == 201:
+            ct = r.json()["community_timing"]
+            print(
+                f"Shared the timing (no text). Community p50: {ct['tok_per_sec_p50']} tok/s, "
+                f"{ct['ttft_ms_p50']} ms TTFT over {ct['samples_count']} samples",
+                file=sys.stderr,
+            )
+        else:
+            print(f"Timing not shared ({r.status_code}): {r.text[:200]}", file=sys.stderr)
+    else:
+        print("Share these timings (numbers only, no text) with --share-timing.", file=sys.stderr)
+    return 0
