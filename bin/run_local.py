@@ -55,7 +55,7 @@ def main() -> None:
 
     def start(args: list[str], log: str | None = None) -> subprocess.Popen:
         out = open(data / log, "a") if log else None  # noqa: SIM115 - lives as long as the process
-        proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT if out else None)
+        proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT if out else None)  # noqa: S603
         procs.append(proc)
         return proc
 
