@@ -97,7 +97,7 @@ def join(args, flags: dict) -> int:
     gpu = args.gpu or hw.gpu
     vram = args.vram_gb if args.vram_gb is not None else hw.vram_gb
     step(f"Hardware: {gpu}" + (f", {vram:g} GB" if vram else "") + f" (from {'flags' if args.gpu else hw.source})")
-    quant = args.quantization or hardware.quantization_from(model) or "unknown"
+    quant = args.quantization or found.quantizations.get(model) or hardware.quantization_from(model) or "unknown"
 
     key = contributor_key(args, cfg_dir, tracker)
 

@@ -34,7 +34,9 @@ class Outcome:
     """What one generation produced, for the usage ledger and the timing object."""
 
     content: list[str] = field(default_factory=list)
+    content_chunks: int = 0
     usage: dict | None = None
+    usage_source: str = "upstream"
     finish_reason: str | None = None
     first_token_at: float | None = None
     chunk_id: str = ""
@@ -48,7 +50,7 @@ class Outcome:
     def completion_tokens(self) -> int:
         if self.usage and isinstance(self.usage.get("completion_tokens"), int):
             return self.usage["completion_tokens"]
-        return max(0, len(self.text) // 4)  # no usage from upstream: a rough, conservative estimate
+        return self.content_chunks  # llama.cpp-style servers stream one token per chunk
 
 
 class Relay:
@@ -90,6 +92,7 @@ class Relay:
             "proxy_ttft_ms": round(proxy_ttft * 1000, 1) if proxy_ttft is not None else None,
             "generation_ms": round((now - self.generation_started) * 1000, 1) if self.generation_started else 0.0,
             "truncated": bool(self.truncated_by_budget and outcome.finish_reason == "length"),
+            "usage_source": outcome.usage_source,
             "moderation": self.moderation,
         }
 
@@ -120,11 +123,25 @@ class Relay:
                 if outcome.first_token_at is None:
                     outcome.first_token_at = time.monotonic()
                 outcome.content.append(delta["content"])
+                outcome.content_chunks += 1
             if choice.get("finish_reason"):
                 outcome.finish_reason = choice["finish_reason"]
             if on_chunk is not None:
                 chunk.pop("usage", None)
+                # Some servers put the model's file path here: tasters get the served model's name instead.
+                if self.model:
+                    chunk["model"] = self.model
                 await on_chunk(sse(chunk))
+        if outcome.usage is None:
+            # The upstream streamed no usage (llama-cpp-python ignores stream_options): count it ourselves.
+            outcome.usage_source = "counted"
+            prompt = await self.agent.upstream.count_tokens("\n".join(m["content"] for m in self.messages))
+            completion = outcome.content_chunks
+            outcome.usage = {
+                "prompt_tokens": prompt or 0,
+                "completion_tokens": completion,
+                "total_tokens": (prompt or 0) + completion,
+            }
         return outcome
 
     def final_chunk(self, outcome: Outcome) -> dict:
@@ -132,7 +149,7 @@ class Relay:
             "id": outcome.chunk_id or f"chatcmpl-{self.ticket}",
             "object": "chat.completion.chunk",
             "created": outcome.created or int(time.time()),
-            "model": outcome.model or self.model,
+            "model": self.model or outcome.model,
             "choices": [],
             "usage": self.usage_of(outcome),
             "luckrig": self.timing(outcome),
@@ -258,7 +275,7 @@ class Relay:
                     "id": outcome.chunk_id or f"chatcmpl-{self.ticket}",
                     "object": "chat.completion",
                     "created": outcome.created or int(time.time()),
-                    "model": outcome.model or self.model,
+                    "model": self.model or outcome.model,
                     "choices": [
                         {
                             "index": 0,

@@ -7,7 +7,7 @@ streaming into buffering) and yields parsed OpenAI chunk objects."""
 import json
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
 
@@ -23,6 +23,7 @@ class Detected:
     models: list[str]
     version: str = ""
     total_slots: int | None = None
+    quantizations: dict = field(default_factory=dict)  # model → quantization, where the server says
 
 
 async def _get_json(session: aiohttp.ClientSession, url: str, timeout: float = 3.0):
@@ -39,8 +40,14 @@ async def detect(session: aiohttp.ClientSession, base_url: str) -> Detected | No
     try:
         version = await _get_json(session, base + "/api/version")
         tags = await _get_json(session, base + "/api/tags")
-        models = [m.get("name") or m.get("model") for m in tags.get("models", []) if isinstance(m, dict)]
-        return Detected("ollama", base, [m for m in models if m], str(version.get("version", "")))
+        entries = [m for m in tags.get("models", []) if isinstance(m, dict) and (m.get("name") or m.get("model"))]
+        models = [m.get("name") or m.get("model") for m in entries]
+        quants = {
+            m.get("name") or m.get("model"): (m.get("details") or {}).get("quantization_level")
+            for m in entries
+            if (m.get("details") or {}).get("quantization_level")
+        }
+        return Detected("ollama", base, models, str(version.get("version", "")), quantizations=quants)
     except (aiohttp.ClientError, TimeoutError, ValueError, AttributeError):
         pass
     try:
@@ -92,6 +99,24 @@ class Upstream:
             return True
         except (aiohttp.ClientError, TimeoutError, ValueError, AttributeError):
             return False
+
+    async def count_tokens(self, text: str) -> int | None:
+        """Tokens in `text` by the upstream's own tokenizer, for servers that stream without usage
+        (llama-cpp-python's `/extras/tokenize/count`, llama.cpp's `/tokenize`). None when neither answers."""
+        attempts = (
+            ("/extras/tokenize/count", {"input": text}, lambda d: d["count"]),
+            ("/tokenize", {"content": text}, lambda d: len(d["tokens"])),
+        )
+        for path, payload, read in attempts:
+            try:
+                async with self.session.post(
+                    self.base + path, json=payload, timeout=aiohttp.ClientTimeout(total=5)
+                ) as resp:
+                    if resp.status == 200:
+                        return int(read(await resp.json(content_type=None)))
+            except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError):
+                continue
+        return None
 
     def _timeout(self) -> aiohttp.ClientTimeout:
         # total bounds the whole generation; sock_read bounds the silence between two chunks (a stalled stream).

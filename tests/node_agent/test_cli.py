@@ -101,7 +101,7 @@ def test_join_finds_an_ollama_and_serves_through_its_native_api(tracker, tmp_pat
             node_id = json.loads((tmp_path / "agent.json").read_text())["node_id"]
             assert wait_until(lambda: tracker.node(node_id)["health"]["status"] == "available", timeout=20)
             node = tracker.node(node_id)
-            assert node["model_name"] == "llama3.2:1b"
+            assert node["model_name"] == "llama3.2:1b" and node["quantization"] == "Q8_0"
             token = tracker.token(node_id)["token"]
             r = requests.post(
                 f"http://127.0.0.1:{port}/v1/chat/completions",

@@ -83,6 +83,7 @@ def test_a_real_model_answers_through_the_agent(tracker, start_agent, llama_serv
     )
     text, usage, chunks = "", None, 0
     for chunk in stream:
+        assert chunk.model == "SmolLM2-135M-Instruct"  # never the server's model file path
         if chunk.choices and chunk.choices[0].delta.content:
             text += chunk.choices[0].delta.content
             chunks += 1
@@ -92,6 +93,8 @@ def test_a_real_model_answers_through_the_agent(tracker, start_agent, llama_serv
     assert text.strip() and chunks > 1  # real, streamed content
     assert usage is not None and usage.completion_tokens > 0 and usage.prompt_tokens > 0
     assert timing["node_id"] == agent.node_id and timing["proxy_ttft_ms"] > 0
+    # llama-cpp-python streams without usage: the agent counted it with the server's own tokenizer.
+    assert timing["usage_source"] == "counted" and usage.completion_tokens == chunks
 
     completion = client.chat.completions.create(
         model="SmolLM2-135M-Instruct", max_tokens=10, messages=[{"role": "user", "content": "Say hi."}]
