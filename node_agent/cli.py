@@ -37,6 +37,7 @@ SERVE_FLAGS = [
     ("--node-secret", str, "the node secret (lrn_...) the tracker returned at registration"),
     ("--upstream", str, "the local LLM server (e.g. http://127.0.0.1:11434 or http://127.0.0.1:8080)"),
     ("--backend", str, "ollama, llama.cpp or openai (default: detect)"),
+    ("--model", str, "the model this rig serves (default: the upstream's first); tasters cannot pick another"),
     ("--host", str, "address to listen on (default 127.0.0.1)"),
     ("--port", int, "port to listen on (default 8788)"),
     ("--max-active", int, "generations at once (default 1)"),
@@ -126,7 +127,6 @@ def build_parser() -> argparse.ArgumentParser:
     join.add_argument("--contributor-key", help="an existing contributor key (default: the saved one, or a new one)")
     join.add_argument("--gpu", help="override the detected GPU / CPU name")
     join.add_argument("--vram-gb", type=float, help="override the detected VRAM (0 for CPU / shared memory)")
-    join.add_argument("--model", help="which of the upstream's models to list (default: the first)")
     join.add_argument("--quantization", help="e.g. Q4_K_M (default: read from the model name when possible)")
     join.add_argument("--context-length", type=int, help="the context length the server runs with")
     join.add_argument("--tuning-note", help="how you tuned this rig (shown on its page)")

@@ -20,6 +20,7 @@ class AgentConfig:
     node_secret: str = ""
     upstream: str = ""
     backend: str = ""  # ollama | llama.cpp | openai; empty: detect
+    model: str = ""  # the model this rig serves; empty: the upstream's first
     host: str = "127.0.0.1"
     port: int = 8788
     max_active: int = 1

@@ -145,6 +145,7 @@ def join(args, flags: dict) -> int:
             "backend": found.backend,
             "host": host,
             "port": port,
+            "model": model,
             "node_private_key_file": str(key_file),
         },
     )

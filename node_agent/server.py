@@ -94,6 +94,11 @@ class Agent:
             await self.session.close()
         self.ledger.close()
 
+    def served_model(self) -> str:
+        """The rig is one model: whatever a client names, the node's model answers (an operator's other
+        models stay private, and a taster cannot make the server load a huge one)."""
+        return self.config.model or (self.models[0] if self.models else "")
+
     def _set_keys(self, keys: dict) -> None:
         self.verifier = auth.TokenVerifier(node_id=self.node_id, issuer=self.config.tracker, keys=keys)
 
@@ -164,7 +169,7 @@ class Agent:
             raise AgentError(413, "body_too_large", "The request body is too large.") from exc
         except (ValueError, UnicodeDecodeError) as exc:
             raise AgentError(400, "invalid_json", "The body is not valid JSON.") from exc
-        messages, params, stream, model = parse_chat(body)
+        messages, params, stream, _requested_model = parse_chat(body)
 
         if not self.ledger.claim_request(claims.jti, claims.max_requests, claims.exp):
             raise AgentError(429, "token_exhausted", "This tasting token has no requests left.")
@@ -183,7 +188,7 @@ class Agent:
                 claims,
                 messages,
                 params,
-                model or (self.models[0] if self.models else ""),
+                self.served_model(),
                 max_tokens,
                 truncated_by_budget=asked is None or max_tokens < asked,
                 moderation=moderation,

@@ -141,3 +141,11 @@ def test_logs_never_contain_prompts_or_completions(tracker, start_agent, fake_up
     log = agent.log()
     assert "request t_" in log  # it does log requests...
     assert "SECRET-PROMPT" not in log and "SECRET-ANSWER" not in log  # ...but never their text
+
+
+def test_the_rig_serves_its_own_model_whatever_the_client_names(tracker, start_agent, fake_upstream):
+    agent = start_agent(fake_upstream.base, model="smollm2-fake")
+    token = tracker.token(agent.node_id)["token"]
+    r = chat(agent, token, {"model": "some-huge-other-model"}, stream=False)
+    assert r.status_code == 200 and r.json()["model"] == "smollm2-fake"
+    assert fake_upstream.requests[-1]["model"] == "smollm2-fake"
