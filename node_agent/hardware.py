@@ -53,10 +53,13 @@ def apple() -> Hardware | None:
 def cpu() -> Hardware:
     name = platform.processor() or platform.machine()
     try:
+        fields = {}
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith(("model name", "hardware", "model\t")):
-                name = line.split(":", 1)[1].strip()
-                break
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip().lower(), value.strip())
+        # x86: "model name"; a Raspberry Pi: "Model" (the board); other ARM boards: "Hardware".
+        board = fields.get("model") if not fields.get("model", "").isdigit() else None  # x86 "model" is a number
+        name = fields.get("model name") or board or fields.get("hardware") or name
     except OSError:
         pass
     ram = None

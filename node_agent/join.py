@@ -4,6 +4,7 @@ serving rig. Every step is printed; running it again reuses the saved identity a
 import asyncio
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -42,6 +43,12 @@ async def find_upstream(explicit: str | None) -> upstream.Detected | None:
             if found is not None:
                 return found
     return None
+
+
+def node_id_hint(gpu: str, model: str, quant: str) -> str:
+    """A readable id: `CPU: Intel(R) Xeon(R) Processor (24 GB RAM)` → `intel-xeon-processor`."""
+    short = re.sub(r"\((r|tm|c)\)|\(.*?\)|^cpu:\s*", "", gpu, flags=re.IGNORECASE).strip()
+    return f"{short}-{model}-{quant}"[:56]
 
 
 def contributor_key(args, cfg_dir: Path, tracker: str) -> str:
@@ -117,6 +124,7 @@ def join(args, flags: dict) -> int:
     else:
         endpoint = args.endpoint_url or f"http://{host}:{port}/v1"
         body = {
+            "id": node_id_hint(gpu, model, quant),
             "endpoint_url": endpoint,
             "model_name": model,
             "quantization": quant,
