@@ -31,12 +31,28 @@ def tracker(tmp_path_factory):
         )
         migrate(env)
         with daphne(env, log_path=tmp / "tracker.log") as base:
-            yield Tracker(base, tmp)
+            yield Tracker(base, tmp, url)
 
 
 class Tracker:
-    def __init__(self, base: str, data_dir: Path):
-        self.base, self.data_dir = base, data_dir
+    def __init__(self, base: str, data_dir: Path, database_url: str):
+        self.base, self.data_dir, self.database_url = base, data_dir, database_url
+
+    def execute(self, sql: str, params: tuple = ()) -> None:
+        """Write evidence straight into the tracker's database (SQLite or PostgreSQL), for states that have
+        no API yet (revocation is a moderator's action)."""
+        if self.database_url.startswith("sqlite"):
+            import sqlite3
+
+            db = sqlite3.connect(self.database_url.removeprefix("sqlite:///"))
+            db.execute(sql.replace("%s", "?"), params)
+            db.commit()
+            db.close()
+        else:
+            import psycopg
+
+            with psycopg.connect(self.database_url, autocommit=True) as conn:
+                conn.execute(sql, params)
 
     def contributor(self, handle=None) -> str:
         r = requests.post(f"{self.base}/api/contributors", json={"handle": handle} if handle else {}, timeout=10)

@@ -95,15 +95,12 @@ def test_contributors_go_ahead_of_limited_tasters(tracker, start_agent, slow):
     agent = start_agent(slow.base, key=owner_key, max_active=1, max_waiting=4)
     # The owner becomes a contributor once the monitor has seen the node alive; here that evidence is
     # simulated in the tracker's database, the rest is real.
-    import sqlite3
+    import hashlib
 
-    db = sqlite3.connect(tracker.data_dir / "tracker.sqlite3")
-    db.execute(
-        "UPDATE tracker_contributor SET score_tier = 'contributor' WHERE key_hash = ?",
-        (__import__("hashlib").sha256(owner_key.encode()).hexdigest(),),
+    tracker.execute(
+        "UPDATE tracker_contributor SET score_tier = 'contributor' WHERE key_hash = %s",
+        (hashlib.sha256(owner_key.encode()).hexdigest(),),
     )
-    db.commit()
-    db.close()
     contributor_token = tracker.token(agent.node_id, key=owner_key)
     assert contributor_token["tier"] == "contributor"
     blocker = raw_request(agent, tracker.token(agent.node_id)["token"])

@@ -190,13 +190,8 @@ def test_oversized_bodies_are_413(tracker, agent):
 
 def test_revoked_tokens_are_refused(tracker, agent):
     """A jti the tracker revoked (pushed in the heartbeat answer) is refused at once."""
-    import sqlite3
-
     from tests.node_agent.fakes import wait_until
 
     issued = tracker.token(agent.node_id)
-    db = sqlite3.connect(tracker.data_dir / "tracker.sqlite3")
-    db.execute("UPDATE tracker_tastingtoken SET revoked_at = CURRENT_TIMESTAMP WHERE jti = ?", (issued["jti"],))
-    db.commit()
-    db.close()
+    tracker.execute("UPDATE tracker_tastingtoken SET revoked_at = CURRENT_TIMESTAMP WHERE jti = %s", (issued["jti"],))
     assert wait_until(lambda: post(agent, issued["token"]).status_code == 401, timeout=10)
