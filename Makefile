@@ -63,6 +63,7 @@ format: install
 
 bench: install
 	$(BIN)/python bench/node_list.py
+	$(BIN)/python bench/relay.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

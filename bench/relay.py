@@ -35,6 +35,8 @@ from tests.node_agent.fakes import FakeOpenAI
 fake = FakeOpenAI()
 fake.words = ["tok "] * {chunks}
 fake.delay = {delay}
+fake.rate = {rate}
+fake.rate = {rate}
 with fake:
     print(fake.port, flush=True)
     while True:
@@ -42,9 +44,9 @@ with fake:
 """
 
 
-def start_fake(chunks: int, delay: float) -> tuple[subprocess.Popen, str]:
+def start_fake(chunks: int, delay: float, rate: float = 0) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen(
-        [sys.executable, "-c", FAKE.format(root=str(ROOT), chunks=chunks, delay=delay)],
+        [sys.executable, "-c", FAKE.format(root=str(ROOT), chunks=chunks, delay=delay, rate=rate)],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -73,7 +75,12 @@ async def one_stream(session, url, token, body) -> tuple[float, float, int]:
     async with session.post(url, json=body, headers=headers) as resp:
         assert resp.status == 200, await resp.text()
         async for line in resp.content:
-            if line.startswith(b"data: {") and b'"content":"' in line and b'"content":""' not in line:
+            if (
+                line.startswith(b"data: {")
+                and b'"content"' in line
+                and b'"content":""' not in line
+                and b'"content": ""' not in line
+            ):
                 now = time.perf_counter()
                 first = first or now
                 last = now
@@ -169,6 +176,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=30)
     parser.add_argument("--chunks", type=int, default=2000)
     parser.add_argument("--streams", type=int, default=200)
+    parser.add_argument("--rate", type=float, default=2000, help="synthetic upstream chunks per second")
     parser.add_argument("--skip-llama", action="store_true")
     args = parser.parse_args()
     rows, notes = [], []
@@ -191,7 +199,7 @@ def main() -> None:
         with daphne(env) as tracker:
             try:
                 # 1. fast synthetic upstream
-                fake, fake_url = start_fake(args.chunks, 0)
+                fake, fake_url = start_fake(args.chunks, 0, args.rate)
                 procs.append(fake)
                 agent, node_id, agent_url = start_agent(tracker, fake_url, tmp)
                 procs.append(agent)
@@ -256,7 +264,7 @@ def main() -> None:
                             "--n_ctx",
                             "2048",
                             "--n_threads",
-                            "2",
+                            "1",
                             "--model_alias",
                             "smollm2",
                         ],
@@ -303,8 +311,8 @@ def main() -> None:
                     proc.wait(20)
 
     print(
-        f"\n{args.requests} sequential streams per synthetic row ({args.chunks} chunks each); 2 cores, client, "
-        "tracker, agent and upstream on the same machine\n"
+        f"\n{args.requests} sequential streams per synthetic row ({args.chunks} chunks each, paced at "
+        f"{args.rate:g}/s); llama.cpp on 1 thread; 2 cores shared by client, tracker, agent and upstream\n"
     )
     print("| path | TTFT p50 ms | chunks/s (mean) |")
     print("|---|---:|---:|")

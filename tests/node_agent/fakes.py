@@ -51,6 +51,7 @@ class FakeOpenAI(ThreadedApp):
         self.model = "smollm2-fake"
         self.words = [f"w{i} " for i in range(12)]
         self.delay = 0.0  # seconds between chunks
+        self.rate = 0.0  # chunks per second, paced against the clock (0: as fast as possible)
         self.mode = "ok"  # ok | http_500 | die_mid_stream | stall | error_event
         self.requests: list[dict] = []
         self.active = 0  # generations in progress (drops when a client goes away)
@@ -121,7 +122,12 @@ class FakeOpenAI(ThreadedApp):
             await response.write(
                 b"data: " + json.dumps(self.chunk({"role": "assistant", "content": ""})).encode() + b"\n\n"
             )
+            started = time.monotonic()
             for i, word in enumerate(words):
+                if self.rate:
+                    ahead = started + i / self.rate - time.monotonic()
+                    if ahead > 0:
+                        await asyncio.sleep(ahead)
                 if self.mode == "die_mid_stream" and i == 3:
                     request.transport.close()
                     return response
