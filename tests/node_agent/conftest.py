@@ -111,11 +111,11 @@ def start_agent(tracker, tmp_path):
         config_dir=None,
         port: int | None = None,
         wait_online: bool = True,
+        tracker_url: str | None = None,
         **flags,
     ) -> AgentProcess:
         port = port or free_port()
-        owner_key = key or tracker.contributor()
-        node_id, secret = node or tracker.register(owner_key, f"http://127.0.0.1:{port}/v1")
+        node_id, secret = node or tracker.register(key or tracker.contributor(), f"http://127.0.0.1:{port}/v1")
         config_dir = Path(config_dir or tmp_path / f"agent-{node_id}")
         log_path = tmp_path / f"agent-{node_id}-{len(started)}.log"
         args = [
@@ -124,7 +124,7 @@ def start_agent(tracker, tmp_path):
             "node_agent",
             "serve",
             "--tracker",
-            tracker.base,
+            tracker_url or tracker.base,
             "--node-id",
             node_id,
             "--node-secret",

@@ -175,7 +175,43 @@ class FakeOllama(ThreadedApp):
         app.router.add_get("/api/version", self.version)
         app.router.add_get("/api/tags", self.tags)
         app.router.add_post("/api/chat", self.chat)
+        if self.openai_compat:
+            app.router.add_post("/v1/chat/completions", self.openai_chat)
         return app
+
+    async def openai_chat(self, request):
+        """ollama's OpenAI compatibility: SSE chunks, usage in a final chunk when asked."""
+        body = await request.json()
+        self.requests.append({"path": "/v1/chat/completions", **body})
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for i, word in enumerate(self.words):
+            chunk = {
+                "id": "chatcmpl-1",
+                "object": "chat.completion.chunk",
+                "created": 1,
+                "model": body["model"],
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {"role": "assistant", "content": word},
+                        "finish_reason": "stop" if i == len(self.words) - 1 else None,
+                    }
+                ],
+            }
+            await response.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+        if (body.get("stream_options") or {}).get("include_usage"):
+            usage = {
+                "id": "chatcmpl-1",
+                "object": "chat.completion.chunk",
+                "created": 1,
+                "model": body["model"],
+                "choices": [],
+                "usage": {"prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13},
+            }
+            await response.write(b"data: " + json.dumps(usage).encode() + b"\n\n")
+        await response.write(b"data: [DONE]\n\n")
+        return response
 
     async def version(self, request):
         return web.json_response({"version": "0.12.3"})

@@ -149,3 +149,26 @@ def test_the_rig_serves_its_own_model_whatever_the_client_names(tracker, start_a
     r = chat(agent, token, {"model": "some-huge-other-model"}, stream=False)
     assert r.status_code == 200 and r.json()["model"] == "smollm2-fake"
     assert fake_upstream.requests[-1]["model"] == "smollm2-fake"
+
+
+def test_an_ollama_with_openai_compatibility_is_used_through_v1(tracker, start_agent):
+    from tests.node_agent.fakes import FakeOllama
+
+    with FakeOllama(openai_compat=True) as ollama:
+        agent = start_agent(ollama.base)
+        health = requests.get(agent.base + "/health", timeout=10).json()
+        assert health["engine"]["backend"] == "ollama"
+        models = requests.get(agent.v1 + "/models", timeout=10).json()
+        assert [m["id"] for m in models["data"]] == ["llama3.2:1b"]
+        token = tracker.token(agent.node_id)["token"]
+        with chat(agent, token, {}) as response:
+            events = sse_events(response)
+        text = "".join(
+            e[1]["choices"][0]["delta"].get("content", "")
+            for e in events
+            if e[0] == "data" and e[1] != "[DONE]" and e[1]["choices"]
+        )
+        assert text == "Hello from ollama."
+        assert events[-2][1]["usage"]["prompt_tokens"] == 9 and events[-2][1]["luckrig"]["usage_source"] == "upstream"
+        assert ollama.requests[-1]["path"] == "/v1/chat/completions"
+        assert ollama.requests[-1]["stream_options"] == {"include_usage": True}
