@@ -4,6 +4,8 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from luckrig_site.metrics import metrics_view
+from moderation import api as moderation_api
+from moderation import views as moderation_views
 from nodes.api import NodeMetricsApi, ShowcaseApi
 from tracker import api
 
@@ -29,6 +31,11 @@ urlpatterns = [
     path("api/replay/timing", api.TimingUploadApi.as_view(), name="api-replay-timing"),
     path("api/showcase", ShowcaseApi.as_view(), name="api-showcase"),
     path("api/contributions", api.ContributionsApi.as_view(), name="api-contributions"),
+    path("api/abuse/report", moderation_api.AbuseReportApi.as_view(), name="api-abuse-report"),
+    path("api/abuse-contact", moderation_api.AbuseContactApi.as_view(), name="api-abuse-contact"),
+    path("api/filter-rules", moderation_api.FilterRulesApi.as_view(), name="api-filter-rules"),
+    path("api/moderation/flags", moderation_api.ModerationFlagApi.as_view(), name="api-moderation-flags"),
+    path("policy", moderation_views.policy, name="policy"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
 ]

@@ -4,14 +4,16 @@ costs a constant number of queries."""
 
 from django.db import models
 from django.db.models import F, Q
+from django.utils import timezone
 
 VRAM_UNKNOWN_SORT_KEY = 1e12  # sorts after every real size
 
 
 class NodeQuerySet(models.QuerySet):
     def visible(self):
-        """Reachable by id: anything not taken down (unlisted included)."""
-        return self.filter(taken_down_at__isnull=True)
+        """Reachable by id: anything not taken down and not under an active ban (unlisted included).
+        A ban that has expired stops applying by itself: the comparison is with the current time."""
+        return self.filter(taken_down_at__isnull=True).exclude(banned_until__gt=timezone.now())
 
     def listed(self):
         """On public surfaces: public and not taken down."""
@@ -59,6 +61,8 @@ class Node(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     # Written by the moderation app (notice-and-takedown); a taken-down node is gone from every public surface.
     taken_down_at = models.DateTimeField(null=True, blank=True)
+    # The end of the longest active ban on this node (far future for "for good"); kept by tracker.bans.
+    banned_until = models.DateTimeField(null=True, blank=True)
 
     # Rarity: `combo_key` is the normalised gpu|model|quant that rarity counts over.
     combo_key = models.CharField(max_length=300, db_index=True, editable=False)
@@ -130,7 +134,11 @@ class Node(models.Model):
 
     @property
     def is_listed(self) -> bool:
-        return self.visibility == self.Visibility.PUBLIC and self.taken_down_at is None
+        return self.visibility == self.Visibility.PUBLIC and self.is_visible
+
+    @property
+    def is_visible(self) -> bool:
+        return self.taken_down_at is None and (self.banned_until is None or self.banned_until <= timezone.now())
 
 
 class HealthSample(models.Model):

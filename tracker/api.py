@@ -74,7 +74,9 @@ class ContributorCreateApi(APIView):
     def post(self, request):
         data = ContributorIn(data=request.data)
         data.is_valid(raise_exception=True)
-        contributor, key = services.create_contributor(handle=data.validated_data.get("handle"))
+        contributor, key = services.create_contributor(
+            handle=data.validated_data.get("handle"), ip_hash=ip_hash(request)
+        )
         return Response(
             {"schema_version": 1, "contributor": contributor_json(contributor), "contributor_key": key},
             status=201,

@@ -44,6 +44,7 @@ def rate_settings(app_configs, **kwargs):
         "RATE_NODE_WRITE",
         "RATE_FINGERPRINT_VERIFY",
         "RATE_TIMING_UPLOAD",
+        "RATE_ABUSE_REPORT",
     ):
         try:
             period_of(getattr(settings, name))

@@ -1,6 +1,7 @@
 """Contributors (no sign-up: a key is the identity), issued tasting tokens and the counters behind quotas."""
 
 from django.db import models
+from django.utils import timezone
 
 
 class Contributor(models.Model):
@@ -89,3 +90,43 @@ class QuotaBucket(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key} {self.day}: {self.used}"
+
+
+class Ban(models.Model):
+    """A moderator's decision that a node, a contributor or an IP hash may not use LuckRig until `expires_at`
+    (null: for good) or until lifted. Bans are only ever created by people (admin or commands), never
+    automatically; the moderation app records who and why in its audit log."""
+
+    class Kind(models.TextChoices):
+        NODE = "node"
+        CONTRIBUTOR = "contributor"
+        IP = "ip"
+
+    kind = models.CharField(max_length=12, choices=Kind.choices)
+    # A node id, a contributor id, or an IP hash (never a raw IP).
+    value = models.CharField(max_length=64)
+    reason = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    lifted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["kind", "value"], name="ban_subject")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} ban on {self.value[:16]}"
+
+    def is_active(self, now=None) -> bool:
+        now = now or timezone.now()
+        return self.lifted_at is None and (self.expires_at is None or self.expires_at > now)
+
+
+class Counter(models.Model):
+    """Named version counters that other apps publish into without being imported (e.g. `filter_rules`,
+    bumped by the moderation app on every filter-rule edit and read by heartbeats)."""
+
+    name = models.CharField(max_length=40, primary_key=True)
+    value = models.PositiveBigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.name}={self.value}"

@@ -14,14 +14,15 @@ from luckrig_site.api_errors import ApiError
 from nodes import rarity
 from nodes import services as node_services
 from nodes.models import VRAM_UNKNOWN_SORT_KEY, Node
-from tracker import credentials, pubkeys, scores
-from tracker.models import Contributor, TastingToken, UsageReport
+from tracker import bans, credentials, pubkeys, scores
+from tracker.models import Contributor, Counter, TastingToken, UsageReport
 
 # --- contributors ---------------------------------------------------------------------------------------
 
 
-def create_contributor(*, handle: str | None) -> tuple[Contributor, str]:
+def create_contributor(*, handle: str | None, ip_hash: str | None = None) -> tuple[Contributor, str]:
     """A new identity: no e-mail, no password. Returns the row and the key, which is shown only once."""
+    bans.refuse_if_banned(("ip", ip_hash))
     key = credentials.new_secret(credentials.CONTRIBUTOR_PREFIX)
     try:
         with transaction.atomic():
@@ -160,6 +161,7 @@ def _apply_fields(node: Node, data: dict) -> None:
 @transaction.atomic
 def register_node(*, owner: Contributor, data: dict) -> tuple[Node, str]:
     """A new node owned by `owner`; returns it and its node secret (shown once)."""
+    bans.refuse_if_banned(("contributor", owner.id))
     secret = credentials.new_secret(credentials.NODE_PREFIX)
     node = Node(owner=owner, secret_hash=credentials.digest(secret))
     _apply_fields(node, data)
@@ -234,9 +236,8 @@ def revoked_jtis(node: Node, now: datetime) -> list[str]:
 
 
 def filter_rules_version() -> int:
-    """The version of the published filter rules. The moderation app publishes rules; until it does there
-    are none, version 0."""
-    return 0
+    """The version of the published filter rules: bumped by the moderation app on every rule edit."""
+    return Counter.objects.filter(name="filter_rules").values_list("value", flat=True).first() or 0
 
 
 @transaction.atomic

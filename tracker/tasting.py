@@ -19,7 +19,7 @@ from luckrig_site.timefmt import iso
 from nodes import liveness
 from nodes import services as node_services
 from nodes.models import Node, TimingSample
-from tracker import pubkeys, signing
+from tracker import bans, pubkeys, signing
 from tracker.keys import keyring
 from tracker.models import Contributor, QuotaBucket, TastingToken
 from tracker.services import refresh_contributors
@@ -142,6 +142,10 @@ def issue_token(
                 400, "invalid_public_key", f"user_public_key: {exc}.", extra={"field": "user_public_key"}
             ) from None
 
+    if contributor is not None:
+        bans.refuse_if_banned(("contributor", contributor.id))
+    else:
+        bans.refuse_if_banned(("ip", ip_hash))
     tier = (
         TastingToken.Tier.CONTRIBUTOR
         if contributor is not None and contributor.score_tier == "contributor"
@@ -227,6 +231,7 @@ def record_timing(*, token: TastingToken, data: dict, now: datetime | None = Non
     node = Node.objects.visible().filter(pk=token.node_id).first()
     if node is None:
         raise ApiError(404, "node_not_found", f"No node {token.node_id!r}.")
+    bans.refuse_if_banned(("contributor", token.contributor_id))
     if data["node_id"] != token.node_id:
         raise ApiError(403, "wrong_node", "This token was issued for another node.", extra={"field": "node_id"})
     try:

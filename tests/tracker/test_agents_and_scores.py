@@ -25,7 +25,7 @@ class TestHeartbeat:
         assert answer == {
             "schema_version": 1,
             "status": "available",
-            "filter_rules_version": 0,
+            "filter_rules_version": 1,  # the built-in rules, published by a migration
             "revoked_jtis": [],
         }
         _, body = api.get(f"/api/nodes/{node.id}")

@@ -1,0 +1,435 @@
+"""The moderators' workspace in the Django admin (staff only): reports, actions that each ask for a reason
+and write an audit row, the read-only audit log, filter rules, agents' flags, and a dashboard."""
+
+from datetime import timedelta
+
+from django.contrib import admin, messages
+from django.db.models import Count, OuterRef, Subquery
+from django.db.models.functions import Coalesce
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+
+from moderation import services
+from moderation.forms import DecisionForm
+from moderation.models import AbuseReport, FilterRule, ModerationAction, ModerationFlag
+from nodes.models import Node
+from tracker.models import Ban, Contributor
+
+
+def decision_action(label: str, perform, *, with_days: bool = False):
+    """An admin action that first asks for a reason (and a ban length), then calls `perform(obj, moderator,
+    reason, days)` for each selected object."""
+
+    def action(modeladmin, request, queryset):
+        form = DecisionForm(request.POST if "apply" in request.POST else None, with_days=with_days)
+        if "apply" in request.POST and form.is_valid():
+            moderator = services.Moderator.of(request.user)
+            done, failed = 0, []
+            for obj in queryset:
+                try:
+                    perform(obj, moderator, form.cleaned_data["reason"], form.cleaned_data.get("days"))
+                    done += 1
+                except (services.UnknownSubject, ValueError) as exc:
+                    failed.append(f"{obj}: {exc}")
+            modeladmin.message_user(request, f"{label}: {done} done.", messages.SUCCESS)
+            for failure in failed:
+                modeladmin.message_user(request, failure, messages.ERROR)
+            return None
+        return TemplateResponse(
+            request,
+            "admin/moderation/decision.html",
+            {
+                **modeladmin.admin_site.each_context(request),
+                "title": label,
+                "label": label,
+                "form": form,
+                "queryset": queryset,
+                "action_name": action.__name__,
+                "opts": modeladmin.model._meta,
+            },
+        )
+
+    action.__name__ = label.lower().replace(" ", "_").replace("/", "_")
+    action.short_description = label
+    return action
+
+
+# --- abuse reports ----------------------------------------------------------------------------------------
+
+
+def _report_node(report):
+    if report.subject_kind != AbuseReport.Kind.NODE:
+        raise ValueError("the subject of this report is not a node")
+    return services.get_node(report.subject_id)
+
+
+def _ban_subject(report, moderator, reason, days):
+    kinds = {AbuseReport.Kind.NODE: Ban.Kind.NODE, AbuseReport.Kind.CONTRIBUTOR: Ban.Kind.CONTRIBUTOR}
+    if report.subject_kind not in kinds:
+        raise ValueError("only a node or a contributor can be banned from a report")
+    services.ban(
+        kind=kinds[report.subject_kind],
+        value=report.subject_id,
+        moderator=moderator,
+        reason=reason,
+        days=days,
+        report=report,
+    )
+
+
+@admin.register(AbuseReport)
+class AbuseReportAdmin(admin.ModelAdmin):
+    list_display = ["id", "created_at", "state", "subject_kind", "subject", "other_reports", "reason_excerpt"]
+    list_filter = ["state", "subject_kind"]
+    search_fields = ["id", "subject_id", "reason"]
+    # reporter_hash is deliberately absent from every view: nobody sees who reported.
+    fields = [
+        "id",
+        "state",
+        "subject_kind",
+        "subject_id",
+        "subject",
+        "other_reports",
+        "reason",
+        "evidence",
+        "created_at",
+        "updated_at",
+        "decisions",
+    ]
+    readonly_fields = [
+        "id",
+        "state",
+        "subject_kind",
+        "subject_id",
+        "subject",
+        "other_reports",
+        "reason",
+        "evidence",
+        "created_at",
+        "updated_at",
+        "decisions",
+    ]
+    actions = [
+        decision_action(
+            "Mark as reviewing",
+            lambda r, m, why, d: services.set_report_state(
+                report=r, state=AbuseReport.State.REVIEWING, moderator=m, reason=why
+            ),
+        ),
+        decision_action(
+            "Dismiss",
+            lambda r, m, why, d: services.set_report_state(
+                report=r, state=AbuseReport.State.DISMISSED, moderator=m, reason=why
+            ),
+        ),
+        decision_action(
+            "Take the node down",
+            lambda r, m, why, d: services.take_down(node=_report_node(r), moderator=m, reason=why, report=r),
+        ),
+        decision_action(
+            "Revoke the node's tokens",
+            lambda r, m, why, d: services.revoke_tokens(node=_report_node(r), moderator=m, reason=why, report=r),
+        ),
+        decision_action("Ban the subject", _ban_subject, with_days=True),
+    ]
+
+    def has_add_permission(self, request):
+        return False  # reports come from the public form and API
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # a report is dismissed, not erased
+
+    def get_queryset(self, request):
+        same = (
+            AbuseReport.objects.filter(subject_kind=OuterRef("subject_kind"), subject_id=OuterRef("subject_id"))
+            .values("subject_kind")
+            .annotate(n=Count("id"))
+            .values("n")
+        )
+        return super().get_queryset(request).annotate(same_subject=Coalesce(Subquery(same), 0))
+
+    @admin.display(description="other reports on this subject")
+    def other_reports(self, obj):
+        return max(0, getattr(obj, "same_subject", 1) - 1)
+
+    @admin.display(description="reason")
+    def reason_excerpt(self, obj):
+        return obj.reason[:80]
+
+    @admin.display(description="subject")
+    def subject(self, obj):
+        return subject_link(obj.subject_kind, obj.subject_id)
+
+    @admin.display(description="decisions on this report")
+    def decisions(self, obj):
+        rows = obj.actions.all()[:20]
+        return (
+            format_html(
+                "<br>".join("{} · {} · {} · {}" for _ in rows),
+                *[
+                    v
+                    for a in rows
+                    for v in (a.created_at.strftime("%Y-%m-%d %H:%M"), a.moderator_name, a.action, a.reason[:120])
+                ],
+            )
+            if rows
+            else "none yet"
+        )
+
+    def get_urls(self):
+        return [
+            path("dashboard/", self.admin_site.admin_view(self.dashboard), name="moderation-dashboard"),
+            *super().get_urls(),
+        ]
+
+    def dashboard(self, request):
+        now = timezone.now()
+        open_reports = AbuseReport.objects.filter(state__in=[AbuseReport.State.OPEN, AbuseReport.State.REVIEWING])
+        buckets = [
+            ("under 1 hour", timedelta(hours=1)),
+            ("1 to 24 hours", timedelta(days=1)),
+            ("1 to 7 days", timedelta(days=7)),
+            ("older", None),
+        ]
+        by_age, lower = [], now
+        for label, age in buckets:
+            qs = open_reports.filter(created_at__lte=lower)
+            if age is not None:
+                qs = qs.filter(created_at__gt=now - age)
+            by_age.append((label, qs.count()))
+            lower = now - age if age is not None else lower
+        return TemplateResponse(
+            request,
+            "admin/moderation/dashboard.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "Moderation dashboard",
+                "by_age": by_age,
+                "oldest": open_reports.order_by("created_at")[:10],
+                "flags": ModerationFlag.objects.filter(created_at__gte=now - timedelta(days=1)).select_related("node")[
+                    :50
+                ],
+                "flags_24h": ModerationFlag.objects.filter(created_at__gte=now - timedelta(days=1)).count(),
+                "actions": ModerationAction.objects.all()[:20],
+            },
+        )
+
+
+def subject_link(kind: str, value: str):
+    if kind in ("node_id", "node") and Node.objects.filter(pk=value).exists():
+        return format_html('<a href="{}">node {}</a>', reverse("admin:nodes_node_change", args=[value]), value)
+    if kind in ("contributor_id", "contributor"):
+        contributor = Contributor.objects.filter(pk=value).first() or Contributor.objects.filter(handle=value).first()
+        if contributor:
+            return format_html(
+                '<a href="{}">contributor {}</a>',
+                reverse("admin:tracker_contributor_change", args=[contributor.pk]),
+                contributor,
+            )
+    return format_html("{} {} (not found)", kind, value) if value else "-"
+
+
+# --- the audit log --------------------------------------------------------------------------------------
+
+
+@admin.register(ModerationAction)
+class ModerationActionAdmin(admin.ModelAdmin):
+    list_display = ["created_at", "moderator_name", "action", "subject_kind", "subject_id", "reason", "report"]
+    list_filter = ["action", "subject_kind"]
+    search_fields = ["subject_id", "moderator_name", "reason"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False  # append-only: a decision is corrected by a new decision, never by editing the record
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+# --- filter rules ---------------------------------------------------------------------------------------
+
+
+@admin.register(FilterRule)
+class FilterRuleAdmin(admin.ModelAdmin):
+    list_display = ["id", "category", "enabled", "reason", "updated_at"]
+    list_filter = ["category", "enabled"]
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        services.publish_filter_rules()
+
+    def delete_model(self, request, obj):
+        super().delete_model(request, obj)
+        services.publish_filter_rules()
+
+    def delete_queryset(self, request, queryset):
+        super().delete_queryset(request, queryset)
+        services.publish_filter_rules()
+
+
+# --- flags from agents ----------------------------------------------------------------------------------
+
+
+@admin.register(ModerationFlag)
+class ModerationFlagAdmin(admin.ModelAdmin):
+    list_display = ["created_at", "stage", "categories", "node_link", "contributor_link", "jti", "mode"]
+    list_filter = ["stage"]
+    search_fields = ["jti", "node__id"]
+    actions = [
+        decision_action(
+            "Ban the token holder",
+            lambda f, m, why, d: services.ban(
+                kind=Ban.Kind.CONTRIBUTOR, value=_holder(f), moderator=m, reason=why, days=d
+            ),
+            with_days=True,
+        )
+    ]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="node")
+    def node_link(self, obj):
+        return subject_link("node", obj.node_id)
+
+    @admin.display(description="token holder")
+    def contributor_link(self, obj):
+        return subject_link("contributor", obj.contributor_id) if obj.contributor_id else "anonymous"
+
+
+def _holder(flag):
+    if not flag.contributor_id:
+        raise ValueError("the token was anonymous: ban the node or an IP instead")
+    return flag.contributor_id
+
+
+# --- subjects: nodes, contributors, bans ----------------------------------------------------------------
+
+
+@admin.register(Node)
+class NodeAdmin(admin.ModelAdmin):
+    list_display = [
+        "id",
+        "gpu",
+        "model_name",
+        "quantization",
+        "status",
+        "visibility",
+        "taken_down_at",
+        "banned_until",
+        "owner",
+    ]
+    list_filter = ["status", "visibility"]
+    search_fields = ["id", "gpu", "model_name", "owner__handle"]
+    fields = [
+        "id",
+        "owner",
+        "display_name",
+        "endpoint_url",
+        "health_url",
+        "model_name",
+        "quantization",
+        "gpu",
+        "vram_gb",
+        "context_length",
+        "tags",
+        "visibility",
+        "tuning_note",
+        "availability_note",
+        "status",
+        "last_seen_at",
+        "taken_down_at",
+        "banned_until",
+        "reports",
+    ]
+    readonly_fields = fields
+    actions = [
+        decision_action("Take down", lambda n, m, why, d: services.take_down(node=n, moderator=m, reason=why)),
+        decision_action("Restore", lambda n, m, why, d: services.restore(node=n, moderator=m, reason=why)),
+        decision_action(
+            "Revoke outstanding tokens", lambda n, m, why, d: services.revoke_tokens(node=n, moderator=m, reason=why)
+        ),
+        decision_action(
+            "Ban node",
+            lambda n, m, why, d: services.ban(kind=Ban.Kind.NODE, value=n.pk, moderator=m, reason=why, days=d),
+            with_days=True,
+        ),
+        decision_action(
+            "Lift node bans",
+            lambda n, m, why, d: services.unban(kind=Ban.Kind.NODE, value=n.pk, moderator=m, reason=why),
+        ),
+    ]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # take down instead: the record stays
+
+    @admin.display(description="reports")
+    def reports(self, obj):
+        n = AbuseReport.objects.filter(subject_kind=AbuseReport.Kind.NODE, subject_id=obj.pk).count()
+        url = reverse("admin:moderation_abusereport_changelist") + f"?subject_id={obj.pk}"
+        return format_html('<a href="{}">{} report(s)</a>', url, n)
+
+
+@admin.register(Contributor)
+class ContributorAdmin(admin.ModelAdmin):
+    list_display = ["id", "handle", "created_at", "score_total", "score_tier"]
+    search_fields = ["id", "handle"]
+    fields = ["id", "handle", "created_at", "score_total", "score_tier", "score_components", "timing_shared"]
+    readonly_fields = fields  # the key hash is never shown
+    actions = [
+        decision_action(
+            "Ban contributor",
+            lambda c, m, why, d: services.ban(kind=Ban.Kind.CONTRIBUTOR, value=c.pk, moderator=m, reason=why, days=d),
+            with_days=True,
+        ),
+        decision_action(
+            "Lift contributor bans",
+            lambda c, m, why, d: services.unban(kind=Ban.Kind.CONTRIBUTOR, value=c.pk, moderator=m, reason=why),
+        ),
+    ]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Ban)
+class BanAdmin(admin.ModelAdmin):
+    list_display = ["kind", "shown_value", "reason", "created_at", "expires_at", "lifted_at", "active"]
+    list_filter = ["kind"]
+    fields = ["kind", "shown_value", "reason", "created_at", "expires_at", "lifted_at"]
+    readonly_fields = fields
+    actions = [
+        decision_action(
+            "Lift ban", lambda b, m, why, d: services.unban(kind=b.kind, value=b.value, moderator=m, reason=why)
+        )
+    ]
+
+    def has_add_permission(self, request):
+        return False  # bans are made through the actions and commands, which write the audit log
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="subject")
+    def shown_value(self, obj):
+        return f"ip-hash:{obj.value[:12]}…" if obj.kind == Ban.Kind.IP else obj.value
+
+    @admin.display(boolean=True)
+    def active(self, obj):
+        return obj.is_active()

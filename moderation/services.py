@@ -1,0 +1,182 @@
+"""The moderators' workflows. Each takes the moderator and a reason, writes its effect onto the owning rows,
+and appends one ModerationAction. The admin actions and the management commands both call these."""
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from luckrig_site.clientip import hash_ip
+from moderation.models import AbuseReport, ModerationAction
+from nodes.models import Node
+from tracker import bans
+from tracker import services as tracker_services
+from tracker.models import Ban, Contributor, Counter, TastingToken
+
+
+class UnknownSubject(ValueError):
+    """The node, contributor or report does not exist."""
+
+
+@dataclass(frozen=True)
+class Moderator:
+    """Who decided: a staff user in the admin, or an operator's name on the command line."""
+
+    user: object | None
+    name: str
+
+    @classmethod
+    def of(cls, user) -> "Moderator":
+        return cls(user, user.get_username())
+
+
+def record(
+    moderator: Moderator, action: str, kind: str, subject: str, reason: str, *, report=None, **details
+) -> ModerationAction:
+    if not reason or not reason.strip():
+        raise ValueError("a reason is required")
+    return ModerationAction.objects.create(
+        moderator=moderator.user,
+        moderator_name=moderator.name[:150],
+        action=action,
+        subject_kind=kind,
+        subject_id=str(subject)[:200],
+        reason=reason.strip(),
+        details=details,
+        report=report,
+    )
+
+
+def _resolve_report(report: AbuseReport | None, state: str) -> None:
+    if report is not None:
+        AbuseReport.objects.filter(pk=report.pk).update(state=state, updated_at=timezone.now())
+
+
+def get_node(node_id: str) -> Node:
+    node = Node.objects.filter(pk=node_id).first()
+    if node is None:
+        raise UnknownSubject(f"no node {node_id!r}")
+    return node
+
+
+def get_contributor(value: str) -> Contributor:
+    contributor = Contributor.objects.filter(pk=value).first() or Contributor.objects.filter(handle=value).first()
+    if contributor is None:
+        raise UnknownSubject(f"no contributor {value!r} (give an id or a handle)")
+    return contributor
+
+
+def _relist(node: Node) -> None:
+    """A node left or rejoined the public surfaces: rarity of its combination, scores, showcase."""
+    tracker_services.refresh_listing({node.combo_key})
+    tracker_services.refresh_contributors({node.owner_id})
+
+
+def _revoke(node: Node) -> int:
+    now = timezone.now()
+    return TastingToken.objects.filter(node=node, revoked_at__isnull=True, expires_at__gt=now).update(revoked_at=now)
+
+
+@transaction.atomic
+def take_down(*, node: Node, moderator: Moderator, reason: str, report: AbuseReport | None = None):
+    """Notice and takedown: the node disappears from every public surface and its tokens stop working."""
+    Node.objects.filter(pk=node.pk).update(taken_down_at=timezone.now())
+    revoked = _revoke(node)
+    _relist(node)
+    _resolve_report(report, AbuseReport.State.ACTIONED)
+    return record(
+        moderator, ModerationAction.Action.TAKE_DOWN, "node", node.pk, reason, report=report, tokens_revoked=revoked
+    )
+
+
+@transaction.atomic
+def restore(*, node: Node, moderator: Moderator, reason: str):
+    Node.objects.filter(pk=node.pk).update(taken_down_at=None)
+    _relist(node)
+    return record(moderator, ModerationAction.Action.RESTORE, "node", node.pk, reason)
+
+
+@transaction.atomic
+def revoke_tokens(*, node: Node, moderator: Moderator, reason: str, report: AbuseReport | None = None):
+    """Revoke the node's outstanding tasting tokens; its agent learns the jtis with its next heartbeat."""
+    revoked = _revoke(node)
+    _resolve_report(report, AbuseReport.State.ACTIONED)
+    return record(
+        moderator, ModerationAction.Action.REVOKE_TOKENS, "node", node.pk, reason, report=report, tokens_revoked=revoked
+    )
+
+
+def subject_value(kind: str, value: str) -> str:
+    """The stored form of a ban subject: node and contributor ids as they are, a raw IP as its keyed hash
+    (raw IPs are never stored). Raises UnknownSubject for a node or contributor that does not exist."""
+    if kind == Ban.Kind.NODE:
+        return get_node(value).pk
+    if kind == Ban.Kind.CONTRIBUTOR:
+        return get_contributor(value).pk
+    if kind == Ban.Kind.IP:
+        import ipaddress
+
+        try:
+            return hash_ip(str(ipaddress.ip_address(value.strip())))
+        except ValueError:
+            if len(value) == 64 and all(c in "0123456789abcdef" for c in value):
+                return value  # already an IP hash (from a report or a flag)
+            raise UnknownSubject(f"{value!r} is neither an IP address nor an IP hash") from None
+    raise UnknownSubject(f"unknown ban kind {kind!r} (node, contributor or ip)")
+
+
+@transaction.atomic
+def ban(
+    *,
+    kind: str,
+    value: str,
+    moderator: Moderator,
+    reason: str,
+    days: int | None = None,
+    report: AbuseReport | None = None,
+):
+    """Ban a node, a contributor or an IP hash for `days` days, or for good when `days` is None."""
+    if days is not None and days < 1:
+        raise ValueError("days must be at least 1 (or omitted for a ban for good)")
+    stored = subject_value(kind, value)
+    if not reason or not reason.strip():
+        raise ValueError("a reason is required")
+    expires = timezone.now() + timedelta(days=days) if days else None
+    Ban.objects.create(kind=kind, value=stored, reason=reason.strip(), expires_at=expires)
+    details = {"days": days}
+    if kind == Ban.Kind.NODE:
+        node = Node.objects.get(pk=stored)
+        bans.refresh_node_ban(node.pk)
+        details["tokens_revoked"] = _revoke(node)
+        _relist(node)
+    _resolve_report(report, AbuseReport.State.ACTIONED)
+    shown = stored if kind != Ban.Kind.IP else f"ip-hash:{stored[:12]}"
+    return record(moderator, ModerationAction.Action.BAN, kind, shown, reason, report=report, **details)
+
+
+@transaction.atomic
+def unban(*, kind: str, value: str, moderator: Moderator, reason: str):
+    """Lift every active ban on the subject."""
+    stored = subject_value(kind, value)
+    now = timezone.now()
+    lifted = Ban.objects.filter(kind=kind, value=stored, lifted_at__isnull=True).update(lifted_at=now)
+    if kind == Ban.Kind.NODE:
+        bans.refresh_node_ban(stored)
+        _relist(Node.objects.get(pk=stored))
+    shown = stored if kind != Ban.Kind.IP else f"ip-hash:{stored[:12]}"
+    return record(moderator, ModerationAction.Action.UNBAN, kind, shown, reason, bans_lifted=lifted)
+
+
+@transaction.atomic
+def set_report_state(*, report: AbuseReport, state: str, moderator: Moderator, reason: str):
+    _resolve_report(report, state)
+    action = ModerationAction.Action.DISMISS if state == AbuseReport.State.DISMISSED else ModerationAction.Action.REVIEW
+    return record(moderator, action, "report", report.pk, reason, report=report, state=state)
+
+
+def publish_filter_rules() -> None:
+    """Bump the filter-rules version: agents see it in their next heartbeat answer and fetch the rules."""
+    counter, _ = Counter.objects.get_or_create(name="filter_rules")
+    Counter.objects.filter(pk=counter.pk).update(value=F("value") + 1)
