@@ -88,7 +88,12 @@ def taster(db):
 
 @pytest.fixture
 def moderator(db, django_user_model):
-    return django_user_model.objects.create_user("moderator", password="moderator-pass-123", is_staff=True)
+    """A staff user in the Moderators group (not a superuser)."""
+    from django.contrib.auth.models import Group
+
+    user = django_user_model.objects.create_user("moderator", password="moderator-pass-123", is_staff=True)
+    user.groups.add(Group.objects.get(name="Moderators"))
+    return user
 
 
 @pytest.fixture

@@ -1,0 +1,140 @@
+"""A taken-down or banned node disappears from every public surface; banned contributors and addresses are
+refused with 403 `banned`. One test per surface."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from moderation import services
+from nodes.models import Node
+from tests import factories
+from tracker.models import Ban
+
+pytestmark = pytest.mark.django_db
+MOD = services.Moderator(None, "test-moderator")
+
+
+@pytest.fixture
+def banned_node(api, owner, live_node):
+    node, secret = live_node
+    factories.seen_alive(node)
+    services.ban(kind="node", value=node.pk, moderator=MOD, reason="spam rig", days=3)
+    return node, secret
+
+
+@pytest.fixture(params=["take_down", "ban"])
+def hidden_node(request, api, owner, live_node):
+    """The same surfaces must hold for a takedown and for a ban."""
+    node, secret = live_node
+    if request.param == "take_down":
+        services.take_down(node=node, moderator=MOD, reason="reported and confirmed")
+    else:
+        services.ban(kind="node", value=node.pk, moderator=MOD, reason="reported and confirmed")
+    return node, secret
+
+
+def test_hidden_nodes_leave_the_list(api, hidden_node):
+    node, _ = hidden_node
+    _, body = api.get("/api/nodes")
+    assert node.pk not in [n["id"] for n in body["nodes"]]
+
+
+def test_hidden_nodes_detail_is_404(api, hidden_node):
+    status, body = api.get(f"/api/nodes/{hidden_node[0].pk}")
+    assert status == 404 and body["code"] == "node_not_found"
+
+
+def test_hidden_nodes_metrics_are_404(api, hidden_node):
+    assert api.get(f"/api/nodes/{hidden_node[0].pk}/metrics")[0] == 404
+
+
+def test_hidden_nodes_leave_the_showcase(api, hidden_node):
+    _, body = api.get("/api/showcase")
+    assert hidden_node[0].pk not in [c["node_id"] for c in body["categories"]]
+
+
+def test_hidden_nodes_leave_contributions(api, hidden_node, owner):
+    _, body = api.get("/api/contributions")
+    assert hidden_node[0].pk not in [s["node_id"] for s in body["scores"]]
+    _, me = api.get("/api/contributors/me", auth=owner.key)
+    assert me["score"]["total"] == 0.0 and me["nodes"] == []
+
+
+def test_hidden_nodes_get_no_tokens(api, hidden_node):
+    status, body = api.post("/api/tokens", {"node_id": hidden_node[0].pk})
+    assert status == 404 and body["code"] == "node_not_found"
+
+
+def test_hidden_nodes_take_no_timing_uploads(api, owner):
+    node, secret = factories.make_node(owner)
+    factories.heartbeat(api, node, secret)
+    _, issued = api.post("/api/tokens", {"node_id": node.pk})
+    services.take_down(node=node, moderator=MOD, reason="x")
+    status, _ = api.post("/api/replay/timing", {"node_id": node.pk, "tok_per_sec": 3.0}, auth=issued["token"])
+    assert status in (401, 404)  # the token was revoked with the takedown, and the node is gone
+
+
+def test_hidden_nodes_cannot_be_fingerprint_checked(api, hidden_node):
+    status, body = api.post("/api/fingerprint/verify", {"node_id": hidden_node[0].pk})
+    assert status == 404 and body["code"] == "node_not_found"
+
+
+def test_hidden_nodes_do_not_count_for_rarity(api, owner, hidden_node):
+    twin, _ = factories.make_node(
+        owner, gpu=hidden_node[0].gpu, model_name=hidden_node[0].model_name, quantization=hidden_node[0].quantization
+    )
+    twin.refresh_from_db()
+    assert twin.rarity_score == 1.0  # alone in its combination: the hidden twin is not counted
+
+
+def test_takedown_and_node_bans_revoke_tokens_and_tell_the_agent(api, owner, live_node):
+    node, secret = live_node
+    _, issued = api.post("/api/tokens", {"node_id": node.pk})
+    action = services.take_down(node=node, moderator=MOD, reason="reported")
+    assert action.details["tokens_revoked"] == 1
+    assert factories.heartbeat(api, node, secret)["revoked_jtis"] == [issued["jti"]]
+
+
+def test_a_banned_contributor_gets_403_banned_on_tokens_registration_and_timing(api, live_node, taster):
+    node, _ = live_node
+    _, issued = api.post("/api/tokens", {"node_id": node.pk}, auth=taster.key)
+    services.ban(kind="contributor", value=taster.id, moderator=MOD, reason="abusive prompts", days=7)
+    for status, body in (
+        api.post("/api/tokens", {"node_id": node.pk}, auth=taster.key),
+        api.post("/api/nodes", factories.node_fields(), auth=taster.key),
+        api.post("/api/replay/timing", {"node_id": node.pk, "tok_per_sec": 1.0}, auth=issued["token"]),
+    ):
+        assert status == 403 and body["code"] == "banned"
+        assert body["ban"]["kind"] == "contributor" and body["ban"]["reason"] == "abusive prompts"
+        assert body["ban"]["expires_at"].endswith("Z")
+
+
+def test_a_banned_ip_is_refused_for_anonymous_requests(api, live_node):
+    node, _ = live_node
+    services.ban(kind="ip", value="198.51.100.99", moderator=MOD, reason="scraping")
+    assert not Ban.objects.filter(value="198.51.100.99").exists()  # only the keyed hash is stored
+    status, body = api.post("/api/tokens", {"node_id": node.pk}, REMOTE_ADDR="198.51.100.99")
+    assert status == 403 and body["code"] == "banned" and body["ban"]["expires_at"] is None
+    assert api.post("/api/contributors", {}, REMOTE_ADDR="198.51.100.99")[0] == 403
+    assert api.post("/api/tokens", {"node_id": node.pk}, REMOTE_ADDR="198.51.100.98")[0] == 201
+
+
+def test_expired_bans_stop_applying_by_themselves(api, banned_node):
+    node, _ = banned_node
+    assert api.get(f"/api/nodes/{node.pk}")[0] == 404
+    Node.objects.filter(pk=node.pk).update(banned_until=timezone.now() - timedelta(seconds=1))
+    Ban.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
+    assert api.get(f"/api/nodes/{node.pk}")[0] == 200
+    assert api.post("/api/tokens", {"node_id": node.pk})[0] == 201
+
+
+def test_unban_and_restore_bring_a_node_back(api, owner, banned_node):
+    node, _ = banned_node
+    services.unban(kind="node", value=node.pk, moderator=MOD, reason="appeal accepted")
+    assert api.get(f"/api/nodes/{node.pk}")[0] == 200
+    services.take_down(node=node, moderator=MOD, reason="again")
+    assert api.get(f"/api/nodes/{node.pk}")[0] == 404
+    services.restore(node=node, moderator=MOD, reason="fixed")
+    _, body = api.get("/api/nodes")
+    assert node.pk in [n["id"] for n in body["nodes"]]
