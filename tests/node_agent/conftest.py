@@ -38,21 +38,22 @@ class Tracker:
     def __init__(self, base: str, data_dir: Path, database_url: str):
         self.base, self.data_dir, self.database_url = base, data_dir, database_url
 
-    def execute(self, sql: str, params: tuple = ()) -> None:
-        """Write evidence straight into the tracker's database (SQLite or PostgreSQL), for states that have
-        no API yet (revocation is a moderator's action)."""
+    def execute(self, sql: str, params: tuple = ()) -> list:
+        """Run SQL on the tracker's database (SQLite or PostgreSQL): to write states that have no API here
+        (revocations are a moderator's action) or to read what an agent delivered. Returns the rows."""
         if self.database_url.startswith("sqlite"):
             import sqlite3
 
             db = sqlite3.connect(self.database_url.removeprefix("sqlite:///"))
-            db.execute(sql.replace("%s", "?"), params)
+            rows = db.execute(sql.replace("%s", "?"), params).fetchall()
             db.commit()
             db.close()
-        else:
-            import psycopg
+            return rows
+        import psycopg
 
-            with psycopg.connect(self.database_url, autocommit=True) as conn:
-                conn.execute(sql, params)
+        with psycopg.connect(self.database_url, autocommit=True) as conn:
+            cur = conn.execute(sql, params)
+            return cur.fetchall() if cur.description else []
 
     def contributor(self, handle=None) -> str:
         r = requests.post(f"{self.base}/api/contributors", json={"handle": handle} if handle else {}, timeout=10)

@@ -116,3 +116,43 @@ def test_output_moderation_record_delivers_and_records(tracker, start_agent, fak
     assert r.status_code == 200 and "forbidden-topic" in r.json()["choices"][0]["message"]["content"]
     assert r.json()["luckrig"]["moderation"] == {"input": "passed", "output": "flagged"}
     assert moderation.inputs[-1] == "mentions forbidden-topic"
+
+
+def test_rules_published_by_the_tracker_reach_the_agent(tracker, start_agent, fake_upstream):
+    from tests.node_agent.fakes import wait_until
+
+    agent = start_agent(fake_upstream.base)
+    assert ask(agent, tracker, "guaranteed crypto returns for you").status_code == 200
+    tracker.execute(
+        "INSERT INTO moderation_filterrule (id, pattern, flags, category, reason, enabled, updated_at) "
+        "VALUES (%s, %s, %s, %s, %s, %s, CURRENT_TIMESTAMP)",
+        ("no-crypto-scams", r"\bguaranteed\W+crypto\W+returns\b", "i", "fraud", "investment fraud", True),
+    )
+    tracker.execute("UPDATE tracker_counter SET value = value + 1 WHERE name = 'filter_rules'")
+    assert wait_until(lambda: ask(agent, tracker, "guaranteed crypto returns for you").status_code == 422, timeout=10)
+    tracker.execute("DELETE FROM moderation_filterrule WHERE id = %s", ("no-crypto-scams",))
+    tracker.execute("UPDATE tracker_counter SET value = value + 1 WHERE name = 'filter_rules'")
+
+
+def test_flagged_answers_are_reported_to_the_tracker_with_the_jti(tracker, start_agent, fake_upstream, moderation):
+    from tests.node_agent.fakes import wait_until
+
+    fake_upstream.words = ["mentions ", "forbidden-topic"]
+    agent = start_agent(fake_upstream.base, moderation_endpoint=moderation.base + "/v1/moderations")
+    issued = tracker.token(agent.node_id)
+    r = requests.post(
+        agent.v1 + "/chat/completions",
+        timeout=30,
+        headers={"Authorization": f"Bearer {issued['token']}"},
+        json={"messages": [{"role": "user", "content": "tell me"}]},
+    )
+    assert r.status_code == 200
+
+    def flagged():
+        return tracker.execute(
+            "SELECT stage, categories FROM moderation_moderationflag WHERE jti = %s", (issued["jti"],)
+        )
+
+    assert wait_until(lambda: bool(flagged()), timeout=10)
+    stage, categories = flagged()[0]
+    assert stage == "output" and "violence" in str(categories)
