@@ -189,3 +189,11 @@ def test_env_example_lists_every_setting_read_from_the_environment():
     read |= set(re.findall(r'environ\.get\("([A-Z_]+)"', settings_src)) | {"DATABASE_URL"}
     listed = set(re.findall(r"^([A-Z_]+)=", (ROOT / ".env.example").read_text(), re.MULTILINE))
     assert read == listed
+
+
+def test_docs_api_md_describes_every_served_endpoint(api):
+    """docs/api.md is the project's statement of the contract: every path the tracker serves is in it."""
+    text = (ROOT / "docs" / "api.md").read_text()
+    for path in schema(api)["paths"]:
+        documented = path.replace("{node_id}", "<id>")
+        assert f"`{documented}" in text or f"{documented}`" in text or f" {documented} " in text, path
