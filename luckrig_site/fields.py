@@ -118,7 +118,7 @@ class StrictSerializer(serializers.Serializer):
 
     def to_internal_value(self, data):
         if not isinstance(data, dict):
-            raise serializers.ValidationError("the body must be a JSON object")
+            raise serializers.ValidationError({"non_field_errors": ["must be a JSON object"]})
         known = set(self.fields) | {"schema_version"}
         for key in data:
             if key not in known:

@@ -9,10 +9,10 @@ from rest_framework.views import APIView
 from luckrig_site.clientip import ip_hash
 from luckrig_site.fields import StrictCharField, StrictSerializer
 from luckrig_site.ratelimits import limit
-from moderation.models import AbuseReport, FilterRule, ModerationFlag
+from moderation import services
+from moderation.models import AbuseReport, FilterRule
 from nodes import schemas
 from tracker.auth import NodeSecretAuthentication
-from tracker.models import TastingToken
 
 REPORT_NOTE = (
     "Thank you. A person will review this report; nothing is banned automatically. "
@@ -142,14 +142,7 @@ class ModerationFlagApi(APIView):
         data = FlagIn(data=request.data)
         data.is_valid(raise_exception=True)
         v = data.validated_data
-        # The token's holder, when the jti is one this tracker issued for this node: a moderator can act on it.
-        token = TastingToken.objects.filter(jti=v["jti"], node=node).only("contributor_id").first()
-        flag = ModerationFlag.objects.create(
-            node=node,
-            jti=v["jti"],
-            stage=v["stage"],
-            categories=v.get("categories", []),
-            mode=v.get("mode", ""),
-            contributor_id=token.contributor_id if token else None,
+        flag = services.record_flag(
+            node=node, jti=v["jti"], stage=v["stage"], categories=v.get("categories", []), mode=v.get("mode", "")
         )
         return Response({"schema_version": 1, "ok": True, "flag_id": flag.pk}, status=202)

@@ -9,9 +9,10 @@ from django.db.models import F
 from django.utils import timezone
 
 from luckrig_site.clientip import hash_ip
-from moderation.models import AbuseReport, ModerationAction
+from moderation.models import AbuseReport, ModerationAction, ModerationFlag
+from nodes import queue_view
 from nodes.models import Node
-from tracker import bans
+from tracker import agent_link, bans
 from tracker import services as tracker_services
 from tracker.models import Ban, Contributor, Counter, TastingToken
 
@@ -75,8 +76,20 @@ def _relist(node: Node) -> None:
 
 
 def _revoke(node: Node) -> int:
+    """Revoke the node's outstanding tokens and, once committed, push the jtis down its agent link (the agent
+    also finds them in its next heartbeat answer)."""
     now = timezone.now()
-    return TastingToken.objects.filter(node=node, revoked_at__isnull=True, expires_at__gt=now).update(revoked_at=now)
+    outstanding = TastingToken.objects.filter(node=node, revoked_at__isnull=True, expires_at__gt=now)
+    jtis = list(outstanding.values_list("jti", flat=True)[:1000])
+    revoked = outstanding.update(revoked_at=now)
+    if jtis:
+        transaction.on_commit(lambda: agent_link.push(node.pk, {"type": "revoke", "jtis": jtis}))
+    return revoked
+
+
+def _gone(node: Node) -> None:
+    """The node left the public surfaces: close its queue subscribers once this is committed."""
+    transaction.on_commit(lambda: queue_view.announce_removal(node.pk))
 
 
 @transaction.atomic
@@ -85,6 +98,7 @@ def take_down(*, node: Node, moderator: Moderator, reason: str, report: AbuseRep
     Node.objects.filter(pk=node.pk).update(taken_down_at=timezone.now())
     revoked = _revoke(node)
     _relist(node)
+    _gone(node)
     _resolve_report(report, AbuseReport.State.ACTIONED)
     return record(
         moderator, ModerationAction.Action.TAKE_DOWN, "node", node.pk, reason, report=report, tokens_revoked=revoked
@@ -151,6 +165,7 @@ def ban(
         bans.refresh_node_ban(node.pk)
         details["tokens_revoked"] = _revoke(node)
         _relist(node)
+        _gone(node)
     _resolve_report(report, AbuseReport.State.ACTIONED)
     shown = stored if kind != Ban.Kind.IP else f"ip-hash:{stored[:12]}"
     return record(moderator, ModerationAction.Action.BAN, kind, shown, reason, report=report, **details)
@@ -177,6 +192,22 @@ def set_report_state(*, report: AbuseReport, state: str, moderator: Moderator, r
 
 
 def publish_filter_rules() -> None:
-    """Bump the filter-rules version: agents see it in their next heartbeat answer and fetch the rules."""
+    """Bump the filter-rules version: connected agents are told at once, the others see it in their next
+    heartbeat answer; either way they fetch /api/filter-rules."""
     counter, _ = Counter.objects.get_or_create(name="filter_rules")
     Counter.objects.filter(pk=counter.pk).update(value=F("value") + 1)
+    version = Counter.objects.get(pk=counter.pk).value
+    transaction.on_commit(lambda: agent_link.push_to_all({"type": "filter_rules", "version": version}))
+
+
+def record_flag(*, node: Node, jti: str, stage: str, categories: list[str], mode: str) -> ModerationFlag:
+    """An agent's moderation flag; linked to the token's holder when the jti is one issued for this node."""
+    token = TastingToken.objects.filter(jti=jti, node=node).only("contributor_id").first()
+    return ModerationFlag.objects.create(
+        node=node,
+        jti=jti,
+        stage=stage,
+        categories=categories,
+        mode=mode,
+        contributor_id=token.contributor_id if token else None,
+    )

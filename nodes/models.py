@@ -100,6 +100,10 @@ class Node(models.Model):
     queue_waiting = models.PositiveIntegerField(default=0)
     queue_max_active = models.PositiveIntegerField(default=0)
     queue_updated_at = models.DateTimeField(null=True, blank=True)
+    # The agent's latest queue entries (opaque tickets, positions, states, since) and ETA for a new waiter:
+    # what the public queue websockets send, so that REST and websockets agree.
+    queue_entries = models.JSONField(default=list, blank=True, editable=False)
+    queue_eta_sec = models.PositiveIntegerField(null=True, blank=True)
     agent_version = models.CharField(max_length=40, blank=True)
     served_models = models.JSONField(default=list, blank=True)
     telemetry = models.JSONField(default=dict, blank=True)

@@ -73,11 +73,20 @@ class NodePatch(NodeIn):
             field.required = False
 
 
+class QueueEntryIn(StrictSerializer):
+    ticket = StrictCharField(max_length=32)
+    position = StrictIntegerField(min_value=0, max_value=100000)
+    state = serializers.ChoiceField(choices=["waiting", "generating"])
+    since = serializers.DateTimeField()
+
+
 class QueueIn(StrictSerializer):
     active = StrictIntegerField(min_value=0, max_value=100000)
     waiting = StrictIntegerField(min_value=0, max_value=100000)
     max_active = StrictIntegerField(min_value=0, max_value=100000)
     max_waiting = StrictIntegerField(required=False, min_value=0, max_value=100000)
+    entries = QueueEntryIn(many=True, required=False, max_length=256)
+    eta_sec = StrictIntegerField(required=False, allow_null=True, min_value=0, max_value=10**7)
 
 
 class TelemetryField(serializers.DictField):

@@ -11,7 +11,8 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from luckrig_site.api_errors import ApiError
-from nodes import rarity
+from luckrig_site.timefmt import iso
+from nodes import queue_view, rarity
 from nodes import services as node_services
 from nodes.models import VRAM_UNKNOWN_SORT_KEY, Node
 from tracker import bans, credentials, pubkeys, scores
@@ -240,6 +241,30 @@ def filter_rules_version() -> int:
     return Counter.objects.filter(name="filter_rules").values_list("value", flat=True).first() or 0
 
 
+_QUEUE_FIELDS = [
+    "queue_updated_at",
+    "queue_active",
+    "queue_waiting",
+    "queue_max_active",
+    "queue_entries",
+    "queue_eta_sec",
+    "status",
+]
+
+
+def _apply_queue(node: Node, queue: dict, now: datetime) -> None:
+    node.queue_updated_at = now
+    node.queue_active = queue.get("active", 0)
+    node.queue_waiting = queue.get("waiting", 0)
+    node.queue_max_active = queue.get("max_active", 0)
+    node.queue_entries = [
+        {"ticket": e["ticket"], "position": e["position"], "state": e["state"], "since": iso(e["since"])}
+        for e in queue.get("entries", [])
+    ]
+    node.queue_eta_sec = queue.get("eta_sec")
+    node.status = node_services.current_status(node, now)
+
+
 @transaction.atomic
 def record_heartbeat(
     *,
@@ -251,31 +276,34 @@ def record_heartbeat(
     now: datetime | None = None,
 ) -> dict:
     now = now or timezone.now()
-    node.last_heartbeat_at = node.last_seen_at = node.queue_updated_at = now
-    node.queue_active = queue.get("active", 0)
-    node.queue_waiting = queue.get("waiting", 0)
-    node.queue_max_active = queue.get("max_active", 0)
+    node.last_heartbeat_at = node.last_seen_at = now
     node.served_models, node.agent_version, node.telemetry = models, agent_version, telemetry
-    node.status = node_services.current_status(node, now)
+    _apply_queue(node, queue, now)
     node.save(
         update_fields=[
             "last_heartbeat_at",
             "last_seen_at",
-            "queue_updated_at",
-            "queue_active",
-            "queue_waiting",
-            "queue_max_active",
             "served_models",
             "agent_version",
             "telemetry",
-            "status",
+            *_QUEUE_FIELDS,
         ]
     )
+    transaction.on_commit(lambda: queue_view.broadcast(node))
     return {
         "status": node.status,
         "filter_rules_version": filter_rules_version(),
         "revoked_jtis": revoked_jtis(node, now),
     }
+
+
+@transaction.atomic
+def record_queue(*, node: Node, queue: dict, now: datetime | None = None) -> None:
+    """A queue change pushed over the agent link (between heartbeats): store it and tell the subscribers."""
+    now = now or timezone.now()
+    _apply_queue(node, queue, now)
+    node.save(update_fields=_QUEUE_FIELDS)
+    transaction.on_commit(lambda: queue_view.broadcast(node))
 
 
 def record_usage(*, node: Node, report_id: str, entries: list[dict]) -> dict:

@@ -188,7 +188,7 @@ def test_the_monitor_command_runs_a_cycle(online, capsys):
     assert "probed 1, alive 1" in capsys.readouterr().out
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_a_heartbeat_during_the_probes_is_not_overwritten(local, server, owner, api):
     """The monitor reads every node, probes for a while, then writes: an agent that came back in between
     must stay available."""

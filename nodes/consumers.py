@@ -1,0 +1,72 @@
+"""The public, read-only queue websockets: `/ws/queue/<node_id>/` (one node) and `/ws/queue/` (every listed
+node). A snapshot on connect, then every change. Close codes: 4404 unknown or taken-down node, 1009 a message
+too large (subscribers have nothing to say; anything they send is ignored)."""
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+from nodes import queue_view
+from nodes.models import Node
+
+MAX_INBOUND_BYTES = 4096
+CLOSE_NOT_FOUND = 4404
+
+
+@database_sync_to_async
+def _visible_node(node_id: str):
+    return Node.objects.visible().filter(pk=node_id[:64]).first()
+
+
+@database_sync_to_async
+def _listed_snapshots() -> list[dict]:
+    nodes = Node.objects.listed().filter(status__in=[Node.Status.AVAILABLE, Node.Status.BUSY])
+    return [
+        queue_view.message(node)
+        for node in nodes.only(
+            "id",
+            "visibility",
+            "taken_down_at",
+            "banned_until",
+            "queue_active",
+            "queue_waiting",
+            "queue_max_active",
+            "queue_entries",
+            "queue_eta_sec",
+            "queue_updated_at",
+        )[:5000]
+    ]
+
+
+class QueueConsumer(AsyncJsonWebsocketConsumer):
+    async def connect(self):
+        self.node_id = self.scope["url_route"]["kwargs"].get("node_id")
+        if self.node_id is None:
+            self.group = queue_view.ALL_GROUP
+            await self.channel_layer.group_add(self.group, self.channel_name)
+            await self.accept()
+            for snapshot in await _listed_snapshots():
+                await self.send_json(snapshot)
+            return
+        node = await _visible_node(self.node_id)
+        self.group = None
+        await self.accept()
+        if node is None:
+            await self.close(code=CLOSE_NOT_FOUND)
+            return
+        self.group = queue_view.node_group(node.id)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.send_json(queue_view.message(node))
+
+    async def disconnect(self, code):
+        if getattr(self, "group", None):
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def receive(self, text_data=None, bytes_data=None, **kwargs):
+        if len(text_data or bytes_data or "") > MAX_INBOUND_BYTES:
+            await self.close(code=1009)
+
+    async def queue_update(self, event):
+        await self.send_json(event["message"])
+
+    async def queue_gone(self, event):
+        await self.close(code=CLOSE_NOT_FOUND)
