@@ -109,11 +109,19 @@ class SlotQueue:
             "max_waiting": self.max_waiting,
         }
 
-    def entries(self) -> list[dict]:
+    def entries(self, limit: int = 256) -> list[dict]:
         """Opaque tickets, positions and states, for the public queue view (never a jti or an IP)."""
-        out = [{"ticket": t, "position": 0, "state": "generating", "since": s} for t, s in self.active.items()]
+        out = [{"ticket": t, "position": 0, "state": "generating", "since": _iso(s)} for t, s in self.active.items()]
         out += [
-            {"ticket": w.ticket, "position": i, "state": "waiting", "since": w.since}
+            {"ticket": w.ticket, "position": i, "state": "waiting", "since": _iso(w.since)}
             for i, w in enumerate(self.waiters, start=1)
         ]
-        return out
+        return out[:limit]
+
+    def public_view(self) -> dict:
+        """What the tracker shows of this queue: counts, entries, and the ETA a new waiter would get."""
+        return {**self.snapshot(), "entries": self.entries(), "eta_sec": self.eta_sec(len(self.waiters) + 1)}
+
+
+def _iso(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch)) + f".{int(epoch % 1 * 1000):03d}Z"

@@ -68,6 +68,8 @@ class Agent:
             heartbeat_interval=cfg.heartbeat_interval,
         )
         self.link.snapshot = self.heartbeat_body
+        self.link.queue_view = self.queue.public_view
+        self.queue.on_change = self.link.queue_changed
         self.link.on_keys = self._set_keys
         self.link.on_rules = self.policy.set_rules
         self._set_keys(await self.link.refresh_keys())
@@ -104,7 +106,7 @@ class Agent:
 
     def heartbeat_body(self) -> dict:
         return {
-            "queue": self.queue.snapshot(),
+            "queue": self.queue.public_view(),
             "models": self.models[:64],
             "telemetry": {"backend": self.upstream.backend if self.upstream else ""},
         }
@@ -122,6 +124,8 @@ class Agent:
             "categories": categories[:20],
             "mode": claims.crypto_mode,
         }
+        if await self.link.send_flag({k: v for k, v in body.items() if k != "schema_version"}):
+            return
         try:
             async with self.session.post(
                 self.config.tracker.rstrip("/") + "/api/moderation/flags",

@@ -1,8 +1,10 @@
-"""Everything the agent says to the tracker, over HTTP with the node secret: heartbeats (queue snapshot,
-models, version, telemetry), usage reports from the local append-only log, the tracker's signing keys (cached
-on disk so the agent keeps verifying while the tracker is down), revoked jtis and filter rules.
+"""Everything the agent says to the tracker: heartbeats (queue snapshot, models, version, telemetry), queue
+changes, usage reports from the local append-only log and moderation flags, up; the tracker's signing keys
+(cached on disk so the agent keeps verifying while the tracker is down), revoked jtis and filter rules, down.
 
-Failures are retried with exponential backoff and jitter; nothing here ever stops the agent serving."""
+One websocket (`/ws/agent/`, node secret on the handshake) carries all of it while it is open, reconnecting
+with backoff and jitter; the HTTP endpoints are the fallback whenever it is not. Failures are retried;
+nothing here ever stops the agent serving."""
 
 import asyncio
 import contextlib
@@ -43,7 +45,12 @@ class TrackerLink:
         self.on_keys = None  # callback(dict kid → key)
         self.on_rules = None  # callback(rules, version)
         self.snapshot = None  # callable → heartbeat body parts
+        self.queue_view = None  # callable → the queue part alone
         self._usage_wakeup = asyncio.Event()
+        self.ws: aiohttp.ClientWebSocketResponse | None = None
+        self.ws_refused = False
+        self._queue_dirty = asyncio.Event()
+        self._usage_acks: dict[str, asyncio.Future] = {}
 
     @property
     def _auth(self) -> dict:
@@ -67,19 +74,112 @@ class TrackerLink:
                 published = (await resp.json())["keys"]
             keys = auth.load_keys(published)
             if keys:
-                self.keys_file.parent.mkdir(parents=True, exist_ok=True)
-                tmp = self.keys_file.with_suffix(".tmp")
-                tmp.write_text(json.dumps(published))
-                tmp.replace(self.keys_file)
+                self._save_keys(published)
                 return keys
         except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError) as exc:
             log.warning("could not fetch the tracker's keys (%s); using cached keys", type(exc).__name__)
         return self.cached_keys()
 
+    def _save_keys(self, published: list) -> None:
+        self.keys_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.keys_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(published))
+        tmp.replace(self.keys_file)
+
     # --- loops ------------------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        await asyncio.gather(self._heartbeat_loop(), self._usage_loop(), self._keys_loop())
+        await asyncio.gather(
+            self._heartbeat_loop(), self._usage_loop(), self._keys_loop(), self._ws_loop(), self._queue_loop()
+        )
+
+    # --- the websocket link -----------------------------------------------------------------------------
+
+    @property
+    def ws_url(self) -> str:
+        return self.tracker.replace("https://", "wss://", 1).replace("http://", "ws://", 1) + "/ws/agent/"
+
+    @property
+    def linked(self) -> bool:
+        return self.ws is not None and not self.ws.closed
+
+    async def _ws_loop(self) -> None:
+        backoff = 1.0
+        while True:
+            try:
+                async with self.session.ws_connect(
+                    self.ws_url, headers=self._auth, heartbeat=20, max_msg_size=4 * 1024 * 1024
+                ) as ws:
+                    self.ws = ws
+                    await self.heartbeat_once()
+                    backoff = 1.0
+                    async for msg in ws:
+                        if msg.type == aiohttp.WSMsgType.TEXT:
+                            await self._on_message(msg.data)
+                        elif msg.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSE):
+                            break
+                    if ws.close_code == 4401:
+                        self.ws_refused = True
+                        log.warning("the tracker refused the agent link (4401): wrong node secret?")
+                        backoff = 60.0
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                log.info("agent link unavailable (%s); using HTTP", type(exc).__name__)
+            finally:
+                self.ws = None
+            await asyncio.sleep(backoff + random.uniform(0, backoff / 2))
+            backoff = min(backoff * 2, 60.0)
+
+    async def _on_message(self, data: str) -> None:
+        try:
+            message = json.loads(data)
+        except ValueError:
+            return
+        kind = message.get("type")
+        if kind == "heartbeat_ack":
+            await self._apply_answer(message)
+        elif kind == "revoke":
+            self.revoked.update(str(j) for j in message.get("jtis") or [])
+        elif kind == "filter_rules":
+            if message.get("version") != self.filter_rules_version:
+                self.filter_rules_version = message.get("version")
+                await self.fetch_filter_rules()
+        elif kind == "tracker_keys":
+            keys = auth.load_keys(message.get("keys") or [])
+            if keys:
+                self._save_keys(message["keys"])
+                if self.on_keys:
+                    self.on_keys(keys)
+        elif kind == "usage_ack":
+            future = self._usage_acks.pop(str(message.get("report_id")), None)
+            if future is not None and not future.done():
+                future.set_result(True)
+        elif kind == "error":
+            log.warning("the tracker refused a link message: %s", message.get("code"))
+
+    async def _send(self, message: dict) -> bool:
+        if not self.linked:
+            return False
+        try:
+            await self.ws.send_str(json.dumps(message, separators=(",", ":")))
+            return True
+        except (aiohttp.ClientError, ConnectionError, RuntimeError):
+            return False
+
+    def queue_changed(self) -> None:
+        self._queue_dirty.set()
+
+    async def _queue_loop(self) -> None:
+        """Push queue changes at once, coalesced to at most ten a second."""
+        while True:
+            await self._queue_dirty.wait()
+            self._queue_dirty.clear()
+            if self.queue_view is not None:
+                await self._send({"type": "queue", "queue": self.queue_view()})
+            await asyncio.sleep(0.1)
+
+    async def send_flag(self, body: dict) -> bool:
+        """A moderation flag over the link; False when there is no link (the caller uses HTTP)."""
+        return await self._send({"type": "flag", **body})
 
     async def _keys_loop(self) -> None:
         while True:
@@ -90,6 +190,8 @@ class TrackerLink:
 
     async def heartbeat_once(self) -> bool:
         body = {"schema_version": 1, "agent_version": __version__, **(self.snapshot() if self.snapshot else {})}
+        if await self._send({"type": "heartbeat", **body}):
+            return True  # the answer arrives as a heartbeat_ack message
         try:
             async with self.session.post(
                 f"{self.tracker}/api/nodes/{self.node_id}/heartbeat",
@@ -104,12 +206,15 @@ class TrackerLink:
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             log.warning("heartbeat failed (%s)", type(exc).__name__)
             return False
-        self.revoked = set(answer.get("revoked_jtis") or [])
+        await self._apply_answer(answer)
+        return True
+
+    async def _apply_answer(self, answer: dict) -> None:
+        self.revoked.update(answer.get("revoked_jtis") or [])
         version = answer.get("filter_rules_version")
         if version != self.filter_rules_version:
             self.filter_rules_version = version
             await self.fetch_filter_rules()
-        return True
 
     async def fetch_filter_rules(self) -> None:
         try:
@@ -145,7 +250,19 @@ class TrackerLink:
             if end > start:
                 self.ledger.ack_usage(end)  # only unreadable lines: skip them
             return True
-        body = {"schema_version": 1, "report_id": f"{self.node_id[:40]}-{start}-{end}", "entries": entries}
+        report_id = f"{self.node_id[:40]}-{start}-{end}"
+        body = {"schema_version": 1, "report_id": report_id, "entries": entries}
+        if self.linked:
+            ack = asyncio.get_running_loop().create_future()
+            self._usage_acks[report_id] = ack
+            if await self._send({"type": "usage", **body}):
+                try:
+                    await asyncio.wait_for(ack, timeout=10)
+                    self.ledger.ack_usage(end)
+                    return True
+                except TimeoutError:
+                    pass  # fall back to HTTP; the tracker ignores a report it already has (same report_id)
+            self._usage_acks.pop(report_id, None)
         try:
             async with self.session.post(
                 f"{self.tracker}/api/nodes/{self.node_id}/usage",

@@ -28,6 +28,8 @@ def tracker(tmp_path_factory):
             RATE_CONTRIBUTOR_CREATE="1000/d",
             RATE_NODE_WRITE="1000/h",
             ALLOW_PRIVATE_NODE_URLS="1",
+            # Short, so that "unavailable within one heartbeat interval" is testable (agents here beat every 1 s).
+            HEARTBEAT_INTERVAL_SEC="2",
         )
         migrate(env)
         with daphne(env, log_path=tmp / "tracker.log") as base:
