@@ -4,6 +4,7 @@ django-ratelimit's own decorator raises `Ratelimited` without saying when the wi
 `Retry-After`, so this wraps its `is_ratelimited` core and computes the end of the same fixed window."""
 
 import functools
+import logging
 import re
 import time
 import zlib
@@ -14,6 +15,7 @@ from django_ratelimit.core import is_ratelimited
 from luckrig_site.api_errors import ApiError
 from luckrig_site.clientip import ip_hash, ratelimit_key
 
+log = logging.getLogger("luckrig.ratelimit")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _RATE = re.compile(r"^(\d+)/(\d*)([smhd])$")
 
@@ -45,7 +47,15 @@ def limit(rate_setting: str, group: str, code: str = "ip_rate_limited"):
         @functools.wraps(original)
         def post(self, request, *args, **kwargs):
             rate = getattr(settings, rate_setting)
-            if is_ratelimited(request, group=group, key=ratelimit_key, rate=rate, method="POST", increment=True):
+            try:
+                limited = is_ratelimited(request, group=group, key=ratelimit_key, rate=rate, method="POST",
+                                         increment=True)
+            except Exception as exc:  # noqa: BLE001 - the shared cache (Redis) is down
+                # Fail open for a moment rather than fail every write: daily quotas still hold (they are
+                # counted in the database), and the counters resume when the cache is back.
+                log.warning("rate limit %s not checked: cache unavailable (%s)", group, type(exc).__name__)
+                limited = False
+            if limited:
                 retry = seconds_left_in_window(ip_hash(request), period_of(rate))
                 raise ApiError(
                     429,

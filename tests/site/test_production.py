@@ -1,0 +1,215 @@
+"""The production configuration for real: two Daphne processes sharing PostgreSQL and Redis.
+
+Needs a PostgreSQL server (127.0.0.1:5432, trust auth) and the redis-server binary; each test starts its own
+Redis on a free port so that it can also stop it. Skipped, saying why, only when one of them is truly absent."""
+
+import asyncio
+import contextlib
+import json
+import shutil
+import subprocess
+import time
+import uuid
+
+import aiohttp
+import psycopg
+import pytest
+import requests
+
+from tests.processes import daphne, free_port, migrate, tracker_env
+
+pytestmark = pytest.mark.daphne
+PG_SERVER = "postgres://postgres@127.0.0.1:5432"
+
+
+def _pg_available() -> bool:
+    try:
+        with psycopg.connect(PG_SERVER + "/postgres", connect_timeout=3):
+            return True
+    except psycopg.Error:
+        return False
+
+
+@contextlib.contextmanager
+def redis_server():
+    if not shutil.which("redis-server"):
+        pytest.skip("production-configuration test skipped: no redis-server binary on this machine")
+    port = free_port()
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True).stdout.strip() != b"PONG":
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.1)
+        yield port, proc
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@contextlib.contextmanager
+def postgres_database():
+    if not _pg_available():
+        pytest.skip(f"production-configuration test skipped: no PostgreSQL server at {PG_SERVER}")
+    name = f"luckrig_prod_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_SERVER + "/postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{PG_SERVER}/{name}"
+    finally:
+        with psycopg.connect(PG_SERVER + "/postgres", autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def ws_url(base: str, path: str) -> str:
+    return base.replace("http://", "ws://") + path
+
+
+async def agent_then_subscriber(a: str, b: str, node_id: str, secret: str) -> list[dict]:
+    """An agent linked to process A changes its queue; a browser subscribed on process B must see it."""
+    headers = {"Authorization": f"Bearer {secret}"}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(ws_url(a, "/ws/agent/"), headers=headers) as agent,
+    ):
+        await agent.receive_json(timeout=5)  # tracker_keys
+        await agent.receive_json(timeout=5)  # filter_rules
+        await agent.send_json({"type": "heartbeat", "queue": {"active": 0, "waiting": 0, "max_active": 1}})
+        assert (await agent.receive_json(timeout=5))["type"] == "heartbeat_ack"
+        async with session.ws_connect(ws_url(b, f"/ws/queue/{node_id}/")) as browser:
+            seen = [await browser.receive_json(timeout=5)]
+            await agent.send_json(
+                {
+                    "type": "queue",
+                    "queue": {
+                        "active": 1,
+                        "waiting": 0,
+                        "max_active": 1,
+                        "eta_sec": 3,
+                        "entries": [
+                            {
+                                "ticket": "t_cross",
+                                "position": 0,
+                                "state": "generating",
+                                "since": "2026-11-24T06:00:00Z",
+                            }
+                        ],
+                    },
+                }
+            )
+            seen.append(await browser.receive_json(timeout=5))
+            return seen
+
+
+def test_two_processes_share_queues_limits_quotas_and_survive_a_restart(tmp_path):
+    with postgres_database() as db, redis_server() as (redis_port, _redis):
+        env = tracker_env(
+            db,
+            tmp_path,
+            REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
+            REDIS_PREFIX=f"t{uuid.uuid4().hex[:8]}",
+            TRUSTED_PROXIES="127.0.0.1/32",
+            LIMITED_TOKENS_PER_DAY="3",
+            RATE_CONTRIBUTOR_CREATE="3/d",
+            RATE_TOKEN_CREATE="1000/m",
+            TRACKER_SIGNING_KEY_FILE=str(tmp_path / "signing.pem"),
+        )
+        migrate(env)
+        port_b = free_port()
+        with daphne(env, log_path=tmp_path / "a.log") as a:
+            with daphne(env, port=port_b, log_path=tmp_path / "b.log") as b:
+                key = requests.post(f"{a}/api/contributors", json={}, timeout=10).json()["contributor_key"]
+                reg = requests.post(
+                    f"{a}/api/nodes",
+                    headers={"Authorization": f"Bearer {key}"},
+                    timeout=10,
+                    json={
+                        "endpoint_url": "https://rig.example.com/v1",
+                        "model_name": "m",
+                        "quantization": "q",
+                        "gpu": "RTX 3080",
+                    },
+                ).json()
+                node_id, secret = reg["node"]["id"], reg["node_secret"]
+
+                # 1. A queue change through an agent linked to A reaches a browser on B (through Redis).
+                seen = asyncio.run(agent_then_subscriber(a, b, node_id, secret))
+                assert seen[0]["active"] == 0 and seen[1]["active"] == 1
+                assert seen[1]["entries"][0]["ticket"] == "t_cross"
+                assert requests.get(f"{b}/api/nodes/{node_id}", timeout=10).json()["node"]["queue"]["active"] == 1
+
+                # 2. An IP rate limit is shared, not doubled: 3 contributor creations a day, whichever process.
+                ip = {"X-Forwarded-For": "198.51.100.7"}
+                codes = [
+                    requests.post(f"{url}/api/contributors", json={}, headers=ip, timeout=10).status_code
+                    for url in (a, b, a, b)
+                ]
+                assert codes == [201, 201, 201, 429]
+
+                # 3. Daily quotas hold across processes: 3 anonymous tokens per address a day.
+                requests.post(
+                    f"{a}/api/nodes/{node_id}/heartbeat",
+                    headers={"Authorization": f"Bearer {secret}"},
+                    json={"queue": {"active": 0, "waiting": 0, "max_active": 1}},
+                    timeout=10,
+                )
+                ip2 = {"X-Forwarded-For": "198.51.100.8"}
+                tokens = [
+                    requests.post(f"{url}/api/tokens", json={"node_id": node_id}, headers=ip2, timeout=10)
+                    for url in (a, b, a, b)
+                ]
+                assert [t.status_code for t in tokens] == [201, 201, 201, 429]
+                assert tokens[-1].json()["code"] == "quota_exceeded"
+                # Both processes sign with the one key: tokens from either verify against either's key list.
+                assert (
+                    requests.get(f"{a}/api/tracker-keys", timeout=10).json()
+                    == requests.get(f"{b}/api/tracker-keys", timeout=10).json()
+                )
+
+            # 4. B restarts: nothing it served is lost.
+            with daphne(env, port=port_b, log_path=tmp_path / "b2.log") as b:
+                assert requests.get(f"{b}/api/nodes/{node_id}", timeout=10).status_code == 200
+                again = requests.post(f"{b}/api/tokens", json={"node_id": node_id}, headers=ip2, timeout=10)
+                assert again.json()["code"] == "quota_exceeded"
+                seen = asyncio.run(agent_then_subscriber(a, b, node_id, secret))
+                assert seen[1]["active"] == 1
+
+
+def test_the_rest_api_keeps_serving_while_redis_is_down(tmp_path):
+    with postgres_database() as db, redis_server() as (redis_port, redis):
+        env = tracker_env(
+            db, tmp_path, REDIS_URL=f"redis://127.0.0.1:{redis_port}/0", REDIS_PREFIX=f"t{uuid.uuid4().hex[:8]}"
+        )
+        migrate(env)
+        with daphne(env, log_path=tmp_path / "a.log") as a:
+            key = requests.post(f"{a}/api/contributors", json={}, timeout=10).json()["contributor_key"]
+            reg = requests.post(
+                f"{a}/api/nodes",
+                headers={"Authorization": f"Bearer {key}"},
+                timeout=10,
+                json={
+                    "endpoint_url": "https://rig.example.com/v1",
+                    "model_name": "m",
+                    "quantization": "q",
+                    "gpu": "RTX 3080",
+                },
+            ).json()
+            node_id, secret = reg["node"]["id"], reg["node_secret"]
+            redis.terminate()
+            redis.wait(10)
+            beat = requests.post(
+                f"{a}/api/nodes/{node_id}/heartbeat",
+                headers={"Authorization": f"Bearer {secret}"},
+                json={"queue": {"active": 0, "waiting": 0, "max_active": 1}},
+                timeout=20,
+            )
+            assert beat.status_code == 200  # the queue broadcast fails quietly; the heartbeat is recorded
+            assert requests.get(f"{a}/api/nodes?page_size=5", timeout=20).status_code == 200
+            issued = requests.post(f"{a}/api/tokens", json={"node_id": node_id}, timeout=20)
+            assert issued.status_code == 201  # rate limits fail open for the outage; quotas are in PostgreSQL
+            assert "not checked: cache unavailable" in (tmp_path / "a.log").read_text()
+            assert json.loads(issued.text)["quota"]["used"] == 1
