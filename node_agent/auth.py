@@ -79,6 +79,7 @@ class TokenVerifier:
                 key,
                 algorithms=[ALGORITHM],
                 issuer=self.issuer,
+                leeway=30,  # the node's clock may be a little behind or ahead of the tracker's
                 options={"verify_aud": False, "require": ["exp", "iat", "jti", "aud", "sub", "iss"]},
             )
         except jwt.ExpiredSignatureError as exc:

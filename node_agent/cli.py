@@ -46,6 +46,7 @@ SERVE_FLAGS = [
     ("--stall-timeout", float, "seconds of upstream silence that end a stream (default 60)"),
     ("--moderation-endpoint", str, "an OpenAI-Moderation-compatible URL (fails closed on input)"),
     ("--moderation-timeout", float, "seconds for the moderation hook (default 5)"),
+    ("--moderation-api-key", str, "a key for the moderation endpoint, sent as a Bearer token"),
     ("--moderate-output", str, "record (default), block or off"),
     ("--node-private-key-file", str, "X25519 private key (PKCS#8 PEM) for public-key mode"),
     ("--heartbeat-interval", float, "seconds between heartbeats (default 15)"),

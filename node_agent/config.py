@@ -29,6 +29,7 @@ class AgentConfig:
     stall_timeout: float = 60.0
     moderation_endpoint: str = ""
     moderation_timeout: float = 5.0
+    moderation_api_key: str = ""  # sent as a Bearer token to the moderation endpoint (e.g. OpenAI's)
     moderate_output: str = "record"
     node_private_key_file: str = ""
     heartbeat_interval: float = 15.0
@@ -43,6 +44,7 @@ class AgentConfig:
         """What may be printed: no secret."""
         data = asdict(self)
         data["node_secret"] = "lrn_…" if self.node_secret else ""
+        data["moderation_api_key"] = "…" if self.moderation_api_key else ""
         return data
 
 

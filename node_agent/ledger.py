@@ -15,6 +15,7 @@ from pathlib import Path
 class Ledger:
     def __init__(self, state_dir: Path):
         state_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(state_dir, 0o700)  # budgets, usage and cached keys are the operator's business only
         self.db = sqlite3.connect(state_dir / "budgets.sqlite3", isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
@@ -24,7 +25,8 @@ class Ledger:
         )
         self.usage_path = state_dir / "usage.jsonl"
         self.acked_path = state_dir / "usage.acked"
-        self.usage_path.touch(exist_ok=True)
+        self.pending_path = state_dir / "usage.pending"
+        self.usage_path.touch(mode=0o600, exist_ok=True)
 
     # --- budgets ----------------------------------------------------------------------------------------
 
@@ -40,14 +42,24 @@ class Ledger:
         """Give back a request that never reached the model (refused by policy, queue full, upstream down)."""
         self.db.execute("UPDATE budget SET requests = requests - 1 WHERE jti = ? AND requests > 0", (jti,))
 
-    def output_tokens_left(self, jti: str, max_output_tokens: int) -> int:
+    def reserve_output_tokens(self, jti: str, wanted: int | None, max_output_tokens: int) -> int:
+        """Set aside up to `wanted` (all that is left when None) of the token's output budget before a request
+        runs; returns how many. Read and update happen with no await in between, so concurrent requests of
+        one token in this event loop can never reserve more than the budget together."""
         row = self.db.execute("SELECT completion_tokens FROM budget WHERE jti = ?", (jti,)).fetchone()
-        return max(0, max_output_tokens - (row[0] if row else 0))
+        left = max(0, max_output_tokens - (row[0] if row else 0))
+        reserved = left if wanted is None else min(wanted, left)
+        if reserved > 0:
+            self.db.execute(
+                "UPDATE budget SET completion_tokens = completion_tokens + ? WHERE jti = ?", (reserved, jti)
+            )
+        return reserved
 
-    def spend_output_tokens(self, jti: str, tokens: int) -> None:
-        self.db.execute(
-            "UPDATE budget SET completion_tokens = completion_tokens + ? WHERE jti = ?", (max(0, tokens), jti)
-        )
+    def refund_output_tokens(self, jti: str, tokens: int) -> None:
+        if tokens > 0:
+            self.db.execute(
+                "UPDATE budget SET completion_tokens = MAX(0, completion_tokens - ?) WHERE jti = ?", (tokens, jti)
+            )
 
     def forget_expired(self, now: float | None = None) -> None:
         self.db.execute("DELETE FROM budget WHERE expires_at < ?", (int(now or time.time()) - 3600,))
@@ -67,6 +79,38 @@ class Ledger:
             return int(self.acked_path.read_text().strip() or 0)
         except (FileNotFoundError, ValueError):
             return 0
+
+    def pending_batch(self, limit: int = 500) -> tuple[str, int, list[dict]] | None:
+        """(report_id, end, entries) of the next report. A batch, once formed, is saved with a random report
+        id and resent unchanged until acknowledged: a retry after a lost answer is then recognised by the
+        tracker as the same report (never counted twice), and new lines go into the next batch."""
+        try:
+            saved = json.loads(self.pending_path.read_text())
+            start, end = self.acked_offset(), int(saved["end"])
+            entries = self._read(start, end)
+            return saved["report_id"], end, entries
+        except (FileNotFoundError, ValueError, KeyError):
+            pass
+        start, end, entries = self.pending_usage(limit)
+        if end == start:
+            return None
+        report_id = "u_" + os.urandom(12).hex()
+        tmp = self.pending_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"report_id": report_id, "end": end}))
+        os.replace(tmp, self.pending_path)
+        return report_id, end, entries
+
+    def _read(self, start: int, end: int) -> list[dict]:
+        with open(self.usage_path, "rb") as fh:
+            fh.seek(start)
+            data = fh.read(end - start)
+        entries = []
+        for raw in data.splitlines():
+            try:
+                entries.append(json.loads(raw))
+            except ValueError:
+                continue
+        return entries
 
     def pending_usage(self, limit: int = 500) -> tuple[int, int, list[dict]]:
         """(start, end, entries): whole lines after the acknowledged offset, at most `limit` of them."""
@@ -88,6 +132,7 @@ class Ledger:
         tmp = self.acked_path.with_suffix(".tmp")
         tmp.write_text(str(end))
         os.replace(tmp, self.acked_path)
+        self.pending_path.unlink(missing_ok=True)
 
     def close(self) -> None:
         self.db.close()

@@ -164,7 +164,7 @@ class Policy:
             return {"input": "not_configured"}
         try:
             flagged, categories = await self.classify(text)
-        except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, IndexError, TypeError) as exc:
+        except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
             log.warning("moderation hook failed (%s): refusing the request", type(exc).__name__)
             raise AgentError(
                 451,
@@ -186,6 +186,6 @@ class Policy:
             return False, [], "off" if self.moderate_output == "off" else "passed"
         try:
             flagged, categories = await self.classify(text)
-        except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, IndexError, TypeError):
+        except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, IndexError, TypeError, AttributeError):
             return self.moderate_output == "block", [], "unchecked"
         return flagged, categories, "flagged" if flagged else "passed"

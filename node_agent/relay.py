@@ -76,6 +76,9 @@ class Relay:
         self.received = time.monotonic()
         self.queue_wait = 0.0
         self.generation_started = 0.0
+        # Filled as the upstream streams, so that whatever happens (a client hanging up, an upstream dying) the
+        # request is booked with what was actually generated.
+        self.outcome = Outcome()
 
     def upstream_body(self) -> dict:
         body = {"model": self.model, "messages": self.messages, **self.params}
@@ -106,7 +109,7 @@ class Relay:
 
     async def generate(self, on_chunk) -> Outcome:
         """Run the upstream stream, calling `on_chunk(bytes)` per content chunk (None: collect only)."""
-        outcome = Outcome()
+        outcome = self.outcome
         self.generation_started = time.monotonic()
         async for chunk in self.agent.upstream.stream(self.upstream_body()):
             outcome.chunk_id = chunk.get("id") or outcome.chunk_id
@@ -155,25 +158,50 @@ class Relay:
             "luckrig": self.timing(outcome),
         }
 
-    async def finish(self, outcome: Outcome) -> None:
-        """Book the request: output budget, usage log, ETA measurements, output moderation record."""
-        agent = self.agent
-        agent.ledger.spend_output_tokens(self.claims.jti, outcome.completion_tokens())
-        usage = self.usage_of(outcome)
+    @property
+    def reached_model(self) -> bool:
+        """Whether the upstream produced anything: a request refused before that costs the taster nothing."""
+        o = self.outcome
+        return bool(self.generation_started and (o.content_chunks or o.finish_reason or o.usage or o.chunk_id))
+
+    def book(self, reserved: int) -> None:
+        """Charge the token what was generated, give back the rest of the reservation, log the usage.
+        Runs in a `finally`, so a client that hangs up mid-answer is charged for what it consumed."""
+        agent, jti = self.agent, self.claims.jti
+        if not self.reached_model:
+            agent.ledger.release_request(jti)
+            agent.ledger.refund_output_tokens(jti, reserved)
+            return
+        usage = self.usage_of(self.outcome)
+        used = min(reserved, int(usage.get("completion_tokens") or 0))
+        agent.ledger.refund_output_tokens(jti, reserved - used)
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         agent.ledger.append_usage(
             {
-                "jti": self.claims.jti,
+                "jti": jti,
                 "requests": 1,
                 "prompt_tokens": int(usage.get("prompt_tokens") or 0),
-                "completion_tokens": int(usage.get("completion_tokens") or 0),
+                "completion_tokens": used,
                 "first_at": now,
                 "last_at": now,
             }
         )
         agent.usage_added()
-        if self.generation_started:
-            agent.queue.record_generation(time.monotonic() - self.generation_started)
+        agent.queue.record_generation(time.monotonic() - self.generation_started)
+
+    def record_output_later(self, text: str) -> None:
+        """`record` mode: classify the delivered answer in the background (the taster does not wait for the
+        hook, and the slot is already free) and report a flag if it is flagged."""
+
+        async def run():
+            flagged, categories, _state = await self.agent.policy.check_output(text)
+            if flagged:
+                await self.agent.report_flag(self.claims, "output", categories)
+
+        if self.agent.policy.moderate_output == "record" and text:
+            task = asyncio.create_task(run())
+            self.agent.background.add(task)
+            task.add_done_callback(self.agent.background.discard)
 
     # --- streaming --------------------------------------------------------------------------------------
 
@@ -181,47 +209,55 @@ class Relay:
         agent = self.agent
         waiter = agent.queue.enter(self.ticket, tier=self.claims.tier)  # 429 queue_full before headers
         response = web.StreamResponse(status=200, headers=SSE_HEADERS)
+        block = agent.policy.moderate_output == "block"
         # Headers go out lazily: with the first queue comment or the first upstream chunk. Until then a
         # failure (upstream down, HTTP error) is still a proper HTTP status rather than an error event.
         try:
             if waiter is not None:
                 await self._wait_with_comments(waiter, response)
-            buffer = [] if agent.policy.moderate_output == "block" else None
+            buffer: list[bytes] = []
 
             async def forward(data: bytes):
-                if buffer is not None:
+                if block:
                     buffer.append(data)
-                else:
-                    if not response.prepared:
-                        await response.prepare(self.request)
-                    await response.write(data)
+                    return
+                if not response.prepared:
+                    await response.prepare(self.request)
+                await response.write(data)
 
             try:
                 outcome = await self.generate(forward)
-            except AgentError as exc:
+            except Exception as exc:  # noqa: BLE001 - after headers, every failure ends the stream cleanly
                 if not response.prepared:
                     raise
-                await response.write(sse(exc.body()))
+                error = (
+                    exc
+                    if isinstance(exc, AgentError)
+                    else AgentError(502, "upstream_error", "The answer could not be completed.")
+                )
+                if not isinstance(exc, AgentError):
+                    log.warning("stream %s failed: %s", self.ticket, type(exc).__name__)
+                await response.write(sse(error.body()))
                 await response.write(DONE)
                 return response
             if not response.prepared:
                 await response.prepare(self.request)
-            flagged, categories, state = await agent.policy.check_output(outcome.text)
-            self.moderation = {**self.moderation, "output": state}
-            if flagged:
-                await agent.report_flag(self.claims, "output", categories)
-            if buffer is not None and flagged:
-                await response.write(
-                    sse(AgentError(451, "moderation_blocked", "The rig's moderation withheld the answer.").body())
-                )
-                await response.write(DONE)
-                await self.finish(outcome)
-                return response
-            for data in buffer or ():
-                await response.write(data)
+            if block:
+                flagged, categories, state = await agent.policy.check_output(outcome.text)
+                self.moderation = {**self.moderation, "output": state}
+                if flagged:
+                    await agent.report_flag(self.claims, "output", categories)
+                    withheld = AgentError(451, "moderation_blocked", "The rig's moderation withheld the answer.")
+                    await response.write(sse(withheld.body()))
+                    await response.write(DONE)
+                    return response
+                for data in buffer:
+                    await response.write(data)
+            elif self.moderation.get("output") == "record":
+                self.moderation = {**self.moderation, "output": "recorded"}
             await response.write(sse(self.final_chunk(outcome)))
             await response.write(DONE)
-            await self.finish(outcome)
+            self.record_output_later(outcome.text)
             return response
         finally:
             agent.queue.release(self.ticket)
@@ -229,19 +265,26 @@ class Relay:
     async def _wait_with_comments(self, waiter, response: web.StreamResponse) -> None:
         """While waiting, send `: queue position=N eta_sec=S` each time the position changes."""
         started = time.monotonic()
+        update = None
+        last = (waiter.last_position, self.agent.queue.eta_sec(max(1, waiter.last_position)))
         try:
             while not waiter.future.done():
                 update = asyncio.ensure_future(waiter.updates.get())
-                done, _ = await asyncio.wait({waiter.future, update}, return_when=asyncio.FIRST_COMPLETED)
+                # Every 15 s without news the position is repeated: proxies drop silent connections.
+                done, _ = await asyncio.wait({waiter.future, update}, timeout=15, return_when=asyncio.FIRST_COMPLETED)
                 if update in done:
-                    position, eta = update.result()
-                    if not response.prepared:
-                        await response.prepare(self.request)
-                    await response.write(f": queue position={position} eta_sec={eta}\n\n".encode())
+                    last = update.result()
                 else:
                     update.cancel()
+                    if waiter.future.done():
+                        break
+                if not response.prepared:
+                    await response.prepare(self.request)
+                await response.write(f": queue position={last[0]} eta_sec={last[1]}\n\n".encode())
             await self.agent.queue.wait(waiter)  # re-raises a cancellation; consumes the result
         except BaseException:
+            if update is not None and not update.done():
+                update.cancel()
             if not waiter.future.done():
                 waiter.future.cancel()
             await asyncio.shield(self._leave(waiter))
@@ -263,13 +306,15 @@ class Relay:
                 await agent.queue.wait(waiter)
                 self.queue_wait = time.monotonic() - started
             outcome = await self.generate(None)
-            flagged, categories, state = await agent.policy.check_output(outcome.text)
-            self.moderation = {**self.moderation, "output": state}
-            if flagged:
-                await agent.report_flag(self.claims, "output", categories)
-            await self.finish(outcome)
-            if flagged and agent.policy.moderate_output == "block":
-                raise AgentError(451, "moderation_blocked", "The rig's moderation withheld the answer.")
+            if agent.policy.moderate_output == "block":
+                flagged, categories, state = await agent.policy.check_output(outcome.text)
+                self.moderation = {**self.moderation, "output": state}
+                if flagged:
+                    await agent.report_flag(self.claims, "output", categories)
+                    raise AgentError(451, "moderation_blocked", "The rig's moderation withheld the answer.")
+            elif self.moderation.get("output") == "record":
+                self.moderation = {**self.moderation, "output": "recorded"}
+                self.record_output_later(outcome.text)
             return web.json_response(
                 {
                     "id": outcome.chunk_id or f"chatcmpl-{self.ticket}",

@@ -37,6 +37,7 @@ class Agent:
         self.models: list[str] = []
         self._tasks: list[asyncio.Task] = []
         self.fingerprint = None
+        self.background: set[asyncio.Task] = set()  # output moderation in `record` mode
         if config.node_private_key_file and Path(config.node_private_key_file).exists():
             self.fingerprint = keys.fingerprint_of_public_pem(keys.load_public_pem(Path(config.node_private_key_file)))
 
@@ -57,6 +58,7 @@ class Agent:
             moderation_endpoint=cfg.moderation_endpoint,
             moderation_timeout=cfg.moderation_timeout,
             moderate_output=cfg.moderate_output,
+            moderation_api_key=cfg.moderation_api_key or None,
         )
         self.link = TrackerLink(
             session=self.session,
@@ -90,6 +92,7 @@ class Agent:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self.background, return_exceptions=True)
         if self.link is not None:
             await self.link.report_usage_once()  # one last try; what fails stays in the log for next time
         if self.session is not None:
@@ -99,7 +102,8 @@ class Agent:
     def served_model(self) -> str:
         """The rig is one model: whatever a client names, the node's model answers (an operator's other
         models stay private, and a taster cannot make the server load a huge one)."""
-        return self.config.model or (self.models[0] if self.models else "")
+        name = self.config.model or (self.models[0] if self.models else "")
+        return name.rsplit("/", 1)[-1]  # a server that names models by file path: the file name only
 
     def _set_keys(self, keys: dict) -> None:
         self.verifier = auth.TokenVerifier(node_id=self.node_id, issuer=self.config.tracker, keys=keys)
@@ -107,7 +111,7 @@ class Agent:
     def heartbeat_body(self) -> dict:
         return {
             "queue": self.queue.public_view(),
-            "models": self.models[:64],
+            "models": [self.served_model()] if self.models or self.config.model else [],
             "telemetry": {"backend": self.upstream.backend if self.upstream else ""},
         }
 
@@ -150,6 +154,8 @@ class Agent:
                 "upstream_ok": ok,
                 "crypto_modes": ["plain"],
                 "queue": self.queue.snapshot(),
+                # Published so that tasters can check the key out of band (POST /api/fingerprint/verify).
+                "node_public_key_fingerprint": self.fingerprint,
             }
         )
 
@@ -159,7 +165,12 @@ class Agent:
         except (aiohttp.ClientError, TimeoutError, ValueError, KeyError) as exc:
             raise AgentError(503, "upstream_unavailable", "The model server is not reachable.") from exc
         self.models = [m["id"] for m in data]
-        return web.json_response({"object": "list", "data": data})
+        served = self.served_model()
+        # Only the rig's own model: an operator's other models are not part of what the rig offers.
+        shown = [{**m, "id": served} for m in data if m["id"] in (served, self.config.model)][:1] or [
+            {"id": served, "object": "model", "created": 0, "owned_by": self.upstream.backend}
+        ]
+        return web.json_response({"object": "list", "data": shown})
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         claims = self.verifier.verify(request.headers.get("Authorization"))
@@ -171,18 +182,19 @@ class Agent:
             body = json.loads(await request.read())
         except web.HTTPRequestEntityTooLarge as exc:
             raise AgentError(413, "body_too_large", "The request body is too large.") from exc
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise AgentError(400, "invalid_json", "The body is not valid JSON.") from exc
         messages, params, stream, _requested_model = parse_chat(body)
 
         if not self.ledger.claim_request(claims.jti, claims.max_requests, claims.exp):
             raise AgentError(429, "token_exhausted", "This tasting token has no requests left.")
+        reserved = 0
         try:
-            left = self.ledger.output_tokens_left(claims.jti, claims.max_output_tokens)
-            if left <= 0:
-                raise AgentError(429, "token_exhausted", "This tasting token has no output tokens left.")
             asked = params.get("max_completion_tokens") or params.get("max_tokens")
-            max_tokens = min(asked or left, left)
+            reserved = self.ledger.reserve_output_tokens(claims.jti, asked, claims.max_output_tokens)
+            if reserved <= 0:
+                raise AgentError(429, "token_exhausted", "This tasting token has no output tokens left.")
+            max_tokens = reserved
             self.policy.check_rules([m["content"] for m in messages])
             moderation = await self.policy.check_input("\n".join(m["content"] for m in messages))
             moderation["output"] = self.policy.moderate_output
@@ -198,16 +210,15 @@ class Agent:
                 moderation=moderation,
             )
         except BaseException:
-            self.ledger.release_request(claims.jti)  # refused before the model ran: the request is not spent
+            # Refused before the model ran: neither the request nor the output budget is spent.
+            self.ledger.release_request(claims.jti)
+            self.ledger.refund_output_tokens(claims.jti, reserved)
             raise
         started = time.monotonic()
         try:
             return await (relay.stream() if stream else relay.complete())
-        except AgentError as exc:
-            if exc.status in (429, 503) and exc.code in ("queue_full", "upstream_unavailable"):
-                self.ledger.release_request(claims.jti)
-            raise
         finally:
+            relay.book(reserved)
             log.info(
                 "request %s tier=%s stream=%s %.0f ms",
                 relay.ticket,

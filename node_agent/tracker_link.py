@@ -39,7 +39,11 @@ class TrackerLink:
         self.keys_file = state_dir / "tracker_keys.json"
         self.ledger = ledger
         self.interval = heartbeat_interval
-        self.revoked: set[str] = set()
+        self.revoked_file = state_dir / "revoked.json"
+        try:  # revocations survive a restart during a tracker outage
+            self.revoked: set[str] = set(json.loads(self.revoked_file.read_text()))
+        except (FileNotFoundError, ValueError, TypeError):
+            self.revoked = set()
         self.filter_rules_version = None
         self.last_heartbeat_ok: bool | None = None
         self.on_keys = None  # callback(dict kid → key)
@@ -132,17 +136,18 @@ class TrackerLink:
     async def _on_message(self, data: str) -> None:
         try:
             message = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):
+            return
+        if not isinstance(message, dict):
             return
         kind = message.get("type")
         if kind == "heartbeat_ack":
             await self._apply_answer(message)
         elif kind == "revoke":
-            self.revoked.update(str(j) for j in message.get("jtis") or [])
+            self._revoke(str(j) for j in message.get("jtis") or [])
         elif kind == "filter_rules":
             if message.get("version") != self.filter_rules_version:
-                self.filter_rules_version = message.get("version")
-                await self.fetch_filter_rules()
+                await self.fetch_filter_rules(message.get("version"))
         elif kind == "tracker_keys":
             keys = auth.load_keys(message.get("keys") or [])
             if keys:
@@ -182,9 +187,13 @@ class TrackerLink:
         return await self._send({"type": "flag", **body})
 
     async def _keys_loop(self) -> None:
+        """Refresh the tracker's keys every ~10 minutes; every few seconds while the agent has none at all
+        (first start with the tracker down), since until then it must refuse every token."""
+        have_keys = bool(self.cached_keys())
         while True:
-            await asyncio.sleep(600 + random.uniform(0, 60))
+            await asyncio.sleep((600 if have_keys else 5) + random.uniform(0, 5 if not have_keys else 60))
             keys = await self.refresh_keys()
+            have_keys = bool(keys)
             if keys and self.on_keys:
                 self.on_keys(keys)
 
@@ -209,14 +218,23 @@ class TrackerLink:
         await self._apply_answer(answer)
         return True
 
+    def _revoke(self, jtis) -> None:
+        before = len(self.revoked)
+        self.revoked.update(jtis)
+        if len(self.revoked) != before:
+            tmp = self.revoked_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(sorted(self.revoked)[-10000:]))
+            tmp.replace(self.revoked_file)
+
     async def _apply_answer(self, answer: dict) -> None:
-        self.revoked.update(answer.get("revoked_jtis") or [])
+        self._revoke(str(j) for j in answer.get("revoked_jtis") or [])
         version = answer.get("filter_rules_version")
         if version != self.filter_rules_version:
-            self.filter_rules_version = version
-            await self.fetch_filter_rules()
+            await self.fetch_filter_rules(version)
 
-    async def fetch_filter_rules(self) -> None:
+    async def fetch_filter_rules(self, version) -> None:
+        """Fetch the published rules; the version is remembered only once they are in force, so a failed
+        fetch is retried with the next heartbeat answer."""
         try:
             async with self.session.get(
                 self.tracker + "/api/filter-rules", headers=self._auth, timeout=aiohttp.ClientTimeout(total=10)
@@ -224,8 +242,10 @@ class TrackerLink:
                 if resp.status != 200:
                     return  # the tracker publishes no rules: the built-in defaults stay
                 doc = await resp.json()
-            if self.on_rules and isinstance(doc.get("rules"), list):
-                self.on_rules(doc["rules"], doc.get("version"))
+            if isinstance(doc.get("rules"), list):
+                if self.on_rules:
+                    self.on_rules(doc["rules"], doc.get("version"))
+                self.filter_rules_version = version
         except (aiohttp.ClientError, TimeoutError, ValueError, AttributeError):
             return
 
@@ -245,12 +265,13 @@ class TrackerLink:
         self._usage_wakeup.set()
 
     async def report_usage_once(self) -> bool:
-        start, end, entries = self.ledger.pending_usage()
-        if not entries:
-            if end > start:
-                self.ledger.ack_usage(end)  # only unreadable lines: skip them
+        batch = self.ledger.pending_batch()
+        if batch is None:
             return True
-        report_id = f"{self.node_id[:40]}-{start}-{end}"
+        report_id, end, entries = batch
+        if not entries:
+            self.ledger.ack_usage(end)  # only unreadable lines: skip them
+            return True
         body = {"schema_version": 1, "report_id": report_id, "entries": entries}
         if self.linked:
             ack = asyncio.get_running_loop().create_future()

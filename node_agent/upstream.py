@@ -145,12 +145,14 @@ class Upstream:
                         if data == b"[DONE]":
                             return
                         chunk = json.loads(data)
-                        if isinstance(chunk, dict) and "error" in chunk:
+                        if not isinstance(chunk, dict):
+                            raise ValueError("a chunk that is not a JSON object")
+                        if "error" in chunk:
                             raise AgentError(502, "upstream_error", "The model server reported an error.")
                         yield chunk
                     return
         except TimeoutError as exc:
-            raise AgentError(504, "upstream_timeout", "The model server took too long.") from exc
+            raise AgentError(502, "upstream_error", "The model server took too long (timed out).") from exc
         except aiohttp.ClientConnectorError as exc:
             raise AgentError(503, "upstream_unavailable", "The model server is not reachable.") from exc
         except (aiohttp.ClientError, ValueError) as exc:
@@ -182,6 +184,8 @@ class Upstream:
                     if not line.strip():
                         continue
                     item = json.loads(line)
+                    if not isinstance(item, dict):
+                        raise ValueError("a line that is not a JSON object")
                     if "error" in item:
                         raise AgentError(502, "upstream_error", "The model server reported an error.")
                     delta = {"content": item.get("message", {}).get("content", "")}
@@ -218,7 +222,7 @@ class Upstream:
                         }
                         return
         except TimeoutError as exc:
-            raise AgentError(504, "upstream_timeout", "The model server took too long.") from exc
+            raise AgentError(502, "upstream_error", "The model server took too long (timed out).") from exc
         except aiohttp.ClientConnectorError as exc:
             raise AgentError(503, "upstream_unavailable", "The model server is not reachable.") from exc
         except (aiohttp.ClientError, ValueError) as exc:

@@ -133,6 +133,8 @@ class FakeOpenAI(ThreadedApp):
                     return response
                 if self.mode == "stall" and i == 3:
                     await asyncio.sleep(3600)
+                if self.mode == "garbage_chunk" and i == 3:
+                    await response.write(b"data: 12345\n\n")
                 if self.mode == "error_event" and i == 3:
                     await response.write(b'data: {"error": {"message": "kv cache full"}}\n\n')
                     return response
@@ -265,6 +267,7 @@ class FakeModeration(ThreadedApp):
         super().__init__()
         self.flag_word = "forbidden-topic"
         self.mode = "ok"
+        self.slow_for = ""  # inputs containing this take 30 s to classify
         self.inputs: list[str] = []
 
     def build(self):
@@ -279,7 +282,9 @@ class FakeModeration(ThreadedApp):
             return web.json_response({"error": "down"}, status=500)
         if self.mode == "garbage":
             return web.Response(text="<html>not json</html>")
-        if self.mode == "slow":
+        if self.mode == "wrong_shape":
+            return web.json_response({"results": [{"flagged": False, "categories": ["violence"]}]})
+        if self.mode == "slow" or (self.slow_for and self.slow_for in body.get("input", "")):
             await asyncio.sleep(30)
         flagged = self.flag_word in body.get("input", "")
         return web.json_response(

@@ -114,6 +114,9 @@ def test_join_finds_an_ollama_and_serves_through_its_native_api(tracker, tmp_pat
             assert r.json()["usage"] == {"prompt_tokens": 11, "completion_tokens": 4, "total_tokens": 15}
             sent = ollama.requests[-1]
             assert sent["options"] == {"temperature": 0.5, "num_predict": 50} and sent["model"] == "llama3.2:1b"
+            # The agent publishes its key fingerprint: the tracker's out-of-band check finds the registered one.
+            check = requests.post(f"{tracker.base}/api/fingerprint/verify", json={"node_id": node_id}, timeout=20)
+            assert check.json()["ok"] is True, check.json()
             status = cli("status", "--config-dir", str(tmp_path), config_dir=tmp_path)
             assert node_id in status.stdout and "Agent:     running" in status.stdout
             assert "Tracker says: available" in status.stdout

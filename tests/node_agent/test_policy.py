@@ -109,13 +109,19 @@ def test_output_moderation_block_withholds_a_flagged_answer(tracker, start_agent
     assert not any("forbidden" in e for e in events)
 
 
-def test_output_moderation_record_delivers_and_records(tracker, start_agent, fake_upstream, moderation):
+def test_output_moderation_record_delivers_then_checks_in_the_background(
+    tracker, start_agent, fake_upstream, moderation
+):
+    import time
+
     fake_upstream.words = ["mentions ", "forbidden-topic"]
+    moderation.slow_for = "forbidden-topic"  # classifying the answer takes 30 s; the prompt is quick
     agent = start_agent(fake_upstream.base, moderation_endpoint=moderation.base + "/v1/moderations")
+    started = time.monotonic()
     r = ask(agent, tracker, "tell me something")
+    assert time.monotonic() - started < 3  # the taster does not wait for the answer's classification
     assert r.status_code == 200 and "forbidden-topic" in r.json()["choices"][0]["message"]["content"]
-    assert r.json()["luckrig"]["moderation"] == {"input": "passed", "output": "flagged"}
-    assert moderation.inputs[-1] == "mentions forbidden-topic"
+    assert r.json()["luckrig"]["moderation"] == {"input": "passed", "output": "recorded"}
 
 
 def test_rules_published_by_the_tracker_reach_the_agent(tracker, start_agent, fake_upstream):
@@ -156,3 +162,9 @@ def test_flagged_answers_are_reported_to_the_tracker_with_the_jti(tracker, start
     assert wait_until(lambda: bool(flagged()), timeout=10)
     stage, categories = flagged()[0]
     assert stage == "output" and "violence" in str(categories)
+
+
+def test_a_moderation_answer_of_the_wrong_shape_fails_closed(tracker, start_agent, fake_upstream, moderation):
+    moderation.mode = "wrong_shape"
+    agent = start_agent(fake_upstream.base, moderation_endpoint=moderation.base + "/v1/moderations")
+    assert ask(agent, tracker, "hello").status_code == 451

@@ -110,7 +110,7 @@ def test_unknown_kid_and_foreign_keys_are_refused(tracker, agent):
 
 
 def test_expired_and_wrong_issuer_tokens_are_401(tracker, agent):
-    expired = sign_with_tracker_key(tracker, claims_for(tracker, agent, exp=int(time.time()) - 10))
+    expired = sign_with_tracker_key(tracker, claims_for(tracker, agent, exp=int(time.time()) - 120))
     response = post(agent, expired)
     assert response.status_code == 401 and "expired" in error_of(response)["message"]
     other_iss = sign_with_tracker_key(tracker, claims_for(tracker, agent, iss="https://evil.example"))
@@ -195,3 +195,72 @@ def test_revoked_tokens_are_refused(tracker, agent):
     issued = tracker.token(agent.node_id)
     tracker.execute("UPDATE tracker_tastingtoken SET revoked_at = CURRENT_TIMESTAMP WHERE jti = %s", (issued["jti"],))
     assert wait_until(lambda: post(agent, issued["token"]).status_code == 401, timeout=10)
+
+
+def test_a_node_clock_a_little_behind_still_accepts_fresh_tokens(tracker, agent):
+    skewed = sign_with_tracker_key(
+        tracker, claims_for(tracker, agent, iat=int(time.time()) + 20, max_requests=1, max_output_tokens=50)
+    )
+    assert post(agent, skewed).status_code == 200
+
+
+def test_concurrent_requests_of_one_token_cannot_exceed_its_output_budget(tracker, agent, fake_upstream):
+    from concurrent.futures import ThreadPoolExecutor
+
+    fake_upstream.delay = 0.05
+    token = sign_with_tracker_key(tracker, claims_for(tracker, agent, max_requests=10, max_output_tokens=10))
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(lambda _: post(agent, token), range(3)))
+    served = [r for r in results if r.status_code == 200]
+    total = sum(r.json()["usage"]["completion_tokens"] for r in served)
+    assert total <= 10
+    assert [r.json()["error"]["code"] for r in results if r.status_code != 200] in (
+        [],
+        ["token_exhausted"],
+        ["token_exhausted"] * 2,
+    )
+
+
+def test_a_client_that_hangs_up_mid_answer_is_charged_for_what_it_got(tracker, agent, fake_upstream):
+    import socket
+
+    fake_upstream.delay = 0.1
+    token = sign_with_tracker_key(tracker, claims_for(tracker, agent, max_requests=5, max_output_tokens=12))
+    host, port = agent.base.removeprefix("http://").split(":")
+    body = json.dumps({"messages": [{"role": "user", "content": "hi"}], "stream": True}).encode()
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    sock.sendall(
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    data = b""
+    while b"w4" not in data:
+        data += sock.recv(4096)
+    sock.close()
+    time.sleep(0.5)
+    # About 5 of the 12 tokens were consumed: what is left is less than the whole budget.
+    r = post(agent, token, {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 12})
+    assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] < 12
+    usage = (agent.config_dir / "state" / agent.node_id / "usage.jsonl").read_text().splitlines()
+    assert len(usage) == 2 and 3 <= json.loads(usage[0])["completion_tokens"] <= 8
+
+
+def test_nested_json_is_400(tracker, agent):
+    token = tracker.token(agent.node_id)["token"]
+    response = post(agent, token, raw='{"messages": ' + "[" * 5000 + "]" * 5000 + "}")
+    assert response.status_code == 400 and error_of(response)["code"] == "invalid_json"
+
+
+def test_an_upstream_sending_garbage_mid_stream_ends_cleanly(tracker, agent, fake_upstream):
+    fake_upstream.mode = "garbage_chunk"
+    token = tracker.token(agent.node_id)["token"]
+    r = requests.post(
+        agent.v1 + "/chat/completions",
+        timeout=30,
+        stream=True,
+        headers={"Authorization": f"Bearer {token}"},
+        json={"messages": [{"role": "user", "content": "hi"}], "stream": True},
+    )
+    events = [line.decode() for line in r.iter_lines() if line.startswith(b"data:")]
+    assert events[-1] == "data: [DONE]" and json.loads(events[-2][5:])["error"]["code"] == "upstream_error"

@@ -113,6 +113,7 @@ def test_models_and_health(tracker, start_agent, fake_upstream):
     assert health["ok"] is True and health["upstream_ok"] is True and health["node_id"] == agent.node_id
     assert health["engine"] == {"name": "luckrig-node-agent", "version": "0.1.0", "backend": "llama.cpp"}
     assert health["queue"]["max_active"] == 1 and health["crypto_modes"] == ["plain"]
+    assert "node_public_key_fingerprint" in health
     assert fake_upstream.base not in json.dumps(health)
 
 
