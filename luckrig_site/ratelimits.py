@@ -48,8 +48,9 @@ def limit(rate_setting: str, group: str, code: str = "ip_rate_limited"):
         def post(self, request, *args, **kwargs):
             rate = getattr(settings, rate_setting)
             try:
-                limited = is_ratelimited(request, group=group, key=ratelimit_key, rate=rate, method="POST",
-                                         increment=True)
+                limited = is_ratelimited(
+                    request, group=group, key=ratelimit_key, rate=rate, method="POST", increment=True
+                )
             except Exception as exc:  # noqa: BLE001 - the shared cache (Redis) is down
                 # Fail open for a moment rather than fail every write: daily quotas still hold (they are
                 # counted in the database), and the counters resume when the cache is back.

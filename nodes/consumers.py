@@ -6,6 +6,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from nodes import queue_view
+from nodes.fanout import FANOUT
 from nodes.models import Node
 
 MAX_INBOUND_BYTES = 4096
@@ -42,7 +43,7 @@ class QueueConsumer(AsyncJsonWebsocketConsumer):
         self.node_id = self.scope["url_route"]["kwargs"].get("node_id")
         if self.node_id is None:
             self.group = queue_view.ALL_GROUP
-            await self.channel_layer.group_add(self.group, self.channel_name)
+            await FANOUT.join(self.channel_layer, self.group, self)
             await self.accept()
             for snapshot in await _listed_snapshots():
                 await self.send_json(snapshot)
@@ -54,19 +55,13 @@ class QueueConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=CLOSE_NOT_FOUND)
             return
         self.group = queue_view.node_group(node.id)
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        await FANOUT.join(self.channel_layer, self.group, self)
         await self.send_json(queue_view.message(node))
 
     async def disconnect(self, code):
         if getattr(self, "group", None):
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+            await FANOUT.leave(self.channel_layer, self.group, self)
 
     async def receive(self, text_data=None, bytes_data=None, **kwargs):
         if len(text_data or bytes_data or "") > MAX_INBOUND_BYTES:
             await self.close(code=1009)
-
-    async def queue_update(self, event):
-        await self.send_json(event["message"])
-
-    async def queue_gone(self, event):
-        await self.close(code=CLOSE_NOT_FOUND)

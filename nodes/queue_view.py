@@ -1,6 +1,7 @@
 """The public view of a node's queue: the message the queue websockets send, built from the snapshot stored on
 the node row (so that the REST `queue` field and the websockets always agree), and its broadcast."""
 
+import json
 import logging
 
 from asgiref.sync import async_to_sync
@@ -36,7 +37,8 @@ def broadcast(node: Node) -> None:
     """Send the node's snapshot to its subscribers (and to the all-nodes stream when it is listed). A channel
     layer that is down (Redis restarting) must not fail the agent's request: the view catches up with the
     next change."""
-    payload = {"type": "queue.update", "message": message(node)}
+    # Serialised once here, not once per subscriber: a change fans out to every open websocket.
+    payload = {"type": "queue.update", "text": json.dumps(message(node), separators=(",", ":"))}
     try:
         layer = get_channel_layer()
         async_to_sync(layer.group_send)(node_group(node.id), payload)
@@ -52,7 +54,7 @@ def announce_removal(node_id: str) -> None:
         layer = get_channel_layer()
         async_to_sync(layer.group_send)(node_group(node_id), {"type": "queue.gone"})
         async_to_sync(layer.group_send)(
-            ALL_GROUP, {"type": "queue.update", "message": {"type": "removed", "node_id": node_id}}
+            ALL_GROUP, {"type": "queue.update", "text": json.dumps({"type": "removed", "node_id": node_id})}
         )
     except Exception as exc:  # noqa: BLE001
         log.warning("queue removal for %s not announced: %s", node_id, type(exc).__name__)
