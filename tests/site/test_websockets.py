@@ -233,3 +233,27 @@ def test_a_dropped_link_leaves_one_heartbeat_interval_of_grace(online, settings)
     last = Node.objects.get(pk=node.pk).last_heartbeat_at
     age = (timezone.now() - last).total_seconds()
     assert 29 <= age <= 31  # fresh for 45 s in all: unavailable one interval (15 s) from now
+
+
+def test_every_subscriber_of_a_node_gets_every_change(api, online):
+    """Subscribers share one channel-layer membership per process; each still gets each message."""
+    node, secret = online
+
+    async def scenario():
+        subs = [WebsocketCommunicator(application, f"/ws/queue/{node.pk}/") for _ in range(5)]
+        for sub in subs:
+            await sub.connect()
+            await sub.receive_json_from(timeout=5)
+        for waiting in (1, 2, 3):
+            queue = {"active": 1, "waiting": waiting, "max_active": 1}
+            await sync_to_async(api.post)(f"/api/nodes/{node.pk}/heartbeat", {"queue": queue}, auth=secret)
+        for sub in subs:
+            assert [(await sub.receive_json_from(timeout=5))["waiting"] for _ in range(3)] == [1, 2, 3]
+        await subs[0].disconnect()  # one leaving does not stop the others
+        await sync_to_async(api.post)(f"/api/nodes/{node.pk}/heartbeat",
+                                      {"queue": {"active": 0, "waiting": 0, "max_active": 1}}, auth=secret)
+        for sub in subs[1:]:
+            assert (await sub.receive_json_from(timeout=5))["active"] == 0
+            await sub.disconnect()
+
+    run(scenario)
