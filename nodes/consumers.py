@@ -4,6 +4,7 @@ too large (subscribers have nothing to say; anything they send is ignored)."""
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from channels.layers import get_channel_layer
 
 from nodes import queue_view
 from nodes.fanout import FANOUT
@@ -39,11 +40,16 @@ def _listed_snapshots() -> list[dict]:
 
 
 class QueueConsumer(AsyncJsonWebsocketConsumer):
+    # No channel of its own: messages arrive through the process's fan-out (nodes/fanout.py). A consumer that
+    # listened on the layer itself would be torn down, socket and all, the moment Redis went away; this one
+    # stays open and is told that the view is stale until Redis is back.
+    channel_layer_alias = "luckrig-queue-subscribers-have-no-channel"
+
     async def connect(self):
         self.node_id = self.scope["url_route"]["kwargs"].get("node_id")
         if self.node_id is None:
             self.group = queue_view.ALL_GROUP
-            await FANOUT.join(self.channel_layer, self.group, self)
+            await FANOUT.join(get_channel_layer(), self.group, self)
             await self.accept()
             for snapshot in await _listed_snapshots():
                 await self.send_json(snapshot)
@@ -55,12 +61,12 @@ class QueueConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=CLOSE_NOT_FOUND)
             return
         self.group = queue_view.node_group(node.id)
-        await FANOUT.join(self.channel_layer, self.group, self)
+        await FANOUT.join(get_channel_layer(), self.group, self)
         await self.send_json(queue_view.message(node))
 
     async def disconnect(self, code):
         if getattr(self, "group", None):
-            await FANOUT.leave(self.channel_layer, self.group, self)
+            await FANOUT.leave(get_channel_layer(), self.group, self)
 
     async def receive(self, text_data=None, bytes_data=None, **kwargs):
         if len(text_data or bytes_data or "") > MAX_INBOUND_BYTES:

@@ -8,10 +8,14 @@ message per process, whatever the number of subscribers."""
 
 import asyncio
 import contextlib
+import json
 import logging
 
 log = logging.getLogger("luckrig.queue")
 REFRESH_SEC = 3600  # re-join before channels_redis' group expiry (a day by default) could drop us
+# Told to subscribers when live updates stop (the channel layer is down) and when they resume.
+STALE = '{"type":"status","stale":true,"reason":"live updates are interrupted; the last state shown may be old"}'
+LIVE = '{"type":"status","stale":false}'
 
 
 class LocalFanout:
@@ -48,6 +52,7 @@ class LocalFanout:
 
     async def _pump(self, layer, group: str, channel: str) -> None:
         key = self._key(group)
+        stale = False
         while key in self._groups:
             try:
                 message = await asyncio.wait_for(layer.receive(channel), timeout=REFRESH_SEC)
@@ -56,19 +61,52 @@ class LocalFanout:
                 continue
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - the layer hiccuped (Redis restarting): retry shortly
-                log.warning("queue fan-out for %s: %s", group, type(exc).__name__)
+            except Exception as exc:  # noqa: BLE001 - the layer is down (Redis restarting)
+                if not stale:
+                    log.warning("queue fan-out for %s interrupted: %s", group, type(exc).__name__)
+                    stale = True
+                    await self._tell(key, STALE)
                 await asyncio.sleep(1)
+                # A restarted Redis has forgotten every group: join again, and say so once it works.
+                with contextlib.suppress(Exception):
+                    await layer.group_add(group, channel)
+                    stale = False
+                    await self._tell(key, LIVE)
+                    for snapshot in await self.snapshots(group):  # what changed meanwhile
+                        await self._tell(key, snapshot)
                 continue
-            entry = self._groups.get(key)
-            if entry is None:
-                return
-            for consumer in list(entry["members"]):
-                with contextlib.suppress(Exception):  # one broken socket must not stop the others
-                    if message.get("type") == "queue.update":
-                        await consumer.send(text_data=message["text"])
-                    elif message.get("type") == "queue.gone":
-                        await consumer.close(code=4404)
+            if message.get("type") == "queue.update":
+                await self._tell(key, message["text"])
+            elif message.get("type") == "queue.gone":
+                await self._close_all(key)
+
+    @staticmethod
+    async def snapshots(group: str) -> list[str]:
+        from channels.db import database_sync_to_async
+
+        from nodes import queue_view
+        from nodes.models import Node
+
+        def load():
+            if group == queue_view.ALL_GROUP:
+                nodes = Node.objects.listed().filter(status__in=[Node.Status.AVAILABLE, Node.Status.BUSY])[:5000]
+            else:
+                nodes = Node.objects.visible().filter(pk=group.removeprefix("queue."))
+            return [json.dumps(queue_view.message(n), separators=(",", ":")) for n in nodes]
+
+        return await database_sync_to_async(load)()
+
+    async def _tell(self, key, text: str) -> None:
+        entry = self._groups.get(key)
+        for consumer in list(entry["members"]) if entry else ():
+            with contextlib.suppress(Exception):  # one broken socket must not stop the others
+                await consumer.send(text_data=text)
+
+    async def _close_all(self, key) -> None:
+        entry = self._groups.get(key)
+        for consumer in list(entry["members"]) if entry else ():
+            with contextlib.suppress(Exception):
+                await consumer.close(code=4404)
 
 
 FANOUT = LocalFanout()

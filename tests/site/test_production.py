@@ -213,3 +213,75 @@ def test_the_rest_api_keeps_serving_while_redis_is_down(tmp_path):
             assert issued.status_code == 201  # rate limits fail open for the outage; quotas are in PostgreSQL
             assert "not checked: cache unavailable" in (tmp_path / "a.log").read_text()
             assert json.loads(issued.text)["quota"]["used"] == 1
+
+
+def test_the_queue_view_says_it_is_stale_while_redis_is_down_and_recovers_by_itself(tmp_path):
+    with postgres_database() as db, redis_server() as (redis_port, redis):
+        env = tracker_env(
+            db, tmp_path, REDIS_URL=f"redis://127.0.0.1:{redis_port}/0", REDIS_PREFIX=f"t{uuid.uuid4().hex[:8]}"
+        )
+        migrate(env)
+        with daphne(env, log_path=tmp_path / "a.log") as a:
+            key = requests.post(f"{a}/api/contributors", json={}, timeout=10).json()["contributor_key"]
+            reg = requests.post(
+                f"{a}/api/nodes",
+                headers={"Authorization": f"Bearer {key}"},
+                timeout=10,
+                json={
+                    "endpoint_url": "https://rig.example.com/v1",
+                    "model_name": "m",
+                    "quantization": "q",
+                    "gpu": "RTX 3080",
+                },
+            ).json()
+            node_id, secret = reg["node"]["id"], reg["node_secret"]
+
+            def beat(active):
+                return requests.post(
+                    f"{a}/api/nodes/{node_id}/heartbeat",
+                    timeout=20,
+                    headers={"Authorization": f"Bearer {secret}"},
+                    json={"queue": {"active": active, "waiting": 0, "max_active": 2}},
+                )
+
+            async def watch():
+                async with (
+                    aiohttp.ClientSession() as session,
+                    session.ws_connect(ws_url(a, f"/ws/queue/{node_id}/")) as browser,
+                ):
+                    seen = [await browser.receive_json(timeout=5)]
+                    redis.terminate()
+                    redis.wait(10)
+                    seen.append(await browser.receive_json(timeout=15))  # stale
+                    await asyncio.to_thread(beat, 1)  # recorded in PostgreSQL; no broadcast possible
+                    restarted = subprocess.Popen(
+                        [
+                            "redis-server",
+                            "--port",
+                            str(redis_port),
+                            "--bind",
+                            "127.0.0.1",
+                            "--save",
+                            "",
+                            "--appendonly",
+                            "no",
+                        ],
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
+                    try:
+                        seen.append(await browser.receive_json(timeout=20))  # live again
+                        seen.append(await browser.receive_json(timeout=10))  # the state it missed
+                        await asyncio.to_thread(beat, 2)
+                        seen.append(await browser.receive_json(timeout=10))  # and changes flow again
+                    finally:
+                        restarted.terminate()
+                        restarted.wait(10)
+                    return seen
+
+            seen = asyncio.run(watch())
+            assert seen[0]["type"] == "queue"
+            assert seen[1]["type"] == "status" and seen[1]["stale"] is True
+            assert seen[2] == {"type": "status", "stale": False}
+            assert seen[3]["type"] == "queue" and seen[3]["active"] == 1
+            assert seen[4]["active"] == 2

@@ -250,8 +250,9 @@ def test_every_subscriber_of_a_node_gets_every_change(api, online):
         for sub in subs:
             assert [(await sub.receive_json_from(timeout=5))["waiting"] for _ in range(3)] == [1, 2, 3]
         await subs[0].disconnect()  # one leaving does not stop the others
-        await sync_to_async(api.post)(f"/api/nodes/{node.pk}/heartbeat",
-                                      {"queue": {"active": 0, "waiting": 0, "max_active": 1}}, auth=secret)
+        await sync_to_async(api.post)(
+            f"/api/nodes/{node.pk}/heartbeat", {"queue": {"active": 0, "waiting": 0, "max_active": 1}}, auth=secret
+        )
         for sub in subs[1:]:
             assert (await sub.receive_json_from(timeout=5))["active"] == 0
             await sub.disconnect()
