@@ -13,37 +13,25 @@ import asyncio
 import contextlib
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
-import requests
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.processes import daphne, free_port, migrate, tracker_env  # noqa: E402
-
-
-def register(base: str) -> tuple[str, str]:
-    key = requests.post(f"{base}/api/contributors", json={}, timeout=10).json()["contributor_key"]
-    reg = requests.post(
-        f"{base}/api/nodes",
-        headers={"Authorization": f"Bearer {key}"},
-        timeout=10,
-        json={
-            "endpoint_url": "https://bench.example.com/v1",
-            "model_name": "m",
-            "quantization": "q",
-            "gpu": f"bench-{uuid.uuid4().hex[:6]}",
-        },
-    ).json()
-    return reg["node"]["id"], reg["node_secret"]
+from tests.processes import (  # noqa: E402
+    daphne,
+    migrate,
+    new_postgres_database,
+    private_redis,
+    register_node,
+    tracker_env,
+)
 
 
 async def run_load(
@@ -120,37 +108,6 @@ async def run_load(
     }
 
 
-@contextlib.contextmanager
-def private_redis():
-    port = free_port()
-    proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    time.sleep(0.5)
-    try:
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-@contextlib.contextmanager
-def postgres_db():
-    import psycopg
-
-    server = "postgres://postgres@127.0.0.1:5432"
-    name = f"luckrig_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(server + "/postgres", autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{server}/{name}"
-    finally:
-        with psycopg.connect(server + "/postgres", autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subscribers", type=int, default=1000)
@@ -164,7 +121,7 @@ def main() -> None:
         env = tracker_env(f"sqlite:///{tmp / 'one.sqlite3'}", tmp, RATELIMIT_ENABLE="0", LOG_LEVEL="ERROR")
         migrate(env)
         with daphne(env) as base:
-            node_id, secret = register(base)
+            node_id, secret = register_node(base)
             rows.append(
                 (
                     "one process, in-memory layer",
@@ -172,7 +129,8 @@ def main() -> None:
                 )
             )
         if not args.skip_redis and shutil.which("redis-server"):
-            with postgres_db() as db, private_redis() as redis_url:
+            with new_postgres_database() as db, private_redis() as (redis_port, _redis):
+                redis_url = f"redis://127.0.0.1:{redis_port}/0"
                 env = tracker_env(
                     db,
                     tmp,
@@ -183,7 +141,7 @@ def main() -> None:
                 )
                 migrate(env)
                 with daphne(env) as a, daphne(env) as b:
-                    node_id, secret = register(a)
+                    node_id, secret = register_node(a)
                     rows.append(
                         (
                             "two processes, PostgreSQL + Redis",

@@ -104,3 +104,63 @@ def migrate(env: dict) -> None:
         capture_output=True,
         timeout=180,
     )
+
+
+PG_SERVER = "postgres://postgres@127.0.0.1:5432"
+
+
+def postgres_available(server: str = PG_SERVER) -> bool:
+    try:
+        with psycopg.connect(server + "/postgres", connect_timeout=3):
+            return True
+    except psycopg.Error:
+        return False
+
+
+@contextlib.contextmanager
+def new_postgres_database(server: str = PG_SERVER):
+    """A database of its own on the PostgreSQL server, dropped afterwards."""
+    name = f"luckrig_tmp_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(server + "/postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{server}/{name}"
+    finally:
+        with psycopg.connect(server + "/postgres", autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextlib.contextmanager
+def private_redis():
+    """A redis-server of its own on a free port (keeping nothing on disk), so that a test may also stop it.
+    Yields (port, process)."""
+    port = free_port()
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True).stdout.strip() != b"PONG":
+            if time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.1)
+        yield port, proc
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def register_node(base: str, **fields) -> tuple[str, str]:
+    """A new contributor registers a node on the tracker at `base`; returns (node id, node secret)."""
+    key = requests.post(f"{base}/api/contributors", json={}, timeout=10).json()["contributor_key"]
+    body = {
+        "endpoint_url": "https://rig.example.com/v1",
+        "model_name": "m",
+        "quantization": "q",
+        "gpu": f"GPU {uuid.uuid4().hex[:6]}",
+        **fields,
+    }
+    reg = requests.post(f"{base}/api/nodes", headers={"Authorization": f"Bearer {key}"}, json=body, timeout=10).json()
+    return reg["node"]["id"], reg["node_secret"]

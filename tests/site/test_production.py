@@ -8,61 +8,41 @@ import contextlib
 import json
 import shutil
 import subprocess
-import time
 import uuid
 
 import aiohttp
-import psycopg
 import pytest
 import requests
 
-from tests.processes import daphne, free_port, migrate, tracker_env
+from tests.processes import (
+    PG_SERVER,
+    daphne,
+    free_port,
+    migrate,
+    new_postgres_database,
+    postgres_available,
+    private_redis,
+    register_node,
+    tracker_env,
+)
 
 pytestmark = pytest.mark.daphne
-PG_SERVER = "postgres://postgres@127.0.0.1:5432"
-
-
-def _pg_available() -> bool:
-    try:
-        with psycopg.connect(PG_SERVER + "/postgres", connect_timeout=3):
-            return True
-    except psycopg.Error:
-        return False
 
 
 @contextlib.contextmanager
 def redis_server():
     if not shutil.which("redis-server"):
         pytest.skip("production-configuration test skipped: no redis-server binary on this machine")
-    port = free_port()
-    proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True).stdout.strip() != b"PONG":
-            assert time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.1)
-        yield port, proc
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with private_redis() as running:
+        yield running
 
 
 @contextlib.contextmanager
 def postgres_database():
-    if not _pg_available():
+    if not postgres_available():
         pytest.skip(f"production-configuration test skipped: no PostgreSQL server at {PG_SERVER}")
-    name = f"luckrig_prod_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_SERVER + "/postgres", autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{PG_SERVER}/{name}"
-    finally:
-        with psycopg.connect(PG_SERVER + "/postgres", autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with new_postgres_database() as url:
+        yield url
 
 
 def ws_url(base: str, path: str) -> str:
@@ -122,19 +102,7 @@ def test_two_processes_share_queues_limits_quotas_and_survive_a_restart(tmp_path
         port_b = free_port()
         with daphne(env, log_path=tmp_path / "a.log") as a:
             with daphne(env, port=port_b, log_path=tmp_path / "b.log") as b:
-                key = requests.post(f"{a}/api/contributors", json={}, timeout=10).json()["contributor_key"]
-                reg = requests.post(
-                    f"{a}/api/nodes",
-                    headers={"Authorization": f"Bearer {key}"},
-                    timeout=10,
-                    json={
-                        "endpoint_url": "https://rig.example.com/v1",
-                        "model_name": "m",
-                        "quantization": "q",
-                        "gpu": "RTX 3080",
-                    },
-                ).json()
-                node_id, secret = reg["node"]["id"], reg["node_secret"]
+                node_id, secret = register_node(a)
 
                 # 1. A queue change through an agent linked to A reaches a browser on B (through Redis).
                 seen = asyncio.run(agent_then_subscriber(a, b, node_id, secret))
@@ -186,19 +154,7 @@ def test_the_rest_api_keeps_serving_while_redis_is_down(tmp_path):
         )
         migrate(env)
         with daphne(env, log_path=tmp_path / "a.log") as a:
-            key = requests.post(f"{a}/api/contributors", json={}, timeout=10).json()["contributor_key"]
-            reg = requests.post(
-                f"{a}/api/nodes",
-                headers={"Authorization": f"Bearer {key}"},
-                timeout=10,
-                json={
-                    "endpoint_url": "https://rig.example.com/v1",
-                    "model_name": "m",
-                    "quantization": "q",
-                    "gpu": "RTX 3080",
-                },
-            ).json()
-            node_id, secret = reg["node"]["id"], reg["node_secret"]
+            node_id, secret = register_node(a)
             redis.terminate()
             redis.wait(10)
             beat = requests.post(
@@ -222,19 +178,7 @@ def test_the_queue_view_says_it_is_stale_while_redis_is_down_and_recovers_by_its
         )
         migrate(env)
         with daphne(env, log_path=tmp_path / "a.log") as a:
-            key = requests.post(f"{a}/api/contributors", json={}, timeout=10).json()["contributor_key"]
-            reg = requests.post(
-                f"{a}/api/nodes",
-                headers={"Authorization": f"Bearer {key}"},
-                timeout=10,
-                json={
-                    "endpoint_url": "https://rig.example.com/v1",
-                    "model_name": "m",
-                    "quantization": "q",
-                    "gpu": "RTX 3080",
-                },
-            ).json()
-            node_id, secret = reg["node"]["id"], reg["node_secret"]
+            node_id, secret = register_node(a)
 
             def beat(active):
                 return requests.post(
