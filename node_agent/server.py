@@ -10,7 +10,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from node_agent import __version__, auth, keys, upstream
+from node_agent import __version__, auth, cors, keys, upstream
 from node_agent.chat import parse_chat
 from node_agent.config import AgentConfig
 from node_agent.errors import AgentError
@@ -252,6 +252,8 @@ def build_app(config: AgentConfig) -> web.Application:
     app.router.add_get("/v1/models", agent.models_list)
     app.router.add_post("/v1/chat/completions", agent.chat)
     app.router.add_post("/chat/completions", agent.chat)
+    # The public tasting panel calls these from the tracker's origin.
+    cors.install(app, ["/health", "/v1/models", "/v1/chat/completions", "/chat/completions"])
     return app
 
 
