@@ -15,6 +15,12 @@ class DecisionCommand(BaseCommand):
     def moderator(self, options) -> services.Moderator:
         return services.Moderator(None, options["moderator"] or f"{getpass.getuser()} (command line)")
 
+    def node(self, node_id: str):
+        try:
+            return services.get_node(node_id)
+        except services.UnknownSubject as exc:
+            raise CommandError(str(exc)) from exc
+
     def run(self, fn, **kwargs):
         try:
             return fn(**kwargs)

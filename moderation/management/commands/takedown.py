@@ -1,7 +1,5 @@
 """`manage.py takedown <node_id> --reason "..."`: notice and takedown, recorded in the moderation log."""
 
-from django.core.management.base import CommandError
-
 from moderation import services
 from moderation.management.commands._decide import DecisionCommand
 
@@ -14,9 +12,6 @@ class Command(DecisionCommand):
         super().add_arguments(parser)
 
     def handle(self, *args, node_id, **options):
-        try:
-            node = services.get_node(node_id)
-        except services.UnknownSubject as exc:
-            raise CommandError(str(exc)) from exc
+        node = self.node(node_id)
         action = self.run(services.take_down, node=node, moderator=self.moderator(options), reason=options["reason"])
         self.stdout.write(f"took down {node.pk} ({action.details.get('tokens_revoked', 0)} tokens revoked)")
