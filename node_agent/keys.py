@@ -7,7 +7,27 @@ import os
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+
+
+def public_key_from_pem(public_pem: str) -> X25519PublicKey:
+    """An X25519 public key from SPKI PEM; ValueError for anything else (another key type, garbage)."""
+    key = serialization.load_pem_public_key(public_pem.encode("ascii"))
+    if not isinstance(key, X25519PublicKey):
+        raise ValueError("not an X25519 public key")
+    return key
+
+
+def public_pem_of(key: X25519PublicKey) -> str:
+    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+def load_private_key(private_path: Path) -> X25519PrivateKey:
+    """The node's private key from its PKCS#8 PEM file (read once at start, kept in memory)."""
+    private = serialization.load_pem_private_key(private_path.read_bytes(), password=None)
+    if not isinstance(private, X25519PrivateKey):
+        raise ValueError(f"{private_path} is not an X25519 private key")
+    return private
 
 
 def fingerprint_of_public_pem(public_pem: str) -> str:
@@ -26,20 +46,9 @@ def generate(private_path: Path) -> tuple[str, str]:
     fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as fh:
         fh.write(pem)
-    public_pem = (
-        private.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
+    public_pem = public_pem_of(private.public_key())
     return public_pem, fingerprint_of_public_pem(public_pem)
 
 
 def load_public_pem(private_path: Path) -> str:
-    private = serialization.load_pem_private_key(private_path.read_bytes(), password=None)
-    if not isinstance(private, X25519PrivateKey):
-        raise ValueError(f"{private_path} is not an X25519 private key")
-    return (
-        private.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
+    return public_pem_of(load_private_key(private_path).public_key())
