@@ -183,7 +183,12 @@ if not DEBUG:
 
 # Largest request body the tracker reads, in bytes (bigger → 413 body_too_large).
 API_MAX_BODY_BYTES = env_int("API_MAX_BODY_BYTES", 64 * 1024)
-DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
+# A published replay (POST /api/replays): up to 80,000 characters of text plus 8192 chunk times, in UTF-8.
+API_REPLAY_MAX_BODY_BYTES = env_int("API_REPLAY_MAX_BODY_BYTES", 512 * 1024)
+API_MAX_BODY_BYTES_BY_PATH = {"/api/replays": API_REPLAY_MAX_BODY_BYTES}
+# Django's own ceiling must admit the largest per-path limit; BodySizeLimitMiddleware holds every other path
+# to API_MAX_BODY_BYTES before anything reads the body.
+DATA_UPLOAD_MAX_MEMORY_SIZE = max(API_MAX_BODY_BYTES, *API_MAX_BODY_BYTES_BY_PATH.values())
 
 REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
@@ -245,6 +250,7 @@ RATE_NODE_WRITE = os.environ.get("RATE_NODE_WRITE", "60/h")
 RATE_FINGERPRINT_VERIFY = os.environ.get("RATE_FINGERPRINT_VERIFY", "30/h")
 RATE_TIMING_UPLOAD = os.environ.get("RATE_TIMING_UPLOAD", "120/h")
 RATE_ABUSE_REPORT = os.environ.get("RATE_ABUSE_REPORT", "10/d")
+RATE_REPLAY_PUBLISH = os.environ.get("RATE_REPLAY_PUBLISH", "20/h")
 RATELIMIT_ENABLE = env_bool("RATELIMIT_ENABLE", True)
 RATELIMIT_USE_CACHE = "default"
 

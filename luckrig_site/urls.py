@@ -7,6 +7,7 @@ from luckrig_site.metrics import metrics_view
 from moderation import api as moderation_api
 from moderation import views as moderation_views
 from nodes.api import NodeMetricsApi, ShowcaseApi
+from showcase import api as showcase_api
 from tracker import api
 
 handler404 = "luckrig_site.api_errors.not_found_json"
@@ -29,6 +30,8 @@ urlpatterns = [
     path("api/tokens", api.TokenCreateApi.as_view(), name="api-tokens"),
     path("api/tracker-keys", api.TrackerKeysApi.as_view(), name="api-tracker-keys"),
     path("api/replay/timing", api.TimingUploadApi.as_view(), name="api-replay-timing"),
+    path("api/replays", showcase_api.ReplayCollectionApi.as_view(), name="api-replays"),
+    path("api/replays/<str:replay_id>", showcase_api.ReplayItemApi.as_view(), name="api-replay"),
     path("api/showcase", ShowcaseApi.as_view(), name="api-showcase"),
     path("api/contributions", api.ContributionsApi.as_view(), name="api-contributions"),
     path("api/abuse/report", moderation_api.AbuseReportApi.as_view(), name="api-abuse-report"),

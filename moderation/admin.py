@@ -3,6 +3,7 @@ and write an audit row, the read-only audit log, filter rules, agents' flags, an
 
 from datetime import timedelta
 
+from django.apps import apps
 from django.contrib import admin, messages
 from django.db.models import Count, OuterRef, Subquery
 from django.db.models.functions import Coalesce
@@ -227,6 +228,13 @@ def subject_link(kind: str, value: str):
                 '<a href="{}">contributor {}</a>',
                 reverse("admin:tracker_contributor_change", args=[contributor.pk]),
                 contributor,
+            )
+    if kind in ("content_id", "replay") and value:
+        # showcase owns Replay and sits above moderation: found through the app registry, never imported.
+        replays = apps.get_model("showcase", "Replay")
+        if replays.objects.filter(pk=value[:20]).exists():
+            return format_html(
+                '<a href="{}">replay {}</a>', reverse("admin:showcase_replay_change", args=[value[:20]]), value
             )
     return format_html("{} {} (not found)", kind, value) if value else "-"
 

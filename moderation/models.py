@@ -85,7 +85,8 @@ FLAG_LETTERS = {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL}
 
 
 class FilterRule(models.Model):
-    """A regular expression every agent applies to prompts (422 `prompt_filtered` on a match)."""
+    """A regular expression every agent applies to prompts (422 `prompt_filtered` on a match), and the tracker
+    to the texts of a replay before publishing it (422 `content_filtered`)."""
 
     id = models.SlugField(max_length=64, primary_key=True)
     pattern = models.TextField()
@@ -105,13 +106,17 @@ class FilterRule(models.Model):
         unknown = set(self.flags) - set(FLAG_LETTERS)
         if unknown:
             raise ValidationError({"flags": f"unknown flag letters: {''.join(sorted(unknown))}"})
-        compiled_flags = 0
-        for letter in self.flags:
-            compiled_flags |= FLAG_LETTERS[letter]
         try:
-            re.compile(self.pattern, compiled_flags)
+            self.regex()
         except re.error as exc:
             raise ValidationError({"pattern": f"not a valid regular expression: {exc}"}) from exc
+
+    def regex(self) -> re.Pattern:
+        """The rule compiled the way agents compile it (unknown flag letters ignored); raises re.error."""
+        compiled_flags = 0
+        for letter in self.flags:
+            compiled_flags |= FLAG_LETTERS.get(letter, 0)
+        return re.compile(self.pattern, compiled_flags)
 
     def as_wire(self) -> dict:
         return {

@@ -1,0 +1,150 @@
+"""Published replays over the JSON API: publish one with the tasting token it was made with, list them,
+read one. Each view: validate, call one service, shape, return."""
+
+from django.conf import settings
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers as s
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from luckrig_site.api_errors import ApiError
+from luckrig_site.clientip import ip_hash
+from luckrig_site.ratelimits import limit
+from nodes import schemas
+from nodes.api import get_visible_node
+from showcase import services
+from showcase.models import Replay
+from showcase.presenters import list_rows, public_replay, replay_list_item
+from showcase.serializers import ReplayIn
+from tracker.api import require
+from tracker.auth import TastingTokenAuthentication
+
+MAX_PAGE_SIZE = 100
+DEFAULT_PAGE_SIZE = 20
+
+ReplayCreatedDoc = inline_serializer(
+    "ReplayPublished", {"schema_version": s.IntegerField(), "id": s.CharField(), "url": s.URLField()}
+)
+ReplayDoc = inline_serializer(
+    "Replay",
+    {
+        "id": s.CharField(),
+        "url": s.URLField(),
+        "node_id": s.CharField(),
+        "created_at": s.DateTimeField(),
+        "published_at": s.DateTimeField(),
+        "prompt": s.CharField(),
+        "system": s.CharField(allow_null=True),
+        "response": s.CharField(),
+        "chunk_timestamps": s.ListField(child=s.FloatField()),
+        "timing": s.DictField(),
+        "node": s.DictField(),
+    },
+)
+ReplayListDoc = inline_serializer(
+    "ReplayList",
+    {
+        "schema_version": s.IntegerField(),
+        "count": s.IntegerField(),
+        "next": s.CharField(allow_null=True),
+        "previous": s.CharField(allow_null=True),
+        "replays": s.ListField(child=s.DictField()),
+    },
+)
+
+
+def _whole_number(params, name: str, default: int, maximum: int) -> int:
+    raw = params.get(name)
+    if raw in (None, ""):
+        return default
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= maximum:
+        raise ApiError(
+            400, "invalid_field", f"{name}: must be a whole number from 1 to {maximum}", extra={"field": name}
+        )
+    return int(raw)
+
+
+def _page_url(request, page: int) -> str:
+    params = request.GET.copy()
+    params["page"] = str(page)
+    return request.build_absolute_uri(request.path) + "?" + params.urlencode()
+
+
+@limit("RATE_REPLAY_PUBLISH", "replay-publish")
+class ReplayCollectionApi(APIView):
+    authentication_classes = [TastingTokenAuthentication]
+
+    def perform_authentication(self, request):
+        """Only publishing needs a token: the list stays public even for a caller sending a stale one."""
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("node", str, description="only this node's replays (404 when it is not reachable)"),
+            OpenApiParameter("page", int),
+            OpenApiParameter("page_size", int, description=f"1 to {MAX_PAGE_SIZE}, default {DEFAULT_PAGE_SIZE}"),
+        ],
+        summary="Published replays, newest first",
+        operation_id="replays_list",
+        responses={200: ReplayListDoc, 400: schemas.ErrorDoc, 404: schemas.ErrorDoc},
+    )
+    def get(self, request):
+        node_id = request.GET.get("node")
+        if node_id and (len(node_id) > 64 or "\x00" in node_id):
+            raise ApiError(400, "invalid_field", "node: not a node id", extra={"field": "node"})
+        page = _whole_number(request.GET, "page", 1, 1_000_000)
+        page_size = _whole_number(request.GET, "page_size", DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        # Like the node itself: whoever has an unlisted node's id sees its replays; the unfiltered list shows
+        # listed nodes only.
+        qs = Replay.objects.visible().filter(node=get_visible_node(node_id)) if node_id else Replay.objects.listed()
+        count = qs.count()
+        start = (page - 1) * page_size
+        rows = list(list_rows(qs.order_by("-published_at", "-id"))[start : start + page_size]) if start < count else []
+        return Response(
+            {
+                "schema_version": 1,
+                "count": count,
+                "next": _page_url(request, page + 1) if start + page_size < count else None,
+                "previous": _page_url(request, page - 1) if page > 1 else None,
+                "replays": [replay_list_item(row, settings.SITE_URL) for row in rows],
+            }
+        )
+
+    @extend_schema(
+        request=ReplayIn,
+        summary="Publish the replay of one tasting (tasting token; one per token)",
+        operation_id="replays_publish",
+        responses={
+            201: ReplayCreatedDoc,
+            400: schemas.ErrorDoc,
+            401: schemas.ErrorDoc,
+            403: schemas.ErrorDoc,
+            404: schemas.ErrorDoc,
+            409: schemas.ErrorDoc,
+            413: schemas.ErrorDoc,
+            422: schemas.ErrorDoc,
+            429: schemas.ErrorDoc,
+        },
+    )
+    def post(self, request):
+        token = require(request.user, "the tasting token")
+        data = ReplayIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        replay = services.publish_replay(token=token, data=data.validated_data, ip_hash=ip_hash(request))
+        return Response(
+            {"schema_version": 1, "id": replay.id, "url": replay.public_url},
+            status=201,
+            headers={"Location": replay.public_url},
+        )
+
+
+class ReplayItemApi(APIView):
+    @extend_schema(
+        summary="One published replay",
+        operation_id="replay_retrieve",
+        responses={
+            200: inline_serializer("ReplayDetail", {"schema_version": s.IntegerField(), "replay": ReplayDoc}),
+            404: schemas.ErrorDoc,
+        },
+    )
+    def get(self, request, replay_id):
+        return Response({"schema_version": 1, "replay": public_replay(services.get_visible_replay(replay_id))})

@@ -1,0 +1,77 @@
+"""Published replays: a tasting (prompt, answer, the client's chunk times and timing) that its taster chose to
+make public. One per tasting token (jti); taken down by moderators, never edited."""
+
+import secrets
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+# The public page of a replay; fixed by the wire contract (the HTML route is the website's).
+PUBLIC_PATH = "/replays/{id}/"
+
+
+def new_replay_id() -> str:
+    return "rp_" + secrets.token_hex(8)
+
+
+class ReplayQuerySet(models.QuerySet):
+    def visible(self):
+        """Reachable by id: not taken down, and its node is reachable (not taken down, not banned). A node that
+        comes back brings its replays back with it."""
+        return (
+            self.filter(taken_down_at__isnull=True, node__taken_down_at__isnull=True)
+            .exclude(node__banned_until__gt=timezone.now())
+            .select_related("node")
+        )
+
+    def public(self):
+        """What a public page may show by id (the website's name for visible())."""
+        return self.visible()
+
+    def listed(self):
+        """On public lists: visible, and the node is public (an unlisted node's replays are for whoever has
+        the node's id, like the node itself)."""
+        return self.visible().filter(node__visibility="public")
+
+
+class Replay(models.Model):
+    id = models.CharField(max_length=20, primary_key=True, default=new_replay_id, editable=False)
+    node = models.ForeignKey("nodes.Node", on_delete=models.CASCADE, related_name="replays")
+    # The tasting token it was published with: one replay per jti. Not a foreign key, like TimingSample's,
+    # so that a replay outlives any pruning of old token rows.
+    jti = models.CharField(max_length=64, unique=True)
+    contributor = models.ForeignKey(
+        "tracker.Contributor", null=True, blank=True, on_delete=models.SET_NULL, related_name="replays"
+    )
+    # HMAC of the publisher's address (never shown): lets a moderator ban the address from the admin.
+    ip_hash = models.CharField(max_length=64, blank=True, editable=False)
+    created_at = models.DateTimeField(help_text="when the taster's client made the replay (client clock)")
+    published_at = models.DateTimeField(default=timezone.now)
+    prompt = models.TextField()
+    system = models.TextField(blank=True)
+    response = models.TextField()
+    chunk_timestamps = models.JSONField(default=list, blank=True)
+    timing = models.JSONField(default=dict, blank=True)
+    # Written by showcase.services.take_down_replay / restore_replay, each with an audit row.
+    taken_down_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ReplayQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-published_at", "-id"]
+        indexes = [
+            models.Index(fields=["node", "-published_at"], name="replay_node_newest"),
+            models.Index(fields=["-published_at"], name="replay_newest"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.id} on {self.node_id}"
+
+    @property
+    def public_url(self) -> str:
+        return settings.SITE_URL + PUBLIC_PATH.format(id=self.id)
+
+    @property
+    def is_visible(self) -> bool:
+        return self.taken_down_at is None and self.node.is_visible

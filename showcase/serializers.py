@@ -1,0 +1,85 @@
+"""The shape of a replay file as `POST /api/replays` takes it: strict types, bounded sizes, unknown fields
+refused. The timing object is the allowlist of `POST /api/replay/timing`, so a replay file and a timing
+upload describe a tasting with the same fields."""
+
+import math
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from luckrig_site.fields import StrictCharField, StrictSerializer
+from tracker.serializers import TimingIn
+
+PROMPT_MAX = 16_000
+RESPONSE_MAX = 64_000
+CHUNKS_MAX = 8192
+CHUNK_MS_MAX = 86_400_000  # a day, like generation_sec's bound
+
+
+class ReplayTimingIn(TimingIn):
+    """The timing upload's allowlist. `node_id` may be left out (the replay names its node); the agent's
+    replay files carry it, and it must then be the replay's node."""
+
+    node_id = StrictCharField(max_length=64, required=False)
+
+
+@extend_schema_field(
+    {"type": "array", "items": {"type": "number", "minimum": 0, "maximum": CHUNK_MS_MAX}, "maxItems": CHUNKS_MAX}
+)
+class ChunkTimestampsField(serializers.Field):
+    """Milliseconds from the start of the request to each streamed chunk: at most 8192 JSON numbers, each
+    from 0 to a day, never decreasing. An error names the offending item (`chunk_timestamps[3]`)."""
+
+    default_error_messages = {"type": "must be a list of numbers", "max": f"at most {CHUNKS_MAX} timestamps"}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, list):
+            self.fail("type")
+        if len(data) > CHUNKS_MAX:
+            self.fail("max")
+        previous = 0.0
+        out: list[float] = []
+        for index, item in enumerate(data):
+            if isinstance(item, bool) or not isinstance(item, int | float):
+                raise serializers.ValidationError({index: ["must be a number of milliseconds"]})
+            try:
+                value = float(item)
+            except OverflowError:
+                value = math.inf
+            if not math.isfinite(value) or not 0 <= value <= CHUNK_MS_MAX:
+                raise serializers.ValidationError({index: [f"must be between 0 and {CHUNK_MS_MAX} ms"]})
+            if value < previous:
+                raise serializers.ValidationError({index: ["must not be smaller than the timestamp before it"]})
+            previous = value
+            out.append(int(value) if value.is_integer() else value)
+        return out
+
+    def to_representation(self, value):
+        return list(value)
+
+
+class ReplayIn(StrictSerializer):
+    node_id = StrictCharField(max_length=64)
+    created_at = serializers.DateTimeField()
+    prompt = StrictCharField(max_length=PROMPT_MAX, trim_whitespace=False)
+    # The agent's replay files carry the system prompt (null when there was none): it is part of what the
+    # model was asked, so it is published with the prompt and filtered like it.
+    system = StrictCharField(
+        required=False, allow_null=True, allow_blank=True, max_length=PROMPT_MAX, trim_whitespace=False
+    )
+    response = StrictCharField(max_length=RESPONSE_MAX, allow_blank=True, trim_whitespace=False)
+    chunk_timestamps = ChunkTimestampsField()
+    timing = ReplayTimingIn()
+
+    def to_internal_value(self, data):
+        # A replay is a file format: it must say which version of it it is.
+        if isinstance(data, dict) and "schema_version" not in data:
+            raise serializers.ValidationError({"schema_version": ["required (1)"]})
+        return super().to_internal_value(data)
+
+    def validate(self, data):
+        timing = data["timing"]
+        if "node_id" in timing and timing["node_id"] != data["node_id"]:
+            raise serializers.ValidationError({"timing": {"node_id": ["must be the replay's node_id"]}})
+        timing.pop("node_id", None)
+        return data
