@@ -11,7 +11,8 @@ LLAMA_PORT ?= 8080
 AGENT_PORT ?= 8788
 PG_SERVER ?= postgres://postgres@127.0.0.1:5432
 
-.PHONY: install run migrate test test-sqlite test-postgres lint format bench clean
+
+.PHONY: install messages run migrate test test-sqlite test-postgres lint format bench clean
 
 # llama-cpp-python is built from source (about 5 minutes once; pip caches the wheel). A native build
 # (-march=native) enables ggml's AMX kernels, which crash with SIGSEGV on these machines and would not run on
@@ -31,7 +32,7 @@ $(STAMP): pyproject.toml
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	  echo "== installing Debian's chromium for the browser tests (apt-get) =="; \
 	  { DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null \
-	    && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	    && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk >/dev/null; } \
 	  || echo "NOTE: apt-get could not install chromium: the browser tests will be skipped"; \
 	else \
 	  echo "NOTE: /usr/bin/chromium is missing and this is not root with apt-get: the browser tests will be"; \
@@ -39,7 +40,17 @@ $(STAMP): pyproject.toml
 	fi
 	@touch $(STAMP)
 
-install: $(STAMP)
+# The gettext catalogues are compiled from the committed .po files (the .mo files are build output).
+# Babel compiles them in Python: no GNU gettext needed on a fresh machine.
+PO_FILES := $(wildcard locale/*/LC_MESSAGES/django.po)
+MO_FILES := $(PO_FILES:.po=.mo)
+
+%.mo: %.po $(STAMP)
+	$(BIN)/pybabel -q compile -i $< -o $@
+
+messages: $(MO_FILES)
+
+install: $(STAMP) $(MO_FILES)
 
 migrate: install
 	$(BIN)/python manage.py migrate --noinput

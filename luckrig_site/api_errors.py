@@ -129,9 +129,17 @@ def exception_handler(exc, context):
     return None  # a real bug: let Django log it and answer 500 through handler500
 
 
+def _wants_json(request) -> bool:
+    """API paths and API clients get the JSON error shape; a browser on a site page gets a page."""
+    return request.path.startswith(("/api/", "/metrics")) or "text/html" not in request.headers.get("Accept", "")
+
+
 def not_found_json(request, exception=None):
     from django.http import JsonResponse
+    from django.shortcuts import render
 
+    if not _wants_json(request):
+        return render(request, "404.html", status=status.HTTP_404_NOT_FOUND)
     return JsonResponse(
         {"schema_version": 1, "error": "Not found.", "code": "not_found"}, status=status.HTTP_404_NOT_FOUND
     )

@@ -1,7 +1,6 @@
 from django.contrib import admin
-from django.urls import path
-from django.views.generic import RedirectView
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from luckrig_site.metrics import metrics_view
 from moderation import api as moderation_api
@@ -14,8 +13,8 @@ handler404 = "luckrig_site.api_errors.not_found_json"
 handler500 = "luckrig_site.api_errors.server_error_json"
 
 urlpatterns = [
-    # The public website arrives with the showcase app's pages; until then / opens the interactive API docs.
-    path("", RedirectView.as_view(url="/api/docs/", permanent=False)),
+    path("", include("showcase.urls")),
+    path("i18n/", include("django.conf.urls.i18n")),
     path("admin/", admin.site.urls),
     path("metrics", metrics_view, name="metrics"),
     path("api/health", api.HealthApi.as_view(), name="api-health"),
@@ -40,5 +39,5 @@ urlpatterns = [
     path("api/moderation/flags", moderation_api.ModerationFlagApi.as_view(), name="api-moderation-flags"),
     path("policy", moderation_views.policy, name="policy"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
 ]

@@ -321,6 +321,20 @@ def _holder(flag):
 # --- subjects: nodes, contributors, bans ----------------------------------------------------------------
 
 
+def ban_actions(kind: str) -> list:
+    """ "Ban <kind>" (for N days or for good) and "Lift <kind> bans", for the admin of that kind of subject."""
+    return [
+        decision_action(
+            f"Ban {kind}",
+            lambda obj, m, why, d: services.ban(kind=kind, value=obj.pk, moderator=m, reason=why, days=d),
+            with_days=True,
+        ),
+        decision_action(
+            f"Lift {kind} bans", lambda obj, m, why, d: services.unban(kind=kind, value=obj.pk, moderator=m, reason=why)
+        ),
+    ]
+
+
 @admin.register(Node)
 class NodeAdmin(admin.ModelAdmin):
     list_display = [
@@ -364,15 +378,7 @@ class NodeAdmin(admin.ModelAdmin):
         decision_action(
             "Revoke outstanding tokens", lambda n, m, why, d: services.revoke_tokens(node=n, moderator=m, reason=why)
         ),
-        decision_action(
-            "Ban node",
-            lambda n, m, why, d: services.ban(kind=Ban.Kind.NODE, value=n.pk, moderator=m, reason=why, days=d),
-            with_days=True,
-        ),
-        decision_action(
-            "Lift node bans",
-            lambda n, m, why, d: services.unban(kind=Ban.Kind.NODE, value=n.pk, moderator=m, reason=why),
-        ),
+        *ban_actions(Ban.Kind.NODE),
     ]
 
     def has_add_permission(self, request):
@@ -394,17 +400,7 @@ class ContributorAdmin(admin.ModelAdmin):
     search_fields = ["id", "handle"]
     fields = ["id", "handle", "created_at", "score_total", "score_tier", "score_components", "timing_shared"]
     readonly_fields = fields  # the key hash is never shown
-    actions = [
-        decision_action(
-            "Ban contributor",
-            lambda c, m, why, d: services.ban(kind=Ban.Kind.CONTRIBUTOR, value=c.pk, moderator=m, reason=why, days=d),
-            with_days=True,
-        ),
-        decision_action(
-            "Lift contributor bans",
-            lambda c, m, why, d: services.unban(kind=Ban.Kind.CONTRIBUTOR, value=c.pk, moderator=m, reason=why),
-        ),
-    ]
+    actions = ban_actions(Ban.Kind.CONTRIBUTOR)
 
     def has_add_permission(self, request):
         return False

@@ -56,14 +56,7 @@ class AbuseReportApi(APIView):
     def post(self, request):
         data = AbuseReportIn(data=request.data)
         data.is_valid(raise_exception=True)
-        v = data.validated_data
-        report = AbuseReport.objects.create(
-            subject_kind=v["subject_kind"],
-            subject_id=v.get("subject_id", ""),
-            reason=v["reason"],
-            evidence=v.get("evidence", ""),
-            reporter_hash=ip_hash(request),
-        )
+        report = services.file_report(data.validated_data, reporter_hash=ip_hash(request))
         return Response(
             {
                 "schema_version": 1,

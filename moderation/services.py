@@ -50,6 +50,18 @@ def record(
     )
 
 
+def file_report(report: dict, *, reporter_hash: str) -> AbuseReport:
+    """A validated report (AbuseReportIn) arrives as an open report for a person to review; it changes nothing
+    by itself. The API and the website's report form both come through here."""
+    return AbuseReport.objects.create(
+        subject_kind=report["subject_kind"],
+        subject_id=report.get("subject_id", ""),
+        reason=report["reason"],
+        evidence=report.get("evidence", ""),
+        reporter_hash=reporter_hash,
+    )
+
+
 def _resolve_report(report: AbuseReport | None, state: str) -> None:
     if report is not None:
         AbuseReport.objects.filter(pk=report.pk).update(state=state, updated_at=timezone.now())

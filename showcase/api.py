@@ -37,6 +37,7 @@ ReplayDoc = inline_serializer(
         "system": s.CharField(allow_null=True),
         "response": s.CharField(),
         "chunk_timestamps": s.ListField(child=s.FloatField()),
+        "chunks": s.ListField(child=s.CharField(), allow_null=True),
         "timing": s.DictField(),
         "node": s.DictField(),
     },

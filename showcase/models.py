@@ -52,6 +52,9 @@ class Replay(models.Model):
     system = models.TextField(blank=True)
     response = models.TextField()
     chunk_timestamps = models.JSONField(default=list, blank=True)
+    # The text of each streamed chunk, when the client kept it (the website does): playback then shows the
+    # answer exactly as it arrived. Older files carry only the joined response and the timestamps.
+    chunks = models.JSONField(default=list, blank=True)
     timing = models.JSONField(default=dict, blank=True)
     # Written by showcase.services.take_down_replay / restore_replay, each with an audit row.
     taken_down_at = models.DateTimeField(null=True, blank=True)

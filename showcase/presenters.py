@@ -31,6 +31,7 @@ def public_replay(replay: Replay) -> dict:
         "system": replay.system or None,
         "response": replay.response,
         "chunk_timestamps": replay.chunk_timestamps,
+        "chunks": replay.chunks or None,
         "timing": replay.timing,
         "node": node_summary({"id": node.id, **{name: getattr(node, name) for name in NODE_SUMMARY_FIELDS}}),
     }

@@ -58,6 +58,26 @@ class ChunkTimestampsField(serializers.Field):
         return list(value)
 
 
+@extend_schema_field({"type": "array", "items": {"type": "string"}, "maxItems": CHUNKS_MAX})
+class ChunksField(serializers.Field):
+    """The text of each streamed chunk (optional): strings, as many as chunk_timestamps, joining to `response`."""
+
+    default_error_messages = {"type": "must be a list of strings", "max": f"at most {CHUNKS_MAX} chunks"}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, list):
+            self.fail("type")
+        if len(data) > CHUNKS_MAX:
+            self.fail("max")
+        for index, item in enumerate(data):
+            if not isinstance(item, str) or "\x00" in item:
+                raise serializers.ValidationError({index: ["must be a string"]})
+        return data
+
+    def to_representation(self, value):
+        return list(value)
+
+
 class ReplayIn(StrictSerializer):
     node_id = StrictCharField(max_length=64)
     created_at = serializers.DateTimeField()
@@ -69,6 +89,7 @@ class ReplayIn(StrictSerializer):
     )
     response = StrictCharField(max_length=RESPONSE_MAX, allow_blank=True, trim_whitespace=False)
     chunk_timestamps = ChunkTimestampsField()
+    chunks = ChunksField(required=False)
     timing = ReplayTimingIn()
 
     def to_internal_value(self, data):
@@ -82,4 +103,10 @@ class ReplayIn(StrictSerializer):
         if "node_id" in timing and timing["node_id"] != data["node_id"]:
             raise serializers.ValidationError({"timing": {"node_id": ["must be the replay's node_id"]}})
         timing.pop("node_id", None)
+        chunks = data.get("chunks")
+        if chunks is not None:
+            if len(chunks) != len(data["chunk_timestamps"]):
+                raise serializers.ValidationError({"chunks": ["must have one string per chunk_timestamps entry"]})
+            if "".join(chunks) != data["response"]:
+                raise serializers.ValidationError({"chunks": ["must join to exactly the response"]})
         return data

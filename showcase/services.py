@@ -84,6 +84,7 @@ def publish_replay(*, token: TastingToken, data: dict, ip_hash: str, now: dateti
                 system=texts["system"],
                 response=data["response"],
                 chunk_timestamps=data["chunk_timestamps"],
+                chunks=data.get("chunks") or [],
                 timing=data["timing"],
             )
     except IntegrityError:  # the same token, published twice at once

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from tests.browser.conftest import RIG_WORDS, allow_console_errors
+from tests.browser.conftest import RIG_WORDS
 
 pytestmark = pytest.mark.browser
 
@@ -34,10 +34,6 @@ async ({url, token}) => {
 
 
 def test_the_api_docs_page_loads(site, page, shot):
-    # Known, and not this harness's to fix: drf-spectacular's swagger_ui.html has an inline <style> (box-sizing,
-    # background) that the site's CSP (style-src 'self') blocks. The fix is a templates/drf_spectacular/
-    # swagger_ui.html override with those rules in a static file; then this line goes.
-    allow_console_errors(page, r"CSP violation: .*(Applying inline style|style-src-elem blocked inline)")
     page.goto("/api/docs/")
     assert page.title() == "LuckRig tracker API"
     page.locator(".swagger-ui .info .title").wait_for()  # Swagger UI ran and fetched the schema

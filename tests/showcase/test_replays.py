@@ -388,3 +388,26 @@ def test_created_at_is_the_clients_but_within_the_tokens_lifetime(api, live_node
     for bad in (timezone.now() + timedelta(hours=1), timezone.now() - timedelta(days=30)):
         status, err = publish(node, created_at=iso(bad))
         assert status == 400 and err["field"] == "created_at"
+
+
+def test_chunk_texts_are_kept_when_they_match_the_response(api, live_node, publish):
+    node, _ = live_node
+    status, published = publish(node, response="ab c", chunk_timestamps=[10, 20, 30], chunks=["a", "b", " c"])
+    assert status == 201, published
+    _, detail = api.get(f"/api/replays/{published['id']}")
+    assert detail["replay"]["chunks"] == ["a", "b", " c"]
+
+
+@pytest.mark.parametrize(
+    ("chunks", "why"),
+    [
+        (["a", "b"], "one string per"),
+        (["a", "b", "x"], "join to exactly"),
+        ("abc", "list of strings"),
+        ([1, 2, 3], "string"),
+    ],
+)
+def test_chunk_texts_that_do_not_fit_are_refused(live_node, publish, chunks, why):
+    node, _ = live_node
+    status, answer = publish(node, response="ab c", chunk_timestamps=[10, 20, 30], chunks=chunks)
+    assert status == 400 and answer["field"].startswith("chunks") and why in answer["error"], answer

@@ -1,0 +1,189 @@
+"""How a PublicNode reads on the site: display values derived from the API shape (pure, no queries), the
+comparison table, and the strings the page scripts show (translated on the server, handed over as JSON)."""
+
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+
+FILTER_NAMES = ("status", "model", "gpu", "quantization", "min_vram", "min_ctx", "tag", "order")
+AXES = ("existence", "rarity", "usage", "discovery", "note")
+AXIS_MAX = {"existence": 10, "rarity": 6, "usage": 20, "discovery": 20, "note": 10}
+STATUS_LABELS = {
+    "available": gettext_lazy("available"),
+    "busy": gettext_lazy("busy"),
+    "unavailable": gettext_lazy("unavailable"),
+    "unknown": gettext_lazy("unknown"),
+}
+
+
+def vram_label(vram_gb) -> str:
+    if vram_gb is None:
+        return "—"
+    if vram_gb == 0:
+        return _("shared / CPU")
+    return f"{vram_gb:g} GB"
+
+
+def sharing_count(node: dict) -> int | None:
+    """How many listed rigs share this GPU + model + quantization, recovered from the stored rarity score
+    (1 / n plus the documented bonuses), so that the list needs no extra query."""
+    base = node["rarity_score"] - (0.15 if "showcase" in node["tags"] else 0.0)
+    if node["vram_gb"] is not None and node["vram_gb"] <= 8:
+        base -= 0.05
+    if base <= 0:
+        return None
+    return max(1, round(1 / base))
+
+
+def card(node: dict) -> dict:
+    """The PublicNode plus what the templates show."""
+    components = node["contribution"]["components"] or {}
+    shared = sharing_count(node)
+    timing = node["community_timing"]
+    queue = node["queue"]
+    return {
+        **node,
+        "title": node["display_name"] or f"{node['gpu']} · {node['model_name']}",
+        "status": node["health"]["status"],
+        "status_label": STATUS_LABELS.get(node["health"]["status"], node["health"]["status"]),
+        "vram_label": vram_label(node["vram_gb"]),
+        "ctx_label": f"{node['context_length']:,}" if node["context_length"] else "—",
+        "sharing": shared,
+        "scarcity_label": (
+            _("the only rig with this GPU, model and quant")
+            if shared == 1
+            else _("1 of %(n)d rigs with this GPU, model and quant") % {"n": shared}
+            if shared
+            else ""
+        ),
+        "axes": [
+            {
+                "name": axis,
+                "value": components.get(axis, 0) or 0,
+                "percent": min(100, round(100 * (components.get(axis, 0) or 0) / AXIS_MAX[axis])),
+            }
+            for axis in AXES
+        ],
+        "tok_per_sec": f"{timing['tok_per_sec_p50']:.1f}" if timing["tok_per_sec_p50"] is not None else None,
+        "ttft_ms": f"{timing['ttft_ms_p50']:.0f}" if timing["ttft_ms_p50"] is not None else None,
+        "samples": timing["samples_count"],
+        "queue_line": queue_line(queue["active"], queue["waiting"], queue["max_active"]),
+        "uptime_24h": f"{100 * node['health']['uptime_ratio_24h']:.0f}%"
+        if node["health"]["uptime_ratio_24h"] is not None
+        else "—",
+    }
+
+
+def queue_line(active: int, waiting: int, max_active: int) -> str:
+    if not max_active:
+        return _("queue: no report from the agent yet")
+    return _("queue: %(active)d of %(max)d generating, %(waiting)d waiting") % {
+        "active": active,
+        "max": max_active,
+        "waiting": waiting,
+    }
+
+
+def compare_rows(nodes: list[dict]) -> list[dict]:
+    """One row per compared property; `differs` marks rows whose values are not all the same."""
+    spec = [
+        (_("Status"), lambda n: str(n["status_label"])),
+        (_("Model"), lambda n: n["model_name"]),
+        (_("Quantization"), lambda n: n["quantization"]),
+        (_("LoRA"), lambda n: n["lora"] or "—"),
+        (_("GPU"), lambda n: n["gpu"]),
+        (_("VRAM"), lambda n: n["vram_label"]),
+        (_("Context length"), lambda n: n["ctx_label"]),
+        (_("Scarcity"), lambda n: f"{n['rarity_score']:.2f}"),
+        (_("Community tok/s (p50)"), lambda n: n["tok_per_sec"] or "—"),
+        (_("Community TTFT ms (p50)"), lambda n: n["ttft_ms"] or "—"),
+        (_("Timing samples"), lambda n: str(n["samples"])),
+        (_("Uptime 24 h"), lambda n: n["uptime_24h"]),
+        (_("Contribution"), lambda n: f"{n['contribution']['total']:.1f}"),
+        (_("Tags"), lambda n: ", ".join(n["tags"]) or "—"),
+        (_("Owner"), lambda n: n["owner"]["handle"] or n["owner"]["id"]),
+        (_("Tuning note"), lambda n: n["tuning_note"] or "—"),
+    ]
+    rows = []
+    for label, get in spec:
+        values = [get(n) for n in nodes]
+        rows.append({"label": label, "values": values, "differs": len(set(values)) > 1})
+    return rows
+
+
+def replay_payload(replay) -> dict:
+    """What the replay player needs, as JSON for the page (never executed: a json_script block)."""
+    return {
+        "id": replay.pk,
+        "node_id": replay.node_id,
+        "created_at": replay.created_at.isoformat().replace("+00:00", "Z") if replay.created_at else None,
+        "prompt": replay.prompt,
+        "response": replay.response,
+        "chunk_timestamps": replay.chunk_timestamps,
+        "chunks": replay.chunks or None,
+        "timing": replay.timing,
+    }
+
+
+def js_strings() -> dict:
+    """Sentences the page scripts show, in the visitor's language. Error codes from the tracker and the agent
+    map to plain sentences here, so that a taster reads what happened, not a code."""
+    return {
+        "copied": _("Copied"),
+        "copy_failed": _("Copy failed: select the text and copy it by hand."),
+        "live": _("live"),
+        "stale": _("live updates interrupted; the numbers shown may be old"),
+        "queue_line": _("queue: %(active)s of %(max)s generating, %(waiting)s waiting"),
+        "queue_none": _("queue: no report from the agent yet"),
+        "queue_empty": _("Nobody is waiting."),
+        "generating": _("generating"),
+        "waiting": _("waiting"),
+        "position": _("position %(n)s"),
+        "eta": _("about %(s)s s for a new taster"),
+        "getting_token": _("Getting a tasting token…"),
+        "connecting": _("Connecting to the rig…"),
+        "queued": _("Waiting for the rig: position %(n)s in its queue, about %(s)s s."),
+        "generating_now": _("The rig is answering…"),
+        "done": _("Done."),
+        "ttft": _("time to first token"),
+        "tps": _("tokens per second"),
+        "queue_wait": _("queue wait"),
+        "tokens": _("output tokens"),
+        "measured_here": _("measured by this browser from chunk arrival times"),
+        "ack_required": _("Tick the box to confirm you understand who can read your prompt."),
+        "prompt_required": _("Write a prompt first."),
+        "shared": _("Timing shared. The community numbers now have %(n)s samples."),
+        "published": _("Published: "),
+        "report_sent": _("Report sent; a person will review it."),
+        "key_created": _("Your contributor key (shown once; it is saved in this browser):"),
+        "key_saved": _("Key saved in this browser."),
+        "key_forgotten": _("Key removed from this browser."),
+        "no_key": _("No contributor key in this browser yet."),
+        "unlocks": _(
+            "Your tier gives %(requests)s requests per token, %(tokens)s output tokens per token and "
+            "%(per_day)s tokens a day."
+        ),
+        "verify_ok": _("The key this rig serves matches the fingerprint the tracker lists."),
+        "verify_bad": _("Mismatch: the rig serves a different key than the tracker lists. Do not use public-key mode."),
+        "verify_error": _("Could not check: %(msg)s"),
+        "file_bad": _("That file is not a LuckRig replay (schema_version 1 JSON)."),
+        "network_error": _("Could not reach the rig (it may be offline or blocking this site)."),
+        "stream_cut": _("The rig's stream ended before it finished."),
+        "errors": {
+            "node_unavailable": _("This rig is not serving right now (no recent heartbeat). Try another rig."),
+            "node_not_found": _("This rig is gone (removed or taken down)."),
+            "banned": _("You cannot taste here: you or your address are banned (%(reason)s, until %(until)s)."),
+            "ip_rate_limited": _("Too many tokens from this address just now; wait %(retry)s s."),
+            "quota_exceeded": _("Today's tasting quota is used up; it resets at 00:00 UTC. Contributors get more."),
+            "invalid_token": _("The rig refused the token (invalid or expired). Get a new one."),
+            "wrong_node": _("The token is for another rig."),
+            "token_exhausted": _("This token's requests are used up. Get a new token."),
+            "queue_full": _("The rig's queue is full; try again in %(retry)s s."),
+            "prompt_filtered": _("The rig's filter rules refused this prompt (%(msg)s)."),
+            "moderation_blocked": _("The rig's moderation check refused this prompt, or could not run."),
+            "upstream_error": _("The rig's model server failed while answering."),
+            "upstream_unavailable": _("The rig's model server is down."),
+            "already_uploaded": _("This tasting's timing was already shared."),
+            "content_filtered": _("The tracker's filter rules refused to publish this text (%(msg)s)."),
+            "unknown": _("Something went wrong (%(code)s): %(msg)s"),
+        },
+    }

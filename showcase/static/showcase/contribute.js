@@ -1,0 +1,78 @@
+// "Contribute": create a contributor identity in one click (the key is shown once and kept in this browser's
+// localStorage), or use an existing key, then show my score per axis, my rigs and my tier.
+"use strict";
+(function () {
+  const L = () => window.LuckRig;
+  const t = (...a) => window.LuckRig.t(...a);
+
+  async function showMe(root) {
+    const key = L().contributorKey();
+    const state = root.querySelector("[data-key-state]");
+    const view = root.querySelector("[data-me-view]");
+    root.querySelector("[data-create]").hidden = Boolean(key);
+    root.querySelector("[data-use-key]").hidden = Boolean(key);
+    view.hidden = true;
+    if (!key) { state.textContent = t("no_key"); return; }
+    const resp = await fetch("/api/contributors/me", { headers: { "Authorization": "Bearer " + key, "Accept": "application/json" } });
+    let data = null; try { data = await resp.json(); } catch (e) { data = null; }
+    if (resp.status !== 200) { state.textContent = L().explain(resp.status, data, resp.headers); root.querySelector("[data-use-key]").hidden = false; return; }
+    state.textContent = t("key_saved");
+    root.querySelector("[data-me-handle]").textContent = data.contributor.handle || "";
+    root.querySelector("[data-me-id]").textContent = data.contributor.id;
+    root.querySelector("[data-me-total]").textContent = Number(data.score.total).toFixed(2);
+    root.querySelector("[data-me-tier]").textContent = data.score.tier;
+    const tiers = JSON.parse(document.getElementById("lr-tiers").textContent);
+    const mine = tiers[data.score.tier];
+    root.querySelector("[data-me-unlocks]").textContent = mine
+      ? t("unlocks", { requests: mine.max_requests, tokens: mine.max_output_tokens, per_day: mine.tokens_per_day })
+      : "";
+    const axes = root.querySelector("[data-me-axes]");
+    axes.replaceChildren();
+    for (const [name, value] of Object.entries(data.score.components || {})) {
+      const tr = document.createElement("tr");
+      const th = document.createElement("th"); th.scope = "row"; th.textContent = name;
+      const td = document.createElement("td"); td.textContent = typeof value === "number" ? value.toFixed(2) : JSON.stringify(value);
+      tr.append(th, td); axes.append(tr);
+    }
+    const nodes = root.querySelector("[data-me-nodes]");
+    nodes.replaceChildren();
+    for (const n of data.nodes || []) {
+      const li = document.createElement("li");
+      const a = document.createElement("a"); a.href = "/nodes/" + encodeURIComponent(n.id) + "/"; a.textContent = n.display_name || n.id;
+      li.append(a); nodes.append(li);
+    }
+    view.hidden = false;
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    const root = document.querySelector("[data-me]");
+    if (!root) return;
+    root.querySelector("[data-create]").addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const handle = ev.target.elements.handle.value.trim();
+      const r = await L().postJSON("/api/contributors", handle ? { handle } : {});
+      if (r.status !== 201) { root.querySelector("[data-key-state]").textContent = L().explain(r.status, r.data, r.headers); return; }
+      L().saveContributorKey(r.data.contributor_key);
+      const box = root.querySelector("[data-new-key]");
+      box.querySelector("[data-new-key-label]").textContent = t("key_created");
+      box.querySelector("[data-key-value]").textContent = r.data.contributor_key;
+      box.hidden = false;
+      await showMe(root);
+    });
+    root.querySelector("[data-use-key]").addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const key = ev.target.elements.key.value.trim();
+      if (!key) return;
+      L().saveContributorKey(key);
+      ev.target.reset();
+      await showMe(root);
+    });
+    root.querySelector("[data-forget]").addEventListener("click", async () => {
+      L().forgetContributorKey();
+      root.querySelector("[data-new-key]").hidden = true;
+      await showMe(root);
+      root.querySelector("[data-key-state]").textContent = t("key_forgotten");
+    });
+    showMe(root);
+  });
+})();

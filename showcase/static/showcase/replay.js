@@ -1,0 +1,88 @@
+// The replay player: shows a tasting's answer at its original pace (each piece at its recorded arrival time),
+// with play, pause and speed. Plays a published replay, or a replay file opened from disk, which is read here
+// and never uploaded.
+"use strict";
+(function () {
+  const t = (...a) => window.LuckRig.t(...a);
+
+  // Pieces of text with their times (ms): the recorded pieces when the file has them, else the answer cut
+  // evenly over the recorded timestamps (files from older clients keep only the joined text).
+  function piecesOf(replay) {
+    const times = Array.isArray(replay.chunk_timestamps) ? replay.chunk_timestamps.map(Number) : [];
+    const text = typeof replay.response === "string" ? replay.response : "";
+    if (Array.isArray(replay.chunks) && replay.chunks.length === times.length) {
+      return replay.chunks.map((c, i) => ({ at: times[i], text: String(c) }));
+    }
+    if (!times.length) return [{ at: 0, text }];
+    const chars = Array.from(text);
+    return times.map((at, i) => ({
+      at,
+      text: chars.slice(Math.round((i * chars.length) / times.length), Math.round(((i + 1) * chars.length) / times.length)).join(""),
+    }));
+  }
+
+  function valid(replay) {
+    return replay && typeof replay === "object" && replay.schema_version === 1 && typeof replay.response === "string"
+      && Array.isArray(replay.chunk_timestamps);
+  }
+
+  function player(root) {
+    const out = root.querySelector("[data-replay-output]");
+    const promptEl = root.querySelector("[data-replay-prompt]");
+    const clock = root.querySelector("[data-clock]");
+    const play = root.querySelector("[data-play]");
+    const pause = root.querySelector("[data-pause]");
+    const speed = root.querySelector("[data-speed]");
+    const timingEl = root.querySelector("[data-replay-timing]");
+    let pieces = [], index = 0, elapsed = 0, timer = null, lastTick = 0;
+
+    function tick() {
+      const now = performance.now();
+      elapsed += (now - lastTick) * Number(speed.value);
+      lastTick = now;
+      while (index < pieces.length && pieces[index].at <= elapsed) { out.append(document.createTextNode(pieces[index].text)); index++; }
+      clock.textContent = (elapsed / 1000).toFixed(1) + " s";
+      if (index >= pieces.length) { stop(); play.textContent = play.dataset.label; index = 0; elapsed = 0; return; }
+      timer = setTimeout(tick, Math.max(5, Math.min(100, (pieces[index].at - elapsed) / Number(speed.value))));
+    }
+    function stop() { clearTimeout(timer); timer = null; play.disabled = false; pause.disabled = true; }
+    play.dataset.label = play.textContent;
+    play.addEventListener("click", () => {
+      if (index === 0 && elapsed === 0) out.textContent = "";
+      play.disabled = true; pause.disabled = false; lastTick = performance.now(); tick();
+    });
+    pause.addEventListener("click", stop);
+
+    return function load(replay) {
+      stop(); index = 0; elapsed = 0; out.textContent = ""; clock.textContent = "0.0 s";
+      pieces = piecesOf(replay);
+      promptEl.textContent = replay.prompt || "";
+      const timing = replay.timing || {};
+      const names = [["ttft_ms", "TTFT ms"], ["tok_per_sec", "tok/s"], ["queue_wait_sec", "queue s"], ["output_tokens", "tokens"]];
+      window.LuckRig.fillList(timingEl, names.filter(([k]) => timing[k] !== undefined && timing[k] !== null).map(([k, label]) => [label, String(timing[k])]));
+      play.disabled = false;
+    };
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    const root = document.querySelector("[data-player]");
+    if (!root) return;
+    const load = player(root);
+    const embedded = document.getElementById("lr-replay");
+    if (embedded) load(JSON.parse(embedded.textContent));
+    else root.querySelector("[data-play]").disabled = true;
+    const input = document.querySelector("[data-replay-file]");
+    if (input) {
+      input.addEventListener("change", async () => {
+        const status = document.querySelector("[data-file-status]");
+        const file = input.files && input.files[0];
+        if (!file) return;
+        let replay = null;
+        try { replay = JSON.parse(await file.text()); } catch (e) { replay = null; }
+        if (!valid(replay)) { status.textContent = t("file_bad"); return; }
+        status.textContent = file.name + " · " + (replay.node_id || "");
+        load(replay);
+      });
+    }
+  });
+})();

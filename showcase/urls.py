@@ -1,0 +1,17 @@
+from django.urls import path
+
+from showcase import views
+
+app_name = "showcase"
+
+urlpatterns = [
+    path("", views.index, name="index"),
+    path("nodes/<str:node_id>/", views.node_detail, name="node-detail"),
+    path("compare/", views.compare, name="compare"),
+    path("queue/", views.queue_map, name="queue"),
+    path("contribute/", views.contribute, name="contribute"),
+    path("replays/open/", views.replay_open, name="replay-open"),
+    path("replays/<str:replay_id>/", views.replay_detail, name="replay-detail"),
+    path("about/trust/", views.trust, name="trust"),
+    path("report/", views.report, name="report"),
+]

@@ -1,0 +1,248 @@
+"""The public website: the list of rigs, one rig, a comparison, the live queue map, contributing, replays and
+the trust model. Plain function views over the same stored rows as the API (`nodes.presenters`), so that a
+page costs a fixed number of queries however many rigs there are."""
+
+import time
+
+from django.conf import settings
+from django.contrib import messages
+from django.db.models import Count, Q
+from django.http import Http404
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_GET, require_POST
+from django_ratelimit.core import is_ratelimited
+from rest_framework.exceptions import ValidationError
+
+from luckrig_site.api_errors import ApiError, _first_error
+from luckrig_site.clientip import ip_hash, ratelimit_key
+from moderation import services as moderation_services
+from moderation.api import AbuseReportIn
+from nodes import queries
+from nodes.models import Node, TimingSample
+from nodes.presenters import public_node, public_node_of, public_rows
+from showcase import charts, present
+from showcase.models import Replay
+
+SITE_PAGE_SIZE = 24
+MAX_COMPARE = 8
+QUEUE_MAP_LIMIT = 500
+TIMING_HISTORY = 500
+
+
+def _summary() -> dict:
+    """Counts of listed rigs by status, in one query."""
+    listed = Node.objects.listed()
+    by = {s: Count("id", filter=Q(status=s)) for s in Node.Status.values}
+    return listed.aggregate(listed=Count("id"), **by)
+
+
+def _page_link(request, page: int) -> str:
+    params = request.GET.copy()
+    params["page"] = str(page)
+    return "?" + params.urlencode()
+
+
+@require_GET
+def index(request):
+    error, cards, count = None, [], 0
+    params = request.GET.copy()
+    params.setdefault("page_size", str(SITE_PAGE_SIZE))
+    try:
+        query = queries.parse_list_query(params)
+    except ApiError as exc:
+        error, query = exc.message, queries.parse_list_query({"page_size": str(SITE_PAGE_SIZE)})
+    qs = queries.apply(query, Node.objects.listed())
+    if error is None:
+        count = qs.count()
+        start = (query.page - 1) * query.page_size
+        if start < count:
+            cards = [present.card(public_node(r)) for r in public_rows(qs)[start : start + query.page_size]]
+    last_page = max(1, -(-count // query.page_size))
+    context = {
+        "cards": cards,
+        "count": count,
+        "summary": _summary(),
+        "filters": {k: request.GET.get(k, "") for k in present.FILTER_NAMES},
+        "statuses": Node.Status.values,
+        "orders": list(queries.ORDERS),
+        "error": error,
+        "page": query.page,
+        "last_page": last_page,
+        "previous_link": _page_link(request, query.page - 1) if query.page > 1 else None,
+        "next_link": _page_link(request, query.page + 1) if query.page < last_page else None,
+        "js_strings": present.js_strings(),
+    }
+    return render(request, "showcase/index.html", context, status=400 if error else 200)
+
+
+def _visible_node(node_id: str) -> Node:
+    node = Node.objects.visible().select_related("owner").filter(pk=str(node_id)[:64]).first()
+    if node is None:
+        raise Http404("no such rig")
+    return node
+
+
+@require_GET
+def node_detail(request, node_id):
+    node = _visible_node(node_id)
+    data = present.card(public_node_of(node))
+    now_hour = int(time.time()) // 3600
+    day = charts.uptime_series(node.uptime_hours, now_hour, 24)
+    week = charts.bucket(charts.uptime_series(node.uptime_hours, now_hour, 168), 6)
+    timings = list(
+        TimingSample.objects.filter(node=node)
+        .order_by("-created_at")
+        .values_list("tok_per_sec", "ttft_ms")[:TIMING_HISTORY]
+    )
+    context = {
+        "node": data,
+        "uptime_7d": node.uptime_ratio_7d,
+        "spark_24h": charts.sparkline(day, label=_("Uptime, last 24 hours, hourly")),
+        "spark_7d": charts.sparkline(week, label=_("Uptime, last 7 days, every 6 hours")),
+        "tps_bars": charts.bars(
+            charts.histogram([t for t, _f in timings]), label=_("Community tok/s distribution"), unit="tok/s"
+        ),
+        "ttft_bars": charts.bars(
+            charts.histogram([f for _t, f in timings]), label=_("Community TTFT distribution"), unit="ms"
+        ),
+        "timing_n": len(timings),
+        "replays": Replay.objects.public().filter(node=node).order_by("-published_at")[:20],
+        "queue_entries": node.queue_entries,
+        "queue_eta_sec": node.queue_eta_sec,
+        "report_kinds": [("node_id", node.id)],
+        "js_strings": present.js_strings(),
+        "taste_config": {
+            "node_id": node.id,
+            "endpoint_url": node.endpoint_url,
+            "model_name": node.model_name,
+            "status": node.status,
+        },
+    }
+    return render(request, "showcase/node.html", context)
+
+
+def _compare_ids(request) -> list[str]:
+    ids = []
+    for value in request.GET.getlist("ids"):
+        ids.extend(part.strip() for part in value.split(","))
+    unique = list(dict.fromkeys(i[:64] for i in ids if i))
+    return unique
+
+
+@require_GET
+def compare(request):
+    ids = _compare_ids(request)
+    error = None
+    if len(ids) > MAX_COMPARE:
+        error = _("Compare at most %(n)d rigs at a time; the first %(n)d are shown.") % {"n": MAX_COMPARE}
+        ids = ids[:MAX_COMPARE]
+    found = {n.id: n for n in Node.objects.visible().select_related("owner").filter(pk__in=ids)}
+    nodes = [present.card(public_node_of(found[i])) for i in ids if i in found]
+    missing = [i for i in ids if i not in found]
+    return render(
+        request,
+        "showcase/compare.html",
+        {"nodes": nodes, "rows": present.compare_rows(nodes), "missing": missing, "error": error},
+    )
+
+
+@require_GET
+def queue_map(request):
+    rows = [
+        present.card(public_node(r)) for r in public_rows(Node.objects.listed().in_default_order())[:QUEUE_MAP_LIMIT]
+    ]
+    return render(request, "showcase/queue.html", {"rows": rows, "js_strings": present.js_strings()})
+
+
+@require_GET
+def contribute(request):
+    tiers = {
+        "limited": {
+            "max_requests": settings.LIMITED_MAX_REQUESTS,
+            "max_output_tokens": settings.LIMITED_MAX_OUTPUT_TOKENS,
+            "tokens_per_day": settings.LIMITED_TOKENS_PER_DAY,
+        },
+        "contributor": {
+            "max_requests": settings.CONTRIBUTOR_MAX_REQUESTS,
+            "max_output_tokens": settings.CONTRIBUTOR_MAX_OUTPUT_TOKENS,
+            "tokens_per_day": settings.CONTRIBUTOR_TOKENS_PER_DAY,
+        },
+    }
+    return render(
+        request,
+        "showcase/contribute.html",
+        {"tiers": tiers, "threshold": settings.CONTRIBUTOR_THRESHOLD, "js_strings": present.js_strings()},
+    )
+
+
+@require_GET
+def replay_detail(request, replay_id):
+    replay = Replay.objects.public().select_related("node").filter(pk=str(replay_id)[:40]).first()
+    if replay is None:
+        raise Http404("no such replay")
+    return render(
+        request,
+        "showcase/replay.html",
+        {
+            "replay": replay,
+            "node": present.card(public_node_of(replay.node)),
+            "replay_data": present.replay_payload(replay),
+            "report_kinds": [("content_id", replay.pk)],
+            "js_strings": present.js_strings(),
+        },
+    )
+
+
+@require_GET
+def replay_open(request):
+    return render(request, "showcase/replay_open.html", {"js_strings": present.js_strings()})
+
+
+@require_GET
+def trust(request):
+    return render(request, "showcase/trust.html")
+
+
+@require_POST
+def report(request):
+    """The report form on rig and replay pages (works without JavaScript; CSRF-protected). It files the same
+    open report as `POST /api/abuse/report`, under the same per-IP limit, for a person to review."""
+    back = request.POST.get("next", "")
+    if not back.startswith("/") or back.startswith("//"):
+        back = reverse("showcase:index")
+    body = {k: request.POST.get(k, "") for k in ("subject_kind", "subject_id", "reason", "evidence")}
+    data = AbuseReportIn(data=body)
+    try:
+        data.is_valid(raise_exception=True)
+    except ValidationError as exc:
+        field, message, _code = _first_error(exc.detail)
+        messages.error(
+            request, _("The report was not sent: %(field)s %(message)s") % {"field": field, "message": message}
+        )
+        return redirect(back + "#report")
+    try:
+        limited = is_ratelimited(
+            request,
+            group="abuse-report",
+            key=ratelimit_key,
+            rate=settings.RATE_ABUSE_REPORT,
+            method="POST",
+            increment=True,
+        )
+    except Exception:  # noqa: BLE001 - the shared cache is down: fail open, as the API's limits do
+        limited = False
+    if limited:
+        messages.error(
+            request,
+            _("Too many reports from this address today; write to %(contact)s instead.")
+            % {"contact": settings.ABUSE_CONTACT},
+        )
+        return redirect(back + "#report")
+    filed = moderation_services.file_report(data.validated_data, reporter_hash=ip_hash(request))
+    messages.success(
+        request,
+        _("Thank you. Report %(id)s will be reviewed by a person; nothing is banned automatically.") % {"id": filed.pk},
+    )
+    return redirect(back + "#report")
