@@ -24,8 +24,12 @@ def bucket(series: list[float | None], size: int) -> list[float | None]:
     return out
 
 
-def sparkline(series: list[float | None], *, label: str, width: int = 240, height: int = 40) -> str:
+def sparkline(
+    series: list[float | None], *, label: str, empty: str = "no samples yet", width: int = 240, height: int = 40
+) -> str:
     """An SVG line of ratios in [0, 1]; gaps where nothing was measured. Labelled for screen readers."""
+    if all(v is None for v in series):
+        return format_html('<p class="muted spark-none">{}</p>', empty)
     n = len(series)
     step = width / max(n - 1, 1)
     paths, current = [], []

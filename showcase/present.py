@@ -7,6 +7,21 @@ from django.utils.translation import gettext_lazy
 FILTER_NAMES = ("status", "model", "gpu", "quantization", "min_vram", "min_ctx", "tag", "order")
 AXES = ("existence", "rarity", "usage", "discovery", "note")
 AXIS_MAX = {"existence": 10, "rarity": 6, "usage": 20, "discovery": 20, "note": 10}
+# The showcase badges are stored in English on the node (the API's words); the site shows them translated.
+BADGE_LABELS = {
+    "lowest_vram": gettext_lazy("Lowest VRAM"),
+    "cpu_rig": gettext_lazy("CPU rig"),
+    "apple_silicon": gettext_lazy("Apple silicon"),
+    "largest_context": gettext_lazy("Largest context"),
+    "oldest_gpu_generation": gettext_lazy("Oldest GPU generation"),
+    "rarest_combination": gettext_lazy("Rarest combination"),
+}
+ORDER_LABELS = {
+    "rarity": gettext_lazy("rarest first"),
+    "recent": gettext_lazy("newest first"),
+    "tok_per_sec": gettext_lazy("fastest measured first"),
+    "context": gettext_lazy("longest context first"),
+}
 STATUS_LABELS = {
     "available": gettext_lazy("available"),
     "busy": gettext_lazy("busy"),
@@ -34,6 +49,11 @@ def sharing_count(node: dict) -> int | None:
     return max(1, round(1 / base))
 
 
+def when(iso_text: str | None) -> str:
+    """`2026-12-02T01:28:54.198Z` → `2026-12-02 01:28 UTC` (times on the site are UTC, said so)."""
+    return f"{iso_text[:10]} {iso_text[11:16]} UTC" if iso_text else "—"
+
+
 def card(node: dict) -> dict:
     """The PublicNode plus what the templates show."""
     components = node["contribution"]["components"] or {}
@@ -43,6 +63,9 @@ def card(node: dict) -> dict:
     return {
         **node,
         "title": node["display_name"] or f"{node['gpu']} · {node['model_name']}",
+        "badges": [{**b, "label": BADGE_LABELS.get(b.get("id"), b.get("label"))} for b in node["showcase"]],
+        "created_label": when(node["created_at"]),
+        "last_seen_label": when(node["health"]["last_seen_at"]),
         "status": node["health"]["status"],
         "status_label": STATUS_LABELS.get(node["health"]["status"], node["health"]["status"]),
         "vram_label": vram_label(node["vram_gb"]),
@@ -130,7 +153,7 @@ def js_strings() -> dict:
     return {
         "copied": _("Copied"),
         "copy_failed": _("Copy failed: select the text and copy it by hand."),
-        "live": _("live"),
+        "live": _("● live"),
         "stale": _("live updates interrupted; the numbers shown may be old"),
         "queue_line": _("queue: %(active)s of %(max)s generating, %(waiting)s waiting"),
         "queue_none": _("queue: no report from the agent yet"),

@@ -65,8 +65,8 @@ def index(request):
         "count": count,
         "summary": _summary(),
         "filters": {k: request.GET.get(k, "") for k in present.FILTER_NAMES},
-        "statuses": Node.Status.values,
-        "orders": list(queries.ORDERS),
+        "statuses": list(present.STATUS_LABELS.items()),
+        "orders": [(o, present.ORDER_LABELS.get(o, o)) for o in queries.ORDERS],
         "error": error,
         "page": query.page,
         "last_page": last_page,
@@ -99,8 +99,8 @@ def node_detail(request, node_id):
     context = {
         "node": data,
         "uptime_7d": node.uptime_ratio_7d,
-        "spark_24h": charts.sparkline(day, label=_("Uptime, last 24 hours, hourly")),
-        "spark_7d": charts.sparkline(week, label=_("Uptime, last 7 days, every 6 hours")),
+        "spark_24h": charts.sparkline(day, label=_("Uptime, last 24 hours, hourly"), empty=_("no samples yet")),
+        "spark_7d": charts.sparkline(week, label=_("Uptime, last 7 days, every 6 hours"), empty=_("no samples yet")),
         "tps_bars": charts.bars(
             charts.histogram([t for t, _f in timings]), label=_("Community tok/s distribution"), unit="tok/s"
         ),
