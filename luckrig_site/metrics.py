@@ -1,8 +1,9 @@
 """Prometheus metrics at /metrics.
 
 Request counts are per process (scrape each Daphne process, as Prometheus expects of counters); tokens
-issued and nodes by status are read from the database at scrape time, so they agree across processes and
-survive restarts."""
+issued and listed nodes by status are read from the database at scrape time, so they agree across processes
+and survive restarts. Tokens issued is a counter over every node, hidden ones included: a counter must never
+go down, and it names no node."""
 
 from django.db.models import Count
 from django.http import HttpResponse
@@ -24,15 +25,19 @@ def count_request(method: str, status: int) -> None:
 
 
 class DatabaseCollector:
-    """Reads tokens issued and node counts by status from the database on each scrape."""
+    """Reads tokens issued and listed-node counts by status from the database on each scrape."""
 
     def collect(self):
         from nodes.models import Node
         from tracker.models import TastingToken
 
-        nodes = GaugeMetricFamily("luckrig_nodes", "Registered nodes by status (listed or not)", labels=["status"])
+        # Listed nodes only, the ones GET /api/nodes shows: a node that is taken down or banned must leave every
+        # public surface, and /metrics is one; an unlisted node is left out too, as from every public count.
+        nodes = GaugeMetricFamily(
+            "luckrig_nodes", "Listed nodes (public, not taken down, not banned) by status", labels=["status"]
+        )
         counts = {s: 0 for s in Node.Status.values}
-        for row in Node.objects.values("status").annotate(n=Count("id")):
+        for row in Node.objects.listed().values("status").annotate(n=Count("id")).order_by():
             counts[row["status"]] = row["n"]
         for status, n in sorted(counts.items()):
             nodes.add_metric([status], n)

@@ -5,6 +5,7 @@ from datetime import timedelta
 
 from django.apps import apps
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.db.models import Count, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 from django.template.response import TemplateResponse
@@ -13,10 +14,27 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from moderation import services
+from moderation.addresses import address_label
 from moderation.forms import DecisionForm
 from moderation.models import AbuseReport, FilterRule, ModerationAction, ModerationFlag
 from nodes.models import Node
-from tracker.models import Ban, Contributor
+from tracker.models import Ban, Contributor, TastingToken
+
+
+class Shown:
+    """An object as a moderator may see it on the decision page and in messages: its pk and a label."""
+
+    def __init__(self, obj, label: str):
+        self.pk, self.label = obj.pk, label
+
+    def __str__(self) -> str:
+        return self.label
+
+
+def described(modeladmin, obj) -> str:
+    # A model admin may say how its objects are shown (BanAdmin: never an IP hash); str() otherwise.
+    describe = getattr(modeladmin, "describe", None)
+    return describe(obj) if describe else str(obj)
 
 
 def decision_action(label: str, perform, *, with_days: bool = False):
@@ -33,7 +51,7 @@ def decision_action(label: str, perform, *, with_days: bool = False):
                     perform(obj, moderator, form.cleaned_data["reason"], form.cleaned_data.get("days"))
                     done += 1
                 except (services.UnknownSubject, ValueError) as exc:
-                    failed.append(f"{obj}: {exc}")
+                    failed.append(f"{described(modeladmin, obj)}: {exc}")
             modeladmin.message_user(request, f"{label}: {done} done.", messages.SUCCESS)
             for failure in failed:
                 modeladmin.message_user(request, failure, messages.ERROR)
@@ -46,7 +64,7 @@ def decision_action(label: str, perform, *, with_days: bool = False):
                 "title": label,
                 "label": label,
                 "form": form,
-                "queryset": queryset,
+                "queryset": [Shown(obj, described(modeladmin, obj)) for obj in queryset],
                 "action_name": action.__name__,
                 "opts": modeladmin.model._meta,
             },
@@ -290,11 +308,14 @@ class ModerationFlagAdmin(admin.ModelAdmin):
     actions = [
         decision_action(
             "Ban the token holder",
-            lambda f, m, why, d: services.ban(
-                kind=Ban.Kind.CONTRIBUTOR, value=_holder(f), moderator=m, reason=why, days=d
-            ),
+            lambda f, m, why, d: services.ban_flagged(flag=f, moderator=m, reason=why, days=d),
             with_days=True,
-        )
+        ),
+        decision_action(
+            "Ban the address",
+            lambda f, m, why, d: services.ban_flagged(flag=f, moderator=m, reason=why, days=d, address=True),
+            with_days=True,
+        ),
     ]
 
     def has_add_permission(self, request):
@@ -303,19 +324,24 @@ class ModerationFlagAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None):
         return False
 
+    def get_queryset(self, request):
+        # The flagged token's address hash, for its label (one query for the page, not one per row). Only a
+        # token issued for the flag's own node counts, as in services.flagged_token.
+        token = TastingToken.objects.filter(jti=OuterRef("jti"), node_id=OuterRef("node_id"))
+        return super().get_queryset(request).annotate(token_ip_hash=Subquery(token.values("ip_hash")[:1]))
+
     @admin.display(description="node")
     def node_link(self, obj):
         return subject_link("node", obj.node_id)
 
     @admin.display(description="token holder")
     def contributor_link(self, obj):
-        return subject_link("contributor", obj.contributor_id) if obj.contributor_id else "anonymous"
-
-
-def _holder(flag):
-    if not flag.contributor_id:
-        raise ValueError("the token was anonymous: ban the node or an IP instead")
-    return flag.contributor_id
+        if obj.contributor_id:
+            return subject_link("contributor", obj.contributor_id)
+        ip_hash = getattr(obj, "token_ip_hash", None)
+        if not ip_hash:
+            return "unknown (no token with this jti was issued for this node)"
+        return f"anonymous, {address_label(ip_hash)}"
 
 
 # --- subjects: nodes, contributors, bans ----------------------------------------------------------------
@@ -417,7 +443,10 @@ class BanAdmin(admin.ModelAdmin):
     readonly_fields = fields
     actions = [
         decision_action(
-            "Lift ban", lambda b, m, why, d: services.unban(kind=b.kind, value=b.value, moderator=m, reason=why)
+            "Lift ban",
+            lambda b, m, why, d: services.unban(
+                kind=b.kind, value=b.value, moderator=m, reason=why, hashed=b.kind == Ban.Kind.IP
+            ),
         )
     ]
 
@@ -432,7 +461,29 @@ class BanAdmin(admin.ModelAdmin):
 
     @admin.display(description="subject")
     def shown_value(self, obj):
-        return f"ip-hash:{obj.value[:12]}…" if obj.kind == Ban.Kind.IP else obj.value
+        return services.shown_subject(obj.kind, obj.value)
+
+    def describe(self, obj) -> str:
+        # Ban.__str__ shows the first 16 characters of the value: for an ip ban, of the hash. Wherever the
+        # admin would print the object (the decision page, checkbox labels, titles, breadcrumbs), it prints this.
+        return f"{obj.kind} ban on {self.shown_value(obj)}"
+
+    def action_checkbox(self, obj):
+        return super().action_checkbox(Shown(obj, self.describe(obj)))  # its aria-label names the object
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        obj = self.get_object(request, unquote(object_id)) if object_id else None
+        if obj is not None:
+            shown = Shown(obj, self.describe(obj))
+            extra_context = {**(extra_context or {}), "original": shown, "subtitle": str(shown)}
+        return super().changeform_view(request, object_id, form_url, extra_context)
+
+    def history_view(self, request, object_id, extra_context=None):
+        obj = self.get_object(request, unquote(object_id))
+        if obj is not None:
+            shown = Shown(obj, self.describe(obj))
+            extra_context = {**(extra_context or {}), "object": shown, "title": f"Change history: {shown}"}
+        return super().history_view(request, object_id, extra_context)
 
     @admin.display(boolean=True)
     def active(self, obj):

@@ -1,6 +1,7 @@
 """The moderators' workflows. Each takes the moderator and a reason, writes its effect onto the owning rows,
 and appends one ModerationAction. The admin actions and the management commands both call these."""
 
+import ipaddress
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -9,6 +10,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from luckrig_site.clientip import hash_ip
+from moderation import addresses
 from moderation.models import AbuseReport, ModerationAction, ModerationFlag
 from nodes import queue_view
 from nodes.models import Node
@@ -134,23 +136,35 @@ def revoke_tokens(*, node: Node, moderator: Moderator, reason: str, report: Abus
     )
 
 
-def subject_value(kind: str, value: str) -> str:
-    """The stored form of a ban subject: node and contributor ids as they are, a raw IP as its keyed hash
-    (raw IPs are never stored). Raises UnknownSubject for a node or contributor that does not exist."""
+def subject_value(kind: str, value: str, *, hashed: bool = False) -> str:
+    """The stored form of a ban subject: node and contributor ids as they are, an IP address as its keyed hash
+    (raw IPs are never stored). Raises UnknownSubject for a node or contributor that does not exist.
+
+    For `ip` there are two ways in. An operator names an address (`manage.py ban ip 203.0.113.7`) and it is
+    hashed here; a value that already is an IP hash is kept as it is (the Replay admin passes the stored hash
+    this way). A caller holding a stored hash (the flag admin) says so with `hashed=True`: then only a hash is
+    accepted, and anything else (a raw address passed by mistake in particular) is refused, never stored."""
+    if hashed and kind != Ban.Kind.IP:
+        raise UnknownSubject(f"only an ip ban takes a hash, not a {kind} ban")
     if kind == Ban.Kind.NODE:
         return get_node(value).pk
     if kind == Ban.Kind.CONTRIBUTOR:
         return get_contributor(value).pk
     if kind == Ban.Kind.IP:
-        import ipaddress
-
+        if addresses.is_ip_hash(value):
+            return value
+        if hashed:
+            raise UnknownSubject("expected a stored IP hash; a raw address is never stored unhashed")
         try:
             return hash_ip(str(ipaddress.ip_address(value.strip())))
         except ValueError:
-            if len(value) == 64 and all(c in "0123456789abcdef" for c in value):
-                return value  # already an IP hash (from a report or a flag)
             raise UnknownSubject(f"{value!r} is neither an IP address nor an IP hash") from None
     raise UnknownSubject(f"unknown ban kind {kind!r} (node, contributor or ip)")
+
+
+def shown_subject(kind: str, stored: str) -> str:
+    """A ban subject as the audit log and the admin show it: an IP hash only as its label."""
+    return addresses.address_label(stored) if kind == Ban.Kind.IP else stored
 
 
 @transaction.atomic
@@ -162,16 +176,23 @@ def ban(
     reason: str,
     days: int | None = None,
     report: AbuseReport | None = None,
+    hashed: bool = False,
+    context: dict | None = None,
 ):
-    """Ban a node, a contributor or an IP hash for `days` days, or for good when `days` is None."""
+    """Ban a node, a contributor or an address for `days` days, or for good when `days` is None. `value` is a
+    node id, a contributor id or handle, or an IP address (an IP hash with `hashed=True`; see subject_value).
+    `context` (e.g. the flag that led here) goes into the audit row's details.
+
+    A node ban revokes the node's outstanding tokens, as a takedown does: the node is gone from every surface,
+    and tokens for it must stop working on its agent too."""
     if days is not None and days < 1:
         raise ValueError("days must be at least 1 (or omitted for a ban for good)")
-    stored = subject_value(kind, value)
+    stored = subject_value(kind, value, hashed=hashed)
     if not reason or not reason.strip():
         raise ValueError("a reason is required")
     expires = timezone.now() + timedelta(days=days) if days else None
     Ban.objects.create(kind=kind, value=stored, reason=reason.strip(), expires_at=expires)
-    details = {"days": days}
+    details = {**(context or {}), "days": days}
     if kind == Ban.Kind.NODE:
         node = Node.objects.get(pk=stored)
         bans.refresh_node_ban(node.pk)
@@ -179,21 +200,59 @@ def ban(
         _relist(node)
         _gone(node)
     _resolve_report(report, AbuseReport.State.ACTIONED)
-    shown = stored if kind != Ban.Kind.IP else f"ip-hash:{stored[:12]}"
-    return record(moderator, ModerationAction.Action.BAN, kind, shown, reason, report=report, **details)
+    return record(
+        moderator, ModerationAction.Action.BAN, kind, shown_subject(kind, stored), reason, report=report, **details
+    )
 
 
 @transaction.atomic
-def unban(*, kind: str, value: str, moderator: Moderator, reason: str):
-    """Lift every active ban on the subject."""
-    stored = subject_value(kind, value)
+def unban(*, kind: str, value: str, moderator: Moderator, reason: str, hashed: bool = False):
+    """Lift every active ban on the subject (`value` and `hashed` as for ban)."""
+    stored = subject_value(kind, value, hashed=hashed)
     now = timezone.now()
     lifted = Ban.objects.filter(kind=kind, value=stored, lifted_at__isnull=True).update(lifted_at=now)
     if kind == Ban.Kind.NODE:
         bans.refresh_node_ban(stored)
         _relist(Node.objects.get(pk=stored))
-    shown = stored if kind != Ban.Kind.IP else f"ip-hash:{stored[:12]}"
-    return record(moderator, ModerationAction.Action.UNBAN, kind, shown, reason, bans_lifted=lifted)
+    return record(
+        moderator, ModerationAction.Action.UNBAN, kind, shown_subject(kind, stored), reason, bans_lifted=lifted
+    )
+
+
+def flagged_token(flag: ModerationFlag) -> TastingToken:
+    """The token a flag is about: the jti must be one this tracker issued for the flag's node (an agent could
+    report any jti; a stranger's token is never taken for the flagged one)."""
+    token = TastingToken.objects.filter(jti=flag.jti, node_id=flag.node_id).only("contributor_id", "ip_hash").first()
+    if token is None:
+        raise UnknownSubject("this tracker issued no token with that jti for that node: there is no holder to ban")
+    return token
+
+
+def ban_flagged(
+    *, flag: ModerationFlag, moderator: Moderator, reason: str, days: int | None = None, address: bool = False
+):
+    """Ban whoever held the flagged token: the contributor when there was one, else the address it was issued
+    to. With `address=True`, the address in any case (it also stops new contributor keys from there)."""
+    token = flagged_token(flag)
+    context = {"flag_id": flag.pk, "jti": flag.jti}
+    if token.contributor_id and not address:
+        return ban(
+            kind=Ban.Kind.CONTRIBUTOR,
+            value=token.contributor_id,
+            moderator=moderator,
+            reason=reason,
+            days=days,
+            context=context,
+        )
+    return ban(
+        kind=Ban.Kind.IP,
+        value=token.ip_hash,
+        hashed=True,
+        moderator=moderator,
+        reason=reason,
+        days=days,
+        context=context,
+    )
 
 
 @transaction.atomic

@@ -3,10 +3,11 @@
 import pytest
 from django.urls import reverse
 
-from moderation.models import AbuseReport, FilterRule, ModerationAction
+from moderation.addresses import address_label
+from moderation.models import AbuseReport, FilterRule, ModerationAction, ModerationFlag
 from nodes.models import Node
 from tests import factories
-from tracker.models import Ban, Counter
+from tracker.models import Ban, Counter, TastingToken
 
 pytestmark = pytest.mark.django_db
 
@@ -29,6 +30,41 @@ def reported(api, live_node):
     return node, AbuseReport.objects.order_by("created_at").first()
 
 
+ABUSER, SOMEONE_ELSE = "198.51.100.20", "198.51.100.21"
+
+
+def decide(staff, changelist: str, action: str, pk, reason: str, **extra):
+    """Run an admin action through its reason page, as a moderator does: pick, fill in, apply."""
+    url = reverse(changelist)
+    ask = staff.post(url, {"action": action, "_selected_action": [pk]})
+    assert ask.status_code == 200 and b"reason" in ask.content, ask.content[:300]
+    return staff.post(url, {"action": action, "_selected_action": [pk], "apply": "1", "reason": reason, **extra})
+
+
+def assert_append_only(staff, action: ModerationAction):
+    """The row a decision wrote can be neither edited nor deleted from the admin."""
+    reason = action.reason
+    change = reverse("admin:moderation_moderationaction_change", args=[action.pk])
+    assert staff.post(change, {"reason": "rewritten"}).status_code == 403
+    delete = reverse("admin:moderation_moderationaction_delete", args=[action.pk])
+    assert staff.post(delete, {"post": "yes"}).status_code == 403
+    action.refresh_from_db()
+    assert action.reason == reason
+
+
+@pytest.fixture
+def flagged(api, live_node):
+    """An anonymous tasting from ABUSER whose prompt the node's moderation hook flagged."""
+    node, secret = live_node
+    status, issued = api.post("/api/tokens", {"node_id": node.pk}, REMOTE_ADDR=ABUSER)
+    assert status == 201
+    status, body = api.post(
+        "/api/moderation/flags", {"jti": issued["jti"], "stage": "input", "categories": ["violence"]}, auth=secret
+    )
+    assert status == 202
+    return node, issued, ModerationFlag.objects.get(pk=body["flag_id"])
+
+
 @pytest.mark.parametrize(
     "name, args",
     [
@@ -37,6 +73,8 @@ def reported(api, live_node):
         ("admin:moderation_moderationaction_changelist", []),
         ("admin:moderation_filterrule_changelist", []),
         ("admin:nodes_node_changelist", []),
+        ("admin:moderation_moderationflag_changelist", []),
+        ("admin:tracker_ban_changelist", []),
     ],
 )
 def test_anonymous_and_non_staff_visitors_are_refused(client, django_user_model, name, args):
@@ -204,3 +242,128 @@ def test_nodes_can_be_taken_down_and_restored_from_their_admin(staff, live_node,
     staff.post(url, {"action": "restore", "_selected_action": [node.pk], "apply": "1", "reason": "r2"})
     assert Node.objects.get(pk=node.pk).taken_down_at is None
     assert api.get(f"/api/nodes/{node.pk}")[0] == 200
+
+
+def test_marking_a_report_as_reviewing_is_recorded_and_changes_nothing_else(staff, reported, api, moderator):
+    node, report = reported
+    done = decide(staff, "admin:moderation_abusereport_changelist", "mark_as_reviewing", report.pk, "looking into it")
+    assert done.status_code == 302
+    report.refresh_from_db()
+    assert report.state == "reviewing" and report.is_open
+    action = ModerationAction.objects.get()
+    assert (action.moderator, action.action, action.subject_kind, action.subject_id, action.report) == (
+        moderator,
+        "review",
+        "report",
+        report.pk,
+        report,
+    )
+    assert api.get(f"/api/nodes/{node.pk}")[0] == 200
+    assert_append_only(staff, action)
+
+
+def test_revoking_the_reported_nodes_tokens_tells_its_agent(staff, reported, api, live_node, moderator):
+    node, report = reported
+    _, secret = live_node
+    _, issued = api.post("/api/tokens", {"node_id": node.pk})
+    done = decide(staff, "admin:moderation_abusereport_changelist", "revoke_the_node's_tokens", report.pk, "leaked")
+    assert done.status_code == 302
+    assert factories.heartbeat(api, node, secret)["revoked_jtis"] == [issued["jti"]]
+    status, _ = api.post("/api/replay/timing", {"node_id": node.pk, "tok_per_sec": 1.0}, auth=issued["token"])
+    assert status == 401
+    action = ModerationAction.objects.get()
+    assert (action.moderator, action.action, action.subject_id, action.details) == (
+        moderator,
+        "revoke_tokens",
+        node.pk,
+        {"tokens_revoked": 1},
+    )
+    report.refresh_from_db()
+    assert report.state == "actioned" and action.report == report
+    assert api.get(f"/api/nodes/{node.pk}")[0] == 200  # the node stays listed: only its tokens stop working
+    assert_append_only(staff, action)
+
+
+def assert_never_shown(page: str, ip_hash: str):
+    # Not the hash, nor the 16-digit prefix that anonymous tokens carry as `anon:` nor any shorter one.
+    assert ip_hash[:8] not in page and ip_hash[-8:] not in page
+
+
+def test_a_flagged_anonymous_address_is_banned_from_the_admin_and_stays_out(staff, api, flagged, moderator):
+    node, issued, flag = flagged
+    ip_hash = TastingToken.objects.get(jti=issued["jti"]).ip_hash
+    label = address_label(ip_hash)
+    listing = staff.get(reverse("admin:moderation_moderationflag_changelist")).content.decode()
+    assert f"anonymous, {label}" in listing
+    assert_never_shown(listing, ip_hash)
+
+    done = decide(staff, "admin:moderation_moderationflag_changelist", "ban_the_address", flag.pk, "threats", days="30")
+    assert done.status_code == 302
+    ban = Ban.objects.get()
+    assert (ban.kind, ban.value, ban.reason) == ("ip", ip_hash, "threats") and ban.expires_at is not None
+    action = ModerationAction.objects.get()
+    assert (action.moderator, action.action, action.subject_kind, action.subject_id, action.details) == (
+        moderator,
+        "ban",
+        "ip",
+        label,
+        {"flag_id": flag.pk, "jti": issued["jti"], "days": 30},
+    )
+    assert_append_only(staff, action)
+
+    status, body = api.post("/api/tokens", {"node_id": node.pk}, REMOTE_ADDR=ABUSER)
+    assert (status, body["code"], body["ban"]["kind"], body["ban"]["reason"]) == (403, "banned", "ip", "threats")
+    assert api.post("/api/tokens", {"node_id": node.pk}, REMOTE_ADDR=SOMEONE_ELSE)[0] == 201
+
+    for url in (
+        reverse("admin:tracker_ban_changelist"),
+        reverse("admin:tracker_ban_change", args=[ban.pk]),
+        reverse("admin:tracker_ban_history", args=[ban.pk]),
+        reverse("admin:moderation_moderationaction_changelist"),
+        reverse("admin:moderation-dashboard"),
+    ):
+        page = staff.get(url)
+        assert page.status_code == 200, url
+        assert_never_shown(page.content.decode(), ip_hash)
+    assert label in staff.get(reverse("admin:tracker_ban_change", args=[ban.pk])).content.decode()
+    lift = staff.post(reverse("admin:tracker_ban_changelist"), {"action": "lift_ban", "_selected_action": [ban.pk]})
+    assert label in lift.content.decode()
+    assert_never_shown(lift.content.decode(), ip_hash)
+
+    decide(staff, "admin:tracker_ban_changelist", "lift_ban", ban.pk, "appeal accepted")
+    assert api.post("/api/tokens", {"node_id": node.pk}, REMOTE_ADDR=ABUSER)[0] == 201
+    assert ModerationAction.objects.filter(action="unban", subject_id=label, details__bans_lifted=1).exists()
+
+
+def test_banning_the_holder_of_a_flagged_token(staff, api, flagged, live_node, taster):
+    """The contributor when the token was a contributor's, else the address it was issued to."""
+    node, issued, anonymous = flagged
+    _, secret = live_node
+    _, own = api.post("/api/tokens", {"node_id": node.pk}, auth=taster.key, REMOTE_ADDR=SOMEONE_ELSE)
+    _, body = api.post("/api/moderation/flags", {"jti": own["jti"], "stage": "output"}, auth=secret)
+    known = ModerationFlag.objects.get(pk=body["flag_id"])
+    changelist = "admin:moderation_moderationflag_changelist"
+
+    assert decide(staff, changelist, "ban_the_token_holder", known.pk, "abusive prompts").status_code == 302
+    assert decide(staff, changelist, "ban_the_token_holder", anonymous.pk, "abusive prompts").status_code == 302
+    bans = {(b.kind, b.value) for b in Ban.objects.all()}
+    assert bans == {("contributor", taster.id), ("ip", TastingToken.objects.get(jti=issued["jti"]).ip_hash)}
+    assert list(ModerationAction.objects.values_list("action", flat=True)) == ["ban", "ban"]
+    assert api.post("/api/tokens", {"node_id": node.pk}, auth=taster.key)[1]["code"] == "banned"
+    assert api.post("/api/tokens", {"node_id": node.pk}, REMOTE_ADDR=ABUSER)[1]["code"] == "banned"
+    # The contributor's own address was not banned: an anonymous visitor from there still gets a token.
+    assert api.post("/api/tokens", {"node_id": node.pk}, REMOTE_ADDR=SOMEONE_ELSE)[0] == 201
+
+
+def test_a_flag_naming_a_token_the_tracker_never_issued_bans_nobody(staff, api, live_node):
+    _, secret = live_node
+    _, body = api.post("/api/moderation/flags", {"jti": "made-up-jti", "stage": "input"}, auth=secret)
+    flag = ModerationFlag.objects.get(pk=body["flag_id"])
+    listing = staff.get(reverse("admin:moderation_moderationflag_changelist")).content.decode()
+    assert "unknown (no token with this jti" in listing
+    for action in ("ban_the_token_holder", "ban_the_address"):
+        answer = decide(staff, "admin:moderation_moderationflag_changelist", action, flag.pk, "x")
+        assert answer.status_code == 302
+        shown = [m.message for m in answer.wsgi_request._messages]
+        assert any("issued no token" in m for m in shown)
+    assert not Ban.objects.exists() and not ModerationAction.objects.exists()

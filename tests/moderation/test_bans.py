@@ -3,13 +3,18 @@ refused with 403 `banned`. One test per surface."""
 
 from datetime import timedelta
 
+import jwt
 import pytest
 from django.utils import timezone
 
+from luckrig_site.clientip import hash_ip
 from moderation import services
-from nodes.models import Node
+from moderation.addresses import address_label
+from nodes.models import Node, TimingSample
 from tests import factories
-from tracker.models import Ban
+from tracker import signing
+from tracker.keys import keyring
+from tracker.models import Ban, TastingToken
 
 pytestmark = pytest.mark.django_db
 MOD = services.Moderator(None, "test-moderator")
@@ -23,15 +28,37 @@ def banned_node(api, owner, live_node):
     return node, secret
 
 
-@pytest.fixture(params=["take_down", "ban"])
-def hidden_node(request, api, owner, live_node):
-    """The same surfaces must hold for a takedown and for a ban."""
+HIDE = {
+    "take_down": lambda node: services.take_down(node=node, moderator=MOD, reason="reported and confirmed"),
+    "ban": lambda node: services.ban(kind="node", value=node.pk, moderator=MOD, reason="reported and confirmed"),
+    "ban_for_days": lambda node: services.ban(kind="node", value=node.pk, moderator=MOD, reason="spam", days=3),
+}
+
+
+@pytest.fixture(params=sorted(HIDE))
+def hide(request):
+    """The same surfaces must hold for a takedown and for a ban (for good or for some days)."""
+    return HIDE[request.param]
+
+
+@pytest.fixture
+def hidden_node(api, owner, live_node, hide):
     node, secret = live_node
-    if request.param == "take_down":
-        services.take_down(node=node, moderator=MOD, reason="reported and confirmed")
-    else:
-        services.ban(kind="node", value=node.pk, moderator=MOD, reason="reported and confirmed")
+    hide(node)
     return node, secret
+
+
+def metric_nodes(api) -> dict[str, float]:
+    """luckrig_nodes{status} from /metrics."""
+    text = api.client.get("/metrics").content.decode()
+    rows = [line for line in text.splitlines() if line.startswith("luckrig_nodes{")]
+    return {line.split('"')[1]: float(line.rsplit(" ", 1)[1]) for line in rows}
+
+
+def resigned(token: str, **claims) -> str:
+    decoded = jwt.decode(token, options={"verify_signature": False})
+    decoded.update(claims)
+    return signing.sign(keyring(), decoded)
 
 
 def test_hidden_nodes_leave_the_list(api, hidden_node):
@@ -66,13 +93,32 @@ def test_hidden_nodes_get_no_tokens(api, hidden_node):
     assert status == 404 and body["code"] == "node_not_found"
 
 
-def test_hidden_nodes_take_no_timing_uploads(api, owner):
-    node, secret = factories.make_node(owner)
-    factories.heartbeat(api, node, secret)
-    _, issued = api.post("/api/tokens", {"node_id": node.pk})
-    services.take_down(node=node, moderator=MOD, reason="x")
-    status, _ = api.post("/api/replay/timing", {"node_id": node.pk, "tok_per_sec": 3.0}, auth=issued["token"])
-    assert status in (401, 404)  # the token was revoked with the takedown, and the node is gone
+def test_hidden_nodes_take_no_timing_uploads(api, live_node, hide):
+    node, _ = live_node
+    _, fresh = api.post("/api/tokens", {"node_id": node.pk})
+    _, late = api.post("/api/tokens", {"node_id": node.pk})
+    # `late` expired an hour ago: no longer outstanding, so hiding the node does not revoke it, but still
+    # within the 24 h in which a tasting's timing may be uploaded.
+    an_hour_ago = timezone.now() - timedelta(hours=1)
+    TastingToken.objects.filter(jti=late["jti"]).update(
+        issued_at=an_hour_ago - timedelta(minutes=15), expires_at=an_hour_ago
+    )
+    late_token = resigned(late["token"], iat=int(an_hour_ago.timestamp()) - 900, exp=int(an_hour_ago.timestamp()))
+    hide(node)
+    timing = {"node_id": node.pk, "tok_per_sec": 3.0}
+
+    status, body = api.post("/api/replay/timing", timing, auth=fresh["token"])
+    assert (status, body["code"]) == (401, "unauthorized") and "revoked" in body["error"]
+    status, body = api.post("/api/replay/timing", timing, auth=late_token)
+    assert (status, body["code"]) == (404, "node_not_found")
+    assert not TimingSample.objects.exists()
+
+
+def test_hidden_nodes_leave_the_metrics(api, live_node, hide):
+    node, _ = live_node
+    assert metric_nodes(api)["available"] == 1.0
+    hide(node)
+    assert set(metric_nodes(api).values()) == {0.0}  # every status still reported, none counting the node
 
 
 def test_hidden_nodes_cannot_be_fingerprint_checked(api, hidden_node):
@@ -88,12 +134,16 @@ def test_hidden_nodes_do_not_count_for_rarity(api, owner, hidden_node):
     assert twin.rarity_score == 1.0  # alone in its combination: the hidden twin is not counted
 
 
-def test_takedown_and_node_bans_revoke_tokens_and_tell_the_agent(api, owner, live_node):
+def test_takedown_and_node_bans_revoke_tokens_and_tell_the_agent(api, live_node, hide):
     node, secret = live_node
     _, issued = api.post("/api/tokens", {"node_id": node.pk})
-    action = services.take_down(node=node, moderator=MOD, reason="reported")
-    assert action.details["tokens_revoked"] == 1
-    assert factories.heartbeat(api, node, secret)["revoked_jtis"] == [issued["jti"]]
+    _, other = api.post("/api/tokens", {"node_id": node.pk}, REMOTE_ADDR="198.51.100.7")
+    action = hide(node)
+    assert action.details["tokens_revoked"] == 2
+    # The agent finds the jtis in its next heartbeat answer (a connected one also at once: test_agent_link).
+    assert sorted(factories.heartbeat(api, node, secret)["revoked_jtis"]) == sorted([issued["jti"], other["jti"]])
+    _, refused = api.post("/api/replay/timing", {"node_id": node.pk, "tok_per_sec": 1.0}, auth=issued["token"])
+    assert refused["code"] == "unauthorized"
 
 
 def test_a_banned_contributor_gets_403_banned_on_tokens_registration_and_timing(api, live_node, taster):
@@ -138,3 +188,19 @@ def test_unban_and_restore_bring_a_node_back(api, owner, banned_node):
     services.restore(node=node, moderator=MOD, reason="fixed")
     _, body = api.get("/api/nodes")
     assert node.pk in [n["id"] for n in body["nodes"]]
+
+
+def test_an_address_ban_from_a_stored_hash_never_stores_a_raw_address(api, live_node):
+    node, _ = live_node
+    with pytest.raises(services.UnknownSubject, match="never stored unhashed"):
+        services.ban(kind="ip", value="198.51.100.60", hashed=True, moderator=MOD, reason="a raw address, by mistake")
+    with pytest.raises(services.UnknownSubject, match="only an ip ban"):
+        services.ban(kind="contributor", value=hash_ip("198.51.100.60"), hashed=True, moderator=MOD, reason="x")
+    assert not Ban.objects.exists()
+
+    action = services.ban(kind="ip", value=hash_ip("198.51.100.60"), hashed=True, moderator=MOD, reason="flagged")
+    assert Ban.objects.get().value == hash_ip("198.51.100.60")
+    assert action.subject_id == address_label(hash_ip("198.51.100.60"))
+    assert hash_ip("198.51.100.60")[:8] not in action.subject_id
+    status, body = api.post("/api/tokens", {"node_id": node.pk}, REMOTE_ADDR="198.51.100.60")
+    assert (status, body["code"]) == (403, "banned")

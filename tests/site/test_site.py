@@ -77,6 +77,9 @@ def test_metrics_count_requests_tokens_and_nodes_by_status(api, owner):
     node, secret = factories.make_node(owner)
     factories.make_node(owner, gpu="RTX 2080")
     factories.heartbeat(api, node, secret)
+    # Only listed nodes are counted (hidden ones: tests/moderation/test_bans.py): not an unlisted one.
+    unlisted, unlisted_secret = factories.make_node(owner, gpu="RTX 4090", visibility="unlisted")
+    factories.heartbeat(api, unlisted, unlisted_secret)
     api.post("/api/tokens", {"node_id": node.id})
     response = api.client.get("/metrics")
     assert response.status_code == 200 and response["Content-Type"].startswith("text/plain")
