@@ -8,6 +8,8 @@ import subprocess  # noqa: S404 - fixed commands, no shell, no user input
 from dataclasses import dataclass
 from pathlib import Path
 
+PROC = Path("/proc")  # where cpu() reads cpuinfo and meminfo; tests hand it a fake one
+
 
 @dataclass
 class Hardware:
@@ -50,11 +52,12 @@ def apple() -> Hardware | None:
     return Hardware(chip, vram, "sysctl")
 
 
-def cpu() -> Hardware:
+def cpu(proc: Path | None = None) -> Hardware:
+    proc = proc or PROC
     name = platform.processor() or platform.machine()
     try:
         fields = {}
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        for line in (proc / "cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
             fields.setdefault(key.strip().lower(), value.strip())
         # x86: "model name"; a Raspberry Pi: "Model" (the board); other ARM boards: "Hardware".
@@ -64,7 +67,7 @@ def cpu() -> Hardware:
         pass
     ram = None
     try:
-        match = re.search(r"MemTotal:\s+(\d+) kB", Path("/proc/meminfo").read_text())
+        match = re.search(r"MemTotal:\s+(\d+) kB", (proc / "meminfo").read_text())
         ram = round(int(match.group(1)) / 2**20) if match else None
     except OSError:
         pass

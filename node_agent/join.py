@@ -1,5 +1,6 @@
 """`luckrig-node join` and `luckrig-node status`: one command from a running ollama or llama.cpp to a listed,
-serving rig. Every step is printed; running it again reuses the saved identity and node."""
+serving rig. Every step is printed; running it again reuses the saved identity and node while the tracker
+still knows them."""
 
 import asyncio
 import json
@@ -15,6 +16,14 @@ from node_agent import config, hardware, keys, upstream
 
 IDENTITY = "identity.json"
 CANDIDATES = ["http://127.0.0.1:11434", "http://127.0.0.1:8080", "http://127.0.0.1:8081"]
+# A test seam, not a documented flag: the tests point the probe at their fake servers (comma-separated URLs),
+# because the real ports may be taken by a real ollama or llama.cpp on the machine that runs them.
+PROBE_ENV = config.ENV_PREFIX + "PROBE_URLS"
+
+
+def candidates() -> list[str]:
+    override = os.environ.get(PROBE_ENV, "")
+    return [url.strip() for url in override.split(",") if url.strip()] or CANDIDATES
 
 
 def step(text: str) -> None:
@@ -38,7 +47,7 @@ def save_private_json(path: Path, data: dict) -> None:
 
 async def find_upstream(explicit: str | None) -> upstream.Detected | None:
     async with aiohttp.ClientSession() as session:
-        for url in [explicit] if explicit else CANDIDATES:
+        for url in [explicit] if explicit else candidates():
             found = await upstream.detect(session, url)
             if found is not None:
                 return found
@@ -51,13 +60,56 @@ def node_id_hint(gpu: str, model: str, quant: str) -> str:
     return f"{short}-{model}-{quant}"[:56]
 
 
+class TrackerDown(Exception):
+    """The tracker did not answer (or answered 5xx): nothing can be learnt about the saved identity from it."""
+
+
+def _get(url: str, credential: str | None = None) -> requests.Response:
+    try:
+        r = requests.get(url, headers={"Authorization": f"Bearer {credential}"} if credential else {}, timeout=10)
+    except requests.RequestException as exc:
+        raise TrackerDown(str(exc)) from exc
+    if r.status_code >= 500:
+        raise TrackerDown(f"HTTP {r.status_code}")
+    return r
+
+
+def contributor_known(tracker: str, key: str) -> bool:
+    """Does this tracker accept the saved contributor key? 401 means it has never heard of it (a reset
+    database, another tracker at the same URL); anything else (a 403 ban included) means it knows the key."""
+    return _get(f"{tracker}/api/contributors/me", key).status_code != 401
+
+
+def node_standing(tracker: str, node_id: str, secret: str) -> str:
+    """What this tracker says about the saved node: `known`, `hidden` (it accepts the secret but the node is
+    taken down or banned, which is 404 to everyone) or `unknown` (it refuses the secret).
+
+    The secret is checked on `/api/filter-rules` rather than with a heartbeat: it proves the same thing
+    without telling the tracker the node is alive, which `join --no-serve` must not claim."""
+    if _get(f"{tracker}/api/filter-rules", secret).status_code == 401:  # only 401: a 403 (a ban) is knowing it
+        return "unknown"
+    # The secret is accepted, so the tracker has the node: a 404 here can only mean that it is hidden.
+    return "hidden" if _get(f"{tracker}/api/nodes/{node_id}").status_code == 404 else "known"
+
+
 def contributor_key(args, cfg_dir: Path, tracker: str) -> str:
     if args.contributor_key:
         return args.contributor_key
     identity = load_json(cfg_dir / IDENTITY)
     if identity.get("contributor_key") and identity.get("tracker") == tracker:
-        step(f"Using the saved contributor identity {identity.get('contributor_id', '')}")
-        return identity["contributor_key"]
+        saved_id = identity.get("contributor_id", "")
+        try:
+            known = contributor_known(tracker, identity["contributor_key"])
+        except TrackerDown:
+            step(f"The tracker did not answer; keeping the saved contributor identity {saved_id}")
+            return identity["contributor_key"]
+        if known:
+            step(f"Using the saved contributor identity {saved_id}")
+            return identity["contributor_key"]
+        step(
+            f"The tracker at {tracker} does not know the saved contributor identity {saved_id} "
+            "(its database was reset?); making a new one"
+        )
     r = requests.post(f"{tracker}/api/contributors", json={"handle": args.handle} if args.handle else {}, timeout=15)
     if r.status_code != 201:
         raise ValueError(f"the tracker refused a new contributor identity: {r.status_code} {r.text[:200]}")
@@ -68,6 +120,34 @@ def contributor_key(args, cfg_dir: Path, tracker: str) -> str:
     )
     step(f"Created contributor identity {body['contributor']['id']} (key saved in {cfg_dir / IDENTITY}, mode 0600)")
     return body["contributor_key"]
+
+
+def saved_node(saved: dict, tracker: str) -> tuple[str, str] | None:
+    """The saved node and secret when this tracker still has them (or cannot be asked); None when the
+    tracker says it does not know them, so that `join` registers again instead of serving a ghost."""
+    if not (saved.get("node_id") and saved.get("tracker") == tracker and saved.get("node_secret")):
+        return None
+    node_id, secret = saved["node_id"], saved["node_secret"]
+    try:
+        standing = node_standing(tracker, node_id, secret)
+    except TrackerDown:
+        step(f"The tracker did not answer; keeping the saved node {node_id} (the agent retries until it does)")
+        return node_id, secret
+    if standing == "unknown":
+        step(
+            f"The tracker at {tracker} does not know the saved node {node_id} or refuses its secret "
+            "(its database was reset?); registering the node again"
+        )
+        return None
+    if standing == "hidden":
+        # Registering another node here would route around a moderator's decision: keep this one.
+        step(
+            f"Reusing the registered node {node_id}, which the tracker has taken down or banned: "
+            "tasters get no tokens for it until a moderator restores it"
+        )
+    else:
+        step(f"Reusing the registered node {node_id}")
+    return node_id, secret
 
 
 def join(args, flags: dict) -> int:
@@ -118,9 +198,9 @@ def join(args, flags: dict) -> int:
     fingerprint = keys.fingerprint_of_public_pem(public_pem)
 
     host, port = cfg.host, cfg.port
-    if saved.get("node_id") and saved.get("tracker") == tracker and saved.get("node_secret"):
-        node_id, secret = saved["node_id"], saved["node_secret"]
-        step(f"Reusing the registered node {node_id}")
+    reused = saved_node(saved, tracker)
+    if reused is not None:
+        node_id, secret = reused
     else:
         endpoint = args.endpoint_url or f"http://{host}:{port}/v1"
         body = {
