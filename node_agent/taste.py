@@ -59,7 +59,7 @@ def taste(args) -> int:
 
     started = time.monotonic()
     first_byte = first_token = last_token = None
-    queue_seen, chunks, text, usage, luckrig = 0.0, [], [], None, {}
+    queued, queue_wait_sec, chunks, text, usage, luckrig = False, 0.0, [], [], None, {}
     try:
         with requests.post(
             node["endpoint_url"].rstrip("/") + "/chat/completions",
@@ -75,12 +75,16 @@ def taste(args) -> int:
                 now = time.monotonic()
                 first_byte = first_byte or now
                 line = raw.decode("utf-8", errors="replace")
-                if line.startswith(": queue"):
-                    queue_seen = now - started
+                if line.startswith(": queue position="):
+                    queued = True
                     print(f"\r[{line[2:]}]", end="", file=sys.stderr, flush=True)
                     continue
                 if not line.startswith("data:"):
                     continue
+                if queued and not queue_wait_sec:
+                    # Measured here, not taken from the rig's own `luckrig.queue_wait_ms`: from sending the
+                    # request until the first event after the queue comments.
+                    queue_wait_sec = now - started
                 data = line[5:].strip()
                 if data == "[DONE]":
                     break
@@ -104,7 +108,6 @@ def taste(args) -> int:
     print()
 
     output_tokens = (usage or {}).get("completion_tokens") or len(chunks)
-    queue_wait_sec = (luckrig.get("queue_wait_ms") or 0) / 1000 or queue_seen
     ttft_ms = round((first_token - started) * 1000, 1) if first_token else None
     generation_sec = round(last_token - first_token, 3) if first_token and last_token else 0.0
     tok_per_sec = round((output_tokens - 1) / generation_sec, 2) if generation_sec > 0 and output_tokens > 1 else None

@@ -1,0 +1,133 @@
+"""`luckrig-node taste` as a taster runs it: the queue wait is measured by this client (never the rig's word
+for it), and the replay lands in ~/.luckrig/history/ under its documented name."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from aiohttp import web
+
+from tests.node_agent.fakes import ThreadedApp, wait_until
+from tests.processes import ROOT
+
+pytestmark = pytest.mark.agent
+
+
+def taste(tracker, node_id: str, home: Path, *extra: str, wait: bool = True):
+    """Run `luckrig-node taste` with HOME=`home` (so ~/.luckrig and ~/.config are the test's own)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LUCKRIG_AGENT_")}
+    env["HOME"] = str(home)
+    args = [sys.executable, "-m", "node_agent", "taste", "--tracker", tracker.base, "--node", node_id, *extra, "hi"]
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if not wait:
+        return proc
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    return out, err
+
+
+def replay_of(home: Path) -> dict:
+    [path] = (home / ".luckrig" / "history").iterdir()
+    return json.loads(path.read_text())
+
+
+def test_the_replay_goes_to_the_default_history_dir_under_its_documented_name(
+    tracker, start_agent, fake_upstream, tmp_path
+):
+    agent = start_agent(fake_upstream.base)
+    home = tmp_path / "home"
+    home.mkdir()
+    out, err = taste(tracker, agent.node_id, home)
+    files = list((home / ".luckrig" / "history").iterdir())
+    assert len(files) == 1
+    path = files[0]
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}_\d{6}_" + re.escape(agent.node_id) + r"\.json", path.name), path.name
+    assert f"Saved the replay to {path}" in err
+    assert path.stat().st_mode & 0o777 == 0o600  # the prompt and answer are the taster's business
+    replay = json.loads(path.read_text())
+    assert replay["schema_version"] == 1 and replay["node_id"] == agent.node_id
+    assert replay["prompt"] == "hi" and replay["response"] == fake_upstream.text() == out.rstrip("\n")
+    stamps = replay["chunk_timestamps"]
+    assert len(stamps) == len(fake_upstream.words) and stamps == sorted(stamps) and stamps[0] > 0
+    timing = replay["timing"]
+    assert timing["node_id"] == agent.node_id and timing["output_tokens"] == len(fake_upstream.words)
+    assert timing["ttft_ms"] > 0 and timing["queue_wait_sec"] == 0
+
+
+def test_the_queue_wait_is_measured_by_the_client(tracker, start_agent, fake_upstream, tmp_path):
+    """Two tastings of a rig that generates one answer at a time: the second waits for the first, and its
+    queue wait runs from its request to its first event after the queue comments."""
+    fake_upstream.delay = 0.15  # 12 chunks: ~1.8 s per answer
+    agent = start_agent(fake_upstream.base, max_active=1)
+    first_home, second_home = tmp_path / "first", tmp_path / "second"
+    first_home.mkdir()
+    second_home.mkdir()
+    first = taste(tracker, agent.node_id, first_home, wait=False)
+    assert wait_until(lambda: fake_upstream.active == 1, timeout=20)
+    started = time.monotonic()
+    second = taste(tracker, agent.node_id, second_home, wait=False)
+    for proc in (first, second):
+        proc.communicate(timeout=60)
+        assert proc.returncode == 0
+    second_took = time.monotonic() - started
+
+    assert replay_of(first_home)["timing"]["queue_wait_sec"] == 0  # it never waited
+    timing = replay_of(second_home)["timing"]
+    # It waited for most of the first answer, and the wait is part of what it saw as time to first token.
+    assert 0.5 < timing["queue_wait_sec"] <= timing["ttft_ms"] / 1000 < second_took
+
+
+class LyingRig(ThreadedApp):
+    """A rig that keeps a taster in line for `wait` seconds, then says in its `luckrig` object that the wait
+    was `claimed_ms` (a rig could understate its queue to look better, or misreport it by mistake)."""
+
+    def __init__(self, wait: float, claimed_ms: int):
+        super().__init__()
+        self.wait, self.claimed_ms = wait, claimed_ms
+
+    def build(self):
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self.chat)
+        return app
+
+    async def chat(self, request):
+        import asyncio
+
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b": queue position=1 eta_sec=1\n\n")
+        await asyncio.sleep(self.wait)
+        chunk = {"choices": [{"index": 0, "delta": {"role": "assistant", "content": "ok"}}]}
+        final = {
+            "choices": [],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+            "luckrig": {"queue_wait_ms": self.claimed_ms, "proxy_ttft_ms": 1.0, "truncated": False},
+        }
+        for event in (chunk, final):
+            await response.write(b"data: " + json.dumps(event).encode() + b"\n\n")
+        await response.write(b"data: [DONE]\n\n")
+        return response
+
+
+@pytest.mark.parametrize("claimed_ms", [0, 60_000])
+def test_the_rigs_own_queue_wait_is_not_what_the_taster_reports(tracker, tmp_path, claimed_ms):
+    with LyingRig(wait=0.8, claimed_ms=claimed_ms) as rig:
+        node_id, secret = tracker.register(tracker.contributor(), rig.base + "/v1")
+        beat = requests.post(
+            f"{tracker.base}/api/nodes/{node_id}/heartbeat",
+            json={"queue": {"active": 1, "waiting": 0, "max_active": 1}, "models": ["smollm2-fake"]},
+            headers={"Authorization": f"Bearer {secret}"},
+            timeout=10,
+        )
+        assert beat.status_code == 200, beat.text
+        out, err = taste(tracker, node_id, tmp_path)
+    assert out.strip() == "ok"
+    wait = replay_of(tmp_path)["timing"]["queue_wait_sec"]
+    assert 0.8 <= wait < 5, wait
+    assert f"queue wait {wait} s" in err
