@@ -114,6 +114,10 @@ class Ban(models.Model):
         indexes = [models.Index(fields=["kind", "value"], name="ban_subject")]
 
     def __str__(self) -> str:
+        # An IP ban's value is the address's keyed hash, whose prefix is also the `anon:` subject of that
+        # address's tokens: never print any of it (the moderation app labels addresses its own way).
+        if self.kind == self.Kind.IP:
+            return f"ip ban {self.pk}"
         return f"{self.kind} ban on {self.value[:16]}"
 
     def is_active(self, now=None) -> bool:
