@@ -2,7 +2,7 @@
 
 luckrig-node join --tracker URL [--upstream URL] [--contributor-key KEY]   # register once, then serve
 luckrig-node serve --tracker URL --node-id ID --node-secret SECRET --upstream URL [...]
-luckrig-node taste --tracker URL --node ID "prompt"
+luckrig-node taste --tracker URL --node ID [--mode public-key] "prompt"
 luckrig-node status
 luckrig-node keygen
 """
@@ -95,8 +95,15 @@ def cmd_join(args) -> int:
 
 
 def cmd_taste(args) -> int:
-    from node_agent.taste import taste
+    from node_agent.taste import saved_key, taste
 
+    if args.mode == "public-key":
+        from node_agent.taste_subtext import taste_public_key
+
+        return taste_public_key(args, saved_key(args))
+    if args.expect_fingerprint:
+        print("luckrig-node taste: --expect-fingerprint applies to --mode public-key only", file=sys.stderr)
+        return 2
     return taste(args)
 
 
@@ -145,6 +152,17 @@ def build_parser() -> argparse.ArgumentParser:
     taste.add_argument("--system", help="a system message")
     taste.add_argument("--share-timing", action="store_true", help="upload the measured timing (no text)")
     taste.add_argument("--history-dir", default=None, help="default ~/.luckrig/history")
+    taste.add_argument(
+        "--mode",
+        choices=("plain", "public-key"),
+        default="plain",
+        help="public-key: seal the prompt to the node's key and get the answer sealed to a fresh key of yours "
+        "(kept out of proxies and the tracker; the rig's operator can still read it)",
+    )
+    taste.add_argument(
+        "--expect-fingerprint",
+        help="public-key mode: refuse to send anything unless the node key's fingerprint is this (sha256:...)",
+    )
     taste.add_argument("prompt")
     taste.set_defaults(func=cmd_taste)
 

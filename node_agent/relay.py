@@ -1,7 +1,7 @@
 """The hot path: admit a request, wait for a slot (telling the waiter its position), relay the upstream's
 chunks as they arrive, and end every stream with a usage chunk carrying the `luckrig` timing object and
 `[DONE]`. Keep it allocation-light: one json.loads / json.dumps per chunk, no buffering unless output
-moderation is in `block` mode."""
+moderation is in `block` mode or the token is in public-key mode (node_agent/sealed.py, a subclass)."""
 
 import asyncio
 import contextlib
@@ -27,6 +27,11 @@ DONE = b"data: [DONE]\n\n"
 
 def sse(obj: dict) -> bytes:
     return b"data: " + json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
+
+
+def _dumps(obj: dict) -> str:
+    # Raw UTF-8, not \u escapes: a public-key answer's selectors are 4 bytes each this way, 12 escaped.
+    return json.dumps(obj, ensure_ascii=False)
 
 
 @dataclass
@@ -315,22 +320,23 @@ class Relay:
             elif self.moderation.get("output") == "record":
                 self.moderation = {**self.moderation, "output": "recorded"}
                 self.record_output_later(outcome.text)
-            return web.json_response(
-                {
-                    "id": outcome.chunk_id or f"chatcmpl-{self.ticket}",
-                    "object": "chat.completion",
-                    "created": outcome.created or int(time.time()),
-                    "model": self.model or outcome.model,
-                    "choices": [
-                        {
-                            "index": 0,
-                            "message": {"role": "assistant", "content": outcome.text},
-                            "finish_reason": outcome.finish_reason or "stop",
-                        }
-                    ],
-                    "usage": self.usage_of(outcome),
-                    "luckrig": self.timing(outcome),
-                }
-            )
+            return web.json_response(self.completion_body(outcome), dumps=_dumps)
         finally:
             agent.queue.release(self.ticket)
+
+    def completion_body(self, outcome: Outcome) -> dict:
+        return {
+            "id": outcome.chunk_id or f"chatcmpl-{self.ticket}",
+            "object": "chat.completion",
+            "created": outcome.created or int(time.time()),
+            "model": self.model or outcome.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": outcome.text},
+                    "finish_reason": outcome.finish_reason or "stop",
+                }
+            ],
+            "usage": self.usage_of(outcome),
+            "luckrig": self.timing(outcome),
+        }

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import aiohttp
 from aiohttp import web
+from cryptography.exceptions import UnsupportedAlgorithm
 
-from node_agent import __version__, auth, cors, keys, upstream
+from node_agent import __version__, auth, cors, keys, sealed, upstream
 from node_agent.chat import parse_chat
 from node_agent.config import AgentConfig
 from node_agent.errors import AgentError
@@ -36,10 +37,17 @@ class Agent:
         self.verifier: auth.TokenVerifier | None = None
         self.models: list[str] = []
         self._tasks: list[asyncio.Task] = []
-        self.fingerprint = None
         self.background: set[asyncio.Task] = set()  # output moderation in `record` mode
-        if config.node_private_key_file and Path(config.node_private_key_file).exists():
-            self.fingerprint = keys.fingerprint_of_public_pem(keys.load_public_pem(Path(config.node_private_key_file)))
+        # Public-key mode needs the node's private key; without it the agent serves plain mode only (and says so
+        # in /health) rather than refusing to start: a bad key file must not take a working rig offline.
+        self.private_key = None
+        self.fingerprint = None
+        if config.node_private_key_file:
+            try:
+                self.private_key = keys.load_private_key(Path(config.node_private_key_file))
+                self.fingerprint = keys.fingerprint_of_public_pem(keys.public_pem_of(self.private_key.public_key()))
+            except (OSError, ValueError, TypeError, UnsupportedAlgorithm) as exc:
+                log.warning("public-key mode is off: the node private key could not be read (%s)", type(exc).__name__)
 
     # --- lifecycle --------------------------------------------------------------------------------------
 
@@ -152,7 +160,7 @@ class Agent:
                 "node_id": self.node_id,
                 "engine": {"name": "luckrig-node-agent", "version": __version__, "backend": self.upstream.backend},
                 "upstream_ok": ok,
-                "crypto_modes": ["plain"],
+                "crypto_modes": ["plain", "public-key"] if self.private_key is not None else ["plain"],
                 "queue": self.queue.snapshot(),
                 # Published so that tasters can check the key out of band (POST /api/fingerprint/verify).
                 "node_public_key_fingerprint": self.fingerprint,
@@ -176,15 +184,28 @@ class Agent:
         claims = self.verifier.verify(request.headers.get("Authorization"))
         if claims.jti in self.link.revoked:
             raise AgentError(401, "invalid_token", "This tasting token was revoked.")
-        if claims.crypto_mode != "plain":
-            raise AgentError(400, "public_key_mode_unavailable", "This node serves plain mode only.")
+        public_key_mode = claims.crypto_mode == "public-key"
+        relay_class, relay_extra = Relay, {}
+        if public_key_mode:
+            if self.private_key is None:
+                raise AgentError(
+                    400,
+                    "public_key_mode_unavailable",
+                    "This node has no private key loaded (--node-private-key-file), so it serves plain mode only.",
+                )
+            relay_class, relay_extra = sealed.SealedRelay, {"user_public_pem": sealed.user_public_pem(claims)}
+        elif claims.crypto_mode != "plain":
+            raise AgentError(401, "invalid_token", "The tasting token names an unknown crypto mode.")
         try:
             body = json.loads(await request.read())
         except web.HTTPRequestEntityTooLarge as exc:
             raise AgentError(413, "body_too_large", "The request body is too large.") from exc
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise AgentError(400, "invalid_json", "The body is not valid JSON.") from exc
-        messages, params, stream, _requested_model = parse_chat(body)
+        if public_key_mode:
+            messages, params, stream = sealed.open_body(body, self.private_key, jti=claims.jti, node_id=self.node_id)
+        else:
+            messages, params, stream, _requested_model = parse_chat(body)
 
         if not self.ledger.claim_request(claims.jti, claims.max_requests, claims.exp):
             raise AgentError(429, "token_exhausted", "This tasting token has no requests left.")
@@ -198,7 +219,7 @@ class Agent:
             self.policy.check_rules([m["content"] for m in messages])
             moderation = await self.policy.check_input("\n".join(m["content"] for m in messages))
             moderation["output"] = self.policy.moderate_output
-            relay = Relay(
+            relay = relay_class(
                 self,
                 request,
                 claims,
@@ -208,6 +229,7 @@ class Agent:
                 max_tokens,
                 truncated_by_budget=asked is None or max_tokens < asked,
                 moderation=moderation,
+                **relay_extra,
             )
         except BaseException:
             # Refused before the model ran: neither the request nor the output budget is spent.
@@ -220,9 +242,10 @@ class Agent:
         finally:
             relay.book(reserved)
             log.info(
-                "request %s tier=%s stream=%s %.0f ms",
+                "request %s tier=%s mode=%s stream=%s %.0f ms",
                 relay.ticket,
                 claims.tier,
+                claims.crypto_mode,
                 stream,
                 (time.monotonic() - started) * 1000,
             )
