@@ -166,7 +166,14 @@ def js_strings() -> dict:
         "connecting": _("Connecting to the rig…"),
         "queued": _("Waiting for the rig: position %(n)s in its queue, about %(s)s s."),
         "generating_now": _("The rig is answering…"),
+        "decrypting": _("The encrypted answer arrived; opening it in this browser…"),
+        "pk_key_mismatch": _(
+            "Refused: the key in the token does not match the fingerprint this page shows. Do not use public-key "
+            "mode with this rig until the fingerprint is checked."
+        ),
+        "pk_open_failed": _("The rig's encrypted answer could not be opened here (%(reason)s)."),
         "done": _("Done."),
+        "empty_answer": _("The rig finished without writing anything (an empty answer). Try again or rephrase."),
         "ttft": _("time to first token"),
         "tps": _("tokens per second"),
         "queue_wait": _("queue wait"),
@@ -206,6 +213,10 @@ def js_strings() -> dict:
             "upstream_error": _("The rig's model server failed while answering."),
             "upstream_unavailable": _("The rig's model server is down."),
             "already_uploaded": _("This tasting's timing was already shared."),
+            "invalid_subtext": _("The rig could not read the encrypted prompt (%(msg)s)."),
+            "plaintext_not_allowed": _("The rig expected an encrypted prompt in public-key mode."),
+            "public_key_mode_unavailable": _("This rig does not offer public-key mode right now."),
+            "invalid_public_key": _("The tracker refused this browser's public key (%(msg)s)."),
             "content_filtered": _("The tracker's filter rules refused to publish this text (%(msg)s)."),
             "unknown": _("Something went wrong (%(code)s): %(msg)s"),
         },

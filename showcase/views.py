@@ -93,6 +93,7 @@ def node_detail(request, node_id):
     week = charts.bucket(charts.uptime_series(node.uptime_hours, now_hour, 168), 6)
     timings = list(
         TimingSample.objects.filter(node=node)
+        .exclude(mode="public-key")  # the same samples as the medians (tracker.tasting.record_timing)
         .order_by("-created_at")
         .values_list("tok_per_sec", "ttft_ms")[:TIMING_HISTORY]
     )
@@ -118,6 +119,7 @@ def node_detail(request, node_id):
             "endpoint_url": node.endpoint_url,
             "model_name": node.model_name,
             "status": node.status,
+            "fingerprint": node.node_public_key_fingerprint,
         },
     }
     return render(request, "showcase/node.html", context)

@@ -223,6 +223,7 @@ TIMING_FIELDS = (
     "mode",
 )
 P50_WINDOW = 500  # medians over the most recent uploads: rigs get retuned
+STREAMED_MODES_EXCLUDED = "public-key"
 
 
 @transaction.atomic
@@ -245,8 +246,11 @@ def record_timing(*, token: TastingToken, data: dict, now: datetime | None = Non
             )
     except IntegrityError:
         raise ApiError(409, "already_uploaded", "Timing for this token was already uploaded.") from None
+    # The medians describe streaming (plain mode): a public-key tasting gets its answer in one piece, so its
+    # "TTFT" is the whole answer's time. Those samples are kept and counted, but not mixed into the p50s.
     recent = list(
         TimingSample.objects.filter(node=node)
+        .exclude(mode=STREAMED_MODES_EXCLUDED)
         .order_by("-created_at")
         .values_list("tok_per_sec", "ttft_ms")[:P50_WINDOW]
     )

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from node_agent import keys
 from tests.agents import AgentProcess, AgentStarter, Tracker, running_tracker
 from tests.node_agent.fakes import FakeOpenAI
 
@@ -115,11 +116,17 @@ def rig(site, tmp_path_factory):
     (it beats every second; the site's heartbeat interval is 2 s)."""
     with FakeOpenAI() as fake:
         fake.words, fake.delay = list(RIG_WORDS), RIG_DELAY
-        starter = AgentStarter(site, tmp_path_factory.mktemp("rig"))
+        folder = tmp_path_factory.mktemp("rig")
+        starter = AgentStarter(site, folder)
         key = site.contributor("browser-rig-owner")
         name = "Browser test rig · smollm2-fake"
+        # The rig has an X25519 key pair, as `luckrig-node join` makes: public-key mode and the fingerprint check.
+        node_public_pem, _ = keys.generate(folder / "node_x25519.pem")
+        register = {"display_name": name, "gpu": "Fake GPU (browser)", "node_public_key": node_public_pem}
         try:
-            agent = starter.start(fake.base, key=key, register={"display_name": name, "gpu": "Fake GPU (browser)"})
+            agent = starter.start(
+                fake.base, key=key, register=register, node_private_key_file=str(folder / "node_x25519.pem")
+            )
             assert site.node(agent.node_id)["health"]["status"] == "available"
             yield Rig(agent, fake, key, name)
         finally:

@@ -170,6 +170,13 @@ class TestTiming:
         _, detail = api.get(f"/api/nodes/{node.id}")
         timing = detail["node"]["community_timing"]
         assert timing["samples_count"] == 3 and timing["tok_per_sec_p50"] == 40.0 and timing["ttft_ms_p50"] == 100
+        # A public-key tasting's numbers are counted but stay out of the streaming medians.
+        t = token_for(api, node, ip="192.0.2.62")
+        _, body = self.upload(
+            api, t["token"], {"node_id": node.id, "mode": "public-key", "tok_per_sec": 900.0, "ttft_ms": 9}
+        )
+        assert body["community_timing"]["samples_count"] == 4
+        assert body["community_timing"]["tok_per_sec_p50"] == 40.0 and body["community_timing"]["ttft_ms_p50"] == 100
         sample = TimingSample.objects.get(jti=t1["jti"])
         assert abs((sample.created_at - timezone.now()).total_seconds()) < 60  # stamped by the server
         # Sharing timing counts as a contribution of the taster.

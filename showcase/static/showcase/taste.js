@@ -45,6 +45,10 @@
     const go = panel.querySelector("[data-taste-go]");
     let last = null;  // {token, replay, timing}
     form.hidden = false;
+    const notice = panel.querySelector("[data-pk-notice]");
+    form.querySelectorAll("input[name=mode]").forEach((radio) => radio.addEventListener("change", () => {
+      if (notice) notice.hidden = radio.value !== "public-key" || !radio.checked;
+    }));
 
     function showTiming(el, timing) {
       const rows = [
@@ -66,23 +70,48 @@
       if (!form.elements.ack.checked) { status.textContent = t("ack_required"); return; }
       if (!prompt.trim()) { status.textContent = t("prompt_required"); return; }
       go.disabled = true; after.hidden = true; timingEl.hidden = true; output.textContent = ""; afterStatus.textContent = "";
-      try { await taste(prompt, system); } finally { go.disabled = false; }
+      const mode = (form.querySelector("input[name=mode]:checked") || { value: "plain" }).value;
+      try { await taste(prompt, system, mode); } finally { go.disabled = false; }
     });
 
-    async function taste(prompt, system) {
+    // Public-key mode: the conversation is sealed to the rig's key (the token carries this browser's public key,
+    // so only this browser can open the answer). Returns null and says why when the keys do not add up.
+    async function publicKeyToken() {
+      const S = window.LuckRigSubtext;
+      const mine = await S.tasterKey();
+      const r = await L().postJSON("/api/tokens", { node_id: config.node_id, crypto_mode: "public-key", user_public_key: mine.publicPem }, L().contributorKey());
+      if (r.status !== 201) { status.textContent = L().explain(r.status, r.data, r.headers); return null; }
+      const issued = r.data;
+      // The key the token names must be the one whose fingerprint this page shows (and the fingerprint must be
+      // that key's): checking it out of band is then checking this page's fingerprint.
+      const fp = await S.fingerprintOfPem(issued.node_public_key);
+      if (fp !== issued.node_public_key_fingerprint || fp !== config.fingerprint) { status.textContent = t("pk_key_mismatch"); return null; }
+      return { issued, mine };
+    }
+
+    async function taste(prompt, system, mode) {
       status.textContent = t("getting_token");
-      let issued;
+      const messages = (system ? [{ role: "system", content: system }] : []).concat([{ role: "user", content: prompt }]);
+      let issued, mine = null, body;
       try {
-        const r = await L().postJSON("/api/tokens", { node_id: config.node_id, crypto_mode: "plain" }, L().contributorKey());
-        if (r.status !== 201) { status.textContent = L().explain(r.status, r.data, r.headers); return; }
-        issued = r.data;
+        if (mode === "public-key") {
+          const got = await publicKeyToken();
+          if (!got) return;
+          ({ issued, mine } = got);
+          const sealed = await window.LuckRigSubtext.sealRequest(messages, {}, issued.node_public_key, issued.jti, issued.node.id);
+          body = { messages: [{ role: "user", content: sealed }], stream: true };
+        } else {
+          const r = await L().postJSON("/api/tokens", { node_id: config.node_id, crypto_mode: "plain" }, L().contributorKey());
+          if (r.status !== 201) { status.textContent = L().explain(r.status, r.data, r.headers); return; }
+          issued = r.data;
+          body = { messages, stream: true, stream_options: { include_usage: true } };
+        }
       } catch (e) { status.textContent = t("errors.unknown", { code: "network", msg: String(e) }); return; }
 
-      const messages = (system ? [{ role: "system", content: system }] : []).concat([{ role: "user", content: prompt }]);
       const endpoint = issued.node.endpoint_url.replace(/\/+$/, "") + "/chat/completions";
       status.textContent = t("connecting");
       const started = performance.now();
-      let firstByte = null, firstData = null, firstToken = null, lastToken = null, sawQueue = false;
+      let firstByte = null, firstData = null, firstToken = null, lastToken = null, lastQueue = null, sawQueue = false;
       const chunks = [], pieces = [];
       let usage = null, luckrig = {}, failed = null;
       let resp;
@@ -90,7 +119,7 @@
         resp = await fetch(endpoint, {
           method: "POST",
           headers: { "Content-Type": "application/json", "Authorization": "Bearer " + issued.token, "Accept": "text/event-stream" },
-          body: JSON.stringify({ messages, stream: true, stream_options: { include_usage: true } }),
+          body: JSON.stringify(body),
         });
       } catch (e) { status.textContent = t("network_error"); return; }
       if (resp.status !== 200) {
@@ -103,7 +132,7 @@
         await readSSE(resp.body, (comment) => {
           firstByte = firstByte || performance.now();
           const m = /^queue position=(\d+) eta_sec=(\d+)/.exec(comment);
-          if (m) { sawQueue = true; status.textContent = t("queued", { n: m[1], s: m[2] }); }
+          if (m) { sawQueue = true; lastQueue = performance.now(); status.textContent = t("queued", { n: m[1], s: m[2] }); }
         }, (data) => {
           const now = performance.now();
           firstByte = firstByte || now;
@@ -115,11 +144,11 @@
           for (const choice of chunk.choices || []) {
             const piece = choice.delta && choice.delta.content;
             if (piece) {
-              if (firstToken === null) { firstToken = now; status.textContent = t("generating_now"); }
+              if (firstToken === null) { firstToken = now; status.textContent = t(mine ? "decrypting" : "generating_now"); }
               lastToken = now;
               chunks.push(round(now - started, 1));
               pieces.push(piece);
-              output.append(document.createTextNode(piece));
+              if (!mine) output.append(document.createTextNode(piece));
             }
           }
           return false;
@@ -127,15 +156,29 @@
       } catch (e) { failed = failed || { message: String(e), code: "stream" }; }
       if (failed) { status.textContent = L().explain(502, { error: failed }, null); }
       else if (!finished) { status.textContent = t("stream_cut"); }
-      else { status.textContent = t("done"); }
+      else { status.textContent = pieces.length ? t("done") : t("empty_answer"); }
 
-      const outputTokens = (usage && usage.completion_tokens) || pieces.length;
-      const generationSec = firstToken !== null ? (lastToken - firstToken) / 1000 : 0;
+      let answer = pieces;
+      if (mine && pieces.length && !failed) {
+        try {
+          const opened = await window.LuckRigSubtext.openResponse(pieces.join(""), mine.privateKey, issued.jti, issued.node.id);
+          answer = [opened.content];
+          output.textContent = opened.content;
+          usage = opened.usage || usage;
+          luckrig = opened.luckrig || {};
+        } catch (e) { status.textContent = t("pk_open_failed", { reason: e.reason || e.message }); return; }
+      }
+
+      const outputTokens = (usage && usage.completion_tokens) || answer.length;
+      // In public-key mode the answer arrives in one piece: its rate is tokens over the time from the start of
+      // generation (the last queue comment, or the request) to its arrival.
+      const generationSec = firstToken === null ? 0 : mine ? (firstToken - (lastQueue || started)) / 1000 : (lastToken - firstToken) / 1000;
+      const rateTokens = mine ? outputTokens : outputTokens - 1;
       const timing = {
         schema_version: 1,
         node_id: issued.node.id,
-        mode: "plain",
-        tok_per_sec: generationSec > 0 && outputTokens > 1 ? round((outputTokens - 1) / generationSec, 2) : null,
+        mode: mine ? "public-key" : "plain",
+        tok_per_sec: generationSec > 0 && rateTokens > 0 ? round(rateTokens / generationSec, 2) : null,
         ttft_ms: firstToken !== null ? round(firstToken - started, 1) : null,
         network_ttft_ms: firstByte !== null ? round(firstByte - started, 1) : null,
         proxy_ttft_ms: luckrig.proxy_ttft_ms === undefined ? null : luckrig.proxy_ttft_ms,
@@ -146,7 +189,7 @@
         limited_output_truncated: Boolean(luckrig.truncated),
       };
       showTiming(timingEl, timing);
-      if (!pieces.length) return;
+      if (!answer.length) return;
       const when = new Date();
       const replay = {
         schema_version: 1,
@@ -154,9 +197,9 @@
         created_at: when.toISOString().replace(/\.\d{3}Z$/, "Z"),
         prompt,
         system: system || null,
-        response: pieces.join(""),
-        chunk_timestamps: chunks,
-        chunks: pieces,
+        response: answer.join(""),
+        chunk_timestamps: mine ? [chunks[0]] : chunks,
+        chunks: answer,
         timing,
       };
       last = { token: issued.token, replay, timing, file: stamp(when) + "_" + issued.node.id + ".json" };
