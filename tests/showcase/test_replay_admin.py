@@ -82,7 +82,9 @@ def test_a_report_about_a_replay_links_to_it(staff, api, replay):
     )
     assert status == 202, filed
     report = AbuseReport.objects.get(pk=filed["report_id"])
-    page = staff.get(reverse("admin:moderation_abusereport_change", args=[report.pk])).content.decode()
+    answer = staff.get(reverse("admin:moderation_abusereport_change", args=[report.pk]))
+    page = answer.content.decode()
+    assert answer.status_code == 200 and page, (answer.status_code, dict(answer.headers))
     assert reverse("admin:showcase_replay_change", args=[replay.pk]) in page
     response = staff.get(reverse("admin:showcase_replay_change", args=[replay.pk]))
     assert response.status_code == 200 and "1 report(s)" in response.content.decode(), response
