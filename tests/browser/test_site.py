@@ -296,3 +296,36 @@ def test_the_tasting_form_works_from_the_keyboard(site, rig, page):
     page.keyboard.press("Tab")
     page.keyboard.press("Enter")
     page.locator("[data-taste-output]", has_text=ANSWER.strip()).wait_for(timeout=15000)
+
+
+def test_the_panel_shows_the_queue_position_while_the_rig_is_busy(site, rig, page):
+    page.goto(f"/nodes/{rig.node_id}/")
+    slow, rig.upstream.delay = rig.upstream.delay, 0.2  # about 4 s for the other taster's answer
+    token = site.token(rig.node_id)["token"]
+    done = threading.Event()
+
+    def other_taster():
+        try:
+            requests.post(
+                rig.v1 + "/chat/completions",
+                headers={"Authorization": f"Bearer {token}"},
+                json={"messages": [{"role": "user", "content": "hi"}], "stream": True},
+                timeout=30,
+            ).close()
+        finally:
+            done.set()
+
+    threading.Thread(target=other_taster, daemon=True).start()
+    try:
+        page.locator(".queue-view [data-queue-line]", has_text="1 of 1 generating").wait_for(timeout=8000)
+        page.fill("#taste-prompt", "me next")
+        page.check("[data-ack]")
+        page.click("[data-taste-go]")
+        page.locator("[data-taste-status]", has_text="Waiting for the rig: position 1").wait_for(timeout=8000)
+        page.locator("[data-taste-output]", has_text=ANSWER.strip()).wait_for(timeout=20000)
+        timing = page.locator("[data-taste-timing]").inner_text()
+        wait = float(re.search(r"queue wait\s+([\d.]+) s", timing).group(1))
+        assert wait > 0.5  # measured here: the time spent behind the other taster
+    finally:
+        rig.upstream.delay = slow
+        done.wait(30)
