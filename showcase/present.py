@@ -159,6 +159,8 @@ def js_strings() -> dict:
         "queue_none": _("queue: no report from the agent yet"),
         "queue_empty": _("Nobody is waiting."),
         "generating": _("generating"),
+        "status_available": STATUS_LABELS["available"],
+        "status_busy": STATUS_LABELS["busy"],
         "waiting": _("waiting"),
         "position": _("position %(n)s"),
         "eta": _("about %(s)s s for a new taster"),

@@ -98,9 +98,11 @@ def test_a_rigs_queue_changes_live_while_another_client_tastes(site, rig, page, 
     try:
         page.locator(".queue-view [data-queue-line]", has_text="1 of 1 generating").wait_for(timeout=8000)
         assert page.locator(".queue-view .entry-generating").count() == 1
+        assert page.locator("h1 [data-status]").inner_text() == "busy"  # the pill follows the queue
         shot(page, "rig-queue-busy")
         assert done.wait(30) and results[0].endswith("data: [DONE]\n\n")
         page.locator(".queue-view [data-queue-line]", has_text="0 of 1 generating").wait_for(timeout=8000)
+        assert page.locator("h1 [data-status]").inner_text() == "available"
     finally:
         rig.upstream.delay = slow
 

@@ -12,6 +12,7 @@
   function apply(m) {
     const single = document.querySelector("[data-queue-node]");
     if (single && single.dataset.queueNode === m.node_id) {
+      setPill(document.querySelector("main h1") || document, m);
       single.querySelector("[data-queue-line]").textContent = queueLine(m);
       const eta = single.querySelector("[data-queue-eta]");
       if (eta) eta.textContent = m.eta_sec === null || m.eta_sec === undefined ? "" : t("eta", { s: m.eta_sec });
@@ -30,10 +31,24 @@
     document.querySelectorAll('[data-node="' + CSS.escape(m.node_id) + '"]').forEach((el) => {
       const line = el.querySelector("[data-queue-line]");
       if (line) line.textContent = queueLine(m);
+      setPill(el, m);
       const cells = { "[data-active]": m.active, "[data-waiting]": m.waiting, "[data-max]": m.max_active };
       for (const [sel, v] of Object.entries(cells)) { const c = el.querySelector(sel); if (c) c.textContent = v; }
       const load = el.querySelector("[data-load]");
       if (load) { load.max = Math.max(1, m.max_active); load.value = m.active; }
+    });
+  }
+
+  // A serving rig is busy while every slot generates, available otherwise; other states (unavailable,
+  // unknown) come from the tracker's liveness rules, which the queue stream does not carry.
+  function setPill(root, m) {
+    root.querySelectorAll("[data-status]").forEach((pill) => {
+      const was = pill.classList.contains("status-busy") ? "busy" : pill.classList.contains("status-available") ? "available" : null;
+      if (!was || !m.max_active) return;
+      const now = m.active >= m.max_active ? "busy" : "available";
+      if (now === was) return;
+      pill.classList.replace("status-" + was, "status-" + now);
+      pill.textContent = t("status_" + now);
     });
   }
 
