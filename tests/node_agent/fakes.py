@@ -171,6 +171,8 @@ class FakeOllama(ThreadedApp):
         self.openai_compat = openai_compat
         self.requests: list[dict] = []
         self.words = ["Hello", " from", " ollama", "."]
+        self.delay = 0.0  # seconds before each native /api/chat line
+        self.eval_count = None  # tokens ollama reports generating (None: one per word)
 
     def build(self):
         app = web.Application()
@@ -238,6 +240,7 @@ class FakeOllama(ThreadedApp):
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await response.prepare(request)
         for word in self.words:
+            await asyncio.sleep(self.delay)
             line = {
                 "model": body["model"],
                 "created_at": "2026-11-24T00:00:00Z",
@@ -253,7 +256,7 @@ class FakeOllama(ThreadedApp):
             "done_reason": "stop",
             "total_duration": 1000,
             "prompt_eval_count": 11,
-            "eval_count": len(self.words),
+            "eval_count": len(self.words) if self.eval_count is None else self.eval_count,
         }
         await response.write(json.dumps(final).encode() + b"\n")
         return response
@@ -300,6 +303,132 @@ class FakeModeration(ThreadedApp):
                 ],
             }
         )
+
+
+class FakeTracker(ThreadedApp):
+    """The tracker as a node agent sees it (docs/api.md): `/api/tracker-keys` with a key the test signs tokens
+    with, the heartbeat and usage endpoints, `/api/filter-rules`, and `/ws/agent/`. Everything the agent sends
+    is recorded with its arrival time (`time.monotonic()`). `ws_mode`: `accept` (answers heartbeats and usage
+    like the real one), `refuse` (accepts, then closes with 4401, as the tracker does for a bad secret) or
+    `no_upgrade` (404, as when a proxy does not pass websockets)."""
+
+    def __init__(self, node_id: str = "fake-node", node_secret: str = "lrn_fake-secret"):
+        super().__init__()
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        self.node_id, self.node_secret = node_id, node_secret
+        self.signing_key = Ed25519PrivateKey.generate()
+        self.kid = "lr-fake-1"
+        self.ws_mode = "accept"
+        self.ws_attempts: list[float] = []  # every handshake, whatever the answer
+        self.ws_messages: list[tuple[float, dict]] = []
+        self.http_heartbeats: list[tuple[float, dict]] = []
+        self.http_usage: list[tuple[float, dict]] = []
+        self.open_sockets: set = set()
+
+    def build(self):
+        app = web.Application()
+        app.router.add_get("/api/tracker-keys", self.tracker_keys)
+        app.router.add_get("/api/filter-rules", self.filter_rules)
+        app.router.add_post("/api/nodes/{node_id}/heartbeat", self.heartbeat)
+        app.router.add_post("/api/nodes/{node_id}/usage", self.usage)
+        app.router.add_get("/ws/agent/", self.agent_socket)
+        return app
+
+    def public_key_pem(self) -> str:
+        from cryptography.hazmat.primitives import serialization
+
+        return (
+            self.signing_key.public_key()
+            .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+            .decode()
+        )
+
+    def token(self, tier: str = "limited", **claims) -> str:
+        """A tasting token for this node, signed as the tracker signs them."""
+        import secrets
+
+        import jwt
+
+        now = int(time.time())
+        body = {
+            "iss": self.base,
+            "aud": self.node_id,
+            "sub": "anon:test",
+            "jti": "jti-" + secrets.token_hex(8),
+            "iat": now,
+            "exp": now + 600,
+            "tier": tier,
+            "crypto_mode": "plain",
+            "max_requests": 3,
+            "max_output_tokens": 256,
+            **claims,
+        }
+        headers = {"kid": self.kid, "typ": "luckrig-tasting+jwt"}
+        return jwt.encode(body, self.signing_key, algorithm="EdDSA", headers=headers)
+
+    def _authorized(self, request) -> bool:
+        return request.headers.get("Authorization") == f"Bearer {self.node_secret}"
+
+    async def tracker_keys(self, request):
+        key = {"kid": self.kid, "alg": "EdDSA", "public_key_pem": self.public_key_pem(), "not_after": None}
+        return web.json_response({"schema_version": 1, "keys": [key]})
+
+    async def filter_rules(self, request):
+        if not self._authorized(request):
+            return web.json_response({"error": "refused", "code": "invalid_node_secret"}, status=401)
+        return web.json_response({"schema_version": 1, "version": 1, "rules": []})
+
+    def _ack(self) -> dict:
+        return {"schema_version": 1, "status": "available", "filter_rules_version": 1, "revoked_jtis": []}
+
+    async def heartbeat(self, request):
+        if not self._authorized(request) or request.match_info["node_id"] != self.node_id:
+            return web.json_response({"error": "refused", "code": "invalid_node_secret"}, status=401)
+        self.http_heartbeats.append((time.monotonic(), await request.json()))
+        return web.json_response(self._ack())
+
+    async def usage(self, request):
+        if not self._authorized(request) or request.match_info["node_id"] != self.node_id:
+            return web.json_response({"error": "refused", "code": "invalid_node_secret"}, status=401)
+        self.http_usage.append((time.monotonic(), await request.json()))
+        return web.json_response({"schema_version": 1, "accepted": 1}, status=202)
+
+    async def agent_socket(self, request):
+        self.ws_attempts.append(time.monotonic())
+        if self.ws_mode == "no_upgrade":
+            return web.json_response({"error": "not found", "code": "not_found"}, status=404)
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        if self.ws_mode == "refuse" or not self._authorized(request):
+            await ws.close(code=4401, message=b"refused")
+            return ws
+        self.open_sockets.add(ws)
+        try:
+            async for msg in ws:
+                message = json.loads(msg.data)
+                self.ws_messages.append((time.monotonic(), message))
+                if message.get("type") == "heartbeat":
+                    await ws.send_json({"type": "heartbeat_ack", **self._ack()})
+                elif message.get("type") == "usage":
+                    await ws.send_json({"type": "usage_ack", "report_id": message.get("report_id"), "accepted": 1})
+        finally:
+            self.open_sockets.discard(ws)
+        return ws
+
+    def messages(self, kind: str) -> list[tuple[float, dict]]:
+        return [(at, m) for at, m in list(self.ws_messages) if m.get("type") == kind]
+
+    def drop_links(self, code: int = 1001) -> float:
+        """Close every open agent websocket from the tracker's side (a restart, a proxy timeout); returns when."""
+
+        async def close_all():
+            for ws in list(self.open_sockets):
+                await ws.close(code=code)
+
+        dropped = time.monotonic()
+        asyncio.run_coroutine_threadsafe(close_all(), self.loop).result(10)
+        return dropped
 
 
 def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05) -> bool:
