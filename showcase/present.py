@@ -199,6 +199,10 @@ def js_strings() -> dict:
         "verify_error": _("Could not check: %(msg)s"),
         "file_bad": _("That file is not a LuckRig replay (schema_version 1 JSON)."),
         "network_error": _("Could not reach the rig (it may be offline or blocking this site)."),
+        "mixed_content": _(
+            "This rig's endpoint is plain http, which browsers refuse to call from this https page. Taste it from "
+            "the command line (luckrig-node taste) instead."
+        ),
         "stream_cut": _("The rig's stream ended before it finished."),
         "errors": {
             "node_unavailable": _("This rig is not serving right now (no recent heartbeat). Try another rig."),

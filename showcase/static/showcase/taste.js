@@ -90,6 +90,8 @@
     }
 
     async function taste(prompt, system, mode) {
+      // Checked before a token is spent: browsers refuse plain-http calls from an https page.
+      if (location.protocol === "https:" && config.endpoint_url.startsWith("http:")) { status.textContent = t("mixed_content"); return; }
       status.textContent = t("getting_token");
       const messages = (system ? [{ role: "system", content: system }] : []).concat([{ role: "user", content: prompt }]);
       let issued, mine = null, body;
