@@ -87,6 +87,7 @@ format: install
 bench: install
 	$(BIN)/python bench/node_list.py
 	$(BIN)/python bench/relay.py
+	$(BIN)/python bench/queue_fanout.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -140,7 +140,18 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": os.environ.get("REDIS_PREFIX", "luckrig")},
+            "CONFIG": {
+                # channels_redis receives with a blocking BZPOPMIN of 5 s, and redis-py 8 gives every socket a 5 s
+                # read timeout by default: an idle channel then raised TimeoutError every ~5 s (channels_redis
+                # issue #422), which tore down agent links and made the queue fan-out report "stale" and
+                # reload, and a message popped just as the client gave up could be lost. The read timeout must
+                # outlast the blocking read; 15 s still notices a Redis that hangs.
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 15, "socket_connect_timeout": 5}],
+                "prefix": os.environ.get("REDIS_PREFIX", "luckrig"),
+                # Left at their defaults, on purpose: `capacity` (100 messages per channel) and `expiry`
+                # (60 s). The queue fan-out's one channel per process is read by a loop that only records the
+                # newest snapshot (nodes/fanout.py), so it never holds more than a few messages.
+            },
         }
     }
     CACHES = {

@@ -1,6 +1,7 @@
 """The public, read-only queue websockets: `/ws/queue/<node_id>/` (one node) and `/ws/queue/` (every listed
-node). A snapshot on connect, then every change. Close codes: 4404 unknown or taken-down node, 1009 a message
-too large (subscribers have nothing to say; anything they send is ignored)."""
+node). A snapshot on connect, then the changes, latest state wins: a snapshot superseded before it could be
+sent is skipped (nodes/fanout.py). Close codes: 4404 unknown or taken-down node, 1009 a message too large
+(subscribers have nothing to say; anything they send is ignored)."""
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
@@ -19,26 +20,6 @@ def _visible_node(node_id: str):
     return Node.objects.visible().filter(pk=node_id[:64]).first()
 
 
-@database_sync_to_async
-def _listed_snapshots() -> list[dict]:
-    nodes = Node.objects.listed().filter(status__in=[Node.Status.AVAILABLE, Node.Status.BUSY])
-    return [
-        queue_view.message(node)
-        for node in nodes.only(
-            "id",
-            "visibility",
-            "taken_down_at",
-            "banned_until",
-            "queue_active",
-            "queue_waiting",
-            "queue_max_active",
-            "queue_entries",
-            "queue_eta_sec",
-            "queue_updated_at",
-        )[:5000]
-    ]
-
-
 class QueueConsumer(AsyncJsonWebsocketConsumer):
     # No channel of its own: messages arrive through the process's fan-out (nodes/fanout.py). A consumer that
     # listened on the layer itself would be torn down, socket and all, the moment Redis went away; this one
@@ -46,23 +27,21 @@ class QueueConsumer(AsyncJsonWebsocketConsumer):
     channel_layer_alias = "luckrig-queue-subscribers-have-no-channel"
 
     async def connect(self):
-        self.node_id = self.scope["url_route"]["kwargs"].get("node_id")
-        if self.node_id is None:
-            self.group = queue_view.ALL_GROUP
-            await FANOUT.join(get_channel_layer(), self.group, self)
-            await self.accept()
-            for snapshot in await _listed_snapshots():
-                await self.send_json(snapshot)
-            return
-        node = await _visible_node(self.node_id)
         self.group = None
+        node_id = self.scope["url_route"]["kwargs"].get("node_id")
+        if node_id is None:
+            group = queue_view.ALL_GROUP
+        else:
+            node = await _visible_node(node_id)
+            if node is None:
+                await self.accept()
+                await self.close(code=CLOSE_NOT_FOUND)
+                return
+            group = queue_view.node_group(node.id)
         await self.accept()
-        if node is None:
-            await self.close(code=CLOSE_NOT_FOUND)
-            return
-        self.group = queue_view.node_group(node.id)
-        await FANOUT.join(get_channel_layer(), self.group, self)
-        await self.send_json(queue_view.message(node))
+        self.group = group
+        # The fan-out sends the first snapshot(s) itself, so that they are ordered with the changes after them.
+        await FANOUT.join(get_channel_layer(), group, self)
 
     async def disconnect(self, code):
         if getattr(self, "group", None):

@@ -33,12 +33,42 @@ def message(node: Node) -> dict:
     }
 
 
+def text(node: Node) -> str:
+    """The message as sent on the wire: serialised once per change, whatever the number of subscribers."""
+    return json.dumps(message(node), separators=(",", ":"))
+
+
+# Enough to build a node's message, and no more: the all-nodes snapshot may read thousands of rows.
+_MESSAGE_FIELDS = (
+    "id",
+    "visibility",
+    "taken_down_at",
+    "banned_until",
+    "queue_active",
+    "queue_waiting",
+    "queue_max_active",
+    "queue_entries",
+    "queue_eta_sec",
+    "queue_updated_at",
+)
+
+
+def snapshots(group: str) -> list[tuple[str, str]]:
+    """The current state of a group, from the database: (node id, message text) for the one node of a node
+    group, or for every listed node taking tasters for the all-nodes stream."""
+    if group == ALL_GROUP:
+        nodes = Node.objects.listed().filter(status__in=[Node.Status.AVAILABLE, Node.Status.BUSY])
+    else:
+        nodes = Node.objects.visible().filter(pk=group.removeprefix("queue."))
+    return [(node.id, text(node)) for node in nodes.only(*_MESSAGE_FIELDS)[:5000]]
+
+
 def broadcast(node: Node) -> None:
     """Send the node's snapshot to its subscribers (and to the all-nodes stream when it is listed). A channel
     layer that is down (Redis restarting) must not fail the agent's request: the view catches up with the
     next change."""
-    # Serialised once here, not once per subscriber: a change fans out to every open websocket.
-    payload = {"type": "queue.update", "text": json.dumps(message(node), separators=(",", ":"))}
+    # Each process keeps only the newest snapshot per node (nodes/fanout.py): node_id says which one this is.
+    payload = {"type": "queue.update", "node_id": node.id, "text": text(node)}
     try:
         layer = get_channel_layer()
         async_to_sync(layer.group_send)(node_group(node.id), payload)
@@ -53,8 +83,9 @@ def announce_removal(node_id: str) -> None:
     try:
         layer = get_channel_layer()
         async_to_sync(layer.group_send)(node_group(node_id), {"type": "queue.gone"})
+        removed = json.dumps({"type": "removed", "node_id": node_id})
         async_to_sync(layer.group_send)(
-            ALL_GROUP, {"type": "queue.update", "text": json.dumps({"type": "removed", "node_id": node_id})}
+            ALL_GROUP, {"type": "queue.update", "node_id": node_id, "removed": True, "text": removed}
         )
     except Exception as exc:  # noqa: BLE001
         log.warning("queue removal for %s not announced: %s", node_id, type(exc).__name__)

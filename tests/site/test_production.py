@@ -147,6 +147,40 @@ def test_two_processes_share_queues_limits_quotas_and_survive_a_restart(tmp_path
                 assert seen[1]["active"] == 1
 
 
+def test_idle_websockets_stay_up_and_live_on_redis(tmp_path):
+    """channels_redis waits for messages with a blocking read of 5 s, and redis-py 8 gives every socket a 5 s
+    read timeout by default: unless settings give a longer one, an idle channel raised TimeoutError after
+    ~5 s, which closed agent links and told queue subscribers the view was stale."""
+    with postgres_database() as db, redis_server() as (redis_port, _redis):
+        env = tracker_env(
+            db, tmp_path, REDIS_URL=f"redis://127.0.0.1:{redis_port}/0", REDIS_PREFIX=f"t{uuid.uuid4().hex[:8]}"
+        )
+        migrate(env)
+        with daphne(env, log_path=tmp_path / "a.log") as a:
+            node_id, secret = register_node(a)
+
+            async def idle_then_change():
+                headers = {"Authorization": f"Bearer {secret}"}
+                async with (
+                    aiohttp.ClientSession() as session,
+                    session.ws_connect(ws_url(a, "/ws/agent/"), headers=headers) as agent,
+                    session.ws_connect(ws_url(a, f"/ws/queue/{node_id}/")) as browser,
+                ):
+                    await agent.receive_json(timeout=5)  # tracker_keys
+                    await agent.receive_json(timeout=5)  # filter_rules
+                    await browser.receive_json(timeout=5)  # the snapshot
+                    with pytest.raises(asyncio.TimeoutError):  # 8 s of nothing: no "stale", no close
+                        await browser.receive(timeout=8)
+                    await agent.send_json({"type": "heartbeat", "queue": {"active": 0, "waiting": 0, "max_active": 1}})
+                    assert (await agent.receive_json(timeout=5))["type"] == "heartbeat_ack"  # the link is up
+                    return await browser.receive_json(timeout=5)
+
+            update = asyncio.run(idle_then_change())
+            assert update["type"] == "queue" and update["max_active"] == 1
+            log = (tmp_path / "a.log").read_text()
+            assert "Timeout reading" not in log and "interrupted" not in log
+
+
 def test_the_rest_api_keeps_serving_while_redis_is_down(tmp_path):
     with postgres_database() as db, redis_server() as (redis_port, redis):
         env = tracker_env(

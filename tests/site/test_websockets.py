@@ -236,7 +236,8 @@ def test_a_dropped_link_leaves_one_heartbeat_interval_of_grace(online, settings)
 
 
 def test_every_subscriber_of_a_node_gets_every_change(api, online):
-    """Subscribers share one channel-layer membership per process; each still gets each message."""
+    """Subscribers share one channel-layer membership per process; each still gets each change (here every
+    change is waited for before the next: see the burst test for changes that supersede each other)."""
     node, secret = online
 
     async def scenario():
@@ -247,8 +248,8 @@ def test_every_subscriber_of_a_node_gets_every_change(api, online):
         for waiting in (1, 2, 3):
             queue = {"active": 1, "waiting": waiting, "max_active": 1}
             await sync_to_async(api.post)(f"/api/nodes/{node.pk}/heartbeat", {"queue": queue}, auth=secret)
-        for sub in subs:
-            assert [(await sub.receive_json_from(timeout=5))["waiting"] for _ in range(3)] == [1, 2, 3]
+            for sub in subs:
+                assert (await sub.receive_json_from(timeout=5))["waiting"] == waiting
         await subs[0].disconnect()  # one leaving does not stop the others
         await sync_to_async(api.post)(
             f"/api/nodes/{node.pk}/heartbeat", {"queue": {"active": 0, "waiting": 0, "max_active": 1}}, auth=secret
@@ -258,3 +259,68 @@ def test_every_subscriber_of_a_node_gets_every_change(api, online):
             await sub.disconnect()
 
     run(scenario)
+
+
+def burst_queue(n: int) -> dict:
+    entry = {"ticket": f"t_burst_{n:04d}", "position": 0, "state": "generating", "since": "2026-11-24T06:00:00Z"}
+    return {"active": 1, "waiting": n % 7, "max_active": 1, "eta_sec": 5, "entries": [entry]}
+
+
+async def changes_until(sub, last: int) -> list[int]:
+    """The burst numbers a subscriber receives, until it holds the last one (bounded wait)."""
+    seen = []
+    while not seen or seen[-1] != last:
+        message = await sub.receive_json_from(timeout=10)
+        entries = message.get("entries") or [{"ticket": "t_burst_0000"}]
+        seen.append(int(entries[0]["ticket"].removeprefix("t_burst_")))
+    return seen
+
+
+def test_a_burst_of_changes_ends_with_every_subscriber_holding_the_last_one_in_order(online):
+    """Each queue message is a whole snapshot, so the fan-out sends the newest one at a bounded pace (one per
+    INTERVAL_SEC on average, two in a row at most) and skips the ones superseded meanwhile: nobody gets an
+    older state after a newer one, and everybody (a subscriber that joins mid-burst included) ends with the
+    agent's last state."""
+    import time
+
+    from nodes import fanout
+
+    node, secret = online
+    last = 60
+
+    async def scenario():
+        subs = [WebsocketCommunicator(application, f"/ws/queue/{node.pk}/") for _ in range(4)]
+        for sub in subs:
+            await sub.connect()
+            await sub.receive_json_from(timeout=5)
+        link = agent_socket(secret)
+        await link.connect()
+        await link.receive_json_from(timeout=5)
+        await link.receive_json_from(timeout=5)
+        started = time.monotonic()
+        for n in range(1, last + 1):
+            await link.send_json_to({"type": "queue", "queue": burst_queue(n)})
+            if n == 10:  # an invalid snapshot in the burst is answered, even though a valid one follows it
+                await link.send_json_to({"type": "queue", "queue": {"active": -1}})
+            if n == last // 2:
+                late = WebsocketCommunicator(application, f"/ws/queue/{node.pk}/")
+                await late.connect()
+                subs.append(late)
+        seen = [await changes_until(sub, last) for sub in subs]
+        elapsed = time.monotonic() - started
+        error = await link.receive_json_from(timeout=5)
+        assert error["type"] == "error" and error["code"] == "invalid_field"
+        for sub in subs:
+            assert await sub.receive_nothing(timeout=0.3)  # the last state is sent once, then nothing
+            await sub.disconnect()
+        await link.disconnect()
+        return seen, elapsed
+
+    seen, elapsed = run(scenario)
+    for numbers in seen:
+        assert numbers == sorted(set(numbers)), numbers  # never out of order, never twice
+        assert numbers[-1] == last
+    # Latest state wins: no more sends than one per interval (plus the first two), however fast the agent was.
+    assert all(len(numbers) <= elapsed / fanout.INTERVAL_SEC + 3 for numbers in seen[:4])
+    # The tracker stored the last state too: REST and the websockets agree.
+    assert Node.objects.get(pk=node.pk).queue_entries[0]["ticket"] == f"t_burst_{last:04d}"
