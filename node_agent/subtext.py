@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from node_agent import keys
+from node_agent.chat import SAMPLING
 
 MAGIC = b"LRS1"
 INFO = b"luckrig-subtext-v1"
@@ -42,21 +43,9 @@ MAX_ENVELOPE_BYTES = 8 * 1024 * 1024
 # counts as an attempt at subtext: decoding it must fail loudly rather than pass as plaintext.
 MIN_SUBTEXT_RUN = 4
 ROLES = frozenset({"system", "user", "assistant"})
-# The allowlisted sampling parameters of plain mode (node_agent.chat.SAMPLING; a test keeps them equal). Their
-# values are checked by the same code as in plain mode once the request is opened.
-SAMPLING_PARAMS = frozenset(
-    {
-        "temperature",
-        "top_p",
-        "max_tokens",
-        "max_completion_tokens",
-        "stop",
-        "seed",
-        "presence_penalty",
-        "frequency_penalty",
-        "response_format",
-    }
-)
+# The allowlisted sampling parameters of plain mode: their values are checked by the same code as in plain mode
+# once the request is opened.
+SAMPLING_PARAMS = frozenset(SAMPLING)
 REASONS = (
     "no_subtext",  # no LRS1 magic and no selector run of MIN_SUBTEXT_RUN or more
     "bad_magic",  # a long selector run, but none starts with LRS1

@@ -131,42 +131,50 @@ def taste(args) -> int:
         file=sys.stderr,
     )
 
+    path = save_replay(args, node["id"], "".join(text), chunks, timing)
+    print(f"Saved the replay to {path}", file=sys.stderr)
+
+    if args.share_timing:
+        share_timing(tracker, issued["token"], timing)
+    else:
+        print("Share these timings (numbers only, no text) with --share-timing.", file=sys.stderr)
+    return 0
+
+
+def save_replay(args, node_id: str, response: str, chunk_timestamps: list, timing: dict) -> Path:
+    """The replay file (schema_version 1) under ~/.luckrig/history/, mode 0600: the whole tasting, text included
+    (in public-key mode the decrypted text), which stays on this machine."""
     history = Path(args.history_dir or Path.home() / ".luckrig" / "history")
     history.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC)
-    path = history / f"{stamp:%Y-%m-%d_%H%M%S}_{node['id']}.json"
+    path = history / f"{stamp:%Y-%m-%d_%H%M%S}_{node_id}.json"
     replay = {
         "schema_version": 1,
-        "node_id": node["id"],
+        "node_id": node_id,
         "created_at": stamp.isoformat().replace("+00:00", "Z"),
         "prompt": args.prompt,
         "system": args.system,
-        "response": "".join(text),
-        "chunk_timestamps": chunks,
+        "response": response,
+        "chunk_timestamps": chunk_timestamps,
         "timing": timing,
     }
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         json.dump(replay, fh, ensure_ascii=False, indent=2)
-    print(f"Saved the replay to {path}", file=sys.stderr)
+    return path
 
-    if args.share_timing:
-        shared = {k: v for k, v in timing.items() if v is not None}
-        r = requests.post(
-            f"{tracker}/api/replay/timing",
-            json=shared,
-            timeout=15,
-            headers={"Authorization": f"Bearer {issued['token']}"},
+
+def share_timing(tracker: str, token: str, timing: dict) -> None:
+    shared = {k: v for k, v in timing.items() if v is not None}
+    r = requests.post(
+        f"{tracker}/api/replay/timing", json=shared, timeout=15, headers={"Authorization": f"Bearer {token}"}
+    )
+    if r.status_code == 201:
+        ct = r.json()["community_timing"]
+        print(
+            f"Shared the timing (no text). Community p50: {ct['tok_per_sec_p50']} tok/s, "
+            f"{ct['ttft_ms_p50']} ms TTFT over {ct['samples_count']} samples",
+            file=sys.stderr,
         )
-        if r.status_code == 201:
-            ct = r.json()["community_timing"]
-            print(
-                f"Shared the timing (no text). Community p50: {ct['tok_per_sec_p50']} tok/s, "
-                f"{ct['ttft_ms_p50']} ms TTFT over {ct['samples_count']} samples",
-                file=sys.stderr,
-            )
-        else:
-            print(f"Timing not shared ({r.status_code}): {r.text[:200]}", file=sys.stderr)
     else:
-        print("Share these timings (numbers only, no text) with --share-timing.", file=sys.stderr)
-    return 0
+        print(f"Timing not shared ({r.status_code}): {r.text[:200]}", file=sys.stderr)

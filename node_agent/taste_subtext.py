@@ -9,16 +9,14 @@ The rig sends the answer in one piece, so what this client can measure differs f
 encrypted answer instead of time to first token, and tokens per second over the whole generation."""
 
 import json
-import os
 import sys
 import time
-from datetime import UTC, datetime
-from pathlib import Path
 
 import requests
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from node_agent import keys, subtext
+from node_agent.taste import save_replay, share_timing
 
 
 def fail(message: str) -> int:
@@ -182,41 +180,3 @@ def taste_public_key(args, contributor_key: str | None) -> int:
     else:
         print("Share these timings (numbers only, no text) with --share-timing.", file=sys.stderr)
     return 0
-
-
-def save_replay(args, node_id: str, response: str, chunk_timestamps: list, timing: dict) -> Path:
-    """The same replay file as plain mode (schema_version 1), the decrypted text included: it stays local."""
-    history = Path(args.history_dir or Path.home() / ".luckrig" / "history")
-    history.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC)
-    path = history / f"{stamp:%Y-%m-%d_%H%M%S}_{node_id}.json"
-    replay = {
-        "schema_version": 1,
-        "node_id": node_id,
-        "created_at": stamp.isoformat().replace("+00:00", "Z"),
-        "prompt": args.prompt,
-        "system": args.system,
-        "response": response,
-        "chunk_timestamps": chunk_timestamps,
-        "timing": timing,
-    }
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(replay, fh, ensure_ascii=False, indent=2)
-    return path
-
-
-def share_timing(tracker: str, token: str, timing: dict) -> None:
-    shared = {k: v for k, v in timing.items() if v is not None}
-    r = requests.post(
-        f"{tracker}/api/replay/timing", json=shared, timeout=15, headers={"Authorization": f"Bearer {token}"}
-    )
-    if r.status_code == 201:
-        ct = r.json()["community_timing"]
-        print(
-            f"Shared the timing (no text). Community p50: {ct['tok_per_sec_p50']} tok/s, "
-            f"{ct['ttft_ms_p50']} ms TTFT over {ct['samples_count']} samples",
-            file=sys.stderr,
-        )
-    else:
-        print(f"Timing not shared ({r.status_code}): {r.text[:200]}", file=sys.stderr)
