@@ -5,7 +5,7 @@ from datetime import timedelta
 
 from django.apps import apps
 from django.contrib import admin, messages
-from django.contrib.admin.utils import unquote
+from django.contrib.admin.utils import quote, unquote
 from django.db.models import Count, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 from django.template.response import TemplateResponse
@@ -238,13 +238,13 @@ class AbuseReportAdmin(admin.ModelAdmin):
 
 def subject_link(kind: str, value: str):
     if kind in ("node_id", "node") and Node.objects.filter(pk=value).exists():
-        return format_html('<a href="{}">node {}</a>', reverse("admin:nodes_node_change", args=[value]), value)
+        return format_html('<a href="{}">node {}</a>', reverse("admin:nodes_node_change", args=[quote(value)]), value)
     if kind in ("contributor_id", "contributor"):
         contributor = Contributor.objects.filter(pk=value).first() or Contributor.objects.filter(handle=value).first()
         if contributor:
             return format_html(
                 '<a href="{}">contributor {}</a>',
-                reverse("admin:tracker_contributor_change", args=[contributor.pk]),
+                reverse("admin:tracker_contributor_change", args=[quote(contributor.pk)]),
                 contributor,
             )
     if kind in ("content_id", "replay") and value:
@@ -252,7 +252,7 @@ def subject_link(kind: str, value: str):
         replays = apps.get_model("showcase", "Replay")
         if replays.objects.filter(pk=value[:20]).exists():
             return format_html(
-                '<a href="{}">replay {}</a>', reverse("admin:showcase_replay_change", args=[value[:20]]), value
+                '<a href="{}">replay {}</a>', reverse("admin:showcase_replay_change", args=[quote(value[:20])]), value
             )
     return format_html("{} {} (not found)", kind, value) if value else "-"
 

@@ -1,6 +1,9 @@
 """The moderators' workspace, through Django's test client: as a staff moderator, and as anonymous (refused)."""
 
+import re
+
 import pytest
+from django.contrib.admin.utils import quote
 from django.urls import reverse
 
 from moderation.addresses import address_label
@@ -44,9 +47,9 @@ def decide(staff, changelist: str, action: str, pk, reason: str, **extra):
 def assert_append_only(staff, action: ModerationAction):
     """The row a decision wrote can be neither edited nor deleted from the admin."""
     reason = action.reason
-    change = reverse("admin:moderation_moderationaction_change", args=[action.pk])
+    change = reverse("admin:moderation_moderationaction_change", args=[quote(action.pk)])
     assert staff.post(change, {"reason": "rewritten"}).status_code == 403
-    delete = reverse("admin:moderation_moderationaction_delete", args=[action.pk])
+    delete = reverse("admin:moderation_moderationaction_delete", args=[quote(action.pk)])
     assert staff.post(delete, {"post": "yes"}).status_code == 403
     action.refresh_from_db()
     assert action.reason == reason
@@ -90,8 +93,8 @@ def test_reports_show_their_subject_and_count_but_never_the_reporter(staff, repo
     node, report = reported
     listing = staff.get(reverse("admin:moderation_abusereport_changelist")).content.decode()
     assert node.pk in listing
-    page = staff.get(reverse("admin:moderation_abusereport_change", args=[report.pk])).content.decode()
-    assert reverse("admin:nodes_node_change", args=[node.pk]) in page
+    page = staff.get(reverse("admin:moderation_abusereport_change", args=[quote(report.pk)])).content.decode()
+    assert reverse("admin:nodes_node_change", args=[quote(node.pk)]) in page
     assert report.reporter_hash not in page and report.reporter_hash[:12] not in page
     assert "other reports on this subject" in page.lower()
 
@@ -155,10 +158,12 @@ def test_the_audit_log_cannot_be_edited_or_deleted(staff, reported):
     from moderation import services
 
     action = services.take_down(node=node, moderator=services.Moderator(None, "ops"), reason="x")
-    change = reverse("admin:moderation_moderationaction_change", args=[action.pk])
+    change = reverse("admin:moderation_moderationaction_change", args=[quote(action.pk)])
     assert staff.post(change, {"reason": "rewritten"}).status_code == 403
     assert (
-        staff.post(reverse("admin:moderation_moderationaction_delete", args=[action.pk]), {"post": "yes"}).status_code
+        staff.post(
+            reverse("admin:moderation_moderationaction_delete", args=[quote(action.pk)]), {"post": "yes"}
+        ).status_code
         == 403
     )
     action.refresh_from_db()
@@ -186,7 +191,7 @@ def test_contributor_bans_and_lifting_from_the_admin(staff, taster, api, live_no
     )
     assert api.post("/api/tokens", {"node_id": node.pk}, auth=taster.key)[0] == 201
     assert list(ModerationAction.objects.order_by("created_at").values_list("action", flat=True)) == ["ban", "unban"]
-    page = staff.get(reverse("admin:tracker_contributor_change", args=[taster.id])).content.decode()
+    page = staff.get(reverse("admin:tracker_contributor_change", args=[quote(taster.id)])).content.decode()
     assert taster.contributor.key_hash not in page
 
 
@@ -217,7 +222,7 @@ def test_filter_rules_are_validated_and_each_edit_bumps_the_version(staff, live_
     answer = factories.heartbeat(api, node, secret)
     assert answer["filter_rules_version"] == before + 1
     assert "no-crypto-scams" in {r["id"] for r in api.get("/api/filter-rules", auth=secret)[1]["rules"]}
-    staff.post(reverse("admin:moderation_filterrule_delete", args=["no-crypto-scams"]), {"post": "yes"})
+    staff.post(reverse("admin:moderation_filterrule_delete", args=[quote("no-crypto-scams")]), {"post": "yes"})
     assert Counter.objects.get(name="filter_rules").value == before + 2
 
 
@@ -317,15 +322,15 @@ def test_a_flagged_anonymous_address_is_banned_from_the_admin_and_stays_out(staf
 
     for url in (
         reverse("admin:tracker_ban_changelist"),
-        reverse("admin:tracker_ban_change", args=[ban.pk]),
-        reverse("admin:tracker_ban_history", args=[ban.pk]),
+        reverse("admin:tracker_ban_change", args=[quote(ban.pk)]),
+        reverse("admin:tracker_ban_history", args=[quote(ban.pk)]),
         reverse("admin:moderation_moderationaction_changelist"),
         reverse("admin:moderation-dashboard"),
     ):
         page = staff.get(url)
         assert page.status_code == 200, url
         assert_never_shown(page.content.decode(), ip_hash)
-    assert label in staff.get(reverse("admin:tracker_ban_change", args=[ban.pk])).content.decode()
+    assert label in staff.get(reverse("admin:tracker_ban_change", args=[quote(ban.pk)])).content.decode()
     lift = staff.post(reverse("admin:tracker_ban_changelist"), {"action": "lift_ban", "_selected_action": [ban.pk]})
     assert label in lift.content.decode()
     assert_never_shown(lift.content.decode(), ip_hash)
@@ -367,3 +372,15 @@ def test_a_flag_naming_a_token_the_tracker_never_issued_bans_nobody(staff, api, 
         shown = [m.message for m in answer.wsgi_request._messages]
         assert any("issued no token" in m for m in shown)
     assert not Ban.objects.exists() and not ModerationAction.objects.exists()
+
+
+def test_subject_links_survive_ids_that_look_like_admin_escapes(staff, owner):
+    """The admin escapes `_` in URLs (`_40` means `@`): an id like c_40ab… must still link to its own page."""
+    from moderation.admin import subject_link
+    from tracker.models import Contributor
+
+    odd = Contributor.objects.create(id="c_40ab5f2f3a", handle="odd", key_hash="x" * 64)
+    html = str(subject_link("contributor_id", odd.pk))
+    href = re.search(r'href="([^"]+)"', html).group(1)
+    page = staff.get(href)
+    assert page.status_code == 200 and "c_40ab5f2f3a" in page.content.decode()

@@ -2,6 +2,7 @@
 audit log; a report about a replay links to it."""
 
 import pytest
+from django.contrib.admin.utils import quote
 from django.urls import reverse
 
 from moderation.models import AbuseReport, ModerationAction
@@ -35,10 +36,10 @@ def decide(staff, action: str, replay: Replay, reason: str, **extra):
 def test_a_moderator_sees_replays_but_cannot_edit_or_delete_them(staff, replay):
     listing = staff.get(reverse("admin:showcase_replay_changelist"))
     assert listing.status_code == 200 and replay.pk in listing.content.decode()
-    page = staff.get(reverse("admin:showcase_replay_change", args=[replay.pk])).content.decode()
+    page = staff.get(reverse("admin:showcase_replay_change", args=[quote(replay.pk)])).content.decode()
     assert replay.prompt in page and replay.public_url in page and "0 report(s)" in page
     assert replay.ip_hash not in page  # the publisher's address hash is never shown
-    assert staff.get(reverse("admin:showcase_replay_delete", args=[replay.pk])).status_code == 403
+    assert staff.get(reverse("admin:showcase_replay_delete", args=[quote(replay.pk)])).status_code == 403
     assert staff.get(reverse("admin:showcase_replay_add")).status_code == 403
 
 
@@ -82,9 +83,9 @@ def test_a_report_about_a_replay_links_to_it(staff, api, replay):
     )
     assert status == 202, filed
     report = AbuseReport.objects.get(pk=filed["report_id"])
-    answer = staff.get(reverse("admin:moderation_abusereport_change", args=[report.pk]))
+    answer = staff.get(reverse("admin:moderation_abusereport_change", args=[quote(report.pk)]))
     page = answer.content.decode()
     assert answer.status_code == 200 and page, (answer.status_code, dict(answer.headers))
-    assert reverse("admin:showcase_replay_change", args=[replay.pk]) in page
-    response = staff.get(reverse("admin:showcase_replay_change", args=[replay.pk]))
+    assert reverse("admin:showcase_replay_change", args=[quote(replay.pk)]) in page
+    response = staff.get(reverse("admin:showcase_replay_change", args=[quote(replay.pk)]))
     assert response.status_code == 200 and "1 report(s)" in response.content.decode(), response
