@@ -237,6 +237,11 @@ def test_the_dashboard_shows_open_reports_flags_and_recent_actions(staff, report
     assert "serves spam" in page
     assert "Flags from agents in the last 24 hours: 1" in page and "violence" in page
     assert "ops-bob" in page and "revoke_tokens" in page
+    # Every report link opens that report, whatever its id (the admin reads `_40` in a URL as `@`).
+    AbuseReport.objects.create(id="r_40ab5f2f3a3b2c1d", subject_kind="other", reason="odd id", reporter_hash="0" * 64)
+    page = staff.get(reverse("admin:moderation-dashboard")).content.decode()
+    for href in re.findall(r'href="(/admin/moderation/abusereport/[^"]+/change/)"', page):
+        assert staff.get(href).status_code == 200, href
 
 
 def test_nodes_can_be_taken_down_and_restored_from_their_admin(staff, live_node, api):
