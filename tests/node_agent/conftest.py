@@ -3,7 +3,9 @@ lives in tests/agents.py, shared with the browser tests."""
 
 import pytest
 
+from node_agent import keys
 from tests.agents import AgentProcess, AgentStarter, Tracker, running_tracker
+from tests.node_agent import public_key_rig
 from tests.node_agent.fakes import FakeModeration, FakeOpenAI
 
 __all__ = ["AgentProcess", "Tracker"]  # imported from here by some tests
@@ -34,3 +36,20 @@ def fake_upstream():
 def moderation():
     with FakeModeration() as fake:
         yield fake
+
+
+# Public-key mode: a rig whose agent holds a node key (tests/node_agent/test_public_key_*.py).
+@pytest.fixture
+def start_rig(tracker, start_agent, tmp_path):
+    def start(upstream: str, **flags) -> "public_key_rig.Rig":
+        key_file = tmp_path / f"node-{len(list(tmp_path.glob('node-*.pem')))}.pem"
+        node_pem, fingerprint = keys.generate(key_file)
+        agent = start_agent(upstream, register={"node_public_key": node_pem}, node_private_key_file=key_file, **flags)
+        return public_key_rig.Rig(tracker, agent, node_pem, fingerprint)
+
+    return start
+
+
+@pytest.fixture
+def rig(start_rig, fake_upstream):
+    return start_rig(fake_upstream.base)
