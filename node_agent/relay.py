@@ -34,6 +34,15 @@ def _dumps(obj: dict) -> str:
     return json.dumps(obj, ensure_ascii=False)
 
 
+def stream_failure(exc: Exception, ticket: str) -> AgentError:
+    """The error a stream ends with when generation fails after its headers went out: the agent's own error as it
+    is, anything else as 502 `upstream_error` (logged by type only: never the text)."""
+    if isinstance(exc, AgentError):
+        return exc
+    log.warning("stream %s failed: %s", ticket, type(exc).__name__)
+    return AgentError(502, "upstream_error", "The answer could not be completed.")
+
+
 @dataclass
 class Outcome:
     """What one generation produced, for the usage ledger and the timing object."""
@@ -235,13 +244,7 @@ class Relay:
             except Exception as exc:  # noqa: BLE001 - after headers, every failure ends the stream cleanly
                 if not response.prepared:
                     raise
-                error = (
-                    exc
-                    if isinstance(exc, AgentError)
-                    else AgentError(502, "upstream_error", "The answer could not be completed.")
-                )
-                if not isinstance(exc, AgentError):
-                    log.warning("stream %s failed: %s", self.ticket, type(exc).__name__)
+                error = stream_failure(exc, self.ticket)
                 await response.write(sse(error.body()))
                 await response.write(DONE)
                 return response

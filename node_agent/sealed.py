@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from node_agent import keys, subtext
 from node_agent.chat import parse_chat
 from node_agent.errors import AgentError
-from node_agent.relay import DONE, SSE_HEADERS, Relay, log, sse
+from node_agent.relay import DONE, SSE_HEADERS, Relay, sse, stream_failure
 
 # Why an envelope could not be used, in words that quote nothing from it.
 _WHY = {
@@ -190,13 +190,7 @@ class SealedRelay(Relay):
             except Exception as exc:  # noqa: BLE001 - after headers, every failure ends the stream cleanly
                 if not response.prepared:
                     raise
-                error = (
-                    exc
-                    if isinstance(exc, AgentError)
-                    else AgentError(502, "upstream_error", "The answer could not be completed.")
-                )
-                if not isinstance(exc, AgentError):
-                    log.warning("stream %s failed: %s", self.ticket, type(exc).__name__)
+                error = stream_failure(exc, self.ticket)
                 await write(sse(error.body()))
                 await write(DONE)
                 return response
