@@ -48,46 +48,62 @@ def _invalid(message: str) -> AgentError:
     return AgentError(401, "invalid_token", message, headers={"WWW-Authenticate": "Bearer"})
 
 
-def _header(token: str) -> dict:
+def _header(token: str, what: str) -> dict:
     try:
         segment = token.split(".")[0]
         return json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
-    except (ValueError, IndexError, UnicodeDecodeError) as exc:
-        raise _invalid("The tasting token is malformed.") from exc
+    except (ValueError, IndexError, UnicodeDecodeError, RecursionError) as exc:
+        raise _invalid(f"The {what} is malformed.") from exc
+
+
+def decode(token: str, keys: dict[str, Ed25519PublicKey], *, issuer: str, typ: str, what: str) -> dict:
+    """Check a signed token's form, type, key, signature, issuer and expiry; the audience is the caller's to check
+    (after the signature: only a genuine token may learn that it is for someone else). Shared with the relay,
+    which checks tunnel tickets the same way."""
+    if len(token) > MAX_TOKEN_CHARS or token.count(".") != 2:
+        raise _invalid(f"The {what} is malformed.")
+    header = _header(token, what)
+    if not isinstance(header, dict) or header.get("alg") != ALGORITHM or header.get("typ") != typ:
+        raise _invalid(f"The {what} has the wrong algorithm or type.")
+    key = keys.get(str(header.get("kid")))
+    if key is None:
+        raise _invalid(f"The {what} was signed by a key this node does not trust.")
+    try:
+        return jwt.decode(
+            token,
+            key,
+            algorithms=[ALGORITHM],
+            issuer=issuer,
+            leeway=30,  # the node's clock may be a little behind or ahead of the tracker's
+            options={"verify_aud": False, "require": ["exp", "iat", "jti", "aud", "sub", "iss"]},
+        )
+    except jwt.ExpiredSignatureError as exc:
+        raise _invalid(f"The {what} has expired.") from exc
+    except jwt.PyJWTError as exc:
+        raise _invalid(f"The {what} is invalid ({exc}).") from exc
+
+
+def bearer(authorization: str | None, what: str) -> str:
+    if not authorization:
+        raise _invalid(f"Send a {what} as 'Authorization: Bearer <token>'.")
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise _invalid(f"The {what} is malformed.")
+    return token
 
 
 class TokenVerifier:
     def __init__(self, *, node_id: str, issuer: str, keys: dict[str, Ed25519PublicKey]):
         self.node_id, self.issuer, self.keys = node_id, issuer.rstrip("/"), keys
 
-    def verify(self, authorization: str | None) -> Claims:
-        if not authorization:
-            raise _invalid("Send a tasting token as 'Authorization: Bearer <token>'.")
-        scheme, _, token = authorization.partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token or len(token) > MAX_TOKEN_CHARS or token.count(".") != 2:
-            raise _invalid("The tasting token is malformed.")
-        header = _header(token)
-        if not isinstance(header, dict) or header.get("alg") != ALGORITHM or header.get("typ") != TOKEN_TYPE:
-            raise _invalid("The tasting token has the wrong algorithm or type.")
-        key = self.keys.get(str(header.get("kid")))
-        if key is None:
-            raise _invalid("The tasting token was signed by a key this node does not trust.")
-        try:
-            claims = jwt.decode(
-                token,
-                key,
-                algorithms=[ALGORITHM],
-                issuer=self.issuer,
-                leeway=30,  # the node's clock may be a little behind or ahead of the tracker's
-                options={"verify_aud": False, "require": ["exp", "iat", "jti", "aud", "sub", "iss"]},
-            )
-        except jwt.ExpiredSignatureError as exc:
-            raise _invalid("The tasting token has expired.") from exc
-        except jwt.PyJWTError as exc:
-            raise _invalid(f"The tasting token is invalid ({exc}).") from exc
+    def verify(self, authorization: str | None, *, node_id: str | None = None) -> Claims:
+        """The token's claims, or AgentError with the agent's code. `node_id`: the audience when it is not this
+        verifier's own node (the relay serves many nodes with one verifier)."""
+        token = bearer(authorization, "tasting token")
+        claims = decode(token, self.keys, issuer=self.issuer, typ=TOKEN_TYPE, what="tasting token")
         # Checked after the signature: only a genuine token may learn that it is for another node.
-        if claims.get("aud") != self.node_id:
+        if claims.get("aud") != (node_id or self.node_id):
             raise AgentError(403, "wrong_node", "This tasting token is for another node.")
         try:
             return Claims(

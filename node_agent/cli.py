@@ -51,7 +51,9 @@ SERVE_FLAGS = [
     ("--node-private-key-file", str, "X25519 private key (PKCS#8 PEM) for public-key mode"),
     ("--heartbeat-interval", float, "seconds between heartbeats (default 15)"),
     ("--max-body-bytes", int, "largest request body (default 1 MiB)"),
+    ("--relay", str, "auto (default): dial a relay when the node has no public URL; off: never"),
 ]
+CHOICES = {"--relay": ("auto", "off"), "--moderate-output": ("record", "block", "off")}
 
 
 def add_serve_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
@@ -61,6 +63,7 @@ def add_serve_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ())
                 flag,
                 type=kind,
                 default=None,
+                choices=CHOICES.get(flag),
                 help=f"{text}; env {config.ENV_PREFIX}{flag[2:].upper().replace('-', '_')}",
             )
 
@@ -138,7 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
     join.add_argument("--quantization", help="e.g. Q4_K_M (default: read from the model name when possible)")
     join.add_argument("--context-length", type=int, help="the context length the server runs with")
     join.add_argument("--tuning-note", help="how you tuned this rig (shown on its page)")
-    join.add_argument("--endpoint-url", help="the public URL tasters use (default: http://HOST:PORT/v1)")
+    join.add_argument(
+        "--public-url",
+        help="a public URL of this agent that tasters can reach directly (e.g. https://rig.example.org/v1); "
+        "without it the node is relayed: the agent dials out to a relay and needs no open port",
+    )
+    join.add_argument("--endpoint-url", dest="public_url", help=argparse.SUPPRESS)  # the old name of --public-url
     join.add_argument("--handle", help="your public handle when a new contributor identity is made")
     join.add_argument("--no-serve", action="store_true", help="register and save, but do not start serving")
     join.set_defaults(func=cmd_join)

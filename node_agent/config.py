@@ -34,7 +34,12 @@ class AgentConfig:
     node_private_key_file: str = ""
     heartbeat_interval: float = 15.0
     max_body_bytes: int = 1024 * 1024
+    relay: str = "auto"  # auto: dial a relay when the tracker says the node is relayed (no public URL); off: never
     config_dir: str = field(default_factory=lambda: str(default_config_dir()))
+
+    def __post_init__(self):
+        if self.relay not in ("auto", "off"):
+            raise ValueError(f"--relay must be auto or off, not {self.relay!r}")
 
     @property
     def state_dir(self) -> Path:

@@ -202,16 +202,18 @@ def join(args, flags: dict) -> int:
     if reused is not None:
         node_id, secret = reused
     else:
-        endpoint = args.endpoint_url or f"http://{host}:{port}/v1"
         body = {
             "id": node_id_hint(gpu, model, quant),
-            "endpoint_url": endpoint,
             "model_name": model,
             "quantization": quant,
             "gpu": gpu,
             "vram_gb": vram,
             "node_public_key": public_pem,
         }
+        # Without a public URL the node is relayed: tasters reach it through a relay the agent dials out to, so a
+        # rig behind a home router needs no open port (and an https page may taste it).
+        if args.public_url:
+            body["endpoint_url"] = args.public_url
         if args.context_length:
             body["context_length"] = args.context_length
         if args.tuning_note:
@@ -219,9 +221,17 @@ def join(args, flags: dict) -> int:
         r = requests.post(f"{tracker}/api/nodes", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=15)
         if r.status_code != 201:
             print(f"luckrig-node join: the tracker refused the node: {r.status_code} {r.text[:300]}", file=sys.stderr)
+            if r.status_code == 400 and args.public_url and "endpoint_url" in r.text:
+                print(
+                    "luckrig-node join: leave out --public-url to join relayed (no open port needed)", file=sys.stderr
+                )
             return 1
-        node_id, secret = r.json()["node"]["id"], r.json()["node_secret"]
-        step(f"Registered node {node_id} at {endpoint}")
+        node = r.json()["node"]
+        node_id, secret = node["id"], r.json()["node_secret"]
+        if node.get("reachability") == "relayed":
+            step(f"Registered node {node_id}, relayed: the agent dials out to a relay, no open port needed")
+        else:
+            step(f"Registered node {node_id} at {node.get('endpoint_url')}")
     config.save_config(
         cfg_dir,
         {
@@ -242,11 +252,22 @@ def join(args, flags: dict) -> int:
     if args.no_serve:
         step("Not serving (--no-serve). Start with: luckrig-node serve")
         return 0
-    step(f"Serving on http://{host}:{port}/v1; Ctrl-C stops")
+    where = tasters_url(tracker, node_id)
+    if where:
+        step(f"Tasters reach it at {where}")
+    step(f"Serving on http://{host}:{port}/v1 (this machine only); Ctrl-C stops")
     from node_agent.server import serve
 
     serve(config.resolve({**flags, "config_dir": str(cfg_dir)}))
     return 0
+
+
+def tasters_url(tracker: str, node_id: str) -> str | None:
+    """The URL the tracker publishes for this node (a relay's /n/<id>/v1 for a relayed node)."""
+    try:
+        return requests.get(f"{tracker}/api/nodes/{node_id}", timeout=10).json()["node"]["endpoint_url"]
+    except (requests.RequestException, ValueError, KeyError, TypeError):
+        return None
 
 
 def status(args) -> int:
@@ -257,7 +278,7 @@ def status(args) -> int:
     print(f"Node:      {cfg.node_id}")
     print(f"Tracker:   {cfg.tracker}")
     print(f"Upstream:  {cfg.upstream} ({cfg.backend or 'detect'})")
-    print(f"Listening: http://{cfg.host}:{cfg.port}/v1")
+    print(f"Listening: http://{cfg.host}:{cfg.port}/v1 (this machine)")
     if cfg.node_private_key_file and Path(cfg.node_private_key_file).exists():
         print(f"Key:       {keys.fingerprint_of_public_pem(keys.load_public_pem(Path(cfg.node_private_key_file)))}")
     try:
@@ -267,6 +288,10 @@ def status(args) -> int:
             f"queue {local['queue']['active']}/{local['queue']['max_active']} active, "
             f"{local['queue']['waiting']} waiting"
         )
+        reach = local.get("reachability") or {}
+        if reach.get("reachability") == "relayed":
+            relay_id = reach.get("relay_id")
+            print(f"Relay:     tunnel {reach.get('tunnel')}" + (f" to relay {relay_id}" if relay_id else ""))
     except (requests.RequestException, ValueError, KeyError):
         print("Agent:     not running here")
     try:

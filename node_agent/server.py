@@ -20,6 +20,7 @@ from node_agent.policy import Policy
 from node_agent.queue import SlotQueue
 from node_agent.relay import Relay
 from node_agent.tracker_link import TrackerLink
+from node_agent.tunnel import TunnelClient
 
 log = logging.getLogger("luckrig.agent")
 
@@ -34,6 +35,7 @@ class Agent:
         self.upstream: upstream.Upstream | None = None
         self.policy: Policy | None = None
         self.link: TrackerLink | None = None
+        self.tunnel: TunnelClient | None = None
         self.verifier: auth.TokenVerifier | None = None
         self.models: list[str] = []
         self._tasks: list[asyncio.Task] = []
@@ -88,6 +90,16 @@ class Agent:
         except (aiohttp.ClientError, TimeoutError, ValueError, KeyError):
             self.models = []
         self._tasks.append(asyncio.create_task(self.link.run()))
+        if cfg.relay != "off":
+            self.tunnel = TunnelClient(
+                session=self.session,
+                tracker=cfg.tracker,
+                node_id=cfg.node_id,
+                node_secret=cfg.node_secret,
+                local_base=local_base(cfg.host, cfg.port),
+                max_body_bytes=cfg.max_body_bytes,
+            )
+            self._tasks.append(asyncio.create_task(self.tunnel.run()))
         log.info(
             "serving node %s in front of %s (%s); %d tracker key(s)",
             self.node_id,
@@ -164,6 +176,8 @@ class Agent:
                 "queue": self.queue.snapshot(),
                 # Published so that tasters can check the key out of band (POST /api/fingerprint/verify).
                 "node_public_key_fingerprint": self.fingerprint,
+                # How tasters reach this rig: direct, or relayed (and whether the tunnel is open right now).
+                "reachability": self.tunnel.status if self.tunnel is not None else {"reachability": "direct"},
             }
         )
 
@@ -263,6 +277,16 @@ async def errors_middleware(request: web.Request, handler):
         return AgentError(404, "not_found", "No such endpoint.").response()
     except web.HTTPMethodNotAllowed:
         return AgentError(405, "method_not_allowed", "Method not allowed.").response()
+
+
+def local_base(host: str, port: int) -> str:
+    """Where the tunnel replays tasters' requests: this very server, on the loopback interface when it listens on
+    every address."""
+    if host in ("", "0.0.0.0"):  # noqa: S104 - reading the setting, not binding
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def build_app(config: AgentConfig) -> web.Application:

@@ -1,0 +1,410 @@
+"""The agent's side of the relay tunnel (docs/relay.md): a rig with no open port dials out to its relay and
+serves tasters through that one WebSocket.
+
+Each request that arrives through the tunnel is replayed against the agent's own HTTP server on the loopback
+interface, so that a relayed tasting goes through exactly the code a direct one does (token check, filter rules,
+moderation, queue, budgets, public-key mode, usage): one behaviour, not two. The loopback hop also gives
+back-pressure and cancellation for free: a PAUSE stops reading the local response (TCP flow control then stops the
+handler reading the rig), and a CANCEL closes it (the handler is cancelled and the slot freed, as when a direct
+taster hangs up).
+
+The loop: fetch a ticket (`POST /api/nodes/<id>/tunnel`), dial the relay it names, renew the ticket before it
+expires (over the open tunnel when the relay stays the same, by moving to the new relay when it does not), and
+reconnect with jittered backoff (about 1 s growing to 60 s) when the tunnel drops."""
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from dataclasses import dataclass
+
+import aiohttp
+
+from node_agent import frames
+
+log = logging.getLogger("luckrig.agent.tunnel")
+
+# Request headers the relay may forward, and response headers that stay on this side (hop-by-hop).
+FORWARD_REQUEST_HEADERS = frozenset({"authorization", "content-type", "accept"})
+DROP_RESPONSE_HEADERS = frozenset({"connection", "keep-alive", "transfer-encoding", "date", "server"})
+RENEW_BEFORE_SEC = 180  # a fresh ticket this long before the current one expires
+DRAIN_OLD_TUNNEL_SEC = 60  # after moving to another relay, streams on the old tunnel get this long to finish
+
+
+class NotRelayed(Exception):
+    """The tracker says this node is direct (409 not_relayed): there is nothing to dial."""
+
+
+class TicketRefused(Exception):
+    """The tracker refused a ticket for a reason that retrying soon will not fix (a hidden or unknown node)."""
+
+
+@dataclass(frozen=True)
+class Ticket:
+    relay_id: str
+    relay_url: str
+    tunnel_url: str
+    ticket: str
+    expires_at: float  # epoch seconds, by our clock (the tracker's lifetime applied to our "now")
+
+    @property
+    def taster_url(self) -> str:
+        return self.relay_url.rstrip("/")
+
+
+class LocalStream:
+    """One taster's request, replayed against the agent's own server."""
+
+    def __init__(self, tunnel: "TunnelConnection", stream_id: int, head: frames.RequestHead):
+        self.tunnel, self.id, self.head = tunnel, stream_id, head
+        self.body = bytearray()
+        self.flowing = asyncio.Event()
+        self.flowing.set()
+        self.task: asyncio.Task | None = None
+
+    async def run(self) -> None:
+        t = self.tunnel
+        send = t.send
+        response = None
+        try:
+            headers = {k: v for k, v in self.head.headers if k.lower() in FORWARD_REQUEST_HEADERS}
+            response = await t.client.session.request(
+                self.head.method,
+                t.client.local_base + self.head.path,
+                headers=headers,
+                data=bytes(self.body) if self.body else None,
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+                allow_redirects=False,
+            )
+            await send(
+                frames.ResponseHead(
+                    response.status,
+                    [(k, v) for k, v in response.headers.items() if k.lower() not in DROP_RESPONSE_HEADERS],
+                ).encode(self.id)
+            )
+            async for data in response.content.iter_any():
+                if not self.flowing.is_set():
+                    await self.flowing.wait()
+                for frame in frames.data_frames(self.id, data):
+                    await send(frame)
+            await send(frames.encode(frames.END, self.id))
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            log.warning("tunnel stream %d: the local agent did not answer (%s)", self.id, type(exc).__name__)
+            with contextlib.suppress(Exception):
+                await send(
+                    frames.encode_json(
+                        frames.ERROR,
+                        self.id,
+                        {"code": "upstream_unavailable", "message": "The rig's agent could not serve the request."},
+                    )
+                )
+        finally:
+            if response is not None:
+                # close(), not release(): a half-read answer must drop the connection, so that the handler on
+                # the other end is cancelled and the rig stops generating.
+                response.close()
+            t.streams.pop(self.id, None)
+
+
+class TunnelConnection:
+    """One open WebSocket to a relay and the streams it carries."""
+
+    def __init__(self, client: "TunnelClient", ws: aiohttp.ClientWebSocketResponse, ticket: Ticket):
+        self.client, self.ws, self.ticket = client, ws, ticket
+        self.streams: dict[int, LocalStream] = {}
+        self.receiving: dict[int, LocalStream] = {}  # streams whose request body is still arriving
+        self.last_id = 0
+        self.hello: dict | None = None
+
+    async def send(self, frame: bytes) -> None:
+        # Uncompressed frames are written in one go by aiohttp, so streams may send concurrently; the await is
+        # the WebSocket's own back-pressure when the relay reads slowly.
+        await self.ws.send_bytes(frame)
+
+    def on_frame(self, frame: frames.Frame) -> None:
+        kind, sid = frame.type, frame.stream_id
+        if kind == frames.REQUEST:
+            if sid <= self.last_id or sid in self.streams:
+                raise frames.FrameError("stream ids must grow")
+            self.last_id = sid
+            try:
+                head = frames.RequestHead.parse(frame.payload)
+            except frames.FrameError:
+                self.refuse(sid, "invalid_request", "The relay sent a malformed request head.")
+                return
+            stream = LocalStream(self, sid, head)
+            self.streams[sid] = stream
+            self.receiving[sid] = stream
+        elif kind == frames.DATA:
+            stream = self.receiving.get(sid)
+            if stream is None:
+                return  # late data for a stream already cancelled or answered
+            stream.body += frame.payload
+            if len(stream.body) > self.client.max_body_bytes:
+                # The agent's own server would answer 413; the body is not kept growing to find that out.
+                self.receiving.pop(sid, None)
+                self.streams.pop(sid, None)
+                self.refuse(sid, "body_too_large", "The request body is too large.")
+        elif kind == frames.END:
+            stream = self.receiving.pop(sid, None)
+            if stream is not None:
+                stream.task = asyncio.ensure_future(stream.run())
+        elif kind == frames.CANCEL:
+            self.receiving.pop(sid, None)
+            stream = self.streams.pop(sid, None)
+            if stream is not None and stream.task is not None:
+                stream.task.cancel()
+        elif kind == frames.PAUSE:
+            stream = self.streams.get(sid)
+            if stream is not None:
+                stream.flowing.clear()
+        elif kind == frames.RESUME:
+            stream = self.streams.get(sid)
+            if stream is not None:
+                stream.flowing.set()
+        elif kind == frames.HELLO:
+            self.hello = frame.json()
+        elif kind == frames.GOAWAY:
+            self.client.goaway.set()
+        else:
+            raise frames.FrameError(f"a relay may not send {frames.NAMES[kind]}")
+
+    def refuse(self, sid: int, code: str, message: str) -> None:
+        task = asyncio.ensure_future(
+            self.send(frames.encode_json(frames.ERROR, sid, {"code": code, "message": message}))
+        )
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    async def serve(self) -> None:
+        """Read frames until the tunnel closes; then cancel whatever it was carrying."""
+        try:
+            async for msg in self.ws:
+                if msg.type == aiohttp.WSMsgType.BINARY:
+                    try:
+                        self.on_frame(frames.decode(msg.data))
+                    except frames.FrameError as exc:
+                        log.warning("relay protocol error (%s); closing the tunnel", exc)
+                        await self.ws.close(code=frames.CLOSE_PROTOCOL, message=b"protocol error")
+                        break
+                elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.ERROR):
+                    break
+        finally:
+            await self.abort()
+
+    async def abort(self) -> None:
+        tasks = [s.task for s in self.streams.values() if s.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.streams.clear()
+        self.receiving.clear()
+
+    async def drain(self) -> None:
+        """The node moved to another relay: finish what this tunnel carries, then close it."""
+        with contextlib.suppress(Exception):
+            await self.send(frames.encode_json(frames.GOAWAY, 0, {"reason": "moving to another relay"}))
+        deadline = time.monotonic() + DRAIN_OLD_TUNNEL_SEC
+        while self.streams and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        await self.ws.close()
+
+
+class TunnelClient:
+    def __init__(
+        self,
+        *,
+        session: aiohttp.ClientSession,
+        tracker: str,
+        node_id: str,
+        node_secret: str,
+        local_base: str,
+        max_body_bytes: int,
+    ):
+        self.session = session
+        self.tracker = tracker.rstrip("/")
+        self.node_id, self.node_secret = node_id, node_secret
+        self.local_base = local_base.rstrip("/")
+        self.max_body_bytes = max_body_bytes
+        self.current: TunnelConnection | None = None
+        self.relayed: bool | None = None  # None until the tracker has said
+        self.goaway = asyncio.Event()
+        self.last_close_code: int | None = None
+
+    @property
+    def status(self) -> dict:
+        """For /health and `luckrig-node status`: where tasters reach this rig, and whether the tunnel is up."""
+        if self.relayed is False:
+            return {"reachability": "direct"}
+        up = self.current is not None and not self.current.ws.closed
+        return {
+            "reachability": "relayed",
+            "tunnel": "open" if up else "connecting",
+            "relay_id": self.current.ticket.relay_id if up else None,
+        }
+
+    # --- tickets ----------------------------------------------------------------------------------------
+
+    async def fetch_ticket(self, unreachable: str | None = None) -> Ticket:
+        body = {"schema_version": 1}
+        if unreachable:
+            body["unreachable_relay_id"] = unreachable
+        async with self.session.post(
+            f"{self.tracker}/api/nodes/{self.node_id}/tunnel",
+            json=body,
+            headers={"Authorization": f"Bearer {self.node_secret}"},
+            timeout=aiohttp.ClientTimeout(total=15),
+        ) as resp:
+            doc = await resp.json(content_type=None)
+            code = doc.get("code") if isinstance(doc, dict) else None
+            if resp.status == 409 and code == "not_relayed":
+                raise NotRelayed()
+            if resp.status in (401, 403, 404):
+                raise TicketRefused(f"HTTP {resp.status} {code}")
+            if resp.status != 200:
+                raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status, message=str(code))
+        issued = time.time()
+        # The lifetime the tracker gave, applied to our clock: a skewed clock must not make us renew too late.
+        lifetime = max(60.0, float(doc.get("expires_in_sec") or _lifetime(doc.get("expires_at"), issued)))
+        return Ticket(
+            relay_id=str(doc["relay_id"]),
+            relay_url=str(doc["relay_url"]),
+            tunnel_url=str(doc["tunnel_url"]),
+            ticket=str(doc["ticket"]),
+            expires_at=issued + lifetime,
+        )
+
+    # --- the loop ---------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        backoff = 1.0
+        unreachable: str | None = None
+        ticket: Ticket | None = None
+        while True:
+            try:
+                if ticket is None or ticket.expires_at - time.time() < RENEW_BEFORE_SEC:
+                    ticket = await self.fetch_ticket(unreachable)
+                self.relayed = True
+            except NotRelayed:
+                if self.relayed is not False:
+                    log.info("this node is direct (it has a public URL): no relay tunnel")
+                self.relayed = False
+                await asyncio.sleep(600)  # a node may be switched to relayed later (PATCH endpoint_url away)
+                continue
+            except TicketRefused as exc:
+                log.warning("the tracker refused a tunnel ticket (%s); retrying in a minute", exc)
+                ticket = None
+                await asyncio.sleep(60 + random.uniform(0, 10))
+                continue
+            except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError, OSError) as exc:
+                log.warning("no tunnel ticket (%s); retrying in %.0f s", type(exc).__name__, backoff)
+                await asyncio.sleep(backoff + random.uniform(0, backoff * 0.3))
+                backoff = min(backoff * 2, 60.0)
+                continue
+            try:
+                ws = await self.session.ws_connect(
+                    ticket.tunnel_url,
+                    headers={"Authorization": f"Bearer {ticket.ticket}"},
+                    heartbeat=20,
+                    max_msg_size=frames.MAX_FRAME,
+                    compress=0,
+                    timeout=aiohttp.ClientWSTimeout(ws_close=5),
+                )
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                log.warning(
+                    "could not reach relay %s (%s); retrying in %.0f s", ticket.relay_id, type(exc).__name__, backoff
+                )
+                unreachable, ticket = ticket.relay_id, None  # the next ticket may name another relay
+                await asyncio.sleep(backoff + random.uniform(0, backoff * 0.3))
+                backoff = min(backoff * 2, 60.0)
+                continue
+            unreachable = None
+            opened = time.monotonic()
+            ticket = await self._serve(ws, ticket)
+            if time.monotonic() - opened > 30:
+                backoff = 1.0  # it was a working tunnel: reconnect promptly
+            code = self.last_close_code
+            if code == frames.CLOSE_REPLACED:
+                log.warning("another agent took over this node's tunnel (4409); is the node running twice?")
+                backoff = 60.0
+            elif code == frames.CLOSE_REFUSED:
+                log.warning("the relay refused the tunnel ticket (4401); fetching a new one")
+                ticket = None
+            if ticket is not None and ticket.expires_at - time.time() > RENEW_BEFORE_SEC and code is None:
+                continue  # moved to another relay with a fresh ticket in hand: dial it at once
+            await asyncio.sleep(backoff + random.uniform(0, backoff * 0.3))
+            backoff = min(backoff * 2, 60.0)
+
+    async def _serve(self, ws: aiohttp.ClientWebSocketResponse, ticket: Ticket) -> Ticket | None:
+        """Serve one tunnel until it closes. Returns the ticket to dial next (None: fetch one)."""
+        connection = TunnelConnection(self, ws, ticket)
+        self.current = connection
+        self.goaway.clear()
+        self.last_close_code = None
+        reader = asyncio.ensure_future(connection.serve())
+        log.info(
+            "tunnel open to relay %s: tasters reach this rig at %s/n/%s/v1",
+            ticket.relay_id,
+            ticket.taster_url,
+            self.node_id,
+        )
+        next_ticket: Ticket | None = None
+        try:
+            while not reader.done():
+                renew_in = max(5.0, ticket.expires_at - time.time() - RENEW_BEFORE_SEC)
+                goaway = asyncio.ensure_future(self.goaway.wait())
+                done, _ = await asyncio.wait({reader, goaway}, timeout=renew_in, return_when=asyncio.FIRST_COMPLETED)
+                goaway.cancel()
+                if reader in done:
+                    break
+                if goaway in done:
+                    log.info("relay %s is draining (GOAWAY); moving", ticket.relay_id)
+                    with contextlib.suppress(
+                        aiohttp.ClientError, TimeoutError, ValueError, KeyError, NotRelayed, TicketRefused
+                    ):
+                        next_ticket = await self.fetch_ticket(unreachable=ticket.relay_id)
+                    asyncio.ensure_future(connection.drain())
+                    break
+                try:
+                    fresh = await self.fetch_ticket()
+                except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError) as exc:
+                    # The tracker is down: the tunnel keeps serving on the ticket it has; retry soon.
+                    log.warning(
+                        "could not renew the tunnel ticket (%s); the open tunnel keeps serving", type(exc).__name__
+                    )
+                    await asyncio.wait({reader}, timeout=min(30.0, max(5.0, ticket.expires_at - time.time() - 30)))
+                    continue
+                except (NotRelayed, TicketRefused) as exc:
+                    log.warning("the tracker no longer issues tunnel tickets for this node (%s)", type(exc).__name__)
+                    asyncio.ensure_future(connection.drain())
+                    break
+                if fresh.relay_id == ticket.relay_id:
+                    await connection.send(frames.encode(frames.TICKET, 0, fresh.ticket.encode()))
+                    connection.ticket = ticket = fresh
+                else:
+                    log.info("the tracker moved this node from relay %s to %s", ticket.relay_id, fresh.relay_id)
+                    next_ticket = fresh
+                    asyncio.ensure_future(connection.drain())
+                    break
+            else:
+                pass
+        finally:
+            if reader.done():
+                self.last_close_code = ws.close_code if ws.close_code not in (1000, 1001, 1006, None) else None
+                log.info("tunnel to relay %s closed (code %s)", ticket.relay_id, ws.close_code)
+            if self.current is connection and reader.done():
+                self.current = None
+        if not reader.done():
+            # Draining the old tunnel in the background; its reader finishes when it closes.
+            reader.add_done_callback(lambda t: t.cancelled() or t.exception())
+        return next_ticket
+
+
+def _lifetime(expires_at, issued: float) -> float:
+    """Seconds left on a ticket whose `expires_at` is an ISO 8601 UTC time (by the tracker's clock)."""
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(str(expires_at).replace("Z", "+00:00")).timestamp() - issued
+    except ValueError:
+        return 600.0

@@ -1,0 +1,194 @@
+"""The taster-facing paths: `/n/<node_id>/v1/chat/completions` (alias `/n/<node_id>/chat/completions`),
+`/n/<node_id>/v1/models` and `/n/<node_id>/health`, answered by the node's own agent through its tunnel, byte for
+byte. The relay adds only what the agent could not: `503 node_offline` when there is no tunnel, an error chunk then
+`[DONE]` when the tunnel drops mid-stream, early refusals of tokens the agent would refuse anyway, a body cap, a
+per-IP rate limit, and its witness measurements. It never logs prompt or answer text."""
+
+import asyncio
+import hashlib
+import json
+import logging
+
+from aiohttp import web
+
+from node_agent import cors, frames
+from node_agent.errors import AgentError
+from relay.tunnels import StreamClosed
+from relay.witness import Witness
+
+log = logging.getLogger("luckrig.relay")
+
+# tail of /n/<node_id>/... → (method, the agent's own path)
+AGENT_PATHS = {
+    "v1/chat/completions": ("POST", "/v1/chat/completions"),
+    "chat/completions": ("POST", "/chat/completions"),
+    "v1/models": ("GET", "/v1/models"),
+    "health": ("GET", "/health"),
+}
+CHAT_TAILS = ("v1/chat/completions", "chat/completions")
+# What a taster's request carries to the agent: the credential and the body's type. Nothing else (no cookies, no
+# addresses: the agent needs neither).
+FORWARD_REQUEST_HEADERS = ("Authorization", "Content-Type", "Accept")
+# Hop-by-hop and server-owned headers are the relay's own; everything else in the agent's answer passes through.
+DROP_RESPONSE_HEADERS = frozenset({"connection", "keep-alive", "transfer-encoding", "date", "server", "upgrade"})
+SSE_ERROR_TAIL = b"data: [DONE]\n\n"
+
+
+def rendezvous_pick(node_id: str, relay_ids) -> str | None:
+    """The contract's assignment rule (the tracker uses the same): the live relay with the highest
+    sha256("<relay_id>|<node_id>") serves the node. Used here only to point a lost taster at the right relay."""
+    best, best_score = None, -1
+    for relay_id in relay_ids:
+        score = int.from_bytes(hashlib.sha256(f"{relay_id}|{node_id}".encode()).digest(), "big")
+        if score > best_score:
+            best, best_score = relay_id, score
+    return best
+
+
+def sse_error(code: str, message: str) -> bytes:
+    body = AgentError(503 if code in ("upstream_unavailable", "node_offline") else 502, code, message).body()
+    return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n" + SSE_ERROR_TAIL
+
+
+class Routes:
+    def __init__(self, relay):
+        self.relay = relay  # relay.server.Relay: config, keys, registry, link, limiter, metrics
+
+    def offline(self, node_id: str) -> AgentError:
+        relay = self.relay
+        elsewhere = rendezvous_pick(node_id, relay.link.relays)
+        if elsewhere and elsewhere != relay.config.relay_id:
+            url = relay.link.relays[elsewhere].rstrip("/")
+            message = f"This rig is not connected to this relay; try {url}/n/{node_id}/v1."
+        else:
+            message = "This rig is offline: it has no tunnel to the relay right now."
+        return AgentError(503, "node_offline", message, headers={"Retry-After": "10"})
+
+    async def proxy(self, request: web.Request) -> web.StreamResponse:
+        relay = self.relay
+        node_id, tail = request.match_info["node_id"], request.match_info["tail"]
+        route = AGENT_PATHS.get(tail)
+        if route is None:
+            raise AgentError(404, "not_found", "No such endpoint.")
+        if request.method == "OPTIONS":
+            return await cors.preflight(request)  # the browser's CORS preflight, as the agent answers it
+        if request.method != route[0]:
+            raise AgentError(405, "method_not_allowed", "Method not allowed.")
+        wait = relay.limiter.take(relay.client_key(request))
+        if wait:
+            raise AgentError(
+                429,
+                "ip_rate_limited",
+                "Too many requests from your address.",
+                headers={"Retry-After": str(int(wait) + 1)},
+            )
+        claims = None
+        body = b""
+        if tail in CHAT_TAILS:
+            if relay.keys.keys:  # with no keys yet (first start, tracker down) the agent alone decides
+                try:
+                    claims = relay.keys.tasting(request.headers.get("Authorization"), node_id)
+                except AgentError as exc:
+                    if exc.status == 401:
+                        relay.link.unknown_kid_seen()
+                    raise
+            try:
+                body = await request.read()
+            except web.HTTPRequestEntityTooLarge as exc:
+                raise AgentError(413, "body_too_large", "The request body is too large.") from exc
+        tunnel = relay.registry.get(node_id)
+        if tunnel is None:
+            raise self.offline(node_id)
+        head = frames.RequestHead(
+            route[0], route[1], [(h, request.headers[h]) for h in FORWARD_REQUEST_HEADERS if h in request.headers]
+        )
+        try:
+            stream = tunnel.open(head, body)
+        except StreamClosed as exc:
+            raise AgentError(429, "queue_full", exc.message, headers={"Retry-After": "5"}) from exc
+        witness = None
+        if claims is not None:
+            witness = Witness(jti=claims.jti, node_id=node_id, mode=claims.crypto_mode, stream=False)
+        return await self._answer(request, tunnel, stream, witness)
+
+    async def _answer(self, request, tunnel, stream, witness) -> web.StreamResponse:
+        relay = self.relay
+        response = None
+        ended = "done"
+        sse = False
+        last_byte = b"\n"
+        try:
+            try:
+                head = await stream.head
+            except StreamClosed as exc:
+                ended = "tunnel_lost" if exc.code == "tunnel_lost" else "error"
+                status = 413 if exc.code == "body_too_large" else 503
+                code = exc.code if exc.code == "body_too_large" else "upstream_unavailable"
+                raise AgentError(status, code, exc.message or "The rig could not be reached.") from exc
+            response = web.StreamResponse(status=head.status)
+            for name, value in head.headers:
+                if name.lower() not in DROP_RESPONSE_HEADERS:
+                    response.headers.add(name, value)
+            sse = response.headers.get("Content-Type", "").startswith("text/event-stream")
+            if witness is not None:
+                witness.status = head.status
+                witness.stream = sse and head.status == 200
+                if head.status >= 400:
+                    ended = "error"
+            await response.prepare(request)
+            stall = relay.config.stall_timeout
+            while True:
+                try:
+                    data = await stream.read()
+                except StreamClosed as exc:
+                    ended = "tunnel_lost" if exc.code == "tunnel_lost" else "error"
+                    if sse:
+                        # An event cut in half is closed first, so that the error is an event of its own.
+                        prefix = b"" if last_byte == b"\n" else b"\n\n"
+                        await response.write(prefix + sse_error("upstream_unavailable", exc.message))
+                    break
+                if data is None:
+                    await response.write_eof()
+                    break
+                if witness is not None:
+                    witness.saw(data)
+                relay.metrics.bytes_out += len(data)
+                last_byte = bytes(data[-1:])
+                try:
+                    await asyncio.wait_for(response.write(data), stall)
+                except TimeoutError:
+                    # The taster has read nothing for a whole stall period: the stream is cancelled, the rig's
+                    # slot freed, and the connection dropped (a half-written answer cannot be finished cleanly).
+                    ended = "stalled"
+                    tunnel.cancel(stream)
+                    if request.transport is not None:
+                        request.transport.abort()
+                    break
+            return response
+        except (asyncio.CancelledError, ConnectionError) as exc:
+            ended = "taster_gone"
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return response
+        finally:
+            # Whatever happened, the agent learns that this stream is over: a taster who went away frees the
+            # rig's slot within a frame's time.
+            if stream.ended and stream.closed is None and ended == "done":
+                tunnel.done(stream)
+            else:
+                tunnel.cancel(stream)
+            relay.metrics.streams[ended] = relay.metrics.streams.get(ended, 0) + 1
+            if witness is not None:
+                relay.link.record(witness.entry(ended))
+
+    async def health(self, request: web.Request) -> web.Response:
+        relay = self.relay
+        return web.json_response(
+            {
+                "ok": True,
+                "service": "luckrig-relay",
+                "relay_id": relay.config.relay_id,
+                "version": relay.version,
+                "tunnels": sum(1 for t in relay.registry.tunnels.values() if t.usable),
+            }
+        )
