@@ -24,6 +24,7 @@ from relay.tunnels import Registry, Tunnel
 
 log = logging.getLogger("luckrig.relay")
 
+RELAY = web.AppKey("relay", object)
 DRAIN_SEC = 10.0
 TICKET_LEEWAY_SEC = 30
 
@@ -230,7 +231,7 @@ def make_errors_middleware(relay: Relay):
 def build_app(config: RelayConfig) -> web.Application:
     relay = Relay(config)
     app = web.Application(middlewares=[make_errors_middleware(relay)], client_max_size=config.max_body_bytes)
-    app["relay"] = relay
+    app[RELAY] = relay
     app.on_startup.append(relay.start)
     app.on_shutdown.append(relay.drain)
     app.on_cleanup.append(relay.stop)
