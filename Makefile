@@ -9,6 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 LLAMA_PORT ?= 8080
 AGENT_PORT ?= 8788
+RELAY_PORT ?= 8789
 PG_SERVER ?= postgres://postgres@127.0.0.1:5432
 
 
@@ -55,12 +56,12 @@ install: $(STAMP) $(MO_FILES)
 migrate: install
 	$(BIN)/python manage.py migrate --noinput
 
-# The tracker (Daphne) with the demo rigs and the monitor, llama.cpp with SmolLM2, and a local node agent
+# The tracker (Daphne) with the demo rigs and the monitor, a relay, llama.cpp with SmolLM2, and a local node agent
 # joined to the tracker. Ctrl-C stops everything.
 run: export DEBUG ?= 1
 run: migrate
 	$(BIN)/python manage.py seed_demo
-	$(BIN)/python bin/run_local.py $(HOST) $(PORT) $(LLAMA_PORT) $(AGENT_PORT)
+	$(BIN)/python bin/run_local.py $(HOST) $(PORT) $(LLAMA_PORT) $(AGENT_PORT) $(RELAY_PORT)
 
 test: test-sqlite test-postgres
 

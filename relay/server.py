@@ -122,6 +122,7 @@ class Relay:
             old.lost("tunnel_lost", "The rig's agent reconnected; this request was cut.")
             await old.close(frames.CLOSE_REPLACED, "replaced by a newer tunnel for this node")
         log.info("node %s: tunnel open", ticket.node_id)
+        self.link.tunnels_changed()
         tunnel.send_soon(
             frames.encode_json(
                 frames.HELLO,
@@ -158,6 +159,7 @@ class Relay:
             expiry.cancel()
             self.registry.remove(tunnel)
             tunnel.lost()
+            self.link.tunnels_changed()
             log.info("node %s: tunnel closed (%s)", tunnel.node_id, ws.close_code)
         return ws
 

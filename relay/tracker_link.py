@@ -36,6 +36,7 @@ class TrackerLink:
         self.last_heartbeat_ok: float | None = None
         self._last_refresh = 0.0
         self._report_wakeup = asyncio.Event()
+        self._tunnels_changed = asyncio.Event()
 
     @property
     def _auth(self) -> dict:
@@ -124,10 +125,19 @@ class TrackerLink:
         self.last_heartbeat_ok = time.time()
         return True
 
+    def tunnels_changed(self) -> None:
+        """A tunnel opened or closed: tell the tracker now rather than at the next beat, so that a rig is tokenable
+        as soon as it is reachable and turns unavailable as soon as it is not."""
+        self._tunnels_changed.set()
+
     async def _heartbeat_loop(self) -> None:
         while True:
             ok = await self.heartbeat_once()
-            await asyncio.sleep(self.config.heartbeat_interval if ok else min(5.0, self.config.heartbeat_interval))
+            wait = self.config.heartbeat_interval if ok else min(5.0, self.config.heartbeat_interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._tunnels_changed.wait(), timeout=wait)
+                await asyncio.sleep(0.2)  # coalesce a burst (a relay restart brings every agent back at once)
+            self._tunnels_changed.clear()
 
     # --- witness reports --------------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 
 import contextlib
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -67,9 +68,10 @@ class Tracker:
         r.raise_for_status()
         return r.json()["contributor_key"]
 
-    def register(self, key: str, endpoint: str, **fields) -> tuple[str, str]:
+    def register(self, key: str, endpoint: str | None, **fields) -> tuple[str, str]:
+        """A direct node at `endpoint`, or a relayed one (no public URL) when `endpoint` is None."""
         body = {
-            "endpoint_url": endpoint,
+            **({"endpoint_url": endpoint} if endpoint else {}),
             "model_name": "smollm2-fake",
             "quantization": "Q4_1",
             "gpu": fields.pop("gpu", f"Fake GPU {time.monotonic_ns()}"),
@@ -102,14 +104,120 @@ def running_tracker(tmp: Path, **env_overrides: str) -> Iterator[Tracker]:
             yield Tracker(base, tmp, url, env)
 
 
+def wait_relayed(tracker: Tracker, node_id: str, log=lambda: "", seconds: float = 30) -> str:
+    """Wait until a relayed node is tastable through the relay the tracker names; returns `<relay>/n/<node_id>`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        url = tracker.node(node_id).get("endpoint_url") or ""
+        public = url.removesuffix("/v1")
+        if public:
+            with contextlib.suppress(requests.RequestException):
+                if requests.get(public + "/health", timeout=2).status_code == 200:
+                    return public
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"node {node_id} never became tastable through a relay ({url!r}): " + log())
+        time.sleep(0.1)
+
+
+class RelayProcess:
+    def __init__(self, proc: subprocess.Popen, base: str, relay_id: str, secret: str, log_path: Path, args: list):
+        self.proc, self.base, self.relay_id, self.secret, self.log_path, self.args = (
+            proc,
+            base,
+            relay_id,
+            secret,
+            log_path,
+            args,
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+class RelayStarter:
+    """`starter.start()` → a registered, running `luckrig-relay` process for `tracker` (heartbeat every second);
+    `restart(relay)` starts the same relay again on the same port; `stop_all()` ends them."""
+
+    def __init__(self, tracker: Tracker, tmp_path: Path):
+        self.tracker, self.tmp_path = tracker, tmp_path
+        self.started: list[RelayProcess] = []
+        self.logs = []
+
+    def start(self, relay_id: str | None = None, port: int | None = None, **flags) -> RelayProcess:
+        relay_id = relay_id or f"relay-{secrets.token_hex(3)}"
+        port = port or free_port()
+        base = f"http://127.0.0.1:{port}"
+        secret = self.tracker.manage("relay", "add", relay_id, base).strip().splitlines()[-1]
+        args = [
+            sys.executable,
+            "-m",
+            "relay",
+            "--tracker",
+            self.tracker.base,
+            "--relay-id",
+            relay_id,
+            "--relay-secret",
+            secret,
+            "--port",
+            str(port),
+            "--state-dir",
+            str(self.tmp_path / f"relay-{relay_id}"),
+            "--heartbeat-interval",
+            "1",
+        ]
+        for name, value in flags.items():
+            args += ["--" + name.replace("_", "-"), str(value)]
+        relay = RelayProcess(None, base, relay_id, secret, self.tmp_path / f"relay-{relay_id}.log", args)
+        return self._run(relay)
+
+    def _run(self, relay: RelayProcess) -> RelayProcess:
+        log = open(relay.log_path, "a")  # noqa: SIM115 - closed in stop_all
+        self.logs.append(log)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LUCKRIG_RELAY_")}
+        relay.proc = subprocess.Popen(relay.args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        if relay not in self.started:
+            self.started.append(relay)
+        deadline = time.monotonic() + 20
+        while True:
+            if relay.proc.poll() is not None:
+                raise RuntimeError(f"relay exited {relay.proc.returncode}: {relay.log()}")
+            with contextlib.suppress(requests.ConnectionError):
+                if requests.get(relay.base + "/health", timeout=2).status_code == 200:
+                    return relay
+            if time.monotonic() > deadline:
+                raise RuntimeError("relay did not start: " + relay.log())
+            time.sleep(0.1)
+
+    def restart(self, relay: RelayProcess) -> RelayProcess:
+        return self._run(relay)
+
+    def stop_all(self) -> None:
+        for relay in self.started:
+            if relay.proc.poll() is None:
+                relay.proc.terminate()
+        for relay in self.started:
+            try:
+                relay.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                relay.proc.kill()
+        for log in self.logs:
+            log.close()
+        # The tracker forgets them, so that later tests' nodes are not assigned to a relay that is gone.
+        for relay in self.started:
+            with contextlib.suppress(RuntimeError):
+                self.tracker.manage("relay", "remove", relay.relay_id)
+
+
 class AgentProcess:
     def __init__(self, proc: subprocess.Popen, base: str, node_id: str, secret: str, log_path: Path, config_dir: Path):
         self.proc, self.base, self.node_id, self.secret = proc, base, node_id, secret
         self.log_path, self.config_dir = log_path, config_dir
+        self.public: str | None = None  # a relayed node's base as tasters see it: <relay>/n/<node_id>
 
     @property
     def v1(self) -> str:
-        return self.base + "/v1"
+        """Where tasters call this rig: through its relay when it is relayed, else the agent itself."""
+        return (self.public or self.base) + "/v1"
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -135,13 +243,16 @@ class AgentStarter:
         wait_online: bool = True,
         tracker_url: str | None = None,
         register: dict | None = None,
+        relayed: bool = False,
         **flags,
     ) -> AgentProcess:
-        """`register`: extra node fields for the registration (display_name, gpu, ...), when `node` is not given."""
+        """`register`: extra node fields for the registration (display_name, gpu, ...), when `node` is not given.
+        `relayed`: register the node without a public URL; the agent dials a relay (start one first) and this
+        returns once tasters can reach it there (`agent.v1` is then the relay's URL)."""
         tracker, tmp_path = self.tracker, self.tmp_path
         port = port or free_port()
         node_id, secret = node or tracker.register(
-            key or tracker.contributor(), f"http://127.0.0.1:{port}/v1", **(register or {})
+            key or tracker.contributor(), None if relayed else f"http://127.0.0.1:{port}/v1", **(register or {})
         )
         config_dir = Path(config_dir or tmp_path / f"agent-{node_id}")
         log_path = tmp_path / f"agent-{node_id}-{len(self.started)}.log"
@@ -189,7 +300,10 @@ class AgentStarter:
                 if time.monotonic() > deadline:
                     raise RuntimeError("the agent's heartbeat did not reach the tracker: " + log_path.read_text())
                 time.sleep(0.05)
-        return AgentProcess(proc, base, node_id, secret, log_path, config_dir)
+        agent = AgentProcess(proc, base, node_id, secret, log_path, config_dir)
+        if relayed:
+            agent.public = wait_relayed(tracker, node_id, lambda: log_path.read_text())
+        return agent
 
     def stop_all(self) -> None:
         for proc in self.started:

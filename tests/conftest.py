@@ -103,3 +103,44 @@ def live_node(db, api, owner):
     factories.heartbeat(api, node, secret)
     factories.seen_alive(node)
     return node, secret
+
+
+# --- live processes: one tracker for the node-agent and relay tests (started when first asked for) ---------
+
+
+@pytest.fixture(scope="session")
+def tracker(tmp_path_factory):
+    """One tracker for the agent and relay tests: generous quotas, private URLs allowed (all on 127.0.0.1)."""
+    from tests.agents import running_tracker
+
+    with running_tracker(tmp_path_factory.mktemp("tracker")) as tracker:
+        yield tracker
+
+
+@pytest.fixture
+def start_agent(tracker, tmp_path):
+    """start_agent(upstream_url, **flags) → a running agent process joined to the tracker (`relayed=True`: through
+    a relay, which `start_relay` must have started first)."""
+    from tests.agents import AgentStarter
+
+    starter = AgentStarter(tracker, tmp_path)
+    yield starter.start
+    starter.stop_all()
+
+
+@pytest.fixture
+def start_relay(tracker, tmp_path):
+    """start_relay(relay_id=None, **flags) → a registered, running relay process; stopped and removed after."""
+    from tests.agents import RelayStarter
+
+    starter = RelayStarter(tracker, tmp_path)
+    yield starter
+    starter.stop_all()
+
+
+@pytest.fixture
+def fake_upstream():
+    from tests.node_agent.fakes import FakeOpenAI
+
+    with FakeOpenAI() as fake:
+        yield fake

@@ -1,35 +1,15 @@
-"""A real tracker (Daphne), fake upstreams, and real agent processes for the node-agent tests. The machinery
-lives in tests/agents.py, shared with the browser tests."""
+"""Fake upstreams and real agent processes for the node-agent tests. The tracker, `start_agent`, `start_relay` and
+`fake_upstream` fixtures are in tests/conftest.py, shared with the relay tests; the machinery is in tests/agents.py,
+shared with the browser tests too."""
 
 import pytest
 
 from node_agent import keys
-from tests.agents import AgentProcess, AgentStarter, Tracker, running_tracker
+from tests.agents import AgentProcess, Tracker
 from tests.node_agent import public_key_rig
-from tests.node_agent.fakes import FakeModeration, FakeOpenAI
+from tests.node_agent.fakes import FakeModeration
 
 __all__ = ["AgentProcess", "Tracker"]  # imported from here by some tests
-
-
-@pytest.fixture(scope="session")
-def tracker(tmp_path_factory):
-    """One tracker for the agent tests: generous quotas, private URLs allowed (everything is on 127.0.0.1)."""
-    with running_tracker(tmp_path_factory.mktemp("tracker")) as tracker:
-        yield tracker
-
-
-@pytest.fixture
-def start_agent(tracker, tmp_path):
-    """start_agent(upstream_url, **flags) → a running agent process joined to the tracker."""
-    starter = AgentStarter(tracker, tmp_path)
-    yield starter.start
-    starter.stop_all()
-
-
-@pytest.fixture
-def fake_upstream():
-    with FakeOpenAI() as fake:
-        yield fake
 
 
 @pytest.fixture

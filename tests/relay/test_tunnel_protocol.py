@@ -7,7 +7,6 @@ import time
 
 import aiohttp
 import jwt
-
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from node_agent import frames
