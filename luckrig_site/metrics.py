@@ -1,7 +1,7 @@
 """Prometheus metrics at /metrics.
 
 Request counts are per process (scrape each Daphne process, as Prometheus expects of counters); tokens
-issued and listed nodes by status are read from the database at scrape time, so they agree across processes
+issued, listed nodes by status and live relays are read from the database at scrape time, so they agree across processes
 and survive restarts. Tokens issued is a counter over every node, hidden ones included: a counter must never
 go down, and it names no node."""
 
@@ -28,7 +28,7 @@ class DatabaseCollector:
     """Reads tokens issued and listed-node counts by status from the database on each scrape."""
 
     def collect(self):
-        from nodes.models import Node
+        from nodes.models import Node, Relay
         from tracker.models import TastingToken
 
         # Listed nodes only, the ones GET /api/nodes shows: a node that is taken down or banned must leave every
@@ -47,6 +47,11 @@ class DatabaseCollector:
         for row in TastingToken.objects.values("tier", "crypto_mode").annotate(n=Count("jti")).order_by():
             tokens.add_metric([row["tier"], row["crypto_mode"]], row["n"])
         yield tokens
+
+        # A handful of rows, one per relay process: live = a heartbeat in the last minute and not draining.
+        relays = GaugeMetricFamily("luckrig_relays_live", "Relays that nodes are assigned to (live, not draining)")
+        relays.add_metric([], Relay.objects.live().count())
+        yield relays
 
     def describe(self):
         return []

@@ -8,8 +8,9 @@ from luckrig_site import metrics
 
 class BodySizeLimitMiddleware:
     """Refuse a declared body over API_MAX_BODY_BYTES with 413 `body_too_large`, without reading it. A path
-    in API_MAX_BODY_BYTES_BY_PATH (exact match) has its own limit instead: a published replay carries up to
-    80,000 characters of text and 8192 chunk times, more than any other body."""
+    in API_MAX_BODY_BYTES_BY_PATH (exact match) or under a prefix of API_MAX_BODY_BYTES_BY_PREFIX has its own
+    limit instead: a published replay carries up to 80,000 characters of text and 8192 chunk times, and a
+    relay's heartbeat up to 10,000 node ids, more than any other body."""
 
     def __init__(self, get_response):
         self.get_response = get_response
@@ -22,7 +23,12 @@ class BodySizeLimitMiddleware:
             return JsonResponse(
                 {"schema_version": 1, "error": "Content-Length is not a number.", "code": "invalid_request"}, status=400
             )
-        limit = settings.API_MAX_BODY_BYTES_BY_PATH.get(request.path, settings.API_MAX_BODY_BYTES)
+        limit = settings.API_MAX_BODY_BYTES_BY_PATH.get(request.path)
+        if limit is None:
+            limit = next(
+                (n for prefix, n in settings.API_MAX_BODY_BYTES_BY_PREFIX.items() if request.path.startswith(prefix)),
+                settings.API_MAX_BODY_BYTES,
+            )
         if declared > limit and not request.path.startswith("/admin/"):
             return JsonResponse(
                 {

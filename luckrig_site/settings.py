@@ -206,9 +206,14 @@ API_MAX_BODY_BYTES = env_int("API_MAX_BODY_BYTES", 64 * 1024)
 # A published replay (POST /api/replays): up to 80,000 characters of text plus 8192 chunk times, in UTF-8.
 API_REPLAY_MAX_BODY_BYTES = env_int("API_REPLAY_MAX_BODY_BYTES", 512 * 1024)
 API_MAX_BODY_BYTES_BY_PATH = {"/api/replays": API_REPLAY_MAX_BODY_BYTES}
+# A relay's heartbeat (up to 10,000 node ids) and reports (up to 500 entries), under /api/relays/.
+API_RELAY_MAX_BODY_BYTES = env_int("API_RELAY_MAX_BODY_BYTES", 1024 * 1024)
+API_MAX_BODY_BYTES_BY_PREFIX = {"/api/relays/": API_RELAY_MAX_BODY_BYTES}
 # Django's own ceiling must admit the largest per-path limit; BodySizeLimitMiddleware holds every other path
 # to API_MAX_BODY_BYTES before anything reads the body.
-DATA_UPLOAD_MAX_MEMORY_SIZE = max(API_MAX_BODY_BYTES, *API_MAX_BODY_BYTES_BY_PATH.values())
+DATA_UPLOAD_MAX_MEMORY_SIZE = max(
+    API_MAX_BODY_BYTES, *API_MAX_BODY_BYTES_BY_PATH.values(), *API_MAX_BODY_BYTES_BY_PREFIX.values()
+)
 
 REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],

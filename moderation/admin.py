@@ -369,19 +369,23 @@ class NodeAdmin(admin.ModelAdmin):
         "model_name",
         "quantization",
         "status",
+        "reachability",
         "visibility",
         "taken_down_at",
         "banned_until",
         "owner",
     ]
-    list_filter = ["status", "visibility"]
+    list_filter = ["status", "reachability", "visibility"]
     search_fields = ["id", "gpu", "model_name", "owner__handle"]
     fields = [
         "id",
         "owner",
         "display_name",
+        "reachability",
         "endpoint_url",
         "health_url",
+        "relay",
+        "tunnel_seen_at",
         "model_name",
         "quantization",
         "gpu",

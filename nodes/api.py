@@ -30,7 +30,7 @@ LIST_PARAMS = [
 
 def get_visible_node(node_id: str) -> Node:
     """A node reachable by id (public or unlisted, not taken down), else 404 `node_not_found`."""
-    node = Node.objects.visible().select_related("owner").filter(pk=str(node_id)[:64]).first()
+    node = Node.objects.visible().select_related("owner", "relay").filter(pk=str(node_id)[:64]).first()
     if node is None:
         raise ApiError(404, "node_not_found", f"No node {str(node_id)[:64]!r}.")
     return node

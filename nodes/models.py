@@ -2,11 +2,56 @@
 p50s, showcase badges) are stored on the row and refreshed when their inputs change, so that the public list
 costs a constant number of queries."""
 
+from datetime import timedelta
+
 from django.db import models
 from django.db.models import F, Q
 from django.utils import timezone
 
+from nodes import rendezvous
+
 VRAM_UNKNOWN_SORT_KEY = 1e12  # sorts after every real size
+
+
+class RelayQuerySet(models.QuerySet):
+    def live(self, now=None):
+        """Relays that sent a heartbeat in the last minute and are not shutting down: rendezvous picks among these."""
+        now = now or timezone.now()
+        return self.filter(last_heartbeat_at__gte=now - timedelta(seconds=rendezvous.LIVE_SEC), draining=False)
+
+
+class Relay(models.Model):
+    """A `luckrig-relay` process that carries tasters' requests to relayed nodes through their agents' outbound
+    tunnels. Registered by an operator (`manage.py relay add`); it reports in with its own secret."""
+
+    id = models.SlugField(max_length=64, primary_key=True)
+    public_url = models.URLField(max_length=500)
+    secret_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # Sent by a relay that is shutting down gracefully: it leaves rendezvous at once.
+    draining = models.BooleanField(default=False)
+    # From the relay's last heartbeat: open tunnels and taster streams, and its version.
+    tunnels = models.PositiveIntegerField(default=0)
+    open_streams = models.PositiveIntegerField(default=0)
+    version = models.CharField(max_length=40, blank=True)
+
+    objects = RelayQuerySet.as_manager()
+
+    def __str__(self) -> str:
+        return self.id
+
+    @property
+    def state(self) -> rendezvous.RelayState:
+        return rendezvous.RelayState(self.id, self.last_heartbeat_at, self.draining)
+
+    def is_live(self, now=None) -> bool:
+        return rendezvous.is_live(self.state, now or timezone.now())
+
+
+def relayed_endpoint_url(relay_public_url: str, node_id: str) -> str:
+    """Where tasters reach a relayed node: its relay's OpenAI-compatible base for that node."""
+    return f"{relay_public_url.rstrip('/')}/n/{node_id}/v1"
 
 
 class NodeQuerySet(models.QuerySet):
@@ -36,11 +81,22 @@ class Node(models.Model):
         UNAVAILABLE = "unavailable"
         UNKNOWN = "unknown"
 
+    class Reachability(models.TextChoices):
+        DIRECT = "direct"  # tasters call endpoint_url
+        RELAYED = "relayed"  # the agent dials out to a relay; tasters call the relay
+
     id = models.SlugField(max_length=64, primary_key=True)
     owner = models.ForeignKey("tracker.Contributor", on_delete=models.CASCADE, related_name="nodes")
     display_name = models.CharField(max_length=120, blank=True)
-    endpoint_url = models.URLField(max_length=500)
-    health_url = models.URLField(max_length=500)
+    reachability = models.CharField(max_length=10, choices=Reachability.choices, default=Reachability.DIRECT)
+    # Empty for a relayed node: its public endpoint is derived from its relay (see public_endpoint_url).
+    endpoint_url = models.URLField(max_length=500, blank=True)
+    health_url = models.URLField(max_length=500, blank=True)
+    # The relay this relayed node was last assigned (rendezvous hashing; tracker.relays).
+    relay = models.ForeignKey(Relay, null=True, blank=True, on_delete=models.SET_NULL, related_name="nodes")
+    # The last relay heartbeat that listed this node's tunnel as open; cleared when one of its relay's
+    # heartbeats no longer lists it (the tunnel is gone).
+    tunnel_seen_at = models.DateTimeField(null=True, blank=True)
     model_name = models.CharField(max_length=120)
     quantization = models.CharField(max_length=40)
     lora = models.CharField(max_length=120, blank=True)
@@ -108,8 +164,10 @@ class Node(models.Model):
     served_models = models.JSONField(default=list, blank=True)
     telemetry = models.JSONField(default=dict, blank=True)
 
-    # Community timing: medians over client-measured uploads.
+    # Community timing: medians over client-measured uploads and relays' measurements.
     timing_samples_count = models.PositiveIntegerField(default=0)
+    timing_samples_taster = models.PositiveIntegerField(default=0)
+    timing_samples_relay = models.PositiveIntegerField(default=0)
     tok_per_sec_p50 = models.FloatField(null=True, blank=True)
     ttft_ms_p50 = models.FloatField(null=True, blank=True)
     timing_last_uploaded_at = models.DateTimeField(null=True, blank=True)
@@ -131,10 +189,23 @@ class Node(models.Model):
         ]
         constraints = [
             models.CheckConstraint(condition=Q(visibility__in=["public", "unlisted"]), name="node_visibility_valid"),
+            models.CheckConstraint(condition=Q(reachability__in=["direct", "relayed"]), name="node_reachability_valid"),
         ]
 
     def __str__(self) -> str:
         return self.id
+
+    @property
+    def is_relayed(self) -> bool:
+        return self.reachability == self.Reachability.RELAYED
+
+    @property
+    def public_endpoint_url(self) -> str | None:
+        """The URL tasters call: endpoint_url for a direct node, the relay's base for a relayed one (None while
+        no relay is assigned). Reads `relay`: select_related it when doing this for many nodes."""
+        if not self.is_relayed:
+            return self.endpoint_url
+        return relayed_endpoint_url(self.relay.public_url, self.id) if self.relay_id else None
 
     @property
     def is_listed(self) -> bool:
@@ -163,10 +234,16 @@ class HealthSample(models.Model):
 
 
 class TimingSample(models.Model):
-    """A client-measured timing upload, bound to one tasting jti (one upload per jti)."""
+    """A timing measurement of one tasting jti: the taster's own upload (one per jti), or a relay's measurement
+    of the stream it carried (one per jti, the first that qualifies)."""
+
+    class Source(models.TextChoices):
+        TASTER = "taster"
+        RELAY = "relay"
 
     node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="timing_samples")
-    jti = models.CharField(max_length=64, unique=True)
+    jti = models.CharField(max_length=64)
+    source = models.CharField(max_length=8, choices=Source.choices, default=Source.TASTER)
     contributor = models.ForeignKey(
         "tracker.Contributor", null=True, blank=True, on_delete=models.SET_NULL, related_name="timing_samples"
     )
@@ -182,5 +259,9 @@ class TimingSample(models.Model):
     tokenizer = models.CharField(max_length=64, blank=True)
     limited_output_truncated = models.BooleanField(null=True, blank=True)
 
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["jti", "source"], name="timing_sample_once_per_source")]
+        indexes = [models.Index(fields=["node", "created_at"], name="timingsample_node_created")]
+
     def __str__(self) -> str:
-        return f"{self.node_id} timing {self.jti}"
+        return f"{self.node_id} {self.source} timing {self.jti}"

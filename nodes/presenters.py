@@ -5,7 +5,7 @@ instances cost more than the rest of the request), single nodes go through `publ
 from collections.abc import Mapping
 
 from luckrig_site.timefmt import iso
-from nodes.models import Node
+from nodes.models import Node, relayed_endpoint_url
 
 PUBLIC_NODE_FIELDS = (
     "id",
@@ -32,6 +32,7 @@ PUBLIC_NODE_FIELDS = (
     "queue",
     "community_timing",
     "owner",
+    "reachability",
 )
 
 # The node columns public_node reads, plus the owner's id and handle.
@@ -67,23 +68,44 @@ _NODE_COLUMNS = (
     "queue_max_active",
     "queue_updated_at",
     "timing_samples_count",
+    "timing_samples_taster",
+    "timing_samples_relay",
     "tok_per_sec_p50",
     "ttft_ms_p50",
     "timing_last_uploaded_at",
+    "reachability",
 )
-PUBLIC_COLUMNS = (*_NODE_COLUMNS, "owner__id", "owner__handle")
+PUBLIC_COLUMNS = (*_NODE_COLUMNS, "owner__id", "owner__handle", "relay__public_url")
 
 
 def public_rows(queryset):
-    """The rows public_node needs, as dicts (one query, owner joined)."""
+    """The rows public_node needs, as dicts (one query, owner and relay joined)."""
     return queryset.values(*PUBLIC_COLUMNS)
 
 
 def public_node_of(node: Node) -> dict:
-    """PublicNode of a model instance (its owner should be select_related)."""
+    """PublicNode of a model instance (its owner and relay should be select_related)."""
     row = {column: getattr(node, column) for column in _NODE_COLUMNS}
     row["owner__id"], row["owner__handle"] = node.owner.id, node.owner.handle
+    row["relay__public_url"] = node.relay.public_url if node.relay_id is not None else None
     return public_node(row)
+
+
+def endpoint_of(r: Mapping) -> str | None:
+    """A direct node's own URL; a relayed node's base on its relay (None while it has no relay)."""
+    if r["reachability"] != Node.Reachability.RELAYED:
+        return r["endpoint_url"]
+    return relayed_endpoint_url(r["relay__public_url"], r["id"]) if r["relay__public_url"] else None
+
+
+def community_timing(r: Mapping) -> dict:
+    return {
+        "samples_count": r["timing_samples_count"],
+        "by_source": {"relay": r["timing_samples_relay"], "taster": r["timing_samples_taster"]},
+        "tok_per_sec_p50": r["tok_per_sec_p50"],
+        "ttft_ms_p50": r["ttft_ms_p50"],
+        "last_uploaded_at": iso(r["timing_last_uploaded_at"]),
+    }
 
 
 def contribution_of(r: Mapping) -> dict:
@@ -98,7 +120,7 @@ def public_node(r: Mapping) -> dict:
     return {
         "id": r["id"],
         "display_name": r["display_name"],
-        "endpoint_url": r["endpoint_url"],
+        "endpoint_url": endpoint_of(r),
         "model_name": r["model_name"],
         "quantization": r["quantization"],
         "lora": r["lora"],
@@ -128,11 +150,7 @@ def public_node(r: Mapping) -> dict:
             "max_active": r["queue_max_active"],
             "updated_at": iso(r["queue_updated_at"]),
         },
-        "community_timing": {
-            "samples_count": r["timing_samples_count"],
-            "tok_per_sec_p50": r["tok_per_sec_p50"],
-            "ttft_ms_p50": r["ttft_ms_p50"],
-            "last_uploaded_at": iso(r["timing_last_uploaded_at"]),
-        },
+        "community_timing": community_timing(r),
         "owner": {"id": r["owner__id"], "handle": r["owner__handle"]},
+        "reachability": r["reachability"],
     }

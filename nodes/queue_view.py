@@ -39,7 +39,7 @@ def text(node: Node) -> str:
 
 
 # Enough to build a node's message, and no more: the all-nodes snapshot may read thousands of rows.
-_MESSAGE_FIELDS = (
+MESSAGE_FIELDS = (
     "id",
     "visibility",
     "taken_down_at",
@@ -60,7 +60,7 @@ def snapshots(group: str) -> list[tuple[str, str]]:
         nodes = Node.objects.listed().filter(status__in=[Node.Status.AVAILABLE, Node.Status.BUSY])
     else:
         nodes = Node.objects.visible().filter(pk=group.removeprefix("queue."))
-    return [(node.id, text(node)) for node in nodes.only(*_MESSAGE_FIELDS)[:5000]]
+    return [(node.id, text(node)) for node in nodes.only(*MESSAGE_FIELDS)[:5000]]
 
 
 def broadcast(node: Node) -> None:

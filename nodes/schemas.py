@@ -30,8 +30,14 @@ class QueueDoc(s.Serializer):
     updated_at = s.DateTimeField(allow_null=True)
 
 
+class TimingSourcesDoc(s.Serializer):
+    relay = s.IntegerField(help_text="samples measured by the relay that carried the tasting")
+    taster = s.IntegerField(help_text="samples uploaded by tasters' own clients")
+
+
 class CommunityTimingDoc(s.Serializer):
-    samples_count = s.IntegerField()
+    samples_count = s.IntegerField(help_text="both sources")
+    by_source = TimingSourcesDoc()
     tok_per_sec_p50 = s.FloatField(allow_null=True)
     ttft_ms_p50 = s.FloatField(allow_null=True)
     last_uploaded_at = s.DateTimeField(allow_null=True)
@@ -45,7 +51,10 @@ class OwnerDoc(s.Serializer):
 class PublicNodeDoc(s.Serializer):
     id = s.SlugField()
     display_name = s.CharField()
-    endpoint_url = s.URLField()
+    endpoint_url = s.URLField(
+        allow_null=True,
+        help_text="direct: the node's own URL; relayed: <relay public URL>/n/<id>/v1 (null while no relay is assigned)",
+    )
     model_name = s.CharField()
     quantization = s.CharField()
     lora = s.CharField()
@@ -67,6 +76,7 @@ class PublicNodeDoc(s.Serializer):
     queue = QueueDoc()
     community_timing = CommunityTimingDoc()
     owner = OwnerDoc()
+    reachability = s.ChoiceField(choices=["direct", "relayed"])
 
 
 class NodeListDoc(s.Serializer):

@@ -1,6 +1,7 @@
-"""Refreshers for the derived values stored on node rows (rarity, showcase badges, liveness, uptime) and the
-health-sample history. Each does a bounded number of queries and writes only rows that changed."""
+"""Refreshers for the derived values stored on node rows (rarity, showcase badges, liveness, uptime, community
+timing) and the health-sample history. Each does a bounded number of queries and writes only rows that changed."""
 
+import statistics
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
@@ -8,7 +9,7 @@ from django.conf import settings
 from django.db.models import Count, Q
 
 from nodes import liveness, rarity
-from nodes.models import HealthSample, Node
+from nodes.models import HealthSample, Node, TimingSample
 from nodes.showcase import Row, pick_categories
 
 
@@ -74,6 +75,8 @@ def observed(node: Node) -> liveness.Observed:
         consecutive_failures=node.consecutive_failures,
         queue_active=node.queue_active,
         queue_max_active=node.queue_max_active,
+        reachability=node.reachability,
+        tunnel_seen_at=node.tunnel_seen_at,
     )
 
 
@@ -112,3 +115,41 @@ def prune_samples(now: datetime) -> int:
     cutoff = now - timedelta(days=settings.HEALTH_RETENTION_DAYS)
     deleted, _ = HealthSample.objects.filter(at__lt=cutoff).delete()
     return deleted
+
+
+# Community timing: medians over the most recent samples (rigs get retuned), whichever their source.
+P50_WINDOW = 500
+# The medians describe streaming (plain mode): a public-key tasting gets its answer in one piece, so its
+# "TTFT" is the whole answer's time. Those samples are kept and counted, but not mixed into the p50s.
+P50_EXCLUDED_MODE = "public-key"
+TIMING_FIELDS = [
+    "timing_samples_count",
+    "timing_samples_taster",
+    "timing_samples_relay",
+    "tok_per_sec_p50",
+    "ttft_ms_p50",
+    "timing_last_uploaded_at",
+]
+
+
+def refresh_timing(node: Node, *, uploaded_at: datetime) -> None:
+    """Recount a node's timing samples by source and recompute its p50s after new samples arrived.
+
+    Tasters' uploads and relays' measurements weigh the same: the medians run over the latest P50_WINDOW
+    streaming samples of either source, each sample once."""
+    samples = TimingSample.objects.filter(node=node)
+    recent = list(
+        samples.exclude(mode=P50_EXCLUDED_MODE)
+        .order_by("-created_at", "-id")
+        .values_list("tok_per_sec", "ttft_ms")[:P50_WINDOW]
+    )
+    tps = [r[0] for r in recent if r[0] is not None]
+    ttft = [r[1] for r in recent if r[1] is not None]
+    counts = dict(samples.values_list("source").annotate(n=Count("id")).order_by())
+    node.timing_samples_taster = counts.get(TimingSample.Source.TASTER, 0)
+    node.timing_samples_relay = counts.get(TimingSample.Source.RELAY, 0)
+    node.timing_samples_count = node.timing_samples_taster + node.timing_samples_relay
+    node.tok_per_sec_p50 = round(statistics.median(tps), 3) if tps else None
+    node.ttft_ms_p50 = round(statistics.median(ttft), 3) if ttft else None
+    node.timing_last_uploaded_at = uploaded_at
+    Node.objects.filter(pk=node.pk).update(**{f: getattr(node, f) for f in TIMING_FIELDS})

@@ -14,12 +14,18 @@ from luckrig_site.api_errors import ApiError
 from luckrig_site.clientip import ip_hash
 from luckrig_site.ratelimits import limit
 from luckrig_site.timefmt import iso
+from nodes import relays as node_relays
 from nodes import schemas
 from nodes.api import NodeDetailReadMixin, NodeListApi, get_visible_node
 from nodes.presenters import public_node, public_node_of, public_rows
 from nodes.urlguard import fetch_once
-from tracker import pubkeys, services, tasting
-from tracker.auth import ContributorKeyAuthentication, NodeSecretAuthentication, TastingTokenAuthentication
+from tracker import pubkeys, relays, services, tasting
+from tracker.auth import (
+    ContributorKeyAuthentication,
+    NodeSecretAuthentication,
+    RelaySecretAuthentication,
+    TastingTokenAuthentication,
+)
 from tracker.keys import published_keys
 from tracker.serializers import (
     ContributorIn,
@@ -27,10 +33,14 @@ from tracker.serializers import (
     HeartbeatIn,
     NodeIn,
     NodePatch,
+    RelayHeartbeatIn,
+    RelayReportIn,
     TimingIn,
     TokenIn,
+    TunnelIn,
     UsageIn,
 )
+from tracker.services import default_health_url
 
 VERSION = "0.1.0"
 
@@ -234,6 +244,122 @@ class NodeUsageApi(APIView):
         return Response({"schema_version": 1, **result}, status=202)
 
 
+class NodeTunnelApi(APIView):
+    authentication_classes = [NodeSecretAuthentication]
+
+    @extend_schema(
+        request=TunnelIn,
+        summary="Which relay a relayed node's agent dials, and a ticket for it (node secret)",
+        responses={
+            200: inline_serializer(
+                "TunnelAssigned",
+                {
+                    "schema_version": s.IntegerField(),
+                    "relay_id": s.CharField(),
+                    "relay_url": s.URLField(),
+                    "tunnel_url": s.CharField(help_text="ws(s)://…/tunnel"),
+                    "ticket": s.CharField(help_text="EdDSA JWT, typ luckrig-tunnel+jwt, aud = relay_id"),
+                    "expires_at": s.DateTimeField(),
+                },
+            ),
+            400: schemas.ErrorDoc,
+            401: schemas.ErrorDoc,
+            404: schemas.ErrorDoc,
+            409: schemas.ErrorDoc,
+            503: schemas.ErrorDoc,
+        },
+    )
+    def post(self, request, node_id):
+        node = require(request.user, "the node secret")
+        data = TunnelIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        tunnel = relays.issue_tunnel(node=node, unreachable_relay_id=data.validated_data.get("unreachable_relay_id"))
+        return Response(
+            {
+                "schema_version": 1,
+                "relay_id": tunnel.relay.id,
+                "relay_url": tunnel.relay.public_url,
+                "tunnel_url": relays.tunnel_url(tunnel.relay.public_url),
+                "ticket": tunnel.ticket,
+                "expires_at": iso(tunnel.expires_at),
+            }
+        )
+
+
+# --- relays ---------------------------------------------------------------------------------------------
+
+
+class RelayHeartbeatApi(APIView):
+    authentication_classes = [RelaySecretAuthentication]
+
+    @extend_schema(
+        request=RelayHeartbeatIn,
+        summary="Relay heartbeat: its open tunnels (relay secret)",
+        responses={
+            200: inline_serializer(
+                "RelayHeartbeatAnswer",
+                {
+                    "schema_version": s.IntegerField(),
+                    "relay_id": s.CharField(),
+                    "relays": inline_serializer(
+                        "LiveRelay", {"relay_id": s.CharField(), "public_url": s.URLField()}, many=True
+                    ),
+                    "now": s.DateTimeField(),
+                },
+            ),
+            400: schemas.ErrorDoc,
+            401: schemas.ErrorDoc,
+            403: schemas.ErrorDoc,
+        },
+    )
+    def post(self, request, relay_id):
+        relay = require(request.user, "the relay secret")
+        data = RelayHeartbeatIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        now = timezone.now()
+        live = node_relays.record_relay_heartbeat(
+            relay=relay,
+            version=v["version"],
+            tunnels=v["tunnels"],
+            open_streams=v["open_streams"],
+            draining=v["draining"],
+            now=now,
+        )
+        return Response({"schema_version": 1, "relay_id": relay.id, "relays": live, "now": iso(now)})
+
+
+class RelayReportsApi(APIView):
+    authentication_classes = [RelaySecretAuthentication]
+
+    @extend_schema(
+        request=RelayReportIn,
+        summary="What a relay witnessed per request (relay secret), idempotent on report_id",
+        responses={
+            202: inline_serializer(
+                "RelayReportAccepted",
+                {
+                    "schema_version": s.IntegerField(),
+                    "ok": s.BooleanField(),
+                    "counted": s.IntegerField(),
+                    "duplicate": s.BooleanField(),
+                },
+            ),
+            400: schemas.ErrorDoc,
+            401: schemas.ErrorDoc,
+            403: schemas.ErrorDoc,
+        },
+    )
+    def post(self, request, relay_id):
+        relay = require(request.user, "the relay secret")
+        data = RelayReportIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        result = relays.record_relay_report(
+            relay=relay, report_id=data.validated_data["report_id"], entries=data.validated_data["entries"]
+        )
+        return Response({"schema_version": 1, "ok": True, **result}, status=202)
+
+
 # --- tokens, keys, timing -------------------------------------------------------------------------------
 
 
@@ -407,8 +533,15 @@ class FingerprintVerifyApi(APIView):
         data = FingerprintVerifyIn(data=request.data)
         data.is_valid(raise_exception=True)
         node = get_visible_node(data.validated_data["node_id"])
-        url = data.validated_data.get("url") or node.health_url
-        own_hosts = {urlsplit(node.endpoint_url).hostname, urlsplit(node.health_url).hostname}
+        # A relayed node is published through its relay: its agent's /health is the relay's /n/<id>/health.
+        endpoint = node.public_endpoint_url or ""
+        health = node.health_url or (default_health_url(endpoint) if endpoint else "")
+        url = data.validated_data.get("url") or health
+        if not url:
+            raise ApiError(
+                400, "invalid_field", "url: the node has no public URL right now (no relay)", extra={"field": "url"}
+            )
+        own_hosts = {urlsplit(endpoint).hostname, urlsplit(health).hostname} - {None}
         if urlsplit(url).hostname not in own_hosts:
             # Otherwise the tracker would fetch any URL for anyone: only the node's own host is checked.
             raise ApiError(400, "invalid_field", "url: must be on the node's own host", extra={"field": "url"})

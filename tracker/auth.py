@@ -1,4 +1,4 @@
-"""Bearer credentials for DRF views: contributor keys, node secrets and tasting tokens.
+"""Bearer credentials for DRF views: contributor keys, node secrets, relay secrets and tasting tokens.
 
 Each class returns `(principal, None)`; views read `request.user`. A malformed or unknown credential is a
 401 (`unauthorized`), never a silent fall-back to anonymous, so a typo in a key cannot go unnoticed."""
@@ -7,7 +7,8 @@ from django.conf import settings
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 
-from nodes.models import Node
+from luckrig_site.api_errors import ApiError
+from nodes.models import Node, Relay
 from tracker import credentials, signing
 from tracker.keys import keyring
 from tracker.models import Contributor, TastingToken
@@ -62,6 +63,36 @@ class NodeSecretAuthentication(authentication.BaseAuthentication):
         return "Bearer"
 
 
+class RelaySecretAuthentication(authentication.BaseAuthentication):
+    """A relay's secret, for `/api/relays/<relay_id>/…`. The secret's digest finds its relay (unique index); the
+    stored digest is compared in constant time, and the relay must be the one in the path. A relay process
+    that was given the wrong relay's secret hears so (403 `wrong_relay`) rather than a bare 401."""
+
+    def authenticate(self, request):
+        value = bearer(request)
+        if value is None:
+            return None
+        relay = None
+        if value.startswith(credentials.RELAY_PREFIX) and len(value) <= 100:
+            relay = Relay.objects.filter(secret_hash=credentials.digest(value)).first()
+        if relay is None or not credentials.matches(value, relay.secret_hash):
+            raise ApiError(
+                401,
+                "invalid_credential",
+                "Unknown relay secret (lrr_...): register the relay with `manage.py relay add`.",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        relay_id = (request.parser_context or {}).get("kwargs", {}).get("relay_id")
+        if relay_id is not None and relay.id != str(relay_id):
+            raise ApiError(
+                403, "wrong_relay", f"This secret belongs to relay {relay.id!r}, not {str(relay_id)[:64]!r}."
+            )
+        return relay, None
+
+    def authenticate_header(self, request):
+        return "Bearer"
+
+
 # A token may upload its timing for a day after it expired: measurements are often sent after the tasting.
 TIMING_UPLOAD_GRACE_SEC = 24 * 3600
 
@@ -103,6 +134,12 @@ class NodeSecretScheme(_BearerScheme):
     target_class = NodeSecretAuthentication
     name = "nodeSecret"
     description = "A node secret, lrn_..."
+
+
+class RelaySecretScheme(_BearerScheme):
+    target_class = RelaySecretAuthentication
+    name = "relaySecret"
+    description = "A relay secret, lrr_... (manage.py relay add)"
 
 
 class TastingTokenScheme(_BearerScheme):

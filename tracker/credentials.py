@@ -1,5 +1,5 @@
-"""Bearer credentials: contributor keys (`lrk_`) and node secrets (`lrn_`). Only SHA-256 digests are stored;
-comparisons are constant-time."""
+"""Bearer credentials: contributor keys (`lrk_`), node secrets (`lrn_`) and relay secrets (`lrr_`). Only
+SHA-256 digests are stored; comparisons are constant-time."""
 
 import base64
 import hashlib
@@ -8,6 +8,7 @@ import secrets
 
 CONTRIBUTOR_PREFIX = "lrk_"
 NODE_PREFIX = "lrn_"
+RELAY_PREFIX = "lrr_"
 
 
 def new_secret(prefix: str) -> str:

@@ -54,6 +54,10 @@ class TastingToken(models.Model):
     first_used_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # Witnessed by a relay (its reports): requests it carried to the node for this token, and the last one's
+    # start. Unlike requests_served, the node cannot forge these.
+    relay_requests = models.PositiveIntegerField(default=0)
+    relay_seen_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         indexes = [models.Index(fields=["node", "expires_at"], name="token_node_expiry")]
@@ -75,6 +79,21 @@ class UsageReport(models.Model):
 
     def __str__(self) -> str:
         return f"{self.node_id} report {self.report_id}"
+
+
+class RelayReport(models.Model):
+    """Seen relay report ids: a retried report (same relay, same report_id) is acknowledged, not counted twice."""
+
+    relay = models.ForeignKey("nodes.Relay", on_delete=models.CASCADE, related_name="reports")
+    report_id = models.CharField(max_length=64)
+    received_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    entries_counted = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["relay", "report_id"], name="relay_report_once")]
+
+    def __str__(self) -> str:
+        return f"{self.relay_id} report {self.report_id}"
 
 
 class QuotaBucket(models.Model):

@@ -1,6 +1,10 @@
-"""One cycle of the liveness monitor: probe every visible node's agent, update status and failure counts,
-take a health sample when one is due, keep the uptime counters and existence scores, re-check rarity and the
-showcase (a safety net for concurrent registrations), and prune old rows."""
+"""One cycle of the liveness monitor: probe every visible direct node's agent, update status and failure
+counts, take a health sample when one is due, keep the uptime counters and existence scores, re-check rarity
+and the showcase (a safety net for concurrent registrations), and prune old rows.
+
+Relayed nodes have no public URL and are never probed: their relay is the witness. A relayed node's status
+follows its agent's heartbeats and its relay's tunnel reports (nodes.liveness), and a tunnel its relay saw
+open in the last TUNNEL_FRESH_SEC stands in for a successful probe (the tracker seeing the node alive)."""
 
 import asyncio
 import json
@@ -10,16 +14,19 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from nodes import liveness
 from nodes import services as node_services
 from nodes.models import HealthSample, Node
 from nodes.probes import probe_all
-from tracker.models import QuotaBucket, UsageReport
+from nodes.urlguard import FetchResult
+from tracker.models import QuotaBucket, RelayReport, UsageReport
 from tracker.services import refresh_scores
 
 log = logging.getLogger("luckrig.monitor")
+ALIVE = [liveness.AVAILABLE, liveness.BUSY]
 
 _FIELDS = [
     "status",
@@ -37,6 +44,8 @@ _FIELDS = [
 _READ = [
     "id",
     "health_url",
+    "reachability",
+    "tunnel_seen_at",
     "status",
     "last_heartbeat_at",
     "last_probe_at",
@@ -78,7 +87,7 @@ def run_cycle(now: datetime, *, jitter_sec: float | None = None) -> CycleReport:
     jitter = min(2.0, settings.MONITOR_INTERVAL_SEC * 0.1) if jitter_sec is None else jitter_sec
     results = asyncio.run(
         probe_all(
-            [(n.id, n.health_url) for n in nodes],
+            [(n.id, n.health_url) for n in nodes if not n.is_relayed],
             concurrency=settings.MONITOR_CONCURRENCY,
             timeout_sec=settings.MONITOR_PROBE_TIMEOUT_SEC,
             jitter_sec=jitter,
@@ -89,15 +98,21 @@ def run_cycle(now: datetime, *, jitter_sec: float | None = None) -> CycleReport:
     sample_every = timedelta(seconds=settings.HEALTH_SAMPLE_INTERVAL_SEC)
     samples, new_days, seen, changed, alive = [], [], [], 0, 0
     for node in nodes:
-        result = results[node.id]
         before = node.status
-        node.last_probe_at = now
-        ok = result.ok and names_this_node(result.body, node.id)
+        if node.is_relayed:
+            result = _tunnel_witness(node, now)
+            ok = result.ok
+        else:
+            result = results[node.id]
+            node.last_probe_at = now
+            ok = result.ok and names_this_node(result.body, node.id)
         if ok:
             node.consecutive_failures, node.latency_ms, node.last_error = 0, result.latency_ms, ""
             seen.append(node.id)
             if node_services.mark_alive_day(node, now):
                 new_days.append(node.id)
+        elif node.is_relayed:
+            node.consecutive_failures, node.latency_ms, node.last_error = 0, None, result.error
         else:
             node.consecutive_failures += 1
             node.last_error = (result.error or "the health document does not name this node")[:300]
@@ -122,8 +137,11 @@ def run_cycle(now: datetime, *, jitter_sec: float | None = None) -> CycleReport:
         for start in range(0, len(seen), 500):
             Node.objects.filter(pk__in=seen[start : start + 500]).update(last_seen_at=now)
         # A heartbeat that arrived while the probes ran set a status from fresher facts than this cycle read;
-        # re-derive those nodes so that the bulk write above cannot turn a live agent unavailable.
-        for fresh in Node.objects.visible().filter(last_heartbeat_at__gte=cycle_started):
+        # re-derive those nodes so that the bulk write above cannot turn a live agent unavailable. The same for
+        # relayed nodes whose relay reported on their tunnel meanwhile.
+        touched = Q(last_heartbeat_at__gte=cycle_started) | Q(tunnel_seen_at__gte=cycle_started)
+        touched |= Q(reachability=Node.Reachability.RELAYED, tunnel_seen_at__isnull=True, status__in=ALIVE)
+        for fresh in Node.objects.visible().filter(touched):
             status = node_services.current_status(fresh, now)
             if status != fresh.status:
                 Node.objects.filter(pk=fresh.pk).update(status=status)
@@ -141,9 +159,18 @@ def run_cycle(now: datetime, *, jitter_sec: float | None = None) -> CycleReport:
     return CycleReport(len(nodes), alive, changed, pruned)
 
 
+def _tunnel_witness(node: Node, now: datetime) -> FetchResult:
+    """A relayed node's stand-in for a probe: did its relay see its tunnel open lately?"""
+    if liveness.tunnel_is_fresh(node.tunnel_seen_at, now):
+        return FetchResult(ok=True, status=None, latency_ms=None, body=b"", error="")
+    return FetchResult(ok=False, status=None, latency_ms=None, body=b"", error="its relay reports no open tunnel")
+
+
 def prune(now: datetime) -> int:
-    """Old health samples, past days' quota buckets and old usage-report ids (retries come within hours)."""
+    """Old health samples, past days' quota buckets and old usage- and relay-report ids (retries come within
+    hours)."""
     pruned = node_services.prune_samples(now)
     pruned += QuotaBucket.objects.filter(day__lt=(now - timedelta(days=2)).date()).delete()[0]
     pruned += UsageReport.objects.filter(received_at__lt=now - timedelta(days=30)).delete()[0]
+    pruned += RelayReport.objects.filter(received_at__lt=now - timedelta(days=30)).delete()[0]
     return pruned

@@ -4,6 +4,7 @@ import re
 from urllib.parse import urlsplit
 
 from django.conf import settings
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from luckrig_site.fields import (
@@ -33,7 +34,9 @@ class ContributorIn(StrictSerializer):
 class NodeIn(StrictSerializer):
     id = StrictCharField(required=False, max_length=56)
     display_name = StrictCharField(required=False, allow_blank=True, max_length=120)
-    endpoint_url = HttpUrlField(max_length=490)  # leaves room for the derived health_url (…/health, 500 max)
+    # Without one (or null) the node is relayed: its agent dials out to a relay (tracker.relays). 490 leaves
+    # room for the derived health_url (…/health, 500 max).
+    endpoint_url = HttpUrlField(max_length=490, required=False, allow_null=True)
     health_url = HttpUrlField(required=False)
     model_name = StrictCharField(max_length=120)
     quantization = StrictCharField(max_length=40)
@@ -61,6 +64,12 @@ class NodeIn(StrictSerializer):
 
     def validate_health_url(self, value):
         return self._public_only(value)
+
+    def validate(self, attrs):
+        if attrs.get("health_url") and not attrs.get("endpoint_url") and not self.partial:
+            # A relayed node is reached through its relay; the monitor never probes it.
+            raise serializers.ValidationError({"health_url": ["only a direct node (with endpoint_url) has one"]})
+        return attrs
 
 
 class NodePatch(NodeIn):
@@ -143,6 +152,63 @@ class TokenIn(StrictSerializer):
         if isinstance(data, dict) and "contribution_score" in data:
             data = {k: v for k, v in data.items() if k != "contribution_score"}
         return super().to_internal_value(data)
+
+
+class TunnelIn(StrictSerializer):
+    # The relay the agent last failed to dial: passed over if it has stopped heartbeating too.
+    unreachable_relay_id = StrictCharField(required=False, allow_null=True, max_length=64)
+
+
+SLUG_RE = re.compile(r"^[-a-zA-Z0-9_]{1,64}$")
+MAX_TUNNELS = 10_000
+
+
+@extend_schema_field({"type": "array", "items": {"type": "string", "maxLength": 64}, "maxItems": MAX_TUNNELS})
+class NodeIdListField(serializers.Field):
+    """Up to 10,000 node ids (slugs). Checked in one pass: a relay sends this every ten seconds."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, list):
+            raise serializers.ValidationError("must be a list of node ids")
+        if len(data) > MAX_TUNNELS:
+            raise serializers.ValidationError(f"at most {MAX_TUNNELS} node ids")
+        for index, item in enumerate(data):
+            if not isinstance(item, str) or not SLUG_RE.match(item):
+                raise serializers.ValidationError(f"item {index} is not a node id (a slug of 1 to 64 characters)")
+        return data
+
+    def to_representation(self, value):
+        return list(value)
+
+
+class RelayHeartbeatIn(StrictSerializer):
+    version = StrictCharField(allow_blank=True, max_length=40)
+    tunnels = NodeIdListField()
+    open_streams = StrictIntegerField(min_value=0, max_value=10_000_000)
+    draining = StrictBooleanField(required=False, default=False)
+
+
+class RelayReportEntryIn(StrictSerializer):
+    """What a relay measured about one request it carried. Types are strict (400 naming the field); values
+    that are of the right type but physically impossible are not refused: the entry is skipped."""
+
+    jti = StrictCharField(max_length=64)
+    node_id = StrictCharField(max_length=64)
+    status = StrictIntegerField(min_value=100, max_value=599)
+    mode = serializers.ChoiceField(choices=["plain", "public-key"])
+    stream = StrictBooleanField()
+    ttft_ms = StrictFloatField(allow_null=True)
+    content_chunks = StrictIntegerField(min_value=-(2**53), max_value=2**53)
+    chunks_per_sec = StrictFloatField(allow_null=True)
+    bytes = StrictIntegerField(min_value=-(2**53), max_value=2**53)
+    ended = serializers.ChoiceField(choices=["done", "error", "taster_gone", "tunnel_lost", "stalled", "refused"])
+    started_at = serializers.DateTimeField()
+    duration_ms = StrictFloatField()
+
+
+class RelayReportIn(StrictSerializer):
+    report_id = StrictCharField(max_length=64)
+    entries = RelayReportEntryIn(many=True, max_length=500)
 
 
 class FingerprintVerifyIn(StrictSerializer):

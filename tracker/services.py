@@ -13,6 +13,7 @@ from django.utils.text import slugify
 from luckrig_site.api_errors import ApiError
 from luckrig_site.timefmt import iso
 from nodes import queue_view, rarity
+from nodes import relays as node_relays
 from nodes import services as node_services
 from nodes.models import VRAM_UNKNOWN_SORT_KEY, Node
 from tracker import bans, credentials, pubkeys, scores
@@ -159,18 +160,39 @@ def _apply_fields(node: Node, data: dict) -> None:
     node.vram_sort_key = node.vram_gb if node.vram_gb is not None else VRAM_UNKNOWN_SORT_KEY
 
 
+def _make_relayed(node: Node, now: datetime) -> None:
+    """No public URL of its own: the agent dials out to a relay, which the monitor does not probe. A relay is
+    assigned at once (rendezvous over the live relays, else over every registered one), so that the node's
+    public endpoint_url is known before its agent first asks for a tunnel."""
+    node.reachability = Node.Reachability.RELAYED
+    node.endpoint_url = node.health_url = ""
+    node.consecutive_failures, node.last_error = 0, ""
+    node.relay = node_relays.pick_relay(node.id, now, any_if_none_live=True)
+    node.tunnel_seen_at = None
+
+
+def _make_direct(node: Node, health_url: str | None) -> None:
+    node.reachability = Node.Reachability.DIRECT
+    node.health_url = health_url or default_health_url(node.endpoint_url)
+    node.relay = node.tunnel_seen_at = None
+
+
 @transaction.atomic
 def register_node(*, owner: Contributor, data: dict) -> tuple[Node, str]:
-    """A new node owned by `owner`; returns it and its node secret (shown once)."""
+    """A new node owned by `owner`; returns it and its node secret (shown once). Without an endpoint_url the
+    node is relayed."""
     bans.refuse_if_banned(("contributor", owner.id))
     secret = credentials.new_secret(credentials.NODE_PREFIX)
     node = Node(owner=owner, secret_hash=credentials.digest(secret))
+    data = {k: v for k, v in data.items() if not (k == "endpoint_url" and v is None)}
     _apply_fields(node, data)
-    if not data.get("health_url"):
-        node.health_url = default_health_url(node.endpoint_url)
     wanted = data.get("id") or f"{node.gpu}-{node.model_name}-{node.quantization}"
     for _attempt in range(5):
         node.id = _unique_node_id(wanted)
+        if node.endpoint_url:
+            _make_direct(node, data.get("health_url"))
+        else:
+            _make_relayed(node, timezone.now())  # rendezvous needs the id
         try:
             with transaction.atomic():
                 node.save(force_insert=True)
@@ -185,21 +207,55 @@ def register_node(*, owner: Contributor, data: dict) -> tuple[Node, str]:
     return node, secret
 
 
+_REACHABILITY_FIELDS = {
+    "reachability",
+    "endpoint_url",
+    "health_url",
+    "relay",
+    "tunnel_seen_at",
+    "consecutive_failures",
+    "last_error",
+    "status",
+}
+
+
 @transaction.atomic
 def update_node(*, node: Node, data: dict) -> Node:
+    """Change what the owner may change. `endpoint_url` decides reachability: a URL makes the node direct
+    (health_url derived unless given), null makes it relayed. A relayed node keeps no URL of its own, so a
+    `health_url` alone is refused for it: there is nothing to probe."""
     # Re-read under a row lock: heartbeats, the monitor and timing uploads write other columns of this row
     # concurrently, and only the fields this update owns may be written back.
     node = Node.objects.select_for_update().get(pk=node.pk)
     old_combo = node.combo_key
-    _apply_fields(node, data)
-    fields = set(data) | {"combo_key", "vram_sort_key", "updated_at"}
+    stays_relayed = node.is_relayed and "endpoint_url" not in data
+    if (stays_relayed or data.get("endpoint_url", "") is None) and data.get("health_url"):
+        raise ApiError(
+            400,
+            "invalid_field",
+            "health_url: only a direct node (with endpoint_url) has one",
+            extra={"field": "health_url"},
+        )
+    _apply_fields(node, {k: v for k, v in data.items() if k not in ("endpoint_url", "health_url")})
+    fields = set(data) - {"endpoint_url", "health_url"} | {"combo_key", "vram_sort_key", "updated_at"}
     if "tags" in data:
         fields.add("tags_index")
     if "node_public_key" in data:
         fields.add("node_public_key_fingerprint")
-    if "endpoint_url" in data and "health_url" not in data:
-        node.health_url = default_health_url(node.endpoint_url)
+    now = timezone.now()
+    if data.get("endpoint_url"):
+        node.endpoint_url = data["endpoint_url"]
+        _make_direct(node, data.get("health_url"))
+        fields |= _REACHABILITY_FIELDS
+    elif "endpoint_url" in data:
+        if not node.is_relayed:
+            _make_relayed(node, now)
+        fields |= _REACHABILITY_FIELDS
+    elif data.get("health_url"):
+        node.health_url = data["health_url"]
         fields.add("health_url")
+    if fields & _REACHABILITY_FIELDS:
+        node.status = node_services.current_status(node, now)
     node.save(update_fields=sorted(fields))
     refresh_listing({old_combo, node.combo_key})
     refresh_scores([node.id])
@@ -217,7 +273,7 @@ def delete_node(*, node: Node) -> None:
 
 def get_node_for_owner(contributor: Contributor, node_id: str) -> Node:
     """The one access helper for owner-only node operations: 404 when unknown, 403 `not_owner` otherwise."""
-    node = Node.objects.visible().select_related("owner").filter(pk=str(node_id)[:64]).first()
+    node = Node.objects.visible().select_related("owner", "relay").filter(pk=str(node_id)[:64]).first()
     if node is None:
         raise ApiError(404, "node_not_found", f"No node {str(node_id)[:64]!r}.")
     if node.owner_id != contributor.id:

@@ -1,4 +1,4 @@
-"""The tracker's Ed25519 signing keys and tasting-token JWTs (pure: files and crypto, no ORM).
+"""The tracker's Ed25519 signing keys, tasting-token JWTs and tunnel tickets (pure: files and crypto, no ORM).
 
 The current key comes from TRACKER_SIGNING_KEY_FILE, or is generated once into data/ (mode 0600; created
 with O_EXCL so that several processes starting together agree on one key). Rotation: a key named in
@@ -18,6 +18,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 ALGORITHM = "EdDSA"
 TOKEN_TYPE = "luckrig-tasting+jwt"  # noqa: S105 - a JWT "typ", not a secret
+# A relayed node's agent shows a tunnel ticket to its relay. Its own `typ`, so that neither kind of JWT can be
+# passed off as the other (an agent or a relay that checks `typ` refuses the wrong one).
+TUNNEL_TYPE = "luckrig-tunnel+jwt"
 
 
 @dataclass(frozen=True)
@@ -80,9 +83,14 @@ def load_keyring(current_file: str, next_file: str, retired_files: tuple[str, ..
     )
 
 
-def sign(keyring: Keyring, claims: dict) -> str:
+def sign(keyring: Keyring, claims: dict, *, typ: str = TOKEN_TYPE) -> str:
     key = keyring.current
-    return jwt.encode(claims, key.private_key, algorithm=ALGORITHM, headers={"kid": key.kid, "typ": TOKEN_TYPE})
+    return jwt.encode(claims, key.private_key, algorithm=ALGORITHM, headers={"kid": key.kid, "typ": typ})
+
+
+def sign_ticket(keyring: Keyring, claims: dict) -> str:
+    """A tunnel ticket: `sub` the node, `aud` the relay it may open a tunnel on."""
+    return sign(keyring, claims, typ=TUNNEL_TYPE)
 
 
 class InvalidToken(Exception):

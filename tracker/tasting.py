@@ -5,7 +5,6 @@ server-side score only; quotas are per UTC day, counted in the database so that 
 and restarts."""
 
 import secrets
-import statistics
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -15,10 +14,10 @@ from django.db.models import F
 from django.utils import timezone
 
 from luckrig_site.api_errors import ApiError
-from luckrig_site.timefmt import iso
 from nodes import liveness
 from nodes import services as node_services
 from nodes.models import Node, TimingSample
+from nodes.presenters import community_timing
 from tracker import bans, pubkeys, signing
 from tracker.keys import keyring
 from tracker.models import Contributor, QuotaBucket, TastingToken
@@ -108,7 +107,7 @@ def issue_token(
     now: datetime | None = None,
 ) -> Issued:
     now = now or timezone.now()
-    node = Node.objects.visible().select_related("owner").filter(pk=node_id).first()
+    node = Node.objects.visible().select_related("owner", "relay").filter(pk=node_id).first()
     if node is None:
         raise ApiError(404, "node_not_found", f"No node {node_id!r}.")
     status = node_services.current_status(node, now)
@@ -222,8 +221,6 @@ TIMING_FIELDS = (
     "limited_output_truncated",
     "mode",
 )
-P50_WINDOW = 500  # medians over the most recent uploads: rigs get retuned
-STREAMED_MODES_EXCLUDED = "public-key"
 
 
 @transaction.atomic
@@ -246,27 +243,13 @@ def record_timing(*, token: TastingToken, data: dict, now: datetime | None = Non
             )
     except IntegrityError:
         raise ApiError(409, "already_uploaded", "Timing for this token was already uploaded.") from None
-    # The medians describe streaming (plain mode): a public-key tasting gets its answer in one piece, so its
-    # "TTFT" is the whole answer's time. Those samples are kept and counted, but not mixed into the p50s.
-    recent = list(
-        TimingSample.objects.filter(node=node)
-        .exclude(mode=STREAMED_MODES_EXCLUDED)
-        .order_by("-created_at")
-        .values_list("tok_per_sec", "ttft_ms")[:P50_WINDOW]
-    )
-    tps = [r[0] for r in recent if r[0] is not None]
-    ttft = [r[1] for r in recent if r[1] is not None]
-    node.timing_samples_count = TimingSample.objects.filter(node=node).count()
-    node.tok_per_sec_p50 = round(statistics.median(tps), 3) if tps else None
-    node.ttft_ms_p50 = round(statistics.median(ttft), 3) if ttft else None
-    node.timing_last_uploaded_at = now
-    node.save(update_fields=["timing_samples_count", "tok_per_sec_p50", "ttft_ms_p50", "timing_last_uploaded_at"])
+    node_services.refresh_timing(node, uploaded_at=now)
     if token.contributor_id:
         Contributor.objects.filter(pk=token.contributor_id).update(timing_shared=F("timing_shared") + 1)
         refresh_contributors({token.contributor_id})
-    return {
-        "samples_count": node.timing_samples_count,
-        "tok_per_sec_p50": node.tok_per_sec_p50,
-        "ttft_ms_p50": node.ttft_ms_p50,
-        "last_uploaded_at": iso(now),
-    }
+    return community_timing_of(node)
+
+
+def community_timing_of(node: Node) -> dict:
+    """The `community_timing` object of PublicNode, from a node whose timing fields are current."""
+    return community_timing({f: getattr(node, f) for f in node_services.TIMING_FIELDS})

@@ -34,3 +34,20 @@ def test_list_queries_do_not_grow_with_nodes(api, owner, taster, path):
     many = queries_for(api.client, path)
     assert few == many
     assert many <= 2
+
+
+def test_relayed_nodes_cost_no_extra_query(api, owner, taster):
+    """A relayed node's endpoint_url comes from its relay, joined in the same query."""
+    from tracker import relays
+
+    relays.add_relay(relay_id="relay-a", public_url="https://relay-a.example.org")
+    for i in range(3):
+        factories.make_node(owner, gpu=f"RTX {3000 + i}")
+    few = queries_for(api.client, "/api/nodes")
+    for i in range(3, 40):
+        factories.make_node(taster if i % 2 else owner, gpu=f"RTX {3000 + i}", endpoint_url=None)
+    response_queries = queries_for(api.client, "/api/nodes")
+    assert response_queries == few
+    nodes = api.client.get("/api/nodes?page_size=200").json()["nodes"]
+    relayed = [n for n in nodes if n["reachability"] == "relayed"]
+    assert len(relayed) == 37 and all(n["endpoint_url"].startswith("https://relay-a.example.org/n/") for n in relayed)

@@ -81,7 +81,9 @@ NODE_BAD = [
         {"endpoint_url": "https://x.example/" + "p" * 480, "model_name": "m", "quantization": "q", "gpu": "g"},
         "endpoint_url",
     ),
-    ({"model_name": "m", "quantization": "q", "gpu": "g"}, "endpoint_url"),
+    # No endpoint_url makes a relayed node (tests/tracker/test_relays.py), which has no health_url to probe.
+    ({"health_url": "https://x.example/health", "model_name": "m", "quantization": "q", "gpu": "g"}, "health_url"),
+    ({"endpoint_url": 42, "model_name": "m", "quantization": "q", "gpu": "g"}, "endpoint_url"),
     (
         {"endpoint_url": "ftp://x.example/v1", "model_name": "m", "quantization": "q", "gpu": "g"},
         "endpoint_url",

@@ -32,6 +32,9 @@ def test_the_openapi_schema_documents_every_endpoint(api):
         "/api/nodes/{node_id}/heartbeat": {"post"},
         "/api/nodes/{node_id}/usage": {"post"},
         "/api/nodes/{node_id}/metrics": {"get"},
+        "/api/nodes/{node_id}/tunnel": {"post"},
+        "/api/relays/{relay_id}/heartbeat": {"post"},
+        "/api/relays/{relay_id}/reports": {"post"},
         "/api/fingerprint/verify": {"post"},
         "/api/tokens": {"post"},
         "/api/tracker-keys": {"get"},
@@ -198,5 +201,5 @@ def test_docs_api_md_describes_every_served_endpoint(api):
     """docs/api.md is the project's statement of the contract: every path the tracker serves is in it."""
     text = (ROOT / "docs" / "api.md").read_text()
     for path in schema(api)["paths"]:
-        documented = path.replace("{node_id}", "<id>")
+        documented = path.replace("{node_id}", "<id>").replace("{relay_id}", "<relay_id>")
         assert f"`{documented}" in text or f"{documented}`" in text or f" {documented} " in text, path

@@ -1,0 +1,149 @@
+"""Relays as the nodes app sees them: which relay a relayed node is assigned (rendezvous hashing over the
+relays' heartbeats), and what a relay's heartbeat says about its tunnels, with the node statuses that follow.
+Relay credentials and reports are the tracker's (tracker.relays)."""
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from nodes import liveness, queue_view, rendezvous
+from nodes.models import Node, Relay
+
+# What deriving a relayed node's status reads (nodes.services.observed), and what a queue broadcast needs.
+_STATUS_FIELDS = (
+    "id",
+    "status",
+    "reachability",
+    "last_heartbeat_at",
+    "last_probe_at",
+    "consecutive_failures",
+    "queue_active",
+    "queue_max_active",
+    "tunnel_seen_at",
+)
+_CHUNK = 500
+
+
+def pick_relay(
+    node_id: str, now: datetime, *, unreachable_relay_id: str | None = None, any_if_none_live: bool = False
+) -> Relay | None:
+    """The relay rendezvous hashing gives this node among the live relays (None when none is live). With
+    `any_if_none_live`, a registration made while every relay is quiet still gets one: the relays that are
+    registered are the best guess of where the node's agent will find one."""
+    relays = {r.id: r for r in Relay.objects.all()}  # a handful of rows: one per relay process
+    chosen = rendezvous.choose(
+        rendezvous.eligible([r.state for r in relays.values()], now, unreachable_relay_id=unreachable_relay_id),
+        node_id,
+    )
+    if chosen is None and any_if_none_live:
+        chosen = rendezvous.choose(relays, node_id)
+    return relays.get(chosen) if chosen is not None else None
+
+
+def _status(row: dict, tunnel_seen_at: datetime | None, now: datetime) -> str:
+    return liveness.derive_status(
+        liveness.Observed(
+            last_heartbeat_at=row["last_heartbeat_at"],
+            last_probe_at=row["last_probe_at"],
+            consecutive_failures=row["consecutive_failures"],
+            queue_active=row["queue_active"],
+            queue_max_active=row["queue_max_active"],
+            reachability=row["reachability"],
+            tunnel_seen_at=tunnel_seen_at,
+        ),
+        now=now,
+        interval_sec=settings.HEARTBEAT_INTERVAL_SEC,
+        failures_before_down=settings.MONITOR_FAILURES_BEFORE_DOWN,
+    )
+
+
+def _chunks(ids: list[str]) -> Iterable[list[str]]:
+    for start in range(0, len(ids), _CHUNK):
+        yield ids[start : start + _CHUNK]
+
+
+def _broadcast_later(node_ids: list[str]) -> None:
+    """A status change reaches the queue subscribers the way a heartbeat's does: a snapshot after commit."""
+    if not node_ids:
+        return
+
+    def send():
+        for chunk in _chunks(node_ids):
+            for node in Node.objects.filter(pk__in=chunk).only(*queue_view.MESSAGE_FIELDS):
+                queue_view.broadcast(node)
+
+    transaction.on_commit(send)
+
+
+@transaction.atomic
+def record_relay_heartbeat(
+    *,
+    relay: Relay,
+    version: str,
+    tunnels: list[str],
+    open_streams: int,
+    draining: bool,
+    now: datetime | None = None,
+) -> list[dict]:
+    """Store what the relay says about itself, then about its tunnels: a relayed node assigned to this relay
+    whose tunnel is listed is seen now; one whose tunnel is not listed has lost it, and stops counting as
+    reachable at once. Tunnels of nodes assigned to another relay (or to none) are ignored. Returns the live
+    relays, for the relay's answer."""
+    now = now or timezone.now()
+    relay.last_heartbeat_at, relay.version, relay.draining = now, version, draining
+    relay.tunnels, relay.open_streams = len(tunnels), open_streams
+    relay.save(update_fields=["last_heartbeat_at", "version", "draining", "tunnels", "open_streams"])
+
+    listed = set(tunnels)
+    assigned = Node.objects.filter(relay=relay, reachability=Node.Reachability.RELAYED).values(*_STATUS_FIELDS)
+    seen, gone, by_status = [], [], {}
+    for row in assigned:
+        open_now = row["id"] in listed
+        tunnel_seen_at = now if open_now else None
+        if open_now:
+            seen.append(row["id"])
+        elif row["tunnel_seen_at"] is not None:
+            gone.append(row["id"])
+        status = _status(row, tunnel_seen_at, now)
+        if status != row["status"]:
+            by_status.setdefault(status, []).append(row["id"])
+    for chunk in _chunks(seen):
+        Node.objects.filter(pk__in=chunk).update(tunnel_seen_at=now)
+    for chunk in _chunks(gone):
+        Node.objects.filter(pk__in=chunk).update(tunnel_seen_at=None)
+    changed = []
+    for status, ids in by_status.items():
+        for chunk in _chunks(ids):
+            Node.objects.filter(pk__in=chunk).update(status=status)
+        changed.extend(ids)
+    _broadcast_later(changed)
+    return [
+        {"relay_id": r.id, "public_url": r.public_url}
+        for r in Relay.objects.live(now).order_by("id").only("id", "public_url")
+    ]
+
+
+@transaction.atomic
+def forget_relay(relay: Relay, now: datetime | None = None) -> int:
+    """Before a relay is removed: its nodes lose their tunnel (and their public URL) now; each is assigned
+    another relay on its agent's next tunnel request. Returns how many nodes were assigned to it."""
+    now = now or timezone.now()
+    rows = list(Node.objects.filter(relay=relay).values(*_STATUS_FIELDS))
+    by_status: dict[str, list[str]] = {}
+    for row in rows:
+        status = _status(row, None, now) if row["reachability"] == Node.Reachability.RELAYED else row["status"]
+        if status != row["status"]:
+            by_status.setdefault(status, []).append(row["id"])
+    ids = [r["id"] for r in rows]
+    for chunk in _chunks(ids):
+        Node.objects.filter(pk__in=chunk).update(relay=None, tunnel_seen_at=None)
+    changed = []
+    for status, group in by_status.items():
+        for chunk in _chunks(group):
+            Node.objects.filter(pk__in=chunk).update(status=status)
+        changed.extend(group)
+    _broadcast_later(changed)
+    return len(rows)
