@@ -194,7 +194,8 @@ class RelayReportEntryIn(StrictSerializer):
 
     jti = StrictCharField(max_length=64)
     node_id = StrictCharField(max_length=64)
-    status = StrictIntegerField(min_value=100, max_value=599)
+    # 0 when no answer came back from the agent (the tunnel went before the response head).
+    status = StrictIntegerField(min_value=0, max_value=599)
     mode = serializers.ChoiceField(choices=["plain", "public-key"])
     stream = StrictBooleanField()
     ttft_ms = StrictFloatField(allow_null=True)

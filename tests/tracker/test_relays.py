@@ -472,8 +472,9 @@ def test_one_relay_sample_per_jti_and_only_for_streamed_answers(api, relay_a, to
         entry(b, node_id, stream=False),
         entry(b, node_id, status=429, ended="refused", content_chunks=0, ttft_ms=None),
         entry(c, node_id, ended="taster_gone", content_chunks=0, ttft_ms=None, chunks_per_sec=None),
+        entry(c, node_id, status=0, stream=False, ended="tunnel_lost", content_chunks=0, ttft_ms=None),
     ]
-    assert report(api, relay_a, "r-1", entries)[1]["counted"] == 5
+    assert report(api, relay_a, "r-1", entries)[1]["counted"] == 6
     assert list(TimingSample.objects.values_list("jti", "ttft_ms")) == [(a, 100.0)]
     assert TastingToken.objects.get(jti=a).relay_requests == 2
     assert TastingToken.objects.get(jti=b).relay_requests == 2
@@ -524,6 +525,7 @@ def test_p50s_weigh_relay_and_taster_samples_alike(api, relay_a, tokens):
     [
         ({"extra": 1}, "entries[0].extra"),
         ({"status": "200"}, "entries[0].status"),
+        ({"status": 600}, "entries[0].status"),
         ({"mode": "sealed"}, "entries[0].mode"),
         ({"stream": 1}, "entries[0].stream"),
         ({"ttft_ms": "fast"}, "entries[0].ttft_ms"),

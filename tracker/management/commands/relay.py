@@ -9,6 +9,7 @@ although the Relay table belongs to nodes: nodes never imports tracker."""
 import re
 from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
@@ -49,7 +50,10 @@ class Command(BaseCommand):
         relay, secret, created = relays.add_relay(relay_id=relay_id, public_url=public_url)
         what = "registered" if created else "secret rotated (the old one no longer works) for"
         self.stdout.write(f"{what} relay {relay.id} at {relay.public_url}")
-        self.stdout.write(f"start it with: luckrig-relay --relay-id {relay.id} --relay-secret <the secret below>")
+        self.stdout.write(
+            f"start it with: luckrig-relay --tracker {settings.SITE_URL} --relay-id {relay.id} "
+            f"--public-url {relay.public_url} --relay-secret <the secret on the next line>"
+        )
         self.stdout.write(secret)
 
     def _remove(self, *, relay_id, **_):
