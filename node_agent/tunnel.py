@@ -372,7 +372,7 @@ class TunnelClient:
                     log.warning(
                         "could not renew the tunnel ticket (%s); the open tunnel keeps serving", type(exc).__name__
                     )
-                    await asyncio.wait({reader}, timeout=min(30.0, max(5.0, ticket.expires_at - time.time() - 30)))
+                    await asyncio.wait({reader}, timeout=min(30.0, max(5.0, (ticket.expires_at - time.time()) / 6)))
                     continue
                 except (NotRelayed, TicketRefused) as exc:
                     log.warning("the tracker no longer issues tunnel tickets for this node (%s)", type(exc).__name__)

