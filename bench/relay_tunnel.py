@@ -21,7 +21,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import aiohttp
 import requests
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -268,9 +267,9 @@ def main() -> None:
                     proc.wait(30)
 
     print(
-        f"\nstraight = the agent's own port; relayed = the relay's /n/<node_id>/v1 over the agent's tunnel (same "
-        f"agent, same upstream, requests interleaved); llama.cpp on 1 thread; 2 cores shared by the client, "
-        f"tracker, relay, agent and upstream\n"
+        "\nstraight = the agent's own port; relayed = the relay's /n/<node_id>/v1 over the agent's tunnel (same "
+        "agent, same upstream, requests interleaved); llama.cpp on 1 thread; 2 cores shared by the client, "
+        "tracker, relay, agent and upstream\n"
     )
     print("| path | TTFT p50 ms | chunks/s (mean) |")
     print("|---|---:|---:|")

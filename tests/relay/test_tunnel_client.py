@@ -136,18 +136,17 @@ def test_the_client_follows_the_tracker_to_another_relay_and_after_a_goaway(tmp_
 
 def test_a_lost_tunnel_is_redialled_and_a_taster_who_hangs_up_cancels_the_local_request(tmp_path):
     async def scenario():
-        async with relay_setup(tmp_path) as s, local_agent() as (local, state):
-            async with client_for(s, local):
-                await until(lambda: s.relay.registry.get("rig-1") is not None, 10, "tunnel open")
-                r = await s.chat()
-                assert r.status == 200
-                await r.content.readuntil(b"\n\n")
-                r.close()
-                await until(lambda: state["cancelled"] == 1, 2, "the local request cancelled")
-                # The relay drops the tunnel (a restart): the client dials again, with backoff starting at 1 s.
-                old = s.relay.registry.get("rig-1")
-                await old.close(1006, "gone")
-                await until(lambda: s.relay.registry.get("rig-1") not in (None, old), 10, "a new tunnel after the drop")
+        async with relay_setup(tmp_path) as s, local_agent() as (local, state), client_for(s, local):
+            await until(lambda: s.relay.registry.get("rig-1") is not None, 10, "tunnel open")
+            r = await s.chat()
+            assert r.status == 200
+            await r.content.readuntil(b"\n\n")
+            r.close()
+            await until(lambda: state["cancelled"] == 1, 2, "the local request cancelled")
+            # The relay drops the tunnel (a restart): the client dials again, with backoff starting at 1 s.
+            old = s.relay.registry.get("rig-1")
+            await old.close(1006, "gone")
+            await until(lambda: s.relay.registry.get("rig-1") not in (None, old), 10, "a new tunnel after the drop")
 
     run(scenario())
 
