@@ -1,0 +1,209 @@
+"""Relays, the tracker's side: registering them (secrets), tunnel tickets for relayed nodes, and what relays
+report about the requests they carried (witnessed tokens, community-timing samples).
+
+The relay is the control plane's witness: the node cannot forge what it measures, so its reports mark tokens
+as really used and add timing samples of their own (`source="relay"`), beside the tasters' uploads."""
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from urllib.parse import urlsplit, urlunsplit
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import DateTimeField, F, Value
+from django.db.models.functions import Coalesce, Greatest, Least
+from django.utils import timezone
+
+from luckrig_site.api_errors import ApiError
+from nodes import relays as node_relays
+from nodes import services as node_services
+from nodes.models import Node, Relay, TimingSample
+from tracker import credentials, signing
+from tracker.keys import keyring
+from tracker.models import RelayReport, TastingToken
+
+TICKET_TTL_SEC = 900
+NO_RELAY_RETRY_AFTER_SEC = 10
+
+# --- registry (manage.py relay) ---------------------------------------------------------------------------
+
+
+def add_relay(*, relay_id: str, public_url: str) -> tuple[Relay, str, bool]:
+    """Register a relay, or rotate an existing one's secret and update its URL (the old secret stops working
+    at once). Returns the relay, its new secret (shown once) and whether it was created."""
+    secret = credentials.new_secret(credentials.RELAY_PREFIX)
+    with transaction.atomic():
+        relay, created = Relay.objects.select_for_update().get_or_create(
+            pk=relay_id, defaults={"public_url": public_url, "secret_hash": credentials.digest(secret)}
+        )
+        if not created:
+            relay.public_url, relay.secret_hash = public_url, credentials.digest(secret)
+            relay.save(update_fields=["public_url", "secret_hash"])
+    return relay, secret, created
+
+
+def remove_relay(*, relay_id: str) -> int | None:
+    """Remove a relay; its nodes lose their tunnel now and are reassigned on their next tunnel request.
+    Returns how many nodes it served, or None when there was no such relay."""
+    with transaction.atomic():
+        relay = Relay.objects.select_for_update().filter(pk=relay_id).first()
+        if relay is None:
+            return None
+        moved = node_relays.forget_relay(relay)
+        relay.delete()
+    return moved
+
+
+# --- tunnel tickets -------------------------------------------------------------------------------------
+
+
+def tunnel_url(public_url: str) -> str:
+    """The relay's agent-facing WebSocket: its public URL with ws(s) for http(s), plus /tunnel."""
+    parts = urlsplit(public_url)
+    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+    return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + "/tunnel", "", ""))
+
+
+@dataclass
+class Tunnel:
+    relay: Relay
+    ticket: str
+    expires_at: datetime
+
+
+@transaction.atomic
+def issue_tunnel(*, node: Node, unreachable_relay_id: str | None = None, now: datetime | None = None) -> Tunnel:
+    """The relay this relayed node should dial, and a ticket for it. Rendezvous hashing over the live relays
+    keeps a node on its relay while that relay heartbeats; when it stops (or drains, or the agent could not
+    reach it and it has gone quiet), the node moves to the next relay in its own order."""
+    now = now or timezone.now()
+    # A hidden node is gone from every surface where a node is named (its heartbeats still answer, so that
+    # its agent learns the revoked jtis): no relay carries tasters to it.
+    node = Node.objects.visible().select_for_update().filter(pk=node.pk).first() or _not_found(node.pk)
+    if not node.is_relayed:
+        raise ApiError(
+            409,
+            "not_relayed",
+            f"Node {node.id!r} is direct: tasters call its endpoint_url. Register it without one (or PATCH "
+            "endpoint_url to null) to have it relayed.",
+        )
+    relay = node_relays.pick_relay(node.id, now, unreachable_relay_id=unreachable_relay_id)
+    if relay is None:
+        raise ApiError(
+            503,
+            "no_relay_available",
+            "No relay is up right now; try again shortly.",
+            extra={"retry_after_sec": NO_RELAY_RETRY_AFTER_SEC},
+            headers={"Retry-After": str(NO_RELAY_RETRY_AFTER_SEC)},
+        )
+    if node.relay_id != relay.id:
+        Node.objects.filter(pk=node.pk).update(relay=relay)
+    expires_at = now + timedelta(seconds=TICKET_TTL_SEC)
+    claims = {
+        "iss": settings.SITE_URL,
+        "sub": node.id,
+        "aud": relay.id,
+        "jti": secrets.token_urlsafe(18),
+        "iat": int(now.timestamp()),
+        "exp": int(expires_at.timestamp()),
+    }
+    return Tunnel(relay, signing.sign_ticket(keyring(), claims), expires_at.replace(microsecond=0))
+
+
+def _not_found(node_id: str):
+    raise ApiError(404, "node_not_found", f"No node {node_id!r}.")
+
+
+# --- reports ----------------------------------------------------------------------------------------------
+
+# Beyond these a measurement is not of a rig: the entry is skipped (and not counted), never stored.
+MAX_TTFT_MS = 600_000
+MAX_CHUNKS_PER_SEC = 100_000
+MAX_DURATION_MS = 86_400_000
+MAX_CONTENT_CHUNKS = 10_000_000
+
+
+def plausible(entry: dict) -> bool:
+    for key in ("ttft_ms", "chunks_per_sec", "duration_ms", "content_chunks", "bytes"):
+        value = entry.get(key)
+        if value is not None and value < 0:
+            return False
+    return (
+        (entry["ttft_ms"] is None or entry["ttft_ms"] <= MAX_TTFT_MS)
+        and (entry["chunks_per_sec"] is None or entry["chunks_per_sec"] <= MAX_CHUNKS_PER_SEC)
+        and entry["duration_ms"] <= MAX_DURATION_MS
+        and entry["content_chunks"] <= MAX_CONTENT_CHUNKS
+    )
+
+
+def makes_a_timing_sample(entry: dict) -> bool:
+    """A stream that answered: a first content chunk was seen, so time to it and the rate mean something."""
+    return entry["status"] == 200 and entry["stream"] and entry["content_chunks"] >= 1 and entry["ttft_ms"] is not None
+
+
+def record_relay_report(*, relay: Relay, report_id: str, entries: list[dict], now: datetime | None = None) -> dict:
+    """Count what a relay witnessed. Idempotent on (relay, report_id). An entry counts only when its jti is
+    one the tracker issued for that node_id and its values are physically possible; each counted entry marks
+    its token as witnessed, and a streamed answer becomes a relay timing sample (one per jti)."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        try:
+            with transaction.atomic():
+                report = RelayReport.objects.create(relay=relay, report_id=report_id)
+        except IntegrityError:  # a retry: the same answer as the first time, nothing counted twice
+            first = RelayReport.objects.filter(relay=relay, report_id=report_id)
+            return {"counted": first.values_list("entries_counted", flat=True).first() or 0, "duplicate": True}
+        wanted = [e for e in entries if plausible(e)]
+        issued = set(
+            TastingToken.objects.filter(jti__in={e["jti"] for e in wanted}).values_list("jti", "node_id").iterator()
+        )
+        counted = [e for e in wanted if (e["jti"], e["node_id"]) in issued]
+        per_jti: dict[str, list[dict]] = {}
+        for entry in counted:
+            per_jti.setdefault(entry["jti"], []).append(entry)
+        for jti, mine in per_jti.items():
+            last = Value(max(e["started_at"] for e in mine), output_field=DateTimeField())
+            TastingToken.objects.filter(jti=jti).update(
+                relay_requests=Least(F("relay_requests") + len(mine), 2**31 - 1),
+                relay_seen_at=Greatest(Coalesce("relay_seen_at", last), last),
+            )
+        samples = _timing_samples(per_jti, now)
+        report.entries_counted = len(counted)
+        report.save(update_fields=["entries_counted"])
+        for node in Node.objects.filter(pk__in={s.node_id for s in samples}):
+            node_services.refresh_timing(node, uploaded_at=now)
+    return {"counted": len(counted), "duplicate": False}
+
+
+def _timing_samples(per_jti: dict[str, list[dict]], now: datetime) -> list[TimingSample]:
+    """One relay sample per jti: the first streamed answer reported for it (a jti that already has one, from
+    an earlier report, gets no other)."""
+    taken = set(
+        TimingSample.objects.filter(jti__in=list(per_jti), source=TimingSample.Source.RELAY).values_list(
+            "jti", flat=True
+        )
+    )
+    samples = []
+    for jti, mine in per_jti.items():
+        if jti in taken:
+            continue
+        entry = next((e for e in sorted(mine, key=lambda e: e["started_at"]) if makes_a_timing_sample(e)), None)
+        if entry is None:
+            continue
+        samples.append(
+            TimingSample(
+                node_id=entry["node_id"],
+                jti=jti,
+                source=TimingSample.Source.RELAY,
+                created_at=now,
+                mode=entry["mode"],
+                ttft_ms=entry["ttft_ms"],
+                tok_per_sec=entry["chunks_per_sec"],
+                output_tokens=entry["content_chunks"],
+                generation_sec=round(entry["duration_ms"] / 1000, 3),
+            )
+        )
+    # A concurrent report of the same jti (another report id) may have stored one meanwhile: keep that one.
+    TimingSample.objects.bulk_create(samples, ignore_conflicts=True)
+    return samples
