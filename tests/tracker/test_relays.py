@@ -669,6 +669,13 @@ def test_the_admin_shows_relays_without_secrets_and_each_nodes_reachability(admi
     assert "Reachability:" in html and "Relayed" in html and "Tunnel seen at:" in html and "relay-a" in html
 
 
+def test_moderators_see_relays_read_only(client, moderator, relayed):
+    client.force_login(moderator)
+    page = client.get(reverse("admin:nodes_relay_changelist"))
+    assert page.status_code == 200 and "relay-a" in page.content.decode()
+    assert client.get(reverse("admin:nodes_relay_add")).status_code == 403
+
+
 def test_metrics_count_live_relays(api, two_relays):
     age_relay("relay-b", 120)
     text = api.client.get("/metrics").content.decode()
