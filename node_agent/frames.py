@@ -58,6 +58,9 @@ TUNNEL_TYPES = frozenset({GOAWAY, TICKET, HELLO})  # stream id 0 only
 # MAX_FRAME: the WebSocket's max message size is set to it on both ends, so a larger message closes the tunnel.
 MAX_DATA = 64 * 1024
 MAX_FRAME = MAX_DATA + HEADER_SIZE
+# What to give aiohttp as the WebSocket's max_msg_size: it refuses a message whose size equals its limit, so a
+# full-size frame needs one byte of room (found by bench/relay_tunnel.py, where unpaced answers fill whole frames).
+WS_MAX_MESSAGE = MAX_FRAME + 1
 MAX_HEAD_BYTES = 16 * 1024  # a request or response head (JSON); headers are filtered to a few anyway
 MAX_HEADERS = 64
 

@@ -187,7 +187,10 @@ class TunnelConnection:
                         log.warning("relay protocol error (%s); closing the tunnel", exc)
                         await self.ws.close(code=frames.CLOSE_PROTOCOL, message=b"protocol error")
                         break
-                elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.ERROR):
+                elif msg.type == aiohttp.WSMsgType.ERROR:
+                    log.warning("tunnel error (%s: %s)", type(self.ws.exception()).__name__, self.ws.exception())
+                    break
+                elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING):
                     break
         finally:
             await self.abort()
@@ -306,7 +309,7 @@ class TunnelClient:
                     ticket.tunnel_url,
                     headers={"Authorization": f"Bearer {ticket.ticket}"},
                     heartbeat=20,
-                    max_msg_size=frames.MAX_FRAME,
+                    max_msg_size=frames.WS_MAX_MESSAGE,
                     compress=0,
                     timeout=aiohttp.ClientWSTimeout(ws_close=5),
                 )

@@ -100,7 +100,7 @@ class Relay:
     # --- the agents' side -------------------------------------------------------------------------------
 
     async def tunnel(self, request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(max_msg_size=frames.MAX_FRAME, heartbeat=20, compress=False)
+        ws = web.WebSocketResponse(max_msg_size=frames.WS_MAX_MESSAGE, heartbeat=20, compress=False)
         await ws.prepare(request)
         # Accepted, then closed with 4401 when refused: "refused" must differ from "relay down" for the agent.
         try:
@@ -140,6 +140,9 @@ class Relay:
         expiry = asyncio.create_task(self._expire(tunnel))
         try:
             async for msg in ws:
+                if msg.type == aiohttp.WSMsgType.ERROR:
+                    log.warning("node %s: tunnel error (%s: %s)", tunnel.node_id, type(ws.exception()).__name__, ws.exception())
+                    break
                 if msg.type != aiohttp.WSMsgType.BINARY:
                     await tunnel.close(frames.CLOSE_PROTOCOL, "binary frames only")
                     break

@@ -210,6 +210,24 @@ def test_sse_streams_through_chunk_by_chunk_and_the_witness_reports_it(tmp_path)
     run(scenario())
 
 
+def test_full_size_frames_cross_both_ways(tmp_path):
+    async def scenario():
+        async with relay_setup(tmp_path) as s:
+            agent = await s.agent()
+            body = {"messages": [{"role": "user", "content": "x" * (3 * frames.MAX_DATA)}], "stream": True}
+            pending = asyncio.ensure_future(s.chat(body=body))
+            sid, _, received = await asyncio.wait_for(agent.requests.get(), 5)
+            assert json.loads(received) == body  # a body of several full frames, reassembled
+            payload = b"data: " + b"z" * (frames.MAX_DATA - 8) + b"\n\n"
+            assert len(frames.encode(frames.DATA, sid, payload)) == frames.MAX_FRAME
+            await agent.respond(sid, headers=SSE_HEADERS, body=payload * 3)
+            r = await pending
+            assert await r.read() == payload * 3
+            assert s.relay.registry.get("rig-1") is not None
+
+    run(scenario())
+
+
 def test_a_tunnel_lost_mid_stream_ends_with_an_error_chunk_then_done(tmp_path):
     async def scenario():
         async with relay_setup(tmp_path) as s:
