@@ -28,6 +28,18 @@ STATUS_LABELS = {
     "unavailable": gettext_lazy("unavailable"),
     "unknown": gettext_lazy("unknown"),
 }
+# How tasters reach a rig (PublicNode `reachability`), with the one-sentence explanation shown beside it.
+REACHABILITY_LABELS = {
+    "direct": gettext_lazy("direct"),
+    "relayed": gettext_lazy("relayed"),
+}
+REACHABILITY_HELP = {
+    "direct": gettext_lazy("Direct: tasters call the rig's own URL."),
+    "relayed": gettext_lazy(
+        "Relayed: the rig's agent dials out to a relay, so the rig needs no open port. Tasters call the relay, "
+        "which carries each request to the rig; like the rig's operator, the relay can read plain-mode prompts."
+    ),
+}
 
 
 def vram_label(vram_gb) -> str:
@@ -68,6 +80,8 @@ def card(node: dict) -> dict:
         "last_seen_label": when(node["health"]["last_seen_at"]),
         "status": node["health"]["status"],
         "status_label": STATUS_LABELS.get(node["health"]["status"], node["health"]["status"]),
+        "reach_label": REACHABILITY_LABELS.get(node["reachability"], node["reachability"]),
+        "reach_help": REACHABILITY_HELP.get(node["reachability"], ""),
         "vram_label": vram_label(node["vram_gb"]),
         "ctx_label": f"{node['context_length']:,}" if node["context_length"] else "—",
         "sharing": shared,
@@ -89,6 +103,7 @@ def card(node: dict) -> dict:
         "tok_per_sec": f"{timing['tok_per_sec_p50']:.1f}" if timing["tok_per_sec_p50"] is not None else None,
         "ttft_ms": f"{timing['ttft_ms_p50']:.0f}" if timing["ttft_ms_p50"] is not None else None,
         "samples": timing["samples_count"],
+        "relay_samples": (timing.get("by_source") or {}).get("relay", 0),
         "queue_line": queue_line(queue["active"], queue["waiting"], queue["max_active"]),
         "uptime_24h": f"{100 * node['health']['uptime_ratio_24h']:.0f}%"
         if node["health"]["uptime_ratio_24h"] is not None
@@ -110,6 +125,7 @@ def compare_rows(nodes: list[dict]) -> list[dict]:
     """One row per compared property; `differs` marks rows whose values are not all the same."""
     spec = [
         (_("Status"), lambda n: str(n["status_label"])),
+        (_("Reachability"), lambda n: str(n["reach_label"])),
         (_("Model"), lambda n: n["model_name"]),
         (_("Quantization"), lambda n: n["quantization"]),
         (_("LoRA"), lambda n: n["lora"] or "—"),
@@ -131,6 +147,30 @@ def compare_rows(nodes: list[dict]) -> list[dict]:
         values = [get(n) for n in nodes]
         rows.append({"label": label, "values": values, "differs": len(set(values)) > 1})
     return rows
+
+
+def mixed_content_notice(node: dict, page_is_https: bool) -> str | None:
+    """Why the browser cannot taste this rig from this page, or None. Browsers refuse plain-http calls from an
+    https page; for a direct rig that URL is the rig's own, for a relayed one it is its relay's (an https relay
+    makes any relayed rig tastable, whatever the rig's own network)."""
+    url = node["endpoint_url"] or ""
+    if not (page_is_https and url.lower().startswith("http:")):
+        return None
+    return mixed_content_sentences()["relayed" if node["reachability"] == "relayed" else "direct"]
+
+
+def mixed_content_sentences() -> dict:
+    """The refusal by reachability: the page's notice and the tasting panel's check say the same thing."""
+    return {
+        "direct": _(
+            "This rig's endpoint is plain http, which browsers refuse to call from this https page. Taste it from "
+            "the command line (luckrig-node taste) instead."
+        ),
+        "relayed": _(
+            "This rig is tasted through its relay, and the relay's address is plain http, which browsers refuse "
+            "to call from this https page. Taste it from the command line (luckrig-node taste) instead."
+        ),
+    }
 
 
 def replay_payload(replay) -> dict:
@@ -199,10 +239,8 @@ def js_strings() -> dict:
         "verify_error": _("Could not check: %(msg)s"),
         "file_bad": _("That file is not a LuckRig replay (schema_version 1 JSON)."),
         "network_error": _("Could not reach the rig (it may be offline or blocking this site)."),
-        "mixed_content": _(
-            "This rig's endpoint is plain http, which browsers refuse to call from this https page. Taste it from "
-            "the command line (luckrig-node taste) instead."
-        ),
+        "mixed_content": mixed_content_sentences(),
+        "no_endpoint": _("This rig has no relay carrying it right now, so it cannot be tasted. Try again later."),
         "stream_cut": _("The rig's stream ended before it finished."),
         "errors": {
             "node_unavailable": _("This rig is not serving right now (no recent heartbeat). Try another rig."),

@@ -78,7 +78,7 @@ def index(request):
 
 
 def _visible_node(node_id: str) -> Node:
-    node = Node.objects.visible().select_related("owner").filter(pk=str(node_id)[:64]).first()
+    node = Node.objects.visible().select_related("owner", "relay").filter(pk=str(node_id)[:64]).first()
     if node is None:
         raise Http404("no such rig")
     return node
@@ -114,9 +114,13 @@ def node_detail(request, node_id):
         "queue_eta_sec": node.queue_eta_sec,
         "report_kinds": [("node_id", node.id)],
         "js_strings": present.js_strings(),
+        # Said on the page itself too (the panel checks again before spending a token).
+        "mixed_content": present.mixed_content_notice(data, request.is_secure()),
         "taste_config": {
             "node_id": node.id,
-            "endpoint_url": node.endpoint_url,
+            # What tasters call: the rig's own URL, or its relay's (a relayed node stores no URL of its own).
+            "endpoint_url": data["endpoint_url"],
+            "reachability": data["reachability"],
             "model_name": node.model_name,
             "status": node.status,
             "fingerprint": node.node_public_key_fingerprint,
@@ -140,7 +144,7 @@ def compare(request):
     if len(ids) > MAX_COMPARE:
         error = _("Compare at most %(n)d rigs at a time; the first %(n)d are shown.") % {"n": MAX_COMPARE}
         ids = ids[:MAX_COMPARE]
-    found = {n.id: n for n in Node.objects.visible().select_related("owner").filter(pk__in=ids)}
+    found = {n.id: n for n in Node.objects.visible().select_related("owner", "relay").filter(pk__in=ids)}
     nodes = [present.card(public_node_of(found[i])) for i in ids if i in found]
     missing = [i for i in ids if i not in found]
     return render(
@@ -181,7 +185,7 @@ def contribute(request):
 
 @require_GET
 def replay_detail(request, replay_id):
-    replay = Replay.objects.public().select_related("node").filter(pk=str(replay_id)[:40]).first()
+    replay = Replay.objects.public().select_related("node__owner", "node__relay").filter(pk=str(replay_id)[:40]).first()
     if replay is None:
         raise Http404("no such replay")
     return render(

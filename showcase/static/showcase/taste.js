@@ -1,7 +1,7 @@
-// The tasting panel: get a token from the tracker, call the rig's own endpoint with fetch, read its SSE stream
-// piece by piece (ReadableStream), and measure TTFT and tok/s here, from the arrival times of the pieces:
-// never from numbers the rig reports about itself. Afterwards: download the replay, share the timing (opt-in),
-// publish the replay (opt-in).
+// The tasting panel: get a token from the tracker, call the rig's endpoint with fetch (the rig's own URL, or its
+// relay's when it is relayed: the token's PublicNode says which), read its SSE stream piece by piece
+// (ReadableStream), and measure TTFT and tok/s here, from the arrival times of the pieces: never from numbers the
+// rig reports about itself. Afterwards: download the replay, share the timing (opt-in), publish the replay (opt-in).
 "use strict";
 (function () {
   const L = () => window.LuckRig;
@@ -89,9 +89,17 @@
       return { issued, mine };
     }
 
+    // Browsers refuse plain-http calls from an https page. The URL is the rig's own for a direct rig and its
+    // relay's for a relayed one, so the check is on the scheme alone and only the sentence differs.
+    function mixedContent(url, reachability) {
+      if (location.protocol !== "https:" || !/^http:/i.test(url || "")) return null;
+      return t(reachability === "relayed" ? "mixed_content.relayed" : "mixed_content.direct");
+    }
+
     async function taste(prompt, system, mode) {
-      // Checked before a token is spent: browsers refuse plain-http calls from an https page.
-      if (location.protocol === "https:" && config.endpoint_url.startsWith("http:")) { status.textContent = t("mixed_content"); return; }
+      // Checked before a token is spent, and again on the URL the token names (a relayed rig may have moved).
+      const early = mixedContent(config.endpoint_url, config.reachability);
+      if (early) { status.textContent = early; return; }
       status.textContent = t("getting_token");
       const messages = (system ? [{ role: "system", content: system }] : []).concat([{ role: "user", content: prompt }]);
       let issued, mine = null, body;
@@ -110,6 +118,9 @@
         }
       } catch (e) { status.textContent = t("errors.unknown", { code: "network", msg: String(e) }); return; }
 
+      if (!issued.node.endpoint_url) { status.textContent = t("no_endpoint"); return; }
+      const refused = mixedContent(issued.node.endpoint_url, issued.node.reachability);
+      if (refused) { status.textContent = refused; return; }
       const endpoint = issued.node.endpoint_url.replace(/\/+$/, "") + "/chat/completions";
       status.textContent = t("connecting");
       const started = performance.now();
