@@ -1,6 +1,7 @@
 """Tasting a relayed rig from the site in Chromium: the rig's agent listens on 127.0.0.1 only and its node has no
 public URL; its agent dials out to a live `luckrig-relay`, and the page's tasting panel reaches the rig through
-that relay (checked on the wire: the browser never calls the agent's own port)."""
+that relay (checked on the wire: the browser never calls the agent's own port). From an https page, a plain-http
+URL is refused before a token is spent, in words that say whose URL it is (the rig's, or its relay's)."""
 
 import re
 
@@ -8,7 +9,7 @@ import pytest
 import requests
 
 from tests.agents import AgentStarter, RelayStarter
-from tests.browser.conftest import RIG_DELAY, RIG_WORDS
+from tests.browser.conftest import RIG_DELAY, RIG_WORDS, allow_console_errors
 from tests.browser.test_site import texts_until, wait_for
 from tests.node_agent.fakes import FakeOpenAI
 
@@ -23,7 +24,7 @@ def relayed(site, tmp_path):
     registered without an endpoint_url, tastable through the relay. Afterwards the agent and the relay are
     stopped and the node deleted, so that the session's other pages do not list a rig that is gone."""
     relays, agents = RelayStarter(site, tmp_path), AgentStarter(site, tmp_path)
-    key = site.contributor("relayed-rig-owner")
+    key = site.contributor()
     agent = None
     with FakeOpenAI() as fake:
         fake.words, fake.delay = list(RIG_WORDS), RIG_DELAY
@@ -85,3 +86,49 @@ def test_a_relayed_rig_is_tasted_from_the_site_through_its_relay(site, relayed, 
     wait_for(lambda: site.node(agent.node_id)["community_timing"]["by_source"]["relay"] >= 1, timeout=15)
     page.reload()
     assert "measured by the relay that carried the tasting" in page.locator("[data-relay-samples]").inner_text()
+
+
+HTTPS_SITE = "https://luckrig.test"
+
+
+def serve_as_https(page, site) -> list[str]:
+    """Show `site` to `page` as if it were served at HTTPS_SITE behind a TLS proxy (a route forwards each request
+    with X-Forwarded-Proto: https, which the tracker trusts when DEBUG is off). Returns the POSTs the page made."""
+    posts = []
+
+    def forward(route):
+        request = route.request
+        if request.method == "POST":
+            posts.append(request.url)
+        headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
+        response = route.fetch(
+            url=site.base + request.url.removeprefix(HTTPS_SITE), headers=headers | {"x-forwarded-proto": "https"}
+        )
+        route.fulfill(response=response)
+
+    page.route(HTTPS_SITE + "/**", forward)
+    # Routes carry HTTP only: the live queue's websocket to the pretend host cannot connect, and says so.
+    allow_console_errors(page, r"WebSocket connection to 'wss://luckrig\.test/")
+    return posts
+
+
+def test_from_an_https_page_plain_http_urls_are_refused_in_words_that_fit_the_rig(site, rig, relayed, page):
+    _relay, agent = relayed
+    posts = serve_as_https(page, site)
+    # The relayed rig's relay is plain http here: the sentence is about the relay's address, not the rig.
+    page.goto(f"{HTTPS_SITE}/nodes/{agent.node_id}/")
+    assert page.evaluate("location.protocol") == "https:"
+    notice = page.locator("[data-mixed-content]").inner_text()
+    assert notice.startswith("This rig is tasted through its relay, and the relay's address is plain http")
+    page.fill("#taste-prompt", "hello")
+    page.check("[data-ack]")
+    page.click("[data-taste-go]")
+    page.locator("[data-taste-status]", has_text="the relay's address is plain http").wait_for()
+    # A direct rig at a plain-http URL: the rig's own endpoint is named.
+    page.goto(f"{HTTPS_SITE}/nodes/{rig.node_id}/")
+    assert page.locator("[data-mixed-content]").inner_text().startswith("This rig's endpoint is plain http")
+    page.fill("#taste-prompt", "hello")
+    page.check("[data-ack]")
+    page.click("[data-taste-go]")
+    page.locator("[data-taste-status]", has_text="This rig's endpoint is plain http").wait_for()
+    assert not [url for url in posts if "/api/tokens" in url], "a token was spent on a rig the page cannot call"
