@@ -428,7 +428,7 @@ class TokenCreateApi(APIView):
                 "node_public_key_fingerprint": node.node_public_key_fingerprint,
                 "user_public_key_fingerprint": issued.user_public_key_fingerprint,
                 "node": public_node_of(node),
-                "caveat": tasting.PUBLIC_KEY_CAVEAT if issued.crypto_mode == "public-key" else tasting.CAVEAT,
+                "caveat": tasting.caveat(crypto_mode=issued.crypto_mode, reachability=issued.node.reachability),
             },
             status=201,
         )

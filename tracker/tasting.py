@@ -32,6 +32,25 @@ PUBLIC_KEY_CAVEAT = (
     "tracker never see them, but the node operator can read them inside the agent. Check the node key "
     "fingerprint out of band; otherwise the tracker could swap keys."
 )
+RELAYED_CAVEAT = (
+    "Plain mode is TLS to the relay that carries this rig, plus the promises of the node operator and the relay "
+    "operator not to log: both can read your prompt and the answer. Public-key mode keeps them out of the relay, "
+    "ordinary logs and proxies, but the node still decrypts them."
+)
+RELAYED_PUBLIC_KEY_CAVEAT = (
+    "Public-key mode: your prompt and the answer travel encrypted to this node's key, so the relay that carries "
+    "this rig, proxies and the tracker never see them (the relay sees their sizes and timing), but the node "
+    "operator can read them inside the agent. Check the node key fingerprint out of band; otherwise the tracker "
+    "could swap keys."
+)
+
+
+def caveat(*, crypto_mode: str, reachability: str) -> str:
+    """What a taster should know about who can read the tasting, said plainly (never "end-to-end")."""
+    relayed = reachability == "relayed"
+    if crypto_mode == "public-key":
+        return RELAYED_PUBLIC_KEY_CAVEAT if relayed else PUBLIC_KEY_CAVEAT
+    return RELAYED_CAVEAT if relayed else CAVEAT
 
 
 @dataclass

@@ -684,3 +684,15 @@ def test_metrics_count_live_relays(api, two_relays):
 
 def test_the_service_refuses_a_removed_relay_quietly():
     assert relays.remove_relay(relay_id="nobody") is None
+
+
+def test_a_relayed_rigs_token_caveat_says_the_relay_can_read_plain_mode_too(api, relayed, live_node):
+    node_id, _ = relayed
+    status, body = api.post("/api/tokens", {"node_id": node_id})
+    assert status == 201
+    assert "relay" in body["caveat"] and "can read your prompt" in body["caveat"]
+    # A direct rig's caveat names its operator only.
+    status, direct = api.post("/api/tokens", {"node_id": live_node[0].id}, REMOTE_ADDR="192.0.2.77")
+    assert status == 201 and "relay" not in direct["caveat"]
+    for text in (body["caveat"], direct["caveat"]):
+        assert "end-to-end" not in text and "safe" not in text
