@@ -142,13 +142,13 @@ async def blocked_taster(url: str, tok: str, body: dict, relay_pid: int, stall: 
         await asyncio.sleep(1)
         peak = max(peak, rss_mb(relay_pid))
         if writer.transport.is_closing() or reader.at_eof():
-            closed_after = time.monotonic() - started
+            closed_after = round(time.monotonic() - started, 1)
             break
         # Peek without reading: is the connection still open? A closed one shows EOF once the buffer is consumed,
         # so check the relay's own count instead.
         metrics = requests.get(url.split("/n/")[0] + "/metrics", timeout=5).text
         if 'ended="stalled"' in metrics:
-            closed_after = time.monotonic() - started
+            closed_after = round(time.monotonic() - started, 1)
             break
     writer.close()
     return {"rss_before_mb": before, "rss_peak_mb": peak, "cancelled_after_sec": closed_after}

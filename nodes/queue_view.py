@@ -24,6 +24,8 @@ def message(node: Node) -> dict:
     return {
         "type": "queue",
         "node_id": node.id,
+        # The node's liveness too: a relayed rig whose tunnel drops turns unavailable without a queue change.
+        "status": node.status,
         "active": node.queue_active,
         "waiting": node.queue_waiting,
         "max_active": node.queue_max_active,
@@ -41,6 +43,7 @@ def text(node: Node) -> str:
 # Enough to build a node's message, and no more: the all-nodes snapshot may read thousands of rows.
 MESSAGE_FIELDS = (
     "id",
+    "status",
     "visibility",
     "taken_down_at",
     "banned_until",

@@ -18,6 +18,7 @@ FLAGS = [
     ("--host", str, "address to listen on (default 127.0.0.1; behind nginx, keep it local)"),
     ("--port", int, "port to listen on (default 8789)"),
     ("--public-url", str, "the base URL tasters and agents use (default http://HOST:PORT)"),
+    ("--issuer", str, "the tracker's SITE_URL, when --tracker is another address for it (default: --tracker)"),
     ("--state-dir", str, "where the tracker's public keys are cached (default ~/.cache/luckrig-relay)"),
     ("--max-body-bytes", int, "largest request body a taster may send (default 1 MiB)"),
     ("--rate-per-min", int, "requests a minute per client address on /n/ paths (default 600)"),

@@ -15,6 +15,9 @@ class RelayConfig:
     host: str = "127.0.0.1"
     port: int = 8789
     public_url: str = ""  # default http://HOST:PORT
+    # The `iss` that tokens and tickets carry: the tracker's SITE_URL. Default: --tracker, which is right unless the
+    # relay reaches the tracker by another address (an internal one, behind the public name).
+    issuer: str = ""
     # Tracker keys are cached here, so that a relay restarted while the tracker is down still verifies tokens.
     state_dir: str = field(default_factory=lambda: str(Path.home() / ".cache" / "luckrig-relay"))
     max_body_bytes: int = 1024 * 1024  # a taster's request body (the agent's own default cap)

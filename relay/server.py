@@ -45,7 +45,7 @@ class Relay:
     def __init__(self, config: RelayConfig):
         self.config = config
         self.version = __version__
-        self.keys = Keys(config.tracker)
+        self.keys = Keys(config.issuer or config.tracker)
         self.registry = Registry()
         self.metrics = Metrics()
         self.limiter = limits.RateLimiter(config.rate_per_min, config.rate_burst)

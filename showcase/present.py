@@ -201,6 +201,8 @@ def js_strings() -> dict:
         "generating": _("generating"),
         "status_available": STATUS_LABELS["available"],
         "status_busy": STATUS_LABELS["busy"],
+        "status_unavailable": STATUS_LABELS["unavailable"],
+        "status_unknown": STATUS_LABELS["unknown"],
         "waiting": _("waiting"),
         "position": _("position %(n)s"),
         "eta": _("about %(s)s s for a new taster"),

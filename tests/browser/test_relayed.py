@@ -87,6 +87,15 @@ def test_a_relayed_rig_is_tasted_from_the_site_through_its_relay(site, relayed, 
     page.reload()
     assert "measured by the relay that carried the tasting" in page.locator("[data-relay-samples]").inner_text()
 
+    # The agent dies: its relay tells the tracker at once, and the open page's pill turns "unavailable" live
+    # (the queue stream carries the status), without a reload.
+    pill = page.locator("h1 [data-status]")
+    page.locator("[data-live-state]", has_text="live").first.wait_for()
+    assert pill.inner_text() == "available"
+    agent.proc.kill()
+    page.locator("h1 [data-status].status-unavailable").wait_for(timeout=15_000)
+    assert pill.inner_text() == "unavailable"
+
 
 HTTPS_SITE = "https://luckrig.test"
 

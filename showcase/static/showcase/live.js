@@ -39,13 +39,15 @@
     });
   }
 
-  // A serving rig is busy while every slot generates, available otherwise; other states (unavailable,
-  // unknown) come from the tracker's liveness rules, which the queue stream does not carry.
+  // The pill follows the tracker's status (its liveness rules: a relayed rig whose tunnel drops turns
+  // unavailable at once); a serving rig is busy while every slot generates, available otherwise.
+  const STATUSES = ["available", "busy", "unavailable", "unknown"];
   function setPill(root, m) {
     root.querySelectorAll("[data-status]").forEach((pill) => {
-      const was = pill.classList.contains("status-busy") ? "busy" : pill.classList.contains("status-available") ? "available" : null;
-      if (!was || !m.max_active) return;
-      const now = m.active >= m.max_active ? "busy" : "available";
+      const was = STATUSES.find((s) => pill.classList.contains("status-" + s));
+      if (!was) return;
+      let now = STATUSES.includes(m.status) ? m.status : was;
+      if ((now === "available" || now === "busy") && m.max_active) now = m.active >= m.max_active ? "busy" : "available";
       if (now === was) return;
       pill.classList.replace("status-" + was, "status-" + now);
       pill.textContent = t("status_" + now);
