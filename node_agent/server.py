@@ -177,7 +177,7 @@ class Agent:
                 # Published so that tasters can check the key out of band (POST /api/fingerprint/verify).
                 "node_public_key_fingerprint": self.fingerprint,
                 # How tasters reach this rig: direct, or relayed (and whether the tunnel is open right now).
-                "reachability": self.tunnel.status if self.tunnel is not None else {"reachability": "direct"},
+                "reachability": self.tunnel.status if self.tunnel is not None else {"relay": "off"},
             }
         )
 

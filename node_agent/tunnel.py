@@ -239,6 +239,8 @@ class TunnelClient:
         """For /health and `luckrig-node status`: where tasters reach this rig, and whether the tunnel is up."""
         if self.relayed is False:
             return {"reachability": "direct"}
+        if self.relayed is None:  # the tracker has not said yet (or cannot be reached)
+            return {"reachability": "unknown"}
         up = self.current is not None and not self.current.ws.closed
         return {
             "reachability": "relayed",

@@ -61,9 +61,7 @@ def test_two_daphnes_two_relays_postgres_and_redis_agree_on_relayed_rigs(tmp_pat
                 token = requests.post(f"{b}/api/tokens", json={"node_id": on_two}, timeout=10).json()["token"]
                 stream = openai.OpenAI(base_url=agent.v1, api_key=token, max_retries=0, timeout=30)
                 chunks = list(
-                    stream.chat.completions.create(
-                        model="x", messages=[{"role": "user", "content": "hi"}], stream=True
-                    )
+                    stream.chat.completions.create(model="x", messages=[{"role": "user", "content": "hi"}], stream=True)
                 )
                 assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == fake.text()
 

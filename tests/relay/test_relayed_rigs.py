@@ -72,7 +72,14 @@ def test_a_relayed_rig_is_tasted_through_its_relay_as_if_direct(tracker, start_r
     assert direct["reachability"] == {"reachability": "relayed", "tunnel": "open", "relay_id": relay.relay_id}
     assert through.headers["Access-Control-Allow-Origin"] == "*"
     # The agent's refusals arrive as the agent words them (the relay refuses this one before the tunnel).
-    other = tracker.token(start_agent(fake_upstream.base).node_id)["token"]
+    direct = start_agent(fake_upstream.base)
+    eventually(
+        lambda: requests.get(direct.base + "/health", timeout=2).json()["reachability"] == {"reachability": "direct"},
+        10,
+    )
+    off = start_agent(fake_upstream.base, relay="off")
+    assert requests.get(off.base + "/health", timeout=2).json()["reachability"] == {"relay": "off"}
+    other = tracker.token(direct.node_id)["token"]
     r = requests.post(
         agent.v1 + "/chat/completions", json={"messages": []}, headers={"Authorization": f"Bearer {other}"}, timeout=5
     )
