@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 
 import aiohttp
+import jwt
 
 from node_agent import frames
 
@@ -29,6 +30,8 @@ log = logging.getLogger("luckrig.agent.tunnel")
 FORWARD_REQUEST_HEADERS = frozenset({"authorization", "content-type", "accept"})
 DROP_RESPONSE_HEADERS = frozenset({"connection", "keep-alive", "transfer-encoding", "date", "server"})
 RENEW_BEFORE_SEC = 180  # a fresh ticket this long before the current one expires
+MAX_STREAMS = 256  # open streams per tunnel (the relay's own cap): a hostile relay cannot open more
+MAX_RECEIVING_BYTES = 16 * 1024 * 1024  # request bodies still arriving, all streams together
 DRAIN_OLD_TUNNEL_SEC = 60  # after moving to another relay, streams on the old tunnel get this long to finish
 
 
@@ -89,7 +92,9 @@ class LocalStream:
                 for frame in frames.data_frames(self.id, data):
                     await send(frame)
             await send(frames.encode(frames.END, self.id))
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever failed, the relay must hear that this stream is over
             log.warning("tunnel stream %d: the local agent did not answer (%s)", self.id, type(exc).__name__)
             with contextlib.suppress(Exception):
                 await send(
@@ -116,6 +121,9 @@ class TunnelConnection:
         self.receiving: dict[int, LocalStream] = {}  # streams whose request body is still arriving
         self.last_id = 0
         self.hello: dict | None = None
+        self.hello_seen = asyncio.Event()
+        self.goaway = asyncio.Event()  # this relay is draining (its own flag: an old tunnel's GOAWAY is not ours)
+        self.receiving_bytes = 0
 
     async def send(self, frame: bytes) -> None:
         # Uncompressed frames are written in one go by aiohttp, so streams may send concurrently; the await is
@@ -128,6 +136,9 @@ class TunnelConnection:
             if sid <= self.last_id or sid in self.streams:
                 raise frames.FrameError("stream ids must grow")
             self.last_id = sid
+            if len(self.streams) >= MAX_STREAMS:
+                self.refuse(sid, "too_many_streams", "This rig has too many open requests through the relay.")
+                return
             try:
                 head = frames.RequestHead.parse(frame.payload)
             except frames.FrameError:
@@ -141,17 +152,19 @@ class TunnelConnection:
             if stream is None:
                 return  # late data for a stream already cancelled or answered
             stream.body += frame.payload
-            if len(stream.body) > self.client.max_body_bytes:
-                # The agent's own server would answer 413; the body is not kept growing to find that out.
-                self.receiving.pop(sid, None)
+            self.receiving_bytes += len(frame.payload)
+            if len(stream.body) > self.client.max_body_bytes or self.receiving_bytes > MAX_RECEIVING_BYTES:
+                # The agent's own server would answer 413; the body is not kept growing to find that out (nor
+                # are many half-sent bodies, which a hostile relay could send to fill this machine's memory).
+                self.forget_body(sid)
                 self.streams.pop(sid, None)
                 self.refuse(sid, "body_too_large", "The request body is too large.")
         elif kind == frames.END:
-            stream = self.receiving.pop(sid, None)
+            stream = self.forget_body(sid)
             if stream is not None:
                 stream.task = asyncio.ensure_future(stream.run())
         elif kind == frames.CANCEL:
-            self.receiving.pop(sid, None)
+            self.forget_body(sid)
             stream = self.streams.pop(sid, None)
             if stream is not None and stream.task is not None:
                 stream.task.cancel()
@@ -165,10 +178,17 @@ class TunnelConnection:
                 stream.flowing.set()
         elif kind == frames.HELLO:
             self.hello = frame.json()
+            self.hello_seen.set()
         elif kind == frames.GOAWAY:
-            self.client.goaway.set()
+            self.goaway.set()
         else:
             raise frames.FrameError(f"a relay may not send {frames.NAMES[kind]}")
+
+    def forget_body(self, sid: int) -> "LocalStream | None":
+        stream = self.receiving.pop(sid, None)
+        if stream is not None:
+            self.receiving_bytes -= len(stream.body)
+        return stream
 
     def refuse(self, sid: int, code: str, message: str) -> None:
         task = asyncio.ensure_future(
@@ -231,8 +251,8 @@ class TunnelClient:
         self.max_body_bytes = max_body_bytes
         self.current: TunnelConnection | None = None
         self.relayed: bool | None = None  # None until the tracker has said
-        self.goaway = asyncio.Event()
         self.last_close_code: int | None = None
+        self._draining: set[asyncio.Task] = set()
 
     @property
     def status(self) -> dict:
@@ -261,30 +281,39 @@ class TunnelClient:
             timeout=aiohttp.ClientTimeout(total=15),
         ) as resp:
             doc = await resp.json(content_type=None)
-            code = doc.get("code") if isinstance(doc, dict) else None
+            if not isinstance(doc, dict):
+                raise ValueError("the tracker's answer is not a JSON object")
+            code = doc.get("code")
             if resp.status == 409 and code == "not_relayed":
                 raise NotRelayed()
             if resp.status in (401, 403, 404):
                 raise TicketRefused(f"HTTP {resp.status} {code}")
             if resp.status != 200:
                 raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status, message=str(code))
-        issued = time.time()
-        # The lifetime the tracker gave, applied to our clock: a skewed clock must not make us renew too late.
-        lifetime = max(60.0, float(doc.get("expires_in_sec") or _lifetime(doc.get("expires_at"), issued)))
+        ticket = str(doc["ticket"])
+        # The ticket's own lifetime (exp - iat), applied to our clock: comparing the tracker's absolute times with
+        # ours would renew too late (or every few seconds) on a machine whose clock is off.
+        claims = jwt.decode(ticket, options={"verify_signature": False})
+        lifetime = float(claims["exp"]) - float(claims["iat"])
+        if not 60 <= lifetime <= 86400:
+            raise ValueError("the ticket's lifetime is implausible")
         return Ticket(
             relay_id=str(doc["relay_id"]),
             relay_url=str(doc["relay_url"]),
             tunnel_url=str(doc["tunnel_url"]),
-            ticket=str(doc["ticket"]),
-            expires_at=issued + lifetime,
+            ticket=ticket,
+            expires_at=time.time() + lifetime,
         )
 
     # --- the loop ---------------------------------------------------------------------------------------
 
     async def run(self) -> None:
+        """Forever: hold a tunnel to the relay the tracker names. Nothing ends this loop but a cancellation: an
+        unexpected error is logged and retried with backoff, so that a rig never silently stops being reachable."""
         backoff = 1.0
         unreachable: str | None = None
         ticket: Ticket | None = None
+        previous: TunnelConnection | None = None  # an old tunnel to drain once the new one is accepted
         while True:
             try:
                 if ticket is None or ticket.expires_at - time.time() < RENEW_BEFORE_SEC:
@@ -301,7 +330,7 @@ class TunnelClient:
                 ticket = None
                 await asyncio.sleep(60 + random.uniform(0, 10))
                 continue
-            except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError, OSError) as exc:
+            except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError, OSError, jwt.PyJWTError) as exc:
                 log.warning("no tunnel ticket (%s); retrying in %.0f s", type(exc).__name__, backoff)
                 await asyncio.sleep(backoff + random.uniform(0, backoff * 0.3))
                 backoff = min(backoff * 2, 60.0)
@@ -315,7 +344,7 @@ class TunnelClient:
                     compress=0,
                     timeout=aiohttp.ClientWSTimeout(ws_close=5),
                 )
-            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
                 log.warning(
                     "could not reach relay %s (%s); retrying in %.0f s", ticket.relay_id, type(exc).__name__, backoff
                 )
@@ -325,7 +354,15 @@ class TunnelClient:
                 continue
             unreachable = None
             opened = time.monotonic()
-            ticket = await self._serve(ws, ticket)
+            try:
+                ticket, previous = await self._serve(ws, ticket, previous)
+            except asyncio.CancelledError:
+                await ws.close()
+                raise
+            except Exception:  # noqa: BLE001 - logged with its traceback, then the loop goes on
+                log.exception("the tunnel failed unexpectedly; reconnecting")
+                await ws.close()
+                ticket = None
             if time.monotonic() - opened > 30:
                 backoff = 1.0  # it was a working tunnel: reconnect promptly
             code = self.last_close_code
@@ -335,44 +372,66 @@ class TunnelClient:
             elif code == frames.CLOSE_REFUSED:
                 log.warning("the relay refused the tunnel ticket (4401); fetching a new one")
                 ticket = None
-            if ticket is not None and ticket.expires_at - time.time() > RENEW_BEFORE_SEC and code is None:
-                continue  # moved to another relay with a fresh ticket in hand: dial it at once
+            if ticket is not None and previous is not None:
+                continue  # moving to another relay with a fresh ticket in hand: dial it at once
             await asyncio.sleep(backoff + random.uniform(0, backoff * 0.3))
             backoff = min(backoff * 2, 60.0)
 
-    async def _serve(self, ws: aiohttp.ClientWebSocketResponse, ticket: Ticket) -> Ticket | None:
-        """Serve one tunnel until it closes. Returns the ticket to dial next (None: fetch one)."""
+    async def _serve(
+        self, ws: aiohttp.ClientWebSocketResponse, ticket: Ticket, previous: "TunnelConnection | None"
+    ) -> tuple[Ticket | None, "TunnelConnection | None"]:
+        """Serve one tunnel until it closes or the node moves. Returns (the ticket to dial next, the tunnel to drain
+        once the next one is accepted): (None, None) after a plain close, so that a fresh ticket is fetched."""
         connection = TunnelConnection(self, ws, ticket)
-        self.current = connection
-        self.goaway.clear()
         self.last_close_code = None
         reader = asyncio.ensure_future(connection.serve())
+        # The old tunnel (after a move) is drained only once this relay has said HELLO: if the new relay cannot
+        # take the node, the old one goes on serving meanwhile.
+        hello = asyncio.ensure_future(connection.hello_seen.wait())
+        await asyncio.wait({reader, hello}, timeout=15, return_when=asyncio.FIRST_COMPLETED)
+        hello.cancel()
+        if not connection.hello_seen.is_set():
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+            self.last_close_code = ws.close_code if ws.close_code not in (1000, 1001, 1006, None) else None
+            log.warning("relay %s did not accept the tunnel (code %s)", ticket.relay_id, ws.close_code)
+            await ws.close()
+            return None, previous
+        if previous is not None:
+            self._drain_later(previous)
+        self.current = connection
         log.info(
             "tunnel open to relay %s: tasters reach this rig at %s/n/%s/v1",
             ticket.relay_id,
             ticket.taster_url,
             self.node_id,
         )
-        next_ticket: Ticket | None = None
         try:
             while not reader.done():
                 renew_in = max(5.0, ticket.expires_at - time.time() - RENEW_BEFORE_SEC)
-                goaway = asyncio.ensure_future(self.goaway.wait())
+                goaway = asyncio.ensure_future(connection.goaway.wait())
                 done, _ = await asyncio.wait({reader, goaway}, timeout=renew_in, return_when=asyncio.FIRST_COMPLETED)
                 goaway.cancel()
                 if reader in done:
                     break
                 if goaway in done:
                     log.info("relay %s is draining (GOAWAY); moving", ticket.relay_id)
-                    with contextlib.suppress(
-                        aiohttp.ClientError, TimeoutError, ValueError, KeyError, NotRelayed, TicketRefused
-                    ):
-                        next_ticket = await self.fetch_ticket(unreachable=ticket.relay_id)
-                    asyncio.ensure_future(connection.drain())
-                    break
+                    try:
+                        return await self.fetch_ticket(unreachable=ticket.relay_id), connection
+                    except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError, OSError,
+                            jwt.PyJWTError, NotRelayed, TicketRefused):  # fmt: skip
+                        return None, connection
                 try:
                     fresh = await self.fetch_ticket()
-                except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError) as exc:
+                except (
+                    aiohttp.ClientError,
+                    TimeoutError,
+                    ValueError,
+                    KeyError,
+                    TypeError,
+                    OSError,
+                    jwt.PyJWTError,
+                ) as exc:
                     # The tracker is down: the tunnel keeps serving on the ticket it has; retry soon.
                     log.warning(
                         "could not renew the tunnel ticket (%s); the open tunnel keeps serving", type(exc).__name__
@@ -381,35 +440,26 @@ class TunnelClient:
                     continue
                 except (NotRelayed, TicketRefused) as exc:
                     log.warning("the tracker no longer issues tunnel tickets for this node (%s)", type(exc).__name__)
-                    asyncio.ensure_future(connection.drain())
-                    break
+                    self._drain_later(connection)
+                    return None, None
                 if fresh.relay_id == ticket.relay_id:
-                    await connection.send(frames.encode(frames.TICKET, 0, fresh.ticket.encode()))
+                    try:
+                        await connection.send(frames.encode(frames.TICKET, 0, fresh.ticket.encode()))
+                    except (aiohttp.ClientError, ConnectionError, RuntimeError):
+                        break  # the tunnel closed meanwhile: the reader ends, and the loop dials again
                     connection.ticket = ticket = fresh
                 else:
                     log.info("the tracker moved this node from relay %s to %s", ticket.relay_id, fresh.relay_id)
-                    next_ticket = fresh
-                    asyncio.ensure_future(connection.drain())
-                    break
-            else:
-                pass
+                    return fresh, connection
+            await asyncio.gather(reader, return_exceptions=True)
+            self.last_close_code = ws.close_code if ws.close_code not in (1000, 1001, 1006, None) else None
+            log.info("tunnel to relay %s closed (code %s)", ticket.relay_id, ws.close_code)
+            return None, None
         finally:
-            if reader.done():
-                self.last_close_code = ws.close_code if ws.close_code not in (1000, 1001, 1006, None) else None
-                log.info("tunnel to relay %s closed (code %s)", ticket.relay_id, ws.close_code)
             if self.current is connection and reader.done():
                 self.current = None
-        if not reader.done():
-            # Draining the old tunnel in the background; its reader finishes when it closes.
-            reader.add_done_callback(lambda t: t.cancelled() or t.exception())
-        return next_ticket
 
-
-def _lifetime(expires_at, issued: float) -> float:
-    """Seconds left on a ticket whose `expires_at` is an ISO 8601 UTC time (by the tracker's clock)."""
-    from datetime import datetime
-
-    try:
-        return datetime.fromisoformat(str(expires_at).replace("Z", "+00:00")).timestamp() - issued
-    except ValueError:
-        return 600.0
+    def _drain_later(self, connection: TunnelConnection) -> None:
+        task = asyncio.ensure_future(connection.drain())
+        self._draining.add(task)
+        task.add_done_callback(self._draining.discard)

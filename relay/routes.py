@@ -26,11 +26,21 @@ AGENT_PATHS = {
     "health": ("GET", "/health"),
 }
 CHAT_TAILS = ("v1/chat/completions", "chat/completions")
+# The agent sends its head with the first queue comment or the first chunk of the answer; a rig that stays
+# silent this long (its own upstream timeout is shorter by default) is given up on.
+HEAD_TIMEOUT_SEC = 600
 # What a taster's request carries to the agent: the credential and the body's type. Nothing else (no cookies, no
 # addresses: the agent needs neither).
 FORWARD_REQUEST_HEADERS = ("Authorization", "Content-Type", "Accept")
-# Hop-by-hop and server-owned headers are the relay's own; everything else in the agent's answer passes through.
-DROP_RESPONSE_HEADERS = frozenset({"connection", "keep-alive", "transfer-encoding", "date", "server", "upgrade"})
+# What an agent's answer may carry to a taster: the headers the agent really sends, and nothing a hostile agent
+# could use against the relay's origin (Set-Cookie, Location, Refresh, a CSP of its own...). CORS headers are the
+# relay's own (cors.add_cors_headers), as are the security headers below.
+PASS_RESPONSE_HEADERS = frozenset(
+    {"content-type", "content-length", "cache-control", "retry-after", "www-authenticate", "x-accel-buffering"}
+)
+SAFE_CONTENT_TYPES = ("application/json", "text/event-stream", "text/plain")
+# Added to everything the relay serves: its origin hosts answers written by strangers' agents, never pages.
+SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "default-src 'none'; sandbox"}
 SSE_ERROR_TAIL = b"data: [DONE]\n\n"
 
 
@@ -43,6 +53,22 @@ def rendezvous_pick(node_id: str, relay_ids) -> str | None:
         if score > best_score:
             best, best_score = relay_id, score
     return best
+
+
+def vetted_headers(head: frames.ResponseHead) -> list[tuple[str, str]]:
+    """The agent's response head as the taster may see it; StreamClosed for an answer no agent gives (a redirect,
+    an informational status, an HTML page)."""
+    if not 200 <= head.status <= 599 or 300 <= head.status <= 399:
+        raise StreamClosed("upstream_error", f"The rig's agent answered with status {head.status}.")
+    out = []
+    for name, value in head.headers:
+        lower = name.lower()
+        if lower not in PASS_RESPONSE_HEADERS:
+            continue
+        if lower == "content-type" and not value.lower().startswith(SAFE_CONTENT_TYPES):
+            raise StreamClosed("upstream_error", "The rig's agent answered with a content type it never sends.")
+        out.append((name, value))
+    return out
 
 
 def sse_error(code: str, message: str) -> bytes:
@@ -116,19 +142,23 @@ class Routes:
         response = None
         ended = "done"
         sse = False
-        last_byte = b"\n"
+        last_bytes = b"\n\n"
         try:
             try:
-                head = await stream.head
-            except StreamClosed as exc:
+                head = await asyncio.wait_for(asyncio.shield(stream.head), HEAD_TIMEOUT_SEC)
+                headers = vetted_headers(head)
+            except (StreamClosed, TimeoutError) as exc:
+                if isinstance(exc, TimeoutError):
+                    exc = StreamClosed("upstream_unavailable", "The rig's agent did not answer in time.")
                 ended = "tunnel_lost" if exc.code == "tunnel_lost" else "error"
-                status = 413 if exc.code == "body_too_large" else 503
-                code = exc.code if exc.code == "body_too_large" else "upstream_unavailable"
-                raise AgentError(status, code, exc.message or "The rig could not be reached.") from exc
+                if exc.code == "body_too_large":
+                    raise AgentError(413, "body_too_large", exc.message) from exc
+                if exc.code == "upstream_error":
+                    raise AgentError(502, "upstream_error", exc.message) from exc
+                raise AgentError(503, "upstream_unavailable", exc.message or "The rig could not be reached.") from exc
             response = web.StreamResponse(status=head.status)
-            for name, value in head.headers:
-                if name.lower() not in DROP_RESPONSE_HEADERS:
-                    response.headers.add(name, value)
+            for name, value in headers:
+                response.headers.add(name, value)
             sse = response.headers.get("Content-Type", "").startswith("text/event-stream")
             if witness is not None:
                 witness.status = head.status
@@ -144,8 +174,12 @@ class Routes:
                     ended = "tunnel_lost" if exc.code == "tunnel_lost" else "error"
                     if sse:
                         # An event cut in half is closed first, so that the error is an event of its own.
-                        prefix = b"" if last_byte == b"\n" else b"\n\n"
+                        prefix = b"" if last_bytes == b"\n\n" else b"\n" if last_bytes[-1:] == b"\n" else b"\n\n"
                         await response.write(prefix + sse_error("upstream_unavailable", exc.message))
+                    elif request.transport is not None:
+                        # A JSON answer cut short cannot be finished: the connection is dropped, so that the taster
+                        # sees a failure rather than a short body that looks whole.
+                        request.transport.abort()
                     break
                 if data is None:
                     await response.write_eof()
@@ -153,7 +187,7 @@ class Routes:
                 if witness is not None:
                     witness.saw(data)
                 relay.metrics.bytes_out += len(data)
-                last_byte = bytes(data[-1:])
+                last_bytes = (last_bytes + bytes(data[-2:]))[-2:]
                 try:
                     await asyncio.wait_for(response.write(data), stall)
                 except TimeoutError:

@@ -18,7 +18,7 @@ from node_agent.errors import AgentError
 from relay import __version__, limits
 from relay.auth import Keys
 from relay.config import RelayConfig
-from relay.routes import Routes
+from relay.routes import SECURITY_HEADERS, Routes
 from relay.tracker_link import TrackerLink
 from relay.tunnels import Registry, Tunnel
 
@@ -27,6 +27,8 @@ log = logging.getLogger("luckrig.relay")
 RELAY = web.AppKey("relay", object)
 DRAIN_SEC = 10.0
 TICKET_LEEWAY_SEC = 30
+OUTAGE_RECHECK_SEC = 30
+OUTAGE_RENEW_GRACE_SEC = 60
 
 
 class Metrics:
@@ -54,6 +56,7 @@ class Relay:
         self.link: TrackerLink | None = None
         self.routes = Routes(self)
         self._tasks: list[asyncio.Task] = []
+        self._spare: set[asyncio.Task] = set()
 
     def client_key(self, request: web.Request) -> str:
         return limits.client_key(request.remote, request.headers.get("X-Forwarded-For"), self.trusted)
@@ -120,7 +123,8 @@ class Relay:
         if old is not None:
             log.info("node %s: a newer tunnel replaces the open one", ticket.node_id)
             old.lost("tunnel_lost", "The rig's agent reconnected; this request was cut.")
-            await old.close(frames.CLOSE_REPLACED, "replaced by a newer tunnel for this node")
+            # In the background: a dead old peer must not hold up the new tunnel for aiohttp's close timeout.
+            self._background(old.close(frames.CLOSE_REPLACED, "replaced by a newer tunnel for this node"))
         log.info("node %s: tunnel open", ticket.node_id)
         self.link.tunnels_changed()
         tunnel.send_soon(
@@ -141,7 +145,8 @@ class Relay:
         try:
             async for msg in ws:
                 if msg.type == aiohttp.WSMsgType.ERROR:
-                    log.warning("node %s: tunnel error (%s: %s)", tunnel.node_id, type(ws.exception()).__name__, ws.exception())
+                    error = ws.exception()
+                    log.warning("node %s: tunnel error (%s: %s)", tunnel.node_id, type(error).__name__, error)
                     break
                 if msg.type != aiohttp.WSMsgType.BINARY:
                     await tunnel.close(frames.CLOSE_PROTOCOL, "binary frames only")
@@ -179,13 +184,26 @@ class Relay:
 
     async def _expire(self, tunnel: Tunnel) -> None:
         """A tunnel lives as long as its ticket: an agent that stops renewing (its node taken down, its secret
-        revoked) loses the tunnel when the last ticket runs out."""
+        revoked) loses the tunnel when the last ticket runs out. Except while the tracker is down: then nobody can
+        renew, and nothing can have been revoked since, so the tunnel is kept until the tracker is back and its
+        agent has had a minute to renew."""
         while True:
             left = tunnel.ticket_exp + TICKET_LEEWAY_SEC - time.time()
             if left <= 0:
+                if self.link.tracker_down():
+                    await asyncio.sleep(OUTAGE_RECHECK_SEC)
+                    continue
+                if self.link.tracker_back_for() < OUTAGE_RENEW_GRACE_SEC:
+                    await asyncio.sleep(OUTAGE_RENEW_GRACE_SEC - self.link.tracker_back_for())
+                    continue
                 await tunnel.close(frames.CLOSE_TICKET_EXPIRED, "tunnel ticket expired")
                 return
             await asyncio.sleep(left)
+
+    def _background(self, coro) -> None:
+        task = asyncio.ensure_future(coro)
+        self._spare.add(task)
+        task.add_done_callback(self._spare.discard)
 
     # --- health and metrics -----------------------------------------------------------------------------
 
@@ -212,6 +230,10 @@ class Relay:
             len(self.link.pending) if self.link else 0
         )
         return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers.update(SECURITY_HEADERS)
 
 
 def make_errors_middleware(relay: Relay):
@@ -246,6 +268,7 @@ def build_app(config: RelayConfig) -> web.Application:
     app.router.add_route("*", r"/n/{node_id:[A-Za-z0-9_-]{1,64}}/{tail:.+}", relay.routes.proxy)
     # The tasting panel calls the relay from the tracker's origin, exactly as it calls a direct agent.
     app.on_response_prepare.append(cors.add_cors_headers)
+    app.on_response_prepare.append(add_security_headers)
     return app
 
 

@@ -34,6 +34,8 @@ class TrackerLink:
         self.relays: dict[str, str] = {}  # live relay id → public URL, from the last heartbeat answer
         self.draining = False
         self.last_heartbeat_ok: float | None = None
+        self.down_since: float | None = None  # the first failed heartbeat of the current outage
+        self.back_since = 0.0  # the first good heartbeat after the last outage (0: there was none)
         self._last_refresh = 0.0
         self._report_wakeup = asyncio.Event()
         self._tunnels_changed = asyncio.Event()
@@ -110,11 +112,11 @@ class TrackerLink:
             ) as resp:
                 if resp.status != 200:
                     log.warning("heartbeat refused: HTTP %s", resp.status)
-                    return False
+                    return self._failed()
                 answer = await resp.json()
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             log.warning("heartbeat failed (%s)", type(exc).__name__)
-            return False
+            return self._failed()
         relays = answer.get("relays") if isinstance(answer, dict) else None
         if isinstance(relays, list):
             self.relays = {
@@ -123,7 +125,21 @@ class TrackerLink:
                 if isinstance(r, dict) and r.get("relay_id") and r.get("public_url")
             }
         self.last_heartbeat_ok = time.time()
+        if self.down_since is not None:
+            self.down_since, self.back_since = None, time.time()
         return True
+
+    def _failed(self) -> bool:
+        if self.down_since is None:
+            self.down_since = time.time()
+        return False
+
+    def tracker_down(self) -> bool:
+        """The tracker has not answered a heartbeat for a while (a blip of one failed beat does not count)."""
+        return self.down_since is not None and time.time() - self.down_since > 2 * self.config.heartbeat_interval
+
+    def tracker_back_for(self) -> float:
+        return time.time() - self.back_since if self.down_since is None else 0.0
 
     def tunnels_changed(self) -> None:
         """A tunnel opened or closed: tell the tracker now rather than at the next beat, so that a rig is tokenable

@@ -18,6 +18,10 @@ from node_agent import frames
 log = logging.getLogger("luckrig.relay.tunnels")
 
 MAX_STREAMS_PER_TUNNEL = 256  # the agent's queue is far shorter; this only bounds a misbehaving relay client
+# Frames waiting to go to the agent (request bodies, mostly): above this no new stream is opened, and an agent that
+# reads nothing for SEND_TIMEOUT_SEC loses its tunnel, so that a stalled agent cannot make the relay hoard bodies.
+OUTBOX_CAP_BYTES = 8 * 1024 * 1024
+SEND_TIMEOUT_SEC = 30.0
 
 
 class StreamClosed(Exception):
@@ -82,6 +86,9 @@ class Stream:
         self._wake()
 
     def on_end(self) -> None:
+        if not self.head.done():
+            self.reset("upstream_error", "The rig's agent ended the stream without an answer.")
+            return
         self.ended = True
         self._wake()
 
@@ -134,6 +141,7 @@ class Tunnel:
         self.connected_at = time.time()
         self.bytes_in = 0
         self._outbox: asyncio.Queue = asyncio.Queue()
+        self.queued_bytes = 0
         self._sender = asyncio.ensure_future(self._send_loop())
 
     @property
@@ -143,25 +151,27 @@ class Tunnel:
     # --- sending: one writer task, so frames never interleave and the reader never blocks --------------
 
     def send_soon(self, frame: bytes) -> None:
-        self._outbox.put_nowait(frame)
-
-    async def send(self, frame: bytes) -> None:
+        self.queued_bytes += len(frame)
         self._outbox.put_nowait(frame)
 
     async def _send_loop(self) -> None:
         try:
             while True:
                 frame = await self._outbox.get()
+                self.queued_bytes -= len(frame)
                 if self.ws.closed:
                     continue
-                await self.ws.send_bytes(frame)
+                await asyncio.wait_for(self.ws.send_bytes(frame), SEND_TIMEOUT_SEC)
+        except TimeoutError:
+            log.warning("tunnel %s: the agent reads nothing; closing its tunnel", self.node_id)
+            await self.close(frames.CLOSE_PROTOCOL, "the agent stopped reading")
         except (ConnectionError, RuntimeError) as exc:  # the socket went away; the reader notices and cleans up
             log.info("tunnel %s: send failed (%s)", self.node_id, type(exc).__name__)
 
     # --- streams ----------------------------------------------------------------------------------------
 
     def open(self, head: frames.RequestHead, body: bytes) -> Stream:
-        if len(self.streams) >= MAX_STREAMS_PER_TUNNEL:
+        if len(self.streams) >= MAX_STREAMS_PER_TUNNEL or self.queued_bytes > OUTBOX_CAP_BYTES:
             raise StreamClosed("too_many_streams", "This rig has too many open requests through the relay.")
         self.last_id += 1
         stream = Stream(self, self.last_id, self.window)
