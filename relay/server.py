@@ -118,7 +118,7 @@ class Relay:
                 code=1001 if exc.code == "draining" else frames.CLOSE_REFUSED, message=exc.message.encode()[:120]
             )
             return ws
-        tunnel = Tunnel(ws, ticket.node_id, ticket.exp, self.config.window_bytes)
+        tunnel = Tunnel(ws, ticket.node_id, ticket.exp, self.config.window_bytes, transport=request.transport)
         old = self.registry.add(tunnel)
         if old is not None:
             log.info("node %s: a newer tunnel replaces the open one", ticket.node_id)

@@ -133,8 +133,9 @@ class Stream:
 class Tunnel:
     """One agent's WebSocket: it opens streams for tasters and dispatches the agent's frames to them."""
 
-    def __init__(self, ws: web.WebSocketResponse, node_id: str, ticket_exp: int, window: int):
+    def __init__(self, ws: web.WebSocketResponse, node_id: str, ticket_exp: int, window: int, transport=None):
         self.ws, self.node_id, self.ticket_exp, self.window = ws, node_id, ticket_exp, window
+        self.transport = transport  # the socket under the WebSocket, to drop it when a handshake cannot work
         self.streams: dict[int, Stream] = {}
         self.last_id = 0
         self.draining = False  # the agent said GOAWAY: no new streams here
@@ -163,8 +164,13 @@ class Tunnel:
                     continue
                 await asyncio.wait_for(self.ws.send_bytes(frame), SEND_TIMEOUT_SEC)
         except TimeoutError:
-            log.warning("tunnel %s: the agent reads nothing; closing its tunnel", self.node_id)
-            await self.close(frames.CLOSE_PROTOCOL, "the agent stopped reading")
+            # A close handshake cannot reach an agent that reads nothing: the connection is dropped, which ends the
+            # tunnel's reader at once, and with it every stream (their tasters are told).
+            log.warning("tunnel %s: the agent reads nothing; dropping its tunnel", self.node_id)
+            if self.transport is not None:
+                self.transport.abort()
+            else:
+                await self.close(frames.CLOSE_PROTOCOL, "the agent stopped reading")
         except (ConnectionError, RuntimeError) as exc:  # the socket went away; the reader notices and cleans up
             log.info("tunnel %s: send failed (%s)", self.node_id, type(exc).__name__)
 

@@ -47,6 +47,8 @@ class FakeTracker:
         self.relay_urls: dict[str, str] = {}
         self.ticket_ttl = 900
         self.refuse: tuple[int, str] | None = None
+        self.garbage = False  # answer 200 with a JSON array
+        self.skew = 0  # seconds this tracker's clock is off
         self.tunnel_requests: list[dict] = []
 
     def _down(self):
@@ -73,19 +75,22 @@ class FakeTracker:
     async def tunnel(self, request):
         self._down()
         self.tunnel_requests.append(await request.json())
+        if self.garbage:
+            return web.json_response([])
         if self.refuse:
             status, code = self.refuse
             return web.json_response({"schema_version": 1, "error": code, "code": code}, status=status)
         node_id = request.match_info["node_id"]
         url = self.relay_urls[self.assign]
-        exp = int(time.time()) + self.ticket_ttl
+        now = int(time.time()) + self.skew
+        exp = now + self.ticket_ttl
         return web.json_response(
             {
                 "schema_version": 1,
                 "relay_id": self.assign,
                 "relay_url": url,
                 "tunnel_url": url.replace("http://", "ws://") + "/tunnel",
-                "ticket": self.ticket(node_id, relay_id=self.assign, exp=exp),
+                "ticket": self.ticket(node_id, relay_id=self.assign, exp=exp, iat=now),
                 "expires_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(exp)),
             }
         )

@@ -12,6 +12,8 @@ import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from node_agent import frames
+from node_agent import tunnel as tunnel_module
 from node_agent.tunnel import TunnelClient
 from tests.relay.harness import relay_setup, run
 
@@ -166,5 +168,86 @@ def test_a_direct_node_never_dials_and_an_unreachable_relay_is_reported(tmp_path
             async with client_for(s, local):
                 await until(lambda: len(s.tracker.tunnel_requests) >= 3, 10, "a second ticket request")
                 assert s.tracker.tunnel_requests[-1].get("unreachable_relay_id") == "r9"
+
+    run(scenario())
+
+
+@contextlib.asynccontextmanager
+async def hostile_relay(setup, relay_id: str = "rh"):
+    """A relay that says HELLO and then does whatever the test sends through `state["ws"]`."""
+    state = {"ws": None, "frames": [], "connected": asyncio.Event()}
+
+    async def tunnel(request):
+        ws = web.WebSocketResponse(max_msg_size=frames.WS_MAX_MESSAGE)
+        await ws.prepare(request)
+        await ws.send_bytes(frames.encode_json(frames.HELLO, 0, {"relay_id": relay_id}))
+        state["ws"] = ws
+        state["connected"].set()
+        async for msg in ws:
+            if msg.type == aiohttp.WSMsgType.BINARY:
+                state["frames"].append(frames.decode(msg.data))
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/tunnel", tunnel)
+    server = TestServer(app)
+    await server.start_server()
+    setup.tracker.relay_urls[relay_id] = str(server.make_url("")).rstrip("/")
+    try:
+        yield state
+    finally:
+        await server.close()
+
+
+def errors_for(state) -> dict[int, str]:
+    return {f.stream_id: f.json()["code"] for f in state["frames"] if f.type == frames.ERROR}
+
+
+def test_a_hostile_relay_cannot_make_the_agent_hoard_streams_or_bodies(tmp_path):
+    async def scenario():
+        async with relay_setup(tmp_path) as s, local_agent() as (local, _), hostile_relay(s) as state:
+            s.tracker.assign = "rh"
+            async with client_for(s, local) as client:
+                await asyncio.wait_for(state["connected"].wait(), 10)
+                ws = state["ws"]
+                head = frames.RequestHead("POST", "/v1/chat/completions", [])
+                # More streams than any relay may open, none of them ever finished.
+                for sid in range(1, tunnel_module.MAX_STREAMS + 6):
+                    await ws.send_bytes(head.encode(sid))
+                await until(lambda: len(errors_for(state)) >= 5, 5, "refusals past the stream cap")
+                assert set(errors_for(state).values()) == {"too_many_streams"}
+                assert len(client.current.streams) == tunnel_module.MAX_STREAMS
+                # Half-sent bodies, all streams together, past the cap: refused, and the memory given back.
+                chunk = b"x" * frames.MAX_DATA
+                sid = 1
+                while client.current.receiving_bytes + len(chunk) <= tunnel_module.MAX_RECEIVING_BYTES:
+                    await ws.send_bytes(frames.encode(frames.DATA, sid, chunk))
+                    await asyncio.sleep(0)
+                    sid = sid % 200 + 1
+                await ws.send_bytes(frames.encode(frames.DATA, sid, chunk))
+                await until(lambda: "body_too_large" in errors_for(state).values(), 5, "a refusal past the body cap")
+                assert client.current.receiving_bytes <= tunnel_module.MAX_RECEIVING_BYTES
+
+    run(scenario())
+
+
+def test_a_garbled_tracker_answer_and_a_skewed_clock_neither_stop_nor_rush_the_client(tmp_path, monkeypatch):
+    async def scenario():
+        async with relay_setup(tmp_path) as s, local_agent() as (local, _):
+            s.tracker.garbage = True  # 200 with a JSON array: retried, never the end of the loop
+            async with client_for(s, local) as client:
+                await until(lambda: len(s.tracker.tunnel_requests) >= 2, 10, "the client retried")
+                assert client.current is None
+                s.tracker.garbage = False
+                await until(lambda: s.relay.registry.get("rig-1") is not None, 15, "tunnel open after the garbage")
+            # The tracker's clock is an hour behind this machine's: the ticket's lifetime still counts from now.
+            s.tracker.skew = -3600
+            async with aiohttp.ClientSession() as session:
+                client = TunnelClient(
+                    session=session, tracker=s.tracker.base, node_id="rig-1", node_secret="x", local_base=local,
+                    max_body_bytes=1024,
+                )  # fmt: skip
+                ticket = await client.fetch_ticket()
+                assert 890 < ticket.expires_at - time.time() <= 900
 
     run(scenario())

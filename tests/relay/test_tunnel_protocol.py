@@ -7,9 +7,11 @@ import time
 
 import aiohttp
 import jwt
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from node_agent import frames
+from relay import server, tunnels
 from tests.relay.harness import SSE_HEADERS, relay_setup, run, sse_chunk
 
 # --- tickets ------------------------------------------------------------------------------------------------
@@ -445,5 +447,130 @@ def test_with_the_tracker_down_open_tunnels_keep_serving_and_a_restarted_relay_u
             relay.link.load_cached_keys()
             assert relay.keys.ticket("Bearer " + s.tracker.ticket("rig-1"), "r1").node_id == "rig-1"
             await relay.session.close()
+
+    run(scenario())
+
+
+# --- what a hostile or broken agent can and cannot do ----------------------------------------------------------
+
+
+def test_a_hostile_agent_cannot_set_cookies_redirect_or_serve_pages_from_the_relays_origin(tmp_path):
+    async def scenario():
+        async with relay_setup(tmp_path) as s:
+            agent = await s.agent()
+            session = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+            try:
+                pending = asyncio.ensure_future(session.get(s.base + "/n/rig-1/health"))
+                sid, _, _ = await asyncio.wait_for(agent.requests.get(), 5)
+                sneaky = [
+                    ("Content-Type", "application/json"),
+                    ("Set-Cookie", "sessionid=attacker; Domain=example.org; Path=/"),
+                    ("Refresh", "0; url=https://evil.example"),
+                    ("Content-Security-Policy", "default-src *"),
+                    ("Retry-After", "3"),
+                ]
+                await agent.respond(sid, headers=sneaky, body=b'{"ok":true}')
+                r = await pending
+                assert r.status == 200 and await r.json() == {"ok": True} and r.headers["Retry-After"] == "3"
+                assert "Set-Cookie" not in r.headers and "Refresh" not in r.headers and not session.cookie_jar
+                assert r.headers["Content-Security-Policy"] == "default-src 'none'; sandbox"
+                assert r.headers["X-Content-Type-Options"] == "nosniff"
+                # A redirect, an informational status or an HTML page is no answer an agent gives: 502.
+                for status, content_type in ((302, "application/json"), (101, "application/json"), (200, "text/html")):
+                    pending = asyncio.ensure_future(session.get(s.base + "/n/rig-1/health", allow_redirects=False))
+                    sid, _, _ = await asyncio.wait_for(agent.requests.get(), 5)
+                    await agent.respond(
+                        sid,
+                        status=status,
+                        headers=[("Content-Type", content_type), ("Location", "https://evil.example")],
+                    )
+                    r = await asyncio.wait_for(pending, 5)
+                    assert r.status == 502 and (await r.json())["error"]["code"] == "upstream_error", (
+                        status,
+                        content_type,
+                    )
+                    assert "Location" not in r.headers
+            finally:
+                await session.close()
+
+    run(scenario())
+
+
+def test_an_agent_that_ends_without_an_answer_or_cuts_a_json_answer_never_leaves_the_taster_hanging(tmp_path):
+    async def scenario():
+        async with relay_setup(tmp_path) as s:
+            agent = await s.agent()
+            pending = asyncio.ensure_future(s.chat(body=s.chat_body(stream=False)))
+            sid, _, _ = await asyncio.wait_for(agent.requests.get(), 5)
+            await agent.send(frames.encode(frames.END, sid))  # END, no head
+            r = await asyncio.wait_for(pending, 5)
+            assert r.status == 502 and (await r.json())["error"]["code"] == "upstream_error"
+            # A JSON answer with its length announced, cut halfway by an ERROR: the taster's read fails, rather
+            # than a short body that looks complete (or a wait for bytes that never come).
+            pending = asyncio.ensure_future(s.chat(body=s.chat_body(stream=False)))
+            sid, _, _ = await asyncio.wait_for(agent.requests.get(), 5)
+            await agent.respond(
+                sid, headers=[("Content-Type", "application/json"), ("Content-Length", "100")], end=False
+            )
+            await agent.send(frames.encode(frames.DATA, sid, b'{"object": "chat.'))
+            r = await asyncio.wait_for(pending, 5)
+            await agent.send(frames.encode_json(frames.ERROR, sid, {"code": "upstream_error", "message": "x"}))
+            with pytest.raises(aiohttp.ClientPayloadError):
+                await asyncio.wait_for(r.read(), 5)
+
+    run(scenario())
+
+
+def test_an_agent_that_reads_nothing_gets_no_more_streams_and_then_loses_its_tunnel(tmp_path, monkeypatch):
+    monkeypatch.setattr(tunnels, "OUTBOX_CAP_BYTES", 256 * 1024)
+    monkeypatch.setattr(tunnels, "SEND_TIMEOUT_SEC", 2.0)
+
+    async def scenario():
+        async with relay_setup(tmp_path, max_body_bytes=2 * 1024 * 1024) as s:
+            agent = await s.agent()
+            agent._reader.cancel()  # the agent stops reading its socket; its buffers fill, then the relay's queue
+            body = {"messages": [{"role": "user", "content": "x" * (1024 * 1024)}]}
+            statuses, pending = [], []
+            for _ in range(40):
+                task = asyncio.ensure_future(s.chat(body=body))
+                done, _ = await asyncio.wait({task}, timeout=0.3)
+                if done:
+                    r = task.result()
+                    statuses.append(r.status)
+                    if r.status == 429:
+                        assert (await r.json())["error"]["code"] == "queue_full"
+                        break
+                else:
+                    pending.append(task)
+            assert 429 in statuses, statuses
+            # Nothing is read for SEND_TIMEOUT_SEC: the relay closes the tunnel, and every waiting taster is told.
+            deadline = time.monotonic() + 20
+            while s.relay.registry.get("rig-1") is not None:
+                assert time.monotonic() < deadline, "the stalled tunnel was never closed"
+                await asyncio.sleep(0.1)
+            for task in pending:
+                r = await asyncio.wait_for(task, 10)
+                assert r.status == 503
+
+    run(scenario())
+
+
+def test_expired_tickets_are_kept_while_the_tracker_is_down_and_closed_once_it_is_back(tmp_path, monkeypatch):
+    monkeypatch.setattr(server, "OUTAGE_RECHECK_SEC", 0.2)
+    monkeypatch.setattr(server, "OUTAGE_RENEW_GRACE_SEC", 1.5)
+
+    async def scenario():
+        async with relay_setup(tmp_path) as s:
+            s.tracker.up = False
+            while not s.relay.link.tracker_down():  # heartbeats every 0.5 s here; a blip does not count
+                await asyncio.sleep(0.1)
+            ws = await s.connect(ticket=s.tracker.ticket("rig-1", exp=int(time.time()) - 29))
+            await asyncio.sleep(2.5)  # expired (past the leeway), but nobody could have renewed it
+            assert not ws.closed and s.relay.registry.get("rig-1") is not None
+            s.tracker.up = True
+            msg = await ws.receive(timeout=10)
+            while msg.type == aiohttp.WSMsgType.BINARY:
+                msg = await ws.receive(timeout=10)
+            assert ws.close_code == frames.CLOSE_TICKET_EXPIRED  # its agent had the grace minute and did not renew
 
     run(scenario())
