@@ -1,4 +1,5 @@
-"""Bearer credentials: contributor keys (`lrk_`), node secrets (`lrn_`) and relay secrets (`lrr_`). Only
+"""Bearer credentials: contributor keys (`lrk_`), node secrets (`lrn_`), relay secrets (`lrr_`) and tasters'
+upload keys (`lru_`). Only
 SHA-256 digests are stored; comparisons are constant-time."""
 
 import base64
@@ -9,6 +10,7 @@ import secrets
 CONTRIBUTOR_PREFIX = "lrk_"
 NODE_PREFIX = "lrn_"
 RELAY_PREFIX = "lrr_"
+UPLOAD_PREFIX = "lru_"
 
 
 def new_secret(prefix: str) -> str:

@@ -47,6 +47,9 @@ class TastingToken(models.Model):
     max_requests = models.PositiveIntegerField()
     max_output_tokens = models.PositiveIntegerField()
     user_public_key_fingerprint = models.CharField(max_length=64, null=True, blank=True)
+    # sha256 of the taster's upload key (`lru_`, shown once with the token): what timing uploads and replay
+    # publishing take, because the node operator holds the token itself. Null for tokens issued before it.
+    upload_key_hash = models.CharField(max_length=64, null=True, blank=True, unique=True, editable=False)
     # Reported by the node's agent (usage endpoint); only tokens of that node count.
     requests_served = models.PositiveIntegerField(default=0)
     prompt_tokens = models.PositiveIntegerField(default=0)
