@@ -1,5 +1,6 @@
-"""Published replays over the JSON API: publish one with the tasting token it was made with, list them,
-read one. Each view: validate, call one service, shape, return."""
+"""Published replays over the JSON API: publish one with the upload key of the tasting it records (never the
+tasting token, which the node operator holds too), list them, read one. Each view: validate, call one
+service, shape, return."""
 
 from django.conf import settings
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
@@ -17,7 +18,7 @@ from showcase.models import Replay
 from showcase.presenters import list_rows, public_replay, replay_list_item
 from showcase.serializers import ReplayIn
 from tracker.api import require
-from tracker.auth import TastingTokenAuthentication
+from tracker.auth import UploadKeyAuthentication
 
 MAX_PAGE_SIZE = 100
 DEFAULT_PAGE_SIZE = 20
@@ -73,10 +74,10 @@ def _page_url(request, page: int) -> str:
 
 @limit("RATE_REPLAY_PUBLISH", "replay-publish")
 class ReplayCollectionApi(APIView):
-    authentication_classes = [TastingTokenAuthentication]
+    authentication_classes = [UploadKeyAuthentication]
 
     def perform_authentication(self, request):
-        """Only publishing needs a token: the list stays public even for a caller sending a stale one."""
+        """Only publishing needs a credential: the list stays public even for a caller sending a stale one."""
 
     @extend_schema(
         parameters=[
@@ -112,7 +113,7 @@ class ReplayCollectionApi(APIView):
 
     @extend_schema(
         request=ReplayIn,
-        summary="Publish the replay of one tasting (tasting token; one per token)",
+        summary="Publish the replay of one tasting (its upload key; one per token)",
         operation_id="replays_publish",
         responses={
             201: ReplayCreatedDoc,
@@ -127,7 +128,7 @@ class ReplayCollectionApi(APIView):
         },
     )
     def post(self, request):
-        token = require(request.user, "the tasting token")
+        token = require(request.user, "the tasting's upload key")
         data = ReplayIn(data=request.data)
         data.is_valid(raise_exception=True)
         replay = services.publish_replay(token=token, data=data.validated_data, ip_hash=ip_hash(request))

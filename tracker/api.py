@@ -24,7 +24,7 @@ from tracker.auth import (
     ContributorKeyAuthentication,
     NodeSecretAuthentication,
     RelaySecretAuthentication,
-    TastingTokenAuthentication,
+    UploadKeyAuthentication,
 )
 from tracker.keys import published_keys
 from tracker.serializers import (
@@ -388,6 +388,7 @@ class TokenCreateApi(APIView):
                     "user_public_key_fingerprint": s.CharField(allow_null=True),
                     "node": schemas.PublicNodeDoc(),
                     "caveat": s.CharField(),
+                    "upload_key": s.CharField(help_text="lru_...: for timing and replays; never send it to the node"),
                 },
             ),
             400: schemas.ErrorDoc,
@@ -429,6 +430,7 @@ class TokenCreateApi(APIView):
                 "user_public_key_fingerprint": issued.user_public_key_fingerprint,
                 "node": public_node_of(node),
                 "caveat": tasting.caveat(crypto_mode=issued.crypto_mode, reachability=issued.node.reachability),
+                "upload_key": issued.upload_key,
             },
             status=201,
         )
@@ -449,11 +451,11 @@ class TrackerKeysApi(APIView):
 
 @limit("RATE_TIMING_UPLOAD", "timing-upload")
 class TimingUploadApi(APIView):
-    authentication_classes = [TastingTokenAuthentication]
+    authentication_classes = [UploadKeyAuthentication]
 
     @extend_schema(
         request=TimingIn,
-        summary="Share the client-measured timing of one tasting (one per token)",
+        summary="Share the client-measured timing of one tasting (its upload key; one per token)",
         responses={
             201: inline_serializer(
                 "TimingAccepted",
@@ -469,7 +471,7 @@ class TimingUploadApi(APIView):
         },
     )
     def post(self, request):
-        token = require(request.user, "the tasting token")
+        token = require(request.user, "the tasting's upload key")
         data = TimingIn(data=request.data)
         data.is_valid(raise_exception=True)
         timing = tasting.record_timing(token=token, data=data.validated_data)

@@ -1,16 +1,17 @@
-"""Bearer credentials for DRF views: contributor keys, node secrets, relay secrets and tasting tokens.
+"""Bearer credentials for DRF views: contributor keys, node secrets, relay secrets and tasters' upload keys.
 
 Each class returns `(principal, None)`; views read `request.user`. A malformed or unknown credential is a
 401 (`unauthorized`), never a silent fall-back to anonymous, so a typo in a key cannot go unnoticed."""
 
-from django.conf import settings
+from datetime import timedelta
+
+from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 
 from luckrig_site.api_errors import ApiError
 from nodes.models import Node, Relay
-from tracker import credentials, signing
-from tracker.keys import keyring
+from tracker import credentials
 from tracker.models import Contributor, TastingToken
 
 
@@ -93,26 +94,38 @@ class RelaySecretAuthentication(authentication.BaseAuthentication):
         return "Bearer"
 
 
-# A token may upload its timing for a day after it expired: measurements are often sent after the tasting.
+# A tasting's timing and replay may be sent for a day after its token expired: they often come after the tasting.
 TIMING_UPLOAD_GRACE_SEC = 24 * 3600
 
 
-class TastingTokenAuthentication(authentication.BaseAuthentication):
+class UploadKeyAuthentication(authentication.BaseAuthentication):
+    """The taster's upload key (`lru_`), returned once beside the tasting token: the credential for what the
+    taster says about a tasting afterwards (timing, a published replay). Never the tasting token itself: every
+    request to the rig carries that one, so the node operator holds it and could speak for the taster."""
+
     def authenticate(self, request):
         value = bearer(request)
         if value is None:
             return None
-        if len(value) > 8192:
-            raise exceptions.AuthenticationFailed("That is not a tasting token.")
-        try:
-            claims = signing.verify(keyring(), value, issuer=settings.SITE_URL, leeway_sec=TIMING_UPLOAD_GRACE_SEC)
-        except signing.InvalidToken as exc:
-            raise exceptions.AuthenticationFailed(f"Invalid tasting token: {exc}.") from exc
-        token = TastingToken.objects.select_related("node", "contributor").filter(jti=str(claims["jti"])).first()
-        if token is None:
-            raise exceptions.AuthenticationFailed("Invalid tasting token: this tracker did not issue it.")
+        token = None
+        if value.startswith(credentials.UPLOAD_PREFIX) and len(value) <= 100:
+            token = (
+                TastingToken.objects.select_related("node", "contributor")
+                .filter(upload_key_hash=credentials.digest(value))
+                .first()
+            )
+        if token is None or not credentials.matches(value, token.upload_key_hash):
+            raise ApiError(
+                401,
+                "invalid_credential",
+                "This needs the tasting's upload key (lru_..., returned with the token by POST /api/tokens); "
+                "the tasting token itself is not accepted here.",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         if token.revoked_at is not None:
             raise exceptions.AuthenticationFailed("This tasting token was revoked.")
+        if timezone.now() > token.expires_at + timedelta(seconds=TIMING_UPLOAD_GRACE_SEC):
+            raise exceptions.AuthenticationFailed("This upload key expired: a day after its tasting token.")
         return token, None
 
     def authenticate_header(self, request):
@@ -142,7 +155,7 @@ class RelaySecretScheme(_BearerScheme):
     description = "A relay secret, lrr_... (manage.py relay add)"
 
 
-class TastingTokenScheme(_BearerScheme):
-    target_class = TastingTokenAuthentication
-    name = "tastingToken"
-    description = "A tasting token (EdDSA JWT) issued by POST /api/tokens"
+class UploadKeyScheme(_BearerScheme):
+    target_class = UploadKeyAuthentication
+    name = "uploadKey"
+    description = "The upload key (lru_...) returned with a tasting token by POST /api/tokens"

@@ -1,6 +1,5 @@
 """Bearer credentials: contributor keys (`lrk_`), node secrets (`lrn_`), relay secrets (`lrr_`) and tasters'
-upload keys (`lru_`). Only
-SHA-256 digests are stored; comparisons are constant-time."""
+upload keys (`lru_`). Only SHA-256 digests are stored; comparisons are constant-time."""
 
 import base64
 import hashlib

@@ -18,7 +18,7 @@ from nodes import liveness
 from nodes import services as node_services
 from nodes.models import Node, TimingSample
 from nodes.presenters import community_timing
-from tracker import bans, pubkeys, signing
+from tracker import bans, credentials, pubkeys, signing
 from tracker.keys import keyring
 from tracker.models import Contributor, QuotaBucket, TastingToken
 from tracker.services import refresh_contributors
@@ -66,6 +66,8 @@ class Issued:
     quota_limit: int
     node: Node
     user_public_key_fingerprint: str | None
+    # The taster's own credential for timing uploads and publishing (shown once; only its digest is stored).
+    upload_key: str = ""
 
 
 def _seconds_to_utc_midnight(now: datetime) -> int:
@@ -197,6 +199,8 @@ def issue_token(
         claims["user_public_key_fingerprint"] = user_fp
     ring = keyring()
     token = signing.sign(ring, claims)
+    # Not in the claims: the node sees the token, and must not be able to speak for the taster with it.
+    upload_key = credentials.new_secret(credentials.UPLOAD_PREFIX)
     TastingToken.objects.create(
         jti=jti,
         kid=ring.current.kid,
@@ -212,6 +216,7 @@ def issue_token(
         max_requests=max_requests,
         max_output_tokens=max_output_tokens,
         user_public_key_fingerprint=user_fp,
+        upload_key_hash=credentials.digest(upload_key),
     )
     return Issued(
         token,
@@ -225,6 +230,7 @@ def issue_token(
         per_day,
         node,
         user_fp,
+        upload_key,
     )
 
 

@@ -279,7 +279,7 @@ def test_revoking_the_reported_nodes_tokens_tells_its_agent(staff, reported, api
     done = decide(staff, "admin:moderation_abusereport_changelist", "revoke_the_node's_tokens", report.pk, "leaked")
     assert done.status_code == 302
     assert factories.heartbeat(api, node, secret)["revoked_jtis"] == [issued["jti"]]
-    status, _ = api.post("/api/replay/timing", {"node_id": node.pk, "tok_per_sec": 1.0}, auth=issued["token"])
+    status, _ = api.post("/api/replay/timing", {"node_id": node.pk, "tok_per_sec": 1.0}, auth=issued["upload_key"])
     assert status == 401
     action = ModerationAction.objects.get()
     assert (action.moderator, action.action, action.subject_id, action.details) == (

@@ -3,7 +3,6 @@ refused with 403 `banned`. One test per surface."""
 
 from datetime import timedelta
 
-import jwt
 import pytest
 from django.utils import timezone
 
@@ -12,8 +11,6 @@ from moderation import services
 from moderation.addresses import address_label
 from nodes.models import Node, TimingSample
 from tests import factories
-from tracker import signing
-from tracker.keys import keyring
 from tracker.models import Ban, TastingToken
 
 pytestmark = pytest.mark.django_db
@@ -53,12 +50,6 @@ def metric_nodes(api) -> dict[str, float]:
     text = api.client.get("/metrics").content.decode()
     rows = [line for line in text.splitlines() if line.startswith("luckrig_nodes{")]
     return {line.split('"')[1]: float(line.rsplit(" ", 1)[1]) for line in rows}
-
-
-def resigned(token: str, **claims) -> str:
-    decoded = jwt.decode(token, options={"verify_signature": False})
-    decoded.update(claims)
-    return signing.sign(keyring(), decoded)
 
 
 def test_hidden_nodes_leave_the_list(api, hidden_node):
@@ -103,13 +94,12 @@ def test_hidden_nodes_take_no_timing_uploads(api, live_node, hide):
     TastingToken.objects.filter(jti=late["jti"]).update(
         issued_at=an_hour_ago - timedelta(minutes=15), expires_at=an_hour_ago
     )
-    late_token = resigned(late["token"], iat=int(an_hour_ago.timestamp()) - 900, exp=int(an_hour_ago.timestamp()))
     hide(node)
     timing = {"node_id": node.pk, "tok_per_sec": 3.0}
 
-    status, body = api.post("/api/replay/timing", timing, auth=fresh["token"])
+    status, body = api.post("/api/replay/timing", timing, auth=fresh["upload_key"])
     assert (status, body["code"]) == (401, "unauthorized") and "revoked" in body["error"]
-    status, body = api.post("/api/replay/timing", timing, auth=late_token)
+    status, body = api.post("/api/replay/timing", timing, auth=late["upload_key"])
     assert (status, body["code"]) == (404, "node_not_found")
     assert not TimingSample.objects.exists()
 
@@ -142,7 +132,7 @@ def test_takedown_and_node_bans_revoke_tokens_and_tell_the_agent(api, live_node,
     assert action.details["tokens_revoked"] == 2
     # The agent finds the jtis in its next heartbeat answer (a connected one also at once: test_agent_link).
     assert sorted(factories.heartbeat(api, node, secret)["revoked_jtis"]) == sorted([issued["jti"], other["jti"]])
-    _, refused = api.post("/api/replay/timing", {"node_id": node.pk, "tok_per_sec": 1.0}, auth=issued["token"])
+    _, refused = api.post("/api/replay/timing", {"node_id": node.pk, "tok_per_sec": 1.0}, auth=issued["upload_key"])
     assert refused["code"] == "unauthorized"
 
 
@@ -153,7 +143,7 @@ def test_a_banned_contributor_gets_403_banned_on_tokens_registration_and_timing(
     for status, body in (
         api.post("/api/tokens", {"node_id": node.pk}, auth=taster.key),
         api.post("/api/nodes", factories.node_fields(), auth=taster.key),
-        api.post("/api/replay/timing", {"node_id": node.pk, "tok_per_sec": 1.0}, auth=issued["token"]),
+        api.post("/api/replay/timing", {"node_id": node.pk, "tok_per_sec": 1.0}, auth=issued["upload_key"]),
     ):
         assert status == 403 and body["code"] == "banned"
         assert body["ban"]["kind"] == "contributor" and body["ban"]["reason"] == "abusive prompts"

@@ -33,10 +33,11 @@ def replay_file(node, **overrides) -> dict:
 
 @pytest.fixture
 def publish(api):
-    """publish(node, token=None, **file overrides) -> (status, body); a fresh token unless one is given."""
+    """publish(node, upload_key=None, **file overrides) -> (status, body); a fresh tasting's upload key unless one
+    is given."""
 
-    def go(node, token: str | None = None, **overrides):
-        token = token or token_for(api, node)["token"]
-        return api.post("/api/replays", replay_file(node, **overrides), auth=token)
+    def go(node, upload_key: str | None = None, **overrides):
+        upload_key = upload_key or token_for(api, node)["upload_key"]
+        return api.post("/api/replays", replay_file(node, **overrides), auth=upload_key)
 
     return go

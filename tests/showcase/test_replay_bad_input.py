@@ -17,7 +17,7 @@ pytestmark = pytest.mark.django_db
 def ready(api, live_node, settings):
     settings.RATELIMIT_ENABLE = False
     node, _ = live_node
-    return node, token_for(api, node)["token"]
+    return node, token_for(api, node)["upload_key"]
 
 
 def without(key):

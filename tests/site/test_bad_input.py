@@ -19,7 +19,7 @@ def creds(api, owner, settings):
     node, secret = factories.make_node(owner)
     factories.heartbeat(api, node, secret)
     _, issued = api.post("/api/tokens", {"node_id": node.id})
-    return {"owner": owner.key, "node": node, "secret": secret, "token": issued["token"]}
+    return {"owner": owner.key, "node": node, "secret": secret, "upload_key": issued["upload_key"]}
 
 
 def endpoints(c):
@@ -31,7 +31,7 @@ def endpoints(c):
         ("post", f"/api/nodes/{c['node'].id}/heartbeat", c["secret"]),
         ("post", f"/api/nodes/{c['node'].id}/usage", c["secret"]),
         ("post", "/api/tokens", None),
-        ("post", "/api/replay/timing", c["token"]),
+        ("post", "/api/replay/timing", c["upload_key"]),
         ("post", "/api/fingerprint/verify", None),
     ]
 

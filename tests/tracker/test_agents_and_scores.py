@@ -149,7 +149,7 @@ class TestTiming:
         t1 = token_for(api, node, taster.key)
         status, body = self.upload(
             api,
-            t1["token"],
+            t1["upload_key"],
             {
                 "schema_version": 1,
                 "node_id": node.id,
@@ -162,18 +162,18 @@ class TestTiming:
         )
         assert status == 201 and body["ok"] is True
         assert body["community_timing"]["samples_count"] == 1 and body["community_timing"]["tok_per_sec_p50"] == 40.0
-        status, body = self.upload(api, t1["token"], {"node_id": node.id, "tok_per_sec": 1.0})
+        status, body = self.upload(api, t1["upload_key"], {"node_id": node.id, "tok_per_sec": 1.0})
         assert status == 409 and body["code"] == "already_uploaded"
         for tps, ip in ((50.0, "192.0.2.60"), (10.0, "192.0.2.61")):
             t = token_for(api, node, ip=ip)
-            self.upload(api, t["token"], {"node_id": node.id, "tok_per_sec": tps, "ttft_ms": 100})
+            self.upload(api, t["upload_key"], {"node_id": node.id, "tok_per_sec": tps, "ttft_ms": 100})
         _, detail = api.get(f"/api/nodes/{node.id}")
         timing = detail["node"]["community_timing"]
         assert timing["samples_count"] == 3 and timing["tok_per_sec_p50"] == 40.0 and timing["ttft_ms_p50"] == 100
         # A public-key tasting's numbers are counted but stay out of the streaming medians.
         t = token_for(api, node, ip="192.0.2.62")
         _, body = self.upload(
-            api, t["token"], {"node_id": node.id, "mode": "public-key", "tok_per_sec": 900.0, "ttft_ms": 9}
+            api, t["upload_key"], {"node_id": node.id, "mode": "public-key", "tok_per_sec": 900.0, "ttft_ms": 9}
         )
         assert body["community_timing"]["samples_count"] == 4
         assert body["community_timing"]["tok_per_sec_p50"] == 40.0 and body["community_timing"]["ttft_ms_p50"] == 100
@@ -198,7 +198,7 @@ class TestTiming:
     def test_only_allowlisted_scalar_fields_are_accepted(self, api, live_node, body, code, field):
         node, _ = live_node
         issued = token_for(api, node)
-        status, err = self.upload(api, issued["token"], {**body, "node_id": node.id})
+        status, err = self.upload(api, issued["upload_key"], {**body, "node_id": node.id})
         assert status == 400 and err["code"] == code and err["field"] == field
         assert not TimingSample.objects.exists()
 
@@ -206,18 +206,19 @@ class TestTiming:
         node, _ = live_node
         issued = token_for(api, node)
         TastingToken.objects.filter(jti=issued["jti"]).update(revoked_at=timezone.now())
-        status, err = self.upload(api, issued["token"], {"node_id": node.id, "tok_per_sec": 3.0})
+        status, err = self.upload(api, issued["upload_key"], {"node_id": node.id, "tok_per_sec": 3.0})
         assert status == 401 and "revoked" in err["error"]
 
-    def test_needs_a_valid_tasting_token_for_that_node(self, api, live_node, owner):
+    def test_needs_the_upload_key_of_a_token_for_that_node(self, api, live_node, owner):
         node, _ = live_node
         assert self.upload(api, None, {"node_id": node.id})[0] == 401
         assert self.upload(api, "not.a.jwt", {"node_id": node.id})[0] == 401
         issued = token_for(api, node)
-        forged = issued["token"][:-4] + ("AAAA" if not issued["token"].endswith("AAAA") else "BBBB")
+        forged = issued["upload_key"][:-4] + ("AAAA" if not issued["upload_key"].endswith("AAAA") else "BBBB")
         assert self.upload(api, forged, {"node_id": node.id})[0] == 401
+        assert self.upload(api, issued["token"], {"node_id": node.id})[0] == 401  # the node holds the token too
         other, other_secret = factories.make_node(owner, gpu="Arc A770")
-        status, err = self.upload(api, issued["token"], {"node_id": other.id})
+        status, err = self.upload(api, issued["upload_key"], {"node_id": other.id})
         assert status == 403 and err["code"] == "wrong_node"
 
 

@@ -509,7 +509,7 @@ def test_p50s_weigh_relay_and_taster_samples_alike(api, relay_a, tokens):
     status, body = api.post(
         "/api/replay/timing",
         {"node_id": node_id, "mode": "plain", "tok_per_sec": 60.0, "ttft_ms": 600.0},
-        auth=issued[0]["token"],
+        auth=issued[0]["upload_key"],
     )
     assert status == 201
     timing = body["community_timing"]
