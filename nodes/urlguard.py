@@ -21,10 +21,30 @@ class BlockedAddress(Exception):
     """The URL resolves to an address that outbound fetches may not reach."""
 
 
+# IPv6 ranges whose packets end up at an IPv4 address: the address is judged by that IPv4 address, else a
+# private one hides behind a global-looking IPv6 form (Python's is_global says yes to all of these).
+_NAT64_WELL_KNOWN = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052: the last 32 bits
+_NAT64_LOCAL_USE = ipaddress.IPv6Network("64:ff9b:1::/48")  # RFC 8215: the local network's own translator
+_IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")  # RFC 4291, deprecated: no stack routes it any more
+
+
 def is_public_address(ip: str) -> bool:
+    """A global unicast address, judged through any IPv4 address it stands for.
+
+    Refused outright: local-use NAT64 (its embedding and its translator are the local network's own) and
+    IPv4-compatible addresses (deprecated; a real rig never has one). Judged by the IPv4 address inside:
+    IPv4-mapped, 6to4 (2002::/16) and well-known NAT64 (64:ff9b::/96), which a DNS64 resolver hands out for
+    every IPv4-only host, so a public rig behind one stays reachable while 64:ff9b::10.0.0.1 does not."""
     addr = ipaddress.ip_address(ip)
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
-        addr = addr.ipv4_mapped
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr in _NAT64_LOCAL_USE or addr in _IPV4_COMPATIBLE:
+            return False
+        if addr.ipv4_mapped:
+            addr = addr.ipv4_mapped
+        elif addr.sixtofour:
+            addr = addr.sixtofour
+        elif addr in _NAT64_WELL_KNOWN:
+            addr = ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF)
     return addr.is_global and not addr.is_multicast
 
 
@@ -72,13 +92,20 @@ class GuardedResolver(AbstractResolver):
         await self._inner.close()
 
 
+# What a failed connection says in public (a node's `last_error`, the fingerprint check): one sentence for
+# refused, timed out, unresolvable and not allowed alike, so that nobody can use the tracker to learn which
+# ports are open on a host it may not (or may) reach. The specific cause stays in `detail`, for logs only.
+UNREACHABLE = "blocked or unreachable: refused, timed out, or not an address the tracker may fetch"
+
+
 @dataclass
 class FetchResult:
     ok: bool
     status: int | None
     body: bytes
     latency_ms: int | None
-    error: str
+    error: str  # safe to show anyone
+    detail: str = ""  # the specific cause of a failed connection, for the operator's logs only
 
 
 def _literal_ip(host: str) -> str | None:
@@ -120,22 +147,23 @@ async def fetch(
                 return FetchResult(False, resp.status, body, latency, f"redirect ({resp.status}) not followed")
             ok = 200 <= resp.status < 300
             return FetchResult(ok, resp.status, body, latency, "" if ok else f"HTTP {resp.status}")
-    except BlockedAddress as exc:
-        return FetchResult(False, None, b"", None, f"blocked: {exc}")
     except ValueError as exc:
         return FetchResult(False, None, b"", None, f"bad url: {exc}")
+    except BlockedAddress as exc:
+        return _unreachable(f"blocked: {exc}")
     except TimeoutError:
-        return FetchResult(False, None, b"", None, f"timed out after {timeout_sec:g} s")
+        return _unreachable(f"timed out after {timeout_sec:g} s")
     except aiohttp.ClientConnectorError as exc:
         cause = exc.os_error
         if isinstance(cause, BlockedAddress) or isinstance(getattr(cause, "__cause__", None), BlockedAddress):
-            return FetchResult(False, None, b"", None, f"blocked: {cause}")
-        return FetchResult(False, None, b"", None, f"connection failed: {exc.strerror or exc}")
+            return _unreachable(f"blocked: {cause}")
+        return _unreachable(f"connection failed: {exc.strerror or exc}")
     except (aiohttp.ClientError, OSError) as exc:
-        message = str(exc)
-        if "private, loopback" in message:
-            return FetchResult(False, None, b"", None, f"blocked: {message}")
-        return FetchResult(False, None, b"", None, f"request failed: {type(exc).__name__}: {message}"[:300])
+        return _unreachable(f"request failed: {type(exc).__name__}: {exc}"[:300])
+
+
+def _unreachable(detail: str) -> FetchResult:
+    return FetchResult(False, None, b"", None, UNREACHABLE, detail)
 
 
 def make_session(*, allow_private: bool, limit: int = 20) -> aiohttp.ClientSession:
