@@ -1,9 +1,14 @@
 """`luckrig-node taste`: get a token, stream a rig's answer to the terminal, and measure it from the client
 side: time to first token, tokens per second, time spent waiting in the rig's queue. The measurements (never
-the text) can be shared with the tracker; the whole tasting is saved locally as a replay file."""
+the text) can be shared with the tracker, with the tasting's upload key (kept in memory beside the token, never
+sent to the rig, never written to the replay file); the whole tasting is saved locally as a replay file.
+
+Whatever the rig (or the tracker) sends is printed without terminal control characters: a rig's operator chooses
+every byte of the answer, and escape sequences could retitle the terminal, clear it or rewrite what was shown."""
 
 import json
 import os
+import re
 import sys
 import time
 from datetime import UTC, datetime
@@ -13,6 +18,48 @@ import requests
 
 from node_agent import config
 from node_agent.join import IDENTITY, load_json
+
+# ANSI escape sequences, in their 7-bit (ESC ...) and 8-bit (C1) forms: CSI (colours, cursor moves, clearing),
+# control strings (OSC window titles and hyperlinks, DCS, SOS, PM, APC) up to their terminator, and the other
+# two-character escapes.
+_ESCAPE = re.compile(
+    r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]"
+    r"|(?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f])[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)"
+    r"|\x1b[ -/]*[0-~]"
+)
+# The start of an escape sequence that a later piece of the stream may complete, at the end of the text.
+_UNFINISHED = re.compile(
+    r"(?:(?:\x1b\[|\x9b)[0-?]*[ -/]*"
+    r"|(?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f])[^\x07\x1b\x9c]*\x1b?"
+    r"|\x1b[ -/]*)\Z"
+)
+# C0 controls but newline and tab, DEL, and C1 controls.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_HOLD_MAX = 256  # an unfinished sequence longer than this is not held back any more: it is stripped as it is
+
+
+def printable(text) -> str:
+    """`text` without escape sequences and control characters (newline and tab kept): safe for a terminal."""
+    return _CONTROL.sub("", _ESCAPE.sub("", str(text)))
+
+
+class PrintableStream:
+    """`printable` for text that arrives in pieces: an escape sequence cut between two pieces is held back until
+    the next piece completes it, so that none of it reaches the terminal."""
+
+    def __init__(self):
+        self.held = ""
+
+    def feed(self, piece: str) -> str:
+        text, self.held = self.held + piece, ""
+        tail = _UNFINISHED.search(text, max(0, len(text) - _HOLD_MAX))
+        if tail is not None and tail.start() < len(text):
+            text, self.held = text[: tail.start()], text[tail.start() :]
+        return printable(text)
+
+    def flush(self) -> str:
+        text, self.held = self.held, ""
+        return printable(text)
 
 
 def saved_key(args) -> str | None:
@@ -38,17 +85,21 @@ def taste(args) -> int:
             message = r.json().get("error", r.text)
         except ValueError:
             message = r.text
-        print(f"luckrig-node taste: no token ({r.status_code}): {message}", file=sys.stderr)
+        print(f"luckrig-node taste: no token ({r.status_code}): {printable(message)}", file=sys.stderr)
         return 1
     issued = r.json()
+    # The taster's own credential for sharing the timing: kept here, beside the token, and never sent to the rig.
+    upload_key = issued.get("upload_key")
     node = issued["node"]
     print(
-        f"Tasting {node['id']}: {node['model_name']} {node['quantization']} on {node['gpu']} "
-        f"({issued['tier']} tier, {issued['limits']['max_requests']} requests, "
-        f"{issued['limits']['max_output_tokens']} output tokens)",
+        printable(
+            f"Tasting {node['id']}: {node['model_name']} {node['quantization']} on {node['gpu']} "
+            f"({issued['tier']} tier, {issued['limits']['max_requests']} requests, "
+            f"{issued['limits']['max_output_tokens']} output tokens)"
+        ),
         file=sys.stderr,
     )
-    print(f"Note: {issued['caveat']}", file=sys.stderr)
+    print(printable(f"Note: {issued['caveat']}"), file=sys.stderr)
 
     messages = ([{"role": "system", "content": args.system}] if args.system else []) + [
         {"role": "user", "content": args.prompt}
@@ -60,6 +111,7 @@ def taste(args) -> int:
     started = time.monotonic()
     first_byte = first_token = last_token = None
     queued, queue_wait_sec, chunks, text, usage, luckrig = False, 0.0, [], [], None, {}
+    shown = PrintableStream()
     try:
         with requests.post(
             node["endpoint_url"].rstrip("/") + "/chat/completions",
@@ -69,7 +121,8 @@ def taste(args) -> int:
             headers={"Authorization": f"Bearer {issued['token']}"},
         ) as resp:
             if resp.status_code != 200:
-                print(f"luckrig-node taste: the rig refused ({resp.status_code}): {resp.text[:300]}", file=sys.stderr)
+                refusal = printable(resp.text[:300])
+                print(f"luckrig-node taste: the rig refused ({resp.status_code}): {refusal}", file=sys.stderr)
                 return 1
             for raw in resp.iter_lines():
                 now = time.monotonic()
@@ -77,7 +130,7 @@ def taste(args) -> int:
                 line = raw.decode("utf-8", errors="replace")
                 if line.startswith(": queue position="):
                     queued = True
-                    print(f"\r[{line[2:]}]", end="", file=sys.stderr, flush=True)
+                    print(f"\r[{printable(line[2:])}]", end="", file=sys.stderr, flush=True)
                     continue
                 if not line.startswith("data:"):
                     continue
@@ -90,7 +143,8 @@ def taste(args) -> int:
                     break
                 chunk = json.loads(data)
                 if "error" in chunk:
-                    print(f"\nluckrig-node taste: the rig failed: {chunk['error'].get('message')}", file=sys.stderr)
+                    failure = printable(chunk["error"].get("message"))
+                    print(f"\nluckrig-node taste: the rig failed: {failure}", file=sys.stderr)
                     return 1
                 if chunk.get("usage"):
                     usage, luckrig = chunk["usage"], chunk.get("luckrig") or {}
@@ -101,11 +155,11 @@ def taste(args) -> int:
                         last_token = now
                         chunks.append(round((now - started) * 1000, 1))
                         text.append(piece)
-                        print(piece, end="", flush=True)
+                        print(shown.feed(piece), end="", flush=True)
     except requests.RequestException as exc:
-        print(f"\nluckrig-node taste: could not reach the rig: {exc}", file=sys.stderr)
+        print(f"\nluckrig-node taste: could not reach the rig: {printable(exc)}", file=sys.stderr)
         return 1
-    print()
+    print(shown.flush())
 
     output_tokens = (usage or {}).get("completion_tokens") or len(chunks)
     ttft_ms = round((first_token - started) * 1000, 1) if first_token else None
@@ -135,7 +189,7 @@ def taste(args) -> int:
     print(f"Saved the replay to {path}", file=sys.stderr)
 
     if args.share_timing:
-        share_timing(tracker, issued["token"], timing)
+        share_timing(tracker, upload_key, timing)
     else:
         print("Share these timings (numbers only, no text) with --share-timing.", file=sys.stderr)
     return 0
@@ -164,10 +218,15 @@ def save_replay(args, node_id: str, response: str, chunk_timestamps: list, timin
     return path
 
 
-def share_timing(tracker: str, token: str, timing: dict) -> None:
+def share_timing(tracker: str, upload_key: str | None, timing: dict) -> None:
+    """Upload the numbers (never the text) with the tasting's upload key: the tracker refuses the tasting token
+    here, since the rig's operator holds that one too."""
+    if not upload_key:
+        print("Timing not shared: the tracker sent no upload key with the token.", file=sys.stderr)
+        return
     shared = {k: v for k, v in timing.items() if v is not None}
     r = requests.post(
-        f"{tracker}/api/replay/timing", json=shared, timeout=15, headers={"Authorization": f"Bearer {token}"}
+        f"{tracker}/api/replay/timing", json=shared, timeout=15, headers={"Authorization": f"Bearer {upload_key}"}
     )
     if r.status_code == 201:
         ct = r.json()["community_timing"]
@@ -177,4 +236,4 @@ def share_timing(tracker: str, token: str, timing: dict) -> None:
             file=sys.stderr,
         )
     else:
-        print(f"Timing not shared ({r.status_code}): {r.text[:200]}", file=sys.stderr)
+        print(f"Timing not shared ({r.status_code}): {printable(r.text[:200])}", file=sys.stderr)

@@ -16,11 +16,11 @@ import requests
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from node_agent import keys, subtext
-from node_agent.taste import save_replay, share_timing
+from node_agent.taste import printable, save_replay, share_timing
 
 
 def fail(message: str) -> int:
-    print(f"luckrig-node taste: {message}", file=sys.stderr)
+    print(f"luckrig-node taste: {printable(message)}", file=sys.stderr)
     return 1
 
 
@@ -53,6 +53,8 @@ def taste_public_key(args, contributor_key: str | None) -> int:
     if r.status_code != 201:
         return fail(f"no token ({r.status_code}): {error_message(r)}")
     issued = r.json()
+    # The taster's own credential for sharing the timing: kept here, beside the token, and never sent to the rig.
+    upload_key = issued.get("upload_key")
     node = issued["node"]
     node_pem = issued.get("node_public_key")
     if issued.get("crypto_mode") != "public-key" or not node_pem:
@@ -71,12 +73,14 @@ def taste_public_key(args, contributor_key: str | None) -> int:
     if not args.expect_fingerprint:
         print("(Not checked: compare it with the operator's, or pass --expect-fingerprint.)", file=sys.stderr)
     print(
-        f"Tasting {node['id']}: {node['model_name']} {node['quantization']} on {node['gpu']} "
-        f"({issued['tier']} tier, {issued['limits']['max_requests']} requests, "
-        f"{issued['limits']['max_output_tokens']} output tokens), public-key mode",
+        printable(
+            f"Tasting {node['id']}: {node['model_name']} {node['quantization']} on {node['gpu']} "
+            f"({issued['tier']} tier, {issued['limits']['max_requests']} requests, "
+            f"{issued['limits']['max_output_tokens']} output tokens), public-key mode"
+        ),
         file=sys.stderr,
     )
-    print(f"Note: {issued['caveat']}", file=sys.stderr)
+    print(printable(f"Note: {issued['caveat']}"), file=sys.stderr)
 
     messages = ([{"role": "system", "content": args.system}] if args.system else []) + [
         {"role": "user", "content": args.prompt}
@@ -107,7 +111,7 @@ def taste_public_key(args, contributor_key: str | None) -> int:
                 line = raw.decode("utf-8", errors="replace")
                 if line.startswith(": queue position="):
                     queued = True
-                    print(f"\r[{line[2:]}]", end="", file=sys.stderr, flush=True)
+                    print(f"\r[{printable(line[2:])}]", end="", file=sys.stderr, flush=True)
                     continue
                 if not line.startswith("data:"):
                     continue
@@ -136,7 +140,7 @@ def taste_public_key(args, contributor_key: str | None) -> int:
         answer = subtext.open_response(sealed_answer, taster, jti=issued["jti"], node_id=node["id"])
     except subtext.SubtextError as exc:
         return fail(f"the answer could not be opened ({exc.reason}); it was not sealed for this tasting.")
-    print(answer["content"])
+    print(printable(answer["content"]))
 
     usage, luckrig = answer["usage"], answer["luckrig"]
     output_tokens = usage.get("completion_tokens") or (outer_usage or {}).get("completion_tokens") or 0
@@ -176,7 +180,7 @@ def taste_public_key(args, contributor_key: str | None) -> int:
     if args.share_timing:
         # Not ttft_ms: here it is the time to the whole answer, and the tracker's TTFT median is a first-token
         # figure (it does not separate modes), so uploading it would skew the rig's published TTFT.
-        share_timing(tracker, issued["token"], {k: v for k, v in timing.items() if k != "ttft_ms"})
+        share_timing(tracker, upload_key, {k: v for k, v in timing.items() if k != "ttft_ms"})
     else:
         print("Share these timings (numbers only, no text) with --share-timing.", file=sys.stderr)
     return 0

@@ -110,6 +110,8 @@ def test_a_rigs_queue_changes_live_while_another_client_tastes(site, rig, page, 
 def test_tasting_streams_into_the_page_and_offers_download_share_and_publish(site, rig, page, shot, tmp_path):
     page.goto(f"/nodes/{rig.node_id}/")
     before = int(page.locator("[data-community-n]").first.inner_text())
+    sent = []  # (url, Authorization) of every request the page makes
+    page.on("request", lambda r: sent.append((r.url, r.headers.get("authorization") or "")))
     page.fill("#taste-prompt", "Say some words")
     page.click("[data-taste-go]")
     assert page.locator("#taste-prompt").evaluate("el => el.form.checkValidity()") is False  # the ack is required
@@ -142,6 +144,13 @@ def test_tasting_streams_into_the_page_and_offers_download_share_and_publish(sit
     link = page.locator("[data-after-status] a")
     link.wait_for()
     assert "/replays/" in link.inner_text()
+    # Sharing and publishing speak with the tasting's upload key, which never went to the rig (its operator holds
+    # the tasting token, and must not be able to speak for the taster with it).
+    rig_calls = [auth for url, auth in sent if "/chat/completions" in url]
+    assert rig_calls and all(not auth.startswith("Bearer lru_") for auth in rig_calls)
+    uploads = [auth for url, auth in sent if url.endswith(("/api/replay/timing", "/api/replays"))]
+    assert len(uploads) == 2 and all(auth.startswith("Bearer lru_") for auth in uploads)
+    assert not any(auth.removeprefix("Bearer ") in url for url, _ in sent for auth in uploads)
     link.click()
     page.wait_for_url(re.compile(r"/replays/rp_"))
     assert page.locator("[data-replay-prompt]").inner_text() == "Say some words"

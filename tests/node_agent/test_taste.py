@@ -131,3 +131,68 @@ def test_the_rigs_own_queue_wait_is_not_what_the_taster_reports(tracker, tmp_pat
     wait = replay_of(tmp_path)["timing"]["queue_wait_sec"]
     assert 0.8 <= wait < 5, wait
     assert f"queue wait {wait} s" in err
+
+
+class HostileRig(ThreadedApp):
+    """A rig whose operator writes terminal control sequences into everything the taster's terminal shows (an
+    OSC that retitles the window, a CSI that clears the screen, a bell, a carriage return, 8-bit C1 controls),
+    cutting one sequence across two chunks; it records what tasters send it."""
+
+    PIECES = ["safe ", "\x1b]0;pwned\x07", "text\x1b[2J", " more\x1b", "[31mred\r", "\x9b2Jend\x07\n\tok"]
+
+    def __init__(self):
+        super().__init__()
+        self.received: list[tuple[str, bytes]] = []
+
+    def build(self):
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self.chat)
+        return app
+
+    async def chat(self, request):
+        self.received.append((request.headers.get("Authorization", ""), await request.read()))
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b": queue position=1 eta_sec=1 \x1b]0;queued\x07\n\n")
+        for piece in self.PIECES:
+            chunk = {"choices": [{"index": 0, "delta": {"content": piece}}]}
+            await response.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+        final = {"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 6, "total_tokens": 7}}
+        await response.write(b"data: " + json.dumps(final).encode() + b"\n\ndata: [DONE]\n\n")
+        return response
+
+
+def test_taste_prints_no_terminal_control_sequences_a_rig_sends(tracker, tmp_path):
+    """The attack: a hostile rig answers with escape sequences that retitle the terminal, clear the screen or
+    worse. The taster sees the text without them; the replay file keeps exactly what the rig sent."""
+    with HostileRig() as rig:
+        node_id, secret = tracker.register(tracker.contributor(), rig.base + "/v1")
+        beat = requests.post(
+            f"{tracker.base}/api/nodes/{node_id}/heartbeat",
+            json={"queue": {"active": 0, "waiting": 0, "max_active": 1}, "models": ["smollm2-fake"]},
+            headers={"Authorization": f"Bearer {secret}"},
+            timeout=10,
+        )
+        assert beat.status_code == 200, beat.text
+        out, err = taste(tracker, node_id, tmp_path)
+    for stream in (out, err):
+        assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]", stream), repr(stream)
+    assert "pwned" not in out and "queued" not in err
+    assert out == "safe text moreredend\n\tok\n", repr(out)  # the cut sequence is held until it is whole
+    assert replay_of(tmp_path)["response"] == "".join(HostileRig.PIECES)
+
+
+def test_taste_shares_timing_with_the_upload_key_which_never_reaches_the_rig(tracker, tmp_path):
+    with HostileRig() as rig:
+        node_id, secret = tracker.register(tracker.contributor(), rig.base + "/v1")
+        requests.post(
+            f"{tracker.base}/api/nodes/{node_id}/heartbeat",
+            json={"queue": {"active": 0, "waiting": 0, "max_active": 1}},
+            headers={"Authorization": f"Bearer {secret}"},
+            timeout=10,
+        ).raise_for_status()
+        out, err = taste(tracker, node_id, tmp_path, "--share-timing")
+    assert "Shared the timing" in err, err
+    [(authorization, body)] = rig.received
+    assert authorization.startswith("Bearer ey") and b"lru_" not in body  # the tasting token, and nothing else
+    assert "lru_" not in json.dumps(replay_of(tmp_path))  # no credential in a file a taster may pass around

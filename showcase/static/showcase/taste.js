@@ -2,6 +2,8 @@
 // relay's when it is relayed: the token's PublicNode says which), read its SSE stream piece by piece
 // (ReadableStream), and measure TTFT and tok/s here, from the arrival times of the pieces: never from numbers the
 // rig reports about itself. Afterwards: download the replay, share the timing (opt-in), publish the replay (opt-in).
+// Those two take the upload key that came with the token, kept here in memory beside it and never sent to the rig:
+// the rig's operator sees the token itself, so the token alone cannot speak for this taster.
 "use strict";
 (function () {
   const L = () => window.LuckRig;
@@ -43,7 +45,7 @@
     const after = panel.querySelector("[data-taste-after]");
     const afterStatus = panel.querySelector("[data-after-status]");
     const go = panel.querySelector("[data-taste-go]");
-    let last = null;  // {token, replay, timing}
+    let last = null;  // {token, uploadKey, replay, timing, file}
     form.hidden = false;
     const notice = panel.querySelector("[data-pk-notice]");
     form.querySelectorAll("input[name=mode]").forEach((radio) => radio.addEventListener("change", () => {
@@ -215,7 +217,7 @@
         chunks: answer,
         timing,
       };
-      last = { token: issued.token, replay, timing, file: stamp(when) + "_" + issued.node.id + ".json" };
+      last = { token: issued.token, uploadKey: issued.upload_key, replay, timing, file: stamp(when) + "_" + issued.node.id + ".json" };
       after.hidden = false;
       after.querySelectorAll("button").forEach((b) => { b.disabled = false; });
     }
@@ -233,7 +235,7 @@
       if (!last) return;
       ev.target.disabled = true;
       const body = Object.fromEntries(Object.entries(last.timing).filter(([, v]) => v !== null));
-      const r = await L().postJSON("/api/replay/timing", body, last.token);
+      const r = await L().postJSON("/api/replay/timing", body, last.uploadKey);
       if (r.status === 201) {
         const n = r.data.community_timing.samples_count;
         afterStatus.textContent = t("shared", { n });
@@ -244,7 +246,7 @@
     after.querySelector("[data-publish]").addEventListener("click", async (ev) => {
       if (!last) return;
       ev.target.disabled = true;
-      const r = await L().postJSON("/api/replays", last.replay, last.token);
+      const r = await L().postJSON("/api/replays", last.replay, last.uploadKey);
       if (r.status === 201) {
         afterStatus.replaceChildren(document.createTextNode(t("published")));
         const a = document.createElement("a"); a.href = r.data.url; a.textContent = r.data.url;
