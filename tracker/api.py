@@ -1,6 +1,7 @@
 """The tracker's JSON API views. Each view: validate with a serializer, call one service, shape, return."""
 
 import json
+import re
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -484,9 +485,15 @@ FINGERPRINT_MAX_BYTES = 64 * 1024
 FINGERPRINT_TIMEOUT_SEC = 3.0
 
 
-def fingerprint_in(body: bytes) -> str | None:
+# A fingerprint as an operator may paste it anywhere in a page: `sha256:` and exactly 43 base64url characters.
+BARE_FINGERPRINT = re.compile(r"(?<![A-Za-z0-9_-])sha256:[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])")
+
+
+def fingerprint_in(body: bytes, expected: str | None = None) -> str | None:
     """The node key fingerprint a document publishes: a JSON object with `node_public_key_fingerprint` or
-    `node_public_key`, or a bare SPKI PEM."""
+    `node_public_key`, a bare SPKI PEM, or a bare `sha256:…` fingerprint anywhere in the text (a plain-text or
+    HTML page). A page may name several keys (an old and a new one, several rigs): then the expected one counts
+    when it is among them, since the question is whether the operator publishes it at all."""
     text = body.decode("utf-8", errors="replace")
     try:
         doc = json.loads(text)
@@ -499,7 +506,8 @@ def fingerprint_in(body: bytes) -> str | None:
             except pubkeys.InvalidPublicKey:
                 return None
         found = doc.get("node_public_key_fingerprint")
-        return found if isinstance(found, str) and len(found) <= 100 else None
+        if found is not None:
+            return found if isinstance(found, str) and len(found) <= 100 else None
     start = text.find("-----BEGIN PUBLIC KEY-----")
     end = text.find("-----END PUBLIC KEY-----")
     if start >= 0 and end > start:
@@ -507,7 +515,10 @@ def fingerprint_in(body: bytes) -> str | None:
             return pubkeys.validate(text[start : end + len("-----END PUBLIC KEY-----")])[1]
         except pubkeys.InvalidPublicKey:
             return None
-    return None
+    bare = BARE_FINGERPRINT.findall(text)
+    if expected in bare:
+        return expected
+    return bare[0] if bare else None
 
 
 @limit("RATE_FINGERPRINT_VERIFY", "fingerprint-verify")
@@ -554,7 +565,7 @@ class FingerprintVerifyApi(APIView):
             max_bytes=FINGERPRINT_MAX_BYTES,
         )
         expected = node.node_public_key_fingerprint
-        found = fingerprint_in(result.body) if result.ok else None
+        found = fingerprint_in(result.body, expected) if result.ok else None
         error = result.error
         if result.ok and found is None:
             error = "no node key or fingerprint found in the document"

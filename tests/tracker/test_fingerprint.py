@@ -124,3 +124,31 @@ def test_a_node_without_a_key_cannot_match(api, settings, server, owner):
 def test_bad_requests(api, db, body, code):
     status, err = verify(api, body)
     assert err["code"] == code and status in (400, 404)
+
+
+@pytest.mark.parametrize(
+    "page",
+    [
+        "Node key fingerprint: {fp}\n",
+        "{fp}",
+        "<p>My rig's key is <code>{fp}</code>.</p>",
+        "old key sha256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA, current key {fp} (since December)",
+    ],
+)
+def test_a_bare_fingerprint_in_a_plain_text_page_is_found(api, settings, server, keyed_node, page):
+    settings.ALLOW_PRIVATE_NODE_URLS = True
+    node, _ = keyed_node
+    fp = node.node_public_key_fingerprint
+    server.routes["/key.txt"] = Route(200, page.format(fp=fp).encode(), headers={"Content-Type": "text/plain"})
+    status, body = verify(api, {"node_id": node.id, "url": server.base + "/key.txt"})
+    assert status == 200 and body["ok"] is True and body["found"] == fp, body
+
+
+def test_a_bare_fingerprint_that_differs_is_reported(api, settings, server, keyed_node):
+    settings.ALLOW_PRIVATE_NODE_URLS = True
+    node, _ = keyed_node
+    other = "sha256:" + "B" * 43
+    text = f"fingerprint: {other}x and {other}"  # the first is 44 characters long: not a fingerprint
+    server.routes["/key.txt"] = Route(200, text.encode(), headers={"Content-Type": "text/plain"})
+    _, body = verify(api, {"node_id": node.id, "url": server.base + "/key.txt"})
+    assert body["ok"] is False and body["found"] == other
