@@ -135,6 +135,13 @@ class Node(models.Model):
     last_alive_on = models.DateField(null=True, blank=True)
     usage_requests = models.PositiveIntegerField(default=0)
     distinct_tasters = models.PositiveIntegerField(default=0)
+    # What usage and discovery earn (docs/scoring.md): requests and tasters who are not the owner nor on the owner's
+    # networks, each weighted by the taster's standing, with diminishing returns per taster and per day.
+    usage_credit = models.FloatField(default=0.0)
+    discovery_credit = models.FloatField(default=0.0)
+    # Keyed hashes of the addresses (IPv6 by /64) the owner registered or edited this node from and its agent called
+    # from: tokens issued to these networks are the owner's own, whatever identity asked for them. Newest last, ≤ 16.
+    owner_networks = models.JSONField(default=list, blank=True, editable=False)
 
     # Liveness.
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.UNKNOWN, db_index=True)
@@ -244,6 +251,9 @@ class TimingSample(models.Model):
     node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="timing_samples")
     jti = models.CharField(max_length=64)
     source = models.CharField(max_length=8, choices=Source.choices, default=Source.TASTER)
+    # A taster's upload counts (in community timing and the uploader's credit) only once its token was really used
+    # at the node: the agent's usage report or a relay's record shows it. An upload that arrives first waits here.
+    counted = models.BooleanField(default=True)
     contributor = models.ForeignKey(
         "tracker.Contributor", null=True, blank=True, on_delete=models.SET_NULL, related_name="timing_samples"
     )

@@ -29,9 +29,11 @@ def refresh_rarity(combo_keys: Iterable[str] | None = None) -> list[str]:
         visible = visible.filter(combo_key__in=combo_keys)
     counts = dict(listed.values_list("combo_key").annotate(n=Count("id")).order_by())
     changed = []
-    for node in visible.only("id", "combo_key", "tags", "vram_gb", "visibility", "taken_down_at", "rarity_score"):
+    fields = ("id", "combo_key", "tags", "vram_gb", "visibility", "taken_down_at", "banned_until", "rarity_score")
+    for node in visible.only(*fields, "model_name", "quantization"):
         sharing = counts.get(node.combo_key, 0) + (0 if node.is_listed else 1)
-        score = rarity.rarity_score(sharing, node.tags, node.vram_gb)
+        known = rarity.is_known(node.model_name) and rarity.is_known(node.quantization)
+        score = rarity.rarity_score(sharing, node.tags, node.vram_gb, known=known)
         if score != node.rarity_score:
             node.rarity_score = score
             changed.append(node)
@@ -137,7 +139,7 @@ def refresh_timing(node: Node, *, uploaded_at: datetime) -> None:
 
     Tasters' uploads and relays' measurements weigh the same: the medians run over the latest P50_WINDOW
     streaming samples of either source, each sample once."""
-    samples = TimingSample.objects.filter(node=node)
+    samples = TimingSample.objects.filter(node=node, counted=True)  # pending uploads wait for proof of use
     recent = list(
         samples.exclude(mode=P50_EXCLUDED_MODE)
         .order_by("-created_at", "-id")
@@ -153,3 +155,15 @@ def refresh_timing(node: Node, *, uploaded_at: datetime) -> None:
     node.ttft_ms_p50 = round(statistics.median(ttft), 3) if ttft else None
     node.timing_last_uploaded_at = uploaded_at
     Node.objects.filter(pk=node.pk).update(**{f: getattr(node, f) for f in TIMING_FIELDS})
+
+
+OWNER_NETWORKS_KEPT = 16
+
+
+def note_owner_network(node: Node, ip_hash: str | None) -> None:
+    """Remember a network (keyed hash of an address, IPv6 by /64) that the owner or the node's agent used: tokens
+    issued to it are the owner's own whatever identity asks (docs/scoring.md). One write, only for a new one."""
+    if not ip_hash or ip_hash in (node.owner_networks or []):
+        return
+    node.owner_networks = [*(node.owner_networks or []), ip_hash][-OWNER_NETWORKS_KEPT:]
+    Node.objects.filter(pk=node.pk).update(owner_networks=node.owner_networks)

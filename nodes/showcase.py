@@ -72,7 +72,7 @@ def pick_categories(rows: Iterable[Row]) -> list[dict]:
         fam, winner = min(dated, key=lambda pair: (pair[0].year, *tiebreak(pair[1])))
         out.append(("oldest_gpu_generation", winner, f"{winner.gpu}: {fam.name}, {fam.year}"))
 
-    winner = _first(rows, tiebreak)
+    winner = _first([r for r in rows if r.rarity_score > 0], tiebreak)  # an unknown combination is not rare
     if winner:
         out.append(
             (

@@ -82,3 +82,16 @@ def seen_alive(node: Node, days: int = 1) -> Node:
     refresh_scores([node.pk])
     node.refresh_from_db()
     return node
+
+
+def served_others(node: Node, tasters: float = 2.0, requests: float = 4.0) -> Node:
+    """Record what a node earns once it has served other people (docs/scoring.md): `tasters` of weighted discovery
+    and `requests` of weighted usage, as usage reports from other networks would. Nothing counts before that."""
+    from tracker.services import refresh_scores
+
+    Node.objects.filter(pk=node.pk).update(
+        discovery_credit=tasters, usage_credit=requests, distinct_tasters=int(tasters), usage_requests=int(requests)
+    )
+    refresh_scores([node.pk])
+    node.refresh_from_db()
+    return node

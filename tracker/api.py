@@ -17,6 +17,7 @@ from luckrig_site.ratelimits import limit
 from luckrig_site.timefmt import iso
 from nodes import relays as node_relays
 from nodes import schemas
+from nodes import services as node_services
 from nodes.api import NodeDetailReadMixin, NodeListApi, get_visible_node
 from nodes.presenters import public_node, public_node_of, public_rows
 from nodes.urlguard import fetch_once
@@ -147,6 +148,7 @@ class NodeCollectionApi(NodeListApi):
         data = NodeIn(data=request.data)
         data.is_valid(raise_exception=True)
         node, secret = services.register_node(owner=owner, data=data.validated_data)
+        node_services.note_owner_network(node, ip_hash(request))  # the owner's network (docs/scoring.md)
         return Response({"schema_version": 1, "node": public_node_of(node), "node_secret": secret}, status=201)
 
 
@@ -168,6 +170,7 @@ class NodeItemApi(NodeDetailReadMixin, APIView):
         data = NodePatch(data=request.data, partial=True)
         data.is_valid(raise_exception=True)
         node = services.update_node(node=node, data=data.validated_data)
+        node_services.note_owner_network(node, ip_hash(request))
         return Response({"schema_version": 1, "node": public_node_of(node)})
 
     @extend_schema(

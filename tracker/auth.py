@@ -10,6 +10,8 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 
 from luckrig_site.api_errors import ApiError
+from luckrig_site.clientip import ip_hash
+from nodes import services as node_services
 from nodes.models import Node, Relay
 from tracker import credentials
 from tracker.models import Contributor, TastingToken
@@ -58,6 +60,7 @@ class NodeSecretAuthentication(authentication.BaseAuthentication):
             node = Node.objects.filter(secret_hash=credentials.digest(value)).first()
         if node is None or not credentials.matches(value, node.secret_hash):
             raise exceptions.AuthenticationFailed("Unknown node or wrong node secret.")
+        node_services.note_owner_network(node, ip_hash(request))  # the agent's network is the owner's
         return node, None
 
     def authenticate_header(self, request):

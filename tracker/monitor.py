@@ -109,13 +109,16 @@ def run_cycle(now: datetime, *, jitter_sec: float | None = None) -> CycleReport:
         if ok:
             node.consecutive_failures, node.latency_ms, node.last_error = 0, result.latency_ms, ""
             seen.append(node.id)
-            if node_services.mark_alive_day(node, now):
-                new_days.append(node.id)
         elif node.is_relayed:
             node.consecutive_failures, node.latency_ms, node.last_error = 0, None, result.error
         else:
             node.consecutive_failures += 1
             node.last_error = (result.error or "the health document does not name this node")[:300]
+        # An alive day comes from the agent's own heartbeats (which need the node secret), never from a probe alone:
+        # a static file at a URL the owner chose can answer a probe, and must not earn existence points.
+        heartbeating = liveness.heartbeat_is_fresh(node.last_heartbeat_at, now, settings.HEARTBEAT_INTERVAL_SEC)
+        if heartbeating and ok and node_services.mark_alive_day(node, now):
+            new_days.append(node.id)
         node.status = node_services.current_status(node, now)
         alive += liveness.is_alive(node.status)
         changed += node.status != before

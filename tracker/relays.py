@@ -20,6 +20,7 @@ from nodes import relays as node_relays
 from nodes import services as node_services
 from nodes.models import Node, Relay, TimingSample
 from tracker import credentials, signing
+from tracker import services as tracker_services
 from tracker.keys import keyring
 from tracker.models import RelayReport, TastingToken
 
@@ -162,17 +163,28 @@ def record_relay_report(*, relay: Relay, report_id: str, entries: list[dict], no
         per_jti: dict[str, list[dict]] = {}
         for entry in counted:
             per_jti.setdefault(entry["jti"], []).append(entry)
+        used: dict[str, list[str]] = {}  # node id → jtis the relay saw answered (status 200)
         for jti, mine in per_jti.items():
-            last = Value(max(e["started_at"] for e in mine), output_field=DateTimeField())
+            served = [e for e in mine if e["status"] == 200]
+            if not served:
+                continue
+            last = Value(max(e["started_at"] for e in served), output_field=DateTimeField())
             TastingToken.objects.filter(jti=jti).update(
-                relay_requests=Least(F("relay_requests") + len(mine), 2**31 - 1),
+                relay_requests=Least(F("relay_requests") + len(served), 2**31 - 1),
                 relay_seen_at=Greatest(Coalesce("relay_seen_at", last), last),
             )
+            used.setdefault(served[0]["node_id"], []).append(jti)
         samples = _timing_samples(per_jti, now)
         report.entries_counted = len(counted)
         report.save(update_fields=["entries_counted"])
-        for node in Node.objects.filter(pk__in={s.node_id for s in samples}):
+        for node in Node.objects.filter(pk__in={s.node_id for s in samples} | set(used)):
             node_services.refresh_timing(node, uploaded_at=now)
+            if node.id in used:
+                # What the relay saw served is evidence the node cannot forge: usage and discovery credit, and
+                # the tasters' own timing uploads for those tokens now count.
+                tracker_services.refresh_taster_credit(node)
+                tracker_services.tokens_used(node, used[node.id])
+        tracker_services.refresh_scores(list(used))
     return {"counted": len(counted), "duplicate": False}
 
 

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Sum
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -15,7 +15,7 @@ from luckrig_site.timefmt import iso
 from nodes import queue_view, rarity
 from nodes import relays as node_relays
 from nodes import services as node_services
-from nodes.models import VRAM_UNKNOWN_SORT_KEY, Node
+from nodes.models import VRAM_UNKNOWN_SORT_KEY, Node, TimingSample
 from tracker import bans, credentials, pubkeys, scores
 from tracker.models import Contributor, Counter, TastingToken, UsageReport
 
@@ -55,8 +55,12 @@ def refresh_scores(node_ids: list[str]) -> None:
             "owner_id",
             "alive_days",
             "rarity_score",
+            "model_name",
+            "quantization",
             "usage_requests",
             "distinct_tasters",
+            "usage_credit",
+            "discovery_credit",
             "tuning_note",
             "contribution_total",
             "contribution_tier",
@@ -79,27 +83,96 @@ def refresh_scores(node_ids: list[str]) -> None:
 
 
 def evidence_of(node: Node) -> scores.NodeEvidence:
+    known = scores.is_known(node.quantization) and scores.is_known(node.model_name)
     return scores.NodeEvidence(
         alive_days=node.alive_days,
-        rarity=node.rarity_score,
+        rarity=node.rarity_score if known else 0.0,
         requests_served=node.usage_requests,
         distinct_tasters=node.distinct_tasters,
+        usage_credit=node.usage_credit,
+        discovery_credit=node.discovery_credit,
         tuning_note_chars=len(node.tuning_note or ""),
     )
 
 
-def refresh_contributors(contributor_ids) -> None:
-    """A contributor's score: the sum over their visible nodes, plus shared timing samples."""
-    threshold = settings.CONTRIBUTOR_THRESHOLD
-    per_owner: dict[str, list[dict]] = {cid: [] for cid in contributor_ids}
-    for owner_id, components in (
-        Node.objects.visible().filter(owner_id__in=per_owner).values_list("owner_id", "contribution_components")
+def refresh_taster_credit(node: Node) -> None:
+    """Usage and discovery from the tokens this node really served (reported by its agent, or witnessed by a relay),
+    the owner's own excluded: their contributor id, and any token issued to one of the owner's networks."""
+    owner_networks = set(node.owner_networks or [])
+    uses = []
+    rows = (
+        TastingToken.objects.filter(node=node, is_owner_token=False)
+        .filter(Q(requests_served__gt=0) | Q(relay_requests__gt=0))
+        .values_list(
+            "subject", "ip_hash", "issued_at", "requests_served", "relay_requests", "max_requests",
+            "contributor__created_at",
+        )
+    )  # fmt: skip
+    for subject, ip, issued_at, served, witnessed, max_requests, identity_created in rows:
+        if ip in owner_networks:
+            continue
+        uses.append(
+            scores.TokenUse(
+                subject=subject,
+                standing=scores.standing(identity_created, issued_at),
+                day=issued_at.date(),
+                requests=min(max_requests, max(served, witnessed)),
+            )
+        )
+    credit = scores.taster_credit(uses)
+    Node.objects.filter(pk=node.pk).update(
+        usage_requests=credit.requests,
+        distinct_tasters=credit.tasters,
+        usage_credit=credit.usage_credit,
+        discovery_credit=credit.discovery_credit,
+    )
+
+
+def tokens_used(node: Node, jtis: list[str]) -> None:
+    """These tokens were just shown used at the node (usage report or relay record): their tasters' pending timing
+    uploads now count, in community timing and in their uploaders' credit."""
+    pending = TimingSample.objects.filter(node=node, jti__in=jtis, counted=False)
+    uploaders = set(pending.exclude(contributor=None).values_list("contributor_id", flat=True))
+    if pending.update(counted=True):
+        node_services.refresh_timing(node, uploaded_at=timezone.now())
+        refresh_contributors(uploaders)
+
+
+def timing_credit_of(contributor: Contributor) -> float:
+    """Samples this contributor uploaded that count: tokens really used, at nodes that are not their own (nor on
+    their own networks), each weighted by the uploader's standing when they uploaded."""
+    weighted = 0.0
+    rows = (
+        TimingSample.objects.filter(contributor=contributor, source=TimingSample.Source.TASTER, counted=True)
+        .exclude(node__owner_id=contributor.id)
+        .values_list("jti", "created_at")
+    )
+    samples = dict(rows)
+    if not samples:
+        return 0.0
+    for jti, ip, owner_networks in TastingToken.objects.filter(jti__in=list(samples), is_owner_token=False).values_list(
+        "jti", "ip_hash", "node__owner_networks"
     ):
-        per_owner[owner_id].append(components)
+        if ip in (owner_networks or []):
+            continue  # a tasting from the node owner's own network: the uploader is the owner, or with them
+        weighted += scores.standing(contributor.created_at, samples[jti])
+    return weighted
+
+
+def refresh_contributors(contributor_ids) -> None:
+    """A contributor's score: their visible nodes' (one per combination), plus the timing samples they shared."""
+    threshold = settings.CONTRIBUTOR_THRESHOLD
+    per_owner: dict[str, list[tuple[str, dict]]] = {cid: [] for cid in contributor_ids}
+    for owner_id, combo, components in (
+        Node.objects.visible()
+        .filter(owner_id__in=per_owner)
+        .values_list("owner_id", "combo_key", "contribution_components")
+    ):
+        per_owner[owner_id].append((combo, components))
     contributors = list(Contributor.objects.filter(pk__in=per_owner))
     for contributor in contributors:
-        components = scores.sum_components(
-            per_owner[contributor.id], scores.timing_share_points(contributor.timing_shared)
+        components = scores.owner_components(
+            per_owner[contributor.id], scores.timing_share_points(timing_credit_of(contributor))
         )
         contributor.score_components = components
         contributor.score_total = scores.total(components)
@@ -400,11 +473,8 @@ def record_usage(*, node: Node, report_id: str, entries: list[dict]) -> dict:
         )
         report.entries_counted = len(tokens)
         report.save(update_fields=["entries_counted"])
-        credited = TastingToken.objects.filter(node=node, is_owner_token=False, requests_served__gt=0)
-        totals = credited.aggregate(requests=Sum("requests_served"), tasters=Count("subject", distinct=True))
-        Node.objects.filter(pk=node.pk).update(
-            usage_requests=totals["requests"] or 0, distinct_tasters=totals["tasters"] or 0
-        )
+        refresh_taster_credit(node)
+        tokens_used(node, [t.jti for t in tokens if t.requests_served > 0])
         refresh_scores([node.id])
     return {"accepted": len(tokens), "ignored": len(by_jti) - len(tokens), "duplicate": False}
 
@@ -422,6 +492,10 @@ def listed_contributions(limit: int) -> list[dict]:
             "rarity_score",
             "usage_requests",
             "distinct_tasters",
+            "usage_credit",
+            "discovery_credit",
+            "model_name",
+            "quantization",
             "tuning_note",
         )[:limit]
     )

@@ -18,7 +18,7 @@ from nodes import liveness
 from nodes import services as node_services
 from nodes.models import Node, TimingSample
 from nodes.presenters import community_timing
-from tracker import bans, credentials, pubkeys, signing
+from tracker import bans, credentials, pubkeys, scores, signing
 from tracker.keys import keyring
 from tracker.models import Contributor, QuotaBucket, TastingToken
 from tracker.services import refresh_contributors
@@ -257,6 +257,13 @@ def record_timing(*, token: TastingToken, data: dict, now: datetime | None = Non
     bans.refuse_if_banned(("contributor", token.contributor_id))
     if data["node_id"] != token.node_id:
         raise ApiError(403, "wrong_node", "This token was issued for another node.", extra={"field": "node_id"})
+    field = scores.implausible_field(data, token.max_output_tokens)
+    if field is not None:
+        raise ApiError(400, "implausible", f"{field} is outside what any rig can do.", extra={"field": field})
+    # Counted at once when the node already reported using the token (or a relay saw it served); otherwise it
+    # waits for that proof (tracker.services.tokens_used), so that timing for tokens that never reached a rig
+    # counts for nothing.
+    used = token.requests_served > 0 or token.relay_requests > 0
     try:
         with transaction.atomic():
             TimingSample.objects.create(
@@ -264,6 +271,7 @@ def record_timing(*, token: TastingToken, data: dict, now: datetime | None = Non
                 jti=token.jti,
                 contributor=token.contributor,
                 created_at=now,
+                counted=used,
                 **{k: data[k] for k in TIMING_FIELDS if k in data},
             )
     except IntegrityError:

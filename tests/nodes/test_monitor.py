@@ -102,7 +102,8 @@ def test_without_a_heartbeat_a_node_stays_unknown_even_if_its_url_answers(local,
     cycle()
     node.refresh_from_db()
     assert node.status == "unknown"
-    assert node.alive_days == 1  # but the tracker did see its agent alive
+    # No alive day either: a URL that answers (a static JSON file would) is not an agent that runs (issue 11).
+    assert node.alive_days == 0
 
 
 def test_a_silent_agent_turns_unavailable(online):
@@ -170,10 +171,23 @@ def test_existence_score_grows_with_days_seen_alive(online, api):
     start = timezone.now()
     for day in range(3):
         factories.heartbeat(api, node, secret)
+        Node.objects.filter(pk=node.pk).update(last_heartbeat_at=start + timedelta(days=day))
         cycle(start + timedelta(days=day))
         cycle(start + timedelta(days=day, hours=1))
     node.refresh_from_db()
-    assert node.alive_days == 3 and node.contribution_components["existence"] == 0.6
+    assert node.alive_days == 3
+    # Days alive earn existence points only once the node has served someone else (docs/scoring.md).
+    assert node.contribution_components["existence"] == 0.0
+
+
+def test_alive_days_come_from_heartbeats_not_from_probes(online, api):
+    node, _ = online
+    start = timezone.now()
+    Node.objects.filter(pk=node.pk).update(last_heartbeat_at=start - timedelta(days=1))
+    for day in range(3):  # the URL keeps answering, the agent never heartbeats again
+        cycle(start + timedelta(days=day))
+    node.refresh_from_db()
+    assert node.alive_days == 0
 
 
 def test_old_quota_rows_are_pruned(online):

@@ -1,6 +1,6 @@
 """Unit tests of the pure rules: rarity, liveness, scores and the showcase picks."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
@@ -56,17 +56,80 @@ def test_never_heartbeating_is_unknown_whatever_the_probes_say():
     assert status(obs(last_probe_at=NOW, consecutive_failures=5)) == "unknown"
 
 
+def evidence(**kw) -> scores.NodeEvidence:
+    base = dict(
+        alive_days=0, rarity=0.0, requests_served=0, distinct_tasters=0, usage_credit=0.0, discovery_credit=0.0,
+        tuning_note_chars=0,
+    )  # fmt: skip
+    return scores.NodeEvidence(**{**base, **kw})
+
+
 def test_node_components_and_caps():
-    ev = scores.NodeEvidence(alive_days=100, rarity=1.2, requests_served=7, distinct_tasters=3, tuning_note_chars=240)
+    ev = evidence(alive_days=100, rarity=1.2, usage_credit=7, discovery_credit=3, tuning_note_chars=240)
     c = scores.node_components(ev)
     assert c == {"existence": 10.0, "rarity": 6.0, "usage": 3.5, "discovery": 6.0, "note": 3.0}
     assert scores.total(c) == 28.5
-    no_note = scores.node_components(scores.NodeEvidence(1, 0.25, 0, 0, 0))
-    assert no_note["note"] == 0.0 and scores.total(no_note) == 1.45
-    never_alive = scores.node_components(scores.NodeEvidence(0, 1.2, 0, 0, 4000))
-    assert scores.total(never_alive) == 0.0
+    capped = scores.node_components(evidence(alive_days=1, usage_credit=1000, discovery_credit=1000))
+    assert capped["usage"] == 20.0 and capped["discovery"] == 20.0
     assert scores.tier(0.99, 1.0) == "limited" and scores.tier(1.0, 1.0) == "contributor"
     assert scores.timing_share_points(100) == 10.0
+
+
+def test_a_node_that_served_nobody_else_earns_nothing_whatever_it_claims():
+    lonely = evidence(alive_days=365, rarity=1.2, requests_served=999, distinct_tasters=0, tuning_note_chars=4000)
+    assert scores.total(scores.node_components(lonely)) == 0.0
+    # One fresh sockpuppet (standing 0.1) on another network is not yet "someone else"; a real taster is.
+    assert scores.total(scores.node_components(evidence(alive_days=3, rarity=1.0, discovery_credit=0.1))) == 0.0
+    assert scores.total(scores.node_components(evidence(alive_days=3, rarity=1.0, discovery_credit=1.0))) > 1.0
+
+
+def test_standing_grows_from_a_tenth_to_one_over_three_days():
+    now = datetime(2026, 12, 6, tzinfo=UTC)
+    assert scores.standing(None, now) == 0.5  # anonymous: one network
+    assert scores.standing(now - timedelta(minutes=5), now) == 0.1
+    assert scores.standing(now - timedelta(hours=36), now) == 0.5
+    assert scores.standing(now - timedelta(days=30), now) == 1.0
+
+
+def test_taster_credit_has_diminishing_returns_per_taster_and_day():
+    day1, day2 = date(2026, 12, 1), date(2026, 12, 2)
+    uses = [
+        scores.TokenUse("c_a", 1.0, day1, 3),
+        scores.TokenUse("c_a", 1.0, day1, 3),  # the same taster, the same day: 3 requests count, not 6
+        scores.TokenUse("c_a", 1.0, day2, 1),
+        scores.TokenUse("c_new", 0.1, day1, 3),  # an identity minutes old counts for little
+        scores.TokenUse("anon:x", 0.5, day1, 0),  # a token never used counts for nothing
+    ]
+    credit = scores.taster_credit(uses)
+    assert credit.usage_credit == 3 + 1 + 0.3 and credit.discovery_credit == 1.1
+    assert credit.tasters == 2 and credit.requests == 10
+
+
+def test_one_owners_registrations_of_one_combination_count_once():
+    same = {"existence": 1.0, "rarity": 5.0, "usage": 0.5, "discovery": 2.0, "note": 1.0}
+    other = {"existence": 0.2, "rarity": 2.5, "usage": 0.0, "discovery": 2.0, "note": 0.0}
+    summed = scores.owner_components([("g|m|q", same), ("g|m|q", same), ("g|m|q2", other)], extra_note=0.5)
+    assert summed == {"existence": 1.2, "rarity": 7.5, "usage": 0.5, "discovery": 4.0, "note": 1.5}
+
+
+def test_unknown_models_and_quantizations_are_not_rare():
+    assert rarity.rarity_score(1, ["showcase"], 4, known=False) == 0.0
+    assert not rarity.is_known("unknown") and not rarity.is_known(" ? ") and not rarity.is_known("")
+    assert rarity.is_known("Q4_K_M") and rarity.is_known("llama3.2:1b")
+
+
+@pytest.mark.parametrize(
+    "data, field",
+    [
+        ({"tok_per_sec": 1e6}, "tok_per_sec"),
+        ({"ttft_ms": -1}, "ttft_ms"),
+        ({"output_tokens": 10_000}, "output_tokens"),
+        ({"output_tokens": 200, "generation_sec": 0.01, "tok_per_sec": 20}, "tok_per_sec"),
+        ({"tok_per_sec": 80, "ttft_ms": 200, "output_tokens": 200, "generation_sec": 2.6}, None),
+    ],
+)
+def test_implausible_timing_values_are_named(data, field):
+    assert scores.implausible_field(data, max_output_tokens=256) == field
 
 
 @pytest.mark.parametrize(

@@ -97,8 +97,10 @@ class TestUsage:
         }
         node.refresh_from_db()
         assert node.usage_requests == 2 and node.distinct_tasters == 1
-        assert node.contribution_components["usage"] == 1.0
-        assert node.contribution_components["discovery"] == 2.0
+        # The taster's identity is minutes old (standing 0.1, docs/scoring.md): 2 requests weigh 0.2, one taster 0.1,
+        # and one fresh identity is not yet "someone else", so the node earns nothing so far.
+        assert node.usage_credit == 0.2 and node.discovery_credit == 0.1
+        assert node.contribution_total == 0.0
 
     def test_a_retried_report_is_not_counted_twice(self, api, live_node, taster):
         node, secret = live_node
@@ -132,12 +134,13 @@ class TestUsage:
         node, secret = live_node
         settings.LIMITED_TOKENS_PER_DAY = 100
         settings.RATE_TOKEN_CREATE = "1000/m"
-        jtis = [token_for(api, node, ip=f"192.0.2.{i}")["jti"] for i in range(1, 16)]
+        jtis = [token_for(api, node, ip=f"192.0.2.{i}")["jti"] for i in range(1, 31)]
         self.report(api, node, secret, "r1", [{"jti": j, "requests": 3} for j in jtis])
         node.refresh_from_db()
-        assert node.usage_requests == 45
+        assert node.usage_requests == 90
+        # 30 anonymous tasters (standing 0.5) × 3 requests × 0.5 points = 22.5, capped at 20.
         assert node.contribution_components["usage"] == 20.0
-        assert node.distinct_tasters == 15 and node.contribution_components["discovery"] == 20.0
+        assert node.distinct_tasters == 30 and node.contribution_components["discovery"] == 20.0
 
 
 class TestTiming:
@@ -145,8 +148,14 @@ class TestTiming:
         return api.post("/api/replay/timing", body, auth=token)
 
     def test_one_upload_per_jti_feeds_the_community_p50s(self, api, live_node, taster):
-        node, _ = live_node
+        node, secret = live_node
+
+        def used(issued):  # the node reports the token used: only then does its timing count (docs/scoring.md)
+            body = {"report_id": issued["jti"], "entries": [{"jti": issued["jti"], "requests": 1}]}
+            assert api.post(f"/api/nodes/{node.id}/usage", body, auth=secret)[0] == 202
+
         t1 = token_for(api, node, taster.key)
+        used(t1)
         status, body = self.upload(
             api,
             t1["upload_key"],
@@ -166,12 +175,14 @@ class TestTiming:
         assert status == 409 and body["code"] == "already_uploaded"
         for tps, ip in ((50.0, "192.0.2.60"), (10.0, "192.0.2.61")):
             t = token_for(api, node, ip=ip)
+            used(t)
             self.upload(api, t["upload_key"], {"node_id": node.id, "tok_per_sec": tps, "ttft_ms": 100})
         _, detail = api.get(f"/api/nodes/{node.id}")
         timing = detail["node"]["community_timing"]
         assert timing["samples_count"] == 3 and timing["tok_per_sec_p50"] == 40.0 and timing["ttft_ms_p50"] == 100
         # A public-key tasting's numbers are counted but stay out of the streaming medians.
         t = token_for(api, node, ip="192.0.2.62")
+        used(t)
         _, body = self.upload(
             api, t["upload_key"], {"node_id": node.id, "mode": "public-key", "tok_per_sec": 900.0, "ttft_ms": 9}
         )
@@ -179,9 +190,9 @@ class TestTiming:
         assert body["community_timing"]["tok_per_sec_p50"] == 40.0 and body["community_timing"]["ttft_ms_p50"] == 100
         sample = TimingSample.objects.get(jti=t1["jti"])
         assert abs((sample.created_at - timezone.now()).total_seconds()) < 60  # stamped by the server
-        # Sharing timing counts as a contribution of the taster.
+        # Sharing timing counts as a contribution of the taster, weighted by their standing (minutes old: 0.1).
         taster.refresh()
-        assert taster.contributor.timing_shared == 1 and taster.contributor.score_components["note"] == 0.5
+        assert taster.contributor.timing_shared == 1 and taster.contributor.score_components["note"] == 0.05
 
     @pytest.mark.parametrize(
         "body, code, field",
@@ -223,9 +234,11 @@ class TestTiming:
 
 
 def test_contributions_endpoint_lists_listed_nodes_by_total(api, owner):
-    factories.seen_alive(factories.make_node(owner, id="plain", tuning_note="")[0])
-    factories.seen_alive(factories.make_node(owner, id="noted", tuning_note="x" * 1200, gpu="Tesla P40")[0])
-    factories.seen_alive(factories.make_node(owner, id="hidden", visibility="unlisted", gpu="K80")[0])
+    for fields in ({"id": "plain", "tuning_note": ""}, {"id": "noted", "tuning_note": "x" * 1200, "gpu": "Tesla P40"}):
+        factories.served_others(factories.seen_alive(factories.make_node(owner, **fields)[0]))
+    factories.served_others(
+        factories.seen_alive(factories.make_node(owner, id="hidden", visibility="unlisted", gpu="K80")[0])
+    )
     status, body = api.get("/api/contributions")
     assert status == 200 and body["threshold"] == 1.0
     assert [s["node_id"] for s in body["scores"]] == ["noted", "plain"]
@@ -236,11 +249,12 @@ def test_contributions_endpoint_lists_listed_nodes_by_total(api, owner):
 
 
 def test_owner_score_is_the_sum_of_their_nodes(api, owner):
-    factories.seen_alive(factories.make_node(owner, id="one", tuning_note="")[0])
-    factories.seen_alive(factories.make_node(owner, id="two", tuning_note="", gpu="RX 580")[0])
+    factories.served_others(factories.seen_alive(factories.make_node(owner, id="one", tuning_note="")[0]))
+    factories.served_others(factories.seen_alive(factories.make_node(owner, id="two", tuning_note="", gpu="RX 580")[0]))
     _, me = api.get("/api/contributors/me", auth=owner.key)
-    assert me["score"]["components"]["rarity"] == 10.0 and me["score"]["total"] == 10.4  # + 0.2 existence each
+    # Each: rarity 5, existence 0.2, usage 2 (4 weighted requests × 0.5), discovery 4 (2 weighted tasters × 2).
+    assert me["score"]["components"]["rarity"] == 10.0 and me["score"]["total"] == 22.4
     api.delete("/api/nodes/two", auth=owner.key)
     _, me = api.get("/api/contributors/me", auth=owner.key)
-    assert me["score"]["total"] == 5.2
+    assert me["score"]["total"] == 11.2
     assert Node.objects.count() == 1

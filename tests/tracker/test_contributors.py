@@ -56,6 +56,9 @@ def test_me_shows_score_and_own_nodes(api):
     assert me["score"]["tier"] == "limited"  # registered, but never seen alive
     factories.seen_alive(Node.objects.get(pk=created_node["node"]["id"]))
     _, me = api.get("/api/contributors/me", auth=key)
+    assert me["score"]["tier"] == "limited"  # alive, but it has served nobody else yet
+    factories.served_others(Node.objects.get(pk=created_node["node"]["id"]))
+    _, me = api.get("/api/contributors/me", auth=key)
     assert me["score"]["tier"] == "contributor"
     assert set(me["score"]["components"]) == {"existence", "rarity", "usage", "discovery", "note"}
 

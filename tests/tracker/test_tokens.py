@@ -52,6 +52,7 @@ def test_anonymous_caller_gets_a_limited_token_an_agent_can_verify_offline(api, 
 
 def test_contributor_tier_comes_from_the_server_side_score(api, live_node, owner, taster):
     node, _ = live_node
+    factories.served_others(node)  # a node that served other people lifts its owner past the threshold
     owner.refresh()
     assert owner.contributor.score_tier == "contributor"
     _, body = api.post("/api/tokens", {"node_id": node.id, "contribution_score": 9999}, auth=taster.key)
