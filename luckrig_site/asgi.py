@@ -9,6 +9,10 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "luckrig_site.settings")
 
 django_application = get_asgi_application()  # sets Django up before the consumers are imported
 
+from luckrig_site.checks import refuse_bad_settings  # noqa: E402
+
+refuse_bad_settings()  # a malformed rate or an all-trusting TRUSTED_PROXIES stops Daphne here
+
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import path  # noqa: E402
 

@@ -7,14 +7,25 @@ go down, and it names no node."""
 
 from django.db.models import Count
 from django.http import HttpResponse
-from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from luckrig_site import ratecache
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 HTTP_REQUESTS = Counter(
     "luckrig_http_requests", "HTTP requests served by this process", ["method", "status"], registry=REGISTRY
 )
+
+# 1 while this process counts rate limits on its own because the shared cache (Redis) is unreachable
+# (luckrig_site/ratecache.py); per process, like the request counter.
+RATELIMIT_FALLBACK = Gauge(
+    "luckrig_ratelimit_fallback",
+    "1 while this process counts rate limits alone (stricter) because the shared cache is unreachable",
+    registry=REGISTRY,
+)
+RATELIMIT_FALLBACK.set_function(lambda: 1.0 if ratecache.fallback_active() else 0.0)
 
 _METHODS = {"GET", "POST", "PATCH", "PUT", "DELETE", "HEAD", "OPTIONS"}
 

@@ -4,7 +4,6 @@ django-ratelimit's own decorator raises `Ratelimited` without saying when the wi
 `Retry-After`, so this wraps its `is_ratelimited` core and computes the end of the same fixed window."""
 
 import functools
-import logging
 import re
 import time
 import zlib
@@ -15,15 +14,16 @@ from django_ratelimit.core import is_ratelimited
 from luckrig_site.api_errors import ApiError
 from luckrig_site.clientip import ip_hash, ratelimit_key
 
-log = logging.getLogger("luckrig.ratelimit")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_RATE = re.compile(r"^(\d+)/(\d*)([smhd])$")
+_RATE = re.compile(r"(\d+)/(\d*)([smhd])", re.ASCII)
 
 
 def period_of(rate: str) -> int:
-    match = _RATE.match(rate)
-    if not match:
-        raise ValueError(f"bad rate {rate!r}: expected like 5/d or 30/10m")
+    """The window of a rate in seconds; ValueError for anything django-ratelimit would misread (it takes
+    `5 per day` for no limit at all, `5/x` for 5 a second and `5/0d` for an error on every request)."""
+    match = _RATE.fullmatch(rate) if isinstance(rate, str) else None
+    if not match or int(match.group(2) or 1) == 0:
+        raise ValueError(f"bad rate {rate!r}: expected a count, a slash and a period, like 5/d or 30/10m")
     return int(match.group(2) or 1) * _UNITS[match.group(3)]
 
 
@@ -47,15 +47,9 @@ def limit(rate_setting: str, group: str, code: str = "ip_rate_limited"):
         @functools.wraps(original)
         def post(self, request, *args, **kwargs):
             rate = getattr(settings, rate_setting)
-            try:
-                limited = is_ratelimited(
-                    request, group=group, key=ratelimit_key, rate=rate, method="POST", increment=True
-                )
-            except Exception as exc:  # noqa: BLE001 - the shared cache (Redis) is down
-                # Fail open for a moment rather than fail every write: daily quotas still hold (they are
-                # counted in the database), and the counters resume when the cache is back.
-                log.warning("rate limit %s not checked: cache unavailable (%s)", group, type(exc).__name__)
-                limited = False
+            # Never fails open: while Redis is unreachable the counters are this process's own (ratecache.py),
+            # and a malformed rate stops the tracker at start-up (checks.py) instead of switching a limit off.
+            limited = is_ratelimited(request, group=group, key=ratelimit_key, rate=rate, method="POST", increment=True)
             if limited:
                 retry = seconds_left_in_window(ip_hash(request), period_of(rate))
                 raise ApiError(

@@ -77,6 +77,7 @@ INSTALLED_APPS = [
     "tracker",
     "moderation",
     "showcase",
+    "luckrig_site.apps.SiteConfig",
 ]
 
 MIDDLEWARE = [
@@ -159,11 +160,22 @@ if REDIS_URL:
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": os.environ.get("REDIS_PREFIX", "luckrig"),
-        }
+        },
+        # The rate-limit counters: the same Redis (and the same keys as before), but each process counts on its
+        # own, stricter, while Redis is unreachable (luckrig_site/ratecache.py). Short timeouts: a limit check
+        # must not hold a request while Redis hangs.
+        "ratelimit": {
+            "BACKEND": "luckrig_site.ratecache.FallbackRedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": os.environ.get("REDIS_PREFIX", "luckrig"),
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+        },
     }
+    RATELIMIT_USE_CACHE = "ratelimit"
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "luckrig"}}
+    RATELIMIT_USE_CACHE = "default"
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -277,7 +289,9 @@ RATE_TIMING_UPLOAD = os.environ.get("RATE_TIMING_UPLOAD", "120/h")
 RATE_ABUSE_REPORT = os.environ.get("RATE_ABUSE_REPORT", "10/d")
 RATE_REPLAY_PUBLISH = os.environ.get("RATE_REPLAY_PUBLISH", "20/h")
 RATELIMIT_ENABLE = env_bool("RATELIMIT_ENABLE", True)
-RATELIMIT_USE_CACHE = "default"
+# How many tracker processes share the Redis counters. While Redis is unreachable each process counts alone,
+# every request weighing this much, so that together they still allow no more than each limit.
+RATELIMIT_FALLBACK_PROCESSES = env_int("RATELIMIT_FALLBACK_PROCESSES", 1)
 
 ABUSE_CONTACT = os.environ.get("ABUSE_CONTACT", "abuse@luckrig.invalid")
 

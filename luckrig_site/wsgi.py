@@ -7,3 +7,7 @@ from django.core.wsgi import get_wsgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "luckrig_site.settings")
 
 application = get_wsgi_application()
+
+from luckrig_site.checks import refuse_bad_settings  # noqa: E402
+
+refuse_bad_settings()  # a malformed rate or an all-trusting TRUSTED_PROXIES stops the server here

@@ -8,6 +8,7 @@ import contextlib
 import json
 import shutil
 import subprocess
+import time
 import uuid
 
 import aiohttp
@@ -181,10 +182,18 @@ def test_idle_websockets_stay_up_and_live_on_redis(tmp_path):
             assert "Timeout reading" not in log and "interrupted" not in log
 
 
-def test_the_rest_api_keeps_serving_while_redis_is_down(tmp_path):
+def test_the_rest_api_keeps_serving_while_redis_is_down_and_its_limits_hold(tmp_path):
+    """Issue 11: while Redis is down every per-IP limit used to fail open (8 of 8 contributors from one address
+    against a limit of 5). Now the process counts on its own, says so once in its log and in /metrics, and
+    shares the counters again once Redis is back."""
     with postgres_database() as db, redis_server() as (redis_port, redis):
         env = tracker_env(
-            db, tmp_path, REDIS_URL=f"redis://127.0.0.1:{redis_port}/0", REDIS_PREFIX=f"t{uuid.uuid4().hex[:8]}"
+            db,
+            tmp_path,
+            REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
+            REDIS_PREFIX=f"t{uuid.uuid4().hex[:8]}",
+            TRUSTED_PROXIES="127.0.0.1/32",
+            RATE_CONTRIBUTOR_CREATE="5/d",
         )
         migrate(env)
         with daphne(env, log_path=tmp_path / "a.log") as a:
@@ -199,10 +208,37 @@ def test_the_rest_api_keeps_serving_while_redis_is_down(tmp_path):
             )
             assert beat.status_code == 200  # the queue broadcast fails quietly; the heartbeat is recorded
             assert requests.get(f"{a}/api/nodes?page_size=5", timeout=20).status_code == 200
+
+            ip = {"X-Forwarded-For": "198.51.100.7"}
+            codes = [
+                requests.post(f"{a}/api/contributors", json={}, headers=ip, timeout=20).status_code for _ in range(8)
+            ]
+            assert codes == [201] * 5 + [429] * 3
             issued = requests.post(f"{a}/api/tokens", json={"node_id": node_id}, timeout=20)
-            assert issued.status_code == 201  # rate limits fail open for the outage; quotas are in PostgreSQL
-            assert "not checked: cache unavailable" in (tmp_path / "a.log").read_text()
+            assert issued.status_code == 201  # within its limits; quotas are in PostgreSQL
             assert json.loads(issued.text)["quota"]["used"] == 1
+            assert "luckrig_ratelimit_fallback 1.0" in requests.get(f"{a}/metrics", timeout=20).text
+            log = (tmp_path / "a.log").read_text()
+            assert log.count("shared cache (Redis) unreachable") == 1, log[-3000:]
+
+            restarted = subprocess.Popen(
+                ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            try:
+                deadline = time.monotonic() + 30
+                while "luckrig_ratelimit_fallback 0.0" not in requests.get(f"{a}/metrics", timeout=20).text:
+                    assert time.monotonic() < deadline, "the process never went back to the shared counters"
+                    time.sleep(1)
+                    # Redis is tried again by a rate-limited request (one per few seconds), not by a scrape.
+                    requests.post(
+                        f"{a}/api/contributors", json={}, headers={"X-Forwarded-For": "192.0.2.1"}, timeout=20
+                    )
+                assert "reachable again" in (tmp_path / "a.log").read_text()
+            finally:
+                restarted.terminate()
+                restarted.wait(10)
 
 
 def test_the_queue_view_says_it_is_stale_while_redis_is_down_and_recovers_by_itself(tmp_path):
