@@ -4,6 +4,7 @@ cache. `REDIS_URL` switches the channel layer and the cache to Redis; `DATABASE_
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -73,6 +74,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "channels",
+    "axes",
     "nodes",
     "tracker",
     "moderation",
@@ -95,6 +97,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "luckrig_site.middleware.ContentSecurityPolicyMiddleware",
+    # Last, as django-axes asks: turns a locked-out admin login into its 429 page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "luckrig_site.urls"
@@ -176,6 +180,26 @@ else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "luckrig"}}
     RATELIMIT_USE_CACHE = "default"
+
+# Admin logins are throttled by django-axes (luckrig_site/auth.py): after ADMIN_LOGIN_FAILURE_LIMIT failures
+# for one username from one address (household: an IPv6 /64), that pair is locked for ADMIN_LOGIN_COOLOFF_MIN
+# minutes, even with the right password; other people at that address and that person elsewhere are not.
+# Attempts are kept in the database (works on SQLite and PostgreSQL, holds across processes, survives a Redis
+# outage), under a stand-in address made from the keyed ip hash: never the address itself.
+AUTHENTICATION_BACKENDS = [
+    "luckrig_site.auth.AdminLoginThrottle",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+AXES_ONLY_ADMIN_SITE = True
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_FAILURE_LIMIT = env_int("ADMIN_LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("ADMIN_LOGIN_COOLOFF_MIN", 15))
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "luckrig_site.clientip.pseudonymous_ip"
+AXES_DISABLE_ACCESS_LOG = True  # no record of every successful login: nothing needs one
+AXES_ENABLE_ACCESS_FAILURE_LOG = False
+AXES_VERBOSE = False  # each failure is in the database already; no log line per attempt
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -6,6 +6,8 @@ from datetime import timedelta
 from django.apps import apps
 from django.contrib import admin, messages
 from django.contrib.admin.utils import quote, unquote
+from django.contrib.auth import get_permission_codename
+from django.core.exceptions import PermissionDenied
 from django.db.models import Count, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 from django.template.response import TemplateResponse
@@ -15,7 +17,7 @@ from django.utils.html import format_html
 
 from moderation import services
 from moderation.addresses import address_label
-from moderation.forms import DecisionForm
+from moderation.forms import DecisionForm, FilterRuleForm
 from moderation.models import AbuseReport, FilterRule, ModerationAction, ModerationFlag
 from nodes.models import Node
 from tracker.models import Ban, Contributor, TastingToken
@@ -37,11 +39,24 @@ def described(modeladmin, obj) -> str:
     return describe(obj) if describe else str(obj)
 
 
-def decision_action(label: str, perform, *, with_days: bool = False):
+def decision_action(label: str, perform, *, with_days: bool = False, own: str = "change", needs: tuple = ()):
     """An admin action that first asks for a reason (and a ban length), then calls `perform(obj, moderator,
-    reason, days)` for each selected object."""
+    reason, days)` for each selected object.
+
+    A decision changes things, so seeing the objects is not enough: it needs the `own` permission ("change"
+    unless said otherwise) on the admin's model, and the change permission of every model it also writes,
+    named in `needs` ("tracker.change_ban" for a ban made from a report). Checked on the user's permissions
+    themselves, not the admin's has_change_permission, which says whether the row's fields may be edited
+    (never, for bans, flags and replays). `DecisionsNeedPermission` hides what a user may not do; the check
+    here refuses it even when asked directly."""
+
+    def permitted(user, model) -> bool:
+        opts = model._meta
+        return user.has_perms([f"{opts.app_label}.{get_permission_codename(own, opts)}", *needs])
 
     def action(modeladmin, request, queryset):
+        if not permitted(request.user, modeladmin.model):
+            raise PermissionDenied
         form = DecisionForm(request.POST if "apply" in request.POST else None, with_days=with_days)
         if "apply" in request.POST and form.is_valid():
             moderator = services.Moderator.of(request.user)
@@ -72,7 +87,23 @@ def decision_action(label: str, perform, *, with_days: bool = False):
 
     action.__name__ = label.lower().replace(" ", "_").replace("/", "_")
     action.short_description = label
+    action.permitted = permitted
     return action
+
+
+class DecisionsNeedPermission:
+    """Offer a user only the decisions their permissions allow (see decision_action)."""
+
+    def get_actions(self, request):
+        return {
+            name: entry
+            for name, entry in super().get_actions(request).items()
+            if getattr(entry[0], "permitted", None) is None or entry[0].permitted(request.user, self.model)
+        }
+
+
+NODE = ("nodes.change_node",)
+BAN = ("tracker.change_ban",)
 
 
 # --- abuse reports ----------------------------------------------------------------------------------------
@@ -99,7 +130,7 @@ def _ban_subject(report, moderator, reason, days):
 
 
 @admin.register(AbuseReport)
-class AbuseReportAdmin(admin.ModelAdmin):
+class AbuseReportAdmin(DecisionsNeedPermission, admin.ModelAdmin):
     list_display = ["id", "created_at", "state", "subject_kind", "subject", "other_reports", "reason_excerpt"]
     list_filter = ["state", "subject_kind"]
     search_fields = ["id", "subject_id", "reason"]
@@ -146,12 +177,14 @@ class AbuseReportAdmin(admin.ModelAdmin):
         decision_action(
             "Take the node down",
             lambda r, m, why, d: services.take_down(node=_report_node(r), moderator=m, reason=why, report=r),
+            needs=NODE,
         ),
         decision_action(
             "Revoke the node's tokens",
             lambda r, m, why, d: services.revoke_tokens(node=_report_node(r), moderator=m, reason=why, report=r),
+            needs=NODE,
         ),
-        decision_action("Ban the subject", _ban_subject, with_days=True),
+        decision_action("Ban the subject", _ban_subject, with_days=True, needs=BAN),
     ]
 
     def has_add_permission(self, request):
@@ -280,28 +313,41 @@ class ModerationActionAdmin(admin.ModelAdmin):
 
 
 @admin.register(FilterRule)
-class FilterRuleAdmin(admin.ModelAdmin):
+class FilterRuleAdmin(DecisionsNeedPermission, admin.ModelAdmin):
+    """Rule edits are moderation decisions: each asks for a reason and writes an audit row with the rule as it
+    was and as it became (services.save_filter_rule / delete_filter_rule), and bumps the rules version.
+    Deleting goes through an action that asks for the reason; Django's own delete pages are off."""
+
+    form = FilterRuleForm
     list_display = ["id", "category", "enabled", "reason", "updated_at"]
     list_filter = ["category", "enabled"]
+    fields = ["id", "pattern", "flags", "category", "reason", "enabled", "change_reason"]
+    actions = [
+        decision_action(
+            "Delete the rules",
+            lambda rule, m, why, d: services.delete_filter_rule(rule=rule, moderator=m, reason=why),
+            own="delete",
+        )
+    ]
+
+    def get_readonly_fields(self, request, obj=None):
+        # Changing the primary key in the form would save a second rule beside the first.
+        return ["id"] if obj is not None else []
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # through "Delete the rules", which asks for a reason
 
     def save_model(self, request, obj, form, change):
-        super().save_model(request, obj, form, change)
-        services.publish_filter_rules()
-
-    def delete_model(self, request, obj):
-        super().delete_model(request, obj)
-        services.publish_filter_rules()
-
-    def delete_queryset(self, request, queryset):
-        super().delete_queryset(request, queryset)
-        services.publish_filter_rules()
+        services.save_filter_rule(
+            rule=obj, moderator=services.Moderator.of(request.user), reason=form.cleaned_data["change_reason"]
+        )
 
 
 # --- flags from agents ----------------------------------------------------------------------------------
 
 
 @admin.register(ModerationFlag)
-class ModerationFlagAdmin(admin.ModelAdmin):
+class ModerationFlagAdmin(DecisionsNeedPermission, admin.ModelAdmin):
     list_display = ["created_at", "stage", "categories", "node_link", "contributor_link", "jti", "mode"]
     list_filter = ["stage"]
     search_fields = ["jti", "node__id"]
@@ -310,11 +356,13 @@ class ModerationFlagAdmin(admin.ModelAdmin):
             "Ban the token holder",
             lambda f, m, why, d: services.ban_flagged(flag=f, moderator=m, reason=why, days=d),
             with_days=True,
+            needs=BAN,
         ),
         decision_action(
             "Ban the address",
             lambda f, m, why, d: services.ban_flagged(flag=f, moderator=m, reason=why, days=d, address=True),
             with_days=True,
+            needs=BAN,
         ),
     ]
 
@@ -354,15 +402,18 @@ def ban_actions(kind: str) -> list:
             f"Ban {kind}",
             lambda obj, m, why, d: services.ban(kind=kind, value=obj.pk, moderator=m, reason=why, days=d),
             with_days=True,
+            needs=BAN,
         ),
         decision_action(
-            f"Lift {kind} bans", lambda obj, m, why, d: services.unban(kind=kind, value=obj.pk, moderator=m, reason=why)
+            f"Lift {kind} bans",
+            lambda obj, m, why, d: services.unban(kind=kind, value=obj.pk, moderator=m, reason=why),
+            needs=BAN,
         ),
     ]
 
 
 @admin.register(Node)
-class NodeAdmin(admin.ModelAdmin):
+class NodeAdmin(DecisionsNeedPermission, admin.ModelAdmin):
     list_display = [
         "id",
         "gpu",
@@ -425,7 +476,7 @@ class NodeAdmin(admin.ModelAdmin):
 
 
 @admin.register(Contributor)
-class ContributorAdmin(admin.ModelAdmin):
+class ContributorAdmin(DecisionsNeedPermission, admin.ModelAdmin):
     list_display = ["id", "handle", "created_at", "score_total", "score_tier"]
     search_fields = ["id", "handle"]
     fields = ["id", "handle", "created_at", "score_total", "score_tier", "score_components", "timing_shared"]
@@ -440,7 +491,7 @@ class ContributorAdmin(admin.ModelAdmin):
 
 
 @admin.register(Ban)
-class BanAdmin(admin.ModelAdmin):
+class BanAdmin(DecisionsNeedPermission, admin.ModelAdmin):
     list_display = ["kind", "shown_value", "reason", "created_at", "expires_at", "lifted_at", "active"]
     list_filter = ["kind"]
     fields = ["kind", "shown_value", "reason", "created_at", "expires_at", "lifted_at"]

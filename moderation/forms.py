@@ -1,6 +1,8 @@
-"""The reason (and, for bans, the length) a moderator gives for every decision."""
+"""The reason (and, for bans, the length) a moderator gives for every decision, filter-rule edits included."""
 
 from django import forms
+
+from moderation.models import FilterRule
 
 
 class DecisionForm(forms.Form):
@@ -19,6 +21,27 @@ class DecisionForm(forms.Form):
 
     def clean_reason(self):
         reason = self.cleaned_data["reason"].strip()
+        if not reason:
+            raise forms.ValidationError("A reason is required.")
+        return reason
+
+
+class FilterRuleForm(forms.ModelForm):
+    """The rule's own fields plus why it is being added or changed, for the audit log."""
+
+    change_reason = forms.CharField(
+        label="Reason for this change",
+        widget=forms.Textarea(attrs={"rows": 2, "cols": 60}),
+        max_length=2000,
+        help_text="Recorded in the moderation log with your name, beside the rule as it was and as it becomes.",
+    )
+
+    class Meta:
+        model = FilterRule
+        fields = ["id", "pattern", "flags", "category", "reason", "enabled"]
+
+    def clean_change_reason(self):
+        reason = self.cleaned_data["change_reason"].strip()
         if not reason:
             raise forms.ValidationError("A reason is required.")
         return reason

@@ -61,6 +61,9 @@ class ModerationAction(models.Model):
         REVOKE_TOKENS = "revoke_tokens"
         DISMISS = "dismiss"
         REVIEW = "review"
+        ADD_RULE = "add_rule", "Add filter rule"
+        CHANGE_RULE = "change_rule", "Change filter rule"
+        DELETE_RULE = "delete_rule", "Remove filter rule"
 
     moderator = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

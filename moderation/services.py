@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from luckrig_site.clientip import hash_ip
 from moderation import addresses
-from moderation.models import AbuseReport, ModerationAction, ModerationFlag
+from moderation.models import AbuseReport, FilterRule, ModerationAction, ModerationFlag
 from nodes import queue_view
 from nodes.models import Node
 from tracker import agent_link, bans
@@ -269,6 +269,43 @@ def publish_filter_rules() -> None:
     Counter.objects.filter(pk=counter.pk).update(value=F("value") + 1)
     version = Counter.objects.get(pk=counter.pk).value
     transaction.on_commit(lambda: agent_link.push_to_all({"type": "filter_rules", "version": version}))
+
+
+def _rule_state(rule: FilterRule) -> dict:
+    return {**rule.as_wire(), "enabled": rule.enabled}
+
+
+@transaction.atomic
+def save_filter_rule(*, rule: FilterRule, moderator: Moderator, reason: str) -> ModerationAction:
+    """Add or change a filter rule: validated as the agents will compile it, saved, published to the agents,
+    and written to the audit log with the rule as it was (for a change) and as it is now."""
+    if not reason or not reason.strip():
+        raise ValueError("a reason is required")
+    before = FilterRule.objects.filter(pk=rule.pk).first()
+    rule.full_clean(validate_unique=before is None)
+    rule.save()
+    publish_filter_rules()
+    action = ModerationAction.Action.ADD_RULE if before is None else ModerationAction.Action.CHANGE_RULE
+    return record(
+        moderator,
+        action,
+        "filter_rule",
+        rule.pk,
+        reason,
+        before=_rule_state(before) if before else None,
+        after=_rule_state(rule),
+    )
+
+
+@transaction.atomic
+def delete_filter_rule(*, rule: FilterRule, moderator: Moderator, reason: str) -> ModerationAction:
+    """Delete a filter rule; the audit row keeps what it was."""
+    entry = record(
+        moderator, ModerationAction.Action.DELETE_RULE, "filter_rule", rule.pk, reason, before=_rule_state(rule)
+    )
+    FilterRule.objects.filter(pk=rule.pk).delete()
+    publish_filter_rules()
+    return entry
 
 
 def record_flag(*, node: Node, jti: str, stage: str, categories: list[str], mode: str) -> ModerationFlag:
