@@ -42,6 +42,32 @@ REACHABILITY_HELP = {
 }
 
 
+# The content categories of the built-in filter rules (moderation's migrations, node_agent/policy.py), as the
+# rig page names them; an operator's own category is shown as its id.
+FILTER_CATEGORY_LABELS = {
+    "csam": gettext_lazy("sexual content involving minors"),
+    "terrorism": gettext_lazy("terrorism"),
+    "mass_violence": gettext_lazy("mass violence"),
+    "weapons": gettext_lazy("weapons capable of mass harm"),
+    "nsfw-explicit": gettext_lazy("explicit sexual content"),
+}
+MAX_FILTER_CATEGORIES = 20
+
+
+def filter_categories(telemetry) -> list[str] | None:
+    """What the rig's agent says it filters (`telemetry.filter_categories` from its heartbeats), as labels;
+    None when it never said. The agent's words are untrusted: only short strings, at most 20, each once.
+    A comma-separated string counts as a list (telemetry values are flat unless the tracker allows lists)."""
+    raw = telemetry.get("filter_categories") if isinstance(telemetry, dict) else None
+    if isinstance(raw, str):
+        raw = raw.split(",")
+    if not isinstance(raw, list):
+        return None
+    ids = [item.strip() for item in raw if isinstance(item, str) and 0 < len(item.strip()) <= 64]
+    unique = list(dict.fromkeys(ids))[:MAX_FILTER_CATEGORIES]
+    return [FILTER_CATEGORY_LABELS.get(category, category) for category in unique]
+
+
 def vram_label(vram_gb) -> str:
     if vram_gb is None:
         return "—"

@@ -109,6 +109,7 @@ def node_detail(request, node_id):
             charts.histogram([f for _t, f in timings]), label=_("Community TTFT distribution"), unit="ms"
         ),
         "timing_n": len(timings),
+        "filter_categories": present.filter_categories(node.telemetry),
         "replays": Replay.objects.public().filter(node=node).order_by("-published_at")[:20],
         "queue_entries": node.queue_entries,
         "queue_eta_sec": node.queue_eta_sec,
