@@ -16,7 +16,10 @@ newest text, so the layer's channel never backs up. Snapshots reach a subscriber
 received them, never an older one after a newer one; statuses (stale/live) and closes are never coalesced.
 
 Under Daphne, each message is framed once (autobahn's prepared messages) and written to every local
-subscriber's socket with no await per subscriber (see _write)."""
+subscriber's socket with no await per subscriber (see _write). A subscriber that stops reading is dropped, not
+buffered for: once more than MAX_BACKLOG_BYTES written to its socket wait unread in this process, its connection
+is aborted (a close handshake could not reach it either) and it leaves the group. A slow reader that catches up
+loses nothing it needs, since every message is a whole snapshot."""
 
 import asyncio
 import contextlib
@@ -31,6 +34,9 @@ INTERVAL_SEC = 0.1  # one send per node group (or all-nodes stream) and process 
 # Told to subscribers when live updates stop (the channel layer is down) and when they resume.
 STALE = '{"type":"status","stale":true,"reason":"live updates are interrupted; the last state shown may be old"}'
 LIVE = '{"type":"status","stale":false}'
+# Unread bytes a subscriber may leave waiting in this process before it is dropped: about a minute of the
+# busiest node's snapshots at the fan-out's pace, and bounded memory per subscriber whatever it does.
+MAX_BACKLOG_BYTES = 256 * 1024
 
 
 class Pace:
@@ -97,11 +103,32 @@ def _plain(protocol) -> bool:
     return getattr(protocol, "_perMessageCompress", True) is None and not getattr(protocol, "send_queue", True)
 
 
-async def _write(members: list, text: str) -> None:
-    prepared = None
+def _backlog(protocol) -> int:
+    """Bytes written to a subscriber's socket that it has not read yet and that wait in this process (Twisted's
+    write buffer of the TCP transport). 0 when there is nothing to go by (another transport, renamed
+    attributes): such a subscriber is never dropped for its backlog."""
+    transport = getattr(protocol, "transport", None)
+    try:
+        return len(transport.dataBuffer) - transport.offset + transport._tempDataLen  # noqa: SLF001
+    except (AttributeError, TypeError):
+        return 0
+
+
+def _drop(protocol) -> None:
+    with contextlib.suppress(Exception):
+        protocol.transport.abortConnection()
+
+
+async def _write(members: list, text: str) -> list:
+    """Write `text` to every member; returns the consumers dropped for not reading."""
+    prepared, dropped = None, []
     for consumer, protocol in members:
         try:
             if protocol is not None and protocol.state == protocol.STATE_OPEN:
+                if _backlog(protocol) > MAX_BACKLOG_BYTES:
+                    _drop(protocol)
+                    dropped.append(consumer)
+                    continue
                 if prepared is None:
                     prepared = protocol.factory.prepareMessage(text.encode())
                 if _plain(protocol):
@@ -112,6 +139,9 @@ async def _write(members: list, text: str) -> None:
                 await consumer.send(text_data=text)
         except Exception:  # noqa: BLE001, S112 - one broken socket must not stop the others
             continue
+    if dropped:
+        log.info("queue fan-out dropped %d subscriber(s) that stopped reading", len(dropped))
+    return dropped
 
 
 class LocalFanout:
@@ -153,10 +183,12 @@ class LocalFanout:
                 # A state still waiting in the outbox reaches the newcomer with the next batch, and only then.
                 texts = [entry.latest.get(node_id, text) for node_id, text in first if node_id not in entry.outbox]
                 protocol = _protocol_of(consumer)
+                dropped = []
                 for text in texts:
-                    if text is not None:
-                        await _write([(consumer, protocol)], text)
-                entry.members[consumer] = protocol
+                    if text is not None and not dropped:
+                        dropped = await _write([(consumer, protocol)], text)
+                if not dropped:
+                    entry.members[consumer] = protocol
         finally:
             entry.joining -= 1
             await self._drop_if_unused(layer, group, entry)
@@ -225,7 +257,9 @@ class LocalFanout:
                 try:
                     for kind, value in items:
                         if kind == "text":
-                            await _write(members, value)
+                            for consumer in await _write(members, value):
+                                entry.members.pop(consumer, None)
+                            members = list(entry.members.items())
                         else:
                             for consumer, _ in members:
                                 with contextlib.suppress(Exception):

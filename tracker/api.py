@@ -21,7 +21,7 @@ from nodes import services as node_services
 from nodes.api import NodeDetailReadMixin, NodeListApi, get_visible_node
 from nodes.presenters import public_node, public_node_of, public_rows
 from nodes.urlguard import fetch_once
-from tracker import pubkeys, relays, services, tasting
+from tracker import bans, pubkeys, relays, services, tasting
 from tracker.auth import (
     ContributorKeyAuthentication,
     NodeSecretAuthentication,
@@ -145,6 +145,7 @@ class NodeCollectionApi(NodeListApi):
     )
     def post(self, request):
         owner = require(request.user, "a contributor key")
+        bans.refuse_writer(contributor_id=owner.id, ip_hash=ip_hash(request))
         data = NodeIn(data=request.data)
         data.is_valid(raise_exception=True)
         node, secret = services.register_node(owner=owner, data=data.validated_data)
@@ -166,6 +167,7 @@ class NodeItemApi(NodeDetailReadMixin, APIView):
         },
     )
     def patch(self, request, node_id):
+        bans.refuse_writer(ip_hash=ip_hash(request))
         node = services.get_node_for_owner(require(request.user, "a contributor key"), node_id)
         data = NodePatch(data=request.data, partial=True)
         data.is_valid(raise_exception=True)
@@ -178,6 +180,7 @@ class NodeItemApi(NodeDetailReadMixin, APIView):
         responses={204: None, 403: schemas.ErrorDoc, 404: schemas.ErrorDoc},
     )
     def delete(self, request, node_id):
+        bans.refuse_writer(ip_hash=ip_hash(request))
         node = services.get_node_for_owner(require(request.user, "a contributor key"), node_id)
         services.delete_node(node=node)
         return Response(status=204)
@@ -476,6 +479,8 @@ class TimingUploadApi(APIView):
     )
     def post(self, request):
         token = require(request.user, "the tasting's upload key")
+        bans.refuse_writer(contributor_id=token.contributor_id, ip_hash=ip_hash(request))
+        bans.refuse_if_banned(("ip", token.ip_hash))
         data = TimingIn(data=request.data)
         data.is_valid(raise_exception=True)
         timing = tasting.record_timing(token=token, data=data.validated_data)

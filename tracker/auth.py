@@ -13,7 +13,7 @@ from luckrig_site.api_errors import ApiError
 from luckrig_site.clientip import ip_hash
 from nodes import services as node_services
 from nodes.models import Node, Relay
-from tracker import credentials
+from tracker import bans, credentials, throttle
 from tracker.models import Contributor, TastingToken
 
 
@@ -43,6 +43,10 @@ class ContributorKeyAuthentication(authentication.BaseAuthentication):
         return "Bearer"
 
 
+# URL name → the kind of agent message it carries (tracker.throttle).
+AGENT_PATHS = {"api-node-heartbeat": "heartbeat", "api-node-usage": "usage", "api-moderation-flags": "flag"}
+
+
 class NodeSecretAuthentication(authentication.BaseAuthentication):
     """The node comes from the URL (`node_id`) and its stored digest is compared in constant time; on URLs
     without a node id the digest itself finds the node."""
@@ -60,6 +64,12 @@ class NodeSecretAuthentication(authentication.BaseAuthentication):
             node = Node.objects.filter(secret_hash=credentials.digest(value)).first()
         if node is None or not credentials.matches(value, node.secret_hash):
             raise exceptions.AuthenticationFailed("Unknown node or wrong node secret.")
+        # A taken-down or banned node's agent is refused on every path it uses (403 taken_down / banned).
+        bans.refuse_hidden_node(node)
+        # Each agent path that writes per message has a per-node budget (tracker.throttle), checked here where
+        # the node is known, so that paths served by other apps (flags) are throttled alike.
+        match = getattr(request, "resolver_match", None)
+        throttle.refuse_if_over(node.pk, AGENT_PATHS.get(match.url_name if match else "", ""))
         node_services.note_owner_network(node, ip_hash(request))  # the agent's network is the owner's
         return node, None
 
@@ -125,6 +135,8 @@ class UploadKeyAuthentication(authentication.BaseAuthentication):
                 "the tasting token itself is not accepted here.",
                 headers={"WWW-Authenticate": "Bearer"},
             )
+        # A banned holder hears why (their tokens were revoked with the ban), before "revoked".
+        bans.refuse_if_banned(("contributor", token.contributor_id))
         if token.revoked_at is not None:
             raise exceptions.AuthenticationFailed("This tasting token was revoked.")
         if timezone.now() > token.expires_at + timedelta(seconds=TIMING_UPLOAD_GRACE_SEC):

@@ -22,6 +22,7 @@ from nodes import services as node_services
 from nodes.models import HealthSample, Node
 from nodes.probes import probe_all
 from nodes.urlguard import FetchResult
+from tracker import bans
 from tracker.models import QuotaBucket, RelayReport, UsageReport
 from tracker.services import refresh_scores
 
@@ -83,6 +84,8 @@ def names_this_node(body: bytes, node_id: str) -> bool:
 
 def run_cycle(now: datetime, *, jitter_sec: float | None = None) -> CycleReport:
     cycle_started = timezone.now()
+    # Lifted contributor bans (and any ban changed around the workflows) show within one cycle.
+    bans.reconcile()
     nodes = list(Node.objects.visible().only(*_READ))
     jitter = min(2.0, settings.MONITOR_INTERVAL_SEC * 0.1) if jitter_sec is None else jitter_sec
     results = asyncio.run(

@@ -345,7 +345,9 @@ def delete_node(*, node: Node) -> None:
 
 
 def get_node_for_owner(contributor: Contributor, node_id: str) -> Node:
-    """The one access helper for owner-only node operations: 404 when unknown, 403 `not_owner` otherwise."""
+    """The one access helper for owner-only node operations: 403 `banned` for a banned contributor (whose nodes
+    are hidden: they would otherwise read as unknown), 404 when unknown, 403 `not_owner` otherwise."""
+    bans.refuse_if_banned(("contributor", contributor.id))
     node = Node.objects.visible().select_related("owner", "relay").filter(pk=str(node_id)[:64]).first()
     if node is None:
         raise ApiError(404, "node_not_found", f"No node {str(node_id)[:64]!r}.")

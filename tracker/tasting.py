@@ -162,10 +162,8 @@ def issue_token(
                 400, "invalid_public_key", f"user_public_key: {exc}.", extra={"field": "user_public_key"}
             ) from None
 
-    if contributor is not None:
-        bans.refuse_if_banned(("contributor", contributor.id))
-    else:
-        bans.refuse_if_banned(("ip", ip_hash))
+    # The address's ban holds whatever key is sent: a fresh contributor key costs nothing.
+    bans.refuse_writer(contributor_id=contributor.id if contributor is not None else None, ip_hash=ip_hash)
     tier = (
         TastingToken.Tier.CONTRIBUTOR
         if contributor is not None and contributor.score_tier == "contributor"

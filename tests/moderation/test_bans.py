@@ -130,8 +130,10 @@ def test_takedown_and_node_bans_revoke_tokens_and_tell_the_agent(api, live_node,
     _, other = api.post("/api/tokens", {"node_id": node.pk}, REMOTE_ADDR="198.51.100.7")
     action = hide(node)
     assert action.details["tokens_revoked"] == 2
-    # The agent finds the jtis in its next heartbeat answer (a connected one also at once: test_agent_link).
-    assert sorted(factories.heartbeat(api, node, secret)["revoked_jtis"]) == sorted([issued["jti"], other["jti"]])
+    # Its agent's next heartbeat is refused, and the refusal carries the jtis (a connected agent also gets them
+    # at once: test_agent_link).
+    status, refusal = api.post(f"/api/nodes/{node.pk}/heartbeat", {"queue": {"active": 0}}, auth=secret)
+    assert status == 403 and sorted(refusal["revoked_jtis"]) == sorted([issued["jti"], other["jti"]])
     _, refused = api.post("/api/replay/timing", {"node_id": node.pk, "tok_per_sec": 1.0}, auth=issued["upload_key"])
     assert refused["code"] == "unauthorized"
 

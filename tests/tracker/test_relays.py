@@ -16,8 +16,8 @@ from django.utils import timezone
 
 from nodes.models import Node, Relay, TimingSample
 from tests import factories
-from tracker import relays
-from tracker.models import RelayReport, TastingToken
+from tracker import bans, relays
+from tracker.models import Ban, RelayReport, TastingToken
 
 pytestmark = pytest.mark.django_db
 
@@ -216,9 +216,11 @@ def test_a_hidden_node_gets_no_tunnel(api, owner, relay_a, how):
     if how == "taken_down":
         Node.objects.filter(pk=node["id"]).update(taken_down_at=timezone.now())
     else:
-        Node.objects.filter(pk=node["id"]).update(banned_until=timezone.now() + timedelta(days=1))
+        until = timezone.now() + timedelta(days=1)
+        Ban.objects.create(kind="node", value=node["id"], reason="spam rig", expires_at=until)
+        bans.refresh_node_ban(node["id"])
     status, err = tunnel(api, node["id"], secret)
-    assert status == 404 and err["code"] == "node_not_found"
+    assert status == 403 and err["code"] == how  # its agent is refused on every path (docs/api.md)
 
 
 def test_a_node_stays_on_its_relay_and_moves_when_it_stops_heartbeating(api, owner, two_relays):

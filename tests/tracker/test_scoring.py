@@ -77,6 +77,7 @@ def quotas(settings):
     settings.RATE_TOKEN_CREATE = "10000/m"
     settings.RATE_CONTRIBUTOR_CREATE = "10000/d"
     settings.RATE_NODE_WRITE = "10000/h"
+    settings.RATE_AGENT_HEARTBEAT = settings.RATE_AGENT_USAGE = "10000/m"  # per node (tracker.throttle)
 
 
 def test_timing_uploads_for_tokens_that_never_reached_a_rig_earn_nothing(api, quotas, owner):
