@@ -96,7 +96,10 @@ def test_concurrent_writers_never_get_a_500_on_sqlite(tracker):
     with ThreadPoolExecutor(max_workers=8) as pool:
         statuses = list(pool.map(work, range(120)))
     assert not [s for s in statuses if s >= 500], statuses
-    assert set(statuses) == {200, 201}
+    # 60 heartbeats at once from one node go past its per-node budget (tracker/throttle.py): those are 429, as
+    # they should be; what this test is about is that none is a 500 and every token request gets its token.
+    assert [s for i, s in enumerate(statuses) if i % 2 == 0] == [201] * 60
+    assert 200 in statuses and set(statuses) <= {200, 201, 429}
 
 
 def test_bad_input_over_real_http(tracker):
