@@ -5,6 +5,8 @@ import json
 
 import pytest
 
+from tests.node_agent.fakes import wait_until
+
 pytestmark = pytest.mark.agent
 
 
@@ -62,7 +64,8 @@ def test_taste_in_public_key_mode_prints_the_decrypted_answer_and_saves_the_repl
     timing = replay["timing"]
     assert timing["mode"] == "public-key" and timing["output_tokens"] == 12 and timing["tok_per_sec"] > 0
     assert timing["ttft_ms"] >= timing["network_ttft_ms"] > 0
-    assert tracker.node(rig.agent.node_id)["community_timing"]["samples_count"] == 1
+    # The sample counts once the agent's usage report shows the token was used at the node (docs/scoring.md).
+    assert wait_until(lambda: tracker.node(rig.agent.node_id)["community_timing"]["samples_count"] == 1, timeout=15)
     [(mode, ttft)] = tracker.execute(
         "SELECT mode, ttft_ms FROM nodes_timingsample WHERE node_id = %s", (rig.agent.node_id,)
     )

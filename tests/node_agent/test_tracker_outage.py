@@ -49,9 +49,9 @@ def test_tokens_verify_offline_and_usage_survives_an_outage_and_a_restart(tmp_pa
     with daphne(env, port=port):
 
         def credited():
-            scores = requests.get(f"{base}/api/contributions?limit=1000", timeout=5).json()["scores"]
-            served = {s["node_id"]: s["evidence"]["requests_served"] for s in scores}
-            return served.get(node[0]) == 2
+            from tests.node_agent.test_serving import served_at
+
+            return served_at(tracker, node[0]) == 2
 
         assert wait_until(lambda: tracker.node(node[0])["health"]["status"] == "available", timeout=30)
         assert wait_until(credited, timeout=60)
