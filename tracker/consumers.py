@@ -102,7 +102,12 @@ def _queue_data(body) -> dict:
 
 
 def _queue(node, body):
-    services.record_queue(node=node, queue=_queue_data(body))
+    data = _queue_data(body)
+    if node.last_heartbeat_at is None:
+        # A node is public once its agent has reported in (a heartbeat): a snapshot before that would put it on
+        # the all-nodes stream. An agent heartbeats first on every connect anyway.
+        raise ApiError(409, "heartbeat_first", "Send a heartbeat first: queue changes count once the node reported in.")
+    services.record_queue(node=node, queue=data)
     return None
 
 

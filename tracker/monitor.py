@@ -44,6 +44,7 @@ _FIELDS = [
 ]
 _READ = [
     "id",
+    "owner_id",
     "health_url",
     "reachability",
     "tunnel_seen_at",
@@ -64,6 +65,13 @@ _READ = [
 ]
 
 
+# A node whose agent never sent a heartbeat is not listed, and a probe cannot make it alive: it is probed only to
+# tell its owner what the tracker sees at its URL, at most once an hour and at most UNREPORTED_PER_OWNER per owner
+# and cycle, so that a thousand dead registrations cannot slow the cycle for the rigs that serve.
+UNREPORTED_PROBE_EVERY = timedelta(hours=1)
+UNREPORTED_PER_OWNER = 10
+
+
 @dataclass
 class CycleReport:
     probed: int
@@ -82,11 +90,29 @@ def names_this_node(body: bytes, node_id: str) -> bool:
     return isinstance(doc, dict) and doc.get("node_id") == node_id
 
 
+def this_cycle(nodes: list[Node], now: datetime) -> list[Node]:
+    """The nodes this cycle looks at: every node whose agent has reported in; of the others, the direct ones not
+    probed for an hour, the longest unprobed first, at most UNREPORTED_PER_OWNER per owner. The rest are left
+    alone (no probe, no write, no sample): they are `unknown` until their agent heartbeats."""
+    chosen, waiting = [], []
+    for node in nodes:
+        if node.last_heartbeat_at is not None:
+            chosen.append(node)
+        elif not node.is_relayed and (node.last_probe_at is None or now - node.last_probe_at >= UNREPORTED_PROBE_EVERY):
+            waiting.append(node)
+    per_owner: dict[str, int] = {}
+    for node in sorted(waiting, key=lambda n: (n.last_probe_at is not None, n.last_probe_at or now, n.id)):
+        if per_owner.get(node.owner_id, 0) < UNREPORTED_PER_OWNER:
+            per_owner[node.owner_id] = per_owner.get(node.owner_id, 0) + 1
+            chosen.append(node)
+    return chosen
+
+
 def run_cycle(now: datetime, *, jitter_sec: float | None = None) -> CycleReport:
     cycle_started = timezone.now()
     # Lifted contributor bans (and any ban changed around the workflows) show within one cycle.
     bans.reconcile()
-    nodes = list(Node.objects.visible().only(*_READ))
+    nodes = this_cycle(list(Node.objects.visible().only(*_READ)), now)
     jitter = min(2.0, settings.MONITOR_INTERVAL_SEC * 0.1) if jitter_sec is None else jitter_sec
     results = asyncio.run(
         probe_all(

@@ -482,8 +482,10 @@ def record_usage(*, node: Node, report_id: str, entries: list[dict]) -> dict:
 
 
 def listed_contributions(limit: int) -> list[dict]:
+    # Only nodes whose agent has reported in: a registration alone contributes nothing (API.md v1.1).
     rows = (
         Node.objects.listed()
+        .filter(last_heartbeat_at__isnull=False)
         .order_by("-contribution_total", "created_at", "id")
         .only(
             "id",

@@ -234,11 +234,15 @@ class TestTiming:
 
 
 def test_contributions_endpoint_lists_listed_nodes_by_total(api, owner):
-    for fields in ({"id": "plain", "tuning_note": ""}, {"id": "noted", "tuning_note": "x" * 1200, "gpu": "Tesla P40"}):
-        factories.served_others(factories.seen_alive(factories.make_node(owner, **fields)[0]))
-    factories.served_others(
-        factories.seen_alive(factories.make_node(owner, id="hidden", visibility="unlisted", gpu="K80")[0])
-    )
+    for fields in (
+        {"id": "plain", "tuning_note": ""},
+        {"id": "noted", "tuning_note": "x" * 1200, "gpu": "Tesla P40"},
+        {"id": "hidden", "visibility": "unlisted", "gpu": "K80"},
+    ):
+        node, secret = factories.make_node(owner, **fields)
+        factories.heartbeat(api, node, secret)  # a node is listed once its agent has reported in
+        factories.served_others(factories.seen_alive(node))
+    factories.make_node(owner, id="silent", gpu="Tesla V100", tuning_note="x" * 1200)  # never reported in
     status, body = api.get("/api/contributions")
     assert status == 200 and body["threshold"] == 1.0
     assert [s["node_id"] for s in body["scores"]] == ["noted", "plain"]
