@@ -31,23 +31,3 @@ def production_settings(app_configs, **kwargs):
     if not settings.SITE_URL.startswith("https://"):
         problems.append(Warning("SITE_URL is not https: it is the `iss` of every tasting token.", id="luckrig.W002"))
     return problems
-
-
-@register(Tags.security)
-def rate_settings(app_configs, **kwargs):
-    from luckrig_site.ratelimits import period_of
-
-    problems = []
-    for name in (
-        "RATE_CONTRIBUTOR_CREATE",
-        "RATE_TOKEN_CREATE",
-        "RATE_NODE_WRITE",
-        "RATE_FINGERPRINT_VERIFY",
-        "RATE_TIMING_UPLOAD",
-        "RATE_ABUSE_REPORT",
-    ):
-        try:
-            period_of(getattr(settings, name))
-        except ValueError as exc:
-            problems.append(Error(f"{name}: {exc}", id="luckrig.E002"))
-    return problems

@@ -98,8 +98,12 @@ class QueueIn(StrictSerializer):
     eta_sec = StrictIntegerField(required=False, allow_null=True, min_value=0, max_value=10**7)
 
 
+LIST_TELEMETRY_KEYS = frozenset({"filter_categories"})  # the agent's filtered categories, shown on the rig page
+
+
 class TelemetryField(serializers.DictField):
-    """A flat object of at most 32 scalar values (strings up to 200 characters)."""
+    """A flat object of at most 32 scalar values (strings up to 200 characters); `filter_categories` may be a list
+    of at most 20 strings of at most 64 characters."""
 
     def to_internal_value(self, data):
         if not isinstance(data, dict):
@@ -109,6 +113,12 @@ class TelemetryField(serializers.DictField):
         for key, value in data.items():
             if len(key) > 64 or "\x00" in key:
                 raise serializers.ValidationError("keys are at most 64 characters")
+            if key in LIST_TELEMETRY_KEYS and isinstance(value, list):
+                if len(value) > 20 or not all(
+                    isinstance(v, str) and 0 < len(v) <= 64 and "\x00" not in v for v in value
+                ):
+                    raise serializers.ValidationError(f"{key}: at most 20 strings of at most 64 characters")
+                continue
             if isinstance(value, dict | list):
                 raise serializers.ValidationError(f"{key[:64]}: nested values are not allowed")
             if isinstance(value, str) and (len(value) > 200 or "\x00" in value):

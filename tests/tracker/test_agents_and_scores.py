@@ -262,3 +262,18 @@ def test_owner_score_is_the_sum_of_their_nodes(api, owner):
     _, me = api.get("/api/contributors/me", auth=owner.key)
     assert me["score"]["total"] == 11.2
     assert Node.objects.count() == 1
+
+
+def test_heartbeat_telemetry_may_list_the_filtered_categories(api, owner, settings):
+    settings.RATE_AGENT_HEARTBEAT = "100/5s"
+    node, secret = factories.make_node(owner)
+    body = {"queue": {"active": 0, "waiting": 0, "max_active": 1}, "telemetry": {"filter_categories": ["csam", "x"]}}
+    assert api.post(f"/api/nodes/{node.id}/heartbeat", body, auth=secret)[0] == 200
+    node.refresh_from_db()
+    assert node.telemetry["filter_categories"] == ["csam", "x"]
+    for bad in (["x" * 65], [1], ["a"] * 21, [{"a": 1}]):
+        body["telemetry"] = {"filter_categories": bad}
+        status, err = api.post(f"/api/nodes/{node.id}/heartbeat", body, auth=secret)
+        assert status == 400, err
+    body["telemetry"] = {"other": ["a"]}  # only that key may hold a list
+    assert api.post(f"/api/nodes/{node.id}/heartbeat", body, auth=secret)[0] == 400
