@@ -1,5 +1,7 @@
 """Validation of OpenAI chat bodies: roles, contents and the allowlisted sampling parameters."""
 
+import json
+
 from node_agent.errors import AgentError
 
 ROLES = {"system", "user", "assistant"}
@@ -15,6 +17,12 @@ SAMPLING = (
     "response_format",
 )
 MAX_MESSAGES = 256
+# response_format goes to llama.cpp, whose JSON-schema-to-grammar step has known crashes on hostile schemas: only
+# the known types, with the fields OpenAI (and llama.cpp's `schema` extension) define, small and shallow.
+MAX_RESPONSE_FORMAT_BYTES = 16 * 1024
+MAX_RESPONSE_FORMAT_DEPTH = 16  # the response_format object itself is level 1
+RESPONSE_FORMAT_FIELDS = {"text": {"type"}, "json_object": {"type", "schema"}, "json_schema": {"type", "json_schema"}}
+JSON_SCHEMA_FIELDS = {"name": str, "description": str, "schema": dict, "strict": bool}
 
 
 def _bad(message: str) -> AgentError:
@@ -41,6 +49,52 @@ def _number(body: dict, name: str, lo: float, hi: float, integer: bool = False):
         raise _bad(f"{name} must be a {'whole ' if integer else ''}number")
     if not lo <= value <= hi:
         raise _bad(f"{name} must be between {lo} and {hi}")
+    return value
+
+
+def _deeper_than(value, limit: int) -> bool:
+    """Whether `value` nests objects and lists more than `limit` levels deep (itself being level 1). Iterative, so
+    that no depth can exhaust the stack."""
+    stack = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if level > limit:
+            return True
+        stack.extend((child, level + 1) for child in children)
+    return False
+
+
+def _response_format(value) -> dict:
+    """A response_format of a known type, bounded in depth and size; else 400. The messages never quote the value
+    (in public-key mode it was decrypted, and an error travels in the clear)."""
+    if not isinstance(value, dict):
+        raise _bad("response_format must be an object")
+    if _deeper_than(value, MAX_RESPONSE_FORMAT_DEPTH):
+        raise _bad(f"response_format is nested deeper than {MAX_RESPONSE_FORMAT_DEPTH} levels")
+    if len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()) > MAX_RESPONSE_FORMAT_BYTES:
+        raise _bad(f"response_format is larger than {MAX_RESPONSE_FORMAT_BYTES // 1024} KiB")
+    kind = value.get("type")
+    if kind not in RESPONSE_FORMAT_FIELDS:
+        raise _bad("response_format.type must be text, json_object or json_schema")
+    if not set(value) <= RESPONSE_FORMAT_FIELDS[kind]:
+        raise _bad(f"response_format has a field that type {kind} does not take")
+    if kind == "json_object" and "schema" in value and not isinstance(value["schema"], dict):
+        raise _bad("response_format.schema must be an object")
+    if kind == "json_schema":
+        spec = value.get("json_schema")
+        if not isinstance(spec, dict):
+            raise _bad("response_format.json_schema must be an object")
+        for name, kind_of in JSON_SCHEMA_FIELDS.items():
+            if name in spec and not isinstance(spec[name], kind_of):
+                raise _bad(f"response_format.json_schema.{name} has the wrong type")
+        if not set(spec) <= set(JSON_SCHEMA_FIELDS):
+            raise _bad("response_format.json_schema takes only name, description, schema and strict")
     return value
 
 
@@ -85,9 +139,7 @@ def parse_chat(body) -> tuple[list[dict], dict, bool, str | None]:
                 raise _bad("stop must be a string or a list of at most 4 strings")
             params[name] = stop
         elif name == "response_format":
-            if not isinstance(body[name], dict):
-                raise _bad("response_format must be an object")
-            params[name] = body[name]
+            params[name] = _response_format(body[name])
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise _bad("stream must be true or false")

@@ -52,8 +52,16 @@ SERVE_FLAGS = [
     ("--heartbeat-interval", float, "seconds between heartbeats (default 15)"),
     ("--max-body-bytes", int, "largest request body (default 1 MiB)"),
     ("--relay", str, "auto (default): dial a relay when the node has no public URL; off: never"),
+    ("--max-per-token", int, "requests of one tasting token in the queue at once, generating or waiting (default 2)"),
+    ("--client-stall-timeout", float, "seconds a client may leave the answer unread before its stream ends (60)"),
+    ("--body-timeout", float, "seconds a request body may take to arrive (default 30)"),
+    ("--max-connections-per-address", int, "open connections per client address, loopback exempt (32; 0: no bound)"),
+    ("--log-repeat-window", float, "seconds in which repeats of one log message are counted, not written (60)"),
+    ("--filter-off", str, "a filter category this rig does not apply (repeatable or comma-separated; never csam)"),
+    ("--limit-loopback", int, argparse.SUPPRESS),  # a test seam (docs/node-agent.md), not an operator's setting
 ]
 CHOICES = {"--relay": ("auto", "off"), "--moderate-output": ("record", "block", "off")}
+REPEATABLE = {"--filter-off"}
 
 
 def add_serve_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
@@ -64,14 +72,19 @@ def add_serve_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ())
                 type=kind,
                 default=None,
                 choices=CHOICES.get(flag),
-                help=f"{text}; env {config.ENV_PREFIX}{flag[2:].upper().replace('-', '_')}",
+                action="append" if flag in REPEATABLE else "store",
+                help=text
+                if text == argparse.SUPPRESS
+                else f"{text}; env {config.ENV_PREFIX}{flag[2:].upper().replace('-', '_')}",
             )
 
 
 def flags_of(args) -> dict:
-    return {
-        flag[2:].replace("-", "_"): getattr(args, flag[2:].replace("-", "_"), None) for flag, _, _ in SERVE_FLAGS
-    } | {"config_dir": args.config_dir}
+    flags = {flag[2:].replace("-", "_"): getattr(args, flag[2:].replace("-", "_"), None) for flag, _, _ in SERVE_FLAGS}
+    for name, value in flags.items():
+        if isinstance(value, list):  # a repeatable flag: one comma-separated value, as in its environment variable
+            flags[name] = ",".join(value)
+    return flags | {"config_dir": args.config_dir}
 
 
 def cmd_serve(args) -> int:

@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 ENV_PREFIX = "LUCKRIG_AGENT_"
+# The filter category no operator may switch off (sexual content involving minors): the agent refuses to start.
+ALWAYS_FILTERED = "csam"
 
 
 def default_config_dir() -> Path:
@@ -35,11 +37,36 @@ class AgentConfig:
     heartbeat_interval: float = 15.0
     max_body_bytes: int = 1024 * 1024
     relay: str = "auto"  # auto: dial a relay when the tracker says the node is relayed (no public URL); off: never
+    # Hostile tasters (issue 11): one token's share of the queue, clients that stop reading, slow bodies,
+    # connection floods from one address, and floods of one log line.
+    max_per_token: int = 2
+    client_stall_timeout: float = 60.0
+    body_timeout: float = 30.0
+    max_connections_per_address: int = 32
+    log_repeat_window: float = 60.0
+    filter_off: str = ""  # filter categories this rig does not apply, comma-separated (never csam)
+    # A test seam, not a documented setting: count loopback peers against --max-connections-per-address too.
+    # In production loopback is exempt (relayed tasters all arrive from 127.0.0.1), so tests, which run on
+    # 127.0.0.1, switch the exemption off to see the bound work.
+    limit_loopback: int = 0
     config_dir: str = field(default_factory=lambda: str(default_config_dir()))
 
     def __post_init__(self):
         if self.relay not in ("auto", "off"):
             raise ValueError(f"--relay must be auto or off, not {self.relay!r}")
+        if ALWAYS_FILTERED in self.filter_categories_off:
+            raise ValueError(
+                f"--filter-off: the {ALWAYS_FILTERED} category (sexual content involving minors) cannot be switched "
+                "off; every LuckRig rig filters it"
+            )
+        for name in ("max_per_token", "client_stall_timeout", "body_timeout"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be greater than 0")
+
+    @property
+    def filter_categories_off(self) -> frozenset[str]:
+        """The categories named by --filter-off (repeatable or comma-separated), lower-cased."""
+        return frozenset(part.strip().lower() for part in self.filter_off.split(",") if part.strip())
 
     @property
     def state_dir(self) -> Path:

@@ -16,7 +16,9 @@ log = logging.getLogger("luckrig.agent.policy")
 
 # Built-in rules: the proof of concept's categories, in English and Japanese. Word boundaries keep innocent
 # words from matching ("therapist", "skills", "Scunthorpe"); Japanese has no word boundaries, so its rules are
-# whole phrases. The tracker's /api/filter-rules replaces these when it publishes rules.
+# whole phrases. Rules the tracker publishes (/api/filter-rules) replace these category by category: a category
+# the tracker publishes is its rules alone, a built-in category it does not publish stays in force. An operator
+# may switch categories off for their own rig (--filter-off), never csam (node_agent/config.py refuses it).
 DEFAULT_RULES = [
     {
         "id": "builtin-csam-en",
@@ -78,7 +80,30 @@ DEFAULT_RULES = [
         "reason": "weapons capable of mass harm",
         "pattern": r"(サリン|VX|リシン|炭疽菌|神経ガス|ボツリヌス)(の|を)(作り方|合成|製造|培養)|爆弾の作り方",
     },
+    {
+        # Requests for sexually explicit material: on by default, the one built-in category an operator is
+        # expected to switch off on an adult rig. The words alone ("sex", "explicit", "graphic", "hardcore") are
+        # innocent; a request for explicit writing, or an explicit noun phrase, is not.
+        "id": "builtin-nsfw-explicit-en",
+        "category": "nsfw-explicit",
+        "flags": "i",
+        "reason": "sexually explicit content",
+        "pattern": r"\b(explicit|graphic|hardcore|x[\W_]?rated|nsfw|pornographic)\W+(sex|sexual\W+(content|scenes?|"
+        r"acts?|stor(y|ies)|roleplay)|porn\w*|erotica|smut|fan\W*fic(tion)?|nudes?)\b|"
+        r"\b(write|describe|generate|create|narrate|roleplay)\b[^.!?\n]{0,60}\b(porn(ography)?|smut|erotica|"
+        r"hentai|sex\W+scenes?|sexual\W+intercourse|blow\W*jobs?|orgasms?)\b",
+    },
+    {
+        "id": "builtin-nsfw-explicit-ja",
+        "category": "nsfw-explicit",
+        "flags": "",
+        "reason": "sexually explicit content",
+        "pattern": r"官能小説|エロ(小説|漫画|マンガ|同人|画像|動画|シーン|描写)|"
+        r"エッチな(小説|話|シーン|描写|文章|画像)|性行為の(描写|場面|シーン)|セックス(の|する)(描写|場面|シーン)|"
+        r"(露骨|過激|生々しい)な?性(的な?)?(描写|表現|場面|シーン)|(ポルノ|アダルト)(小説|動画|画像)を(書|作|生成|描)",
+    },
 ]
+ALWAYS_FILTERED = "csam"  # never switched off, whatever the operator asks
 
 
 @dataclass(frozen=True)
@@ -109,6 +134,15 @@ def compile_rules(rules: list[dict]) -> list[Rule]:
     return compiled
 
 
+def rules_in_force(published: list[Rule] | None, builtin: list[Rule], off: frozenset[str]) -> list[Rule]:
+    """The tracker's rules for the categories it publishes, the built-in rules for the others, less the categories
+    the operator switched off (csam never is)."""
+    published = published or []
+    covered = {rule.category for rule in published}
+    rules = published + [rule for rule in builtin if rule.category not in covered]
+    return [rule for rule in rules if rule.category == ALWAYS_FILTERED or rule.category not in off]
+
+
 class Policy:
     def __init__(
         self,
@@ -118,8 +152,11 @@ class Policy:
         moderation_timeout: float,
         moderate_output: str,
         moderation_api_key: str | None = None,
+        filter_off: frozenset[str] = frozenset(),
     ):
-        self.rules = compile_rules(DEFAULT_RULES)
+        self.builtin = compile_rules(DEFAULT_RULES)
+        self.filter_off = frozenset(filter_off) - {ALWAYS_FILTERED}
+        self.rules = rules_in_force(None, self.builtin, self.filter_off)
         self.rules_version = "builtin"
         self.session = session
         self.endpoint = moderation_endpoint or None
@@ -128,8 +165,13 @@ class Policy:
         self.api_key = moderation_api_key
 
     def set_rules(self, rules: list[dict], version) -> None:
-        self.rules = compile_rules(rules)
+        self.rules = rules_in_force(compile_rules(rules), self.builtin, self.filter_off)
         self.rules_version = version
+
+    @property
+    def categories(self) -> list[str]:
+        """The categories this rig filters (reported in /health and the heartbeat's telemetry)."""
+        return sorted({rule.category for rule in self.rules if rule.category})
 
     def check_rules(self, texts: list[str]) -> None:
         for text in texts:

@@ -1,6 +1,7 @@
 """Generation slots and the waiting line: `max_active` generations at once, at most `max_waiting` waiters,
-contributors ahead of limited tasters, first come first served within a tier. Each waiter is told its
-position (and an ETA from measured generation times) whenever it changes."""
+contributors ahead of limited tasters, first come first served within a tier, and at most `max_per_key` requests
+of one tasting token in the queue at once (generating plus waiting), so that one taster cannot fill the line.
+Each waiter is told its position (and an ETA from measured generation times) whenever it changes."""
 
 import asyncio
 import itertools
@@ -24,10 +25,19 @@ class _Waiter:
 
 
 class SlotQueue:
-    def __init__(self, max_active: int, max_waiting: int, *, on_change: Callable[[], None] | None = None):
+    def __init__(
+        self,
+        max_active: int,
+        max_waiting: int,
+        *,
+        max_per_key: int = 2,
+        on_change: Callable[[], None] | None = None,
+    ):
         self.max_active, self.max_waiting = max(1, max_active), max(0, max_waiting)
+        self.max_per_key = max(1, max_per_key)
         self.active: dict[str, float] = {}  # ticket → started (time.time)
         self.waiters: list[_Waiter] = []
+        self.keys: dict[str, str] = {}  # ticket → key (the token's jti), for every ticket active or waiting
         self._seq = itertools.count()
         self._avg_generation_sec = 10.0  # until measured
         self.on_change = on_change
@@ -44,12 +54,23 @@ class SlotQueue:
 
     # --- admission --------------------------------------------------------------------------------------
 
-    def enter(self, ticket: str, *, tier: str) -> "_Waiter | None":
-        """Take a free slot at once (None), or join the line (a waiter to `wait` on). Raises 429 queue_full.
+    def enter(self, ticket: str, *, tier: str, key: str = "") -> "_Waiter | None":
+        """Take a free slot at once (None), or join the line (a waiter to `wait` on). Raises 429 token_busy when
+        `key` (the token's jti) already has `max_per_key` requests in the queue, 429 queue_full when the line is full.
 
         Synchronous on purpose: a full queue must be refused before a streaming response has started."""
+        if key and sum(1 for k in self.keys.values() if k == key) >= self.max_per_key:
+            retry = max(1, round(self._avg_generation_sec))
+            raise AgentError(
+                429,
+                "token_busy",
+                f"This tasting token already has {self.max_per_key} requests in the rig's queue; "
+                f"try again when one has finished (in about {retry} s).",
+                headers={"Retry-After": str(retry)},
+            )
         if len(self.active) < self.max_active and not self.waiters:
             self.active[ticket] = time.time()
+            self.keys[ticket] = key
             self._changed()
             return None
         if len(self.waiters) >= self.max_waiting:
@@ -65,6 +86,7 @@ class SlotQueue:
         )
         self.waiters.append(waiter)
         self.waiters.sort()
+        self.keys[ticket] = key
         self._changed()
         return waiter
 
@@ -75,6 +97,7 @@ class SlotQueue:
         except BaseException:
             if waiter in self.waiters:
                 self.waiters.remove(waiter)
+                self.keys.pop(waiter.ticket, None)
                 self._changed()
             elif waiter.future.done() and not waiter.future.cancelled():
                 self.release(waiter.ticket)  # the slot was handed over just as the waiter left
@@ -83,9 +106,11 @@ class SlotQueue:
     def release(self, ticket: str) -> None:
         if self.active.pop(ticket, None) is None:
             return
+        self.keys.pop(ticket, None)
         while self.waiters and len(self.active) < self.max_active:
             nxt = self.waiters.pop(0)
             if nxt.future.done():
+                self.keys.pop(nxt.ticket, None)
                 continue
             self.active[nxt.ticket] = time.time()
             nxt.future.set_result(None)

@@ -34,6 +34,11 @@ def _dumps(obj: dict) -> str:
     return json.dumps(obj, ensure_ascii=False)
 
 
+class ClientStalled(Exception):  # noqa: N818 - a condition, like TimeoutError
+    """The taster stopped reading: a write to it stayed blocked longer than --client-stall-timeout. Its connection
+    is aborted, which ends the request as a hang-up does (the upstream request closed, the slot freed)."""
+
+
 def stream_failure(exc: Exception, ticket: str) -> AgentError:
     """The error a stream ends with when generation fails after its headers went out: the agent's own error as it
     is, anything else as 502 `upstream_error` (logged by type only: never the text)."""
@@ -125,30 +130,33 @@ class Relay:
         """Run the upstream stream, calling `on_chunk(bytes)` per content chunk (None: collect only)."""
         outcome = self.outcome
         self.generation_started = time.monotonic()
-        async for chunk in self.agent.upstream.stream(self.upstream_body()):
-            outcome.chunk_id = chunk.get("id") or outcome.chunk_id
-            outcome.model = chunk.get("model") or outcome.model
-            outcome.created = chunk.get("created") or outcome.created
-            if chunk.get("usage"):
-                outcome.usage = chunk["usage"]
-            choices = chunk.get("choices") or []
-            if not choices:
-                continue  # the upstream's usage chunk: ours replaces it at the end
-            choice = choices[0]
-            delta = choice.get("delta") or {}
-            if delta.get("content"):
-                if outcome.first_token_at is None:
-                    outcome.first_token_at = time.monotonic()
-                outcome.content.append(delta["content"])
-                outcome.content_chunks += 1
-            if choice.get("finish_reason"):
-                outcome.finish_reason = choice["finish_reason"]
-            if on_chunk is not None:
-                chunk.pop("usage", None)
-                # Some servers put the model's file path here: tasters get the served model's name instead.
-                if self.model:
-                    chunk["model"] = self.model
-                await on_chunk(sse(chunk))
+        # aclosing: however the loop ends (a taster gone, a stalled reader, a failure), the upstream request is
+        # closed at once, so the model server stops generating, rather than whenever the generator is collected.
+        async with contextlib.aclosing(self.agent.upstream.stream(self.upstream_body())) as chunks:
+            async for chunk in chunks:
+                outcome.chunk_id = chunk.get("id") or outcome.chunk_id
+                outcome.model = chunk.get("model") or outcome.model
+                outcome.created = chunk.get("created") or outcome.created
+                if chunk.get("usage"):
+                    outcome.usage = chunk["usage"]
+                choices = chunk.get("choices") or []
+                if not choices:
+                    continue  # the upstream's usage chunk: ours replaces it at the end
+                choice = choices[0]
+                delta = choice.get("delta") or {}
+                if delta.get("content"):
+                    if outcome.first_token_at is None:
+                        outcome.first_token_at = time.monotonic()
+                    outcome.content.append(delta["content"])
+                    outcome.content_chunks += 1
+                if choice.get("finish_reason"):
+                    outcome.finish_reason = choice["finish_reason"]
+                if on_chunk is not None:
+                    chunk.pop("usage", None)
+                    # Some servers put the model's file path here: tasters get the served model's name instead.
+                    if self.model:
+                        chunk["model"] = self.model
+                    await on_chunk(sse(chunk))
         if outcome.usage is None:
             # The upstream streamed no usage (llama-cpp-python ignores stream_options): count it ourselves.
             outcome.usage_source = "counted"
@@ -219,9 +227,28 @@ class Relay:
 
     # --- streaming --------------------------------------------------------------------------------------
 
+    async def write(self, response: web.StreamResponse, data: bytes) -> None:
+        """Send `data` to the taster (the headers first, if not sent yet). A write that stays blocked longer than
+        --client-stall-timeout means the taster stopped reading: the connection is aborted and ClientStalled
+        raised, so that a reader who holds the slot without reading loses it, as one who hangs up does."""
+        limit = self.agent.config.client_stall_timeout
+        try:
+            async with asyncio.timeout(limit):
+                if not response.prepared:
+                    await response.prepare(self.request)
+                await response.write(data)
+        except TimeoutError:
+            transport = self.request.transport
+            if transport is not None:
+                transport.abort()
+            # No ticket in the message: a flood of stalled readers is one repeated line (node_agent/logs.py).
+            log.warning("a client stopped reading for %g s: its stream was ended and its slot freed", limit)
+            raise ClientStalled from None
+
     async def stream(self) -> web.StreamResponse:
         agent = self.agent
-        waiter = agent.queue.enter(self.ticket, tier=self.claims.tier)  # 429 queue_full before headers
+        # 429 token_busy or queue_full before headers
+        waiter = agent.queue.enter(self.ticket, tier=self.claims.tier, key=self.claims.jti)
         response = web.StreamResponse(status=200, headers=SSE_HEADERS)
         block = agent.policy.moderate_output == "block"
         # Headers go out lazily: with the first queue comment or the first upstream chunk. Until then a
@@ -235,38 +262,38 @@ class Relay:
                 if block:
                     buffer.append(data)
                     return
-                if not response.prepared:
-                    await response.prepare(self.request)
-                await response.write(data)
+                await self.write(response, data)
 
             try:
                 outcome = await self.generate(forward)
+            except ClientStalled:
+                raise
             except Exception as exc:  # noqa: BLE001 - after headers, every failure ends the stream cleanly
                 if not response.prepared:
                     raise
                 error = stream_failure(exc, self.ticket)
-                await response.write(sse(error.body()))
-                await response.write(DONE)
+                await self.write(response, sse(error.body()))
+                await self.write(response, DONE)
                 return response
-            if not response.prepared:
-                await response.prepare(self.request)
             if block:
                 flagged, categories, state = await agent.policy.check_output(outcome.text)
                 self.moderation = {**self.moderation, "output": state}
                 if flagged:
                     await agent.report_flag(self.claims, "output", categories)
                     withheld = AgentError(451, "moderation_blocked", "The rig's moderation withheld the answer.")
-                    await response.write(sse(withheld.body()))
-                    await response.write(DONE)
+                    await self.write(response, sse(withheld.body()))
+                    await self.write(response, DONE)
                     return response
                 for data in buffer:
-                    await response.write(data)
+                    await self.write(response, data)
             elif self.moderation.get("output") == "record":
                 self.moderation = {**self.moderation, "output": "recorded"}
-            await response.write(sse(self.final_chunk(outcome)))
-            await response.write(DONE)
+            await self.write(response, sse(self.final_chunk(outcome)))
+            await self.write(response, DONE)
             self.record_output_later(outcome.text)
             return response
+        except ClientStalled:
+            return response  # its connection is gone: nothing more can be sent
         finally:
             agent.queue.release(self.ticket)
 
@@ -286,9 +313,7 @@ class Relay:
                     update.cancel()
                     if waiter.future.done():
                         break
-                if not response.prepared:
-                    await response.prepare(self.request)
-                await response.write(f": queue position={last[0]} eta_sec={last[1]}\n\n".encode())
+                await self.write(response, f": queue position={last[0]} eta_sec={last[1]}\n\n".encode())
             await self.agent.queue.wait(waiter)  # re-raises a cancellation; consumes the result
         except BaseException:
             if update is not None and not update.done():
@@ -307,7 +332,7 @@ class Relay:
 
     async def complete(self) -> web.Response:
         agent = self.agent
-        waiter = agent.queue.enter(self.ticket, tier=self.claims.tier)
+        waiter = agent.queue.enter(self.ticket, tier=self.claims.tier, key=self.claims.jti)
         try:
             if waiter is not None:
                 started = time.monotonic()

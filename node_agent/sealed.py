@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from node_agent import keys, subtext
 from node_agent.chat import parse_chat
 from node_agent.errors import AgentError
-from node_agent.relay import DONE, SSE_HEADERS, Relay, sse, stream_failure
+from node_agent.relay import DONE, SSE_HEADERS, ClientStalled, Relay, sse, stream_failure
 
 # Why an envelope could not be used, in words that quote nothing from it.
 _WHY = {
@@ -164,13 +164,12 @@ class SealedRelay(Relay):
 
     async def stream(self) -> web.StreamResponse:
         agent = self.agent
-        waiter = agent.queue.enter(self.ticket, tier=self.claims.tier)  # 429 queue_full before headers
+        # 429 token_busy or queue_full before headers
+        waiter = agent.queue.enter(self.ticket, tier=self.claims.tier, key=self.claims.jti)
         response = web.StreamResponse(status=200, headers=SSE_HEADERS)
 
         async def write(data: bytes) -> None:
-            if not response.prepared:
-                await response.prepare(self.request)
-            await response.write(data)
+            await self.write(response, data)  # ClientStalled when the taster stops reading
             self.last_write = time.monotonic()
 
         async def on_chunk(_data: bytes) -> None:
@@ -187,6 +186,8 @@ class SealedRelay(Relay):
                 await self._wait_with_comments(waiter, response)
             try:
                 outcome = await self.generate(on_chunk)
+            except ClientStalled:
+                raise
             except Exception as exc:  # noqa: BLE001 - after headers, every failure ends the stream cleanly
                 if not response.prepared:
                     raise
@@ -213,5 +214,7 @@ class SealedRelay(Relay):
             await write(DONE)
             self.record_output_later(outcome.text)
             return response
+        except ClientStalled:
+            return response  # its connection is gone: nothing more can be sent
         finally:
             agent.queue.release(self.ticket)

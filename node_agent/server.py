@@ -1,17 +1,25 @@
 """The agent's HTTP server (aiohttp): `/health`, `/v1/models`, `/v1/chat/completions` (and its alias
-`/chat/completions`). Prompts and completions are never logged: log lines carry tickets, codes and timings."""
+`/chat/completions`). Prompts and completions are never logged: log lines carry tickets, codes and timings.
+
+Against hostile tasters (issue 11): a request's body must arrive within --body-timeout, connections
+per client address are bounded (loopback exempt: relayed tasters all arrive from 127.0.0.1), one token's share of
+the queue is bounded (node_agent/queue.py), a client that stops reading loses its stream (node_agent/relay.py),
+and a flood of one log line is written once with a count (node_agent/logs.py)."""
 
 import asyncio
+import contextlib
+import ipaddress
 import json
 import logging
 import time
+from collections import Counter
 from pathlib import Path
 
 import aiohttp
 from aiohttp import web
 from cryptography.exceptions import UnsupportedAlgorithm
 
-from node_agent import __version__, auth, cors, keys, sealed, upstream
+from node_agent import __version__, auth, cors, keys, logs, sealed, upstream
 from node_agent.chat import parse_chat
 from node_agent.config import AgentConfig
 from node_agent.errors import AgentError
@@ -30,7 +38,7 @@ class Agent:
         self.config = config
         self.node_id = config.node_id
         self.ledger = Ledger(config.state_dir)
-        self.queue = SlotQueue(config.max_active, config.max_waiting)
+        self.queue = SlotQueue(config.max_active, config.max_waiting, max_per_key=config.max_per_token)
         self.session: aiohttp.ClientSession | None = None
         self.upstream: upstream.Upstream | None = None
         self.policy: Policy | None = None
@@ -40,6 +48,7 @@ class Agent:
         self.models: list[str] = []
         self._tasks: list[asyncio.Task] = []
         self.background: set[asyncio.Task] = set()  # output moderation in `record` mode
+        self.repeats: logs.RepeatFilter | None = None  # set by serve(): writes the counts of repeated log lines
         # Public-key mode needs the node's private key; without it the agent serves plain mode only (and says so
         # in /health) rather than refusing to start: a bad key file must not take a working rig offline.
         self.private_key = None
@@ -69,6 +78,7 @@ class Agent:
             moderation_timeout=cfg.moderation_timeout,
             moderate_output=cfg.moderate_output,
             moderation_api_key=cfg.moderation_api_key or None,
+            filter_off=cfg.filter_categories_off,
         )
         self.link = TrackerLink(
             session=self.session,
@@ -90,6 +100,8 @@ class Agent:
         except (aiohttp.ClientError, TimeoutError, ValueError, KeyError):
             self.models = []
         self._tasks.append(asyncio.create_task(self.link.run()))
+        if self.repeats is not None:
+            self._tasks.append(asyncio.create_task(logs.flush_forever(self.repeats)))
         if cfg.relay != "off":
             self.tunnel = TunnelClient(
                 session=self.session,
@@ -101,11 +113,12 @@ class Agent:
             )
             self._tasks.append(asyncio.create_task(self.tunnel.run()))
         log.info(
-            "serving node %s in front of %s (%s); %d tracker key(s)",
+            "serving node %s in front of %s (%s); %d tracker key(s); filtering %s",
             self.node_id,
             backend,
             "upstream reachable" if self.models else "upstream not answering yet",
             len(self.verifier.keys),
+            ", ".join(self.policy.categories) or "nothing",
         )
 
     async def stop(self, app: web.Application) -> None:
@@ -132,7 +145,11 @@ class Agent:
         return {
             "queue": self.queue.public_view(),
             "models": [self.served_model()] if self.models or self.config.model else [],
-            "telemetry": {"backend": self.upstream.backend if self.upstream else ""},
+            "telemetry": {
+                "backend": self.upstream.backend if self.upstream else "",
+                # Shown on the rig's page: what this rig refuses (the operator may switch categories off).
+                "filter_categories": self.policy.categories if self.policy else [],
+            },
         }
 
     def usage_added(self) -> None:
@@ -178,6 +195,7 @@ class Agent:
                 "node_public_key_fingerprint": self.fingerprint,
                 # How tasters reach this rig: direct, or relayed (and whether the tunnel is open right now).
                 "reachability": self.tunnel.status if self.tunnel is not None else {"relay": "off"},
+                "filter_categories": self.policy.categories,
             }
         )
 
@@ -211,9 +229,20 @@ class Agent:
         elif claims.crypto_mode != "plain":
             raise AgentError(401, "invalid_token", "The tasting token names an unknown crypto mode.")
         try:
-            body = json.loads(await request.read())
+            # A body trickled byte by byte would hold the connection (and a file descriptor) for ever.
+            async with asyncio.timeout(self.config.body_timeout):
+                raw = await request.read()
+        except TimeoutError:
+            raise AgentError(
+                408,
+                "request_timeout",
+                f"The request body did not arrive within {self.config.body_timeout:g} s.",
+                close_connection=True,
+            ) from None
         except web.HTTPRequestEntityTooLarge as exc:
             raise AgentError(413, "body_too_large", "The request body is too large.") from exc
+        try:
+            body = json.loads(raw)
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise AgentError(400, "invalid_json", "The body is not valid JSON.") from exc
         if public_key_mode:
@@ -270,13 +299,88 @@ async def errors_middleware(request: web.Request, handler):
     try:
         return await handler(request)
     except AgentError as exc:
-        return exc.response()
+        error = exc
     except web.HTTPRequestEntityTooLarge:
-        return AgentError(413, "body_too_large", "The request body is too large.").response()
+        error = AgentError(413, "body_too_large", "The request body is too large.")
     except web.HTTPNotFound:
-        return AgentError(404, "not_found", "No such endpoint.").response()
+        error = AgentError(404, "not_found", "No such endpoint.")
     except web.HTTPMethodNotAllowed:
-        return AgentError(405, "method_not_allowed", "Method not allowed.").response()
+        error = AgentError(405, "method_not_allowed", "Method not allowed.")
+    # Status and code only (never the request's text); a flood of one refusal is one line with a count.
+    log.info("refused a request: %s %s", error.status, error.code)
+    response = error.response()
+    if error.close_connection:
+        # Sent, then the connection closed at once: aiohttp would otherwise linger reading the rest of a body
+        # that is not coming.
+        response.force_close()
+        await response.prepare(request)
+        await response.write_eof()
+        request.protocol.force_close()
+    return response
+
+
+def address_key(host: str, *, exempt_loopback: bool = True) -> str | None:
+    """What one client address counts as: an IPv4 address, an IPv6 address's /64 (one household gets a whole
+    /64), an IPv4-mapped IPv6 address as its IPv4 address; None for loopback (when exempt) and non-IP peers."""
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if exempt_loopback and address.is_loopback:
+        return None
+    if address.version == 6:
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
+
+
+class ConnectionGuard:
+    """At most `limit` open connections per client address (`address_key`); one more is aborted as it is
+    accepted, before anything is read. Loopback is exempt: the tunnel replays every relayed taster from 127.0.0.1
+    (the relay enforces its own per-IP limits), and a reverse proxy on the same machine does the same."""
+
+    def __init__(self, limit: int, *, exempt_loopback: bool = True):
+        self.limit, self.exempt_loopback = limit, exempt_loopback
+        self.open: Counter[str] = Counter()
+        self.counted: dict[object, str] = {}  # aiohttp's per-connection handler → its address key
+
+    def install(self, server) -> None:
+        """Hook aiohttp's low-level Server, which hears of every connection made and lost."""
+        made, lost = server.connection_made, server.connection_lost
+
+        def connection_made(handler, transport) -> None:
+            made(handler, transport)
+            if not self.admit(handler, transport):
+                transport.abort()
+
+        def connection_lost(handler, exc=None) -> None:
+            self.forget(handler)
+            lost(handler, exc)
+
+        server.connection_made, server.connection_lost = connection_made, connection_lost
+
+    def admit(self, handler, transport) -> bool:
+        if self.limit <= 0:
+            return True
+        peer = transport.get_extra_info("peername")
+        key = address_key(str(peer[0]), exempt_loopback=self.exempt_loopback) if peer else None
+        if key is None:
+            return True
+        if self.open[key] >= self.limit:
+            # No address in the log: it is personal data, and the count is what the operator needs.
+            log.warning("refused a connection: its address already has %d open", self.limit)
+            return False
+        self.open[key] += 1
+        self.counted[handler] = key
+        return True
+
+    def forget(self, handler) -> None:
+        key = self.counted.pop(handler, None)
+        if key is not None:
+            self.open[key] -= 1
+            if self.open[key] <= 0:
+                del self.open[key]
 
 
 def local_base(host: str, port: int) -> str:
@@ -305,8 +409,49 @@ def build_app(config: AgentConfig) -> web.Application:
 
 
 def serve(config: AgentConfig) -> None:
-    # handler_cancellation: a client that goes away cancels its handler, which leaves the queue or closes the
-    # upstream request (so llama.cpp stops generating) at once.
-    web.run_app(
-        build_app(config), host=config.host, port=config.port, handler_cancellation=True, print=None, access_log=None
-    )
+    """Run the agent until SIGINT or SIGTERM: web.run_app's loop, with the connection guard installed on the
+    server before it listens (run_app gives no access to it)."""
+    repeats = logs.install(config.log_repeat_window)
+    app = build_app(config)
+    app["agent"].repeats = repeats
+    guard = ConnectionGuard(config.max_connections_per_address, exempt_loopback=not config.limit_loopback)
+
+    async def main() -> None:
+        runner = web.AppRunner(
+            app,
+            handle_signals=True,
+            # A client that goes away cancels its handler, which leaves the queue or closes the upstream request
+            # (so llama.cpp stops generating) at once.
+            handler_cancellation=True,
+            access_log=None,
+            logger=logging.getLogger(logs.HTTP_LOGGER),  # malformed requests: one line, counted (node_agent/logs.py)
+            # As in web.run_app: aiohttp closes a connection idle this long, and one that has not sent a whole
+            # request head by then (a head trickled byte by byte); --body-timeout then bounds the body.
+            keepalive_timeout=75.0,
+        )
+        await runner.setup()
+        guard.install(runner.server)
+        await web.TCPSite(runner, config.host, config.port).start()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    task = loop.create_task(main())
+    try:
+        loop.run_until_complete(task)
+    except (web.GracefulExit, KeyboardInterrupt):
+        pass
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                loop.run_until_complete(task)
+        leftovers = asyncio.all_tasks(loop)
+        for leftover in leftovers:
+            leftover.cancel()
+        loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()

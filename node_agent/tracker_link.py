@@ -46,6 +46,9 @@ class TrackerLink:
             self.revoked = set()
         self.filter_rules_version = None
         self.last_heartbeat_ok: bool | None = None
+        # A tracker from before v1.1 takes only scalar telemetry values: once it refuses a heartbeat for its
+        # telemetry, lists (filter_categories) are left out, so that the rig keeps heartbeating (and stays listed).
+        self.scalar_telemetry_only = False
         self.on_keys = None  # callback(dict kid → key)
         self.on_rules = None  # callback(rules, version)
         self.snapshot = None  # callable → heartbeat body parts
@@ -160,6 +163,8 @@ class TrackerLink:
                 future.set_result(True)
         elif kind == "error":
             log.warning("the tracker refused a link message: %s", message.get("code"))
+            if self._telemetry_refused(message.get("field")):
+                await self.heartbeat_once()
 
     async def _send(self, message: dict) -> bool:
         if not self.linked:
@@ -197,8 +202,23 @@ class TrackerLink:
             if keys and self.on_keys:
                 self.on_keys(keys)
 
-    async def heartbeat_once(self) -> bool:
+    def heartbeat_body(self) -> dict:
         body = {"schema_version": 1, "agent_version": __version__, **(self.snapshot() if self.snapshot else {})}
+        telemetry = body.get("telemetry")
+        if self.scalar_telemetry_only and isinstance(telemetry, dict):
+            body["telemetry"] = {k: v for k, v in telemetry.items() if not isinstance(v, list | dict)}
+        return body
+
+    def _telemetry_refused(self, field) -> bool:
+        """Whether a refusal names the telemetry (the first time only): then lists are left out from now on."""
+        if self.scalar_telemetry_only or not str(field or "").startswith("telemetry"):
+            return False
+        self.scalar_telemetry_only = True
+        log.warning("the tracker refused the heartbeat's telemetry (a tracker before v1.1?): sending scalars only")
+        return True
+
+    async def heartbeat_once(self) -> bool:
+        body = self.heartbeat_body()
         if await self._send({"type": "heartbeat", **body}):
             return True  # the answer arrives as a heartbeat_ack message
         try:
@@ -210,6 +230,9 @@ class TrackerLink:
             ) as resp:
                 if resp.status != 200:
                     log.warning("heartbeat refused: HTTP %s", resp.status)
+                    refusal = await resp.json(content_type=None) if resp.status == 400 else None
+                    if isinstance(refusal, dict) and self._telemetry_refused(refusal.get("field")):
+                        return await self.heartbeat_once()
                     return False
                 answer = await resp.json()
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:

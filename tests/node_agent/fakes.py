@@ -325,6 +325,9 @@ class FakeTracker(ThreadedApp):
         self.http_heartbeats: list[tuple[float, dict]] = []
         self.http_usage: list[tuple[float, dict]] = []
         self.open_sockets: set = set()
+        # False: refuse a heartbeat whose telemetry holds a list, as trackers before v1.1 do (invalid_field, field
+        # "telemetry", over HTTP and over the link).
+        self.telemetry_lists = True
 
     def build(self):
         app = web.Application()
@@ -382,10 +385,20 @@ class FakeTracker(ThreadedApp):
     def _ack(self) -> dict:
         return {"schema_version": 1, "status": "available", "filter_rules_version": 1, "revoked_jtis": []}
 
+    def _telemetry_refusal(self, body: dict) -> dict | None:
+        telemetry = body.get("telemetry") or {}
+        if self.telemetry_lists or not any(isinstance(v, list | dict) for v in telemetry.values()):
+            return None
+        return {"error": "telemetry: nested values are not allowed", "code": "invalid_field", "field": "telemetry"}
+
     async def heartbeat(self, request):
         if not self._authorized(request) or request.match_info["node_id"] != self.node_id:
             return web.json_response({"error": "refused", "code": "invalid_node_secret"}, status=401)
-        self.http_heartbeats.append((time.monotonic(), await request.json()))
+        body = await request.json()
+        refusal = self._telemetry_refusal(body)
+        if refusal is not None:
+            return web.json_response({"schema_version": 1, **refusal}, status=400)
+        self.http_heartbeats.append((time.monotonic(), body))
         return web.json_response(self._ack())
 
     async def usage(self, request):
@@ -407,6 +420,10 @@ class FakeTracker(ThreadedApp):
         try:
             async for msg in ws:
                 message = json.loads(msg.data)
+                refusal = self._telemetry_refusal(message) if message.get("type") == "heartbeat" else None
+                if refusal is not None:
+                    await ws.send_json({"type": "error", **refusal})
+                    continue
                 self.ws_messages.append((time.monotonic(), message))
                 if message.get("type") == "heartbeat":
                     await ws.send_json({"type": "heartbeat_ack", **self._ack()})

@@ -141,11 +141,9 @@ def test_sealed_requests_spend_the_tokens_budget_and_their_usage_reaches_the_tra
     r = rig.post(issued, rig.seal(issued))
     assert r.status_code == 429 and error_code(r) == "token_exhausted"
 
-    def served():
-        scores = requests.get(f"{tracker.base}/api/contributions?limit=1000", timeout=10).json()["scores"]
-        return next((s["evidence"]["requests_served"] for s in scores if s["node_id"] == rig.agent.node_id), None)
+    from tests.node_agent.test_serving import served_at
 
-    assert wait_until(lambda: served() == 3, timeout=15)
+    assert wait_until(lambda: served_at(tracker, rig.agent.node_id) == 3, timeout=15)
 
 
 def test_two_sealed_streams_at_once_each_get_their_own_answer(start_rig, fake_upstream):
@@ -279,8 +277,11 @@ def test_a_long_generation_sends_keepalive_comments_before_the_sealed_answer(mon
                 yield {"id": "c", "choices": [{"index": 0, "delta": {"content": f"w{i} "}, "finish_reason": None}]}
             yield {"id": "c", "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 6, "total_tokens": 9}}
 
+    from node_agent.config import AgentConfig
+
     class Agent:
         node_id = "n1"
+        config = AgentConfig()
         queue = SlotQueue(1, 1)
         upstream = Upstream()
         policy = Policy(session=None, moderation_endpoint=None, moderation_timeout=1, moderate_output="off")

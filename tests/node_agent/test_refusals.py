@@ -214,11 +214,8 @@ def test_concurrent_requests_of_one_token_cannot_exceed_its_output_budget(tracke
     served = [r for r in results if r.status_code == 200]
     total = sum(r.json()["usage"]["completion_tokens"] for r in served)
     assert total <= 10
-    assert [r.json()["error"]["code"] for r in results if r.status_code != 200] in (
-        [],
-        ["token_exhausted"],
-        ["token_exhausted"] * 2,
-    )
+    # token_busy: at most two requests of one token are in the queue at once (--max-per-token).
+    assert {r.json()["error"]["code"] for r in results if r.status_code != 200} <= {"token_exhausted", "token_busy"}
 
 
 def test_a_client_that_hangs_up_mid_answer_is_charged_for_what_it_got(tracker, agent, fake_upstream):
