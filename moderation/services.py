@@ -199,6 +199,9 @@ def ban(
         details["tokens_revoked"] = _revoke(node)
         _relist(node)
         _gone(node)
+    elif kind == Ban.Kind.CONTRIBUTOR:
+        # Access control is tracker's: the contributor's nodes leave every surface, their tokens stop working.
+        details["tokens_revoked"] = bans.apply_contributor_ban(stored)
     _resolve_report(report, AbuseReport.State.ACTIONED)
     return record(
         moderator, ModerationAction.Action.BAN, kind, shown_subject(kind, stored), reason, report=report, **details
@@ -214,6 +217,8 @@ def unban(*, kind: str, value: str, moderator: Moderator, reason: str, hashed: b
     if kind == Ban.Kind.NODE:
         bans.refresh_node_ban(stored)
         _relist(Node.objects.get(pk=stored))
+    elif kind == Ban.Kind.CONTRIBUTOR:
+        bans.reconcile(now)  # their nodes come back at once, not at the next monitor cycle
     return record(
         moderator, ModerationAction.Action.UNBAN, kind, shown_subject(kind, stored), reason, bans_lifted=lifted
     )

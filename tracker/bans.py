@@ -5,9 +5,9 @@ A node leaves every public surface (list, detail, showcase, contributions, webso
 column, `Node.banned_until`, which every node query filters on: the end of the longest active ban on the node
 itself or on its owner (far future for a ban for good). A ban that expires stops applying by itself, since
 the comparison is with the current time. `refresh_node_ban` keeps the column for one node (moderation calls it
-for node bans); a contributor ban is applied to all of that contributor's nodes by `apply_contributor_ban`, run
-whenever a contributor Ban row is saved (tracker.apps), and `reconcile`, run by every monitor cycle, brings
-every row in line with the active bans, so that a lifted contributor ban shows within one cycle."""
+for node bans); a contributor ban is applied to all of that contributor's nodes by `apply_contributor_ban`, which
+the moderation workflow calls when it records one (moderation.services.ban); `reconcile`, which the workflow
+calls when it lifts one and every monitor cycle runs, brings every row in line with the active bans."""
 
 from datetime import UTC, datetime
 
@@ -164,13 +164,6 @@ def apply_contributor_ban(contributor_id: str) -> int:
     return _revoke(
         TastingToken.objects.filter(Q(contributor_id=contributor_id) | Q(node__owner_id=contributor_id)), now
     )
-
-
-def on_ban_saved(sender, instance: Ban, **kwargs) -> None:
-    """post_save of Ban (connected in tracker.apps): whoever records a contributor ban, its effects follow in
-    the same transaction. Node bans are applied by the moderation workflow itself (refresh_node_ban)."""
-    if instance.kind == Ban.Kind.CONTRIBUTOR:
-        apply_contributor_ban(instance.value)
 
 
 @transaction.atomic
