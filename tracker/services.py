@@ -407,6 +407,7 @@ def record_heartbeat(
     now: datetime | None = None,
 ) -> dict:
     now = now or timezone.now()
+    first = node.last_heartbeat_at is None
     node.last_heartbeat_at = node.last_seen_at = now
     node.served_models, node.agent_version, node.telemetry = models, agent_version, telemetry
     _apply_queue(node, queue, now)
@@ -421,6 +422,10 @@ def record_heartbeat(
         ]
     )
     transaction.on_commit(lambda: queue_view.broadcast(node))
+    if first:
+        # Its first report: the node joins the public surfaces now (a node that never reported in is not listed),
+        # so its combination's rarity and the showcase are counted again with it.
+        refresh_listing({node.combo_key})
     return {
         "status": node.status,
         "filter_rules_version": filter_rules_version(),
