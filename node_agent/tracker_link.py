@@ -129,6 +129,11 @@ class TrackerLink:
                         self.ws_refused = True
                         log.warning("the tracker refused the agent link (4401): wrong node secret?")
                         backoff = 60.0
+                    elif ws.close_code == 4403:
+                        # Taken down or banned: a moderator's decision, which retrying every second cannot change.
+                        self.ws_refused = True
+                        log.warning("the tracker closed the agent link (4403): this node is taken down or banned")
+                        backoff = 300.0
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 log.info("agent link unavailable (%s); using HTTP", type(exc).__name__)
             finally:
@@ -230,7 +235,10 @@ class TrackerLink:
             ) as resp:
                 if resp.status != 200:
                     log.warning("heartbeat refused: HTTP %s", resp.status)
-                    refusal = await resp.json(content_type=None) if resp.status == 400 else None
+                    refusal = await resp.json(content_type=None) if resp.status in (400, 403) else None
+                    if resp.status == 403 and isinstance(refusal, dict):
+                        # A hidden node still learns which tokens stopped working, so that it refuses them too.
+                        self._revoke(str(j) for j in refusal.get("revoked_jtis") or [])
                     if isinstance(refusal, dict) and self._telemetry_refused(refusal.get("field")):
                         return await self.heartbeat_once()
                     return False

@@ -320,6 +320,7 @@ class FakeTracker(ThreadedApp):
         self.signing_key = Ed25519PrivateKey.generate()
         self.kid = "lr-fake-1"
         self.ws_mode = "accept"
+        self.hidden_revoked: list[str] = []  # ws_mode "hidden": the jtis its 403 heartbeat answers carry
         self.ws_attempts: list[float] = []  # every handshake, whatever the answer
         self.ws_messages: list[tuple[float, dict]] = []
         self.http_heartbeats: list[tuple[float, dict]] = []
@@ -399,6 +400,10 @@ class FakeTracker(ThreadedApp):
         if refusal is not None:
             return web.json_response({"schema_version": 1, **refusal}, status=400)
         self.http_heartbeats.append((time.monotonic(), body))
+        if self.ws_mode == "hidden":  # taken down or banned, as the real tracker answers it
+            return web.json_response(
+                {"error": "taken down", "code": "taken_down", "revoked_jtis": self.hidden_revoked}, status=403
+            )
         return web.json_response(self._ack())
 
     async def usage(self, request):
@@ -415,6 +420,9 @@ class FakeTracker(ThreadedApp):
         await ws.prepare(request)
         if self.ws_mode == "refuse" or not self._authorized(request):
             await ws.close(code=4401, message=b"refused")
+            return ws
+        if self.ws_mode == "hidden":
+            await ws.close(code=4403, message=b"taken down")
             return ws
         self.open_sockets.add(ws)
         try:

@@ -6,6 +6,7 @@ tracker (tests/node_agent/fakes.py) that records what arrives and when."""
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import jwt
 import pytest
 import requests
 
@@ -104,6 +105,26 @@ def test_a_refused_link_is_not_retried_for_a_minute_and_the_agent_keeps_beating_
     assert len(fake_tracker.ws_attempts) == 1, "a refused agent must not hammer the tracker"
     assert "refused the agent link (4401)" in agent.log()
     assert sum(1 for at, _ in fake_tracker.http_heartbeats if at > first) >= 3  # still alive, over HTTP
+
+
+def test_a_taken_down_node_does_not_hammer_the_tracker_and_still_applies_revocations(
+    fake_tracker, start_linked_agent, fake_upstream
+):
+    token = fake_tracker.token()
+    fake_tracker.ws_mode = "hidden"  # the link closed with 4403, heartbeats answered 403 with the revoked jtis
+    fake_tracker.hidden_revoked = [jwt.decode(token, options={"verify_signature": False})["jti"]]
+    agent = start_linked_agent(fake_upstream.base, heartbeat_interval=1)
+    assert wait_until(lambda: fake_tracker.ws_attempts and len(fake_tracker.http_heartbeats) >= 2, timeout=10)
+    time.sleep(3)
+    assert len(fake_tracker.ws_attempts) == 1, "a hidden node's agent must not hammer the link"
+    assert "closed the agent link (4403)" in agent.log()
+    r = requests.post(
+        agent.v1 + "/chat/completions",
+        json={"messages": [{"role": "user", "content": "hi"}]},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert r.status_code == 401 and "revoked" in r.json()["error"]["message"]
 
 
 def test_without_a_websocket_heartbeats_and_usage_arrive_over_http_and_the_link_is_retried_with_backoff(
