@@ -312,6 +312,11 @@ RATE_FINGERPRINT_VERIFY = os.environ.get("RATE_FINGERPRINT_VERIFY", "30/h")
 RATE_TIMING_UPLOAD = os.environ.get("RATE_TIMING_UPLOAD", "120/h")
 RATE_ABUSE_REPORT = os.environ.get("RATE_ABUSE_REPORT", "10/d")
 RATE_REPLAY_PUBLISH = os.environ.get("RATE_REPLAY_PUBLISH", "20/h")
+# Per node, what its agent may send (tracker/throttle.py): heartbeats, usage reports and moderation flags, over HTTP
+# and the agent link alike. Validated at start-up like the per-IP rates.
+RATE_AGENT_HEARTBEAT = os.environ.get("RATE_AGENT_HEARTBEAT", "5/5s")
+RATE_AGENT_USAGE = os.environ.get("RATE_AGENT_USAGE", "10/10s")
+RATE_AGENT_FLAG = os.environ.get("RATE_AGENT_FLAG", "30/30s")
 RATELIMIT_ENABLE = env_bool("RATELIMIT_ENABLE", True)
 # How many tracker processes share the Redis counters. While Redis is unreachable each process counts alone,
 # every request weighing this much, so that together they still allow no more than each limit.
