@@ -61,8 +61,11 @@ class NodeQuerySet(models.QuerySet):
         return self.filter(taken_down_at__isnull=True).exclude(banned_until__gt=timezone.now())
 
     def listed(self):
-        """On public surfaces: public and not taken down."""
-        return self.visible().filter(visibility=Node.Visibility.PUBLIC)
+        """On public surfaces: public, visible (not taken down nor banned), and reported in: a node whose agent has
+        never sent a heartbeat is a registration, not a rig (API.md v1.1). The node_listed_order index still serves
+        the default order: like banned_until, last_heartbeat_at is checked on the rows the index yields (a range
+        condition placed before rarity_score in the index would cost the index its order)."""
+        return self.visible().filter(visibility=Node.Visibility.PUBLIC, last_heartbeat_at__isnull=False)
 
     def in_default_order(self):
         # vram_sort_key is vram_gb with "unknown" as +inf, so that one index serves this order (a NULLS LAST
@@ -216,7 +219,8 @@ class Node(models.Model):
 
     @property
     def is_listed(self) -> bool:
-        return self.visibility == self.Visibility.PUBLIC and self.is_visible
+        """The row-level twin of NodeQuerySet.listed (keep the two in step)."""
+        return self.visibility == self.Visibility.PUBLIC and self.last_heartbeat_at is not None and self.is_visible
 
     @property
     def is_visible(self) -> bool:

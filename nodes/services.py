@@ -29,7 +29,18 @@ def refresh_rarity(combo_keys: Iterable[str] | None = None) -> list[str]:
         visible = visible.filter(combo_key__in=combo_keys)
     counts = dict(listed.values_list("combo_key").annotate(n=Count("id")).order_by())
     changed = []
-    fields = ("id", "combo_key", "tags", "vram_gb", "visibility", "taken_down_at", "banned_until", "rarity_score")
+    # Everything is_listed reads is loaded here, so that it costs no query per node.
+    fields = (
+        "id",
+        "combo_key",
+        "tags",
+        "vram_gb",
+        "visibility",
+        "taken_down_at",
+        "banned_until",
+        "last_heartbeat_at",
+        "rarity_score",
+    )
     for node in visible.only(*fields, "model_name", "quantization"):
         sharing = counts.get(node.combo_key, 0) + (0 if node.is_listed else 1)
         known = rarity.is_known(node.model_name) and rarity.is_known(node.quantization)

@@ -49,6 +49,8 @@ def test_the_list_filters_on_the_server_and_compares_two_rigs(site, rig, page, s
     cards = page.locator("article.card")
     assert cards.count() >= 4
     assert page.locator(f'article[data-node="{rig.node_id}"] .pill').inner_text() == "available"
+    for demo in (APPLE, PI):  # the proof of concept's rigs: they ran once and no longer serve
+        assert page.locator(f'article[data-node="{demo}"] .pill').inner_text() == "unavailable"
     assert int(page.locator('[data-count="listed"]').inner_text()) >= 4
     shot(page, "index")
 
@@ -199,7 +201,8 @@ def test_a_replay_file_plays_in_the_browser_without_leaving_it(site, page, shot,
 
 
 def test_refusals_read_as_sentences(site, page):
-    page.goto(f"/nodes/{PI}/")  # a demo listing: no agent has ever sent a heartbeat
+    page.goto(f"/nodes/{PI}/")  # a demo rig: its last heartbeat is long past, so it is unavailable
+    assert page.locator("h1 [data-status]").inner_text() == "unavailable"
     page.fill("#taste-prompt", "hello")
     page.check("[data-ack]")
     page.click("[data-taste-go]")

@@ -55,10 +55,13 @@ def taste_config(html: str) -> dict:
     return json.loads(found.group(1))
 
 
-def test_cards_say_whether_a_rig_is_relayed_or_direct_and_why_it_matters(owner):
+def test_cards_say_whether_a_rig_is_relayed_or_direct_and_why_it_matters(api, owner):
     add_relay()
-    direct, _ = factories.make_node(owner, display_name="Open port rig")
-    relayed = relayed_node(owner, display_name="Behind NAT rig")
+    direct, secret = factories.make_node(owner, display_name="Open port rig")
+    factories.heartbeat(api, direct, secret)  # only rigs that reported in are listed
+    relayed, secret = factories.make_node(owner, endpoint_url=None, display_name="Behind NAT rig")
+    assert relayed.is_relayed
+    factories.heartbeat(api, relayed, secret)
     html = page("/")
     title, text = reach_of(card_of(html, relayed.id))
     assert text == "relayed"

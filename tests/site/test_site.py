@@ -3,10 +3,13 @@
 import os
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.utils import timezone
 
+from nodes.models import Node
 from nodes.presenters import PUBLIC_NODE_FIELDS
 from tests import factories
 
@@ -78,9 +81,14 @@ def test_health(api):
 
 def test_metrics_count_requests_tokens_and_nodes_by_status(api, owner):
     node, secret = factories.make_node(owner)
-    factories.make_node(owner, gpu="RTX 2080")
     factories.heartbeat(api, node, secret)
-    # Only listed nodes are counted (hidden ones: tests/moderation/test_bans.py): not an unlisted one.
+    gone, gone_secret = factories.make_node(owner, gpu="RTX 2080")
+    factories.heartbeat(api, gone, gone_secret)
+    # Its agent stopped reporting long ago: what the monitor records then.
+    Node.objects.filter(pk=gone.pk).update(last_heartbeat_at=timezone.now() - timedelta(days=1), status="unavailable")
+    # Only listed nodes are counted (hidden ones: tests/moderation/test_bans.py): not an unlisted one, nor one
+    # whose agent never reported in.
+    factories.make_node(owner, gpu="RTX 3080")
     unlisted, unlisted_secret = factories.make_node(owner, gpu="RTX 4090", visibility="unlisted")
     factories.heartbeat(api, unlisted, unlisted_secret)
     api.post("/api/tokens", {"node_id": node.id})
@@ -88,7 +96,8 @@ def test_metrics_count_requests_tokens_and_nodes_by_status(api, owner):
     assert response.status_code == 200 and response["Content-Type"].startswith("text/plain")
     text = response.content.decode()
     assert 'luckrig_nodes{status="available"} 1.0' in text
-    assert 'luckrig_nodes{status="unknown"} 1.0' in text
+    assert 'luckrig_nodes{status="unavailable"} 1.0' in text
+    assert 'luckrig_nodes{status="unknown"} 0.0' in text
     assert 'luckrig_tokens_issued_total{crypto_mode="plain",tier="limited"} 1.0' in text
     assert 'luckrig_http_requests_total{method="POST",status="201"}' in text
 
@@ -110,9 +119,13 @@ def test_wrong_method_is_405(api):
 
 
 def test_showcase_endpoint_names_one_node_per_category(api, owner):
-    factories.make_node(owner, id="pi", gpu="Raspberry Pi 5", vram_gb=0)
-    factories.make_node(owner, id="mac", gpu="Apple M2 Max", vram_gb=32, context_length=32768)
-    factories.make_node(owner, id="hidden", gpu="GTX 970", vram_gb=4, visibility="unlisted")
+    for fields in (
+        dict(id="pi", gpu="Raspberry Pi 5", vram_gb=0),
+        dict(id="mac", gpu="Apple M2 Max", vram_gb=32, context_length=32768),
+        dict(id="hidden", gpu="GTX 970", vram_gb=4, visibility="unlisted"),
+    ):
+        node, secret = factories.make_node(owner, **fields)
+        factories.heartbeat(api, node, secret)  # only nodes that reported in compete
     status, body = api.get("/api/showcase")
     assert status == 200
     picks = {c["id"]: c["node_id"] for c in body["categories"]}
@@ -185,6 +198,25 @@ def test_seed_demo_is_idempotent(api):
     assert all(n["tuning_note"] and "showcase" in n["tags"] for n in body["nodes"])
     ctx = sorted(n["context_length"] for n in body["nodes"])
     assert ctx == [8192, 32768, 65536]
+
+
+def test_seed_demo_lists_the_demo_rigs_as_rigs_that_ran_once_and_no_longer_serve(api):
+    from django.core.management import call_command
+
+    from tracker.management.commands.seed_demo import DEMO_LAST_HEARTBEAT_AT
+
+    call_command("seed_demo")
+    _, body = api.get("/api/nodes")
+    assert {n["health"]["status"] for n in body["nodes"]} == {"unavailable"}
+    badged = {c["node_id"] for c in api.get("/api/showcase")[1]["categories"]}
+    assert badged == {n["id"] for n in body["nodes"]}  # each demo rig still wins a category
+    for n in body["nodes"]:
+        status, err = api.post("/api/tokens", {"node_id": n["id"]})
+        assert (status, err["code"]) == (409, "node_unavailable")
+    call_command("seed_demo")  # the same fixed heartbeat on every run
+    assert set(
+        Node.objects.filter(pk__in=[n["id"] for n in body["nodes"]]).values_list("last_heartbeat_at", flat=True)
+    ) == {DEMO_LAST_HEARTBEAT_AT}
 
 
 def test_env_example_lists_every_setting_read_from_the_environment():

@@ -120,7 +120,7 @@ def test_public_key_is_validated_and_fingerprinted(api, owner):
 
 class TestList:
     @pytest.fixture
-    def fleet(self, owner):
+    def fleet(self, api, owner):
         specs = {
             "a": dict(
                 gpu="RTX 3090",
@@ -160,7 +160,13 @@ class TestList:
                 context_length=None,
             ),
         }
-        return {name: factories.make_node(owner, id=name, **spec)[0] for name, spec in specs.items()}
+        fleet = {}
+        for name, spec in specs.items():
+            node, secret = factories.make_node(owner, id=name, **spec)
+            # Listed once its agent has reported in; e's slots are all taken.
+            factories.heartbeat(api, node, secret, active=int(name == "e"), max_active=1)
+            fleet[name] = node
+        return fleet
 
     def ids(self, api, query=""):
         status, body = api.get("/api/nodes" + query)
@@ -179,8 +185,13 @@ class TestList:
         assert api.delete("/api/nodes/b", auth=owner.key)[0] == 204
         _, body = api.get("/api/nodes/a")
         assert body["node"]["rarity_score"] == 1.0
-        # Case and spacing do not make a rig rare.
-        factories.make_node(owner, id="a2", gpu="rtx  3090", model_name="qwen2.5-7b", quantization="q4_k_m")
+        # Case and spacing do not make a rig rare, once the rig has reported in.
+        a2, secret = factories.make_node(
+            owner, id="a2", gpu="rtx  3090", model_name="qwen2.5-7b", quantization="q4_k_m"
+        )
+        _, body = api.get("/api/nodes/a")
+        assert body["node"]["rarity_score"] == 1.0  # a registration alone is not a rig
+        factories.heartbeat(api, a2, secret)
         _, body = api.get("/api/nodes/a")
         assert body["node"]["rarity_score"] == 0.5
 
@@ -192,8 +203,9 @@ class TestList:
         assert set(self.ids(api, "?min_ctx=8192")) == {"a", "b", "d"}
         assert self.ids(api, "?tag=old-gpu") == ["c"]
         assert self.ids(api, "?tag=old") == []
-        assert self.ids(api, "?status=available") == []
-        assert len(self.ids(api, "?status=unknown")) == 5
+        assert set(self.ids(api, "?status=available")) == {"a", "b", "c", "d"}
+        assert self.ids(api, "?status=busy") == ["e"]
+        assert self.ids(api, "?status=unknown") == []  # a node that never reported in is not listed
 
     def test_other_orders(self, api, fleet):
         assert self.ids(api, "?order=context")[:3] == ["a", "d", "b"]  # ties: rarer first

@@ -122,7 +122,8 @@ def test_a_relayed_node_registered_while_no_relay_is_live_gets_a_registered_one_
 
 def test_the_node_list_shows_reachability_and_relay_endpoints(api, owner, relayed):
     node_id, _ = relayed
-    factories.make_node(owner, gpu="RTX 4090", endpoint_url="https://direct.example.net/v1")
+    direct, secret = factories.make_node(owner, gpu="RTX 4090", endpoint_url="https://direct.example.net/v1")
+    factories.heartbeat(api, direct, secret)  # listed once its agent has reported in
     nodes = {n["id"]: n for n in api.get("/api/nodes")[1]["nodes"]}
     assert nodes[node_id]["reachability"] == "relayed"
     assert nodes[node_id]["endpoint_url"] == f"https://relay-a.example.org/n/{node_id}/v1"

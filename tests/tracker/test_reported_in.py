@@ -1,6 +1,7 @@
-"""Nodes whose agent never reported in (issue 11): they earn no place in the contributions, their link cannot put
-them on the public queue stream before a heartbeat, and the monitor probes them rarely and under a per-owner
-budget, so that a thousand dead registrations cannot slow the probe cycle for everyone."""
+"""Nodes whose agent never reported in (issue 11): they earn no place in the contributions, the node list, the
+showcase or the website, their link cannot put them on the public queue stream before a heartbeat, and the monitor
+probes them rarely and under a per-owner budget, so that a thousand dead registrations cannot slow the probe cycle
+for everyone."""
 
 from datetime import timedelta
 
@@ -106,14 +107,6 @@ def test_a_lifted_contributor_ban_shows_within_one_monitor_cycle(api, local, own
     assert api.get(f"/api/nodes/{node.pk}")[0] == 200
 
 
-# Not closed by this change: the list, the showcase and the website's list read Node.objects.listed()
-# (nodes/models.py), which does not yet require a heartbeat. Strict xfails, so that they fail loudly (and this
-# marker comes off) once it does.
-LISTED_NEEDS_A_HEARTBEAT = pytest.mark.xfail(
-    strict=True, reason="Node.objects.listed() does not require a heartbeat yet (nodes/models.py)"
-)
-
-
 @pytest.fixture
 def silent_and_live(api, owner):
     silent, _ = factories.make_node(owner, gpu="Raspberry Pi 5", vram_gb=0, context_length=10**6)
@@ -122,7 +115,6 @@ def silent_and_live(api, owner):
     return silent, live
 
 
-@LISTED_NEEDS_A_HEARTBEAT
 @pytest.mark.django_db
 def test_the_node_list_leaves_out_nodes_that_never_reported_in(api, silent_and_live):
     silent, live = silent_and_live
@@ -130,16 +122,23 @@ def test_the_node_list_leaves_out_nodes_that_never_reported_in(api, silent_and_l
     assert live.pk in listed and silent.pk not in listed
 
 
-@LISTED_NEEDS_A_HEARTBEAT
 @pytest.mark.django_db
 def test_the_showcase_leaves_out_nodes_that_never_reported_in(api, silent_and_live):
     silent, _ = silent_and_live
     assert silent.pk not in [c["node_id"] for c in api.get("/api/showcase")[1]["categories"]]
 
 
-@LISTED_NEEDS_A_HEARTBEAT
 @pytest.mark.django_db
 def test_the_websites_list_leaves_out_nodes_that_never_reported_in(api, silent_and_live):
     silent, live = silent_and_live
     page = api.client.get("/", HTTP_ACCEPT="text/html").content.decode()
     assert live.pk in page and silent.pk not in page
+
+
+@pytest.mark.django_db
+def test_rarity_counts_leave_out_nodes_that_never_reported_in(api, owner, taster):
+    live, secret = factories.make_node(owner, gpu="Intel Arc A770")
+    factories.heartbeat(api, live, secret)
+    factories.make_node(taster, gpu="Intel Arc A770")  # the same combination, never reported in
+    listed = {n["id"]: n for n in api.get("/api/nodes")[1]["nodes"]}
+    assert listed[live.pk]["rarity_score"] == 1.0  # still the only rig with this combination

@@ -1,8 +1,18 @@
-"""`manage.py seed_demo`: the three showcase rigs of the original proof of concept (idempotent)."""
+"""`manage.py seed_demo`: the three showcase rigs of the original proof of concept (idempotent).
+
+They are shown as what they are: rigs that ran once and no longer serve. A node is listed only once its agent has
+reported in (API.md v1.1), so each demo rig carries a fixed last heartbeat in the past (DEMO_LAST_HEARTBEAT_AT, the
+same on every run); a heartbeat that old makes its status `unavailable`, so the rigs stay on the node list and the
+showcase, and no tasting token can be issued for them (tokens need a node that is `available` or `busy`). No agent
+holds their node secrets (they are thrown away here), so nothing can make them available again."""
+
+from datetime import UTC, datetime
 
 from django.core.management.base import BaseCommand
 from django.db import transaction
+from django.utils import timezone
 
+from nodes import services as node_services
 from nodes.models import Node
 from tracker import credentials, services
 from tracker.models import Contributor
@@ -10,6 +20,9 @@ from tracker.models import Contributor
 DEMO_HANDLE = "luckrig-demo"
 DEMO_OWNER_ID = "c_luckrig_demo"
 NOTE_DEMO = "Demo listing from the proof of concept: no live agent answers at this address."
+# A constant, so that the command stays idempotent. The demo rigs ran under the proof of concept, before this
+# tracker existed (its first commit is of 2026-11-24): their last heartbeat is dated the day before.
+DEMO_LAST_HEARTBEAT_AT = datetime(2026, 11, 23, tzinfo=UTC)
 
 DEMO_NODES = [
     {
@@ -88,3 +101,17 @@ class Command(BaseCommand):
             else:
                 services.update_node(node=node, data={k: v for k, v in spec.items() if k != "id"})
                 self.stdout.write(f"updated {node.id}")
+        self.ran_once(owner)
+
+    def ran_once(self, owner: Contributor) -> None:
+        """Give the demo rigs their past heartbeat and the status it implies, then recount rarity and the showcase:
+        a demo rig that was not listed before (a fresh registration, or a database seeded by an older version of
+        this command) joins the counts now."""
+        now = timezone.now()
+        combos = set()
+        for node in Node.objects.filter(owner=owner, pk__in=[spec["id"] for spec in DEMO_NODES]):
+            node.last_heartbeat_at = node.last_seen_at = DEMO_LAST_HEARTBEAT_AT
+            node.status = node_services.current_status(node, now)
+            node.save(update_fields=["last_heartbeat_at", "last_seen_at", "status"])
+            combos.add(node.combo_key)
+        services.refresh_listing(combos)
