@@ -45,7 +45,9 @@ class DatabaseCollector:
         # Listed nodes only, the ones GET /api/nodes shows: a node that is taken down or banned must leave every
         # public surface, and /metrics is one; an unlisted node is left out too, as from every public count.
         nodes = GaugeMetricFamily(
-            "luckrig_nodes", "Listed nodes (public, not taken down, not banned) by status", labels=["status"]
+            "luckrig_nodes",
+            "Listed nodes (public, reported in, not hidden) by status",
+            labels=["status"],
         )
         counts = {s: 0 for s in Node.Status.values}
         for row in Node.objects.listed().values("status").annotate(n=Count("id")).order_by():

@@ -45,6 +45,7 @@ MESSAGE_FIELDS = (
     "id",
     "status",
     "visibility",
+    "last_heartbeat_at",
     "taken_down_at",
     "banned_until",
     "queue_active",

@@ -490,7 +490,6 @@ def listed_contributions(limit: int) -> list[dict]:
     # Only nodes whose agent has reported in: a registration alone contributes nothing (API.md v1.1).
     rows = (
         Node.objects.listed()
-        .filter(last_heartbeat_at__isnull=False)
         .order_by("-contribution_total", "created_at", "id")
         .only(
             "id",
