@@ -229,10 +229,13 @@ def share_timing(tracker: str, upload_key: str | None, timing: dict) -> None:
         f"{tracker}/api/replay/timing", json=shared, timeout=15, headers={"Authorization": f"Bearer {upload_key}"}
     )
     if r.status_code == 201:
-        ct = r.json()["community_timing"]
+        answer = r.json()
+        ct = answer["community_timing"]
+        n = ct["samples_count"]
+        waiting = "" if answer.get("counted", True) else " (yours counts once the rig reports this tasting)"
         print(
-            f"Shared the timing (no text). Community p50: {ct['tok_per_sec_p50']} tok/s, "
-            f"{ct['ttft_ms_p50']} ms TTFT over {ct['samples_count']} samples",
+            f"Shared the timing (no text){waiting}. Community p50: {ct['tok_per_sec_p50']} tok/s, "
+            f"{ct['ttft_ms_p50']} ms TTFT over {n} sample{'' if n == 1 else 's'}",
             file=sys.stderr,
         )
     else:

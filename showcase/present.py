@@ -252,6 +252,9 @@ def js_strings() -> dict:
         "ack_required": _("Tick the box to confirm you understand who can read your prompt."),
         "prompt_required": _("Write a prompt first."),
         "shared": _("Timing shared. The community numbers now have %(n)s samples."),
+        "shared_pending": _(
+            "Timing shared. It counts once the rig reports this tasting to the tracker, usually within seconds."
+        ),
         "published": _("Published: "),
         "report_sent": _("Report sent; a person will review it."),
         "key_created": _("Your contributor key (shown once; it is saved in this browser):"),

@@ -469,6 +469,7 @@ class TimingUploadApi(APIView):
                 {
                     "schema_version": s.IntegerField(),
                     "ok": s.BooleanField(),
+                    "counted": s.BooleanField(help_text="false: kept, counted once the rig reports the token used"),
                     "community_timing": schemas.CommunityTimingDoc(),
                 },
             ),
@@ -483,8 +484,8 @@ class TimingUploadApi(APIView):
         bans.refuse_if_banned(("ip", token.ip_hash))
         data = TimingIn(data=request.data)
         data.is_valid(raise_exception=True)
-        timing = tasting.record_timing(token=token, data=data.validated_data)
-        return Response({"schema_version": 1, "ok": True, "community_timing": timing}, status=201)
+        timing, counted = tasting.record_timing(token=token, data=data.validated_data)
+        return Response({"schema_version": 1, "ok": True, "counted": counted, "community_timing": timing}, status=201)
 
 
 # --- fingerprint check ------------------------------------------------------------------------------------

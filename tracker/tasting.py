@@ -247,7 +247,8 @@ TIMING_FIELDS = (
 
 
 @transaction.atomic
-def record_timing(*, token: TastingToken, data: dict, now: datetime | None = None) -> dict:
+def record_timing(*, token: TastingToken, data: dict, now: datetime | None = None) -> tuple[dict, bool]:
+    """Store a taster's timing sample; returns the node's community timing and whether the sample counts yet."""
     now = now or timezone.now()
     node = Node.objects.visible().filter(pk=token.node_id).first()
     if node is None:
@@ -278,7 +279,7 @@ def record_timing(*, token: TastingToken, data: dict, now: datetime | None = Non
     if token.contributor_id:
         Contributor.objects.filter(pk=token.contributor_id).update(timing_shared=F("timing_shared") + 1)
         refresh_contributors({token.contributor_id})
-    return community_timing_of(node)
+    return community_timing_of(node), used
 
 
 def community_timing_of(node: Node) -> dict:

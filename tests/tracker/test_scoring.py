@@ -97,13 +97,18 @@ def test_a_pending_upload_counts_once_the_node_reports_the_token_used(api, quota
     node, secret = factories.make_node(owner)
     factories.heartbeat(api, node, secret)
     issued = token(api, node.id, ip=ELSEWHERE[0])
-    assert upload(api, issued, node.id)[0] == 201
+    status, answer = upload(api, issued, node.id)
+    assert status == 201 and answer["counted"] is False  # kept, and said so
     _, detail = api.get(f"/api/nodes/{node.id}")
     assert detail["node"]["community_timing"]["samples_count"] == 0
     report(api, node.id, secret, [issued["jti"]], requests=1)
     _, detail = api.get(f"/api/nodes/{node.id}")
     assert detail["node"]["community_timing"]["samples_count"] == 1
     assert detail["node"]["community_timing"]["tok_per_sec_p50"] == 40.0
+    later = token(api, node.id, ip=ELSEWHERE[1])
+    report(api, node.id, secret, [later["jti"]], requests=1)
+    status, answer = upload(api, later, node.id)  # used before the upload: it counts at once
+    assert status == 201 and answer["counted"] is True and answer["community_timing"]["samples_count"] == 2
 
 
 @pytest.mark.parametrize(

@@ -238,7 +238,8 @@
       const r = await L().postJSON("/api/replay/timing", body, last.uploadKey);
       if (r.status === 201) {
         const n = r.data.community_timing.samples_count;
-        afterStatus.textContent = t("shared", { n });
+        // A sample counts once the rig has reported the tasting (docs/scoring.md): until then, say so.
+        afterStatus.textContent = r.data.counted === false ? t("shared_pending") : t("shared", { n });
         document.querySelectorAll("[data-community-n]").forEach((el) => { el.textContent = n; });
       } else { afterStatus.textContent = L().explain(r.status, r.data, r.headers); ev.target.disabled = false; }
     });
