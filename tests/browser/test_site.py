@@ -7,6 +7,7 @@ import json
 import re
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -170,6 +171,31 @@ def test_tasting_streams_into_the_page_and_offers_download_share_and_publish(sit
     # The published replay is listed on the rig's page.
     page.goto(f"/nodes/{rig.node_id}/")
     assert page.locator(".replays a", has_text="Say some words").count() >= 1
+
+
+def test_the_after_tasting_actions_appear_only_after_a_tasting_and_never_for_the_previous_one(site, rig, page):
+    page.goto(f"/nodes/{rig.node_id}/")
+    after = page.locator("[data-taste-after]")
+    assert not after.is_visible() and not page.locator("[data-publish]").is_visible()  # nothing tasted yet
+    page.fill("#taste-prompt", "First question")
+    page.check("[data-ack]")
+    page.click("[data-taste-go]")
+    page.locator("[data-taste-status]", has_text="Done.").wait_for()
+    assert after.is_visible() and page.locator("[data-taste-timing]").is_visible()
+    slow = rig.upstream.delay
+    rig.upstream.delay = 0.3  # a second tasting that takes a while
+    try:
+        page.fill("#taste-prompt", "Second question")
+        page.click("[data-taste-go]")
+        page.wait_for_timeout(300)
+        # While the second answer streams, the first one's actions and timings are gone.
+        assert not after.is_visible() and not page.locator("[data-taste-timing]").is_visible()
+        page.locator("[data-taste-status]", has_text="Done.").wait_for(timeout=20_000)
+    finally:
+        rig.upstream.delay = slow
+    with page.expect_download() as download:
+        page.click("[data-download]")
+    assert json.loads(Path(download.value.path()).read_text())["prompt"] == "Second question"
 
 
 def test_a_replay_file_plays_in_the_browser_without_leaving_it(site, page, shot, tmp_path):

@@ -71,6 +71,8 @@
       const system = form.elements.system.value.trim();
       if (!form.elements.ack.checked) { status.textContent = t("ack_required"); return; }
       if (!prompt.trim()) { status.textContent = t("prompt_required"); return; }
+      // A new tasting forgets the last one: Download, Share and Publish must never act on the previous answer.
+      last = null;
       go.disabled = true; after.hidden = true; timingEl.hidden = true; output.textContent = ""; afterStatus.textContent = "";
       const mode = (form.querySelector("input[name=mode]:checked") || { value: "plain" }).value;
       try { await taste(prompt, system, mode); } finally { go.disabled = false; }
