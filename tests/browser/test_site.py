@@ -240,7 +240,11 @@ def test_a_report_from_a_rig_page_reaches_the_moderators_admin(site, rig, new_pa
     visitor.goto(f"/nodes/{rig.node_id}/")
     visitor.fill("#report-reason", "Browser test report: spam answers")
     visitor.click("#report button[type=submit]")
-    visitor.locator(".message.success", has_text="reviewed by a person").wait_for()
+    thanks = visitor.locator("#report .message.success", has_text="reviewed by a person")
+    thanks.wait_for()
+    # Where the page lands (#report), beside the emptied form: not off-screen above it.
+    in_view = "e => { const r = e.getBoundingClientRect(); return r.top >= 0 && r.bottom <= window.innerHeight; }"
+    assert thanks.evaluate(in_view)
     shot(visitor, "report-sent")
 
     moderator = new_page()
