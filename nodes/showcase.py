@@ -20,6 +20,8 @@ class Row:
     created_at: object
 
 
+LOW_VRAM_GB = 12  # the most VRAM a "Lowest VRAM" winner may have
+
 LABELS = {
     "lowest_vram": "Lowest VRAM",
     "cpu_rig": "CPU rig",
@@ -40,7 +42,13 @@ def pick_categories(rows: Iterable[Row]) -> list[dict]:
     tiebreak = lambda r: (-r.rarity_score, str(r.created_at), r.id)  # noqa: E731
     out: list[dict] = []
 
-    gpu_rows = [r for r in rows if r.vram_gb is not None and r.vram_gb > 0 and not gpus.is_cpu_rig(r.gpu, r.vram_gb)]
+    # "Lowest VRAM" praises a model squeezed into a small card: a 32 GB card is never that, even when it is the
+    # only GPU rig listed (it used to win the badge then).
+    gpu_rows = [
+        r
+        for r in rows
+        if r.vram_gb is not None and 0 < r.vram_gb <= LOW_VRAM_GB and not gpus.is_cpu_rig(r.gpu, r.vram_gb)
+    ]
     winner = _first(gpu_rows, lambda r: (r.vram_gb, *tiebreak(r)))
     if winner:
         out.append(

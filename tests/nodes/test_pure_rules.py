@@ -177,5 +177,17 @@ def test_showcase_picks_one_winner_per_category():
     assert all(c["reason"] and c["label"] for c in pick_categories(rows))
 
 
+def test_a_big_card_is_never_the_lowest_vram_rig_even_alone():
+    picks = {
+        c["id"] for c in pick_categories([row("big", "RTX 5090", 32, 131072), row("mac", "Apple M3 Max", 48, 8192)])
+    }
+    assert "lowest_vram" not in picks
+    picks = {
+        c["id"]: c["node_id"]
+        for c in pick_categories([row("big", "RTX 5090", 32, 4096), row("s", "GTX 1060", 6, 4096)])
+    }
+    assert picks["lowest_vram"] == "s"
+
+
 def test_showcase_on_an_empty_network():
     assert pick_categories([]) == []
