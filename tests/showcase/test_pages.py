@@ -214,6 +214,10 @@ def test_contribute_page_offers_the_join_command_and_the_tiers(client, settings)
     html = page(client, "/contribute/")
     assert "luckrig-node join --tracker https://luckrig.example" in html
     assert "Create my contributor identity" in html and ">30<" in html and ">3<" in html
+    # The page states the scoring's first rule (docs/scoring.md), in both languages.
+    assert "Nothing counts until your rig has served someone else" in html
+    ja = client.get("/contribute/", HTTP_ACCEPT_LANGUAGE="ja").content.decode()
+    assert "リグが他の誰かに使われるまでは何も加算されません" in ja
 
 
 def test_trust_page_says_plainly_who_can_read_prompts(client):
