@@ -12,6 +12,7 @@ import time
 CONTENT = b'"content":"'
 EMPTY = b'"content":""'
 TAIL = len(EMPTY) - 1
+MIN_RATE_SPAN_SEC = 0.01
 
 
 class Witness:
@@ -61,7 +62,9 @@ class Witness:
         now = time.monotonic()
         ttft = self.first_content_at - self.started if self.first_content_at is not None else None
         rate = None
-        if self.content_chunks > 1 and self.last_content_at > self.first_content_at:
+        # A rate over less than 10 ms says nothing (an answer that arrived in one or two reads): none is reported,
+        # rather than a number the tracker would rightly find implausible (and drop the whole entry for).
+        if self.content_chunks > 1 and self.last_content_at - self.first_content_at >= MIN_RATE_SPAN_SEC:
             rate = (self.content_chunks - 1) / (self.last_content_at - self.first_content_at)
         return {
             "jti": self.jti,

@@ -25,6 +25,7 @@ pytestmark = pytest.mark.relay
 
 def test_two_daphnes_two_relays_postgres_and_redis_agree_on_relayed_rigs(tmp_path):
     with postgres_database() as db, redis_server() as (redis_port, _redis), FakeOpenAI() as fake:
+        fake.delay = 0.01  # a rig's pace: the relay measures a real rate
         port_a = free_port()
         site = f"http://127.0.0.1:{port_a}"
         env = tracker_env(
