@@ -173,6 +173,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
         await self.send(json.dumps({"type": "filter_rules", "version": version}))
 
     async def disconnect(self, code):
+        self.gone = True
         if self.worker is not None:
             # What the agent sent before it went is still recorded (bounded: the link is gone).
             self.inbox.append(None)
@@ -347,7 +348,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
                 raise Hidden from exc
             return
         if reply is not None:
-            await self.send(json.dumps(reply))
+            await self._reply(reply)
 
     def _handle(self, body: dict):
         # The node's budget first: a flood is refused before it costs a read.
@@ -357,4 +358,14 @@ class AgentConsumer(AsyncWebsocketConsumer):
         return agent_link.HANDLERS[body["type"]](node, {k: v for k, v in body.items() if k != "type"})
 
     async def _error(self, code: str, message: str, **extra):
-        await self.send(json.dumps({"type": "error", "code": code, "error": message, **extra}))
+        await self._reply({"type": "error", "code": code, "error": message, **extra})
+
+    async def _reply(self, message: dict):
+        """Answer the agent, unless it has gone: the worker still records what it sent before it went (usage must
+        not be lost), and the answers to those messages have nowhere to go."""
+        if getattr(self, "gone", False):
+            return
+        try:
+            await self.send(json.dumps(message))
+        except Exception:  # noqa: BLE001 - the socket closed under us (Daphne raises its own Disconnected)
+            self.gone = True
