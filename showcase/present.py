@@ -1,8 +1,12 @@
 """How a PublicNode reads on the site: display values derived from the API shape (pure, no queries), the
 comparison table, and the strings the page scripts show (translated on the server, handed over as JSON)."""
 
+import re
+
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
+
+from tracker.management.commands.seed_demo import DEMO_OWNER_ID
 
 FILTER_NAMES = ("status", "model", "gpu", "quantization", "min_vram", "min_ctx", "tag", "order")
 AXES = ("existence", "rarity", "usage", "discovery", "note")
@@ -92,15 +96,51 @@ def when(iso_text: str | None) -> str:
     return f"{iso_text[:10]} {iso_text[11:16]} UTC" if iso_text else "—"
 
 
+# Vendor words that add nothing to a title: "NVIDIA GeForce RTX 5090" reads as "RTX 5090".
+_VENDOR_NOISE = re.compile(r"\((r|tm)\)|\b(nvidia|geforce|amd|radeon|intel|graphics)\b\s*", re.IGNORECASE)
+
+
+def short_gpu(gpu: str) -> str:
+    """The GPU as people say it ("RTX 5090", "RX 7900 XTX", "Apple M3 Max"); the raw name when nothing is left."""
+    short = re.sub(r"\s{2,}", " ", _VENDOR_NOISE.sub("", gpu or "")).strip(" -·")
+    return short or (gpu or "").strip()
+
+
+def human_title(node: dict) -> str:
+    """The operator's display name, else "RTX 5090 · Qwen3-35B-A3B"."""
+    if node["display_name"]:
+        return node["display_name"]
+    parts = [p for p in (short_gpu(node["gpu"]), node["model_name"]) if p]
+    return " · ".join(parts) or node["id"]
+
+
+def rarity_line(shared: int | None) -> str:
+    """One line on why the rig is rare, only when it is: the only one of its GPU, model and quant, or one of two.
+    A common combination gets no line (repeating a score on every card said nothing)."""
+    if shared == 1:
+        return _("The only rig with this GPU, model and quant")
+    if shared == 2:
+        return _("One of only two rigs with this GPU, model and quant")
+    return ""
+
+
 def card(node: dict) -> dict:
     """The PublicNode plus what the templates show."""
     components = node["contribution"]["components"] or {}
     shared = sharing_count(node)
     timing = node["community_timing"]
     queue = node["queue"]
+    status = node["health"]["status"]
+    is_demo = node["owner"]["id"] == DEMO_OWNER_ID
     return {
         **node,
-        "title": node["display_name"] or f"{node['gpu']} · {node['model_name']}",
+        "title": human_title(node),
+        "gpu_short": short_gpu(node["gpu"]),
+        # A demo listing (manage.py seed_demo) is an example from the proof of concept: no agent answers it,
+        # so the site says so and offers no tasting.
+        "is_demo": is_demo,
+        "tastable": status in ("available", "busy") and not is_demo,
+        "rarity_line": rarity_line(shared),
         "badges": [{**b, "label": BADGE_LABELS.get(b.get("id"), b.get("label"))} for b in node["showcase"]],
         "created_label": when(node["created_at"]),
         "last_seen_label": when(node["health"]["last_seen_at"]),
@@ -273,6 +313,7 @@ def js_strings() -> dict:
         "mixed_content": mixed_content_sentences(),
         "no_endpoint": _("This rig has no relay carrying it right now, so it cannot be tasted. Try again later."),
         "stream_cut": _("The rig's stream ended before it finished."),
+        "aborted": _("Stopped."),
         "errors": {
             "node_unavailable": _("This rig is not serving right now (no recent heartbeat). Try another rig."),
             "node_not_found": _("This rig is gone (removed or taken down)."),
