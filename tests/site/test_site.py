@@ -72,6 +72,18 @@ def test_interactive_docs_load_their_assets_locally(api):
     assert asset.status_code == 200 and int(asset.headers["Content-Length"]) > 100_000
 
 
+def test_the_api_docs_link_back_to_the_site_and_document_the_rigs_own_api(api):
+    """The interactive page documents the tracker; tasters call the rig, so the page says how, beside it."""
+    html = api.client.get("/api/docs/").content.decode()
+    assert 'href="/"' in html and 'href="/contribute/"' in html  # a way back to the site
+    for endpoint in ("POST {endpoint_url}/chat/completions", "GET {endpoint_url}/models", "/n/&lt;node_id&gt;/v1"):
+        assert endpoint in html
+    for code in ("invalid_token", "token_exhausted", "queue_full", "prompt_filtered", "node_offline"):
+        assert code in html
+    assert "openai.OpenAI(base_url=" in html and "/api/tokens" in html
+    assert "<script>" not in html  # the CSP allows no inline script: the init script comes from a URL
+
+
 def test_health(api):
     status, body = api.get("/api/health")
     assert status == 200
