@@ -7,12 +7,15 @@ import functools
 import re
 import time
 import zlib
+from datetime import timedelta
 
 from django.conf import settings
+from django.utils import timezone
 from django_ratelimit.core import is_ratelimited
 
 from luckrig_site.api_errors import ApiError
 from luckrig_site.clientip import ip_hash, ratelimit_key
+from luckrig_site.timefmt import iso
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _RATE = re.compile(r"(\d+)/(\d*)([smhd])", re.ASCII)
@@ -38,8 +41,10 @@ def seconds_left_in_window(value: str, period: int, now: int | None = None) -> i
     return max(1, window - ts)
 
 
-def limit(rate_setting: str, group: str, code: str = "ip_rate_limited"):
-    """Class decorator: limit the view's POST per client IP at the rate named by `rate_setting`."""
+def limit(rate_setting: str, group: str, code: str = "ip_rate_limited", explain=None):
+    """Class decorator: limit the view's POST per client IP at the rate named by `rate_setting`. The 429 says when
+    the window ends (`Retry-After`, `retry_after_sec`, `resets_at`); `explain(request)`, when given, returns more
+    body fields (the token endpoint says what would earn more)."""
 
     def decorate(view_class):
         original = view_class.post
@@ -52,11 +57,13 @@ def limit(rate_setting: str, group: str, code: str = "ip_rate_limited"):
             limited = is_ratelimited(request, group=group, key=ratelimit_key, rate=rate, method="POST", increment=True)
             if limited:
                 retry = seconds_left_in_window(ip_hash(request), period_of(rate))
+                extra = {"retry_after_sec": retry, "resets_at": iso(timezone.now() + timedelta(seconds=retry))}
+                extra.update(explain(request) if explain is not None else {})
                 raise ApiError(
                     429,
                     code,
-                    "Too many requests from this address; try again later.",
-                    extra={"retry_after_sec": retry},
+                    f"Too many requests from this address; try again in {retry} s.",
+                    extra=extra,
                     headers={"Retry-After": str(retry)},
                 )
             return original(self, request, *args, **kwargs)

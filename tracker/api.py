@@ -21,7 +21,7 @@ from nodes import services as node_services
 from nodes.api import NodeDetailReadMixin, NodeListApi, get_visible_node
 from nodes.presenters import public_node, public_node_of, public_rows
 from nodes.urlguard import fetch_once
-from tracker import bans, pubkeys, relays, services, tasting
+from tracker import bans, pubkeys, relays, services, tasting, tiers
 from tracker.auth import (
     ContributorKeyAuthentication,
     NodeSecretAuthentication,
@@ -370,7 +370,7 @@ class RelayReportsApi(APIView):
 # --- tokens, keys, timing -------------------------------------------------------------------------------
 
 
-@limit("RATE_TOKEN_CREATE", "token-create")
+@limit("RATE_TOKEN_CREATE", "token-create", explain=lambda request: tiers.rate_fields(request.user))
 class TokenCreateApi(APIView):
     authentication_classes = [ContributorKeyAuthentication]  # optional: anonymous gets the limited tier
 
@@ -430,6 +430,9 @@ class TokenCreateApi(APIView):
                 "limits": {
                     "max_requests": issued.max_requests,
                     "max_output_tokens": issued.max_output_tokens,
+                    # What the agent caps each request at unless it asks for less (tracker/tiers.py).
+                    "max_output_tokens_per_request": issued.max_output_tokens // max(1, issued.max_requests),
+                    "tokens_per_day": issued.quota_limit,
                 },
                 "quota": {"used": issued.quota_used, "limit": issued.quota_limit},
                 "node_public_key": node.node_public_key,

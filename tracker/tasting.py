@@ -4,6 +4,7 @@ A token is an Ed25519-signed JWT for one node, verified offline by that node's a
 server-side score only; quotas are per UTC day, counted in the database so that they hold across processes
 and restarts."""
 
+import math
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -18,7 +19,7 @@ from nodes import liveness
 from nodes import services as node_services
 from nodes.models import Node, TimingSample
 from nodes.presenters import community_timing
-from tracker import bans, credentials, pubkeys, scores, signing
+from tracker import bans, credentials, pubkeys, scores, signing, tiers
 from tracker.keys import keyring
 from tracker.models import Contributor, QuotaBucket, TastingToken
 from tracker.services import refresh_contributors
@@ -71,12 +72,12 @@ class Issued:
 
 
 def _seconds_to_utc_midnight(now: datetime) -> int:
-    tomorrow = (now.astimezone(UTC) + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
-    return max(1, int((tomorrow - now).total_seconds()))
+    return max(1, math.ceil((tiers.next_utc_midnight(now) - now).total_seconds()))
 
 
-def claim_quota(key: str, limit: int, now: datetime) -> int:
-    """Take one unit of today's quota for `key`; returns the new count or raises 429 `quota_exceeded`.
+def claim_quota(key: str, limit: int, now: datetime, tier: str = tiers.LIMITED) -> int:
+    """Take one unit of today's quota for `key`; returns the new count or raises 429 `quota_exceeded`, which says
+    when the quota resets and what would earn more.
 
     The conditional UPDATE is atomic in the database, so concurrent requests in any number of processes
     cannot take more than `limit`."""
@@ -90,25 +91,27 @@ def claim_quota(key: str, limit: int, now: datetime) -> int:
             bucket = QuotaBucket.objects.get(key=key, day=day)
     if QuotaBucket.objects.filter(pk=bucket.pk, used__lt=limit).update(used=F("used") + 1) == 0:
         retry = _seconds_to_utc_midnight(now)
+        who = "this address's" if tier == tiers.LIMITED else "your"
         raise ApiError(
             429,
             "quota_exceeded",
-            f"The daily quota of {limit} tokens is used up; it resets at 00:00 UTC.",
-            extra={"quota": {"used": limit, "limit": limit}, "retry_after_sec": retry},
+            f"{who.capitalize()} daily quota of {limit} {tier} tokens is used up; it resets at 00:00 UTC "
+            f"(in {_duration(retry)}).",
+            extra={"quota": {"used": limit, "limit": limit}, **tiers.reset_fields(retry, now, tier)},
             headers={"Retry-After": str(retry)},
         )
     return QuotaBucket.objects.values_list("used", flat=True).get(pk=bucket.pk)
 
 
+def _duration(seconds: int) -> str:
+    hours, minutes = divmod(max(60, seconds) // 60, 60)
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min"
+
+
 def tier_limits(tier: str) -> tuple[int, int, int]:
-    """(max_requests, max_output_tokens, tokens per day) for a tier, from settings."""
-    if tier == TastingToken.Tier.CONTRIBUTOR:
-        return (
-            settings.CONTRIBUTOR_MAX_REQUESTS,
-            settings.CONTRIBUTOR_MAX_OUTPUT_TOKENS,
-            settings.CONTRIBUTOR_TOKENS_PER_DAY,
-        )
-    return settings.LIMITED_MAX_REQUESTS, settings.LIMITED_MAX_OUTPUT_TOKENS, settings.LIMITED_TOKENS_PER_DAY
+    """(max_requests, max_output_tokens, tokens per day) for a tier, from settings (tracker/tiers.py)."""
+    limits = tiers.of(tier)
+    return limits.max_requests, limits.max_output_tokens, limits.tokens_per_day
 
 
 def clamp_ttl(ttl_sec: int | None) -> int:
@@ -173,7 +176,7 @@ def issue_token(
     # Limited tokens are counted per IP even for a signed-in contributor, so that minting fresh identities
     # does not multiply the anonymous quota.
     quota_key = f"c:{contributor.id}" if tier == TastingToken.Tier.CONTRIBUTOR else f"ip:{ip_hash}"
-    used = claim_quota(quota_key, per_day, now)
+    used = claim_quota(quota_key, per_day, now, tier)
 
     ttl = clamp_ttl(ttl_sec)
     expires_at = now + timedelta(seconds=ttl)
