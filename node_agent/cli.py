@@ -3,6 +3,7 @@
 luckrig-node join --tracker URL [--upstream URL] [--contributor-key KEY]   # register once, then serve
 luckrig-node serve --tracker URL --node-id ID --node-secret SECRET --upstream URL [...]
 luckrig-node taste --tracker URL --node ID [--mode public-key] "prompt"
+luckrig-node edit [--display-name NAME] [--tuning-note TEXT] [--quantization Q] [...]   # change the rig
 luckrig-node status
 luckrig-node keygen
 """
@@ -13,6 +14,7 @@ import sys
 from pathlib import Path
 
 from node_agent import __version__, config, keys
+from node_agent.edit import add_node_flags
 
 
 def cmd_keygen(args) -> int:
@@ -123,6 +125,12 @@ def cmd_taste(args) -> int:
     return taste(args)
 
 
+def cmd_edit(args) -> int:
+    from node_agent.edit import edit
+
+    return edit(args)
+
+
 def cmd_status(args) -> int:
     from node_agent.join import status
 
@@ -149,11 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
     join = with_config_dir(sub.add_parser("join", help="find the local LLM server, register the node, serve"))
     add_serve_flags(join, skip=("--node-id", "--node-secret"))
     join.add_argument("--contributor-key", help="an existing contributor key (default: the saved one, or a new one)")
-    join.add_argument("--gpu", help="override the detected GPU / CPU name")
-    join.add_argument("--vram-gb", type=float, help="override the detected VRAM (0 for CPU / shared memory)")
-    join.add_argument("--quantization", help="e.g. Q4_K_M (default: read from the model name when possible)")
-    join.add_argument("--context-length", type=int, help="the context length the server runs with")
-    join.add_argument("--tuning-note", help="how you tuned this rig (shown on its page)")
+    add_node_flags(join)
+    join.add_argument(
+        "--yes",
+        "-y",
+        action="store_true",
+        help="never ask (on a terminal, join asks for a display name and a tuning note the flags do not give)",
+    )
     join.add_argument(
         "--public-url",
         help="a public URL of this agent that tasters can reach directly (e.g. https://rig.example.org/v1); "
@@ -186,6 +196,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     taste.add_argument("prompt")
     taste.set_defaults(func=cmd_taste)
+
+    edit = with_config_dir(
+        sub.add_parser(
+            "edit",
+            help="change this machine's registered rig: its name, notes and spec",
+            description="Change what the tracker says about this machine's rig (the one `join` registered): "
+            "only the flags given are changed, and only where they differ. Prints what changed and the result. "
+            'A text flag given as "" clears it. Uses the contributor key `join` saved, or --contributor-key.',
+        )
+    )
+    add_node_flags(edit)
+    edit.add_argument("--tracker", help="the tracker's URL (default: the saved one)")
+    edit.add_argument("--node-id", help="the node to change (default: the one `join` registered here)")
+    edit.add_argument("--contributor-key", help="the owner's contributor key (default: the saved one)")
+    edit.set_defaults(func=cmd_edit)
 
     status = with_config_dir(sub.add_parser("status", help="what this machine's node looks like"))
     status.set_defaults(func=cmd_status)

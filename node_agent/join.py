@@ -1,6 +1,6 @@
 """`luckrig-node join` and `luckrig-node status`: one command from a running ollama or llama.cpp to a listed,
 serving rig. Every step is printed; running it again reuses the saved identity and node while the tracker
-still knows them."""
+still knows them, and updates the node's registration from the flags it is given (node_agent/edit.py)."""
 
 import asyncio
 import json
@@ -122,9 +122,10 @@ def contributor_key(args, cfg_dir: Path, tracker: str) -> str:
     return body["contributor_key"]
 
 
-def saved_node(saved: dict, tracker: str) -> tuple[str, str] | None:
-    """The saved node and secret when this tracker still has them (or cannot be asked); None when the
-    tracker says it does not know them, so that `join` registers again instead of serving a ghost."""
+def saved_node(saved: dict, tracker: str) -> tuple[str, str, str] | None:
+    """The saved node, its secret and its standing (`known`, `hidden`, or `down` when the tracker cannot be
+    asked); None when the tracker says it does not know them, so that `join` registers again instead of serving
+    a ghost."""
     if not (saved.get("node_id") and saved.get("tracker") == tracker and saved.get("node_secret")):
         return None
     node_id, secret = saved["node_id"], saved["node_secret"]
@@ -132,7 +133,7 @@ def saved_node(saved: dict, tracker: str) -> tuple[str, str] | None:
         standing = node_standing(tracker, node_id, secret)
     except TrackerDown:
         step(f"The tracker did not answer; keeping the saved node {node_id} (the agent retries until it does)")
-        return node_id, secret
+        return node_id, secret, "down"
     if standing == "unknown":
         step(
             f"The tracker at {tracker} does not know the saved node {node_id} or refuses its secret "
@@ -147,7 +148,37 @@ def saved_node(saved: dict, tracker: str) -> tuple[str, str] | None:
         )
     else:
         step(f"Reusing the registered node {node_id}")
-    return node_id, secret
+    return node_id, secret, standing
+
+
+def update_registration(args, tracker: str, node_id: str, key: str, standing: str) -> int:
+    """`join` run again: the flags it is given update the node's registration (only what differs is sent), and
+    it says what changed. Asks for a missing display name and tuning note on a terminal. Returns an exit code."""
+    from node_agent import edit
+
+    wanted = edit.requested(args)
+    if standing != "known":
+        if wanted:
+            why = "does not answer" if standing == "down" else "hides the node until a moderator restores it"
+            step(f"Not updating the registration: the tracker {why}")
+        return 0
+    try:
+        node = edit.fetch_node(tracker, node_id)
+        if node is None:
+            return 0
+        _, lines = edit.update(tracker, node_id, key, node, edit.ask_for_missing(args, node, wanted))
+    except TrackerDown:
+        step("The tracker did not answer; the registration is not updated")
+        return 0
+    except edit.Refused as exc:
+        print(f"luckrig-node join: {exc}; the registration is unchanged", file=sys.stderr)
+        return 1
+    if lines:
+        step("Updated the registration:")
+        print("\n".join(f"    {line}" for line in lines), flush=True)
+    else:
+        step("The registration is unchanged: it already says what the flags say")
+    return 0
 
 
 def join(args, flags: dict) -> int:
@@ -200,9 +231,17 @@ def join(args, flags: dict) -> int:
     host, port = cfg.host, cfg.port
     reused = saved_node(saved, tracker)
     if reused is not None:
-        node_id, secret = reused
+        node_id, secret, standing = reused
+        code = update_registration(args, tracker, node_id, key, standing)
+        if code:
+            return code
     else:
+        from node_agent import edit
+
+        # Without a public URL the node is relayed: tasters reach it through a relay the agent dials out to, so a
+        # rig behind a home router needs no open port (and an https page may taste it).
         body = {
+            **edit.ask_for_missing(args, None, edit.requested(args)),
             "id": node_id_hint(gpu, model, quant),
             "model_name": model,
             "quantization": quant,
@@ -210,17 +249,9 @@ def join(args, flags: dict) -> int:
             "vram_gb": vram,
             "node_public_key": public_pem,
         }
-        # Without a public URL the node is relayed: tasters reach it through a relay the agent dials out to, so a
-        # rig behind a home router needs no open port (and an https page may taste it).
-        if args.public_url:
-            body["endpoint_url"] = args.public_url
-        if args.context_length:
-            body["context_length"] = args.context_length
-        if args.tuning_note:
-            body["tuning_note"] = args.tuning_note
         r = requests.post(f"{tracker}/api/nodes", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=15)
         if r.status_code != 201:
-            print(f"luckrig-node join: the tracker refused the node: {r.status_code} {r.text[:300]}", file=sys.stderr)
+            print(f"luckrig-node join: {edit.refusal(r, body['id'])}", file=sys.stderr)
             if r.status_code == 400 and args.public_url and "endpoint_url" in r.text:
                 print(
                     "luckrig-node join: leave out --public-url to join relayed (no open port needed)", file=sys.stderr

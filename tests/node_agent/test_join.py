@@ -30,7 +30,10 @@ def join(tracker_url: str, config_dir: Path, *extra: str, env: dict | None = Non
     args += [*extra] + ([] if serve else ["--no-serve"])
     if serve:
         return subprocess.Popen(args, cwd=ROOT, env=env or agent_env(), text=True, **kw)
-    return subprocess.run(args, cwd=ROOT, env=env or agent_env(), capture_output=True, text=True, timeout=60)
+    # No terminal on standard input: run from a developer's terminal, join would otherwise ask questions.
+    return subprocess.run(
+        args, cwd=ROOT, env=env or agent_env(), stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60
+    )
 
 
 def saved(config_dir: Path) -> tuple[dict, dict]:
