@@ -2,7 +2,9 @@
 comparison table, and the strings the page scripts show (translated on the server, handed over as JSON)."""
 
 import re
+from datetime import datetime
 
+from django.utils.timesince import timesince
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
@@ -124,6 +126,17 @@ def rarity_line(shared: int | None) -> str:
     return ""
 
 
+def ago(iso_text: str | None) -> str:
+    """`2026-11-23T00:00:00Z` → "13 days" (Django's timesince, in the visitor's language); "" when never."""
+    if not iso_text:
+        return ""
+    try:
+        then = datetime.fromisoformat(iso_text.replace("Z", "+00:00"))
+    except ValueError:
+        return ""
+    return timesince(then, depth=1)
+
+
 def card(node: dict) -> dict:
     """The PublicNode plus what the templates show."""
     components = node["contribution"]["components"] or {}
@@ -144,6 +157,7 @@ def card(node: dict) -> dict:
         "badges": [{**b, "label": BADGE_LABELS.get(b.get("id"), b.get("label"))} for b in node["showcase"]],
         "created_label": when(node["created_at"]),
         "last_seen_label": when(node["health"]["last_seen_at"]),
+        "last_seen_ago": ago(node["health"]["last_seen_at"]),
         "status": node["health"]["status"],
         "status_label": STATUS_LABELS.get(node["health"]["status"], node["health"]["status"]),
         "reach_label": REACHABILITY_LABELS.get(node["reachability"], node["reachability"]),

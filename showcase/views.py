@@ -6,7 +6,7 @@ import time
 
 from django.conf import settings
 from django.contrib import messages
-from django.db.models import Count, Q
+from django.db.models import Count
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -22,20 +22,43 @@ from moderation.api import AbuseReportIn
 from nodes import queries
 from nodes.models import Node, TimingSample
 from nodes.presenters import public_node, public_node_of, public_rows
-from showcase import charts, present
+from showcase import charts, coverage, present
 from showcase.models import Replay
 
 SITE_PAGE_SIZE = 24
 MAX_COMPARE = 8
 QUEUE_MAP_LIMIT = 500
 TIMING_HISTORY = 500
+LIVE_STATUSES = ("available", "busy")
+LIVE_SHELF = 6  # rigs on the home page's "live now" shelf
 
 
 def _summary() -> dict:
-    """Counts of listed rigs by status, in one query."""
-    listed = Node.objects.listed()
-    by = {s: Count("id", filter=Q(status=s)) for s in Node.Status.values}
-    return listed.aggregate(listed=Count("id"), **by)
+    """The status counts and what the network covers (showcase.coverage), in one grouped query over every
+    listed rig: a group per distinct GPU, model, quant, VRAM and status, however many rigs share it."""
+    rows = (
+        Node.objects.listed()
+        .order_by()
+        .values("gpu", "model_name", "quantization", "vram_gb", "status")
+        .annotate(n=Count("id"))
+    )
+    return coverage.summarize(list(rows))
+
+
+def _live_cards(query) -> list[dict]:
+    """The "live now" shelf: the rigs serving right now (available or busy) among those the filters keep, in the
+    list's order (rarest first by default), in one query."""
+    live = queries.apply(query, Node.objects.listed()).filter(status__in=LIVE_STATUSES)
+    return [present.card(public_node(r)) for r in public_rows(live)[:LIVE_SHELF]]
+
+
+def _active_filters(request) -> int:
+    """How many filters narrow the list (the default order is not one), for the folded filter form."""
+    return sum(
+        1
+        for k in present.FILTER_NAMES
+        if request.GET.get(k, "").strip() and not (k == "order" and request.GET[k] == "rarity")
+    )
 
 
 def _page_link(request, page: int) -> str:
@@ -60,10 +83,14 @@ def index(request):
         if start < count:
             cards = [present.card(public_node(r)) for r in public_rows(qs)[start : start + query.page_size]]
     last_page = max(1, -(-count // query.page_size))
+    summary = _summary()
     context = {
         "cards": cards,
         "count": count,
-        "summary": _summary(),
+        "summary": summary["counts"],
+        "coverage": summary,
+        "live_cards": _live_cards(query),
+        "active_filters": _active_filters(request),
         "filters": {k: request.GET.get(k, "") for k in present.FILTER_NAMES},
         "statuses": list(present.STATUS_LABELS.items()),
         "orders": [(o, present.ORDER_LABELS.get(o, o)) for o in queries.ORDERS],

@@ -71,7 +71,14 @@
     setTimeout(() => { button.textContent = label; }, 1500);
   });
 
+  // Folded on phones, open on wider screens: <details data-open-wide> (the home page's filters).
+  function unfoldWide() {
+    if (!window.matchMedia("(min-width: 48rem)").matches) return;
+    document.querySelectorAll("details[data-open-wide]").forEach((d) => { d.open = true; });
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
+    unfoldWide();
     const select = document.querySelector("select[data-autosubmit]");
     if (select) {
       const button = select.form.querySelector("button[type=submit]");
