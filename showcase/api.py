@@ -11,12 +11,14 @@ from rest_framework.views import APIView
 from luckrig_site.api_errors import ApiError
 from luckrig_site.clientip import ip_hash
 from luckrig_site.ratelimits import limit
+from luckrig_site.timefmt import iso
 from nodes import schemas
 from nodes.api import get_visible_node
 from showcase import services
-from showcase.models import Replay
-from showcase.presenters import list_rows, public_replay, replay_list_item
-from showcase.serializers import ReplayIn
+from showcase.models import SET_MAX, SET_MIN, Replay, ReplaySet
+from showcase.presenters import NODE_SUMMARY_FIELDS as NODE_FIELDS
+from showcase.presenters import PREVIEW_CHARS, list_rows, node_summary, public_replay, replay_list_item
+from showcase.serializers import ReplayIn, ReplaySetIn
 from tracker.api import require
 from tracker.auth import UploadKeyAuthentication
 
@@ -55,6 +57,40 @@ ReplayListDoc = inline_serializer(
 )
 
 
+# What publishing a replay or a set can answer besides its 201.
+PUBLISH_ERRORS = {status: schemas.ErrorDoc for status in (400, 401, 403, 404, 409, 413, 422, 429)}
+ReplaySetCreatedDoc = inline_serializer(
+    "ReplaySetPublished",
+    {
+        "schema_version": s.IntegerField(),
+        "id": s.CharField(),
+        "url": s.URLField(),
+        "replays": s.ListField(child=s.CharField()),
+    },
+)
+ReplaySetDoc = inline_serializer(
+    "ReplaySet",
+    {
+        "id": s.CharField(),
+        "url": s.URLField(),
+        "published_at": s.DateTimeField(),
+        "prompt": s.CharField(),
+        "system": s.CharField(allow_null=True),
+        "replays": s.ListField(child=ReplayDoc),
+    },
+)
+ReplaySetListDoc = inline_serializer(
+    "ReplaySetList",
+    {
+        "schema_version": s.IntegerField(),
+        "count": s.IntegerField(),
+        "next": s.CharField(allow_null=True),
+        "previous": s.CharField(allow_null=True),
+        "replay_sets": s.ListField(child=s.DictField()),
+    },
+)
+
+
 def _whole_number(params, name: str, default: int, maximum: int) -> int:
     raw = params.get(name)
     if raw in (None, ""):
@@ -70,6 +106,24 @@ def _page_url(request, page: int) -> str:
     params = request.GET.copy()
     params["page"] = str(page)
     return request.build_absolute_uri(request.path) + "?" + params.urlencode()
+
+
+def _paged(request, counted, rows, key: str, shape) -> Response:
+    """A page of `rows` (the same query as `counted`, shaped for a page) as `{count, next, previous, <key>}`."""
+    page = _whole_number(request.GET, "page", 1, 1_000_000)
+    page_size = _whole_number(request.GET, "page_size", DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+    count = counted.count()
+    start = (page - 1) * page_size
+    items = [shape(row) for row in rows[start : start + page_size]] if start < count else []
+    return Response(
+        {
+            "schema_version": 1,
+            "count": count,
+            "next": _page_url(request, page + 1) if start + page_size < count else None,
+            "previous": _page_url(request, page - 1) if page > 1 else None,
+            key: items,
+        }
+    )
 
 
 @limit("RATE_REPLAY_PUBLISH", "replay-publish")
@@ -93,23 +147,11 @@ class ReplayCollectionApi(APIView):
         node_id = request.GET.get("node")
         if node_id and (len(node_id) > 64 or "\x00" in node_id):
             raise ApiError(400, "invalid_field", "node: not a node id", extra={"field": "node"})
-        page = _whole_number(request.GET, "page", 1, 1_000_000)
-        page_size = _whole_number(request.GET, "page_size", DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         # Like the node itself: whoever has an unlisted node's id sees its replays; the unfiltered list shows
         # listed nodes only.
         qs = Replay.objects.visible().filter(node=get_visible_node(node_id)) if node_id else Replay.objects.listed()
-        count = qs.count()
-        start = (page - 1) * page_size
-        rows = list(list_rows(qs.order_by("-published_at", "-id"))[start : start + page_size]) if start < count else []
-        return Response(
-            {
-                "schema_version": 1,
-                "count": count,
-                "next": _page_url(request, page + 1) if start + page_size < count else None,
-                "previous": _page_url(request, page - 1) if page > 1 else None,
-                "replays": [replay_list_item(row, settings.SITE_URL) for row in rows],
-            }
-        )
+        rows = list_rows(qs.order_by("-published_at", "-id"))
+        return _paged(request, qs, rows, "replays", lambda row: replay_list_item(row, settings.SITE_URL))
 
     @extend_schema(
         request=ReplayIn,
@@ -117,14 +159,7 @@ class ReplayCollectionApi(APIView):
         operation_id="replays_publish",
         responses={
             201: ReplayCreatedDoc,
-            400: schemas.ErrorDoc,
-            401: schemas.ErrorDoc,
-            403: schemas.ErrorDoc,
-            404: schemas.ErrorDoc,
-            409: schemas.ErrorDoc,
-            413: schemas.ErrorDoc,
-            422: schemas.ErrorDoc,
-            429: schemas.ErrorDoc,
+            **PUBLISH_ERRORS,
         },
     )
     def post(self, request):
@@ -150,3 +185,92 @@ class ReplayItemApi(APIView):
     )
     def get(self, request, replay_id):
         return Response({"schema_version": 1, "replay": public_replay(services.get_visible_replay(replay_id))})
+
+
+def public_replay_set(replay_set: ReplaySet, members: list[Replay]) -> dict:
+    return {
+        "id": replay_set.id,
+        "url": replay_set.public_url,
+        "published_at": iso(replay_set.published_at),
+        "prompt": members[0].prompt,
+        "system": members[0].system or None,
+        "replays": [public_replay(m) for m in members],
+    }
+
+
+def replay_set_list_item(replay_set: ReplaySet) -> dict:
+    """Previews, like the replay list: the prompt's first characters and, per member, its rig and timing."""
+    members = replay_set.visible_members
+    return {
+        "id": replay_set.id,
+        "url": replay_set.public_url,
+        "published_at": iso(replay_set.published_at),
+        "prompt_preview": members[0].prompt[:PREVIEW_CHARS],
+        "replays": [
+            {
+                "id": m.id,
+                "url": m.public_url,
+                "node_id": m.node_id,
+                "timing": m.timing,
+                "node": node_summary({"id": m.node_id, **{n: getattr(m.node, n) for n in NODE_FIELDS}}),
+            }
+            for m in members
+        ],
+    }
+
+
+@limit("RATE_REPLAY_PUBLISH", "replay-set")
+class ReplaySetCollectionApi(APIView):
+    # The credentials of a set are its members' upload keys, in the body (one per member): no Bearer here.
+    authentication_classes = []
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("page", int),
+            OpenApiParameter("page_size", int, description=f"1 to {MAX_PAGE_SIZE}, default {DEFAULT_PAGE_SIZE}"),
+        ],
+        summary="Published replay sets (rig against rig), newest first",
+        operation_id="replay_sets_list",
+        responses={200: ReplaySetListDoc, 400: schemas.ErrorDoc},
+    )
+    def get(self, request):
+        qs = ReplaySet.objects.listed()
+        return _paged(request, qs, qs.with_members(), "replay_sets", replay_set_list_item)
+
+    @extend_schema(
+        request=ReplaySetIn,
+        summary=f"Keep {SET_MIN} to {SET_MAX} published replays of one prompt together (each with its upload key)",
+        operation_id="replay_sets_create",
+        responses={
+            201: ReplaySetCreatedDoc,
+            **PUBLISH_ERRORS,
+        },
+    )
+    def post(self, request):
+        data = ReplaySetIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        replay_set = services.group_replays(members=data.validated_data["members"], ip_hash=ip_hash(request))
+        return Response(
+            {
+                "schema_version": 1,
+                "id": replay_set.id,
+                "url": replay_set.public_url,
+                "replays": [m["replay_id"] for m in data.validated_data["members"]],
+            },
+            status=201,
+            headers={"Location": replay_set.public_url},
+        )
+
+
+class ReplaySetItemApi(APIView):
+    @extend_schema(
+        summary="One replay set: its replays in order, each in full",
+        operation_id="replay_set_retrieve",
+        responses={
+            200: inline_serializer("ReplaySetDetail", {"schema_version": s.IntegerField(), "replay_set": ReplaySetDoc}),
+            404: schemas.ErrorDoc,
+        },
+    )
+    def get(self, request, set_id):
+        replay_set, members = services.get_visible_replay_set(set_id)
+        return Response({"schema_version": 1, "replay_set": public_replay_set(replay_set, members)})

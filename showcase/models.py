@@ -9,10 +9,58 @@ from django.utils import timezone
 
 # The public page of a replay; fixed by the wire contract (the HTML route is the website's).
 PUBLIC_PATH = "/replays/{id}/"
+# The page of a replay set (rig against rig): the website's, documented in docs/api.md.
+SET_PUBLIC_PATH = "/replays/sets/{id}/"
+SET_MIN, SET_MAX = 2, 8  # the arena compares two to eight rigs
 
 
 def new_replay_id() -> str:
     return "rp_" + secrets.token_hex(8)
+
+
+def new_replay_set_id() -> str:
+    return "rs_" + secrets.token_hex(8)
+
+
+class ReplaySetQuerySet(models.QuerySet):
+    def visible(self):
+        """Reachable by id: not taken down itself. Its members are each filtered by Replay.visible()."""
+        return self.filter(taken_down_at__isnull=True)
+
+    def listed(self):
+        """On public lists: visible, and its first replay is listed (the set stands where that replay would)."""
+        firsts = Replay.objects.listed().filter(set_position=0).values("replay_set_id")
+        return self.visible().filter(pk__in=firsts)
+
+    def with_members(self):
+        """Each set's visible replays in order, with their nodes, as `visible_members`: two queries a page."""
+        members = Replay.objects.visible().order_by("set_position")
+        return self.prefetch_related(models.Prefetch("replays", queryset=members, to_attr="visible_members"))
+
+
+class ReplaySet(models.Model):
+    """Rig against rig: the replays of one prompt sent to several rigs at once, kept together so that they play
+    side by side. Each member is an ordinary published replay (its own tasting, its own upload key); the set
+    only groups them, in the order the taster's page showed them."""
+
+    id = models.CharField(max_length=20, primary_key=True, default=new_replay_set_id, editable=False)
+    published_at = models.DateTimeField(default=timezone.now)
+    # HMAC of the address that grouped them (never shown), like Replay.ip_hash.
+    ip_hash = models.CharField(max_length=64, blank=True, editable=False)
+    # Written by showcase.services.take_down_replay_set / restore_replay_set, each with an audit row.
+    taken_down_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ReplaySetQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-published_at", "-id"]
+
+    def __str__(self) -> str:
+        return self.id
+
+    @property
+    def public_url(self) -> str:
+        return settings.SITE_URL + SET_PUBLIC_PATH.format(id=self.id)
 
 
 class ReplayQuerySet(models.QuerySet):
@@ -58,6 +106,11 @@ class Replay(models.Model):
     timing = models.JSONField(default=dict, blank=True)
     # Written by showcase.services.take_down_replay / restore_replay, each with an audit row.
     taken_down_at = models.DateTimeField(null=True, blank=True)
+    # Rig against rig: the set this replay was grouped into (at most one), and its place there (0 first).
+    replay_set = models.ForeignKey(
+        ReplaySet, null=True, blank=True, on_delete=models.PROTECT, related_name="replays", editable=False
+    )
+    set_position = models.PositiveSmallIntegerField(null=True, blank=True, editable=False)
 
     objects = ReplayQuerySet.as_manager()
 

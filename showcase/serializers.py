@@ -8,6 +8,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from luckrig_site.fields import StrictCharField, StrictSerializer
+from showcase.models import SET_MAX, SET_MIN
 from tracker.serializers import TimingIn
 
 PROMPT_MAX = 16_000
@@ -110,3 +111,25 @@ class ReplayIn(StrictSerializer):
             if "".join(chunks) != data["response"]:
                 raise serializers.ValidationError({"chunks": ["must join to exactly the response"]})
         return data
+
+
+class ReplaySetMemberIn(StrictSerializer):
+    replay_id = StrictCharField(max_length=20)
+    # The upload key of the tasting this replay records: a set names several, so they travel in the body,
+    # each beside the replay it proves (see docs/api.md, "Rig against rig").
+    upload_key = StrictCharField(max_length=4000)  # long enough that a JWT there is told it is not one
+
+
+class ReplaySetIn(StrictSerializer):
+    members = serializers.ListField(child=ReplaySetMemberIn(), min_length=SET_MIN, max_length=SET_MAX)
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict) and "schema_version" not in data:
+            raise serializers.ValidationError({"schema_version": ["required (1)"]})
+        return super().to_internal_value(data)
+
+    def validate_members(self, members):
+        ids = [m["replay_id"] for m in members]
+        if len(set(ids)) != len(ids):
+            raise serializers.ValidationError("each replay may appear once")
+        return members
