@@ -2,8 +2,6 @@
 the trust model. Plain function views over the same stored rows as the API (`nodes.presenters`), so that a
 page costs a fixed number of queries however many rigs there are."""
 
-import time
-
 from django.conf import settings
 from django.contrib import messages
 from django.db.models import Count
@@ -20,15 +18,14 @@ from luckrig_site.clientip import ip_hash, ratelimit_key
 from moderation import services as moderation_services
 from moderation.api import AbuseReportIn
 from nodes import queries
-from nodes.models import Node, TimingSample
+from nodes.models import Node
 from nodes.presenters import public_node, public_node_of, public_rows
-from showcase import charts, coverage, present
+from showcase import coverage, present, rig_health
 from showcase.models import Replay
 
 SITE_PAGE_SIZE = 24
 MAX_COMPARE = 8
 QUEUE_MAP_LIMIT = 500
-TIMING_HISTORY = 500
 LIVE_STATUSES = ("available", "busy")
 LIVE_SHELF = 6  # rigs on the home page's "live now" shelf
 
@@ -115,27 +112,9 @@ def _visible_node(node_id: str) -> Node:
 def node_detail(request, node_id):
     node = _visible_node(node_id)
     data = present.card(public_node_of(node))
-    now_hour = int(time.time()) // 3600
-    day = charts.uptime_series(node.uptime_hours, now_hour, 24)
-    week = charts.bucket(charts.uptime_series(node.uptime_hours, now_hour, 168), 6)
-    timings = list(
-        TimingSample.objects.filter(node=node)
-        .exclude(mode="public-key")  # the same samples as the medians (tracker.tasting.record_timing)
-        .order_by("-created_at")
-        .values_list("tok_per_sec", "ttft_ms")[:TIMING_HISTORY]
-    )
     context = {
         "node": data,
-        "uptime_7d": node.uptime_ratio_7d,
-        "spark_24h": charts.sparkline(day, label=_("Uptime, last 24 hours, hourly"), empty=_("no samples yet")),
-        "spark_7d": charts.sparkline(week, label=_("Uptime, last 7 days, every 6 hours"), empty=_("no samples yet")),
-        "tps_bars": charts.bars(
-            charts.histogram([t for t, _f in timings]), label=_("Community tok/s distribution"), unit="tok/s"
-        ),
-        "ttft_bars": charts.bars(
-            charts.histogram([f for _t, f in timings]), label=_("Community TTFT distribution"), unit="ms"
-        ),
-        "timing_n": len(timings),
+        **rig_health.context(node),  # the uptime and timing charts (one query)
         "filter_categories": present.filter_categories(node.telemetry),
         "replays": Replay.objects.public().filter(node=node).order_by("-published_at")[:20],
         "queue_entries": node.queue_entries,
