@@ -1,9 +1,11 @@
-"""Cross-cutting HTTP middleware: body size limit (413 before anything reads the body) and request metrics."""
+"""Cross-cutting HTTP middleware: body size limit (413 before anything reads the body), request metrics, the CSP
+and the site's own 404 page under DEBUG."""
 
 from django.conf import settings
-from django.http import JsonResponse
+from django.http import Http404, JsonResponse
+from django.urls import Resolver404, resolve
 
-from luckrig_site import metrics
+from luckrig_site import api_errors, metrics
 
 
 class BodySizeLimitMiddleware:
@@ -74,3 +76,30 @@ class ContentSecurityPolicyMiddleware:
         if "Content-Security-Policy" not in response:
             response["Content-Security-Policy"] = CSP_ADMIN if request.path.startswith("/admin/") else CSP_SITE
         return response
+
+
+class SiteNotFoundMiddleware:
+    """Under DEBUG too, a missing page is answered as in production (handler404,
+    luckrig_site.api_errors.not_found_json): a browser gets the site's own styled 404 (templates/404.html, with a
+    way back), an API client its JSON error. Django's technical 404 showed unstyled here, its inline styles being
+    blocked by the CSP. Without DEBUG this middleware changes nothing."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        # A path no URL pattern matches never reaches a view (nor process_exception): DEBUG answers it with the
+        # technical "tried these patterns" page, which is replaced here.
+        if settings.DEBUG and response.status_code == 404:
+            try:
+                resolve(request.path_info)
+            except Resolver404:
+                return api_errors.not_found_json(request)
+        return response
+
+    def process_exception(self, request, exception):
+        # A site view's Http404 (a missing rig or replay); the API's views answer their own errors.
+        if settings.DEBUG and isinstance(exception, Http404):
+            return api_errors.not_found_json(request, exception)
+        return None

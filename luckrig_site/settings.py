@@ -97,6 +97,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "luckrig_site.middleware.ContentSecurityPolicyMiddleware",
+    # Inside the CSP: under DEBUG a missing page is still the site's styled 404, not Django's technical one.
+    "luckrig_site.middleware.SiteNotFoundMiddleware",
     # Last, as django-axes asks: turns a locked-out admin login into its 429 page.
     "axes.middleware.AxesMiddleware",
 ]
