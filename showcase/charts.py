@@ -156,10 +156,11 @@ def uptime_bins(uptime_hours: dict, now_hour: int, hours: int, step: int = 1) ->
     return bins
 
 
-def _ago(hours: int) -> str:
+def _ago(hours: int, *, days: bool = False) -> str:
+    """A relative time: "now", "−6 h", or in whole days on the week's axis ("−1 d")."""
     if hours == 0:
         return _("now")
-    if hours % 24 == 0 and hours >= 48:
+    if days and hours % 24 == 0:
         return _("−%(n)d d") % {"n": hours // 24}
     return _("−%(n)d h") % {"n": hours}
 
@@ -196,7 +197,7 @@ def uptime_chart(uptime_hours: dict, *, now_hour: int, hours: int, step: int, ke
         ((cls, x, y, w, h, words) for x, y, w, h, cls, words in parts),
     )
     tick_every = 6 if hours <= 24 else 24
-    x_ticks = [(1 - a / hours, _ago(a)) for a in range(hours, -1, -tick_every)]
+    x_ticks = [(1 - a / hours, _ago(a, days=hours > 24)) for a in range(hours, -1, -tick_every)]
     body = format_html("{}{}{}", y_axis([0, 0.5, 1], "%", label=lambda t: fmt(100 * t)), bars, x_axis(x_ticks))
     alive = sum(a for a, _t in bins)
     total = sum(t for _a, t in bins)

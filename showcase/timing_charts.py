@@ -216,14 +216,12 @@ def timing_over_time(
     )
     counts = {s: len(values[s]) for s in sources}
     medians = {s: quantile(values[s], 0.5) for s in sources}
-    per = {1: _("hourly"), 6: _("every 6 hours"), 24: _("daily"), 168: _("weekly")}.get(
-        hours, _("every %(n)d days") % {"n": hours // 24}
-    )
-    summary = _("%(title)s, %(per)s medians from %(start)s to %(end)s (UTC). %(sources)s.") % {
+    per = {1: _("hour"), 6: _("6 hours"), 24: _("day"), 168: _("week")}.get(hours, _("%(n)d days") % {"n": hours // 24})
+    summary = _("%(title)s, medians per %(per)s from %(start)s to %(end)s (UTC). %(sources)s.") % {
         "title": title,
         "per": per,
         "start": _bin_label(start, 24),
-        "end": _bin_label(end - timedelta(seconds=1), 24),
+        "end": _bin_label(min(now, end - timedelta(seconds=1)), 24),
         "sources": _sources_sentence(sources, medians, counts, unit),
     }
     return Chart(
@@ -257,7 +255,8 @@ def histogram(values_by_source: dict[str, list[float]]) -> Histogram | None:
         return None
     lo, hi = ordered[0], ordered[-1]
     if len(ordered) >= 50:
-        lo, hi = quantile(ordered, 0.01), quantile(ordered, 0.99)
+        # Nearest ranks, not interpolation: between the 99th value and a wild 100th lies nothing real.
+        lo, hi = ordered[math.ceil((len(ordered) - 1) * 0.01)], ordered[math.floor((len(ordered) - 1) * 0.99)]
     step = nice_step((hi - lo) / MAX_HIST_BINS) if hi > lo else nice_step(max(abs(lo), 1) / 10)
     first = math.floor(lo / step) * step
     last = max(math.floor(hi / step) * step + step, first + step)
@@ -326,7 +325,7 @@ def distribution_chart(values_by_source: dict[str, list[float]], *, key: str, ti
             bars.append(format_html("<g><title>{}</title>{}</g>", words, SafeString("".join(rects))))
         rows.append([span, str(totals[i]), *([str(hist.counts[s][i]) for s in sources] if len(sources) > 1 else [])])
     every = 1 if n <= 8 else 2
-    x_ticks = [(i / n, fmt(e)) for i, e in enumerate(hist.edges) if i % every == 0 or i == n]
+    x_ticks = [(i / n, fmt(e)) for i, e in enumerate(hist.edges) if i % every == 0]  # no crowded last pair
     body = format_html(
         "{}{}{}", y_axis(ticks, _("samples"), label=lambda t: f"{t:,.0f}"), SafeString("".join(bars)), x_axis(x_ticks)
     )
