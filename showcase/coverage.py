@@ -14,8 +14,8 @@ from nodes import gpus
 
 TOP = 5  # bars per tile; the rest are summed into "N others"
 BAR_W = 200  # SVG units of the longest bar
-ROW_H = 30
-VRAM_W, VRAM_H, VRAM_PAD = 300, 64, 14
+ROW_H = 36
+VRAM_W, VRAM_H, VRAM_PAD = 300, 72, 16
 VRAM_TICKS = (4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 512)
 
 
