@@ -315,6 +315,17 @@ def js_strings() -> dict:
         "key_saved": _("Key saved in this browser."),
         "key_forgotten": _("Key removed from this browser."),
         "no_key": _("No contributor key in this browser yet."),
+        # My rigs (my_rigs.js)
+        "my_loading": _("Loading the rigs this key owns…"),
+        "my_count": _("%(n)s rig(s) owned by %(who)s. Change a field and save: only what changed is sent."),
+        "my_none": _("%(who)s owns no rig yet: join one with luckrig-node join (the Contribute page shows how)."),
+        "my_saving": _("Saving…"),
+        "my_saved": _("Saved. %(changes)s"),
+        "my_unchanged": _("Nothing to save: the form says what the rig already says."),
+        "my_fix": _("Not saved: see the field marked above."),
+        "my_bad_number": _("Enter a number here, or leave it empty."),
+        "my_none_value": _("(none)"),
+        "my_network_error": _("Could not reach the tracker; nothing was saved. Try again."),
         "unlocks": _(
             "Your tier gives %(requests)s requests per token, %(tokens)s output tokens per token and "
             "%(per_day)s tokens a day."
@@ -348,6 +359,8 @@ def js_strings() -> dict:
             "public_key_mode_unavailable": _("This rig does not offer public-key mode right now."),
             "invalid_public_key": _("The tracker refused this browser's public key (%(msg)s)."),
             "content_filtered": _("The tracker's filter rules refused to publish this text (%(msg)s)."),
+            "not_owner": _("Only the rig's owner may change it, and this key does not own it."),
+            "unauthorized": _("The tracker does not know this contributor key (%(msg)s)."),
             "unknown": _("Something went wrong (%(code)s): %(msg)s"),
         },
     }

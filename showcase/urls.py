@@ -10,6 +10,7 @@ urlpatterns = [
     path("compare/", views.compare, name="compare"),
     path("queue/", views.queue_map, name="queue"),
     path("contribute/", views.contribute, name="contribute"),
+    path("my/rigs/", views.my_rigs, name="my-rigs"),
     path("replays/open/", views.replay_open, name="replay-open"),
     path("replays/<str:replay_id>/", views.replay_detail, name="replay-detail"),
     path("about/trust/", views.trust, name="trust"),

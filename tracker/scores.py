@@ -25,6 +25,9 @@ REQUESTS_PER_TASTER_DAY = 3  # requests of one taster, one node, one UTC day tha
 USAGE_POINTS_PER_REQUEST, USAGE_CAP = 0.5, 20.0
 DISCOVERY_POINTS_PER_TASTER, DISCOVERY_CAP = 2.0, 20.0
 TIMING_POINTS_PER_SAMPLE, TIMING_CAP = 0.5, 10.0
+EXISTENCE_POINTS_PER_DAY, EXISTENCE_CAP = 0.2, 10.0
+RARITY_POINTS = 5.0  # × the node's rarity score
+NOTE_BASE, NOTE_CHARS_PER_POINT, NOTE_CAP = 1.0, 120, 10.0  # a tuning note: 1 + length / 120 characters
 # How much weighted tasting a node needs before it earns anything: one taster of full standing, or two anonymous
 # networks, or ten identities minutes old. One fresh sockpuppet on a second network is not "someone else".
 SERVED_SOMEONE_ELSE = 1.0
@@ -92,10 +95,10 @@ def node_components(ev: NodeEvidence) -> dict[str, float]:
     is a heartbeat (a script can send those); running one that someone else tasted is."""
     if ev.discovery_credit < SERVED_SOMEONE_ELSE:
         return dict.fromkeys(COMPONENTS, 0.0)
-    note = min(10.0, 1 + ev.tuning_note_chars / 120) if ev.tuning_note_chars > 0 else 0.0
+    note = min(NOTE_CAP, NOTE_BASE + ev.tuning_note_chars / NOTE_CHARS_PER_POINT) if ev.tuning_note_chars > 0 else 0.0
     return {
-        "existence": round(min(10.0, 0.2 * ev.alive_days), 4),
-        "rarity": round(5 * ev.rarity, 4),
+        "existence": round(min(EXISTENCE_CAP, EXISTENCE_POINTS_PER_DAY * ev.alive_days), 4),
+        "rarity": round(RARITY_POINTS * ev.rarity, 4),
         "usage": round(min(USAGE_CAP, USAGE_POINTS_PER_REQUEST * ev.usage_credit), 4),
         "discovery": round(min(DISCOVERY_CAP, DISCOVERY_POINTS_PER_TASTER * ev.discovery_credit), 4),
         "note": round(note, 4),

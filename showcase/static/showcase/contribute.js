@@ -1,9 +1,27 @@
 // "Contribute": create a contributor identity in one click (the key is shown once and kept in this browser's
 // localStorage), or use an existing key, then show my score per axis, my rigs and my tier.
+// Also shared with "My rigs" (my_rigs.js, loaded after this file): LuckRig.me.fetchMe and LuckRig.me.bindUseKey.
 "use strict";
 (function () {
   const L = () => window.LuckRig;
   const t = (...a) => window.LuckRig.t(...a);
+
+  // Who this browser's key is: GET /api/contributors/me → {status, data, headers}.
+  function fetchMe(key) { return L().sendJSON("GET", "/api/contributors/me", undefined, key); }
+
+  // The "use a key you already have" form (templates/showcase/_use_key_form.html): keep the key, then `after()`.
+  function bindUseKey(form, after) {
+    form.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const key = form.elements.key.value.trim();
+      if (!key) return;
+      L().saveContributorKey(key);
+      form.reset();
+      await after();
+    });
+  }
+
+  window.LuckRig.me = { fetchMe, bindUseKey };
 
   async function showMe(root) {
     const key = L().contributorKey();
@@ -13,9 +31,8 @@
     root.querySelector("[data-use-key]").hidden = Boolean(key);
     view.hidden = true;
     if (!key) { state.textContent = t("no_key"); return; }
-    const resp = await fetch("/api/contributors/me", { headers: { "Authorization": "Bearer " + key, "Accept": "application/json" } });
-    let data = null; try { data = await resp.json(); } catch (e) { data = null; }
-    if (resp.status !== 200) { state.textContent = L().explain(resp.status, data, resp.headers); root.querySelector("[data-use-key]").hidden = false; return; }
+    const { status, data, headers } = await fetchMe(key);
+    if (status !== 200) { state.textContent = L().explain(status, data, headers); root.querySelector("[data-use-key]").hidden = false; return; }
     state.textContent = t("key_saved");
     root.querySelector("[data-me-handle]").textContent = data.contributor.handle || "";
     root.querySelector("[data-me-id]").textContent = data.contributor.id;
@@ -59,14 +76,7 @@
       box.hidden = false;
       await showMe(root);
     });
-    root.querySelector("[data-use-key]").addEventListener("submit", async (ev) => {
-      ev.preventDefault();
-      const key = ev.target.elements.key.value.trim();
-      if (!key) return;
-      L().saveContributorKey(key);
-      ev.target.reset();
-      await showMe(root);
-    });
+    bindUseKey(root.querySelector("[data-use-key]"), () => showMe(root));
     root.querySelector("[data-forget]").addEventListener("click", async () => {
       L().forgetContributorKey();
       root.querySelector("[data-new-key]").hidden = true;

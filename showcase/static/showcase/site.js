@@ -21,14 +21,16 @@
   function saveContributorKey(key) { window.localStorage.setItem(KEY_STORE, key); }
   function forgetContributorKey() { window.localStorage.removeItem(KEY_STORE); }
 
-  async function postJSON(url, body, bearer) {
+  // A JSON request to the tracker → {status, data, headers} (data null when the body is not JSON).
+  async function sendJSON(method, url, body, bearer) {
     const headers = { "Content-Type": "application/json", "Accept": "application/json" };
     if (bearer) headers["Authorization"] = "Bearer " + bearer;
-    const resp = await fetch(url, { method: "POST", headers, body: JSON.stringify(body) });
+    const resp = await fetch(url, { method, headers, body: JSON.stringify(body) });
     let data = null;
     try { data = await resp.json(); } catch (e) { data = null; }
     return { status: resp.status, data, headers: resp.headers };
   }
+  const postJSON = (url, body, bearer) => sendJSON("POST", url, body, bearer);
 
   // A tracker or agent error as a sentence. Tracker errors are {error, code}; agent errors {error: {message, code}}.
   function explain(status, data, headers) {
@@ -99,5 +101,5 @@
     });
   });
 
-  window.LuckRig = { t, contributorKey, saveContributorKey, forgetContributorKey, postJSON, explain, fillList };
+  window.LuckRig = { t, contributorKey, saveContributorKey, forgetContributorKey, postJSON, sendJSON, explain, fillList };
 })();
