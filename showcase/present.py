@@ -339,6 +339,22 @@ def js_strings() -> dict:
         "no_endpoint": _("This rig has no relay carrying it right now, so it cannot be tasted. Try again later."),
         "stream_cut": _("The rig's stream ended before it finished."),
         "aborted": _("Stopped."),
+        # Rig against rig (/compare/, arena.js).
+        "arena": {
+            "sending": _("Sent to %(n)s rigs; each answers in its own column."),
+            "finished": _("%(ok)s of %(n)s rigs finished their answer."),
+            "end_done": _("Done: the answer is complete."),
+            "end_cut": _("Stream cut: the rig's answer stopped before it finished."),
+            "end_refused": _("Refused: %(msg)s"),
+            "end_stopped": _("Stopped by you."),
+            "live_numbers": _("live, from the pieces as they arrive"),
+            "tps_final": _("%(tps)s (%(tokens)s tokens)"),
+            "keep_needs_two": _("Keeping them as one replay needs at least two finished answers."),
+            "publishing": _("Publishing %(n)s answers…"),
+            "member_failed": _("This answer was not published: %(msg)s"),
+            "kept": _("Kept as one replay: "),
+            "kept_single": _("Only one answer could be published: "),
+        },
         "errors": {
             "node_unavailable": _("This rig is not serving right now (no recent heartbeat). Try another rig."),
             "node_not_found": _("This rig is gone (removed or taken down)."),

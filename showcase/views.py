@@ -1,6 +1,7 @@
-"""The public website: the list of rigs, one rig, a comparison, the live queue map, contributing, replays and
-the trust model. Plain function views over the same stored rows as the API (`nodes.presenters`), so that a
-page costs a fixed number of queries however many rigs there are."""
+"""The public website: the list of rigs, one rig, the live queue map, contributing, replays and the trust model
+(the comparison, rig against rig and the replay lists are in arena_views). Plain function views over the same
+stored rows as the API (`nodes.presenters`), so that a page costs a fixed number of queries however many rigs
+there are."""
 
 from django.conf import settings
 from django.contrib import messages
@@ -26,7 +27,6 @@ from showcase.models import Replay
 from tracker.serializers import NOTE_MAX
 
 SITE_PAGE_SIZE = 24
-MAX_COMPARE = 8
 QUEUE_MAP_LIMIT = 500
 LIVE_STATUSES = ("available", "busy")
 LIVE_SHELF = 6  # rigs on the home page's "live now" shelf
@@ -136,31 +136,6 @@ def node_detail(request, node_id):
         },
     }
     return render(request, "showcase/node.html", context)
-
-
-def _compare_ids(request) -> list[str]:
-    ids = []
-    for value in request.GET.getlist("ids"):
-        ids.extend(part.strip() for part in value.split(","))
-    unique = list(dict.fromkeys(i[:64] for i in ids if i))
-    return unique
-
-
-@require_GET
-def compare(request):
-    ids = _compare_ids(request)
-    error = None
-    if len(ids) > MAX_COMPARE:
-        error = _("Compare at most %(n)d rigs at a time; the first %(n)d are shown.") % {"n": MAX_COMPARE}
-        ids = ids[:MAX_COMPARE]
-    found = {n.id: n for n in Node.objects.visible().select_related("owner", "relay").filter(pk__in=ids)}
-    nodes = [present.card(public_node_of(found[i])) for i in ids if i in found]
-    missing = [i for i in ids if i not in found]
-    return render(
-        request,
-        "showcase/compare.html",
-        {"nodes": nodes, "rows": present.compare_rows(nodes), "missing": missing, "error": error},
-    )
 
 
 @require_GET

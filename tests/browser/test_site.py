@@ -73,6 +73,9 @@ def test_the_list_filters_on_the_server_and_compares_two_rigs(site, rig, page, s
     same = {d.strip() for d in page.locator("tr:not(.differs) th[scope=row]").all_text_contents()}
     assert {"GPU", "Model", "VRAM", "Tags"} <= differing
     assert "LoRA" in same  # neither has one
+    # Rig against rig shows both, each saying why it is not sent a prompt (examples from the demo data).
+    assert page.locator("[data-arena-none]").is_visible() and page.locator("[data-arena-form]").count() == 0
+    assert page.locator('[data-end="skipped"]', has_text="not a running rig").count() == 2
     shot(page, "compare")
 
 

@@ -53,10 +53,12 @@
     });
     pause.addEventListener("click", stop);
 
+    // "Play all" on a replay set's page: every player from its start at once.
+    root.addEventListener("luckrig:play-from-start", () => { stop(); index = 0; elapsed = 0; play.click(); });
     return function load(replay) {
       stop(); index = 0; elapsed = 0; out.textContent = ""; clock.textContent = "0.0 s";
       pieces = piecesOf(replay);
-      promptEl.textContent = replay.prompt || "";
+      if (promptEl) promptEl.textContent = replay.prompt || "";
       const timing = replay.timing || {};
       const names = [["ttft_ms", "TTFT ms"], ["tok_per_sec", "tok/s"], ["queue_wait_sec", "queue s"], ["output_tokens", "tokens"]];
       window.LuckRig.fillList(timingEl, names.filter(([k]) => timing[k] !== undefined && timing[k] !== null).map(([k, label]) => [label, String(timing[k])]));
@@ -65,12 +67,22 @@
   }
 
   document.addEventListener("DOMContentLoaded", () => {
-    const root = document.querySelector("[data-player]");
-    if (!root) return;
-    const load = player(root);
-    const embedded = document.getElementById("lr-replay");
-    if (embedded) load(JSON.parse(embedded.textContent));
-    else root.querySelector("[data-play]").disabled = true;
+    // One player per replay: a replay set's page holds several, each reading its own json_script block.
+    const roots = Array.from(document.querySelectorAll("[data-player]"));
+    if (!roots.length) return;
+    let load = null;
+    for (const root of roots) {
+      load = player(root);
+      const embedded = document.getElementById(root.dataset.replaySource || "lr-replay");
+      if (embedded) load(JSON.parse(embedded.textContent));
+      else root.querySelector("[data-play]").disabled = true;
+    }
+    // Rig against rig: every answer from the start at once, so that their paces compare as they did live.
+    const playAll = document.querySelector("[data-play-all]");
+    if (playAll) {
+      playAll.hidden = false;
+      playAll.addEventListener("click", () => roots.forEach((root) => root.dispatchEvent(new Event("luckrig:play-from-start"))));
+    }
     const input = document.querySelector("[data-replay-file]");
     if (input) {
       input.addEventListener("change", async () => {

@@ -1,0 +1,140 @@
+"""Rig against rig and what it keeps: /compare/ (the table, the arena that sends one prompt to every compared
+rig, and the picker when no rig is named), /replays/ (published replays and sets, newest first) and
+/replays/sets/<id>/ (a set played side by side). Each page costs a fixed number of queries."""
+
+from django.db.models import Q
+from django.http import Http404
+from django.shortcuts import render
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_GET
+
+from luckrig_site.api_errors import ApiError
+from nodes.models import Node
+from nodes.presenters import public_node, public_node_of, public_rows
+from showcase import arena, present, services
+from showcase.models import SET_MAX, Replay
+
+MAX_COMPARE = SET_MAX  # a compared set of rigs is what a replay set can keep
+PICKER_LIMIT = 200
+REPLAYS_PAGE_SIZE = 20
+LIST_DEFERRED = ("response", "chunks", "chunk_timestamps", "system")  # a list shows prompts, rigs and timing only
+
+
+def _compare_ids(request) -> list[str]:
+    ids = []
+    for value in request.GET.getlist("ids"):
+        ids.extend(part.strip() for part in value.split(","))
+    return list(dict.fromkeys(i[:64] for i in ids if i))
+
+
+@require_GET
+def compare(request):
+    ids = _compare_ids(request)
+    error = None
+    if len(ids) > MAX_COMPARE:
+        error = _("Compare at most %(n)d rigs at a time; the first %(n)d are shown.") % {"n": MAX_COMPARE}
+        ids = ids[:MAX_COMPARE]
+    found = {n.id: n for n in Node.objects.visible().select_related("owner", "relay").filter(pk__in=ids)}
+    nodes = [present.card(public_node_of(found[i])) for i in ids if i in found]
+    columns = arena.entries(nodes, request.is_secure())
+    context = {
+        "nodes": nodes,
+        "rows": present.compare_rows(nodes),
+        "missing": [i for i in ids if i not in found],
+        "error": error,
+        "columns": columns,
+        "arena_config": arena.config(columns),
+        "max_compare": MAX_COMPARE,
+        "js_strings": present.js_strings(),
+    }
+    if not nodes:
+        listed = public_rows(Node.objects.listed().in_default_order())[:PICKER_LIMIT]
+        context["picker"] = arena.picker([present.card(public_node(r)) for r in listed])
+        context["picker_limit"] = PICKER_LIMIT
+    return render(request, "showcase/compare.html", context)
+
+
+def _rig_title(node: Node) -> str:
+    return present.human_title({f: getattr(node, f) for f in ("id", "display_name", "gpu", "model_name")})
+
+
+def _page_number(request) -> int:
+    raw = request.GET.get("page", "1")
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 1_000_000:
+        raise Http404("no such page")
+    return int(raw)
+
+
+@require_GET
+def replays(request):
+    """Published replays, newest first; a set stands once, where its first replay would, with all its rigs."""
+    page = _page_number(request)
+    entries = Replay.objects.listed().filter(Q(replay_set__isnull=True) | Q(set_position=0))
+    count = entries.count()
+    start = (page - 1) * REPLAYS_PAGE_SIZE
+    if start >= count and page > 1:
+        raise Http404("no such page")
+    rows = list(
+        entries.select_related("replay_set")
+        .defer(*LIST_DEFERRED)
+        .order_by("-published_at", "-id")[start : start + REPLAYS_PAGE_SIZE]
+    )
+    set_ids = [r.replay_set_id for r in rows if r.replay_set_id and r.replay_set.taken_down_at is None]
+    members: dict[str, list[Replay]] = {}
+    for member in (
+        Replay.objects.visible().defer(*LIST_DEFERRED).filter(replay_set_id__in=set_ids).order_by("set_position")
+    ):
+        members.setdefault(member.replay_set_id, []).append(member)
+    items = [
+        {
+            "replay": row,
+            "rig": _rig_title(row.node),
+            "members": [(m, _rig_title(m.node)) for m in members[row.replay_set_id]]
+            if row.replay_set_id in members
+            else None,
+        }
+        for row in rows
+    ]
+    last_page = max(1, -(-count // REPLAYS_PAGE_SIZE))
+    return render(
+        request,
+        "showcase/replays.html",
+        {
+            "items": items,
+            "count": count,
+            "page": page,
+            "last_page": last_page,
+            "previous_page": page - 1 if page > 1 else None,
+            "next_page": page + 1 if page < last_page else None,
+        },
+    )
+
+
+@require_GET
+def replay_set_detail(request, set_id):
+    try:
+        replay_set, members = services.get_visible_replay_set(set_id)
+    except ApiError:
+        raise Http404("no such replay set") from None
+    nodes = {n.id: n for n in Node.objects.filter(pk__in=[m.node_id for m in members]).select_related("owner", "relay")}
+    players = [
+        {
+            "replay": m,
+            "node": present.card(public_node_of(nodes[m.node_id])),
+            "data": present.replay_payload(m),
+            "source": f"lr-replay-{index}",
+        }
+        for index, m in enumerate(members)
+    ]
+    return render(
+        request,
+        "showcase/replay_set.html",
+        {
+            "replay_set": replay_set,
+            "prompt": members[0].prompt,
+            "system": members[0].system,
+            "players": players,
+            "report_kinds": [("content_id", replay_set.pk)],
+            "js_strings": present.js_strings(),
+        },
+    )
