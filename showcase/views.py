@@ -16,15 +16,13 @@ from rest_framework.exceptions import ValidationError
 
 from luckrig_site.api_errors import ApiError, _first_error
 from luckrig_site.clientip import ip_hash, ratelimit_key
-from luckrig_site.fields import TagsField
 from moderation import services as moderation_services
 from moderation.api import AbuseReportIn
 from nodes import queries
 from nodes.models import Node
 from nodes.presenters import public_node, public_node_of, public_rows
-from showcase import coverage, earning, present, rig_health
+from showcase import coverage, earning, present, rig_fields, rig_health
 from showcase.models import Replay
-from tracker.serializers import NOTE_MAX
 
 SITE_PAGE_SIZE = 24
 QUEUE_MAP_LIMIT = 500
@@ -177,8 +175,8 @@ def my_rigs(request):
     """The rigs this browser's contributor key owns, each with a form that changes it through
     `PATCH /api/nodes/<id>`. The key lives in the visitor's localStorage only: the server renders no rig here,
     the page's script asks the API with the key."""
-    limits = {"note_max": NOTE_MAX, "tags_max": TagsField().max_tags, "tag_chars": TagsField().max_length}
-    return render(request, "showcase/my_rigs.html", {"limits": limits, "js_strings": present.js_strings()})
+    context = {"fields": rig_fields.rig_fields(), "js_strings": present.js_strings()}
+    return render(request, "showcase/my_rigs.html", context)
 
 
 @require_GET
