@@ -185,10 +185,19 @@ def card(node: dict) -> dict:
         "samples": timing["samples_count"],
         "relay_samples": (timing.get("by_source") or {}).get("relay", 0),
         "queue_line": queue_line(queue["active"], queue["waiting"], queue["max_active"]),
+        "fill": fill_levels(queue["active"], queue["max_active"]),
         "uptime_24h": f"{100 * node['health']['uptime_ratio_24h']:.0f}%"
         if node["health"]["uptime_ratio_24h"] is not None
         else "—",
     }
+
+
+def fill_levels(active: int, max_active: int) -> dict:
+    """A <meter>'s bounds for a rig's slots in use, so that the browser colours it by fullness: green up to half
+    the slots, amber above, red once every slot generates (optimum 0: an idle rig is the best case). `high` sits
+    half a slot below the maximum so that only a full rig is past it. live.js applies the same rule."""
+    top = max(1, max_active)
+    return {"low": top / 2, "high": top - 0.5, "full": bool(max_active) and active >= max_active}
 
 
 def queue_line(active: int, waiting: int, max_active: int) -> str:
@@ -278,6 +287,9 @@ def js_strings() -> dict:
         "queue_line": _("queue: %(active)s of %(max)s generating, %(waiting)s waiting"),
         "queue_none": _("queue: no report from the agent yet"),
         "queue_empty": _("Nobody is waiting."),
+        "fill": _("%(active)s of %(max)s slots"),
+        "fill_full": _("full"),
+        "fill_none": _("no report yet"),
         "generating": _("generating"),
         "status_available": STATUS_LABELS["available"],
         "status_busy": STATUS_LABELS["busy"],

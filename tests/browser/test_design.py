@@ -3,7 +3,10 @@ the live shelf and a Taste action in the first screen, no page scrolls sideways,
 every picture and chart a text alternative, demo and offline rigs say what they are, the queue map's bars, the
 styled 404. The harness fails any page with a JS error or a CSP violation."""
 
+import threading
+
 import pytest
+import requests
 
 from tests.browser.test_site import APPLE, PI
 
@@ -145,3 +148,43 @@ def test_a_missing_rig_is_the_sites_styled_404_with_a_way_back(site, page, shot)
     shot(page, "not-found")
     back.click()
     page.wait_for_url(site.url("/"))
+
+
+METER_STATE = "el => ({value: el.value, max: el.max, low: el.low, high: el.high, optimum: el.optimum})"
+
+
+def test_the_queue_map_shows_reachability_and_a_load_bar_coloured_by_fullness(site, rig, page, shot):
+    page.goto("/queue/")
+    page.locator("[data-live-state]", has_text="live").wait_for()
+    row = page.locator(f'tr[data-node="{rig.node_id}"]')
+    assert row.locator("[data-reachability]").inner_text() == "direct"
+    assert row.locator("[data-reachability]").get_attribute("title").startswith("Direct:")
+    meter = row.locator("meter[data-load]")
+    idle = meter.evaluate(METER_STATE)
+    assert idle["value"] == 0 and idle["optimum"] == 0 and idle["value"] <= idle["low"]  # green: room
+    assert row.locator("[data-fill-text]").inner_text() == "0 of 1 slots"
+    slow, rig.upstream.delay = rig.upstream.delay, 0.25  # about 5 s of generation
+    token = site.token(rig.node_id)["token"]
+    done = threading.Event()
+
+    def other_taster():
+        try:
+            requests.post(
+                rig.v1 + "/chat/completions",
+                headers={"Authorization": f"Bearer {token}"},
+                json={"messages": [{"role": "user", "content": "hi"}], "stream": True},
+                timeout=30,
+            )
+        finally:
+            done.set()
+
+    threading.Thread(target=other_taster, daemon=True).start()
+    try:
+        row.locator("[data-fill-text]", has_text="1 of 1 slots · full").wait_for(timeout=8000)
+        busy = meter.evaluate(METER_STATE)
+        assert busy["value"] == busy["max"] == 1 and busy["value"] > busy["high"]  # past `high`: drawn red
+        shot(page, "queue-map-full")
+        assert done.wait(30)
+        row.locator("[data-fill-text]", has_text="0 of 1 slots").wait_for(timeout=8000)
+    finally:
+        rig.upstream.delay = slow

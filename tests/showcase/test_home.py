@@ -201,3 +201,23 @@ def test_the_api_keeps_its_json_404_under_debug(client, settings):
     response = client.get("/no/such/page/")  # no text/html: an API client
     assert response.status_code == 404 and response["Content-Type"].startswith("application/json")
     assert Counter(k for k in response.json()) == Counter(["schema_version", "error", "code"])
+
+
+def test_the_queue_map_colours_the_load_by_fullness_and_says_it_in_words(client, api, owner):
+    full, secret = factories.make_node(owner, display_name="Full rig")
+    factories.heartbeat(api, full, secret, active=2, waiting=1, max_active=2)
+    roomy, secret = factories.make_node(owner, gpu="RTX 3090", display_name="Roomy rig")
+    factories.heartbeat(api, roomy, secret, active=1, max_active=4)
+    html = client.get("/queue/", **HTML).content.decode()
+
+    def row(node):
+        start = html.index(f'<tr data-node="{node.id}"')
+        return html[start : html.index("</tr>", start)]
+
+    # optimum 0, so the browser draws a value past `high` as bad (red), between `low` and `high` amber, else green.
+    assert 'max="2" low="1.0" high="1.5" optimum="0" value="2"' in row(full)
+    assert "2 of 2 slots · full" in row(full)
+    assert 'max="4" low="2.0" high="3.5" optimum="0" value="1"' in row(roomy)
+    assert "1 of 4 slots<" in row(roomy) and "full" not in row(roomy)
+    assert 'class="reach reach-direct" data-reachability' in row(full)
+    assert present.fill_levels(0, 0) == {"low": 0.5, "high": 0.5, "full": False}

@@ -35,8 +35,19 @@
       const cells = { "[data-active]": m.active, "[data-waiting]": m.waiting, "[data-max]": m.max_active };
       for (const [sel, v] of Object.entries(cells)) { const c = el.querySelector(sel); if (c) c.textContent = v; }
       const load = el.querySelector("[data-load]");
-      if (load) { load.max = Math.max(1, m.max_active); load.value = m.active; }
+      if (load) setFill(load, el.querySelector("[data-fill-text]"), m);
     });
+  }
+
+  // The queue map's meter, coloured by fullness as present.fill_levels sets it: green up to half the slots,
+  // amber above, red when every slot generates; and the same in words.
+  function setFill(load, text, m) {
+    const top = Math.max(1, m.max_active || 0);
+    load.max = top; load.low = top / 2; load.high = top - 0.5; load.value = m.active;
+    load.hidden = !m.max_active;
+    if (!text) return;
+    if (!m.max_active) { text.textContent = t("fill_none"); return; }
+    text.textContent = t("fill", { active: m.active, max: m.max_active }) + (m.active >= m.max_active ? " · " + t("fill_full") : "");
   }
 
   // The pill follows the tracker's status (its liveness rules: a relayed rig whose tunnel drops turns
