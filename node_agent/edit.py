@@ -94,6 +94,10 @@ def change_lines(old: dict, new: dict, fields) -> list[str]:
 class Refused(Exception):
     """The tracker refused the change; the message is a sentence for the operator."""
 
+    def __str__(self) -> str:
+        text = super().__str__()
+        return text if text.endswith((".", "!", "?")) else text + "."
+
 
 def refusal(response: requests.Response, node_id: str) -> str:
     try:
@@ -224,7 +228,7 @@ def edit(args) -> int:
         print(f"luckrig-node edit: the tracker at {tracker} did not answer ({exc}); nothing changed", file=sys.stderr)
         return 1
     except Refused as exc:
-        print(f"luckrig-node edit: {exc}; nothing changed", file=sys.stderr)
+        print(f"luckrig-node edit: {exc} Nothing changed.", file=sys.stderr)
         return 1
     if lines:
         print(f"Changed node {cfg.node_id}:")

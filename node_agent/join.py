@@ -171,7 +171,7 @@ def update_registration(args, tracker: str, node_id: str, key: str, standing: st
         step("The tracker did not answer; the registration is not updated")
         return 0
     except edit.Refused as exc:
-        print(f"luckrig-node join: {exc}; the registration is unchanged", file=sys.stderr)
+        print(f"luckrig-node join: {exc} The registration is unchanged.", file=sys.stderr)
         return 1
     if lines:
         step("Updated the registration:")

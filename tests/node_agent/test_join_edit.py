@@ -72,7 +72,7 @@ def test_join_again_with_a_bad_value_gives_the_trackers_sentence_and_fails(track
     bad = join(tracker.base, config_dir, *flags, "--tags", "good, Not A Tag!")
     assert bad.returncode == 1
     assert "luckrig-node join: the tracker refused --tags: tag 'not a tag!' may only hold" in bad.stderr
-    assert "the registration is unchanged" in bad.stderr and "Traceback" not in bad.stderr
+    assert "The registration is unchanged." in bad.stderr and "Traceback" not in bad.stderr
     assert tracker.node(node_id)["tags"] == []
 
 
@@ -116,7 +116,7 @@ def test_edit_with_a_bad_value_names_the_flag_and_changes_nothing(tracker, first
     assert bad.returncode == 1
     assert bad.stderr.strip() == (
         "luckrig-node edit: the tracker refused --context-length: "
-        "Ensure this value is greater than or equal to 1.; nothing changed"
+        "Ensure this value is greater than or equal to 1. Nothing changed."
     )
     node = tracker.node(node_id)
     assert node["context_length"] == 4096 and node["display_name"] == ""
