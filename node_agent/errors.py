@@ -1,6 +1,7 @@
 """Agent errors in the OpenAI shape: `{"error": {"message", "type", "code"}}` with the contract's status."""
 
 import json
+import time
 
 from aiohttp import web
 
@@ -22,14 +23,53 @@ _TYPES = {
 
 class AgentError(Exception):
     def __init__(
-        self, status: int, code: str, message: str, *, headers: dict | None = None, close_connection: bool = False
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        headers: dict | None = None,
+        close_connection: bool = False,
+        extra: dict | None = None,
     ):
         super().__init__(message)
         self.status, self.code, self.message, self.headers = status, code, message, headers or {}
         self.close_connection = close_connection  # send the answer, then close (the request was not all read)
+        self.extra = extra or {}  # more fields of the error object (a 429's retry_after_sec, resets_at, earn_more)
 
     def body(self) -> dict:
-        return {"error": {"message": self.message, "type": _TYPES.get(self.status, "api_error"), "code": self.code}}
+        return {
+            "error": {
+                "message": self.message,
+                "type": _TYPES.get(self.status, "api_error"),
+                "code": self.code,
+                **self.extra,
+            }
+        }
 
     def response(self) -> web.Response:
         return web.json_response(self.body(), status=self.status, headers=self.headers, dumps=json.dumps)
+
+
+def limited(code: str, message: str, retry_after_sec: int, earn_more: str, **extra) -> AgentError:
+    """A 429 that says when to try again (Retry-After, `retry_after_sec`, `resets_at`) and what would earn more."""
+    retry = max(0, int(retry_after_sec))
+    resets_at = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() + retry)) + "Z"
+    return AgentError(
+        429,
+        code,
+        message,
+        headers={"Retry-After": str(retry)},
+        extra={"retry_after_sec": retry, "resets_at": resets_at, "earn_more": earn_more, **extra},
+    )
+
+
+def earn_more(tier: str, tracker: str) -> str:
+    """What a 429 says would earn more, naming the contributor tier and where to read how to get it."""
+    if tier == "contributor":
+        return "Contributor-tier tokens are the most generous there are."
+    return (
+        "The contributor tier gives more requests and output per token, more tokens a day and a place ahead of "
+        "limited tasters in every rig's queue; it is earned, not bought, by sharing a rig that others taste or "
+        f"timing from your tastings. How: {tracker.rstrip('/')}/contribute/"
+    )

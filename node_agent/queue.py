@@ -1,7 +1,8 @@
 """Generation slots and the waiting line: `max_active` generations at once, at most `max_waiting` waiters,
 contributors ahead of limited tasters, first come first served within a tier, and at most `max_per_key` requests
 of one tasting token in the queue at once (generating plus waiting), so that one taster cannot fill the line.
-Each waiter is told its position (and an ETA from measured generation times) whenever it changes."""
+Each waiter is told its position, and an ETA from measured service times (an exponential moving average of
+how long requests hold their slot), whenever it changes."""
 
 import asyncio
 import itertools
@@ -9,7 +10,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from node_agent.errors import AgentError
+from node_agent.errors import limited
+
+DEFAULT_SERVICE_SEC = 10.0  # until the first request has finished
+EWMA_WEIGHT = 0.3  # a new measurement's weight in the average
 
 
 @dataclass(order=True)
@@ -39,18 +43,42 @@ class SlotQueue:
         self.waiters: list[_Waiter] = []
         self.keys: dict[str, str] = {}  # ticket → key (the token's jti), for every ticket active or waiting
         self._seq = itertools.count()
-        self._avg_generation_sec = 10.0  # until measured
+        # Exponential moving average of service time: how long a request holds its slot, measured. Until the first
+        # request has finished, nothing is known; DEFAULT_SERVICE_SEC stands in.
+        self.avg_service_sec = DEFAULT_SERVICE_SEC
+        self.measured = 0
         self.on_change = on_change
+        # What a 429 says would earn more, by tier (server.py fills it in with the tracker's URL).
+        self.earn_more: Callable[[str], str] = lambda tier: ""
 
     # --- measurements -----------------------------------------------------------------------------------
 
-    def record_generation(self, seconds: float) -> None:
-        """Exponential moving average of generation time: the basis of the ETAs."""
-        self._avg_generation_sec = 0.7 * self._avg_generation_sec + 0.3 * max(0.05, seconds)
+    def record_service(self, seconds: float) -> None:
+        """One request's slot time (from taking the slot to giving it back), into the moving average. The first
+        measurement replaces the stand-in outright: an ETA from a guess would be wrong by the guess."""
+        seconds = max(0.05, seconds)
+        if self.measured == 0:
+            self.avg_service_sec = seconds
+        else:
+            self.avg_service_sec = (1 - EWMA_WEIGHT) * self.avg_service_sec + EWMA_WEIGHT * seconds
+        self.measured += 1
+
+    def eta_seconds(self, position: int, now: float | None = None) -> float:
+        """Expected wait of the waiter at `position` (1 = next): the slots free up as their requests finish (each
+        active request has about `avg - elapsed` left, at least a tenth of the average), then every further round
+        of `max_active` waiters takes one average service time."""
+        if position <= 0:
+            return 0.0
+        now = time.time() if now is None else now
+        avg = self.avg_service_sec
+        remaining = sorted(max(avg * 0.1, avg - (now - started)) for started in self.active.values())
+        remaining += [0.0] * (self.max_active - len(remaining))  # a free slot frees now
+        rounds, slot = divmod(position - 1, self.max_active)
+        return remaining[slot] + rounds * avg
 
     def eta_sec(self, position: int) -> int:
-        rounds = (position + self.max_active - 1) // self.max_active
-        return max(1, round(rounds * self._avg_generation_sec))
+        """What a waiter is told: whole seconds, at least one (it is waiting)."""
+        return max(1, round(self.eta_seconds(position)))
 
     # --- admission --------------------------------------------------------------------------------------
 
@@ -60,13 +88,13 @@ class SlotQueue:
 
         Synchronous on purpose: a full queue must be refused before a streaming response has started."""
         if key and sum(1 for k in self.keys.values() if k == key) >= self.max_per_key:
-            retry = max(1, round(self._avg_generation_sec))
-            raise AgentError(
-                429,
+            retry = max(1, round(self.avg_service_sec))
+            raise limited(
                 "token_busy",
                 f"This tasting token already has {self.max_per_key} requests in the rig's queue; "
                 f"try again when one has finished (in about {retry} s).",
-                headers={"Retry-After": str(retry)},
+                retry,
+                self.earn_more(tier),
             )
         if len(self.active) < self.max_active and not self.waiters:
             self.active[ticket] = time.time()
@@ -74,12 +102,13 @@ class SlotQueue:
             self._changed()
             return None
         if len(self.waiters) >= self.max_waiting:
-            retry = self.eta_sec(len(self.waiters) + 1)
-            raise AgentError(
-                429,
+            # A place opens when the first waiter gets its slot.
+            retry = self.eta_sec(1)
+            raise limited(
                 "queue_full",
                 f"The rig's queue is full ({self.max_waiting} waiting); try again in about {retry} s.",
-                headers={"Retry-After": str(retry)},
+                retry,
+                self.earn_more(tier),
             )
         waiter = _Waiter(
             0 if tier == "contributor" else 1, next(self._seq), ticket, asyncio.get_running_loop().create_future()
@@ -103,9 +132,14 @@ class SlotQueue:
                 self.release(waiter.ticket)  # the slot was handed over just as the waiter left
             raise
 
-    def release(self, ticket: str) -> None:
-        if self.active.pop(ticket, None) is None:
+    def release(self, ticket: str, *, served: bool = False) -> None:
+        """Give the slot back; `served`: the request reached the model, so its slot time is a measurement (one
+        refused at once, or whose client left in the line, says nothing about how long answers take)."""
+        started = self.active.pop(ticket, None)
+        if started is None:
             return
+        if served:
+            self.record_service(time.time() - started)
         self.keys.pop(ticket, None)
         while self.waiters and len(self.active) < self.max_active:
             nxt = self.waiters.pop(0)
@@ -144,8 +178,10 @@ class SlotQueue:
         return out[:limit]
 
     def public_view(self) -> dict:
-        """What the tracker shows of this queue: counts, entries, and the ETA a new waiter would get."""
-        return {**self.snapshot(), "entries": self.entries(), "eta_sec": self.eta_sec(len(self.waiters) + 1)}
+        """What the tracker shows of this queue: counts, entries, and the wait a new request would have (0 while a
+        slot is free)."""
+        wait = self.eta_seconds(len(self.waiters) + 1) if len(self.active) >= self.max_active else 0.0
+        return {**self.snapshot(), "entries": self.entries(), "eta_sec": round(wait)}
 
 
 def _iso(epoch: float) -> str:

@@ -209,7 +209,6 @@ class Relay:
             }
         )
         agent.usage_added()
-        agent.queue.record_generation(time.monotonic() - self.generation_started)
 
     def record_output_later(self, text: str) -> None:
         """`record` mode: classify the delivered answer in the background (the taster does not wait for the
@@ -295,7 +294,7 @@ class Relay:
         except ClientStalled:
             return response  # its connection is gone: nothing more can be sent
         finally:
-            agent.queue.release(self.ticket)
+            agent.queue.release(self.ticket, served=self.reached_model)
 
     async def _wait_with_comments(self, waiter, response: web.StreamResponse) -> None:
         """While waiting, send `: queue position=N eta_sec=S` each time the position changes."""
@@ -313,6 +312,7 @@ class Relay:
                     update.cancel()
                     if waiter.future.done():
                         break
+                    last = (last[0], self.agent.queue.eta_sec(max(1, last[0])))  # time passed: the ETA is less
                 await self.write(response, f": queue position={last[0]} eta_sec={last[1]}\n\n".encode())
             await self.agent.queue.wait(waiter)  # re-raises a cancellation; consumes the result
         except BaseException:
@@ -350,7 +350,7 @@ class Relay:
                 self.record_output_later(outcome.text)
             return web.json_response(self.completion_body(outcome), dumps=_dumps)
         finally:
-            agent.queue.release(self.ticket)
+            agent.queue.release(self.ticket, served=self.reached_model)
 
     def completion_body(self, outcome: Outcome) -> dict:
         return {

@@ -22,8 +22,8 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from node_agent import __version__, auth, cors, keys, logs, sealed, upstream
 from node_agent.chat import parse_chat
 from node_agent.config import AgentConfig
-from node_agent.errors import AgentError
-from node_agent.ledger import Ledger
+from node_agent.errors import AgentError, earn_more, limited
+from node_agent.ledger import Ledger, per_request_cap
 from node_agent.policy import Policy
 from node_agent.queue import SlotQueue
 from node_agent.relay import Relay
@@ -39,6 +39,7 @@ class Agent:
         self.node_id = config.node_id
         self.ledger = Ledger(config.state_dir)
         self.queue = SlotQueue(config.max_active, config.max_waiting, max_per_key=config.max_per_token)
+        self.queue.earn_more = lambda tier: earn_more(tier, config.tracker)
         self.session: aiohttp.ClientSession | None = None
         self.upstream: upstream.Upstream | None = None
         self.policy: Policy | None = None
@@ -251,13 +252,15 @@ class Agent:
             messages, params, stream, _requested_model = parse_chat(body)
 
         if not self.ledger.claim_request(claims.jti, claims.max_requests, claims.exp):
-            raise AgentError(429, "token_exhausted", "This tasting token has no requests left.")
+            raise exhausted(claims, f"This tasting token's {claims.max_requests} requests are used up.")
         reserved = 0
         try:
             asked = params.get("max_completion_tokens") or params.get("max_tokens")
-            reserved = self.ledger.reserve_output_tokens(claims.jti, asked, claims.max_output_tokens)
+            reserved = self.ledger.reserve_output_tokens(
+                claims.jti, asked, claims.max_output_tokens, claims.max_requests
+            )
             if reserved <= 0:
-                raise AgentError(429, "token_exhausted", "This tasting token has no output tokens left.")
+                raise exhausted(claims, f"This tasting token's {claims.max_output_tokens} output tokens are used up.")
             max_tokens = reserved
             self.policy.check_rules([m["content"] for m in messages])
             moderation = await self.policy.check_input("\n".join(m["content"] for m in messages))
@@ -292,6 +295,20 @@ class Agent:
                 stream,
                 (time.monotonic() - started) * 1000,
             )
+
+
+def exhausted(claims: auth.Claims, message: str) -> AgentError:
+    """429 `token_exhausted`: a token's allowance never comes back, but a new token has its own at once."""
+    iss = str(claims.raw.get("iss", "")).rstrip("/")
+    cap = per_request_cap(claims.max_output_tokens, claims.max_requests)
+    return limited(
+        "token_exhausted",
+        f"{message} A new tasting token (POST {iss}/api/tokens) has {claims.max_requests} more requests of up to "
+        f"{cap} output tokens each, within the tier's tokens a day.",
+        0,
+        earn_more(claims.tier, iss),
+        tier=claims.tier,
+    )
 
 
 @web.middleware

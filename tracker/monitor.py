@@ -170,8 +170,11 @@ def run_cycle(now: datetime, *, jitter_sec: float | None = None) -> CycleReport:
             Node.objects.filter(pk__in=seen[start : start + 500]).update(last_seen_at=now)
         # A heartbeat that arrived while the probes ran set a status from fresher facts than this cycle read;
         # re-derive those nodes so that the bulk write above cannot turn a live agent unavailable. The same for
-        # relayed nodes whose relay reported on their tunnel meanwhile.
+        # relayed nodes whose relay reported on their tunnel meanwhile, and for queue reports: a queue that drained
+        # during the cycle was otherwise written back `busy` from the count read at its start, until the agent's
+        # next heartbeat (issue 12).
         touched = Q(last_heartbeat_at__gte=cycle_started) | Q(tunnel_seen_at__gte=cycle_started)
+        touched |= Q(queue_updated_at__gte=cycle_started)
         touched |= Q(reachability=Node.Reachability.RELAYED, tunnel_seen_at__isnull=True, status__in=ALIVE)
         for fresh in Node.objects.visible().filter(touched):
             status = node_services.current_status(fresh, now)

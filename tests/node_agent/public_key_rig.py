@@ -69,7 +69,10 @@ def events_of(response) -> list[tuple[str, object, bytes]]:
 
 def error_code(response) -> str:
     body = response.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "code"}, body
+    # The OpenAI shape; a 429 also says when to retry and what would earn more (docs/api.md).
+    extras = {"retry_after_sec", "resets_at", "earn_more", "tier"} if response.status_code == 429 else set()
+    assert set(body) == {"error"} and {"message", "type", "code"} <= set(body["error"]), body
+    assert set(body["error"]) - {"message", "type", "code"} <= extras, body
     return body["error"]["code"]
 
 

@@ -119,7 +119,7 @@ def test_a_client_that_stops_reading_loses_its_stream_and_frees_the_slot(tracker
     request is closed and the next taster is served."""
     fake_upstream.words = [("x" * 16000) + " " for _ in range(300)]  # ~4.8 MB: far more than socket buffers hold
     agent = start_agent(fake_upstream.base, max_active=1, max_waiting=4, client_stall_timeout=2)
-    token = forged(tracker, agent, max_output_tokens=1000)
+    token = forged(tracker, agent, max_requests=1, max_output_tokens=1000)  # one request may take it all
     host, port = host_port(agent)
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window: the agent's writes block soon
