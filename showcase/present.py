@@ -367,6 +367,18 @@ def js_strings() -> dict:
             "kept": _("Kept as one replay: "),
             "kept_single": _("Only one answer could be published: "),
         },
+        "max_tokens_help": _("1 to %(n)s (your token's output per answer); empty: up to that"),
+        "max_tokens_range": _("Max tokens must be a whole number from 1 to %(n)s (your token's output per answer)."),
+        "temperature_range": _("Temperature must be a number from 0 to 2."),
+        "turn_left_out": _("This turn is left out of the conversation: the next message is sent without it."),
+        "token_timing_used": _(
+            "This turn shares its token with another turn whose timing was already shared: the tracker takes one "
+            "timing per token."
+        ),
+        "token_replay_used": _(
+            "This turn shares its token with another turn that was already published: the tracker takes one "
+            "replay per token. That replay holds the conversation up to its turn."
+        ),
         "errors": {
             "node_unavailable": _("This rig is not serving right now (no recent heartbeat). Try another rig."),
             "node_not_found": _("This rig is gone (removed or taken down)."),

@@ -23,6 +23,7 @@ from nodes.models import Node
 from nodes.presenters import public_node, public_node_of, public_rows
 from showcase import coverage, earning, present, rig_fields, rig_health
 from showcase.models import Replay
+from tracker import tiers
 
 SITE_PAGE_SIZE = 24
 QUEUE_MAP_LIMIT = 500
@@ -131,6 +132,11 @@ def node_detail(request, node_id):
             "model_name": node.model_name,
             "status": node.status,
             "fingerprint": node.node_public_key_fingerprint,
+            # The longest answer a request may ask for (max_tokens), before a token says it exactly: the
+            # anonymous tier's, or the contributor tier's when this browser holds a contributor key (its real
+            # tier is known only once a token is issued; the agent clamps to the token's anyway).
+            "output_cap": tiers.of(tiers.LIMITED).output_tokens_per_request,
+            "output_cap_contributor": tiers.of(tiers.CONTRIBUTOR).output_tokens_per_request,
         },
     }
     return render(request, "showcase/node.html", context)

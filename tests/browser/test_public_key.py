@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.browser.conftest import RIG_WORDS
+from tests.browser.listing import listed_node
 
 pytestmark = pytest.mark.browser
 ANSWER = "".join(RIG_WORDS)
@@ -25,6 +26,7 @@ def test_tasting_in_public_key_mode_sends_no_plaintext_and_shows_the_decrypted_a
     page.click(f'[data-verify-fp="{rig.node_id}"]')
     page.locator("[data-verify-result]", has_text="matches the fingerprint").wait_for()
 
+    page.click("[data-taste-options] summary")  # the mode is among the panel's options
     page.check("input[name=mode][value=public-key]")
     notice = page.locator("[data-pk-notice]")
     assert notice.is_visible() and fingerprint in notice.inner_text()
@@ -61,6 +63,6 @@ def test_tasting_in_public_key_mode_sends_no_plaintext_and_shows_the_decrypted_a
 
 
 def test_a_rig_without_a_key_offers_no_public_key_mode(site, page):
-    page.goto("/nodes/raspberry-pi-5-llama3-2-1b-q4-k-m/")
+    page.goto(f"/nodes/{listed_node(site, 'http://127.0.0.1:9/v1')}/")
     assert page.locator("input[name=mode]").count() == 0
-    assert re.search("public-key", page.locator("[data-taste-form]").inner_text(), re.I) is None
+    assert re.search("public-key", page.locator("[data-taste-form]").text_content(), re.I) is None

@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from tests.browser.conftest import RIG_WORDS
+from tests.browser.listing import listed_node
 
 pytestmark = pytest.mark.browser
 APPLE = "apple-m3-max-qwen2-5-14b-instruct-q5-k-m"
@@ -178,27 +179,32 @@ def test_tasting_streams_into_the_page_and_offers_download_share_and_publish(sit
 
 def test_the_after_tasting_actions_appear_only_after_a_tasting_and_never_for_the_previous_one(site, rig, page):
     page.goto(f"/nodes/{rig.node_id}/")
-    after = page.locator("[data-taste-after]")
-    assert not after.is_visible() and not page.locator("[data-publish]").is_visible()  # nothing tasted yet
+    assert not page.locator("[data-taste-after]").first.is_visible()  # nothing tasted yet
+    assert not page.locator("[data-publish]").first.is_visible()
     page.fill("#taste-prompt", "First question")
     page.check("[data-ack]")
     page.click("[data-taste-go]")
     page.locator("[data-taste-status]", has_text="Done.").wait_for()
-    assert after.is_visible() and page.locator("[data-taste-timing]").is_visible()
+    first, second = page.locator(".turn").nth(0), page.locator(".turn").nth(1)
+    assert first.locator("[data-taste-after]").is_visible() and first.locator("[data-taste-timing]").is_visible()
     slow = rig.upstream.delay
     rig.upstream.delay = 0.3  # a second tasting that takes a while
     try:
         page.fill("#taste-prompt", "Second question")
         page.click("[data-taste-go]")
+        second.wait_for()
         page.wait_for_timeout(300)
-        # While the second answer streams, the first one's actions and timings are gone.
-        assert not after.is_visible() and not page.locator("[data-taste-timing]").is_visible()
+        # While the second answer streams, it has no actions or timings yet; the first turn keeps its own.
+        assert not second.locator("[data-taste-after]").is_visible()
+        assert not second.locator("[data-taste-timing]").is_visible()
+        assert first.locator("[data-taste-after]").is_visible()
         page.locator("[data-taste-status]", has_text="Done.").wait_for(timeout=20_000)
     finally:
         rig.upstream.delay = slow
-    with page.expect_download() as download:
-        page.click("[data-download]")
-    assert json.loads(Path(download.value.path()).read_text())["prompt"] == "Second question"
+    for turn, prompt in ((second, "Second question"), (first, "First question")):
+        with page.expect_download() as download:
+            turn.locator("[data-download]").click()
+        assert json.loads(Path(download.value.path()).read_text())["prompt"] == prompt
 
 
 def test_a_replay_file_plays_in_the_browser_without_leaving_it(site, page, shot, tmp_path):
@@ -230,8 +236,11 @@ def test_a_replay_file_plays_in_the_browser_without_leaving_it(site, page, shot,
 
 
 def test_refusals_read_as_sentences(site, page):
-    page.goto(f"/nodes/{PI}/")  # a demo rig: its last heartbeat is long past, so it is unavailable
-    assert page.locator("h1 [data-status]").inner_text() == "unavailable"
+    # A rig that was serving when the page loaded, and whose agent then went quiet: the tracker refuses a token.
+    node_id = listed_node(site, "http://127.0.0.1:9/v1")
+    page.goto(f"/nodes/{node_id}/")
+    assert page.locator("h1 [data-status]").inner_text() == "available"
+    site.execute("UPDATE nodes_node SET last_heartbeat_at = %s WHERE id = %s", ("2026-01-01 00:00:00", node_id))
     page.fill("#taste-prompt", "hello")
     page.check("[data-ack]")
     page.click("[data-taste-go]")

@@ -1,106 +1,245 @@
-// The tasting panel: get a token from the tracker, call the rig's endpoint with fetch (the rig's own URL, or its
-// relay's when it is relayed: the token's PublicNode says which), read its SSE stream piece by piece
-// (ReadableStream), and measure TTFT and tok/s here, from the arrival times of the pieces: never from numbers the
-// rig reports about itself. Afterwards: download the replay, share the timing (opt-in), publish the replay (opt-in).
-// Those two take the upload key that came with the token, kept here in memory beside it and never sent to the rig:
-// the rig's operator sees the token itself, so the token alone cannot speak for this taster.
+// The tasting panel on a rig page: a conversation with the rig, turn by turn. The streaming, the token and the
+// measurements are tasting.js's (shared with rig against rig); this file draws. Each turn is its own tasting:
+// its answer (rendered as safe Markdown by markdown.js), its numbers, and its own Download / Share timing /
+// Publish, which act on that turn only. A turn spends the previous turn's token again while it has requests
+// left and has not expired (tasting.js decides), else a new one. Share and Publish take the upload key that came
+// with the turn's token, kept here in memory beside it and never sent to the rig: the rig's operator sees the
+// token itself, so the token alone cannot speak for this taster. The tracker takes one timing and one replay per
+// token, so when turns share a token, the first turn to use either action uses it up for the others (said so).
 "use strict";
 (function () {
-  const L = () => window.LuckRig;
   const t = (...a) => window.LuckRig.t(...a);
+  const T = () => window.LuckRigTasting;
+
+  // Ticking the acknowledgement once is enough in this browser (per kind of rig: a relayed rig's sentence also
+  // names the relay, so it is asked again there).
+  function ackStore(reachability) { return "luckrig.taste_ack." + (reachability === "relayed" ? "relayed" : "direct"); }
+  function remembered(key) { try { return window.localStorage.getItem(key) === "1"; } catch (e) { return false; } }
+  function remember(key, on) {
+    try { if (on) window.localStorage.setItem(key, "1"); else window.localStorage.removeItem(key); } catch (e) { /* private mode: asked each time */ }
+  }
 
   function setup(panel) {
     const config = JSON.parse(document.getElementById("lr-taste").textContent);
     const form = panel.querySelector("[data-taste-form]");
     const status = panel.querySelector("[data-taste-status]");
-    const output = panel.querySelector("[data-taste-output]");
-    const timingEl = panel.querySelector("[data-taste-timing]");
-    const after = panel.querySelector("[data-taste-after]");
-    const afterStatus = panel.querySelector("[data-after-status]");
+    const log = panel.querySelector("[data-taste-log]");
+    const template = panel.querySelector("[data-turn-template]");
     const go = panel.querySelector("[data-taste-go]");
-    let last = null;  // {result, replay, file}
+    const reset = panel.querySelector("[data-new-conversation]");
+    const promptLabel = panel.querySelector("[data-prompt-label]");
+    const firstLabel = promptLabel.textContent;
+    const paramError = panel.querySelector("[data-param-error]");
+    const maxTokens = form.elements.max_tokens;
+    const maxHelp = panel.querySelector("[data-max-tokens-help]");
+    const ack = form.elements.ack;
+    const ackKey = ackStore(config.reachability);
+
+    // The conversation: its system message, the turns so far (each {prompt, answer, result, replay, el}), and
+    // the last token, offered to the next turn. `running` guards against a second submit mid-answer.
+    let conversation = null, running = null;
+    function newConversation() {
+      if (running) running.abort();
+      conversation = { system: "", turns: [], issued: null };
+      log.replaceChildren(); log.hidden = true;
+      reset.hidden = true;
+      form.elements.system.readOnly = false;
+      promptLabel.textContent = firstLabel;
+      status.textContent = "";
+    }
+    newConversation();
     form.hidden = false;
+    ack.checked = remembered(ackKey);
+    ack.addEventListener("change", () => remember(ackKey, ack.checked));
+
     const notice = panel.querySelector("[data-pk-notice]");
     form.querySelectorAll("input[name=mode]").forEach((radio) => radio.addEventListener("change", () => {
       if (notice) notice.hidden = radio.value !== "public-key" || !radio.checked;
     }));
 
-    function showTiming(el, timing) {
+    // The output cap a request may ask for: the token's, once one was issued; before that the tier's guess.
+    function outputCap() {
+      const limits = conversation.issued && conversation.issued.limits;
+      if (limits) return limits.max_output_tokens_per_request || limits.max_output_tokens;
+      return window.LuckRig.contributorKey() ? config.output_cap_contributor : config.output_cap;
+    }
+    function showCap() {
+      const cap = outputCap();
+      maxTokens.max = String(cap); maxTokens.placeholder = String(cap);
+      maxHelp.textContent = t("max_tokens_help", { n: cap });
+    }
+    showCap();
+
+    // Temperature and max tokens, checked here so that an out-of-range value says what is allowed (the
+    // browser's own bubble is easy to miss). Returns {params} or {error}.
+    function readParams() {
+      const params = {};
+      const temp = form.elements.temperature;
+      if (temp.value.trim() !== "" || temp.validity.badInput) {
+        const v = Number(temp.value);
+        if (temp.validity.badInput || !Number.isFinite(v) || v < 0 || v > 2) return { error: t("temperature_range"), field: temp };
+        params.temperature = v;
+      }
+      if (maxTokens.value.trim() !== "" || maxTokens.validity.badInput) {
+        const v = Number(maxTokens.value), cap = outputCap();
+        if (maxTokens.validity.badInput || !Number.isInteger(v) || v < 1 || v > cap) return { error: t("max_tokens_range", { n: cap }), field: maxTokens };
+        params.max_tokens = v;
+      }
+      return { params };
+    }
+    function checkParams() {
+      const got = readParams();
+      for (const el of [form.elements.temperature, maxTokens]) el.removeAttribute("aria-invalid");
+      paramError.hidden = !got.error;
+      paramError.textContent = got.error || "";
+      if (got.error) got.field.setAttribute("aria-invalid", "true");
+      return got;
+    }
+    form.elements.temperature.addEventListener("input", checkParams);
+    maxTokens.addEventListener("input", checkParams);
+
+    reset.addEventListener("click", () => { newConversation(); form.elements.prompt.focus(); });
+
+    form.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      if (running) return;
+      const prompt = form.elements.prompt.value;
+      if (!ack.checked) { status.textContent = t("ack_required"); return; }
+      if (!prompt.trim()) { status.textContent = t("prompt_required"); return; }
+      const got = checkParams();
+      if (got.error) {
+        form.querySelector("[data-taste-options]").open = true;
+        status.textContent = got.error; got.field.focus();
+        return;
+      }
+      const early = T().mixedContent(config.endpoint_url, config.reachability);
+      if (early) { status.textContent = early; return; }
+      if (!conversation.turns.length) conversation.system = form.elements.system.value.trim();
+      const mode = (form.querySelector("input[name=mode]:checked") || { value: "plain" }).value;
+      await taste(prompt, got.params, mode);
+    });
+
+    function history() {
+      const messages = conversation.system ? [{ role: "system", content: conversation.system }] : [];
+      for (const turn of conversation.turns) {
+        if (turn.inConversation) messages.push({ role: "user", content: turn.prompt }, { role: "assistant", content: turn.answer });
+      }
+      return messages;
+    }
+
+    function addTurn(prompt) {
+      const el = template.content.firstElementChild.cloneNode(true);
+      el.querySelector("[data-turn-prompt]").textContent = prompt;
+      log.append(el); log.hidden = false;
+      return el;
+    }
+
+    // Streaming: the text is re-rendered as Markdown at most once a frame, so that a long answer stays cheap.
+    function renderer(out) {
+      let text = "", queued = false;
+      const draw = () => { queued = false; out.replaceChildren(window.LuckRigMarkdown.render(text)); };
+      return {
+        add(piece) { text += piece; if (!queued) { queued = true; requestAnimationFrame(draw); } },
+        finish(full) { text = full; draw(); },
+      };
+    }
+
+    async function taste(prompt, params, mode) {
+      const earlier = history();
+      const el = addTurn(prompt);
+      const out = el.querySelector("[data-taste-output]");
+      const view = renderer(out);
+      running = new AbortController();
+      const signal = running.signal;
+      go.disabled = true; reset.hidden = false;
+      form.elements.system.readOnly = true;
+      let result;
+      try {
+        result = await T().run({
+          nodeId: config.node_id, messages: earlier.concat([{ role: "user", content: prompt }]), params, mode,
+          fingerprint: config.fingerprint, token: conversation.issued, signal,
+          onStatus: (text) => { if (!signal.aborted) status.textContent = text; },
+          onPiece: (piece) => view.add(piece),
+        });
+      } finally { go.disabled = false; running = null; }
+      if (signal.aborted) { el.remove(); return; }  // "New conversation" mid-answer: that turn is gone
+      view.finish(result.answer);
+      if (result.issued) { conversation.issued = result.issued; showCap(); }
+      const turn = { prompt, answer: result.answer, result, el, inConversation: result.ok && Boolean(result.answer) };
+      conversation.turns.push(turn);
+      if (!turn.inConversation) {
+        const note = el.querySelector("[data-turn-note]");
+        note.textContent = (result.error ? result.error.message + " " : "") + t("turn_left_out");
+        note.hidden = false;
+      }
+      if (result.timing) showTiming(el.querySelector("[data-taste-timing]"), result.timing);
+      if (result.answer) {
+        // The replay of a turn: its prompt and answer, the earlier turns as `messages` (docs/api.md).
+        const past = earlier.filter((m) => m.role !== "system");
+        turn.replay = T().replay(result, { prompt, system: conversation.system, history: past });
+        actions(turn);
+      }
+      if (turn.inConversation) {
+        form.elements.prompt.value = "";
+        promptLabel.textContent = promptLabel.dataset.nextLabel;
+      }
+    }
+
+    function showTiming(dl, timing) {
       const rows = [
         [t("ttft"), timing.ttft_ms === null ? "—" : timing.ttft_ms + " ms"],
         [t("tps"), timing.tok_per_sec === null ? "—" : String(timing.tok_per_sec)],
         [t("queue_wait"), timing.queue_wait_sec + " s"],
         [t("tokens"), String(timing.output_tokens)],
       ];
-      L().fillList(el, rows);
+      window.LuckRig.fillList(dl, rows);
       const note = document.createElement("div"); note.className = "muted"; note.textContent = t("measured_here");
-      el.append(note);
-      el.hidden = false;
+      dl.append(note);
+      dl.hidden = false;
     }
 
-    form.addEventListener("submit", async (ev) => {
-      ev.preventDefault();
-      const prompt = form.elements.prompt.value;
-      const system = form.elements.system.value.trim();
-      if (!form.elements.ack.checked) { status.textContent = t("ack_required"); return; }
-      if (!prompt.trim()) { status.textContent = t("prompt_required"); return; }
-      // A new tasting forgets the last one: Download, Share and Publish must never act on the previous answer.
-      last = null;
-      go.disabled = true; after.hidden = true; timingEl.hidden = true; output.textContent = ""; afterStatus.textContent = "";
-      const mode = (form.querySelector("input[name=mode]:checked") || { value: "plain" }).value;
-      try { await taste(prompt, system, mode); } finally { go.disabled = false; }
-    });
-
-    async function taste(prompt, system, mode) {
-      const T = window.LuckRigTasting;
-      // Checked before a token is spent (the core checks again on the URL the token names).
-      const early = T.mixedContent(config.endpoint_url, config.reachability);
-      if (early) { status.textContent = early; return; }
-      const messages = (system ? [{ role: "system", content: system }] : []).concat([{ role: "user", content: prompt }]);
-      const result = await T.run({
-        nodeId: config.node_id, messages, mode, fingerprint: config.fingerprint,
-        onStatus: (text) => { status.textContent = text; },
-        onPiece: (piece) => { output.append(document.createTextNode(piece)); },
-      });
-      if (result.timing) showTiming(timingEl, result.timing);
-      if (!result.answer) return;
-      const replay = T.replay(result, { prompt, system });
-      last = { result, replay, file: T.fileName(replay) };
+    // A turn's own buttons: they hold that turn's replay and token and nothing else.
+    function actions(turn) {
+      const after = turn.el.querySelector("[data-taste-after]");
+      const afterStatus = after.querySelector("[data-after-status]");
+      const share = after.querySelector("[data-share-timing]");
+      const publish = after.querySelector("[data-publish]");
+      const issued = turn.result.issued;
       after.hidden = false;
-      after.querySelectorAll("button").forEach((b) => { b.disabled = false; });
+
+      after.querySelector("[data-download]").addEventListener("click", () => {
+        const blob = new Blob([JSON.stringify(turn.replay, null, 2)], { type: "application/json" });
+        const a = document.createElement("a");
+        a.href = URL.createObjectURL(blob); a.download = T().fileName(turn.replay);
+        document.body.append(a); a.click(); a.remove();
+        setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+      });
+
+      share.addEventListener("click", async () => {
+        if (issued.timing_shared_by) { afterStatus.textContent = t("token_timing_used"); return; }
+        share.disabled = true;
+        const r = await T().shareTiming(turn.result);
+        if (r.status === 201) {
+          issued.timing_shared_by = turn;
+          const n = r.data.community_timing.samples_count;
+          // A sample counts once the rig has reported the tasting (docs/scoring.md): until then, say so.
+          afterStatus.textContent = r.data.counted === false ? t("shared_pending") : t("shared", { n });
+          document.querySelectorAll("[data-community-n]").forEach((el) => { el.textContent = n; });
+        } else { afterStatus.textContent = window.LuckRig.explain(r.status, r.data, r.headers); share.disabled = false; }
+      });
+
+      publish.addEventListener("click", async () => {
+        if (issued.published_by) { afterStatus.textContent = t("token_replay_used"); return; }
+        publish.disabled = true;
+        const r = await T().publish(turn.result, turn.replay);
+        if (r.status === 201) {
+          issued.published_by = turn;
+          afterStatus.replaceChildren(document.createTextNode(t("published")));
+          const a = document.createElement("a"); a.href = r.data.url; a.textContent = r.data.url;
+          afterStatus.append(a);
+        } else { afterStatus.textContent = window.LuckRig.explain(r.status, r.data, r.headers); publish.disabled = false; }
+      });
     }
-
-    after.querySelector("[data-download]").addEventListener("click", () => {
-      if (!last) return;
-      const blob = new Blob([JSON.stringify(last.replay, null, 2)], { type: "application/json" });
-      const a = document.createElement("a");
-      a.href = URL.createObjectURL(blob); a.download = last.file;
-      document.body.append(a); a.click(); a.remove();
-      setTimeout(() => URL.revokeObjectURL(a.href), 10000);
-    });
-
-    after.querySelector("[data-share-timing]").addEventListener("click", async (ev) => {
-      if (!last) return;
-      ev.target.disabled = true;
-      const r = await window.LuckRigTasting.shareTiming(last.result);
-      if (r.status === 201) {
-        const n = r.data.community_timing.samples_count;
-        // A sample counts once the rig has reported the tasting (docs/scoring.md): until then, say so.
-        afterStatus.textContent = r.data.counted === false ? t("shared_pending") : t("shared", { n });
-        document.querySelectorAll("[data-community-n]").forEach((el) => { el.textContent = n; });
-      } else { afterStatus.textContent = L().explain(r.status, r.data, r.headers); ev.target.disabled = false; }
-    });
-
-    after.querySelector("[data-publish]").addEventListener("click", async (ev) => {
-      if (!last) return;
-      ev.target.disabled = true;
-      const r = await window.LuckRigTasting.publish(last.result, last.replay);
-      if (r.status === 201) {
-        afterStatus.replaceChildren(document.createTextNode(t("published")));
-        const a = document.createElement("a"); a.href = r.data.url; a.textContent = r.data.url;
-        afterStatus.append(a);
-      } else { afterStatus.textContent = L().explain(r.status, r.data, r.headers); ev.target.disabled = false; }
-    });
   }
 
   document.addEventListener("DOMContentLoaded", () => {
