@@ -47,6 +47,7 @@ def test_two_live_rigs_stream_side_by_side_and_are_kept_as_one_replay(site, rig,
     assert "not a running rig" in demo.locator(".arena-end").inner_text()
     assert demo.locator("[data-rig-output]").count() == 0
     assert page.locator("[data-arena-go]").inner_text() == "Send to 2 rigs"
+    assert first.bounding_box()["y"] == second.bounding_box()["y"]  # side by side on a desktop screen
 
     sent = []
     page.on("request", lambda r: sent.append((r.url, r.headers.get("authorization") or "")))
@@ -157,3 +158,26 @@ def test_replays_lists_published_replays_and_sets_newest_first(site, rig, second
     row_url = f"/replays/{single['replay_id']}/"
     page.goto(row_url)
     assert page.locator("[data-replay-prompt]").inner_text() == "A question for one rig"
+
+
+def test_the_arena_and_the_replay_pages_fit_a_phone(site, rig, second_rig, new_page, shot):
+    page = new_page(viewport={"width": 390, "height": 844})
+    for path, name in (
+        (f"/compare/?ids={rig.node_id},{second_rig.node_id},{APPLE}", "arena-phone"),
+        ("/compare/", "compare-picker-phone"),
+        ("/replays/", "replays-phone"),
+    ):
+        page.goto(path)
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, f"{path} scrolls sideways on a phone ({width} px)"
+        unlabelled = page.evaluate(
+            """Array.from(document.querySelectorAll("main input:not([type=hidden]), main textarea, main select"))
+                 .filter((el) => !el.labels || el.labels.length === 0).map((el) => el.outerHTML)"""
+        )
+        assert unlabelled == [], unlabelled
+        shot(page, name)
+    # The arena's columns stack on a phone: the second rig's column sits below the first, not beside it.
+    page.goto(f"/compare/?ids={rig.node_id},{second_rig.node_id}")
+    first = page.locator(f'[data-arena-rig="{rig.node_id}"]').bounding_box()
+    second = page.locator(f'[data-arena-rig="{second_rig.node_id}"]').bounding_box()
+    assert second["y"] >= first["y"] + first["height"]

@@ -95,3 +95,12 @@ def test_a_set_page_plays_each_member_and_a_member_links_back(client, api, live_
     )
     assert client.get(f"/replays/sets/{set_id}/").status_code == 404
     assert client.get("/replays/sets/rs_nope/").status_code == 404
+
+
+def test_on_an_https_page_the_arena_skips_a_plain_http_rig_and_says_why(client, api, owner):
+    node, secret = factories.make_node(owner, endpoint_url="http://rig.example.com:8788/v1")
+    factories.heartbeat(api, node, secret)
+    html = client.get(f"/compare/?ids={node.pk}", secure=True).content.decode()
+    assert arena_config(html) == {}
+    assert "plain http, which browsers refuse to call from this https page" in html
+    assert arena_config(client.get(f"/compare/?ids={node.pk}").content.decode())["rigs"][0]["id"] == node.pk
