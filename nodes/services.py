@@ -63,6 +63,7 @@ def refresh_showcase() -> None:
         "context_length",
         "rarity_score",
         "created_at",
+        "owner_id",
     )
     rows = [Row(*values) for values in Node.objects.listed().values_list(*fields)]
     badges: dict[str, list[dict]] = {}

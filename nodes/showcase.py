@@ -1,11 +1,15 @@
 """Showcase categories over listed nodes: a rig can be remarkable without being fast.
 
-`pick_categories` is pure (it takes plain rows) so that its choices are easy to test."""
+A badge is awarded only where it says something true: a superlative needs a rig that beats the others outright
+(a tie names nobody), "Largest context" and "Oldest GPU generation" need at least two comparable rigs, and
+"Rarest combination" needs one combination held by fewer rigs than the rest (when every rig is unique, none is
+the rarest). `pick_categories` is pure (it takes plain rows) so that its choices are easy to test."""
 
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from nodes import gpus
+from nodes import gpus, rarity
 
 
 @dataclass(frozen=True)
@@ -18,6 +22,7 @@ class Row:
     context_length: int | None
     rarity_score: float
     created_at: object
+    owner_id: str | None = None  # one owner's duplicates of a combination count once, as for rarity
 
 
 LOW_VRAM_GB = 12  # the most VRAM a "Lowest VRAM" winner may have
@@ -32,8 +37,37 @@ LABELS = {
 }
 
 
+MIN_COMPARABLE = 2  # rigs a "largest" or "oldest" needs: alone, a rig is not the largest of anything
+
+
 def _first(rows: list[Row], key) -> Row | None:
     return min(rows, key=key) if rows else None
+
+
+def _outright(rows: list[Row], measure, *, at_least: int = 1) -> Row | None:
+    """The one row with the smallest `measure`, or None when fewer than `at_least` rows compare or two share it."""
+    if len(rows) < at_least:
+        return None
+    ranked = sorted(rows, key=measure)
+    if len(ranked) > 1 and measure(ranked[0]) == measure(ranked[1]):
+        return None
+    return ranked[0] if ranked else None
+
+
+def _rarest(rows: list[Row]) -> tuple[Row, int] | None:
+    """The rig whose gpu+model+quant combination (nodes.rarity's identity) is held by fewer listed rigs than any
+    other combination, with that number; None when no combination stands out (all held equally, or a tie)."""
+    known = [r for r in rows if rarity.is_known(r.model_name) and rarity.is_known(r.quantization)]
+    owners = {(rarity.combo_key(r.gpu, r.model_name, r.quantization), r.owner_id or r.id) for r in known}
+    held = Counter(key for key, _owner in owners)
+    if len(held) < 2:
+        return None
+    fewest = min(held.values())
+    keys = [k for k, n in held.items() if n == fewest]
+    if len(keys) > 1 or fewest == max(held.values()):
+        return None
+    holders = [r for r in known if rarity.combo_key(r.gpu, r.model_name, r.quantization) == keys[0]]
+    return min(holders, key=lambda r: (-r.rarity_score, str(r.created_at), r.id)), fewest
 
 
 def pick_categories(rows: Iterable[Row]) -> list[dict]:
@@ -49,7 +83,7 @@ def pick_categories(rows: Iterable[Row]) -> list[dict]:
         for r in rows
         if r.vram_gb is not None and 0 < r.vram_gb <= LOW_VRAM_GB and not gpus.is_cpu_rig(r.gpu, r.vram_gb)
     ]
-    winner = _first(gpu_rows, lambda r: (r.vram_gb, *tiebreak(r)))
+    winner = _outright(gpu_rows, lambda r: r.vram_gb)
     if winner:
         out.append(
             (
@@ -70,23 +104,26 @@ def pick_categories(rows: Iterable[Row]) -> list[dict]:
         out.append(("apple_silicon", winner, f"{winner.model_name} on {winner.gpu} unified memory"))
 
     ctx_rows = [r for r in rows if r.context_length]
-    winner = _first(ctx_rows, lambda r: (-r.context_length, *tiebreak(r)))
+    winner = _outright(ctx_rows, lambda r: -r.context_length, at_least=MIN_COMPARABLE)
     if winner:
         out.append(("largest_context", winner, f"{winner.context_length:,} tokens of context"))
 
-    dated = [(gpus.classify(r.gpu), r) for r in rows]
-    dated = [(fam, r) for fam, r in dated if fam is not None and fam.kind != "cpu"]
-    if dated:
-        fam, winner = min(dated, key=lambda pair: (pair[0].year, *tiebreak(pair[1])))
+    family = {r.id: gpus.classify(r.gpu) for r in rows}
+    dated = [r for r in rows if family[r.id] is not None and family[r.id].kind != "cpu"]
+    winner = _outright(dated, lambda r: family[r.id].year, at_least=MIN_COMPARABLE)
+    if winner:
+        fam = family[winner.id]
         out.append(("oldest_gpu_generation", winner, f"{winner.gpu}: {fam.name}, {fam.year}"))
 
-    winner = _first([r for r in rows if r.rarity_score > 0], tiebreak)  # an unknown combination is not rare
-    if winner:
+    rarest = _rarest(rows)  # an unknown model or quantization is not rare
+    if rarest:
+        winner, held = rarest
+        others = "the only one" if held == 1 else f"held by {held} rigs"
         out.append(
             (
                 "rarest_combination",
                 winner,
-                f"{winner.gpu} + {winner.model_name} {winner.quantization}: rarity {winner.rarity_score:.2f}",
+                f"{winner.gpu} + {winner.model_name} {winner.quantization}: {others}; every other combination has more",
             )
         )
 

@@ -172,7 +172,7 @@ def test_showcase_picks_one_winner_per_category():
         "apple_silicon": "mac",
         "largest_context": "big",
         "oldest_gpu_generation": "old",
-        "rarest_combination": "pi",
+        # every combination here is unique, so none is the rarest (tests/nodes/test_showcase_badges.py)
     }
     assert all(c["reason"] and c["label"] for c in pick_categories(rows))
 
