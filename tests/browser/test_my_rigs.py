@@ -177,3 +177,15 @@ def test_the_contribute_page_states_how_each_tier_is_earned_with_numbers(site, p
     shot(page, "contribute-earn")
     page.locator("[data-my-rigs-link]").click()
     page.wait_for_url(site.url("/my/rigs/"))
+
+
+def test_my_rigs_and_contribute_fit_a_phone(site, new_page, owner, shot):
+    key, first, _ = owner
+    phone = new_page(viewport={"width": 390, "height": 844})
+    with_key(phone, key)
+    wide = "document.documentElement.scrollWidth > document.documentElement.clientWidth"
+    assert not phone.evaluate(wide), "the contribute page scrolls sideways on a phone"
+    phone.goto("/my/rigs/")
+    phone.locator(f'[data-rig][data-node-id="{first}"]').wait_for()
+    assert not phone.evaluate(wide), "My rigs scrolls sideways on a phone"
+    shot(phone, "my-rigs-phone")
