@@ -48,24 +48,24 @@ def texts_until(locator, final: str, timeout: float) -> list[str]:
 def test_the_list_filters_on_the_server_and_compares_two_rigs(site, rig, page, shot):
     page.goto("/")
     assert page.title().startswith("LuckRig")
-    cards = page.locator("article.card")
+    cards = page.locator("#map article.card")
     assert cards.count() >= 4
-    assert page.locator(f'article[data-node="{rig.node_id}"] .pill').inner_text() == "available"
+    assert page.locator(f'#map article[data-node="{rig.node_id}"] [data-status]').inner_text() == "available"
     for demo in (APPLE, PI):  # the proof of concept's rigs: they ran once and no longer serve
-        assert page.locator(f'article[data-node="{demo}"] .pill').inner_text() == "unavailable"
+        assert page.locator(f'#map article[data-node="{demo}"] [data-status]').inner_text() == "unavailable"
     assert int(page.locator('[data-count="listed"]').inner_text()) >= 4
     shot(page, "index")
 
     page.fill('input[name="gpu"]', "apple")
     page.click('form.filters button[type="submit"]')
     page.wait_for_url(re.compile(r"gpu=apple"))
-    assert page.locator("article.card").count() == 1
+    assert page.locator("#map article.card").count() == 1
     assert page.locator('input[name="gpu"]').input_value() == "apple"  # the state is in the URL and the form
     page.click("text=Clear")
     page.wait_for_url(site.url("/"))
 
-    page.check(f'article[data-node="{APPLE}"] input[name="ids"]')
-    page.check(f'article[data-node="{PI}"] input[name="ids"]')
+    page.check(f'#map article[data-node="{APPLE}"] input[name="ids"]')
+    page.check(f'#map article[data-node="{PI}"] input[name="ids"]')
     page.click("#compare-form button")
     page.wait_for_url(re.compile(r"/compare/\?ids="))
     headers = page.locator("table.compare thead th a").all_inner_texts()
@@ -324,12 +324,13 @@ def test_the_site_speaks_japanese_and_switches_language(site, new_page, shot):
     page = new_page(locale="ja-JP", extra_http_headers={"Accept-Language": "ja"})
     page.goto("/")
     assert page.locator("html").get_attribute("lang") == "ja"
-    assert "リグ" in page.locator("h1").inner_text()
+    assert "リグ" in page.locator("#map-title").inner_text()
     shot(page, "index-ja")
     page.select_option("#lang-select", "en")
     page.wait_for_load_state()
     page.locator("html[lang=en]").wait_for()
-    assert page.locator("h1").inner_text() == "Rigs, rarest first"
+    assert page.locator("h1").inner_text() == "A live map of local-LLM rigs"
+    assert page.locator("#map-title").inner_text() == "Rigs, rarest first"
 
 
 def test_pages_fit_a_phone_and_every_field_has_a_label(site, rig, new_page, shot):
