@@ -181,3 +181,21 @@ def test_the_arena_and_the_replay_pages_fit_a_phone(site, rig, second_rig, new_p
     first = page.locator(f'[data-arena-rig="{rig.node_id}"]').bounding_box()
     second = page.locator(f'[data-arena-rig="{second_rig.node_id}"]').bounding_box()
     assert second["y"] >= first["y"] + first["height"]
+
+
+def test_stop_ends_every_stream_and_each_column_says_so(site, rig, second_rig, page):
+    page.goto(f"/compare/?ids={rig.node_id},{second_rig.node_id}")
+    page.fill("#arena-prompt", "Take your time")
+    page.check("input[name=ack]")
+    page.click("[data-arena-go]")
+    second = column(page, second_rig.node_id)
+    page.wait_for_function(
+        '(id) => document.querySelector(`[data-arena-rig="${id}"] [data-rig-output]`).textContent.length > 0',
+        arg=second_rig.node_id,
+        timeout=15_000,
+    )
+    page.click("[data-arena-stop]")
+    second.locator("[data-rig-state]", has_text="Stopped by you.").wait_for()
+    assert second.get_attribute("data-end") == "stopped"
+    assert second.locator("[data-rig-output]").inner_text().strip() != "".join(SECOND_WORDS).strip()
+    assert page.locator("[data-arena-go]").is_enabled() and page.locator("[data-arena-stop]").is_disabled()
