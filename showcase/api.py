@@ -38,6 +38,7 @@ ReplayDoc = inline_serializer(
         "published_at": s.DateTimeField(),
         "prompt": s.CharField(),
         "system": s.CharField(allow_null=True),
+        "messages": s.ListField(child=s.DictField(child=s.CharField())),
         "response": s.CharField(),
         "chunk_timestamps": s.ListField(child=s.FloatField()),
         "chunks": s.ListField(child=s.CharField(), allow_null=True),

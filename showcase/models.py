@@ -104,6 +104,9 @@ class Replay(models.Model):
     # answer exactly as it arrived. Older files carry only the joined response and the timestamps.
     chunks = models.JSONField(default=list, blank=True)
     timing = models.JSONField(default=dict, blank=True)
+    # The conversation before `prompt`, when the tasting was one turn of several ([{role, content}], user and
+    # assistant alternating): a replay of a later turn shows what the rig had been told. [] for a single question.
+    messages = models.JSONField(default=list, blank=True)
     # Written by showcase.services.take_down_replay / restore_replay, each with an audit row.
     taken_down_at = models.DateTimeField(null=True, blank=True)
     # Rig against rig: the set this replay was grouped into (at most one), and its place there (0 first).

@@ -269,6 +269,7 @@ def replay_payload(replay) -> dict:
         "node_id": replay.node_id,
         "created_at": replay.created_at.isoformat().replace("+00:00", "Z") if replay.created_at else None,
         "prompt": replay.prompt,
+        "messages": replay.messages,
         "response": replay.response,
         "chunk_timestamps": replay.chunk_timestamps,
         "chunks": replay.chunks or None,
@@ -375,6 +376,7 @@ def js_strings() -> dict:
             "This turn shares its token with another turn whose timing was already shared: the tracker takes one "
             "timing per token."
         ),
+        "replay_roles": {"user": _("Taster"), "assistant": _("Rig")},
         "token_replay_used": _(
             "This turn shares its token with another turn that was already published: the tracker takes one "
             "replay per token. That replay holds the conversation up to its turn."

@@ -29,6 +29,7 @@ def public_replay(replay: Replay) -> dict:
         "published_at": iso(replay.published_at),
         "prompt": replay.prompt,
         "system": replay.system or None,
+        "messages": replay.messages,
         "response": replay.response,
         "chunk_timestamps": replay.chunk_timestamps,
         "chunks": replay.chunks or None,

@@ -14,6 +14,7 @@ from tracker.serializers import TimingIn
 PROMPT_MAX = 16_000
 RESPONSE_MAX = 64_000
 CHUNKS_MAX = 8192
+MESSAGES_MAX = 200  # a conversation's earlier turns: 100 questions and their answers
 CHUNK_MS_MAX = 86_400_000  # a day, like generation_sec's bound
 
 
@@ -79,6 +80,14 @@ class ChunksField(serializers.Field):
         return list(value)
 
 
+class EarlierMessageIn(StrictSerializer):
+    """One earlier message of a conversation: the taster's question or the rig's answer (the system message
+    has its own field)."""
+
+    role = serializers.ChoiceField(choices=["user", "assistant"])
+    content = StrictCharField(max_length=RESPONSE_MAX, trim_whitespace=False)
+
+
 class ReplayIn(StrictSerializer):
     node_id = StrictCharField(max_length=64)
     created_at = serializers.DateTimeField()
@@ -92,6 +101,9 @@ class ReplayIn(StrictSerializer):
     chunk_timestamps = ChunkTimestampsField()
     chunks = ChunksField(required=False)
     timing = ReplayTimingIn()
+    # A conversation's earlier turns, oldest first: user, assistant, user, assistant… ending with the answer
+    # before `prompt` (docs/api.md). Left out, or [], for a single question: the files older clients write.
+    messages = serializers.ListField(child=EarlierMessageIn(), required=False, max_length=MESSAGES_MAX)
 
     def to_internal_value(self, data):
         # A replay is a file format: it must say which version of it it is.
@@ -104,6 +116,14 @@ class ReplayIn(StrictSerializer):
         if "node_id" in timing and timing["node_id"] != data["node_id"]:
             raise serializers.ValidationError({"timing": {"node_id": ["must be the replay's node_id"]}})
         timing.pop("node_id", None)
+        for index, message in enumerate(data.get("messages") or []):
+            expected = "user" if index % 2 == 0 else "assistant"
+            if message["role"] != expected:
+                raise serializers.ValidationError(
+                    {"messages": {index: [f"must be a {expected} message (turns alternate)"]}}
+                )
+        if len(data.get("messages") or []) % 2:
+            raise serializers.ValidationError({"messages": ["must end with the answer to the last earlier question"]})
         chunks = data.get("chunks")
         if chunks is not None:
             if len(chunks) != len(data["chunk_timestamps"]):

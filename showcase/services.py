@@ -64,6 +64,8 @@ def publish_replay(*, token: TastingToken, data: dict, ip_hash: str, now: dateti
     if Replay.objects.filter(jti=token.jti).exists():
         raise ApiError(409, "already_published", "A replay of this tasting was already published.")
     texts = {"prompt": data["prompt"], "system": data.get("system") or "", "response": data["response"]}
+    messages = data.get("messages") or []
+    texts.update({f"messages[{i}].content": m["content"] for i, m in enumerate(messages)})
     _refuse_filtered(texts)
     try:
         with transaction.atomic():
@@ -80,6 +82,7 @@ def publish_replay(*, token: TastingToken, data: dict, ip_hash: str, now: dateti
                 chunk_timestamps=data["chunk_timestamps"],
                 chunks=data.get("chunks") or [],
                 timing=data["timing"],
+                messages=messages,
             )
     except IntegrityError:  # the same token, published twice at once
         raise ApiError(409, "already_published", "A replay of this tasting was already published.") from None

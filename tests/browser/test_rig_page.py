@@ -98,6 +98,29 @@ def test_a_conversation_sends_every_turn_and_spends_one_token_until_it_is_used_u
     assert rig.upstream.requests[-1]["messages"] == [{"role": "user", "content": "Fresh start"}]
 
 
+def test_a_later_turn_publishes_with_the_conversation_before_it_and_each_turn_keeps_its_own_buttons(site, rig, page):
+    page.goto(f"/nodes/{rig.node_id}/")
+    page.check("[data-ack]")
+    taste(page, "Question one")
+    taste(page, "Question two")
+    first, second = page.locator(".turn").nth(0), page.locator(".turn").nth(1)
+    # Both turns spent one token, and the tracker takes one replay per token: the second turn publishes, and
+    # the first one's Publish then says why it cannot.
+    second.locator("[data-publish]").click()
+    link = second.locator("[data-after-status] a")
+    link.wait_for()
+    first.locator("[data-publish]").click()
+    first.locator("[data-after-status]", has_text="already published").wait_for()
+    assert first.locator("[data-after-status] a").count() == 0
+    link.click()
+    page.wait_for_url(re.compile(r"/replays/rp_"))
+    assert page.locator("[data-replay-prompt]").inner_text() == "Question two"
+    earlier = page.locator("[data-replay-earlier] li")
+    assert earlier.count() == 2
+    assert earlier.nth(0).inner_text() == "Taster Question one"
+    assert earlier.nth(1).inner_text().startswith("Rig " + RIG_WORDS[0].strip())
+
+
 def test_temperature_and_max_tokens_are_sent_and_bounded(site, rig, page):
     sent = []
     page.on("request", lambda r: sent.append(r))

@@ -38,6 +38,11 @@ def relayed_node(person, **fields) -> Node:
     return node
 
 
+def serving(*nodes: Node) -> None:
+    """As if the rigs' agents were serving: the rig page offers its tasting panel only then."""
+    Node.objects.filter(pk__in=[n.pk for n in nodes]).update(status="available")
+
+
 def card_of(html: str, node_id: str) -> str:
     card = html[html.index(f'data-node="{node_id}"') :]
     return card[: card.index("</article>")]
@@ -73,6 +78,7 @@ def test_cards_say_whether_a_rig_is_relayed_or_direct_and_why_it_matters(api, ow
 def test_a_relayed_rigs_page_shows_its_relay_url_as_the_endpoint(owner):
     add_relay(url="https://relay-eu-1.example.org/")
     node = relayed_node(owner)
+    serving(node)
     relay_url = f"https://relay-eu-1.example.org/n/{node.id}/v1"
     html = page(f"/nodes/{node.id}/")
     assert f"<code data-endpoint>{relay_url}</code>" in html
@@ -90,6 +96,7 @@ def test_a_relayed_rigs_page_shows_its_relay_url_as_the_endpoint(owner):
 
 def test_a_direct_rigs_page_shows_its_own_url(owner):
     node, _ = factories.make_node(owner, endpoint_url="https://my-rig.example.net/v1")
+    serving(node)
     html = page(f"/nodes/{node.id}/")
     assert "<code data-endpoint>https://my-rig.example.net/v1</code>" in html
     assert reach_of(html) == (DIRECT_HELP, "direct") and "/n/" not in taste_config(html)["endpoint_url"]
@@ -100,9 +107,11 @@ def test_a_direct_rigs_page_shows_its_own_url(owner):
 def test_a_relayed_rig_with_no_relay_says_it_has_no_endpoint_right_now(owner):
     node = relayed_node(owner)  # no relay is registered at all
     assert node.relay_id is None
+    serving(node)
     html = page(f"/nodes/{node.id}/")
     assert "none right now: no relay is carrying this rig" in html and reach_of(html)[1] == "relayed"
-    assert taste_config(html)["endpoint_url"] is None
+    # Nothing to call: the panel says so instead of offering a form.
+    assert 'data-taste-closed="no-endpoint"' in html and 'id="lr-taste"' not in html
 
 
 def test_compare_has_a_reachability_row(owner):
@@ -122,6 +131,7 @@ def test_the_plain_http_notice_shows_only_for_a_direct_http_rig_on_an_https_page
     relayed = relayed_node(owner)
     # A relayed node has no URL of its own in use; even a stale one in the row must not decide what is said.
     Node.objects.filter(pk=relayed.pk).update(endpoint_url="http://192.168.1.20:8788/v1")
+    serving(http_rig, https_rig, relayed)
 
     html = page(f"/nodes/{http_rig.id}/", secure=True)
     assert "data-mixed-content" in html and DIRECT_NOTICE in html and "luckrig-node taste" in html
@@ -136,6 +146,7 @@ def test_the_plain_http_notice_shows_only_for_a_direct_http_rig_on_an_https_page
 def test_a_relayed_rig_behind_an_http_relay_is_explained_as_the_relays_address(owner):
     add_relay(url="http://relay.example.org")
     node = relayed_node(owner)
+    serving(node)
     html = page(f"/nodes/{node.id}/", secure=True)
     assert RELAY_NOTICE in html and DIRECT_NOTICE not in html
     # The panel's own check says the same, per reachability (strings handed over as JSON).

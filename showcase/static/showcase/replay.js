@@ -21,6 +21,21 @@
     }));
   }
 
+  // A later turn of a conversation carries the turns before it (`messages`): shown as text, oldest first.
+  function showEarlier(list, messages) {
+    if (!list) return;
+    const turns = Array.isArray(messages) ? messages.filter((m) => m && typeof m.content === "string") : [];
+    list.replaceChildren(...turns.map((m) => {
+      const li = document.createElement("li");
+      li.className = "replay-earlier-" + (m.role === "assistant" ? "assistant" : "user");
+      const who = document.createElement("strong");
+      who.textContent = t(m.role === "assistant" ? "replay_roles.assistant" : "replay_roles.user");
+      li.append(who, document.createTextNode(" " + m.content));
+      return li;
+    }));
+    list.closest("[data-replay-earlier-wrap]").hidden = !turns.length;
+  }
+
   function valid(replay) {
     return replay && typeof replay === "object" && replay.schema_version === 1 && typeof replay.response === "string"
       && Array.isArray(replay.chunk_timestamps);
@@ -59,6 +74,7 @@
       stop(); index = 0; elapsed = 0; out.textContent = ""; clock.textContent = "0.0 s";
       pieces = piecesOf(replay);
       if (promptEl) promptEl.textContent = replay.prompt || "";
+      showEarlier(root.querySelector("[data-replay-earlier]"), replay.messages);
       const timing = replay.timing || {};
       const names = [["ttft_ms", "TTFT ms"], ["tok_per_sec", "tok/s"], ["queue_wait_sec", "queue s"], ["output_tokens", "tokens"]];
       window.LuckRig.fillList(timingEl, names.filter(([k]) => timing[k] !== undefined && timing[k] !== null).map(([k, label]) => [label, String(timing[k])]));
