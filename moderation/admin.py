@@ -281,12 +281,13 @@ def subject_link(kind: str, value: str):
                 contributor,
             )
     if kind in ("content_id", "replay") and value:
-        # showcase owns Replay and sits above moderation: found through the app registry, never imported.
-        replays = apps.get_model("showcase", "Replay")
-        if replays.objects.filter(pk=value[:20]).exists():
-            return format_html(
-                '<a href="{}">replay {}</a>', reverse("admin:showcase_replay_change", args=[quote(value[:20])]), value
-            )
+        # showcase owns Replay and ReplaySet and sits above moderation: found through the app registry, never
+        # imported. A content id is a replay (`rp_…`) or a rig-against-rig set of replays (`rs_…`).
+        for model, word in (("Replay", "replay"), ("ReplaySet", "replay set")):
+            rows = apps.get_model("showcase", model)
+            if rows.objects.filter(pk=value[:20]).exists():
+                change = f"admin:showcase_{model.lower()}_change"
+                return format_html('<a href="{}">{} {}</a>', reverse(change, args=[quote(value[:20])]), word, value)
     return format_html("{} {} (not found)", kind, value) if value else "-"
 
 

@@ -390,3 +390,15 @@ def test_subject_links_survive_ids_that_look_like_admin_escapes(staff, owner):
     href = re.search(r'href="([^"]+)"', html).group(1)
     page = staff.get(href)
     assert page.status_code == 200 and "c_40ab5f2f3a" in page.content.decode()
+
+
+def test_a_report_on_a_replay_set_links_to_the_set(staff):
+    """Rig against rig keeps answers as one set (`rs_…`); a report naming it links to the set's admin page."""
+    from moderation.admin import subject_link
+    from showcase.models import ReplaySet
+
+    kept = ReplaySet.objects.create(id="rs_40ab5f2f3a0c1d2e")
+    html = str(subject_link("content_id", kept.pk))
+    assert "replay set rs_40ab5f2f3a0c1d2e" in html and "not found" not in html
+    page = staff.get(re.search(r'href="([^"]+)"', html).group(1))
+    assert page.status_code == 200 and "rs_40ab5f2f3a0c1d2e" in page.content.decode()
