@@ -95,6 +95,7 @@ class SlotQueue:
                 f"try again when one has finished (in about {retry} s).",
                 retry,
                 self.earn_more(tier),
+                tier=tier,
             )
         if len(self.active) < self.max_active and not self.waiters:
             self.active[ticket] = time.time()
@@ -109,6 +110,7 @@ class SlotQueue:
                 f"The rig's queue is full ({self.max_waiting} waiting); try again in about {retry} s.",
                 retry,
                 self.earn_more(tier),
+                tier=tier,
             )
         waiter = _Waiter(
             0 if tier == "contributor" else 1, next(self._seq), ticket, asyncio.get_running_loop().create_future()

@@ -95,6 +95,7 @@ class Relay:
         self.received = time.monotonic()
         self.queue_wait = 0.0
         self.generation_started = 0.0
+        self.generation_ended = 0.0  # the upstream's stream ended (a usage question after it is not generation)
         # Filled as the upstream streams, so that whatever happens (a client hanging up, an upstream dying) the
         # request is booked with what was actually generated.
         self.outcome = Outcome()
@@ -112,7 +113,9 @@ class Relay:
             "node_id": self.agent.node_id,
             "queue_wait_ms": round(self.queue_wait * 1000, 1),
             "proxy_ttft_ms": round(proxy_ttft * 1000, 1) if proxy_ttft is not None else None,
-            "generation_ms": round((now - self.generation_started) * 1000, 1) if self.generation_started else 0.0,
+            "generation_ms": round(((self.generation_ended or now) - self.generation_started) * 1000, 1)
+            if self.generation_started
+            else 0.0,
             "truncated": bool(self.truncated_by_budget and outcome.finish_reason == "length"),
             "usage_source": outcome.usage_source,
             "moderation": self.moderation,
@@ -157,17 +160,22 @@ class Relay:
                     if self.model:
                         chunk["model"] = self.model
                     await on_chunk(sse(chunk))
+        self.generation_ended = time.monotonic()
         if outcome.usage is None:
-            # The upstream streamed no usage (llama-cpp-python ignores stream_options): count it ourselves.
-            outcome.usage_source = "counted"
-            prompt = await self.agent.upstream.count_tokens("\n".join(m["content"] for m in self.messages))
-            completion = outcome.content_chunks
-            outcome.usage = {
-                "prompt_tokens": prompt or 0,
-                "completion_tokens": completion,
-                "total_tokens": (prompt or 0) + completion,
-            }
+            outcome.usage = await self.usage_not_streamed(outcome)
         return outcome
+
+    async def usage_not_streamed(self, outcome: Outcome) -> dict:
+        """Usage for an upstream that streamed none (llama-cpp-python ignores stream_options). The prompt tokens are
+        what the server really evaluated, chat template included: asked of the server itself with a one-token
+        request of the same body (its prompt is still cached, so this costs about one token). Only when that
+        fails too does the agent count the messages' text itself, which leaves the template out: `counted`."""
+        prompt = await self.agent.upstream.prompt_tokens(self.upstream_body())
+        if prompt is None:
+            outcome.usage_source = "counted"
+            prompt = await self.agent.upstream.count_tokens("\n".join(m["content"] for m in self.messages)) or 0
+        completion = outcome.content_chunks
+        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
     def final_chunk(self, outcome: Outcome) -> dict:
         return {

@@ -71,6 +71,36 @@ def saved_key(args) -> str | None:
     return None
 
 
+def limits_text(limits: dict) -> str:
+    """`3 requests of up to 256 output tokens each`: what one token allows (docs/api.md)."""
+    n = limits["max_requests"]
+    each = limits.get("max_output_tokens_per_request") or limits["max_output_tokens"] // max(1, n)
+    return f"{n} request{'' if n == 1 else 's'} of up to {each} output tokens each"
+
+
+def refusal(response: requests.Response) -> str:
+    """A tracker's or a rig's refusal as sentences: its message and, for a 429, when it lifts (Retry-After) and what
+    would earn more. Tracker errors are `{error, code, ...}`, a rig's `{error: {message, code, ...}}`."""
+    try:
+        body = response.json()
+    except ValueError:
+        return printable(response.text[:300])
+    fields = body.get("error") if isinstance(body, dict) and isinstance(body.get("error"), dict) else body
+    if not isinstance(fields, dict):
+        return printable(response.text[:300])
+    message = fields.get("message") or fields.get("error") or response.text[:300]
+    code = fields.get("code") or (body.get("code") if isinstance(body, dict) else None)
+    parts = [f"{message} ({code})" if code else str(message)]
+    if response.status_code == 429:
+        retry = response.headers.get("Retry-After", fields.get("retry_after_sec"))
+        if retry not in (None, ""):
+            when = f" (at {fields['resets_at']})" if fields.get("resets_at") else ""
+            parts.append("Try again now with a new token." if str(retry) == "0" else f"Retry after {retry} s{when}.")
+        if fields.get("earn_more"):
+            parts.append(str(fields["earn_more"]))
+    return printable(" ".join(parts))
+
+
 def taste(args) -> int:
     tracker = args.tracker.rstrip("/")
     key = saved_key(args)
@@ -81,11 +111,7 @@ def taste(args) -> int:
         timeout=15,
     )
     if r.status_code != 201:
-        try:
-            message = r.json().get("error", r.text)
-        except ValueError:
-            message = r.text
-        print(f"luckrig-node taste: no token ({r.status_code}): {printable(message)}", file=sys.stderr)
+        print(f"luckrig-node taste: no token ({r.status_code}): {refusal(r)}", file=sys.stderr)
         return 1
     issued = r.json()
     # The taster's own credential for sharing the timing: kept here, beside the token, and never sent to the rig.
@@ -94,8 +120,7 @@ def taste(args) -> int:
     print(
         printable(
             f"Tasting {node['id']}: {node['model_name']} {node['quantization']} on {node['gpu']} "
-            f"({issued['tier']} tier, {issued['limits']['max_requests']} requests, "
-            f"{issued['limits']['max_output_tokens']} output tokens)"
+            f"({issued['tier']} tier: {limits_text(issued['limits'])})"
         ),
         file=sys.stderr,
     )
@@ -121,8 +146,7 @@ def taste(args) -> int:
             headers={"Authorization": f"Bearer {issued['token']}"},
         ) as resp:
             if resp.status_code != 200:
-                refusal = printable(resp.text[:300])
-                print(f"luckrig-node taste: the rig refused ({resp.status_code}): {refusal}", file=sys.stderr)
+                print(f"luckrig-node taste: the rig refused ({resp.status_code}): {refusal(resp)}", file=sys.stderr)
                 return 1
             for raw in resp.iter_lines():
                 now = time.monotonic()
@@ -181,7 +205,7 @@ def taste(args) -> int:
     }
     print(
         f"TTFT {ttft_ms} ms · {tok_per_sec} tok/s · queue wait {timing['queue_wait_sec']} s · "
-        f"{output_tokens} tokens (measured by this client)",
+        f"{output_tokens} token{'' if output_tokens == 1 else 's'} (measured by this client)",
         file=sys.stderr,
     )
 

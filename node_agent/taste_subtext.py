@@ -16,25 +16,12 @@ import requests
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from node_agent import keys, subtext
-from node_agent.taste import printable, save_replay, share_timing
+from node_agent.taste import limits_text, printable, refusal, save_replay, share_timing
 
 
 def fail(message: str) -> int:
     print(f"luckrig-node taste: {printable(message)}", file=sys.stderr)
     return 1
-
-
-def error_message(r: requests.Response) -> str:
-    try:
-        body = r.json()
-    except ValueError:
-        return r.text[:300]
-    if not isinstance(body, dict):
-        return str(body)[:300]
-    error = body.get("error", body)
-    if isinstance(error, dict):  # the agent's OpenAI shape
-        return f"{error.get('message')} ({error.get('code')})"
-    return f"{error} ({body.get('code')})"  # the tracker's shape
 
 
 def taste_public_key(args, contributor_key: str | None) -> int:
@@ -51,7 +38,7 @@ def taste_public_key(args, contributor_key: str | None) -> int:
         timeout=15,
     )
     if r.status_code != 201:
-        return fail(f"no token ({r.status_code}): {error_message(r)}")
+        return fail(f"no token ({r.status_code}): {refusal(r)}")
     issued = r.json()
     # The taster's own credential for sharing the timing: kept here, beside the token, and never sent to the rig.
     upload_key = issued.get("upload_key")
@@ -75,8 +62,7 @@ def taste_public_key(args, contributor_key: str | None) -> int:
     print(
         printable(
             f"Tasting {node['id']}: {node['model_name']} {node['quantization']} on {node['gpu']} "
-            f"({issued['tier']} tier, {issued['limits']['max_requests']} requests, "
-            f"{issued['limits']['max_output_tokens']} output tokens), public-key mode"
+            f"({issued['tier']} tier: {limits_text(issued['limits'])}), public-key mode"
         ),
         file=sys.stderr,
     )
@@ -104,7 +90,7 @@ def taste_public_key(args, contributor_key: str | None) -> int:
             headers={"Authorization": f"Bearer {issued['token']}", "Content-Type": "application/json"},
         ) as resp:
             if resp.status_code != 200:
-                return fail(f"the rig refused ({resp.status_code}): {error_message(resp)}")
+                return fail(f"the rig refused ({resp.status_code}): {refusal(resp)}")
             for raw in resp.iter_lines():
                 now = time.monotonic()
                 first_byte = first_byte or now

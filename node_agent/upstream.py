@@ -118,6 +118,23 @@ class Upstream:
                 continue
         return None
 
+    async def prompt_tokens(self, body: dict) -> int | None:
+        """The prompt tokens the server evaluates for this chat body, chat template included, from the usage of a
+        one-token non-streaming request: for servers that stream without usage. None when it says nothing."""
+        payload = {**body, "stream": False, "max_tokens": 1}
+        payload.pop("stream_options", None)
+        try:
+            async with self.session.post(
+                self.base + "/v1/chat/completions", json=payload, timeout=aiohttp.ClientTimeout(total=30)
+            ) as resp:
+                if resp.status != 200:
+                    return None
+                usage = (await resp.json(content_type=None)).get("usage") or {}
+        except (aiohttp.ClientError, TimeoutError, ValueError, AttributeError):
+            return None
+        value = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
     def _timeout(self) -> aiohttp.ClientTimeout:
         # total bounds the whole generation; sock_read bounds the silence between two chunks (a stalled stream).
         return aiohttp.ClientTimeout(total=self.timeout_sec, sock_connect=10, sock_read=self.stall_sec)

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from django.utils.timesince import timesince
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
+from django.utils.translation import gettext_lazy, ngettext
 
 from tracker.management.commands.seed_demo import DEMO_OWNER_ID
 
@@ -318,7 +318,19 @@ def js_strings() -> dict:
         "measured_here": _("measured by this browser from chunk arrival times"),
         "ack_required": _("Tick the box to confirm you understand who can read your prompt."),
         "prompt_required": _("Write a prompt first."),
-        "shared": _("Timing shared. The community numbers now have %(n)s samples."),
+        # Both forms of each count (site.js cannot pluralise): pick "one" when n is 1, else "other".
+        "shared": {
+            "one": ngettext(
+                "Timing shared. The community numbers now have %(n)s sample.",
+                "Timing shared. The community numbers now have %(n)s samples.",
+                1,
+            ),
+            "other": ngettext(
+                "Timing shared. The community numbers now have %(n)s sample.",
+                "Timing shared. The community numbers now have %(n)s samples.",
+                2,
+            ),
+        },
         "shared_pending": _(
             "Timing shared. It counts once the rig reports this tasting to the tracker, usually within seconds."
         ),
@@ -385,12 +397,17 @@ def js_strings() -> dict:
             "node_unavailable": _("This rig is not serving right now (no recent heartbeat). Try another rig."),
             "node_not_found": _("This rig is gone (removed or taken down)."),
             "banned": _("You cannot taste here: you or your address are banned (%(reason)s, until %(until)s)."),
-            "ip_rate_limited": _("Too many tokens from this address just now; wait %(retry)s s."),
-            "quota_exceeded": _("Today's tasting quota is used up; it resets at 00:00 UTC. Contributors get more."),
+            "ip_rate_limited": _("Too many tokens from this address just now; try again in %(wait)s (at %(at)s)."),
+            "quota_exceeded": _(
+                "Today's tasting quota for your tier is used up; it resets at 00:00 UTC, in %(wait)s (%(at)s here)."
+            ),
             "invalid_token": _("The rig refused the token (invalid or expired). Get a new one."),
             "wrong_node": _("The token is for another rig."),
-            "token_exhausted": _("This token's requests are used up. Get a new token."),
-            "queue_full": _("The rig's queue is full; try again in %(retry)s s."),
+            "token_exhausted": _(
+                "This token's requests or output are used up; a new token, within your daily quota, has its own."
+            ),
+            "queue_full": _("The rig's queue is full; a place opens in about %(wait)s (at %(at)s)."),
+            "token_busy": _("This token already has requests in the rig's queue; try again in about %(wait)s."),
             "prompt_filtered": _("The rig's filter rules refused this prompt (%(msg)s)."),
             "moderation_blocked": _("The rig's moderation check refused this prompt, or could not run."),
             "upstream_error": _("The rig's model server failed while answering."),
@@ -405,4 +422,14 @@ def js_strings() -> dict:
             "unauthorized": _("The tracker does not know this contributor key (%(msg)s)."),
             "unknown": _("Something went wrong (%(code)s): %(msg)s"),
         },
+        # What a 429 adds for a taster below the contributor tier (site.js explain()); the numbers are on Contribute.
+        "earn_more": _(
+            "The contributor tier gives more tokens a day, more requests and output per token and a place ahead in "
+            "every rig's queue. It is earned, not bought: share a rig that others taste, or timing from your "
+            "tastings, with a contributor key (see Contribute)."
+        ),
+        "wait_h_min": _("%(h)s h %(m)s min"),
+        "wait_min": _("%(m)s min"),
+        "wait_s": _("%(s)s s"),
+        "wait_now": _("a moment"),
     }

@@ -56,7 +56,7 @@ class FakeOpenAI(ThreadedApp):
         self.requests: list[dict] = []
         self.active = 0  # generations in progress (drops when a client goes away)
         self.cancelled = 0
-        self.send_usage = True
+        self.send_usage = True  # False: no usage in streams (llama-cpp-python); "never": nowhere
 
     def text(self) -> str:
         return "".join(self.words)
@@ -112,7 +112,11 @@ class FakeOpenAI(ThreadedApp):
                             "finish_reason": finish,
                         }
                     ],
-                    "usage": {"prompt_tokens": 7, "completion_tokens": len(words), "total_tokens": 7 + len(words)},
+                    **(
+                        {"usage": {"prompt_tokens": 7, "completion_tokens": len(words), "total_tokens": 7 + len(words)}}
+                        if self.send_usage != "never"
+                        else {}
+                    ),
                 }
             )
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -143,7 +147,7 @@ class FakeOpenAI(ThreadedApp):
                 await response.write(
                     b"data: " + json.dumps(self.chunk({"content": word}, finish if last else None)).encode() + b"\n\n"
                 )
-            if self.send_usage and (body.get("stream_options") or {}).get("include_usage"):
+            if self.send_usage is True and (body.get("stream_options") or {}).get("include_usage"):
                 usage = {
                     "id": "chatcmpl-fake",
                     "object": "chat.completion.chunk",

@@ -3,6 +3,7 @@ when to retry and what would earn more, the queue ETA comes from measured servic
 `busy` once its queue drains, even when the monitor was mid-cycle."""
 
 import asyncio
+import re
 import subprocess
 import sys
 import time
@@ -15,6 +16,7 @@ from aiohttp import web
 from tests.node_agent.fakes import ThreadedApp, wait_until
 from tests.node_agent.test_queue_and_failures import health, raw_request, read_until
 from tests.node_agent.test_queue_order import Taster
+from tests.node_agent.test_taste import taste
 from tests.processes import ROOT
 
 pytestmark = pytest.mark.agent
@@ -175,3 +177,22 @@ def test_busy_ends_when_the_queue_drains_even_in_the_middle_of_a_monitor_cycle(t
         finally:
             monitor.terminate()
             monitor.wait(20)
+
+
+def test_the_cli_says_when_a_refusal_lifts_and_what_earns_more(tracker, start_agent, fake_upstream, tmp_path):
+    fake_upstream.delay = 0.2
+    agent = start_agent(fake_upstream.base, max_active=1, max_waiting=0)
+    holder = raw_request(agent, tracker.token(agent.node_id)["token"])
+    read_until(holder, b"w0")
+    try:
+        proc = taste(tracker, agent.node_id, tmp_path, wait=False)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        holder.close()
+    assert proc.returncode == 1
+    assert "the rig refused (429)" in err and "(queue_full)" in err
+    assert re.search(r"Retry after \d+ s \(at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\)", err), err
+    assert "contributor tier" in err and f"{tracker.base}/contribute/" in err
+    # The limits line says what a token allows, requests and output together.
+    out, err = taste(tracker, agent.node_id, tmp_path)
+    assert "limited tier: 3 requests of up to 256 output tokens each" in err

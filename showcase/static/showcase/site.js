@@ -32,18 +32,37 @@
   }
   const postJSON = (url, body, bearer) => sendJSON("POST", url, body, bearer);
 
-  // A tracker or agent error as a sentence. Tracker errors are {error, code}; agent errors {error: {message, code}}.
+  // A tracker or agent error as a sentence. Tracker errors are {error, code, ...}; agent errors {error: {message,
+  // code, ...}}. A 429 says when it lifts (Retry-After, else retry_after_sec; resets_at as a local time) and, below
+  // the contributor tier, what would earn more (docs/api.md, "Rate limits and quotas").
   function explain(status, data, headers) {
     let code = "", msg = "";
+    const fields = data && typeof data.error === "object" && data.error ? data.error : data || {};
     if (data && typeof data.error === "object" && data.error) { code = data.error.code || data.error.type || ""; msg = data.error.message || ""; }
     else if (data) { code = data.code || ""; msg = data.error || ""; }
-    const retry = (headers && headers.get && headers.get("Retry-After")) || (data && data.retry_after_sec) || "?";
+    const header = headers && headers.get && headers.get("Retry-After");
+    const retry = header !== null && header !== undefined && header !== "" ? header : fields.retry_after_sec !== undefined ? fields.retry_after_sec : "?";
+    const seconds = Number(retry);
+    const resets = fields.resets_at ? new Date(fields.resets_at) : Number.isFinite(seconds) ? new Date(Date.now() + seconds * 1000) : null;
+    const at = resets && !isNaN(resets) ? resets.toLocaleTimeString(document.documentElement.lang || undefined, { hour: "2-digit", minute: "2-digit" }) : "?";
+    const wait = Number.isFinite(seconds) ? waitText(seconds) : "?";
     const known = strings_has("errors." + code);
     if (known) {
       const ban = (data && data.ban) || {};
-      return t("errors." + code, { msg, retry, reason: ban.reason || "", until: ban.expires_at || "∞" });
+      let text = t("errors." + code, { msg, retry, wait, at, reason: ban.reason || "", until: ban.expires_at || "∞" });
+      if (status === 429 && EARNED_MORE.includes(code) && fields.tier !== "contributor") text += " " + t("earn_more");
+      return text;
     }
     return t("errors.unknown", { code: code || status, msg: msg || "" });
+  }
+  // The refusals a higher tier lifts or shortens (a per-address rate is the same for every tier).
+  const EARNED_MORE = ["quota_exceeded", "token_exhausted", "queue_full"];
+  function waitText(seconds) {
+    if (seconds < 1) return t("wait_now");
+    if (seconds < 90) return t("wait_s", { s: Math.round(seconds) });
+    const minutes = Math.ceil(seconds / 60);
+    if (minutes < 60) return t("wait_min", { m: minutes });
+    return t("wait_h_min", { h: Math.floor(minutes / 60), m: minutes % 60 });
   }
   function strings_has(name) { return t(name) !== name; }
 

@@ -223,7 +223,7 @@
           issued.timing_shared_by = turn;
           const n = r.data.community_timing.samples_count;
           // A sample counts once the rig has reported the tasting (docs/scoring.md): until then, say so.
-          afterStatus.textContent = r.data.counted === false ? t("shared_pending") : t("shared", { n });
+          afterStatus.textContent = r.data.counted === false ? t("shared_pending") : t(n === 1 ? "shared.one" : "shared.other", { n });
           document.querySelectorAll("[data-community-n]").forEach((el) => { el.textContent = n; });
         } else { afterStatus.textContent = window.LuckRig.explain(r.status, r.data, r.headers); share.disabled = false; }
       });
