@@ -153,11 +153,14 @@ def group_replays(*, members: list[dict], ip_hash: str, now: datetime | None = N
                 extra={"field": where},
             )
         first = replays[0] if replays else replay
-        if (replay.prompt, replay.system) != (first.prompt, first.system):
+        # The conversation before the prompt is part of what was asked: the same last question after different
+        # earlier turns is a different prompt.
+        if (replay.prompt, replay.system, replay.messages) != (first.prompt, first.system, first.messages):
             raise ApiError(
                 400,
                 "prompts_differ",
-                f"{where}: a set holds answers to one prompt; this replay's prompt or system prompt differs.",
+                f"{where}: a set holds answers to one prompt; this replay's prompt, system prompt or earlier turns "
+                "differ.",
                 extra={"field": where},
             )
         _refuse_filtered({"prompt": replay.prompt, "system": replay.system, "response": replay.response}, where + ".")

@@ -115,6 +115,16 @@ def test_answers_to_different_prompts_are_not_one_set(api, two_rigs):
     assert status == 400 and err["code"] == "prompts_differ" and err["field"] == "members[1]"
 
 
+def test_the_same_question_after_different_earlier_turns_is_not_one_set(api, two_rigs):
+    a, b = two_rigs
+    before = [{"role": "user", "content": "Name a GPU."}, {"role": "assistant", "content": "The RTX 3090."}]
+    other = [{"role": "user", "content": "Name a CPU."}, {"role": "assistant", "content": "The Cortex-A76."}]
+    status, err = group(api, [published(api, a, messages=before), published(api, b, messages=other)])
+    assert status == 400 and err["code"] == "prompts_differ" and err["field"] == "members[1]"
+    status, body = group(api, [published(api, a, messages=before), published(api, b, messages=before)])
+    assert status == 201, body
+
+
 def test_a_replay_joins_one_set_only(api, two_rigs):
     a, b = two_rigs
     first, second, third = published(api, a), published(api, b), published(api, b)
