@@ -152,23 +152,13 @@ def queue_map(request):
 
 @require_GET
 def contribute(request):
-    tiers = {
-        "limited": {
-            "max_requests": settings.LIMITED_MAX_REQUESTS,
-            "max_output_tokens": settings.LIMITED_MAX_OUTPUT_TOKENS,
-            "tokens_per_day": settings.LIMITED_TOKENS_PER_DAY,
-        },
-        "contributor": {
-            "max_requests": settings.CONTRIBUTOR_MAX_REQUESTS,
-            "max_output_tokens": settings.CONTRIBUTOR_MAX_OUTPUT_TOKENS,
-            "tokens_per_day": settings.CONTRIBUTOR_TOKENS_PER_DAY,
-        },
-    }
+    # The page states the limits through templates/showcase/_tiers.html; its script says what the visitor's own
+    # tier unlocks from the same numbers (tracker.tiers, read from the settings).
     return render(
         request,
         "showcase/contribute.html",
         {
-            "tiers": tiers,
+            "tiers": {tier.name: tier.as_dict() for tier in tiers.table()},
             "threshold": earning.num(settings.CONTRIBUTOR_THRESHOLD),
             "earn": earning.earning(),
             "js_strings": present.js_strings(),
