@@ -221,3 +221,16 @@ def test_the_queue_map_colours_the_load_by_fullness_and_says_it_in_words(client,
     assert "1 of 4 slots<" in row(roomy) and "full" not in row(roomy)
     assert 'class="reach reach-direct" data-reachability' in row(full)
     assert present.fill_levels(0, 0) == {"low": 0.5, "high": 0.5, "full": False}
+
+
+def test_the_header_reaches_every_part_of_the_site_and_marks_where_you_are(client):
+    """Rig against rig, the replays and My rigs are features, not dead ends: the header links them all, and
+    every link it offers answers a page."""
+    html = home(client, "/replays/")
+    nav = section(html, '<nav aria-label="Main"', "</nav>")
+    links = re.findall(r'href="([^"]+)"', nav)
+    for path in ("/", "/compare/", "/queue/", "/replays/", "/contribute/", "/my/rigs/", "/about/trust/"):
+        assert path in links
+    for path in links:
+        assert client.get(path, **HTML).status_code == 200, path
+    assert re.search(r'href="/replays/" aria-current="page"', nav)
