@@ -299,6 +299,7 @@ def js_strings() -> dict:
         "waiting": _("waiting"),
         "position": _("position %(n)s"),
         "eta": _("about %(s)s s for a new taster"),
+        "eta_none": _("a slot is free: a new taster starts at once"),
         "getting_token": _("Getting a tasting token…"),
         "connecting": _("Connecting to the rig…"),
         "queued": _("Waiting for the rig: position %(n)s in its queue, about %(s)s s."),

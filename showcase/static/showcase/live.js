@@ -15,7 +15,7 @@
       setPill(document.querySelector("main h1") || document, m);
       single.querySelector("[data-queue-line]").textContent = queueLine(m);
       const eta = single.querySelector("[data-queue-eta]");
-      if (eta) eta.textContent = m.eta_sec === null || m.eta_sec === undefined ? "" : t("eta", { s: m.eta_sec });
+      if (eta) eta.textContent = m.eta_sec === null || m.eta_sec === undefined ? "" : m.eta_sec === 0 ? t("eta_none") : t("eta", { s: m.eta_sec });
       const list = single.querySelector("[data-queue-entries]");
       list.replaceChildren();
       if (!m.entries || !m.entries.length) {
