@@ -22,8 +22,8 @@ def taste(page, prompt: str, timeout: float = 15_000) -> None:
     turns = page.locator(".turn").count()
     page.fill("#taste-prompt", prompt)
     page.click("[data-taste-go]")
-    page.locator(".turn").nth(turns).wait_for()
-    page.locator("[data-taste-status]", has_text="Done.").wait_for(timeout=timeout)
+    page.locator(".turn").nth(turns).locator("[data-taste-timing]").wait_for(timeout=timeout)  # drawn at the end
+    page.locator("[data-taste-status]", has_text="Done.").wait_for()
 
 
 def chat_requests(sent: list) -> list:
@@ -274,3 +274,19 @@ def test_a_conversation_from_the_keyboard_alone(site, rig, page):
     assert page.locator(".turn").count() == 0
     assert page.evaluate("document.activeElement.id") == "taste-prompt"
     assert re.search(r"\S", page.locator("[data-taste-status]").inner_text()) is None
+
+
+def test_a_public_key_conversation_keeps_going(site, rig, page):
+    page.goto(f"/nodes/{rig.node_id}/")
+    page.check("[data-ack]")
+    page.click("[data-taste-options] summary")
+    page.check("input[name=mode][value=public-key]")
+    taste(page, "Sealed one")
+    taste(page, "Sealed two")
+    assert page.locator(".turn").nth(1).locator("[data-taste-output]").inner_text().strip() == ANSWER.strip()
+    # The rig opened the whole conversation: both questions and the first answer.
+    assert rig.upstream.requests[-1]["messages"] == [
+        {"role": "user", "content": "Sealed one"},
+        {"role": "assistant", "content": ANSWER},
+        {"role": "user", "content": "Sealed two"},
+    ]

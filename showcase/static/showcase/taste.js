@@ -152,6 +152,7 @@
       running = new AbortController();
       const signal = running.signal;
       go.disabled = true; reset.hidden = false;
+      status.textContent = "";  // the last turn's "Done." is not this one's
       form.elements.system.readOnly = true;
       let result;
       try {
