@@ -62,12 +62,32 @@ def fallback_problems() -> list[str]:
     return []
 
 
+TIER_LIMITS = (
+    "LIMITED_MAX_REQUESTS",
+    "LIMITED_OUTPUT_TOKENS_PER_REQUEST",
+    "LIMITED_TOKENS_PER_DAY",
+    "CONTRIBUTOR_MAX_REQUESTS",
+    "CONTRIBUTOR_OUTPUT_TOKENS_PER_REQUEST",
+    "CONTRIBUTOR_TOKENS_PER_DAY",
+)
+
+
+def tier_problems() -> list[str]:
+    """A tier limit of 0 or less would refuse every taster (or share a budget among no requests)."""
+    return [
+        f"{name} must be 1 or more (it is {getattr(settings, name)!r}); tracker/tiers.py says what it limits."
+        for name in TIER_LIMITS
+        if not isinstance(getattr(settings, name), int) or getattr(settings, name) < 1
+    ]
+
+
 def settings_problems() -> list[tuple[str, str]]:
     """(check id, sentence) for each setting the tracker must not start with."""
     return (
         [("luckrig.E010", p) for p in rate_problems()]
         + [("luckrig.E011", p) for p in proxy_problems()]
         + [("luckrig.E012", p) for p in fallback_problems()]
+        + [("luckrig.E013", p) for p in tier_problems()]
     )
 
 

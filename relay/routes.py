@@ -12,7 +12,7 @@ import logging
 from aiohttp import web
 
 from node_agent import cors, frames
-from node_agent.errors import AgentError
+from node_agent.errors import AgentError, limited
 from relay.tunnels import StreamClosed
 from relay.witness import Witness
 
@@ -102,11 +102,13 @@ class Routes:
             raise AgentError(405, "method_not_allowed", "Method not allowed.")
         wait = relay.limiter.take(relay.client_key(request))
         if wait:
-            raise AgentError(
-                429,
+            # Says when it lifts (Retry-After, retry_after_sec, resets_at: docs/api.md); the rate is every tier's.
+            retry = int(wait) + 1
+            raise limited(
                 "ip_rate_limited",
-                "Too many requests from your address.",
-                headers={"Retry-After": str(int(wait) + 1)},
+                f"Too many requests from your address; try again in {retry} s.",
+                retry,
+                "This per-address rate of the relay is the same for every tier.",
             )
         claims = None
         body = b""
@@ -131,7 +133,7 @@ class Routes:
         try:
             stream = tunnel.open(head, body)
         except StreamClosed as exc:
-            raise AgentError(429, "queue_full", exc.message, headers={"Retry-After": "5"}) from exc
+            raise limited("queue_full", exc.message, 5, "This relay limit is the same for every tier.") from exc
         witness = None
         if claims is not None:
             witness = Witness(jti=claims.jti, node_id=node_id, mode=claims.crypto_mode, stream=False)

@@ -169,7 +169,11 @@ def test_the_per_ip_rate_limit_answers_429_with_retry_after(tmp_path):
             assert statuses[:3] == [503, 503, 503] and statuses[3:] == [429, 429]
             r = await s.session.get(s.base + "/n/rig-1/health")
             assert r.status == 429 and int(r.headers["Retry-After"]) >= 1
-            assert (await r.json())["error"]["code"] == "ip_rate_limited"
+            error = (await r.json())["error"]
+            assert error["code"] == "ip_rate_limited"
+            # When it lifts, in the body too (issue 12), and that no tier lifts it.
+            assert error["retry_after_sec"] == int(r.headers["Retry-After"]) and error["resets_at"].endswith("Z")
+            assert "every tier" in error["earn_more"]
 
     run(scenario())
 

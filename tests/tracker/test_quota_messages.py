@@ -111,3 +111,5 @@ def test_make_run_has_limits_for_an_afternoon_of_trying_and_production_keeps_its
     assert debug["problems"] == [] and production["problems"] == []
     overridden = _settings_in_a_fresh_process(DEBUG="1", LIMITED_TOKENS_PER_DAY="7")
     assert overridden["LIMITED_TOKENS_PER_DAY"] == 7
+    refused = _settings_in_a_fresh_process(DEBUG="0", LIMITED_MAX_REQUESTS="0")["problems"]
+    assert [check for check, _ in refused] == ["luckrig.E013"] and "LIMITED_MAX_REQUESTS" in refused[0][1]
