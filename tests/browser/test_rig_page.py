@@ -185,6 +185,7 @@ def test_the_answer_is_rendered_as_markdown_and_hostile_html_stays_inert(site, r
     hrefs = [links.nth(i).get_attribute("href") for i in range(links.count())]
     assert hrefs == ["https://example.com/docs", "http://127.0.0.1:9/pixel.png"]  # the image is a link, not loaded
     assert links.first.get_attribute("rel") == "nofollow noopener noreferrer"
+    assert links.first.get_attribute("target") == "_blank"  # following a link keeps the conversation
     assert not [u for u in sent if "pixel.png" in u]
     # A table's alignment is a class (markdown-it writes a style attribute, which the CSP refuses).
     assert out.locator("td.md-align-right").inner_text() == "1"

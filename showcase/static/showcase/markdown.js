@@ -7,7 +7,8 @@
 // Then three choices of ours:
 //   - no images: a model's answer must not make this browser fetch a URL (a tracking pixel, or a CSP violation
 //     for any host but this one); an image is shown as a link with its alt text instead;
-//   - links only to http(s) and mailto, opened with rel="nofollow noopener noreferrer";
+//   - links only to http(s) and mailto, opened in a new tab (following one must not end the conversation) with
+//     rel="nofollow noopener noreferrer";
 //   - tables' alignment becomes a class (markdown-it writes an inline style attribute, which the CSP forbids);
 // and, as a second wall, the HTML is parsed into an inert <template> and every element or attribute outside a
 // short allowlist is dropped before anything reaches the page.
@@ -49,7 +50,7 @@
       for (const attr of Array.from(el.attributes)) if (!keep.includes(attr.name)) el.removeAttribute(attr.name);
       if (el.tagName === "A") {
         const href = el.getAttribute("href") || "";
-        if (SAFE_URL.test(href)) el.setAttribute("rel", REL);
+        if (SAFE_URL.test(href)) { el.setAttribute("rel", REL); el.setAttribute("target", "_blank"); }
         else el.replaceWith(document.createTextNode(el.textContent));
       }
     }
