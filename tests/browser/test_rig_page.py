@@ -96,6 +96,9 @@ def test_a_conversation_sends_every_turn_and_spends_one_token_until_it_is_used_u
     assert page.locator(".turn").count() == 0 and page.locator("[data-prompt-label]").inner_text() == "Your prompt"
     taste(page, "Fresh start")
     assert rig.upstream.requests[-1]["messages"] == [{"role": "user", "content": "Fresh start"}]
+    # ... on the token that still has requests left.
+    assert len([r for r in sent if r.url.endswith("/api/tokens")]) == 2
+    assert chat_requests(sent)[-1].headers["authorization"] == bearers[3]
 
 
 def test_a_later_turn_publishes_with_the_conversation_before_it_and_each_turn_keeps_its_own_buttons(site, rig, page):

@@ -36,11 +36,12 @@
     const ackKey = ackStore(config.reachability);
 
     // The conversation: its system message, the turns so far (each {prompt, answer, result, replay, el}), and
-    // the last token, offered to the next turn. `running` guards against a second submit mid-answer.
+    // the last token, offered to the next turn. `running` guards against a second submit mid-answer. A new
+    // conversation keeps the token: its remaining requests are this taster's, whatever they ask next.
     let conversation = null, running = null;
     function newConversation() {
       if (running) running.abort();
-      conversation = { system: "", turns: [], issued: null };
+      conversation = { system: "", turns: [], issued: conversation ? conversation.issued : null };
       log.replaceChildren(); log.hidden = true;
       reset.hidden = true;
       form.elements.system.readOnly = false;
