@@ -30,6 +30,7 @@ def chat_requests(sent: list) -> list:
     return [r for r in sent if r.url.endswith("/chat/completions")]
 
 
+@pytest.mark.parametrize("language", ["en", "ja"])
 @pytest.mark.parametrize(
     "size",
     [
@@ -38,15 +39,16 @@ def chat_requests(sent: list) -> list:
     ],
     ids=["phone", "desktop"],
 )
-def test_the_tasting_panel_is_in_the_first_screen(site, rig, new_page, shot, size):
-    page = new_page(**size)
+def test_the_tasting_panel_is_in_the_first_screen(site, rig, new_page, shot, size, language):
+    page = new_page(**size, locale=language, extra_http_headers={"Accept-Language": language})
     page.goto(f"/nodes/{rig.node_id}/")
+    assert page.locator("html").get_attribute("lang") == language
     for what in ("#taste-title", "#taste-prompt", "[data-ack]", "[data-taste-go]"):
         assert page.locator(what).evaluate(IN_VIEW), f"{what} is not in the first screen"
     # The spec comes after the panel.
     taste_top = page.locator("#taste").evaluate("e => e.getBoundingClientRect().top")
     assert page.locator("#spec-title").evaluate("e => e.getBoundingClientRect().top") > taste_top
-    shot(page, f"rig-first-screen-{size['viewport']['width']}")
+    shot(page, f"rig-first-screen-{size['viewport']['width']}" + ("" if language == "en" else f"-{language}"))
 
 
 def test_a_conversation_sends_every_turn_and_spends_one_token_until_it_is_used_up(site, rig, page, shot):
