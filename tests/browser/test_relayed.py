@@ -55,7 +55,7 @@ def test_a_relayed_rig_is_tasted_from_the_site_through_its_relay(site, relayed, 
     page.on("request", lambda r: calls.append(r.url) if r.method in ("POST", "OPTIONS") else None)
 
     page.goto("/")
-    card = page.locator(f'article[data-node="{agent.node_id}"]')
+    card = page.locator(f'#map article[data-node="{agent.node_id}"]')  # the map's card (the live shelf has one too)
     assert card.locator("[data-reachability]").inner_text() == "relayed"
     assert "dials out to a relay" in card.locator("[data-reachability]").get_attribute("title")
 
