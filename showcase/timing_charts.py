@@ -124,7 +124,7 @@ def _legend(sources: list[str], counts: dict) -> list[tuple[str, str]]:
 def _sources_sentence(sources: list[str], medians: dict, counts: dict, unit: str) -> str:
     said = [
         ngettext(
-            "%(source)s: %(median)s %(unit)s (one sample)",
+            "%(source)s: %(median)s %(unit)s (%(n)s sample)",
             "%(source)s: median %(median)s %(unit)s over %(n)s samples",
             counts[s],
         )
@@ -176,7 +176,7 @@ def timing_over_time(
     for b in bins:
         x, y = x_of(b), y_at(b.median, ticks[-1])
         words = ngettext(
-            "%(when)s UTC, %(source)s: %(median)s %(unit)s (one sample)",
+            "%(when)s UTC, %(source)s: %(median)s %(unit)s (%(n)s sample)",
             "%(when)s UTC, %(source)s: median %(median)s %(unit)s, middle half %(low)s–%(high)s (%(n)s samples)",
             b.count,
         ) % {
@@ -332,7 +332,7 @@ def distribution_chart(values_by_source: dict[str, list[float]], *, key: str, ti
     everything = sorted(v for s in sources for v in values_by_source[s] if v is not None and math.isfinite(v))
     fullest = max(range(n), key=lambda i: totals[i])
     summary = ngettext(
-        "%(title)s: one sample, %(low)s %(unit)s.",
+        "%(title)s: %(n)s sample, %(low)s %(unit)s.",
         "%(title)s: %(n)s samples from %(low)s to %(high)s %(unit)s; the most (%(top)s) between %(a)s and %(b)s.",
         len(everything),
     ) % {
@@ -348,7 +348,7 @@ def distribution_chart(values_by_source: dict[str, list[float]], *, key: str, ti
     if hist.below or hist.above:
         extreme = hist.below + hist.above
         summary += " " + ngettext(
-            "One sample outside %(a)s–%(b)s %(unit)s is counted in an end bar.",
+            "%(n)s sample outside %(a)s–%(b)s %(unit)s is counted in an end bar.",
             "%(n)s samples outside %(a)s–%(b)s %(unit)s are counted in the end bars.",
             extreme,
         ) % {"n": f"{extreme:,}", "a": fmt(hist.edges[0]), "b": fmt(hist.edges[-1]), "unit": unit}

@@ -90,7 +90,7 @@ def test_one_sample_reads_as_one_point_and_one_narrow_bar_also_on_a_phone(site, 
     page.goto(f"/nodes/{node_id}/")
     timeline = chart(page, "tps-time")
     assert timeline.locator("circle.point").count() == 1 and timeline.locator("polyline").count() == 0
-    assert "41.5 tok/s (one sample)" in timeline.locator("[data-chart-summary]").inner_text()
+    assert "41.5 tok/s (1 sample)" in timeline.locator("[data-chart-summary]").inner_text()
     dist = chart(page, "tps-dist")
     dist.scroll_into_view_if_needed()
     plot = dist.locator("svg.chart").bounding_box()

@@ -96,7 +96,7 @@ def test_one_sample_is_one_labelled_point_on_a_day_of_axis():
     assert texts(svg, "tick-y") == ["0", "20", "40", "60"]
     assert len(texts(svg, "tick-x")) >= 4  # a day of hours, UTC
     assert "medians per hour from 2026-12-05 to 2026-12-06 (UTC)" in chart.summary
-    assert "Shared by tasters: 41.5 tok/s (one sample)" in chart.summary
+    assert "Shared by tasters: 41.5 tok/s (1 sample)" in chart.summary
     assert chart.legend == []  # one source: said in the summary, no legend needed
     assert_well_formed(chart)
 
@@ -148,7 +148,7 @@ def test_one_sample_is_a_narrow_bar_among_empty_neighbours_with_ticks():
     assert len(widths) == 1 and widths[0] < (charts.RIGHT_EDGE - charts.LEFT) / 4
     assert texts(svg, "tick-x") == ["30", "35", "40", "45", "50", "55"]
     assert texts(svg, "tick-y") == ["0", "1"]
-    assert chart.summary == "tok/s: one sample, 41.5 tok/s."
+    assert chart.summary == "tok/s: 1 sample, 41.5 tok/s."
     assert_well_formed(chart)
 
 
@@ -159,7 +159,7 @@ def test_one_wild_sample_does_not_squash_the_rest_into_one_bar():
     assert sum(1 for c in hist.counts["taster"] if c) >= 5
     chart = timing_charts.distribution_chart({"taster": values}, key="d", title="tok/s", unit="tok/s")
     assert "from 40 to 100,000 tok/s" in chart.summary
-    assert "One sample outside" in chart.summary and chart.rows[-1][0].startswith("≥ ")
+    assert "1 sample outside" in chart.summary and chart.rows[-1][0].startswith("≥ ")
 
 
 def test_not_a_number_and_infinity_are_left_out():
