@@ -123,10 +123,12 @@ def _legend(sources: list[str], counts: dict) -> list[tuple[str, str]]:
 
 def _sources_sentence(sources: list[str], medians: dict, counts: dict, unit: str) -> str:
     said = [
-        ngettext(
-            "%(source)s: %(median)s %(unit)s (%(n)s sample)",
-            "%(source)s: median %(median)s %(unit)s over %(n)s samples",
-            counts[s],
+        # Two sentences, not one in two plural forms: the one-sample sentence has no median to speak of, and a
+        # language with one plural form (Japanese) would otherwise always show the one-sample wording.
+        (
+            _("%(source)s: %(median)s %(unit)s (1 sample)")
+            if counts[s] == 1
+            else _("%(source)s: median %(median)s %(unit)s over %(n)s samples")
         )
         % {
             "source": source_label(s),
@@ -175,10 +177,10 @@ def timing_over_time(
     lines = [(s, pts) for s, pts in lines if " " in pts]  # a lone point is only its mark
     for b in bins:
         x, y = x_of(b), y_at(b.median, ticks[-1])
-        words = ngettext(
-            "%(when)s UTC, %(source)s: %(median)s %(unit)s (%(n)s sample)",
-            "%(when)s UTC, %(source)s: median %(median)s %(unit)s, middle half %(low)s–%(high)s (%(n)s samples)",
-            b.count,
+        words = (
+            _("%(when)s UTC, %(source)s: %(median)s %(unit)s (1 sample)")
+            if b.count == 1
+            else _("%(when)s UTC, %(source)s: median %(median)s %(unit)s, middle half %(low)s–%(high)s (%(n)s samples)")
         ) % {
             "when": _bin_label(b.start, hours),
             "source": source_label(b.source),
@@ -331,10 +333,12 @@ def distribution_chart(values_by_source: dict[str, list[float]], *, key: str, ti
     )
     everything = sorted(v for s in sources for v in values_by_source[s] if v is not None and math.isfinite(v))
     fullest = max(range(n), key=lambda i: totals[i])
-    summary = ngettext(
-        "%(title)s: %(n)s sample, %(low)s %(unit)s.",
-        "%(title)s: %(n)s samples from %(low)s to %(high)s %(unit)s; the most (%(top)s) between %(a)s and %(b)s.",
-        len(everything),
+    summary = (
+        _("%(title)s: 1 sample, %(low)s %(unit)s.")
+        if len(everything) == 1
+        else _(
+            "%(title)s: %(n)s samples from %(low)s to %(high)s %(unit)s; the most (%(top)s) between %(a)s and %(b)s."
+        )
     ) % {
         "title": title,
         "n": f"{len(everything):,}",

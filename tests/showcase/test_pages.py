@@ -305,3 +305,24 @@ def test_the_japanese_catalogue_is_complete_and_compiled():
     missing = untranslated + [m.id for m in catalog if m.id and m.fuzzy]
     assert missing == []
     assert (folder / "django.mo").stat().st_mtime >= (folder / "django.po").stat().st_mtime
+
+
+def test_plural_forms_differ_only_in_number():
+    """A plural entry's forms must carry the same placeholders: a language with one plural form (Japanese) shows
+    one translation for every count, so a singular without `%(n)s` (or without the plural's other values) loses
+    them there, and GNU msgfmt --check refuses the catalogue. Different sentences are two gettext calls."""
+    import re
+    from pathlib import Path
+
+    from babel.messages.pofile import read_po
+
+    named = re.compile(r"%\(\w+\)[sd]|\{\{ *\w+ *\}\}")
+    path = Path(__file__).resolve().parents[2] / "locale" / "ja" / "LC_MESSAGES" / "django.po"
+    with open(path, "rb") as fh:
+        catalog = read_po(fh)
+    uneven = [
+        m.id[0]
+        for m in catalog
+        if isinstance(m.id, tuple) and set(named.findall(m.id[0])) != set(named.findall(m.id[1]))
+    ]
+    assert uneven == []
