@@ -7,6 +7,7 @@ import math
 from django.conf import settings
 from django.utils.translation import gettext as _
 
+from showcase.present import AXIS_LABELS
 from tracker import scores
 
 
@@ -25,14 +26,14 @@ def axes() -> list[dict]:
     return [
         {
             "name": "existence",
-            "label": _("existence"),
+            "label": AXIS_LABELS["existence"],
             "gives": _("%(points)s a day on which the rig's agent was seen alive")
             % {"points": num(scores.EXISTENCE_POINTS_PER_DAY)},
             "cap": num(scores.EXISTENCE_CAP),
         },
         {
             "name": "rarity",
-            "label": _("rarity"),
+            "label": AXIS_LABELS["rarity"],
             "gives": _(
                 "%(points)s × the rig's rarity (1 ÷ the listed rigs with its GPU, model and quantization; "
                 "0 when the model or quantization is unknown)"
@@ -42,21 +43,21 @@ def axes() -> list[dict]:
         },
         {
             "name": "usage",
-            "label": _("usage"),
+            "label": AXIS_LABELS["usage"],
             "gives": _("%(points)s a request served to someone else (at most %(n)s per taster and day), × standing")
             % {"points": num(scores.USAGE_POINTS_PER_REQUEST), "n": scores.REQUESTS_PER_TASTER_DAY},
             "cap": num(scores.USAGE_CAP),
         },
         {
             "name": "discovery",
-            "label": _("discovery"),
+            "label": AXIS_LABELS["discovery"],
             "gives": _("%(points)s for each distinct taster, once, × standing")
             % {"points": num(scores.DISCOVERY_POINTS_PER_TASTER)},
             "cap": num(scores.DISCOVERY_CAP),
         },
         {
             "name": "note",
-            "label": _("note"),
+            "label": AXIS_LABELS["note"],
             "gives": _("a tuning note: %(base)s + its length ÷ %(chars)s characters")
             % {"base": num(scores.NOTE_BASE), "chars": scores.NOTE_CHARS_PER_POINT},
             "cap": num(scores.NOTE_CAP),

@@ -6,13 +6,23 @@ from datetime import datetime
 
 from django.utils.timesince import timesince
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy, ngettext
+from django.utils.translation import gettext_lazy, ngettext, pgettext_lazy
 
 from tracker.management.commands.seed_demo import DEMO_OWNER_ID
 
 FILTER_NAMES = ("status", "model", "gpu", "quantization", "min_vram", "min_ctx", "tag", "order")
 AXES = ("existence", "rarity", "usage", "discovery", "note")
 AXIS_MAX = {"existence": 10, "rarity": 6, "usage": 20, "discovery": 20, "note": 10}
+# The score's components and tiers are API words (`contribution.components`, `tier`); the site names them in the
+# visitor's language.
+AXIS_LABELS = {
+    "existence": gettext_lazy("existence"),
+    "rarity": gettext_lazy("rarity"),
+    "usage": gettext_lazy("usage"),
+    "discovery": gettext_lazy("discovery"),
+    "note": gettext_lazy("note"),
+}
+TIER_LABELS = {"limited": pgettext_lazy("tier", "Limited"), "contributor": pgettext_lazy("tier", "Contributor")}
 # The showcase badges are stored in English on the node (the API's words); the site shows them translated.
 BADGE_LABELS = {
     "lowest_vram": gettext_lazy("Lowest VRAM"),
@@ -160,6 +170,7 @@ def card(node: dict) -> dict:
         "last_seen_ago": ago(node["health"]["last_seen_at"]),
         "status": node["health"]["status"],
         "status_label": STATUS_LABELS.get(node["health"]["status"], node["health"]["status"]),
+        "tier_label": TIER_LABELS.get(node["contribution"]["tier"], node["contribution"]["tier"]),
         "reach_label": REACHABILITY_LABELS.get(node["reachability"], node["reachability"]),
         "reach_help": REACHABILITY_HELP.get(node["reachability"], ""),
         "vram_label": vram_label(node["vram_gb"]),
@@ -175,6 +186,7 @@ def card(node: dict) -> dict:
         "axes": [
             {
                 "name": axis,
+                "label": AXIS_LABELS[axis],
                 "value": components.get(axis, 0) or 0,
                 "percent": min(100, round(100 * (components.get(axis, 0) or 0) / AXIS_MAX[axis])),
             }

@@ -326,3 +326,19 @@ def test_plural_forms_differ_only_in_number():
         if isinstance(m.id, tuple) and set(named.findall(m.id[0])) != set(named.findall(m.id[1]))
     ]
     assert uneven == []
+
+
+def test_a_rig_page_in_japanese_names_the_score_tier_and_queue_in_japanese(client, api, owner):
+    """The score's components, the tier and the queue's states are API words; the page translates them (they
+    showed in English on the Japanese page), and a free slot reads as such, not as 'about 0 s'."""
+    node = rig(api, owner)
+    Node.objects.filter(pk=node.pk).update(
+        queue_eta_sec=0, queue_entries=[{"ticket": "q_1", "position": 0, "state": "generating", "since": "x"}]
+    )
+    html = page(client, f"/nodes/{node.pk}/", HTTP_ACCEPT_LANGUAGE="ja")
+    table = html[html.index('class="axes-table"') : html.index("</table>", html.index('class="axes-table"'))]
+    for english, japanese in (("existence", "稼働実績"), ("rarity", "希少度"), ("discovery", "発見")):
+        assert f">{japanese}</th>" in table and f">{english}</th>" not in table
+    assert "(制限付き)" in html and "(limited)" not in html
+    assert "スロットに空きあり" in html and "約 0 秒" not in html
+    assert "q_1 · 生成中" in html
