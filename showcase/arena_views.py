@@ -2,7 +2,7 @@
 rig, and the picker when no rig is named), /replays/ (published replays and sets, newest first) and
 /replays/sets/<id>/ (a set played side by side). Each page costs a fixed number of queries."""
 
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.http import Http404
 from django.shortcuts import render
 from django.utils.translation import gettext as _
@@ -12,7 +12,7 @@ from luckrig_site.api_errors import ApiError
 from nodes.models import Node
 from nodes.presenters import public_node, public_node_of, public_rows
 from showcase import arena, present, services
-from showcase.models import SET_MAX, Replay
+from showcase.models import SET_MAX, Replay, ReplaySet
 
 MAX_COMPARE = SET_MAX  # a compared set of rigs is what a replay set can keep
 PICKER_LIMIT = 200
@@ -67,22 +67,28 @@ def _page_number(request) -> int:
 
 @require_GET
 def replays(request):
-    """Published replays, newest first; a set stands once, where its first replay would, with all its rigs."""
+    """Published replays, newest first. A listed set (ReplaySet.listed: two or more members shown, every one
+    listed) stands once, where its first shown member would, with all its rigs; the listed members of any other
+    set stand alone, as they do in GET /api/replays."""
     page = _page_number(request)
-    entries = Replay.objects.listed().filter(Q(replay_set__isnull=True) | Q(set_position=0))
+    listed_sets = ReplaySet.objects.listed()
+    earlier = Replay.objects.visible().filter(
+        replay_set_id=OuterRef("replay_set_id"), set_position__lt=OuterRef("set_position")
+    )
+    entries = (
+        Replay.objects.listed()
+        .annotate(in_listed_set=Exists(listed_sets.filter(pk=OuterRef("replay_set_id"))))
+        .filter(Q(in_listed_set=False) | ~Exists(earlier))
+    )
     count = entries.count()
     start = (page - 1) * REPLAYS_PAGE_SIZE
     if start >= count and page > 1:
         raise Http404("no such page")
-    rows = list(
-        entries.select_related("replay_set")
-        .defer(*LIST_DEFERRED)
-        .order_by("-published_at", "-id")[start : start + REPLAYS_PAGE_SIZE]
-    )
-    set_ids = [r.replay_set_id for r in rows if r.replay_set_id and r.replay_set.taken_down_at is None]
+    rows = list(entries.defer(*LIST_DEFERRED).order_by("-published_at", "-id")[start : start + REPLAYS_PAGE_SIZE])
+    set_ids = [r.replay_set_id for r in rows if r.in_listed_set]
     members: dict[str, list[Replay]] = {}
     for member in (
-        Replay.objects.visible().defer(*LIST_DEFERRED).filter(replay_set_id__in=set_ids).order_by("set_position")
+        Replay.objects.listed().defer(*LIST_DEFERRED).filter(replay_set_id__in=set_ids).order_by("set_position")
     ):
         members.setdefault(member.replay_set_id, []).append(member)
     items = [
@@ -133,6 +139,12 @@ def replay_set_detail(request, set_id):
             "replay_set": replay_set,
             "prompt": members[0].prompt,
             "system": members[0].system,
+            # Every member shares its earlier turns (group_replays refuses `prompts_differ` otherwise): shown once.
+            "earlier": [
+                {"assistant": m.get("role") == "assistant", "content": m.get("content", "")}
+                for m in members[0].messages
+                if isinstance(m, dict)
+            ],
             "players": players,
             "report_kinds": [("content_id", replay_set.pk)],
             "js_strings": present.js_strings(),

@@ -28,12 +28,16 @@ class ReplaySetQuerySet(models.QuerySet):
         return self.filter(taken_down_at__isnull=True)
 
     def listed(self):
-        """On public lists: visible, and its first replay is listed (the set stands where that replay would)."""
-        firsts = Replay.objects.listed().filter(set_position=0).values("replay_set_id")
-        return self.visible().filter(pk__in=firsts)
+        """On public lists: visible, with at least two visible members (fewer is no comparison), every one of
+        them listed (a set naming an unlisted rig is for whoever has its id, like that rig's own replays)."""
+        members = Replay.objects.visible().filter(replay_set__isnull=False)
+        unlisted = members.exclude(node__visibility="public").values("replay_set_id")
+        two = members.values("replay_set_id").annotate(n=models.Count("id")).filter(n__gte=SET_MIN)
+        return self.visible().filter(pk__in=two.values("replay_set_id")).exclude(pk__in=unlisted)
 
     def with_members(self):
-        """Each set's visible replays in order, with their nodes, as `visible_members`: two queries a page."""
+        """Each set's visible replays in order, with their nodes, as `visible_members`: two queries a page. On a
+        listed set these are all listed."""
         members = Replay.objects.visible().order_by("set_position")
         return self.prefetch_related(models.Prefetch("replays", queryset=members, to_attr="visible_members"))
 

@@ -163,7 +163,10 @@ def group_replays(*, members: list[dict], ip_hash: str, now: datetime | None = N
                 "differ.",
                 extra={"field": where},
             )
-        _refuse_filtered({"prompt": replay.prompt, "system": replay.system, "response": replay.response}, where + ".")
+        texts = {"prompt": replay.prompt, "system": replay.system, "response": replay.response}
+        # The earlier turns too, as publish_replay checks them: the set's page shows them.
+        texts.update({f"messages[{i}].content": m.get("content", "") for i, m in enumerate(replay.messages)})
+        _refuse_filtered(texts, where + ".")
         replays.append(replay)
     replay_set = ReplaySet.objects.create(published_at=now or timezone.now(), ip_hash=ip_hash)
     for position, replay in enumerate(replays):
