@@ -348,7 +348,6 @@ def js_strings() -> dict:
             "Timing shared. It counts once the rig reports this tasting to the tracker, usually within seconds."
         ),
         "published": _("Published: "),
-        "report_sent": _("Report sent; a person will review it."),
         "key_created": _("Your contributor key (shown once; it is saved in this browser):"),
         "key_saved": _("Key saved in this browser."),
         "key_forgotten": _("Key removed from this browser."),
@@ -385,7 +384,6 @@ def js_strings() -> dict:
             "end_cut": _("Stream cut: the rig's answer stopped before it finished."),
             "end_refused": _("Refused: %(msg)s"),
             "end_stopped": _("Stopped by you."),
-            "live_numbers": _("live, from the pieces as they arrive"),
             "tps_final": _("%(tps)s (%(tokens)s tokens)"),
             "keep_needs_two": _("Keeping them as one replay needs at least two finished answers."),
             "publishing": _("Publishing %(n)s answers…"),
@@ -433,6 +431,14 @@ def js_strings() -> dict:
             "content_filtered": _("The tracker's filter rules refused to publish this text (%(msg)s)."),
             "not_owner": _("Only the rig's owner may change it, and this key does not own it."),
             "unauthorized": _("The tracker does not know this contributor key (%(msg)s)."),
+            # Keeping rig against rig (arena.js): what POST /api/replays and /api/replay-sets can refuse.
+            "not_publisher": _("This answer's tasting key does not match its published replay; it cannot be kept."),
+            "already_in_set": _("One of these answers is already kept in another set."),
+            "prompts_differ": _("These answers were not given to the same prompt, so they cannot be kept together."),
+            "already_published": _(
+                "This answer's token was already published (rounds that share a token share its one replay)."
+            ),
+            "replay_not_found": _("One of these answers is no longer published (taken down, or its rig is)."),
             "unknown": _("Something went wrong (%(code)s): %(msg)s"),
         },
         # What a 429 adds for a taster below the contributor tier (site.js explain()); the numbers are on Contribute.
