@@ -1,7 +1,8 @@
 """Showcase categories over listed nodes: a rig can be remarkable without being fast.
 
 A badge is awarded only where it says something true: a superlative needs a rig that beats the others outright
-(a tie names nobody), "Largest context" and "Oldest GPU generation" need at least two comparable rigs, and
+(a tie names nobody), "Lowest VRAM", "Largest context" and "Oldest GPU generation" need at least two comparable
+rigs, and
 "Rarest combination" needs one combination held by fewer rigs than the rest (when every rig is unique, none is
 the rarest). `pick_categories` is pure (it takes plain rows) so that its choices are easy to test."""
 
@@ -37,7 +38,7 @@ LABELS = {
 }
 
 
-MIN_COMPARABLE = 2  # rigs a "largest" or "oldest" needs: alone, a rig is not the largest of anything
+MIN_COMPARABLE = 2  # rigs a "lowest", "largest" or "oldest" needs: alone, a rig is not the largest of anything
 
 
 def _first(rows: list[Row], key) -> Row | None:
@@ -76,15 +77,12 @@ def pick_categories(rows: Iterable[Row]) -> list[dict]:
     tiebreak = lambda r: (-r.rarity_score, str(r.created_at), r.id)  # noqa: E731
     out: list[dict] = []
 
-    # "Lowest VRAM" praises a model squeezed into a small card: a 32 GB card is never that, even when it is the
-    # only GPU rig listed (it used to win the badge then).
-    gpu_rows = [
-        r
-        for r in rows
-        if r.vram_gb is not None and 0 < r.vram_gb <= LOW_VRAM_GB and not gpus.is_cpu_rig(r.gpu, r.vram_gb)
-    ]
-    winner = _outright(gpu_rows, lambda r: r.vram_gb)
-    if winner:
+    # "Lowest VRAM" praises a model squeezed into a small card: a 32 GB card is never that, even when it has the
+    # least VRAM listed. And like any superlative it needs others to beat: the least of the GPU rigs whose VRAM is
+    # known, with at least MIN_COMPARABLE of them (a rig alone used to win it).
+    gpu_rows = [r for r in rows if r.vram_gb is not None and r.vram_gb > 0 and not gpus.is_cpu_rig(r.gpu, r.vram_gb)]
+    winner = _outright(gpu_rows, lambda r: r.vram_gb, at_least=MIN_COMPARABLE)
+    if winner and winner.vram_gb <= LOW_VRAM_GB:
         out.append(
             (
                 "lowest_vram",

@@ -67,7 +67,15 @@ def test_lowest_vram_is_capped_and_never_shared():
     assert "lowest_vram" not in picks([row("big", "RTX 5090", 32), row("mac", "Apple M3 Max", 48)])
     assert "lowest_vram" not in picks([row("a", "RTX 3060", 8), row("b", "RTX 2070", 8)])  # a tie
     assert picks([row("a", "RTX 3060", 12), row("b", "GTX 1060", 6)])["lowest_vram"] == "b"
-    assert picks([row("only", "RTX 3060", 12)])["lowest_vram"] == "only"  # small for a card, even alone
+    # Against a bigger card the smaller one wins, as long as it is small for a card.
+    assert picks([row("a", "RTX 3060", 12), row("b", "RTX 4090", 24)])["lowest_vram"] == "a"
+
+
+def test_lowest_vram_needs_two_rigs_with_known_vram():
+    assert "lowest_vram" not in picks([row("only", "RTX 3060", 12)])  # alone, a rig is not the lowest of anything
+    # A rig of unknown VRAM or a CPU rig is nothing to compare with.
+    assert "lowest_vram" not in picks([row("a", "RTX 3060", 12), row("b", "RTX 4090", None)])
+    assert "lowest_vram" not in picks([row("a", "RTX 3060", 12), row("pi", "Raspberry Pi 5", 0)])
 
 
 def test_one_owners_duplicates_of_a_combination_count_once():
