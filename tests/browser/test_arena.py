@@ -218,3 +218,85 @@ def test_stop_ends_every_stream_and_each_column_says_so(site, rig, second_rig, p
     assert second.get_attribute("data-end") == "stopped"
     assert second.locator("[data-rig-output]").inner_text().strip() != "".join(SECOND_WORDS).strip()
     assert page.locator("[data-arena-go]").is_enabled() and page.locator("[data-arena-stop]").is_disabled()
+
+
+def send_round(page, rig_ids, prompt: str = PROMPT) -> None:
+    """Send `prompt` to the compared rigs and wait until every column has ended."""
+    page.fill("#arena-prompt", prompt)
+    page.check("input[name=ack]")
+    page.click("[data-arena-go]")
+    page.wait_for_function(
+        """(ids) => ids.every((id) => {
+            const end = document.querySelector(`[data-arena-rig="${id}"]`).dataset.end;
+            return end && end !== "running";
+        })""",
+        arg=rig_ids,
+        timeout=20_000,
+    )
+
+
+def test_a_second_round_spends_each_rigs_token_again(site, rig, second_rig, page):
+    """An anonymous token holds three requests: two rounds against the same two rigs cost two tokens, not four
+    (five a day would lock an anonymous visitor out after two rounds)."""
+    ids = [rig.node_id, second_rig.node_id]
+    page.goto(f"/compare/?ids={','.join(ids)}")
+    sent = []
+    page.on("request", lambda r: sent.append(r))
+    send_round(page, ids)
+    send_round(page, ids, "And once more?")
+    for node_id in ids:
+        assert column(page, node_id).get_attribute("data-end") == "done"
+    tokens = [r for r in sent if r.url.endswith("/api/tokens") and r.method == "POST"]
+    calls = [r for r in sent if r.url.endswith("/chat/completions")]
+    assert len(tokens) == 2 and len(calls) == 4
+    # Each rig was called twice with its own one token.
+    by_rig = {}
+    for r in calls:
+        by_rig.setdefault(r.url.split("/v1/")[0], set()).add(r.headers["authorization"])
+    assert len(by_rig) == 2 and all(len(bearers) == 1 for bearers in by_rig.values())
+
+
+MARKDOWN = [
+    "# Heading\n\n",
+    "Some **bold** and `code`.\n\n",
+    "[ent](jav&#x61;script:window.__pwned=1) ",
+    "<javascript:window.__pwned=2> ",
+    "[data](data:text/html,<script>window.__pwned=3</script>) ",
+    "![x](http://example.invalid/x.png)\n",
+]
+
+
+def test_the_arena_and_its_kept_set_draw_answers_as_safe_markdown(site, rig, second_rig, page):
+    ids = [rig.node_id, second_rig.node_id]
+    sent = []
+    page.on("request", lambda r: sent.append(r.url))
+    words, rig.upstream.words = rig.upstream.words, list(MARKDOWN)
+    try:
+        page.goto(f"/compare/?ids={','.join(ids)}")
+        send_round(page, ids, "Answer in Markdown")
+    finally:
+        rig.upstream.words = words
+    out = column(page, rig.node_id).locator("[data-rig-output]")
+    assert out.locator("h1").inner_text() == "Heading" and out.locator("strong").inner_text() == "bold"
+    # No script, image or inline style; the only link is the image's, to an http(s) URL, never fetched.
+    assert out.locator("script, img, iframe, [style]").count() == 0
+    assert [out.locator("a").nth(i).get_attribute("href") for i in range(out.locator("a").count())] == [
+        "http://example.invalid/x.png"
+    ]
+    assert "javascript:window.__pwned=2" in out.inner_text() and "data:text/html" in out.inner_text()
+
+    page.click("[data-arena-keep]")
+    link = page.locator("[data-keep-status] a")
+    link.wait_for()
+    link.click()
+    page.wait_for_url(re.compile(r"/replays/sets/rs_"))
+    page.click("[data-play-all]")
+    played = page.locator("[data-set-member]").nth(0).locator("[data-replay-output]")
+    played.locator("strong", has_text="bold").wait_for(timeout=10_000)
+    played.locator("a").first.wait_for(timeout=10_000)  # the last piece has arrived
+    assert played.locator("script, img, iframe, [style]").count() == 0
+    assert [played.locator("a").nth(i).get_attribute("href") for i in range(played.locator("a").count())] == [
+        "http://example.invalid/x.png"
+    ]
+    assert page.evaluate("window.__pwned") is None
+    assert not [u for u in sent if "example.invalid" in u]

@@ -189,3 +189,28 @@ def test_my_rigs_and_contribute_fit_a_phone(site, new_page, owner, shot):
     phone.locator(f'[data-rig][data-node-id="{first}"]').wait_for()
     assert not phone.evaluate(wide), "My rigs scrolls sideways on a phone"
     shot(phone, "my-rigs-phone")
+
+
+def test_a_refusal_naming_an_odd_field_is_still_explained(site, page, owner):
+    """The `field` of a refusal comes from the server: a name that is no CSS identifier (or holds RegExp
+    characters) must not break the page; the refusal is then said in the result line."""
+    key, first, _ = owner
+    odd = 'x"] ,*(['
+
+    def refuse(route):
+        if route.request.method != "PATCH":
+            route.continue_()
+            return
+        route.fulfill(status=400, json={"error": odd + ": no such field here", "code": "invalid_field", "field": odd})
+
+    with_key(page, key)
+    page.route(f"**/api/nodes/{first}", refuse)
+    page.goto("/my/rigs/")
+    card = page.locator(f'[data-rig][data-node-id="{first}"]')
+    card.wait_for()
+    card.get_by_label("Display name").fill("renamed")
+    card.get_by_role("button", name="Save changes").click()
+    result = card.locator("[data-rig-result]")
+    result.filter(has_text="no such field here").wait_for()
+    assert "Could not reach the tracker" not in result.inner_text()
+    assert node(site, first)["display_name"] == "Attic K80"

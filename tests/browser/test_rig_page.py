@@ -140,18 +140,36 @@ def test_temperature_and_max_tokens_are_sent_and_bounded(site, rig, page):
     assert error.inner_text() == "Temperature must be a number from 0 to 2."
     page.fill("#taste-temperature", "0.4")
     assert "from 1 to 256" in error.inner_text()
+    # While a value is out of range, any call to the rig is caught (and refused) here.
+    caught, allowed = [], []
+
+    def guard(route):
+        if allowed:
+            route.continue_()
+        else:
+            caught.append(route.request.url)
+            route.abort()
+
+    page.route("**/chat/completions", guard)
     page.fill("#taste-prompt", "too long")
     page.click("[data-taste-go]")
-    page.wait_for_timeout(300)
-    assert not chat_requests(sent) and page.locator(".turn").count() == 0  # nothing was sent
+    assert page.locator(".turn").count() == 0 and error.is_visible()
 
     page.fill("#taste-max-tokens", "5")
     assert not error.is_visible()
+    allowed.append(True)
     taste(page, "Five words, please")
+    # Nothing was sent for the refused submit: no call while they were caught, and one call in all.
+    assert caught == [] and len(chat_requests(sent)) == 1 and page.locator(".turn").count() == 1
     body = rig.upstream.requests[-1]
     assert body["temperature"] == 0.4 and body["max_tokens"] == 5
     # The fake model stops at max_tokens: five words.
     assert page.locator(".turn [data-taste-output]").inner_text().strip() == "".join(RIG_WORDS[:5]).strip()
+    # With a token issued the bound is the token's own per-request cap, limits.max_output_tokens (256), never its
+    # whole budget (limits.max_output_tokens_total).
+    page.fill("#taste-max-tokens", "100000")
+    assert "from 1 to 256" in error.inner_text()
+    assert page.locator("[data-max-tokens-help]").inner_text().startswith("1 to 256 ")
 
 
 HOSTILE = [
@@ -163,7 +181,13 @@ HOSTILE = [
     "[click](javascript:window.__pwned=3) and [a page](https://example.com/docs)\n\n",
     '<iframe src="/"></iframe>\n\n',
     "![pixel](http://127.0.0.1:9/pixel.png)\n\n",
-    "| n | name |\n|--:|:-:|\n| 1 | two |\n",
+    "| n | name |\n|--:|:-:|\n| 1 | two |\n\n",
+    # Links that must not become links: an entity-spelled javascript:, an autolink, a data: URL; and an image
+    # that must not be fetched (it becomes a plain link with its alt text).
+    "[ent](jav&#x61;script:window.__pwned=4)\n\n",
+    "<javascript:window.__pwned=5>\n\n",
+    "[data](data:text/html,<script>window.__pwned=6</script>)\n\n",
+    "![x](http://example.invalid/x.png)\n",
 ]
 
 
@@ -188,7 +212,11 @@ def test_the_answer_is_rendered_as_markdown_and_hostile_html_stays_inert(site, r
     assert "<iframe" in text and "[click](javascript:window.__pwned=3)" in text
     links = out.locator("a")
     hrefs = [links.nth(i).get_attribute("href") for i in range(links.count())]
-    assert hrefs == ["https://example.com/docs", "http://127.0.0.1:9/pixel.png"]  # the image is a link, not loaded
+    # Images are links, not loaded; nothing else became a link.
+    assert hrefs == ["https://example.com/docs", "http://127.0.0.1:9/pixel.png", "http://example.invalid/x.png"]
+    assert "ent" not in links.all_inner_texts() and "data" not in links.all_inner_texts()
+    assert "javascript:window.__pwned=5" in text and "data:text/html" in text
+    assert not [u for u in sent if "example.invalid" in u]
     assert links.first.get_attribute("rel") == "nofollow noopener noreferrer"
     assert links.first.get_attribute("target") == "_blank"  # following a link keeps the conversation
     assert not [u for u in sent if "pixel.png" in u]
@@ -196,6 +224,36 @@ def test_the_answer_is_rendered_as_markdown_and_hostile_html_stays_inert(site, r
     assert out.locator("td.md-align-right").inner_text() == "1"
     assert page.evaluate("window.__pwned") is None
     shot(page, "rig-markdown")
+
+
+def test_a_request_the_rig_gives_back_does_not_use_up_the_token(site, rig, page):
+    """A rig that answers queue_full (or token_busy) did not spend one of the token's requests: after one such
+    refusal, an anonymous token's three requests still serve three answered turns."""
+    sent, refused = [], []
+    page.on("request", lambda r: sent.append(r))
+
+    def queue_full_once(route):
+        if refused:
+            route.continue_()
+            return
+        refused.append(route.request.url)
+        route.fulfill(
+            status=503,
+            headers={"Access-Control-Allow-Origin": "*", "Retry-After": "5"},
+            json={"error": {"code": "queue_full", "message": "queue is full", "type": "rate_limit"}},
+        )
+
+    page.route("**/chat/completions", queue_full_once)
+    page.goto(f"/nodes/{rig.node_id}/")
+    page.check("[data-ack]")
+    page.fill("#taste-prompt", "First try")
+    page.click("[data-taste-go]")
+    page.locator(".turn [data-turn-note]", has_text="queue is full").wait_for(timeout=15_000)
+    for prompt in ("One", "Two", "Three"):
+        taste(page, prompt)
+    tokens = [r for r in sent if r.url.endswith("/api/tokens")]
+    bearers = {r.headers["authorization"] for r in chat_requests(sent)}
+    assert len(refused) == 1 and len(tokens) == 1 and len(bearers) == 1
 
 
 def test_the_acknowledgement_is_remembered_in_this_browser(site, rig, page):

@@ -1,5 +1,6 @@
 // Rig against rig (/compare/): one prompt sent to every live compared rig at once, each with its own tasting
-// token (LuckRigTasting.run fetches one per rig), the answers streaming side by side. TTFT and tok/s are
+// token (LuckRigTasting.run fetches one per rig, and spends it again next round while it has requests left), the
+// answers streaming side by side as safe Markdown (markdown.js). TTFT and tok/s are
 // measured here while the pieces arrive, then replaced by the finished tasting's numbers. Afterwards the answers
 // can be kept as one replay: each is published with its own upload key (POST /api/replays), then the set
 // groups them (POST /api/replay-sets, each member proved by that same key).
@@ -28,23 +29,27 @@
     return ["refused", t("arena.end_refused", { msg: result.error ? result.error.message : "" })];
   }
 
-  // One rig's tasting, drawn into its column as it happens.
-  async function taste(rig, c, messages, signal) {
+  // One rig's tasting, drawn into its column as it happens. `token` is the last token this rig was given: spent
+  // again while it has requests left, so that a round costs a token per rig only when the last one is used up.
+  async function taste(rig, c, messages, signal, token) {
     c.output.textContent = ""; c.ttft.textContent = "—"; c.tps.textContent = "—";
     c.col.dataset.end = "running";
     let first = null, pieces = 0;
+    const view = window.LuckRigMarkdown.streaming(c.output);  // safe Markdown, as on the rig page
     const result = await T().run({
       nodeId: rig.id,
       messages,
       signal,
+      token,
       onStatus: (sentence) => { c.state.textContent = sentence; },
       onPiece: (text, ms) => {
-        c.output.append(document.createTextNode(text));
+        view.add(text);
         pieces += 1;
         if (first === null) { first = ms; c.ttft.textContent = Math.round(ms) + " ms"; }
         else if (ms > first) c.tps.textContent = ((pieces - 1) / ((ms - first) / 1000)).toFixed(1);
       },
     });
+    view.finish(result.answer);
     const [end, sentence] = ending(result);
     c.col.dataset.end = end;
     c.state.textContent = sentence;
@@ -72,6 +77,7 @@
     const keepStatus = root.querySelector("[data-keep-status]");
     let round = null;  // {prompt, createdAt, finished: [{rig, result, replayId?}]}
     let controller = null;
+    const tokens = new Map();  // rig id → the last token issued for it (LuckRigTasting.run's `issued`)
     form.hidden = false;
 
     form.addEventListener("submit", async (ev) => {
@@ -86,7 +92,8 @@
       const createdAt = new Date();
       const messages = [{ role: "user", content: prompt }];
       status.textContent = t("arena.sending", { n: config.rigs.length });
-      const done = await Promise.all(config.rigs.map((rig) => taste(rig, column(root, rig.id), messages, controller.signal)));
+      const done = await Promise.all(config.rigs.map((rig) => taste(rig, column(root, rig.id), messages, controller.signal, tokens.get(rig.id))));
+      for (const d of done) if (d.result.issued) tokens.set(d.rig.id, d.result.issued);
       go.disabled = false; stop.disabled = true;
       const finished = done.filter((d) => d.result.ok && d.result.answer);
       status.textContent = t("arena.finished", { ok: finished.length, n: done.length });

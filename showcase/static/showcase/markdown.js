@@ -1,4 +1,5 @@
-// A model's answer as safe Markdown: window.LuckRigMarkdown.render(text) → a DocumentFragment to append.
+// A model's answer as safe Markdown: window.LuckRigMarkdown.render(text) → a DocumentFragment to append, and
+// LuckRigMarkdown.streaming(element) → {add(piece), finish(text)} for an answer that arrives piece by piece.
 // The parser is markdown-it (vendor/markdown-it.min.js, MIT), vendored rather than hand-written: Markdown's edge
 // cases (nested lists, code fences, emphasis rules, entity handling) are where hand-written renderers grow holes,
 // and markdown-it is CommonMark-compliant, widely used, kept up to date and needs no eval (the CSP allows none).
@@ -63,5 +64,16 @@
     return template.content;
   }
 
-  window.LuckRigMarkdown = { render };
+  // A streamed answer drawn into `out`: re-rendered at most once a frame, so that a long answer stays cheap.
+  // add(piece) while pieces arrive; finish(full) draws the whole text at once.
+  function streaming(out) {
+    let text = "", queued = false;
+    const draw = () => { queued = false; out.replaceChildren(render(text)); };
+    return {
+      add(piece) { text += piece; if (!queued) { queued = true; requestAnimationFrame(draw); } },
+      finish(full) { text = full; draw(); },
+    };
+  }
+
+  window.LuckRigMarkdown = { render, streaming };
 })();

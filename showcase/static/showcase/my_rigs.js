@@ -36,7 +36,8 @@
     }
   }
 
-  function fieldBox(form, name) { return form.querySelector(`[data-field="${name}"]`); }
+  // `name` may come from the server (a refusal's `field`): escaped, so that no value breaks the selector.
+  function fieldBox(form, name) { return form.querySelector(`[data-field="${CSS.escape(String(name))}"]`); }
 
   function setError(form, name, text) {
     const box = fieldBox(form, name);
@@ -109,7 +110,8 @@
           result.textContent = lines.length ? t("my_saved", { changes: lines.join("; ") }) : t("my_unchanged");
         } else if (r.status === 400 && r.data && r.data.field && fieldBox(form, r.data.field)) {
           const field = r.data.field;
-          const msg = String(r.data.error || "").replace(new RegExp("^" + field + ": "), "");
+          const error = String(r.data.error || ""), prefix = field + ": ";
+          const msg = error.startsWith(prefix) ? error.slice(prefix.length) : error;  // no RegExp from server text
           setError(form, field, msg);
           fieldBox(form, field).querySelector("input, select, textarea").focus();
           result.textContent = t("my_fix");

@@ -50,12 +50,19 @@
     const speed = root.querySelector("[data-speed]");
     const timingEl = root.querySelector("[data-replay-timing]");
     let pieces = [], index = 0, elapsed = 0, timer = null, lastTick = 0;
+    // A page that loads markdown.js (a set's page) draws the answer as safe Markdown, as the rig page does;
+    // elsewhere it stays plain text.
+    const md = window.LuckRigMarkdown;
+    if (md) out.classList.add("md");
+    let view = md ? md.streaming(out) : null;
+    const show = (text) => { if (view) view.add(text); else out.append(document.createTextNode(text)); };
+    const clear = () => { out.textContent = ""; if (md) view = md.streaming(out); };
 
     function tick() {
       const now = performance.now();
       elapsed += (now - lastTick) * Number(speed.value);
       lastTick = now;
-      while (index < pieces.length && pieces[index].at <= elapsed) { out.append(document.createTextNode(pieces[index].text)); index++; }
+      while (index < pieces.length && pieces[index].at <= elapsed) { show(pieces[index].text); index++; }
       clock.textContent = (elapsed / 1000).toFixed(1) + " s";
       if (index >= pieces.length) { stop(); play.textContent = play.dataset.label; index = 0; elapsed = 0; return; }
       timer = setTimeout(tick, Math.max(5, Math.min(100, (pieces[index].at - elapsed) / Number(speed.value))));
@@ -63,7 +70,7 @@
     function stop() { clearTimeout(timer); timer = null; play.disabled = false; pause.disabled = true; }
     play.dataset.label = play.textContent;
     play.addEventListener("click", () => {
-      if (index === 0 && elapsed === 0) out.textContent = "";
+      if (index === 0 && elapsed === 0) clear();
       play.disabled = true; pause.disabled = false; lastTick = performance.now(); tick();
     });
     pause.addEventListener("click", stop);
@@ -71,7 +78,7 @@
     // "Play all" on a replay set's page: every player from its start at once.
     root.addEventListener("luckrig:play-from-start", () => { stop(); index = 0; elapsed = 0; play.click(); });
     return function load(replay) {
-      stop(); index = 0; elapsed = 0; out.textContent = ""; clock.textContent = "0.0 s";
+      stop(); index = 0; elapsed = 0; clear(); clock.textContent = "0.0 s";
       pieces = piecesOf(replay);
       if (promptEl) promptEl.textContent = replay.prompt || "";
       showEarlier(root.querySelector("[data-replay-earlier]"), replay.messages);

@@ -17,7 +17,7 @@
 //     fingerprint  optional, public-key mode: the node key fingerprint the page shows; a token naming another
 //               key is refused (result.error.code "pk_key_mismatch")
 //     token     optional: a previous result's `issued`. It is spent again while it has requests left (counted
-//               here, in `issued.requests_sent`), has not expired and is of the same mode; otherwise, or if the
+//               here, in `issued.requests_sent`: the requests the rig accepted), has not expired and is of the same mode; otherwise, or if the
 //               rig refuses it as used up or expired, a new token is fetched.
 //   result: {ok, issued, reused, answer, chunks, chunk_timestamps, timing, usage, luckrig, error}
 //     ok                true when the rig finished its answer ([DONE]) without an error
@@ -119,7 +119,6 @@
     let firstByte = null, firstData = null, firstToken = null, lastToken = null, lastQueue = null, sawQueue = false;
     const chunks = [], pieces = [];
     let usage = null, luckrig = {}, failed = null, finished = false, resp;
-    issued.requests_sent = (issued.requests_sent || 0) + 1;
     try {
       resp = await fetch(endpoint, {
         method: "POST",
@@ -137,6 +136,9 @@
       result.error = failure(code, L().explain(resp.status, data, resp.headers), resp.status);
       return result;
     }
+    // Counted only once the rig accepted the request: a refusal it gives back (queue_full, token_busy, ...)
+    // did not spend one of the token's requests, and counting it would throw the token away early.
+    issued.requests_sent = (issued.requests_sent || 0) + 1;
     try {
       await readSSE(resp.body, (comment) => {
         firstByte = firstByte || performance.now();
