@@ -211,7 +211,7 @@ def main() -> None:
             tmp,
             LIMITED_TOKENS_PER_DAY="1000000",
             LIMITED_MAX_REQUESTS="1000000",
-            LIMITED_OUTPUT_TOKENS_PER_REQUEST="100000",
+            LIMITED_MAX_OUTPUT_TOKENS="100000",
             RATE_TOKEN_CREATE="100000/m",
             ALLOW_PRIVATE_NODE_URLS="1",
             RATELIMIT_ENABLE="0",

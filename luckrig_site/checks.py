@@ -7,9 +7,10 @@ entry points before the first request (`refuse_bad_settings`), and by a system c
 --deploy` and every management command that runs checks (migrate, monitor, ...) say so too."""
 
 import ipaddress
+import os
 
 from django.conf import settings
-from django.core.checks import Error, Tags, register
+from django.core.checks import Error, Tags, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 
 from luckrig_site.ratelimits import period_of
@@ -64,10 +65,10 @@ def fallback_problems() -> list[str]:
 
 TIER_LIMITS = (
     "LIMITED_MAX_REQUESTS",
-    "LIMITED_OUTPUT_TOKENS_PER_REQUEST",
+    "LIMITED_MAX_OUTPUT_TOKENS",
     "LIMITED_TOKENS_PER_DAY",
     "CONTRIBUTOR_MAX_REQUESTS",
-    "CONTRIBUTOR_OUTPUT_TOKENS_PER_REQUEST",
+    "CONTRIBUTOR_MAX_OUTPUT_TOKENS",
     "CONTRIBUTOR_TOKENS_PER_DAY",
 )
 
@@ -78,6 +79,27 @@ def tier_problems() -> list[str]:
         f"{name} must be 1 or more (it is {getattr(settings, name)!r}); tracker/tiers.py says what it limits."
         for name in TIER_LIMITS
         if not isinstance(getattr(settings, name), int) or getattr(settings, name) < 1
+    ]
+
+
+# Old environment name -> the name that replaced it. The per-request output cap was *_OUTPUT_TOKENS_PER_REQUEST for a
+# while (and *_MAX_OUTPUT_TOKENS then meant the whole budget, derived, its variable ignored); it is
+# *_MAX_OUTPUT_TOKENS again, the name docs/api.md and .env.example give. The old name is not read (one name per
+# setting), but a deployment that still sets it is told so instead of silently getting the default.
+RENAMED_ENV = {
+    "LIMITED_OUTPUT_TOKENS_PER_REQUEST": "LIMITED_MAX_OUTPUT_TOKENS",
+    "CONTRIBUTOR_OUTPUT_TOKENS_PER_REQUEST": "CONTRIBUTOR_MAX_OUTPUT_TOKENS",
+}
+
+
+def renamed_env_warnings(environ=None) -> list[str]:
+    """A sentence for each renamed environment variable that is still set."""
+    environ = os.environ if environ is None else environ
+    return [
+        f"{old} is set but no longer read: the per-request output cap is {new} (now {getattr(settings, new)!r}). "
+        f"Rename the variable."
+        for old, new in RENAMED_ENV.items()
+        if environ.get(old, "") != ""
     ]
 
 
@@ -94,6 +116,11 @@ def settings_problems() -> list[tuple[str, str]]:
 @register(Tags.security)
 def limits_and_proxies(app_configs, **kwargs):
     return [Error(sentence, id=check_id) for check_id, sentence in settings_problems()]
+
+
+@register()
+def renamed_settings(app_configs, **kwargs):
+    return [Warning(sentence, id="luckrig.W014") for sentence in renamed_env_warnings()]
 
 
 def refuse_bad_settings() -> None:

@@ -299,21 +299,21 @@ CONTRIBUTOR_THRESHOLD = env_float("CONTRIBUTOR_THRESHOLD", 1.0)
 TOKEN_TTL_DEFAULT_SEC = env_int("TOKEN_TTL_DEFAULT_SEC", 900)
 TOKEN_TTL_MIN_SEC = env_int("TOKEN_TTL_MIN_SEC", 60)
 TOKEN_TTL_MAX_SEC = env_int("TOKEN_TTL_MAX_SEC", 3600)
-# The tiers (tracker/tiers.py). A token holds MAX_REQUESTS requests of up to OUTPUT_TOKENS_PER_REQUEST output
-# tokens each; its whole output budget (the JWT's max_output_tokens) is the product, so that a promise of 3
-# requests is never spent by the first answer.
+# The tiers (tracker/tiers.py). A token holds MAX_REQUESTS requests of up to MAX_OUTPUT_TOKENS output tokens each
+# (the JWT's max_output_tokens, the per-request cap that agents clamp max_tokens to); its whole output budget
+# (the JWT's max_output_tokens_total) is the product, so that a promise of 3 requests is never spent by the first
+# answer.
 # Under DEBUG (`make run`) every request comes from 127.0.0.1: the per-address limits that protect a public tracker
 # would lock a developer out of their own demo within one README tour. DEBUG's defaults are generous (an afternoon
 # of trying); production's are unchanged, and the environment overrides either.
+# (*_OUTPUT_TOKENS_PER_REQUEST named the per-request cap for a while; it is no longer read, and
+# luckrig_site/checks.py warns when it is set: luckrig.W014.)
 LIMITED_MAX_REQUESTS = env_int("LIMITED_MAX_REQUESTS", 20 if DEBUG else 3)
-LIMITED_OUTPUT_TOKENS_PER_REQUEST = env_int("LIMITED_OUTPUT_TOKENS_PER_REQUEST", 256)
+LIMITED_MAX_OUTPUT_TOKENS = env_int("LIMITED_MAX_OUTPUT_TOKENS", 256)
 LIMITED_TOKENS_PER_DAY = env_int("LIMITED_TOKENS_PER_DAY", 500 if DEBUG else 5)
 CONTRIBUTOR_MAX_REQUESTS = env_int("CONTRIBUTOR_MAX_REQUESTS", 30)
-CONTRIBUTOR_OUTPUT_TOKENS_PER_REQUEST = env_int("CONTRIBUTOR_OUTPUT_TOKENS_PER_REQUEST", 2048)
+CONTRIBUTOR_MAX_OUTPUT_TOKENS = env_int("CONTRIBUTOR_MAX_OUTPUT_TOKENS", 2048)
 CONTRIBUTOR_TOKENS_PER_DAY = env_int("CONTRIBUTOR_TOKENS_PER_DAY", 200)
-# Derived, not read from the environment: each token's whole output budget.
-LIMITED_MAX_OUTPUT_TOKENS = LIMITED_MAX_REQUESTS * LIMITED_OUTPUT_TOKENS_PER_REQUEST
-CONTRIBUTOR_MAX_OUTPUT_TOKENS = CONTRIBUTOR_MAX_REQUESTS * CONTRIBUTOR_OUTPUT_TOKENS_PER_REQUEST
 
 # django-ratelimit rates ("N/s|m|h|d") per client IP.
 RATE_CONTRIBUTOR_CREATE = os.environ.get("RATE_CONTRIBUTOR_CREATE", "100/d" if DEBUG else "5/d")  # DEBUG: see the tiers

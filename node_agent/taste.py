@@ -74,7 +74,11 @@ def saved_key(args) -> str | None:
 def limits_text(limits: dict) -> str:
     """`3 requests of up to 256 output tokens each`: what one token allows (docs/api.md)."""
     n = limits["max_requests"]
-    each = limits.get("max_output_tokens_per_request") or limits["max_output_tokens"] // max(1, n)
+    # With max_output_tokens_total beside it, max_output_tokens is the per-request cap; without it (an older
+    # tracker) it is the whole budget, which an agent shares equally among the requests (auth.Claims).
+    each = (
+        limits["max_output_tokens"] if "max_output_tokens_total" in limits else limits["max_output_tokens"] // max(1, n)
+    )
     return f"{n} request{'' if n == 1 else 's'} of up to {each} output tokens each"
 
 

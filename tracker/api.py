@@ -427,13 +427,9 @@ class TokenCreateApi(APIView):
                 "expires_at": iso(issued.expires_at),
                 "crypto_mode": issued.crypto_mode,
                 "tier": issued.tier,
-                "limits": {
-                    "max_requests": issued.max_requests,
-                    "max_output_tokens": issued.max_output_tokens,
-                    # What the agent caps each request at unless it asks for less (tracker/tiers.py).
-                    "max_output_tokens_per_request": issued.max_output_tokens // max(1, issued.max_requests),
-                    "tokens_per_day": issued.quota_limit,
-                },
+                # The same numbers as the token's claims: max_output_tokens is the per-request cap,
+                # max_output_tokens_total the whole budget (tracker/tiers.py).
+                "limits": {**issued.limits.token_limits(), "tokens_per_day": issued.quota_limit},
                 "quota": {"used": issued.quota_used, "limit": issued.quota_limit},
                 "node_public_key": node.node_public_key,
                 "node_public_key_fingerprint": node.node_public_key_fingerprint,

@@ -61,8 +61,7 @@ class Issued:
     expires_at: datetime
     crypto_mode: str
     tier: str
-    max_requests: int
-    max_output_tokens: int
+    limits: tiers.Tier
     quota_used: int
     quota_limit: int
     node: Node
@@ -106,12 +105,6 @@ def claim_quota(key: str, limit: int, now: datetime, tier: str = tiers.LIMITED) 
 def _duration(seconds: int) -> str:
     hours, minutes = divmod(max(60, seconds) // 60, 60)
     return f"{hours} h {minutes} min" if hours else f"{minutes} min"
-
-
-def tier_limits(tier: str) -> tuple[int, int, int]:
-    """(max_requests, max_output_tokens, tokens per day) for a tier, from settings (tracker/tiers.py)."""
-    limits = tiers.of(tier)
-    return limits.max_requests, limits.max_output_tokens, limits.tokens_per_day
 
 
 def clamp_ttl(ttl_sec: int | None) -> int:
@@ -172,7 +165,8 @@ def issue_token(
         if contributor is not None and contributor.score_tier == "contributor"
         else TastingToken.Tier.LIMITED
     )
-    max_requests, max_output_tokens, per_day = tier_limits(tier)
+    limits = tiers.of(tier)
+    per_day = limits.tokens_per_day
     # Limited tokens are counted per IP even for a signed-in contributor, so that minting fresh identities
     # does not multiply the anonymous quota.
     quota_key = f"c:{contributor.id}" if tier == TastingToken.Tier.CONTRIBUTOR else f"ip:{ip_hash}"
@@ -192,8 +186,8 @@ def issue_token(
         "exp": int(expires_at.timestamp()),
         "tier": tier,
         "crypto_mode": crypto_mode,
-        "max_requests": max_requests,
-        "max_output_tokens": max_output_tokens,
+        # max_output_tokens: the per-request cap; max_output_tokens_total: the whole budget (tracker/tiers.py).
+        **limits.token_limits(),
     }
     if user_pem:
         claims["user_public_key"] = user_pem
@@ -214,8 +208,10 @@ def issue_token(
         is_owner_token=contributor is not None and contributor.id == node.owner_id,
         issued_at=now,
         expires_at=expires_at,
-        max_requests=max_requests,
-        max_output_tokens=max_output_tokens,
+        max_requests=limits.max_requests,
+        # The row keeps the token's whole output budget: what its usage reports and timing uploads are bounded by
+        # (at most what the column holds on PostgreSQL; a bigger budget is unbounded in practice).
+        max_output_tokens=min(limits.max_output_tokens_total, 2**31 - 1),
         user_public_key_fingerprint=user_fp,
         upload_key_hash=credentials.digest(upload_key),
     )
@@ -225,8 +221,7 @@ def issue_token(
         expires_at,
         crypto_mode,
         tier,
-        max_requests,
-        max_output_tokens,
+        limits,
         used,
         per_day,
         node,

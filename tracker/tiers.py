@@ -1,8 +1,11 @@
 """The two tiers' limits (from settings) and what a refusal says about them: when it resets and what earns more.
 
-A token holds `max_requests` requests of up to `output_tokens_per_request` output tokens each. Its whole output
-budget, the JWT's `max_output_tokens`, is their product: the agent caps each request at budget / requests unless
-the request asks for less, so that no single answer spends what the token promised for the others."""
+A token holds `max_requests` requests of up to `output_tokens_per_request` output tokens each. The JWT's
+`max_output_tokens` is that per-request cap, as the wire contract has always said (an agent clamps each request's
+`max_tokens` to it); `max_output_tokens_total`, their product, is the token's whole output budget. An agent that
+knows only the first claim clamps each answer to the cap and may spend it `max_requests` times, which is the same
+budget; one that knows both holds each request to the cap and the sum to the total. This module is the one place
+on the tracker that computes either number (the claims, the token response's `limits`, the pages)."""
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -22,18 +25,20 @@ class Tier:
     tokens_per_day: int
 
     @property
-    def max_output_tokens(self) -> int:
-        """The token's whole output budget (the JWT claim)."""
+    def max_output_tokens_total(self) -> int:
+        """The token's whole output budget (the JWT's `max_output_tokens_total`)."""
         return self.max_requests * self.output_tokens_per_request
 
-    def as_dict(self) -> dict:
+    def token_limits(self) -> dict:
+        """What a token of this tier carries, as JWT claims and as the token response's `limits` (same names)."""
         return {
-            "tier": self.name,
             "max_requests": self.max_requests,
-            "max_output_tokens": self.max_output_tokens,
-            "max_output_tokens_per_request": self.output_tokens_per_request,
-            "tokens_per_day": self.tokens_per_day,
+            "max_output_tokens": self.output_tokens_per_request,
+            "max_output_tokens_total": self.max_output_tokens_total,
         }
+
+    def as_dict(self) -> dict:
+        return {"tier": self.name, **self.token_limits(), "tokens_per_day": self.tokens_per_day}
 
 
 def of(name: str) -> Tier:
@@ -41,13 +46,13 @@ def of(name: str) -> Tier:
         return Tier(
             CONTRIBUTOR,
             settings.CONTRIBUTOR_MAX_REQUESTS,
-            settings.CONTRIBUTOR_OUTPUT_TOKENS_PER_REQUEST,
+            settings.CONTRIBUTOR_MAX_OUTPUT_TOKENS,
             settings.CONTRIBUTOR_TOKENS_PER_DAY,
         )
     return Tier(
         LIMITED,
         settings.LIMITED_MAX_REQUESTS,
-        settings.LIMITED_OUTPUT_TOKENS_PER_REQUEST,
+        settings.LIMITED_MAX_OUTPUT_TOKENS,
         settings.LIMITED_TOKENS_PER_DAY,
     )
 

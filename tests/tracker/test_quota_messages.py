@@ -73,21 +73,23 @@ def test_requests_and_output_budget_fit_together(api, live_node, settings):
     node, _ = live_node
     _, body = api.post("/api/tokens", {"node_id": node.id})
     limits = body["limits"]
-    # Before: 3 requests and a 256-token budget, which one ordinary answer spent whole.
-    assert limits["max_output_tokens"] == limits["max_requests"] * limits["max_output_tokens_per_request"]
-    assert limits["max_output_tokens_per_request"] == settings.LIMITED_OUTPUT_TOKENS_PER_REQUEST == 256
+    # Before issue 12: 3 requests and a 256-token budget, which one ordinary answer spent whole. Then: the budget
+    # (768) in max_output_tokens, which an agent that clamps to max_output_tokens (API.md) let one answer take.
+    assert limits["max_output_tokens"] == settings.LIMITED_MAX_OUTPUT_TOKENS == 256
+    assert limits["max_output_tokens_total"] == limits["max_requests"] * limits["max_output_tokens"]
+    assert "max_output_tokens_per_request" not in limits
 
 
 def _settings_in_a_fresh_process(**env) -> dict:
     """The tier settings as a tracker process with this environment reads them (settings are read once)."""
     code = (
         "import json, django; django.setup(); from django.conf import settings as s; "
-        "from luckrig_site.checks import settings_problems; "
+        "from luckrig_site.checks import renamed_env_warnings, settings_problems; "
         "print(json.dumps({n: getattr(s, n) for n in ('LIMITED_TOKENS_PER_DAY', 'LIMITED_MAX_REQUESTS', "
-        "'LIMITED_OUTPUT_TOKENS_PER_REQUEST', 'LIMITED_MAX_OUTPUT_TOKENS', 'RATE_CONTRIBUTOR_CREATE', "
-        "'CONTRIBUTOR_TOKENS_PER_DAY')} | {'problems': settings_problems()}))"
+        "'LIMITED_MAX_OUTPUT_TOKENS', 'CONTRIBUTOR_MAX_OUTPUT_TOKENS', 'RATE_CONTRIBUTOR_CREATE', "
+        "'CONTRIBUTOR_TOKENS_PER_DAY')} | {'problems': settings_problems(), 'renamed': renamed_env_warnings()}))"
     )
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("LIMITED_", "RATE_", "DEBUG"))}
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("LIMITED_", "CONTRIBUTOR_", "RATE_", "DEBUG"))}
     done = subprocess.run(
         [sys.executable, "-c", code],
         cwd=ROOT,
@@ -107,9 +109,38 @@ def test_make_run_has_limits_for_an_afternoon_of_trying_and_production_keeps_its
     debug = _settings_in_a_fresh_process(DEBUG="1")
     # A README tour plus a few tastings used to spend the five anonymous tokens of the day on 127.0.0.1.
     assert debug["LIMITED_TOKENS_PER_DAY"] >= 100 and debug["LIMITED_MAX_REQUESTS"] >= 10
-    assert debug["LIMITED_MAX_OUTPUT_TOKENS"] == debug["LIMITED_MAX_REQUESTS"] * 256
+    assert debug["LIMITED_MAX_OUTPUT_TOKENS"] == 256  # per request, however many requests
     assert debug["problems"] == [] and production["problems"] == []
     overridden = _settings_in_a_fresh_process(DEBUG="1", LIMITED_TOKENS_PER_DAY="7")
     assert overridden["LIMITED_TOKENS_PER_DAY"] == 7
     refused = _settings_in_a_fresh_process(DEBUG="0", LIMITED_MAX_REQUESTS="0")["problems"]
     assert [check for check, _ in refused] == ["luckrig.E013"] and "LIMITED_MAX_REQUESTS" in refused[0][1]
+
+
+def test_the_output_caps_are_read_from_the_names_the_contract_gives():
+    """Before: LIMITED_MAX_OUTPUT_TOKENS / CONTRIBUTOR_MAX_OUTPUT_TOKENS were derived, and setting them did nothing."""
+    read = _settings_in_a_fresh_process(DEBUG="0", LIMITED_MAX_OUTPUT_TOKENS="100", CONTRIBUTOR_MAX_OUTPUT_TOKENS="900")
+    assert read["LIMITED_MAX_OUTPUT_TOKENS"] == 100 and read["CONTRIBUTOR_MAX_OUTPUT_TOKENS"] == 900
+    assert read["problems"] == [] and read["renamed"] == []
+    defaults = _settings_in_a_fresh_process(DEBUG="0")
+    assert defaults["LIMITED_MAX_OUTPUT_TOKENS"] == 256 and defaults["CONTRIBUTOR_MAX_OUTPUT_TOKENS"] == 2048
+
+
+def test_the_interim_names_are_not_silently_ignored():
+    """*_OUTPUT_TOKENS_PER_REQUEST named the per-request cap for a while: no longer read, and a warning says so."""
+    old = _settings_in_a_fresh_process(
+        DEBUG="0", LIMITED_OUTPUT_TOKENS_PER_REQUEST="100", CONTRIBUTOR_MAX_OUTPUT_TOKENS="300"
+    )
+    assert old["LIMITED_MAX_OUTPUT_TOKENS"] == 256 and old["CONTRIBUTOR_MAX_OUTPUT_TOKENS"] == 300
+    [warning] = old["renamed"]
+    assert "LIMITED_OUTPUT_TOKENS_PER_REQUEST is set but no longer read" in warning
+    assert "LIMITED_MAX_OUTPUT_TOKENS (now 256)" in warning
+    assert old["problems"] == []  # a warning: the tracker still starts
+
+
+def test_the_rename_warning_is_a_system_check(monkeypatch):
+    from django.core import checks
+
+    monkeypatch.setenv("LIMITED_OUTPUT_TOKENS_PER_REQUEST", "100")
+    found = [m for m in checks.run_checks() if m.id == "luckrig.W014"]
+    assert len(found) == 1 and found[0].level == checks.WARNING and "LIMITED_MAX_OUTPUT_TOKENS" in found[0].msg

@@ -36,11 +36,12 @@ def test_anonymous_caller_gets_a_limited_token_an_agent_can_verify_offline(api, 
     status, body = api.post("/api/tokens", {"node_id": node.id, "crypto_mode": "plain"})
     assert status == 201, body
     assert body["token_type"] == "Bearer" and body["tier"] == "limited" and body["crypto_mode"] == "plain"
-    # 3 requests of up to 256 output tokens each: the token's whole budget is their product (tracker/tiers.py).
+    # 3 requests of up to 256 output tokens each (max_output_tokens, the per-request cap API.md's agents clamp
+    # max_tokens to); the token's whole budget is their product (tracker/tiers.py).
     assert body["limits"] == {
         "max_requests": 3,
-        "max_output_tokens": 768,
-        "max_output_tokens_per_request": 256,
+        "max_output_tokens": 256,
+        "max_output_tokens_total": 768,
         "tokens_per_day": 5,
     }
     assert body["quota"] == {"used": 1, "limit": 5}
@@ -49,7 +50,8 @@ def test_anonymous_caller_gets_a_limited_token_an_agent_can_verify_offline(api, 
     assert body["node_public_key"] is None and body["user_public_key_fingerprint"] is None
     claims = verify_like_an_agent(api, body["token"], node.id)
     assert claims["jti"] == body["jti"] and claims["aud"] == node.id and claims["tier"] == "limited"
-    assert claims["sub"].startswith("anon:") and claims["max_requests"] == 3 and claims["max_output_tokens"] == 768
+    assert claims["sub"].startswith("anon:") and claims["max_requests"] == 3
+    assert claims["max_output_tokens"] == 256 and claims["max_output_tokens_total"] == 768
     assert claims["exp"] - claims["iat"] == 900
     header = jwt.get_unverified_header(body["token"])
     assert header["alg"] == "EdDSA" and header["typ"] == "luckrig-tasting+jwt"
@@ -65,11 +67,17 @@ def test_contributor_tier_comes_from_the_server_side_score(api, live_node, owner
     assert body["tier"] == "limited" and body["limits"]["max_requests"] == 3
     _, body = api.post("/api/tokens", {"node_id": node.id}, auth=owner.key)
     assert body["tier"] == "contributor"
-    assert body["limits"]["max_requests"] == 30 and body["limits"]["max_output_tokens_per_request"] == 2048
-    assert body["limits"]["max_output_tokens"] == 30 * 2048
+    # The contributor policy: 30 requests of up to 2,048 output tokens each.
+    assert body["limits"] == {
+        "max_requests": 30,
+        "max_output_tokens": 2048,
+        "max_output_tokens_total": 30 * 2048,
+        "tokens_per_day": 200,
+    }
     assert body["quota"]["limit"] == 200
     claims = verify_like_an_agent(api, body["token"], node.id)
     assert claims["sub"] == owner.id
+    assert claims["max_output_tokens"] == 2048 and claims["max_output_tokens_total"] == 61_440
 
 
 def test_ttl_is_clamped(api, live_node):
@@ -132,14 +140,16 @@ def test_a_limited_contributor_shares_the_ip_quota(api, live_node, taster):
 
 def test_limits_are_settings(api, live_node, settings):
     node, _ = live_node
-    settings.LIMITED_MAX_REQUESTS, settings.LIMITED_OUTPUT_TOKENS_PER_REQUEST, settings.LIMITED_TOKENS_PER_DAY = (
+    settings.LIMITED_MAX_REQUESTS, settings.LIMITED_MAX_OUTPUT_TOKENS, settings.LIMITED_TOKENS_PER_DAY = (
         7,
         99,
         1,
     )
     _, body = api.post("/api/tokens", {"node_id": node.id})
-    assert body["limits"]["max_requests"] == 7 and body["limits"]["max_output_tokens_per_request"] == 99
-    assert body["limits"]["max_output_tokens"] == 7 * 99 and body["quota"]["limit"] == 1
+    assert body["limits"]["max_requests"] == 7 and body["limits"]["max_output_tokens"] == 99
+    assert body["limits"]["max_output_tokens_total"] == 7 * 99 and body["quota"]["limit"] == 1
+    claims = jwt.decode(body["token"], options={"verify_signature": False})
+    assert (claims["max_requests"], claims["max_output_tokens"], claims["max_output_tokens_total"]) == (7, 99, 693)
     assert api.post("/api/tokens", {"node_id": node.id})[1]["code"] == "quota_exceeded"
 
 

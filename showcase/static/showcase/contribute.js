@@ -41,7 +41,7 @@
     const tiers = JSON.parse(document.getElementById("lr-tiers").textContent);
     const mine = tiers[data.score.tier];
     root.querySelector("[data-me-unlocks]").textContent = mine
-      ? t("unlocks", { requests: mine.max_requests, tokens: mine.max_output_tokens, per_day: mine.tokens_per_day })
+      ? t("unlocks", { requests: mine.max_requests, tokens: mine.max_output_tokens_total, per_day: mine.tokens_per_day })
       : "";
     const axes = root.querySelector("[data-me-axes]");
     axes.replaceChildren();

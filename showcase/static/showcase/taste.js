@@ -61,7 +61,7 @@
     // The output cap a request may ask for: the token's, once one was issued; before that the tier's guess.
     function outputCap() {
       const limits = conversation.issued && conversation.issued.limits;
-      if (limits) return limits.max_output_tokens_per_request || limits.max_output_tokens;
+      if (limits) return limits.max_output_tokens;  // the per-request cap (docs/api.md)
       return window.LuckRig.contributorKey() ? config.output_cap_contributor : config.output_cap;
     }
     function showCap() {
