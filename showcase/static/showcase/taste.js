@@ -135,21 +135,11 @@
       return el;
     }
 
-    // Streaming: the text is re-rendered as Markdown at most once a frame, so that a long answer stays cheap.
-    function renderer(out) {
-      let text = "", queued = false;
-      const draw = () => { queued = false; out.replaceChildren(window.LuckRigMarkdown.render(text)); };
-      return {
-        add(piece) { text += piece; if (!queued) { queued = true; requestAnimationFrame(draw); } },
-        finish(full) { text = full; draw(); },
-      };
-    }
-
     async function taste(prompt, params, mode) {
       const earlier = history();
       const el = addTurn(prompt);
       const out = el.querySelector("[data-taste-output]");
-      const view = renderer(out);
+      const view = window.LuckRigMarkdown.streaming(out);  // re-rendered at most once a frame
       running = new AbortController();
       const signal = running.signal;
       go.disabled = true; reset.hidden = false;
