@@ -213,7 +213,7 @@ def test_a_replay_file_plays_in_the_browser_without_leaving_it(site, page, shot,
         "node_id": PI,
         "created_at": "2026-12-01T10:00:00Z",
         "prompt": "Local file prompt",
-        "response": "one two three four",
+        "response": "one **two** three <b>four</b>",
         "chunk_timestamps": [100.0, 300.0, 500.0, 700.0],
         "timing": {"ttft_ms": 100.0, "tok_per_sec": 5.0},
     }
@@ -225,7 +225,10 @@ def test_a_replay_file_plays_in_the_browser_without_leaving_it(site, page, shot,
     page.set_input_files("[data-replay-file]", str(path))
     page.locator("[data-replay-prompt]", has_text="Local file prompt").wait_for()
     page.click("[data-play]")
-    page.locator("[data-replay-output]", has_text="one two three four").wait_for(timeout=5000)
+    page.locator("[data-replay-output]", has_text="one two three <b>four</b>").wait_for(timeout=5000)
+    # Drawn as the rig page draws answers: safe Markdown, raw HTML shown as text.
+    assert page.locator("[data-replay-output] strong").inner_text() == "two"
+    assert page.locator("[data-replay-output] b").count() == 0
     shot(page, "replay-open-file")
     assert not [s for s in sent if s[0] != "GET" or (s[2] and "Local file prompt" in s[2])]
 
