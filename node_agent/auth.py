@@ -27,6 +27,24 @@ class Claims:
     max_output_tokens: int
     exp: int
     raw: dict
+    # The token's whole output budget; None from a tracker that does not send it (docs/api.md, "Tasting tokens").
+    max_output_tokens_total: int | None = None
+
+    @property
+    def per_request_cap(self) -> int:
+        """The most output one request may have. `max_output_tokens` is that cap when the token also names its
+        total; a token without the total (an older tracker) had `max_output_tokens` as its whole budget, and each
+        request gets an equal share of it, so that the first answer cannot spend what was promised to the others."""
+        if self.max_output_tokens_total is not None:
+            return self.max_output_tokens
+        return max(1, self.max_output_tokens // max(1, self.max_requests))
+
+    @property
+    def output_budget(self) -> int:
+        """The most output all the token's requests may have together."""
+        if self.max_output_tokens_total is not None:
+            return self.max_output_tokens_total
+        return self.max_output_tokens
 
 
 def load_keys(published: list[dict]) -> dict[str, Ed25519PublicKey]:
@@ -106,6 +124,7 @@ class TokenVerifier:
         if claims.get("aud") != (node_id or self.node_id):
             raise AgentError(403, "wrong_node", "This tasting token is for another node.")
         try:
+            total = claims.get("max_output_tokens_total")
             return Claims(
                 jti=str(claims["jti"]),
                 sub=str(claims["sub"]),
@@ -115,6 +134,7 @@ class TokenVerifier:
                 max_output_tokens=int(claims["max_output_tokens"]),
                 exp=int(claims["exp"]),
                 raw=claims,
+                max_output_tokens_total=None if total is None else int(total),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise _invalid("The tasting token lacks its limits.") from exc

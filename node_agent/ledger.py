@@ -12,12 +12,6 @@ import time
 from pathlib import Path
 
 
-def per_request_cap(max_output_tokens: int, max_requests: int) -> int:
-    """The most output one request of a token may have: its budget shared equally by its requests (the tracker
-    issues budget = cap x requests, so this is the tier's per-request cap; docs/api.md)."""
-    return max(1, max_output_tokens // max(1, max_requests))
-
-
 class Ledger:
     def __init__(self, state_dir: Path):
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -48,15 +42,15 @@ class Ledger:
         """Give back a request that never reached the model (refused by policy, queue full, upstream down)."""
         self.db.execute("UPDATE budget SET requests = requests - 1 WHERE jti = ? AND requests > 0", (jti,))
 
-    def reserve_output_tokens(self, jti: str, wanted: int | None, max_output_tokens: int, max_requests: int) -> int:
-        """Set aside output budget for one request before it runs; returns how many tokens. A request takes what it
-        asks for, but never more than its share, the per-request cap (`per_request_cap`), nor more than is left.
-        Without that cap a request with no max_tokens took everything left, and the first ordinary answer of a
-        "3 requests" token spent its whole budget. Read and update happen with no await in between, so concurrent
-        requests of one token in this event loop can never reserve more than the budget together."""
+    def reserve_output_tokens(self, jti: str, wanted: int | None, *, budget: int, cap: int) -> int:
+        """Set aside output for one request before it runs; returns how many tokens. A request takes what it asks
+        for, but never more than the token's per-request cap (`auth.Claims.per_request_cap`), nor more than is left
+        of its whole budget (`auth.Claims.output_budget`). Without the cap a request with no max_tokens took
+        everything left, and the first ordinary answer of a "3 requests" token spent its whole budget. Read and
+        update happen with no await in between, so concurrent requests of one token in this event loop can never
+        reserve more than the budget together."""
         row = self.db.execute("SELECT completion_tokens FROM budget WHERE jti = ?", (jti,)).fetchone()
-        left = max(0, max_output_tokens - (row[0] if row else 0))
-        cap = per_request_cap(max_output_tokens, max_requests)
+        left = max(0, budget - (row[0] if row else 0))
         reserved = min(cap if wanted is None else min(wanted, cap), left)
         if reserved > 0:
             self.db.execute(

@@ -23,7 +23,7 @@ from node_agent import __version__, auth, cors, keys, logs, sealed, upstream
 from node_agent.chat import parse_chat
 from node_agent.config import AgentConfig
 from node_agent.errors import AgentError, earn_more, limited
-from node_agent.ledger import Ledger, per_request_cap
+from node_agent.ledger import Ledger
 from node_agent.policy import Policy
 from node_agent.queue import SlotQueue
 from node_agent.relay import Relay
@@ -257,10 +257,10 @@ class Agent:
         try:
             asked = params.get("max_completion_tokens") or params.get("max_tokens")
             reserved = self.ledger.reserve_output_tokens(
-                claims.jti, asked, claims.max_output_tokens, claims.max_requests
+                claims.jti, asked, budget=claims.output_budget, cap=claims.per_request_cap
             )
             if reserved <= 0:
-                raise exhausted(claims, f"This tasting token's {claims.max_output_tokens} output tokens are used up.")
+                raise exhausted(claims, f"This tasting token's {claims.output_budget} output tokens are used up.")
             max_tokens = reserved
             self.policy.check_rules([m["content"] for m in messages])
             moderation = await self.policy.check_input("\n".join(m["content"] for m in messages))
@@ -300,11 +300,10 @@ class Agent:
 def exhausted(claims: auth.Claims, message: str) -> AgentError:
     """429 `token_exhausted`: a token's allowance never comes back, but a new token has its own at once."""
     iss = str(claims.raw.get("iss", "")).rstrip("/")
-    cap = per_request_cap(claims.max_output_tokens, claims.max_requests)
     return limited(
         "token_exhausted",
         f"{message} A new tasting token (POST {iss}/api/tokens) has {claims.max_requests} more requests of up to "
-        f"{cap} output tokens each, within the tier's tokens a day.",
+        f"{claims.per_request_cap} output tokens each, within the tier's tokens a day.",
         0,
         earn_more(claims.tier, iss),
         tier=claims.tier,

@@ -16,6 +16,7 @@ from aiohttp import web
 from tests.node_agent.fakes import ThreadedApp, wait_until
 from tests.node_agent.test_queue_and_failures import health, raw_request, read_until
 from tests.node_agent.test_queue_order import Taster
+from tests.node_agent.test_refusals import claims_for, sign_with_tracker_key
 from tests.node_agent.test_taste import taste
 from tests.processes import ROOT
 
@@ -48,7 +49,8 @@ def test_a_limited_token_keeps_its_promise_of_three_answers(tracker, start_agent
     agent = start_agent(fake_upstream.base)
     issued = tracker.token(agent.node_id)
     limits = issued["limits"]
-    assert limits["max_requests"] == 3 and limits["max_output_tokens_per_request"] == 256
+    assert limits["max_requests"] == 3 and limits["max_output_tokens"] == 256
+    assert limits["max_output_tokens_total"] == 768
     for _ in range(3):
         answer = ask(agent, issued["token"])
         assert answer.status_code == 200, answer.text
@@ -67,6 +69,37 @@ def test_a_request_asking_for_less_gets_what_it_asked(tracker, start_agent, fake
     token = tracker.token(agent.node_id)["token"]
     assert ask(agent, token, max_tokens=10).json()["usage"]["completion_tokens"] == 10
     assert ask(agent, token, max_tokens=5000).json()["usage"]["completion_tokens"] == 256  # the cap holds
+
+
+def test_a_token_with_its_total_is_held_to_both_the_per_request_cap_and_the_total(tracker, start_agent, fake_upstream):
+    """max_output_tokens is the per-request cap and max_output_tokens_total the whole budget. Before, the agent read
+    max_output_tokens as the budget: this token's answers were held to 100 // 5 = 20 tokens."""
+    fake_upstream.words = [f"w{i} " for i in range(400)]
+    agent = start_agent(fake_upstream.base)
+    claims = claims_for(
+        tracker, agent, tier="limited", max_requests=5, max_output_tokens=100, max_output_tokens_total=250
+    )
+    token = sign_with_tracker_key(tracker, claims)
+    got = [ask(agent, token, max_tokens=5000).json()["usage"]["completion_tokens"] for _ in range(2)]
+    assert got == [100, 100]  # each request clamped to max_output_tokens
+    assert fake_upstream.requests[-1]["max_tokens"] == 100
+    assert ask(agent, token).json()["usage"]["completion_tokens"] == 50  # what is left of the total
+    refused = ask(agent, token)
+    error = assert_says_when_and_how(refused, tracker)
+    assert error["code"] == "token_exhausted" and "250 output tokens are used up" in error["message"]
+    assert "5 more requests of up to 100 output tokens each" in error["message"]
+
+
+def test_a_token_without_the_total_keeps_todays_share(tracker, start_agent, fake_upstream):
+    """A token from a tracker that sends no max_output_tokens_total: max_output_tokens is its whole budget, and each
+    request gets an equal share of it, as before."""
+    fake_upstream.words = [f"w{i} " for i in range(400)]
+    agent = start_agent(fake_upstream.base)
+    token = sign_with_tracker_key(tracker, claims_for(tracker, agent, max_requests=3, max_output_tokens=90))
+    got = [ask(agent, token, max_tokens=5000).json()["usage"]["completion_tokens"] for _ in range(3)]
+    assert got == [30, 30, 30]
+    error = ask(agent, token).json()["error"]
+    assert error["code"] == "token_exhausted" and "3 requests are used up" in error["message"]
 
 
 def test_a_full_queue_says_when_a_place_opens_and_what_earns_more(tracker, start_agent, fake_upstream):
