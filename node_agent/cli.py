@@ -60,9 +60,19 @@ SERVE_FLAGS = [
     ("--max-connections-per-address", int, "open connections per client address, loopback exempt (32; 0: no bound)"),
     ("--log-repeat-window", float, "seconds in which repeats of one log message are counted, not written (60)"),
     ("--filter-off", str, "a filter category this rig does not apply (repeatable or comma-separated; never csam)"),
+    (
+        "--count-prompt-tokens",
+        str,
+        "for a model server that streams no usage: probe asks its prompt tokens with a one-token request after each "
+        "answer, off never does; auto (default): probe only a server on this machine or a private network",
+    ),
     ("--limit-loopback", int, argparse.SUPPRESS),  # a test seam (docs/node-agent.md), not an operator's setting
 ]
-CHOICES = {"--relay": ("auto", "off"), "--moderate-output": ("record", "block", "off")}
+CHOICES = {
+    "--relay": ("auto", "off"),
+    "--moderate-output": ("record", "block", "off"),
+    "--count-prompt-tokens": ("auto", "probe", "off"),
+}
 REPEATABLE = {"--filter-off"}
 
 

@@ -45,6 +45,9 @@ class AgentConfig:
     max_connections_per_address: int = 32
     log_repeat_window: float = 60.0
     filter_off: str = ""  # filter categories this rig does not apply, comma-separated (never csam)
+    # auto | probe | off: ask a server that streams no usage its prompt tokens with a one-token request after each
+    # answer (auto: only a server on this machine or a private network, never a remote paid API; node_agent/upstream.py)
+    count_prompt_tokens: str = "auto"
     # A test seam, not a documented setting: count loopback peers against --max-connections-per-address too.
     # In production loopback is exempt (relayed tasters all arrive from 127.0.0.1), so tests, which run on
     # 127.0.0.1, switch the exemption off to see the bound work.
@@ -54,6 +57,8 @@ class AgentConfig:
     def __post_init__(self):
         if self.relay not in ("auto", "off"):
             raise ValueError(f"--relay must be auto or off, not {self.relay!r}")
+        if self.count_prompt_tokens not in ("auto", "probe", "off"):
+            raise ValueError(f"--count-prompt-tokens must be auto, probe or off, not {self.count_prompt_tokens!r}")
         if ALWAYS_FILTERED in self.filter_categories_off:
             raise ValueError(
                 f"--filter-off: the {ALWAYS_FILTERED} category (sexual content involving minors) cannot be switched "

@@ -2,7 +2,7 @@
 contributors ahead of limited tasters, first come first served within a tier, and at most `max_per_key` requests
 of one tasting token in the queue at once (generating plus waiting), so that one taster cannot fill the line.
 Each waiter is told its position, and an ETA from measured service times (an exponential moving average of
-how long requests hold their slot), whenever it changes."""
+how long answers that finished normally held their slot), whenever it changes."""
 
 import asyncio
 import itertools
@@ -14,6 +14,13 @@ from node_agent.errors import limited
 
 DEFAULT_SERVICE_SEC = 10.0  # until the first request has finished
 EWMA_WEIGHT = 0.3  # a new measurement's weight in the average
+
+
+@dataclass
+class _Slot:
+    started: float = field(default_factory=time.monotonic)
+    since: float = field(default_factory=time.time)
+    measured: bool = False  # its service time is in the average already
 
 
 @dataclass(order=True)
@@ -39,7 +46,9 @@ class SlotQueue:
     ):
         self.max_active, self.max_waiting = max(1, max_active), max(0, max_waiting)
         self.max_per_key = max(1, max_per_key)
-        self.active: dict[str, float] = {}  # ticket → started (time.time)
+        # ticket → when it took its slot: time.monotonic() for intervals (a clock step must not corrupt the average
+        # or an ETA), and time.time() only for the `since` the public queue view shows.
+        self.active: dict[str, _Slot] = {}
         self.waiters: list[_Waiter] = []
         self.keys: dict[str, str] = {}  # ticket → key (the token's jti), for every ticket active or waiting
         self._seq = itertools.count()
@@ -54,8 +63,8 @@ class SlotQueue:
     # --- measurements -----------------------------------------------------------------------------------
 
     def record_service(self, seconds: float) -> None:
-        """One request's slot time (from taking the slot to giving it back), into the moving average. The first
-        measurement replaces the stand-in outright: an ETA from a guess would be wrong by the guess."""
+        """One answer's slot time (from taking the slot to the end of its generation), into the moving average.
+        The first measurement replaces the stand-in outright: an ETA from a guess would be wrong by the guess."""
         seconds = max(0.05, seconds)
         if self.measured == 0:
             self.avg_service_sec = seconds
@@ -63,15 +72,26 @@ class SlotQueue:
             self.avg_service_sec = (1 - EWMA_WEIGHT) * self.avg_service_sec + EWMA_WEIGHT * seconds
         self.measured += 1
 
+    def finished(self, ticket: str, at: float | None = None) -> None:
+        """The answer in `ticket`'s slot finished normally at `at` (time.monotonic()): its slot time so far is a
+        measurement. Only a finished answer is: one whose taster hung up after 0.2 s, or whose upstream failed,
+        says nothing about how long answers take, and would pull the ETA low. Whatever the slot is held for
+        afterwards (a usage question, output moderation) is not generation and is left out too."""
+        slot = self.active.get(ticket)
+        if slot is None or slot.measured:
+            return
+        slot.measured = True
+        self.record_service((time.monotonic() if at is None else at) - slot.started)
+
     def eta_seconds(self, position: int, now: float | None = None) -> float:
         """Expected wait of the waiter at `position` (1 = next): the slots free up as their requests finish (each
         active request has about `avg - elapsed` left, at least a tenth of the average), then every further round
         of `max_active` waiters takes one average service time."""
         if position <= 0:
             return 0.0
-        now = time.time() if now is None else now
+        now = time.monotonic() if now is None else now
         avg = self.avg_service_sec
-        remaining = sorted(max(avg * 0.1, avg - (now - started)) for started in self.active.values())
+        remaining = sorted(max(avg * 0.1, avg - (now - slot.started)) for slot in self.active.values())
         remaining += [0.0] * (self.max_active - len(remaining))  # a free slot frees now
         rounds, slot = divmod(position - 1, self.max_active)
         return remaining[slot] + rounds * avg
@@ -98,7 +118,7 @@ class SlotQueue:
                 tier=tier,
             )
         if len(self.active) < self.max_active and not self.waiters:
-            self.active[ticket] = time.time()
+            self.active[ticket] = _Slot()
             self.keys[ticket] = key
             self._changed()
             return None
@@ -134,21 +154,17 @@ class SlotQueue:
                 self.release(waiter.ticket)  # the slot was handed over just as the waiter left
             raise
 
-    def release(self, ticket: str, *, served: bool = False) -> None:
-        """Give the slot back; `served`: the request reached the model, so its slot time is a measurement (one
-        refused at once, or whose client left in the line, says nothing about how long answers take)."""
-        started = self.active.pop(ticket, None)
-        if started is None:
+    def release(self, ticket: str) -> None:
+        """Give the slot back (the measurement, if any, was taken by `finished`)."""
+        if self.active.pop(ticket, None) is None:
             return
-        if served:
-            self.record_service(time.time() - started)
         self.keys.pop(ticket, None)
         while self.waiters and len(self.active) < self.max_active:
             nxt = self.waiters.pop(0)
             if nxt.future.done():
                 self.keys.pop(nxt.ticket, None)
                 continue
-            self.active[nxt.ticket] = time.time()
+            self.active[nxt.ticket] = _Slot()
             nxt.future.set_result(None)
         self._changed()
 
@@ -172,7 +188,9 @@ class SlotQueue:
 
     def entries(self, limit: int = 256) -> list[dict]:
         """Opaque tickets, positions and states, for the public queue view (never a jti or an IP)."""
-        out = [{"ticket": t, "position": 0, "state": "generating", "since": _iso(s)} for t, s in self.active.items()]
+        out = [
+            {"ticket": t, "position": 0, "state": "generating", "since": _iso(s.since)} for t, s in self.active.items()
+        ]
         out += [
             {"ticket": w.ticket, "position": i, "state": "waiting", "since": _iso(w.since)}
             for i, w in enumerate(self.waiters, start=1)

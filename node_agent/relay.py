@@ -161,6 +161,9 @@ class Relay:
                         chunk["model"] = self.model
                     await on_chunk(sse(chunk))
         self.generation_ended = time.monotonic()
+        # The answer finished normally: its slot time is a measurement for the queue's ETA. Taken now, so that the
+        # usage question below (and output moderation after) is not counted as generation.
+        self.agent.queue.finished(self.ticket, self.generation_ended)
         if outcome.usage is None:
             outcome.usage = await self.usage_not_streamed(outcome)
         return outcome
@@ -302,7 +305,7 @@ class Relay:
         except ClientStalled:
             return response  # its connection is gone: nothing more can be sent
         finally:
-            agent.queue.release(self.ticket, served=self.reached_model)
+            agent.queue.release(self.ticket)
 
     async def _wait_with_comments(self, waiter, response: web.StreamResponse) -> None:
         """While waiting, send `: queue position=N eta_sec=S` each time the position changes."""
@@ -358,7 +361,7 @@ class Relay:
                 self.record_output_later(outcome.text)
             return web.json_response(self.completion_body(outcome), dumps=_dumps)
         finally:
-            agent.queue.release(self.ticket, served=self.reached_model)
+            agent.queue.release(self.ticket)
 
     def completion_body(self, outcome: Outcome) -> dict:
         return {

@@ -217,4 +217,4 @@ class SealedRelay(Relay):
         except ClientStalled:
             return response  # its connection is gone: nothing more can be sent
         finally:
-            agent.queue.release(self.ticket, served=self.reached_model)
+            agent.queue.release(self.ticket)

@@ -71,7 +71,12 @@ class Agent:
             detected = await upstream.detect(self.session, cfg.upstream)
             backend = detected.backend if detected else "openai"
         self.upstream = upstream.Upstream(
-            self.session, cfg.upstream, backend, timeout_sec=cfg.upstream_timeout, stall_sec=cfg.stall_timeout
+            self.session,
+            cfg.upstream,
+            backend,
+            timeout_sec=cfg.upstream_timeout,
+            stall_sec=cfg.stall_timeout,
+            count_prompt_tokens=cfg.count_prompt_tokens,
         )
         self.policy = Policy(
             session=self.session,

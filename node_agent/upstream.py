@@ -4,16 +4,28 @@ any OpenAI-compatible server; ollama's native `/api/chat` when its `/v1` is miss
 Streaming reads the upstream line by line as bytes arrive (never in large fixed chunks, which would turn
 streaming into buffering) and yields parsed OpenAI chunk objects."""
 
+import asyncio
+import ipaddress
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import aiohttp
 
 from node_agent.errors import AgentError
 
+log = logging.getLogger("luckrig.agent.upstream")
+
 BACKENDS = ("ollama", "llama.cpp", "openai")
+# --count-prompt-tokens: whether a server that streams no usage is asked a one-token question of the same body after
+# each answer. auto: only when the upstream is this machine or a private network (a local llama-cpp-python), never
+# a remote API, where it would be a second paid request per answer.
+COUNT_PROMPT_TOKENS = ("auto", "probe", "off")
+# The [DONE] of an answer waits for that question: it must be short, and one that fails is not asked again.
+PROMPT_QUESTION_TIMEOUT_SEC = 5.0
 
 
 @dataclass
@@ -62,9 +74,40 @@ async def detect(session: aiohttp.ClientSession, base_url: str) -> Detected | No
         return Detected("openai", base, models)
 
 
+async def is_local_host(host: str) -> bool:
+    """Whether `host` is this machine or a private network (loopback, RFC 1918, link-local, CGNAT such as
+    Tailscale's, unique-local IPv6): every address it resolves to is not a global one. False when it does not
+    resolve: an unknown host is treated as a remote API."""
+    if not host:
+        return False
+    try:
+        addresses = [host] if _ip(host) else None
+        if addresses is None:
+            async with asyncio.timeout(2):
+                infos = await asyncio.get_running_loop().getaddrinfo(host, None)
+            addresses = [info[4][0] for info in infos]
+    except (OSError, TimeoutError):
+        return False
+    return bool(addresses) and all(_ip(a) is not None and not _ip(a).is_global for a in addresses)
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text.split("%", 1)[0])  # an IPv6 scope (fe80::1%eth0) is not part of it
+    except ValueError:
+        return None
+
+
 class Upstream:
     def __init__(
-        self, session: aiohttp.ClientSession, base_url: str, backend: str, *, timeout_sec: float, stall_sec: float
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        backend: str,
+        *,
+        timeout_sec: float,
+        stall_sec: float,
+        count_prompt_tokens: str = "auto",
     ):
         self.session = session
         self.base = base_url.rstrip("/").removesuffix("/v1")
@@ -72,6 +115,10 @@ class Upstream:
         self.timeout_sec = timeout_sec
         self.stall_sec = stall_sec
         self.native_ollama = False  # switched on when an ollama has no /v1
+        # How prompt tokens are learnt from a server that streams no usage (prompt_tokens below). None: not known
+        # yet; False: unsupported, failed or not wanted, and not tried again while this process lives.
+        self.asks_prompt_question: bool | None = {"probe": True, "off": False}.get(count_prompt_tokens)
+        self.tokenizes_template: bool | None = None if backend == "llama.cpp" else False
 
     async def models(self) -> list[dict]:
         if self.backend == "ollama":
@@ -119,21 +166,81 @@ class Upstream:
         return None
 
     async def prompt_tokens(self, body: dict) -> int | None:
-        """The prompt tokens the server evaluates for this chat body, chat template included, from the usage of a
-        one-token non-streaming request: for servers that stream without usage. None when it says nothing."""
+        """The prompt tokens the server evaluates for this chat body, chat template included, for servers that
+        stream without usage; None when it cannot say. llama.cpp's own server is asked to apply its template and
+        tokenize (nothing is evaluated); otherwise the server answers a one-token non-streaming request of the
+        same body, whose usage says (its prompt is still cached, so that costs about one token). Whichever way
+        fails once is not tried again: the [DONE] of every answer would wait for it."""
+        if self.tokenizes_template is not False:
+            count = await self._template_tokens(body)
+            if count is not None:
+                self.tokenizes_template = True
+                return count
+            if self.tokenizes_template is None:
+                self.tokenizes_template = False
+                log.info("the model server does not apply its chat template on request (/apply-template, /tokenize)")
+        if self.asks_prompt_question is None:
+            host = urlsplit(self.base).hostname or ""
+            self.asks_prompt_question = await is_local_host(host)
+            if not self.asks_prompt_question:
+                log.info(
+                    "the model server streams no usage and %s is not on this machine or a private network: prompt "
+                    "tokens are counted by the agent, without a second request per answer "
+                    "(--count-prompt-tokens probe asks it anyway)",
+                    host,
+                )
+        if not self.asks_prompt_question:
+            return None
+        count, failure = await self._prompt_question(body)
+        if count is None and self.asks_prompt_question:
+            self.asks_prompt_question = False
+            log.info(
+                "the model server did not say how many prompt tokens it evaluated (%s): not asked again; prompt "
+                "tokens are counted by the agent, without the chat template",
+                failure,
+            )
+        return count
+
+    async def _prompt_question(self, body: dict) -> tuple[int | None, str]:
+        """A one-token non-streaming request of the same body: (its usage's prompt tokens, or None and why)."""
         payload = {**body, "stream": False, "max_tokens": 1}
         payload.pop("stream_options", None)
         try:
             async with self.session.post(
-                self.base + "/v1/chat/completions", json=payload, timeout=aiohttp.ClientTimeout(total=30)
+                self.base + "/v1/chat/completions",
+                json=payload,
+                timeout=aiohttp.ClientTimeout(total=PROMPT_QUESTION_TIMEOUT_SEC),
             ) as resp:
                 if resp.status != 200:
-                    return None
+                    return None, f"HTTP {resp.status}"
                 usage = (await resp.json(content_type=None)).get("usage") or {}
-        except (aiohttp.ClientError, TimeoutError, ValueError, AttributeError):
-            return None
+        except TimeoutError:
+            return None, f"no answer within {PROMPT_QUESTION_TIMEOUT_SEC:g} s"
+        except (aiohttp.ClientError, ValueError, AttributeError) as exc:
+            return None, type(exc).__name__
         value = usage.get("prompt_tokens") if isinstance(usage, dict) else None
-        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value, ""
+        return None, "no usage in its answer"
+
+    async def _template_tokens(self, body: dict) -> int | None:
+        """llama.cpp's server: the body's prompt with the chat template applied (/apply-template), tokenized as
+        the server tokenizes a chat prompt (/tokenize with add_special: BOS where the model wants one)."""
+        payload = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
+        try:
+            async with asyncio.timeout(PROMPT_QUESTION_TIMEOUT_SEC):
+                async with self.session.post(self.base + "/apply-template", json=payload) as resp:
+                    if resp.status != 200:
+                        return None
+                    prompt = (await resp.json(content_type=None))["prompt"]
+                tokenize = {"content": prompt, "add_special": True, "parse_special": True}
+                async with self.session.post(self.base + "/tokenize", json=tokenize) as resp:
+                    if resp.status != 200:
+                        return None
+                    tokens = (await resp.json(content_type=None))["tokens"]
+        except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError, AttributeError):
+            return None
+        return len(tokens) if isinstance(tokens, list) and tokens else None
 
     def _timeout(self) -> aiohttp.ClientTimeout:
         # total bounds the whole generation; sock_read bounds the silence between two chunks (a stalled stream).

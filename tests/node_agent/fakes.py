@@ -57,6 +57,9 @@ class FakeOpenAI(ThreadedApp):
         self.active = 0  # generations in progress (drops when a client goes away)
         self.cancelled = 0
         self.send_usage = True  # False: no usage in streams (llama-cpp-python); "never": nowhere
+        self.fail_at = 3  # the chunk at which a failure mode strikes
+        self.probe_delay = 0.0  # seconds before a non-streamed answer (the agent's prompt-token question)
+        self.llamacpp_tokenizer = False  # serve llama.cpp's /apply-template and /tokenize
 
     def text(self) -> str:
         return "".join(self.words)
@@ -67,10 +70,31 @@ class FakeOpenAI(ThreadedApp):
         app.router.add_get("/props", self.props)
         app.router.add_get("/health", self.health)
         app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_post("/apply-template", self.apply_template)
+        app.router.add_post("/tokenize", self.tokenize)
         return app
 
     async def health(self, request):
         return web.json_response({"status": "ok"})
+
+    async def apply_template(self, request):
+        """llama.cpp's POST /apply-template: the chat body's prompt, template applied (ChatML here), unevaluated."""
+        if not self.llamacpp_tokenizer:
+            raise web.HTTPNotFound()
+        body = await request.json()
+        self.requests.append({"path": "/apply-template", **body})
+        turns = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in body["messages"])
+        return web.json_response({"prompt": turns + "<|im_start|>assistant\n"})
+
+    async def tokenize(self, request):
+        """llama.cpp's POST /tokenize: one token per word or template marker, plus BOS with `add_special`."""
+        if not self.llamacpp_tokenizer:
+            raise web.HTTPNotFound()
+        body = await request.json()
+        self.requests.append({"path": "/tokenize", **body})
+        text = body["content"].replace("<|im_start|>", " <s> ").replace("<|im_end|>", " </s> ")
+        tokens = list(range(len(text.split()) + (1 if body.get("add_special") else 0)))
+        return web.json_response({"tokens": tokens})
 
     async def models(self, request):
         return web.json_response(
@@ -98,7 +122,11 @@ class FakeOpenAI(ThreadedApp):
         words = self.words[:limit]
         finish = "length" if limit < len(self.words) else "stop"
         if not body.get("stream"):
-            await asyncio.sleep(self.delay * len(words))
+            try:
+                await asyncio.sleep(self.delay * len(words) + self.probe_delay)
+            except asyncio.CancelledError:
+                self.cancelled += 1
+                raise
             return web.json_response(
                 {
                     "id": "chatcmpl-fake",
@@ -132,14 +160,14 @@ class FakeOpenAI(ThreadedApp):
                     ahead = started + i / self.rate - time.monotonic()
                     if ahead > 0:
                         await asyncio.sleep(ahead)
-                if self.mode == "die_mid_stream" and i == 3:
+                if self.mode == "die_mid_stream" and i == self.fail_at:
                     request.transport.close()
                     return response
-                if self.mode == "stall" and i == 3:
+                if self.mode == "stall" and i == self.fail_at:
                     await asyncio.sleep(3600)
-                if self.mode == "garbage_chunk" and i == 3:
+                if self.mode == "garbage_chunk" and i == self.fail_at:
                     await response.write(b"data: 12345\n\n")
-                if self.mode == "error_event" and i == 3:
+                if self.mode == "error_event" and i == self.fail_at:
                     await response.write(b'data: {"error": {"message": "kv cache full"}}\n\n')
                     return response
                 await asyncio.sleep(self.delay)
