@@ -242,6 +242,33 @@ def _watch(page) -> PageWatch:
     return watch
 
 
+_WIDE = """() => {
+  const edge = window.innerWidth;
+  return [...document.querySelectorAll('body *')]
+    .filter(el => el.getBoundingClientRect().right > edge + 1 && !el.closest('[hidden]'))
+    .filter(el => {  // inside a box that scrolls (or clips) sideways by design: not the page's overflow
+      if (['absolute', 'fixed'].includes(getComputedStyle(el).position)) return true;  // may escape that box
+      for (let up = el.parentElement; up && up !== document.body; up = up.parentElement) {
+        if (getComputedStyle(up).overflowX !== 'visible') return false;
+      }
+      return true;
+    })
+    .filter(el => ![...el.children].some(c => c.getBoundingClientRect().right > edge + 1))
+    .slice(0, 5)
+    .map(el => {
+      const right = Math.round(el.getBoundingClientRect().right);
+      return `${el.tagName.toLowerCase()}.${[...el.classList].join('.')} ${right}`;
+    });
+}"""
+
+
+def sideways_overflow(page) -> tuple[int, list[str]]:
+    """How far the page scrolls sideways (px) and, when it does, the innermost elements past the right edge (tag,
+    classes, right edge): the pages must fit a phone, and a failure should say what sticks out."""
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    return overflow, (page.evaluate(_WIDE) if overflow > 1 else [])
+
+
 def assert_no_console_errors(page) -> None:
     """Fail if the page logged a JS error or a CSP violation, or an asset (CSS, JS, image, font) failed to load.
     Runs by itself after every test that used `page`/`new_page`; call it to check at a given moment."""

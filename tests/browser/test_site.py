@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.browser.conftest import RIG_WORDS
+from tests.browser.conftest import RIG_WORDS, sideways_overflow
 from tests.browser.listing import listed_node
 
 pytestmark = pytest.mark.browser
@@ -340,8 +340,8 @@ def test_pages_fit_a_phone_and_every_field_has_a_label(site, rig, new_page, shot
     page = new_page(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
     for path in ("/", f"/nodes/{rig.node_id}/", f"/compare/?ids={APPLE},{PI}", "/queue/", "/contribute/"):
         page.goto(path)
-        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
-        assert overflow <= 1, (path, overflow)
+        overflow, wide = sideways_overflow(page)
+        assert overflow <= 1, (path, overflow, wide)
         unlabelled = page.evaluate(
             """() => [...document.querySelectorAll('input:not([type=hidden]), select, textarea')]
                  .filter(el => !(el.labels && el.labels.length) && !el.getAttribute('aria-label'))
