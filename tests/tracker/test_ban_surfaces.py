@@ -78,9 +78,13 @@ def test_a_banned_contributors_nodes_detail_and_metrics_are_404(api, banned_owne
     assert api.get(f"/api/nodes/{node.pk}/metrics")[0] == 404
 
 
-def test_a_banned_contributors_nodes_leave_the_showcase(api, owner, live_node):
+def test_a_banned_contributors_nodes_leave_the_showcase(api, owner, taster, live_node):
     node, _ = live_node
     factories.seen_alive(node)
+    # A category needs two comparable rigs: beside a 24 GB card, the owner's 12 GB one is the lowest VRAM.
+    other, secret = factories.make_node(taster, gpu="NVIDIA GeForce RTX 3090", vram_gb=24)
+    factories.heartbeat(api, other, secret)
+    factories.seen_alive(other)
     assert node.pk in [c["node_id"] for c in api.get("/api/showcase")[1]["categories"]]
     moderation.ban(kind="contributor", value=owner.id, moderator=MOD, reason="fake rigs")
     assert node.pk not in [c["node_id"] for c in api.get("/api/showcase")[1]["categories"]]
