@@ -20,10 +20,12 @@ import os
 import re
 import secrets
 import shutil
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import requests
 
 from node_agent import keys
 from tests.agents import AgentProcess, AgentStarter, Tracker, running_tracker
@@ -267,6 +269,33 @@ def sideways_overflow(page) -> tuple[int, list[str]]:
     classes, right edge): the pages must fit a phone, and a failure should say what sticks out."""
     overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
     return overflow, (page.evaluate(_WIDE) if overflow > 1 else [])
+
+
+@contextlib.contextmanager
+def another_taster(site, rig, delay: float):
+    """While the body runs, another client's streamed answer holds the rig's one slot (the fake upstream slowed to
+    `delay` s a chunk); yields an Event set when that answer has ended. The delay is put back afterwards."""
+    slow, rig.upstream.delay = rig.upstream.delay, delay
+    token = site.token(rig.node_id)["token"]
+    done = threading.Event()
+
+    def call():
+        try:
+            requests.post(
+                rig.v1 + "/chat/completions",
+                headers={"Authorization": f"Bearer {token}"},
+                json={"messages": [{"role": "user", "content": "hi"}], "stream": True},
+                timeout=30,
+            ).close()
+        finally:
+            done.set()
+
+    threading.Thread(target=call, daemon=True).start()
+    try:
+        yield done
+    finally:
+        rig.upstream.delay = slow
+        done.wait(30)
 
 
 def assert_no_console_errors(page) -> None:

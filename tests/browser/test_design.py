@@ -3,12 +3,10 @@ the live shelf and a Taste action in the first screen, no page scrolls sideways,
 every picture and chart a text alternative, demo and offline rigs say what they are, the queue map's bars, the
 styled 404. The harness fails any page with a JS error or a CSP violation."""
 
-import threading
 
 import pytest
-import requests
 
-from tests.browser.conftest import sideways_overflow
+from tests.browser.conftest import another_taster, sideways_overflow
 from tests.browser.test_site import APPLE, PI
 
 pytestmark = pytest.mark.browser
@@ -164,28 +162,10 @@ def test_the_queue_map_shows_reachability_and_a_load_bar_coloured_by_fullness(si
     idle = meter.evaluate(METER_STATE)
     assert idle["value"] == 0 and idle["optimum"] == 0 and idle["value"] <= idle["low"]  # green: room
     assert row.locator("[data-fill-text]").inner_text() == "0 of 1 slots"
-    slow, rig.upstream.delay = rig.upstream.delay, 0.25  # about 5 s of generation
-    token = site.token(rig.node_id)["token"]
-    done = threading.Event()
-
-    def other_taster():
-        try:
-            requests.post(
-                rig.v1 + "/chat/completions",
-                headers={"Authorization": f"Bearer {token}"},
-                json={"messages": [{"role": "user", "content": "hi"}], "stream": True},
-                timeout=30,
-            )
-        finally:
-            done.set()
-
-    threading.Thread(target=other_taster, daemon=True).start()
-    try:
+    with another_taster(site, rig, 0.25) as done:  # about 5 s of generation
         row.locator("[data-fill-text]", has_text="1 of 1 slots · full").wait_for(timeout=8000)
         busy = meter.evaluate(METER_STATE)
         assert busy["value"] == busy["max"] == 1 and busy["value"] > busy["high"]  # past `high`: drawn red
         shot(page, "queue-map-full")
         assert done.wait(30)
         row.locator("[data-fill-text]", has_text="0 of 1 slots").wait_for(timeout=8000)
-    finally:
-        rig.upstream.delay = slow

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.browser.conftest import RIG_WORDS, sideways_overflow
+from tests.browser.conftest import RIG_WORDS, another_taster, sideways_overflow
 from tests.browser.listing import listed_node
 
 pytestmark = pytest.mark.browser
@@ -365,23 +365,7 @@ def test_the_tasting_form_works_from_the_keyboard(site, rig, page):
 
 def test_the_panel_shows_the_queue_position_while_the_rig_is_busy(site, rig, page):
     page.goto(f"/nodes/{rig.node_id}/")
-    slow, rig.upstream.delay = rig.upstream.delay, 0.2  # about 4 s for the other taster's answer
-    token = site.token(rig.node_id)["token"]
-    done = threading.Event()
-
-    def other_taster():
-        try:
-            requests.post(
-                rig.v1 + "/chat/completions",
-                headers={"Authorization": f"Bearer {token}"},
-                json={"messages": [{"role": "user", "content": "hi"}], "stream": True},
-                timeout=30,
-            ).close()
-        finally:
-            done.set()
-
-    threading.Thread(target=other_taster, daemon=True).start()
-    try:
+    with another_taster(site, rig, 0.2):  # about 4 s for the other taster's answer
         page.locator(".queue-view [data-queue-line]", has_text="1 of 1 generating").wait_for(timeout=8000)
         page.fill("#taste-prompt", "me next")
         page.check("[data-ack]")
@@ -391,6 +375,3 @@ def test_the_panel_shows_the_queue_position_while_the_rig_is_busy(site, rig, pag
         timing = page.locator("[data-taste-timing]").inner_text()
         wait = float(re.search(r"queue wait\s+([\d.]+) s", timing).group(1))
         assert wait > 0.5  # measured here: the time spent behind the other taster
-    finally:
-        rig.upstream.delay = slow
-        done.wait(30)
