@@ -213,6 +213,9 @@ def test_two_relays_share_the_nodes_and_one_takes_over_when_the_other_stops(
             lambda node_id=node_id: requests.get(f"{b.base}/n/{node_id}/health", timeout=2).status_code == 200,
             timeout=60,
         )
+        # The tunnel is open at b before b's next report tells the tracker the rig is back (a token for it is
+        # refused as node_unavailable in between): wait for the tracker too, still within the minute.
+        eventually(lambda node_id=node_id: tracker.node(node_id)["health"]["status"] != "unavailable", timeout=60)
         assert tracker.node(node_id)["endpoint_url"] == f"{b.base}/n/{node_id}/v1"
         assert taste(tracker, f"{b.base}/n/{node_id}", node_id) == fake_upstream.text()
     assert time.monotonic() - stopped < 60
