@@ -13,7 +13,7 @@ from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 
-from luckrig_site.ratelimits import period_of
+from core.ratelimits import period_of
 
 _MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
 _ALL = {4: ipaddress.IPv4Network("0.0.0.0/0"), 6: ipaddress.IPv6Network("::/0")}

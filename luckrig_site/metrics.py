@@ -10,7 +10,7 @@ from django.http import HttpResponse
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from luckrig_site import ratecache
+from core import ratecache
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -19,7 +19,7 @@ HTTP_REQUESTS = Counter(
 )
 
 # 1 while this process counts rate limits on its own because the shared cache (Redis) is unreachable
-# (luckrig_site/ratecache.py); per process, like the request counter.
+# (core/ratecache.py); per process, like the request counter.
 RATELIMIT_FALLBACK = Gauge(
     "luckrig_ratelimit_fallback",
     "1 while this process counts rate limits alone (stricter) because the shared cache is unreachable",

@@ -5,7 +5,8 @@ from django.conf import settings
 from django.http import Http404, JsonResponse
 from django.urls import Resolver404, resolve
 
-from luckrig_site import api_errors, metrics
+from core import api_errors
+from luckrig_site import metrics
 
 
 class BodySizeLimitMiddleware:
@@ -80,7 +81,7 @@ class ContentSecurityPolicyMiddleware:
 
 class SiteNotFoundMiddleware:
     """Under DEBUG too, a missing page is answered as in production (handler404,
-    luckrig_site.api_errors.not_found_json): a browser gets the site's own styled 404 (templates/404.html, with a
+    core.api_errors.not_found_json): a browser gets the site's own styled 404 (templates/404.html, with a
     way back), an API client its JSON error. Django's technical 404 showed unstyled here, its inline styles being
     blocked by the CSP. Without DEBUG this middleware changes nothing."""
 

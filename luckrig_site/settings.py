@@ -168,10 +168,10 @@ if REDIS_URL:
             "KEY_PREFIX": os.environ.get("REDIS_PREFIX", "luckrig"),
         },
         # The rate-limit counters: the same Redis (and the same keys as before), but each process counts on its
-        # own, stricter, while Redis is unreachable (luckrig_site/ratecache.py). Short timeouts: a limit check
+        # own, stricter, while Redis is unreachable (core/ratecache.py). Short timeouts: a limit check
         # must not hold a request while Redis hangs.
         "ratelimit": {
-            "BACKEND": "luckrig_site.ratecache.FallbackRedisCache",
+            "BACKEND": "core.ratecache.FallbackRedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": os.environ.get("REDIS_PREFIX", "luckrig"),
             "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
@@ -198,7 +198,7 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_FAILURE_LIMIT = env_int("ADMIN_LOGIN_FAILURE_LIMIT", 5)
 AXES_COOLOFF_TIME = timedelta(minutes=env_int("ADMIN_LOGIN_COOLOFF_MIN", 15))
 AXES_RESET_ON_SUCCESS = True
-AXES_CLIENT_IP_CALLABLE = "luckrig_site.clientip.pseudonymous_ip"
+AXES_CLIENT_IP_CALLABLE = "core.clientip.pseudonymous_ip"
 AXES_DISABLE_ACCESS_LOG = True  # no record of every successful login: nothing needs one
 AXES_ENABLE_ACCESS_FAILURE_LOG = False
 AXES_VERBOSE = False  # each failure is in the database already; no log line per attempt
@@ -255,11 +255,11 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = max(
 
 REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["luckrig_site.api_errors.StrictJSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["core.api_errors.StrictJSONParser"],
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
     "UNAUTHENTICATED_USER": None,
-    "EXCEPTION_HANDLER": "luckrig_site.api_errors.exception_handler",
+    "EXCEPTION_HANDLER": "core.api_errors.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
 

@@ -9,8 +9,8 @@ from nodes.api import NodeMetricsApi, ShowcaseApi
 from showcase import api as showcase_api
 from tracker import api
 
-handler404 = "luckrig_site.api_errors.not_found_json"
-handler500 = "luckrig_site.api_errors.server_error_json"
+handler404 = "core.api_errors.not_found_json"
+handler500 = "core.api_errors.server_error_json"
 
 urlpatterns = [
     path("", include("showcase.urls")),

@@ -6,9 +6,9 @@ from rest_framework import serializers as s
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from luckrig_site.clientip import ip_hash
-from luckrig_site.fields import StrictCharField, StrictSerializer
-from luckrig_site.ratelimits import limit
+from core.clientip import ip_hash
+from core.fields import StrictCharField, StrictSerializer
+from core.ratelimits import limit
 from moderation import services
 from moderation.models import AbuseReport, FilterRule
 from nodes import schemas

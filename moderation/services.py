@@ -9,10 +9,10 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from luckrig_site.clientip import hash_ip
+from core.clientip import hash_ip
 from moderation import addresses
 from moderation.models import AbuseReport, FilterRule, ModerationAction, ModerationFlag
-from nodes import queue_view
+from nodes import queue_feed
 from nodes.models import Node
 from tracker import agent_link, bans
 from tracker import services as tracker_services
@@ -103,7 +103,7 @@ def _revoke(node: Node) -> int:
 
 def _gone(node: Node) -> None:
     """The node left the public surfaces: close its queue subscribers once this is committed."""
-    transaction.on_commit(lambda: queue_view.announce_removal(node.pk))
+    transaction.on_commit(lambda: queue_feed.announce_removal(node.pk))
 
 
 @transaction.atomic

@@ -8,11 +8,11 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from luckrig_site.api_errors import ApiError
-from luckrig_site.timefmt import iso
+from core.api_errors import ApiError
+from core.timefmt import iso
 from nodes import queries, schemas
 from nodes.models import HealthSample, Node
-from nodes.presenters import public_node, public_node_of, public_rows
+from nodes.public_node import public_node, public_node_of, public_rows
 
 LIST_PARAMS = [
     OpenApiParameter("status", str, enum=list(Node.Status.values)),

@@ -7,7 +7,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.layers import get_channel_layer
 
-from nodes import queue_view
+from nodes import queue_feed
 from nodes.fanout import FANOUT
 from nodes.models import Node
 
@@ -30,14 +30,14 @@ class QueueConsumer(AsyncJsonWebsocketConsumer):
         self.group = None
         node_id = self.scope["url_route"]["kwargs"].get("node_id")
         if node_id is None:
-            group = queue_view.ALL_GROUP
+            group = queue_feed.ALL_GROUP
         else:
             node = await _visible_node(node_id)
             if node is None:
                 await self.accept()
                 await self.close(code=CLOSE_NOT_FOUND)
                 return
-            group = queue_view.node_group(node.id)
+            group = queue_feed.node_group(node.id)
         await self.accept()
         self.group = group
         # The fan-out sends the first snapshot(s) itself, so that they are ordered with the changes after them.

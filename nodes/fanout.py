@@ -173,7 +173,7 @@ class LocalFanout:
                 ]
             entry.joining += 1
         try:
-            from nodes.queue_view import ALL_GROUP
+            from nodes.queue_feed import ALL_GROUP
 
             if group != ALL_GROUP and entry.latest:
                 first = list(entry.latest.items())  # a node group: the process already knows its state
@@ -271,9 +271,9 @@ class LocalFanout:
     async def snapshots(group: str) -> list[tuple[str, str]]:
         from channels.db import database_sync_to_async
 
-        from nodes import queue_view
+        from nodes import queue_feed
 
-        return await database_sync_to_async(queue_view.snapshots)(group)
+        return await database_sync_to_async(queue_feed.snapshots)(group)
 
 
 FANOUT = LocalFanout()

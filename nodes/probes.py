@@ -4,7 +4,7 @@ small random delay so that probes do not arrive at every rig in lockstep."""
 import asyncio
 import random
 
-from nodes.urlguard import FetchResult, fetch, make_session
+from core.urlguard import FetchResult, fetch, make_session
 
 
 async def probe_all(

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 from django.db.models import F, QuerySet
 
-from luckrig_site.api_errors import ApiError
+from core.api_errors import ApiError
 from nodes.models import Node
 
 ORDERS = {

@@ -9,7 +9,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from nodes import liveness, queue_view, rendezvous
+from nodes import liveness, queue_feed, rendezvous
 from nodes.models import Node, Relay
 
 # What deriving a relayed node's status reads (nodes.services.observed), and what a queue broadcast needs.
@@ -72,8 +72,8 @@ def _broadcast_later(node_ids: list[str]) -> None:
 
     def send():
         for chunk in _chunks(node_ids):
-            for node in Node.objects.filter(pk__in=chunk).only(*queue_view.MESSAGE_FIELDS):
-                queue_view.broadcast(node)
+            for node in Node.objects.filter(pk__in=chunk).only(*queue_feed.MESSAGE_FIELDS):
+                queue_feed.broadcast(node)
 
     transaction.on_commit(send)
 

@@ -1,5 +1,5 @@
 """OpenAPI descriptions of the public node shapes (used by drf-spectacular only; the runtime shape comes from
-nodes.presenters, and a test keeps the two in agreement)."""
+nodes.public_node, and a test keeps the two in agreement)."""
 
 from rest_framework import serializers as s
 

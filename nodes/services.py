@@ -9,8 +9,8 @@ from django.conf import settings
 from django.db.models import Count, Q
 
 from nodes import liveness, rarity
+from nodes.badges import Row, pick_categories
 from nodes.models import HealthSample, Node, TimingSample
-from nodes.showcase import Row, pick_categories
 
 
 def tags_index(tags: list[str]) -> str:

@@ -8,16 +8,16 @@ from rest_framework import serializers as s
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from luckrig_site.api_errors import ApiError
-from luckrig_site.clientip import ip_hash
-from luckrig_site.ratelimits import limit
-from luckrig_site.timefmt import iso
+from core.api_errors import ApiError
+from core.clientip import ip_hash
+from core.ratelimits import limit
+from core.timefmt import iso
 from nodes import schemas
 from nodes.api import get_visible_node
 from showcase import services
 from showcase.models import SET_MAX, SET_MIN, Replay, ReplaySet
-from showcase.presenters import NODE_SUMMARY_FIELDS as NODE_FIELDS
-from showcase.presenters import PREVIEW_CHARS, list_rows, node_summary, public_replay, replay_list_item
+from showcase.public_replay import NODE_SUMMARY_FIELDS as NODE_FIELDS
+from showcase.public_replay import PREVIEW_CHARS, list_rows, node_summary, public_replay, replay_list_item
 from showcase.serializers import ReplayIn, ReplaySetIn
 from tracker.api import require
 from tracker.auth import UploadKeyAuthentication

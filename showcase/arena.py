@@ -3,7 +3,7 @@ others (pure: cards in, dicts out), and the picker of compare's empty state. are
 
 from django.utils.translation import gettext as _
 
-from showcase import present
+from showcase import display
 
 LIVE = ("available", "busy")
 
@@ -19,7 +19,7 @@ def why_not(card: dict, page_is_https: bool) -> str | None:
         }
     if not card["endpoint_url"]:
         return _("No relay carries this rig right now: the prompt is not sent to it.")
-    return present.mixed_content_notice(card, page_is_https)
+    return display.mixed_content_notice(card, page_is_https)
 
 
 def entries(cards: list[dict], page_is_https: bool) -> list[dict]:

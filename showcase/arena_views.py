@@ -8,10 +8,10 @@ from django.shortcuts import render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET
 
-from luckrig_site.api_errors import ApiError
+from core.api_errors import ApiError
 from nodes.models import Node
-from nodes.presenters import public_node, public_node_of, public_rows
-from showcase import arena, present, services
+from nodes.public_node import public_node, public_node_of, public_rows
+from showcase import arena, display, services
 from showcase.models import SET_MAX, Replay, ReplaySet
 
 MAX_COMPARE = SET_MAX  # a compared set of rigs is what a replay set can keep
@@ -35,27 +35,27 @@ def compare(request):
         error = _("Compare at most %(n)d rigs at a time; the first %(n)d are shown.") % {"n": MAX_COMPARE}
         ids = ids[:MAX_COMPARE]
     found = {n.id: n for n in Node.objects.visible().select_related("owner", "relay").filter(pk__in=ids)}
-    nodes = [present.card(public_node_of(found[i])) for i in ids if i in found]
+    nodes = [display.card(public_node_of(found[i])) for i in ids if i in found]
     columns = arena.entries(nodes, request.is_secure())
     context = {
         "nodes": nodes,
-        "rows": present.compare_rows(nodes),
+        "rows": display.compare_rows(nodes),
         "missing": [i for i in ids if i not in found],
         "error": error,
         "columns": columns,
         "arena_config": arena.config(columns),
         "max_compare": MAX_COMPARE,
-        "js_strings": present.js_strings(),
+        "js_strings": display.js_strings(),
     }
     if not nodes:
         listed = public_rows(Node.objects.listed().in_default_order())[:PICKER_LIMIT]
-        context["picker"] = arena.picker([present.card(public_node(r)) for r in listed])
+        context["picker"] = arena.picker([display.card(public_node(r)) for r in listed])
         context["picker_limit"] = PICKER_LIMIT
     return render(request, "showcase/compare.html", context)
 
 
 def _rig_title(node: Node) -> str:
-    return present.human_title({f: getattr(node, f) for f in ("id", "display_name", "gpu", "model_name")})
+    return display.human_title({f: getattr(node, f) for f in ("id", "display_name", "gpu", "model_name")})
 
 
 def _page_number(request) -> int:
@@ -126,8 +126,8 @@ def replay_set_detail(request, set_id):
     players = [
         {
             "replay": m,
-            "node": present.card(public_node_of(nodes[m.node_id])),
-            "data": present.replay_payload(m),
+            "node": display.card(public_node_of(nodes[m.node_id])),
+            "data": display.replay_payload(m),
             "source": f"lr-replay-{index}",
         }
         for index, m in enumerate(members)
@@ -147,6 +147,6 @@ def replay_set_detail(request, set_id):
             ],
             "players": players,
             "report_kinds": [("content_id", replay_set.pk)],
-            "js_strings": present.js_strings(),
+            "js_strings": display.js_strings(),
         },
     )

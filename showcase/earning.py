@@ -7,7 +7,7 @@ import math
 from django.conf import settings
 from django.utils.translation import gettext as _
 
-from showcase.present import AXIS_LABELS
+from showcase.display import AXIS_LABELS
 from tracker import scores
 
 

@@ -3,7 +3,7 @@ NodePatch), with the site's labels and hints. The tracker validates; the form on
 
 from django.utils.translation import gettext_lazy as _
 
-from luckrig_site.fields import TagsField
+from core.fields import TagsField
 from tracker.serializers import NOTE_MAX
 
 

@@ -7,7 +7,7 @@ import math
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from luckrig_site.fields import StrictCharField, StrictSerializer
+from core.fields import StrictCharField, StrictSerializer
 from showcase.models import SET_MAX, SET_MIN
 from tracker.serializers import TimingIn
 

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from luckrig_site.api_errors import ApiError
+from core.api_errors import ApiError
 from moderation import services as moderation
 from moderation.models import FilterRule, ModerationAction
 from nodes.models import Node

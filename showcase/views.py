@@ -1,6 +1,6 @@
 """The public website: the list of rigs, one rig, the live queue map, contributing, replays and the trust model
 (the comparison, rig against rig and the replay lists are in arena_views). Plain function views over the same
-stored rows as the API (`nodes.presenters`), so that a page costs a fixed number of queries however many rigs
+stored rows as the API (`nodes.public_node`), so that a page costs a fixed number of queries however many rigs
 there are."""
 
 from django.conf import settings
@@ -14,14 +14,14 @@ from django.views.decorators.http import require_GET, require_POST
 from django_ratelimit.core import is_ratelimited
 from rest_framework.exceptions import ValidationError
 
-from luckrig_site.api_errors import ApiError, _first_error
-from luckrig_site.clientip import ip_hash, ratelimit_key
+from core.api_errors import ApiError, _first_error
+from core.clientip import ip_hash, ratelimit_key
 from moderation import services as moderation_services
 from moderation.api import AbuseReportIn
 from nodes import queries
 from nodes.models import Node
-from nodes.presenters import public_node, public_node_of, public_rows
-from showcase import coverage, earning, present, rig_fields, rig_health
+from nodes.public_node import public_node, public_node_of, public_rows
+from showcase import coverage, display, earning, rig_fields, rig_health
 from showcase.models import Replay
 from tracker import tiers
 
@@ -47,14 +47,14 @@ def _live_cards(query) -> list[dict]:
     """The "live now" shelf: the rigs serving right now (available or busy) among those the filters keep, in the
     list's order (rarest first by default), in one query."""
     live = queries.apply(query, Node.objects.listed()).filter(status__in=LIVE_STATUSES)
-    return [present.card(public_node(r)) for r in public_rows(live)[:LIVE_SHELF]]
+    return [display.card(public_node(r)) for r in public_rows(live)[:LIVE_SHELF]]
 
 
 def _active_filters(request) -> int:
     """How many filters narrow the list (the default order is not one), for the folded filter form."""
     return sum(
         1
-        for k in present.FILTER_NAMES
+        for k in display.FILTER_NAMES
         if request.GET.get(k, "").strip() and not (k == "order" and request.GET[k] == "rarity")
     )
 
@@ -79,7 +79,7 @@ def index(request):
         count = qs.count()
         start = (query.page - 1) * query.page_size
         if start < count:
-            cards = [present.card(public_node(r)) for r in public_rows(qs)[start : start + query.page_size]]
+            cards = [display.card(public_node(r)) for r in public_rows(qs)[start : start + query.page_size]]
     last_page = max(1, -(-count // query.page_size))
     summary = _summary()
     context = {
@@ -89,15 +89,15 @@ def index(request):
         "coverage": summary,
         "live_cards": _live_cards(query),
         "active_filters": _active_filters(request),
-        "filters": {k: request.GET.get(k, "") for k in present.FILTER_NAMES},
-        "statuses": list(present.STATUS_LABELS.items()),
-        "orders": [(o, present.ORDER_LABELS.get(o, o)) for o in queries.ORDERS],
+        "filters": {k: request.GET.get(k, "") for k in display.FILTER_NAMES},
+        "statuses": list(display.STATUS_LABELS.items()),
+        "orders": [(o, display.ORDER_LABELS.get(o, o)) for o in queries.ORDERS],
         "error": error,
         "page": query.page,
         "last_page": last_page,
         "previous_link": _page_link(request, query.page - 1) if query.page > 1 else None,
         "next_link": _page_link(request, query.page + 1) if query.page < last_page else None,
-        "js_strings": present.js_strings(),
+        "js_strings": display.js_strings(),
     }
     return render(request, "showcase/index.html", context, status=400 if error else 200)
 
@@ -112,18 +112,18 @@ def _visible_node(node_id: str) -> Node:
 @require_GET
 def node_detail(request, node_id):
     node = _visible_node(node_id)
-    data = present.card(public_node_of(node))
+    data = display.card(public_node_of(node))
     context = {
         "node": data,
         **rig_health.context(node),  # the uptime and timing charts (one query)
-        "filter_categories": present.filter_categories(node.telemetry),
+        "filter_categories": display.filter_categories(node.telemetry),
         "replays": Replay.objects.public().filter(node=node).order_by("-published_at")[:20],
         "queue_entries": node.queue_entries,
         "queue_eta_sec": node.queue_eta_sec,
         "report_kinds": [("node_id", node.id)],
-        "js_strings": present.js_strings(),
+        "js_strings": display.js_strings(),
         # Said on the page itself too (the panel checks again before spending a token).
-        "mixed_content": present.mixed_content_notice(data, request.is_secure()),
+        "mixed_content": display.mixed_content_notice(data, request.is_secure()),
         "taste_config": {
             "node_id": node.id,
             # What tasters call: the rig's own URL, or its relay's (a relayed node stores no URL of its own).
@@ -145,9 +145,9 @@ def node_detail(request, node_id):
 @require_GET
 def queue_map(request):
     rows = [
-        present.card(public_node(r)) for r in public_rows(Node.objects.listed().in_default_order())[:QUEUE_MAP_LIMIT]
+        display.card(public_node(r)) for r in public_rows(Node.objects.listed().in_default_order())[:QUEUE_MAP_LIMIT]
     ]
-    return render(request, "showcase/queue.html", {"rows": rows, "js_strings": present.js_strings()})
+    return render(request, "showcase/queue.html", {"rows": rows, "js_strings": display.js_strings()})
 
 
 @require_GET
@@ -161,7 +161,7 @@ def contribute(request):
             "tiers": {tier.name: tier.as_dict() for tier in tiers.table()},
             "threshold": earning.num(settings.CONTRIBUTOR_THRESHOLD),
             "earn": earning.earning(),
-            "js_strings": present.js_strings(),
+            "js_strings": display.js_strings(),
         },
     )
 
@@ -171,7 +171,7 @@ def my_rigs(request):
     """The rigs this browser's contributor key owns, each with a form that changes it through
     `PATCH /api/nodes/<id>`. The key lives in the visitor's localStorage only: the server renders no rig here,
     the page's script asks the API with the key."""
-    context = {"fields": rig_fields.rig_fields(), "js_strings": present.js_strings()}
+    context = {"fields": rig_fields.rig_fields(), "js_strings": display.js_strings()}
     return render(request, "showcase/my_rigs.html", context)
 
 
@@ -185,17 +185,17 @@ def replay_detail(request, replay_id):
         "showcase/replay.html",
         {
             "replay": replay,
-            "node": present.card(public_node_of(replay.node)),
-            "replay_data": present.replay_payload(replay),
+            "node": display.card(public_node_of(replay.node)),
+            "replay_data": display.replay_payload(replay),
             "report_kinds": [("content_id", replay.pk)],
-            "js_strings": present.js_strings(),
+            "js_strings": display.js_strings(),
         },
     )
 
 
 @require_GET
 def replay_open(request):
-    return render(request, "showcase/replay_open.html", {"js_strings": present.js_strings()})
+    return render(request, "showcase/replay_open.html", {"js_strings": display.js_strings()})
 
 
 @require_GET
@@ -222,7 +222,7 @@ def report(request):
             extra_tags="report",
         )
         return redirect(back + "#report")
-    # While Redis is down the limit counts on this process's own counters (luckrig_site.ratecache): never open.
+    # While Redis is down the limit counts on this process's own counters (core.ratecache): never open.
     limited = is_ratelimited(
         request,
         group="abuse-report",

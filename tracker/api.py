@@ -11,16 +11,16 @@ from rest_framework import serializers as s
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from luckrig_site.api_errors import ApiError
-from luckrig_site.clientip import ip_hash
-from luckrig_site.ratelimits import limit
-from luckrig_site.timefmt import iso
+from core.api_errors import ApiError
+from core.clientip import ip_hash
+from core.ratelimits import limit
+from core.timefmt import iso
+from core.urlguard import fetch_once
 from nodes import relays as node_relays
 from nodes import schemas
 from nodes import services as node_services
 from nodes.api import NodeDetailReadMixin, NodeListApi, get_visible_node
-from nodes.presenters import public_node, public_node_of, public_rows
-from nodes.urlguard import fetch_once
+from nodes.public_node import public_node, public_node_of, public_rows
 from tracker import bans, pubkeys, relays, services, tasting, tiers
 from tracker.auth import (
     ContributorKeyAuthentication,

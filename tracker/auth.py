@@ -9,8 +9,8 @@ from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 
-from luckrig_site.api_errors import ApiError
-from luckrig_site.clientip import ip_hash
+from core.api_errors import ApiError
+from core.clientip import ip_hash
 from nodes import services as node_services
 from nodes.models import Node, Relay
 from tracker import bans, credentials, throttle

@@ -15,9 +15,9 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from luckrig_site.api_errors import ApiError
-from luckrig_site.timefmt import iso
-from nodes import queue_view
+from core.api_errors import ApiError
+from core.timefmt import iso
+from nodes import queue_feed
 from nodes.models import Node
 from tracker import agent_link
 from tracker.models import Ban, TastingToken
@@ -147,7 +147,7 @@ def _relist(nodes: list[Node]) -> None:
     services.refresh_contributors({n.owner_id for n in nodes})
     for node in nodes:
         if node.banned_until is not None:
-            transaction.on_commit(lambda node_id=node.pk: queue_view.announce_removal(node_id))
+            transaction.on_commit(lambda node_id=node.pk: queue_feed.announce_removal(node_id))
 
 
 _FIELDS = ("id", "owner_id", "banned_until", "combo_key")

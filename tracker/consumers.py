@@ -36,7 +36,7 @@ from django.conf import settings
 from django.utils import timezone
 from rest_framework.exceptions import ValidationError
 
-from luckrig_site.api_errors import ApiError, _first_error
+from core.api_errors import ApiError, _first_error
 from nodes.fanout import INTERVAL_SEC, Pace
 from nodes.models import Node
 from tracker import agent_link, bans, credentials, services, throttle

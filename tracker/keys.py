@@ -3,7 +3,7 @@
 from django.conf import settings
 from django.db.models import Max
 
-from luckrig_site.timefmt import iso
+from core.timefmt import iso
 from tracker import signing
 from tracker.models import TastingToken
 

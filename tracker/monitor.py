@@ -17,11 +17,11 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from core.urlguard import FetchResult
 from nodes import liveness
 from nodes import services as node_services
 from nodes.models import HealthSample, Node
 from nodes.probes import probe_all
-from nodes.urlguard import FetchResult
 from tracker import bans
 from tracker.models import QuotaBucket, RelayReport, UsageReport
 from tracker.services import refresh_scores

@@ -15,7 +15,7 @@ from django.db.models import DateTimeField, F, Value
 from django.db.models.functions import Coalesce, Greatest, Least
 from django.utils import timezone
 
-from luckrig_site.api_errors import ApiError
+from core.api_errors import ApiError
 from nodes import relays as node_relays
 from nodes import services as node_services
 from nodes.models import Node, Relay, TimingSample

@@ -7,7 +7,7 @@ from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from luckrig_site.fields import (
+from core.fields import (
     HttpUrlField,
     StrictBooleanField,
     StrictCharField,
@@ -16,7 +16,7 @@ from luckrig_site.fields import (
     StrictSerializer,
     TagsField,
 )
-from nodes.urlguard import host_looks_public
+from core.urlguard import host_looks_public
 
 HANDLE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")
 NOTE_MAX = 4000

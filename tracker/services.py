@@ -10,9 +10,9 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.text import slugify
 
-from luckrig_site.api_errors import ApiError
-from luckrig_site.timefmt import iso
-from nodes import queue_view, rarity
+from core.api_errors import ApiError
+from core.timefmt import iso
+from nodes import queue_feed, rarity
 from nodes import relays as node_relays
 from nodes import services as node_services
 from nodes.models import VRAM_UNKNOWN_SORT_KEY, Node, TimingSample
@@ -421,7 +421,7 @@ def record_heartbeat(
             *_QUEUE_FIELDS,
         ]
     )
-    transaction.on_commit(lambda: queue_view.broadcast(node))
+    transaction.on_commit(lambda: queue_feed.broadcast(node))
     if first:
         # Its first report: the node joins the public surfaces now (a node that never reported in is not listed),
         # so its combination's rarity and the showcase are counted again with it.
@@ -439,7 +439,7 @@ def record_queue(*, node: Node, queue: dict, now: datetime | None = None) -> Non
     now = now or timezone.now()
     _apply_queue(node, queue, now)
     node.save(update_fields=_QUEUE_FIELDS)
-    transaction.on_commit(lambda: queue_view.broadcast(node))
+    transaction.on_commit(lambda: queue_feed.broadcast(node))
 
 
 def record_usage(*, node: Node, report_id: str, entries: list[dict]) -> dict:

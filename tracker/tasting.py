@@ -14,11 +14,11 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from luckrig_site.api_errors import ApiError
+from core.api_errors import ApiError
 from nodes import liveness
 from nodes import services as node_services
 from nodes.models import Node, TimingSample
-from nodes.presenters import community_timing
+from nodes.public_node import community_timing
 from tracker import bans, credentials, pubkeys, scores, signing, tiers
 from tracker.keys import keyring
 from tracker.models import Contributor, QuotaBucket, TastingToken

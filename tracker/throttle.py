@@ -4,7 +4,7 @@ over the agent link alike (one budget per node and kind, whichever path and howe
 An agent heartbeats every 15 s, reports usage about once a second at most and flags what its rules catch; a
 node secret that floods these would otherwise cost one database write per message. Counters are fixed windows
 in the rate-limit cache (Redis, shared by every tracker process; this process's own counters while Redis is
-down, see luckrig_site.ratecache), keyed by node id: only an authenticated agent spends its node's budget, so
+down, see core.ratecache), keyed by node id: only an authenticated agent spends its node's budget, so
 a stranger who knows a node id cannot exhaust it. Over the limit: HTTP 429 `rate_limited` with Retry-After,
 or on the link an `error` message with `retry_after_sec`, and the message is dropped.
 
@@ -17,8 +17,8 @@ import time
 from django.conf import settings
 from django.core.cache import caches
 
-from luckrig_site.api_errors import ApiError
-from luckrig_site.ratelimits import period_of
+from core.api_errors import ApiError
+from core.ratelimits import period_of
 
 RATES = {
     "heartbeat": ("RATE_AGENT_HEARTBEAT", "5/5s"),

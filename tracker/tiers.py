@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 
-from luckrig_site.timefmt import iso
+from core.timefmt import iso
 
 LIMITED, CONTRIBUTOR = "limited", "contributor"
 

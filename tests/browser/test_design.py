@@ -3,7 +3,6 @@ the live shelf and a Taste action in the first screen, no page scrolls sideways,
 every picture and chart a text alternative, demo and offline rigs say what they are, the queue map's bars, the
 styled 404. The harness fails any page with a JS error or a CSP violation."""
 
-
 import pytest
 
 from tests.browser.conftest import another_taster, sideways_overflow

@@ -6,7 +6,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from luckrig_site.clientip import hash_ip
+from core.clientip import hash_ip
 from moderation import services
 from moderation.addresses import address_label
 from nodes.models import Node, TimingSample

@@ -3,7 +3,7 @@
 import pytest
 from django.core.management import CommandError, call_command
 
-from luckrig_site.clientip import hash_ip
+from core.clientip import hash_ip
 from moderation.addresses import address_label
 from moderation.models import ModerationAction
 from nodes.models import Node

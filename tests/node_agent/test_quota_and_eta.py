@@ -192,8 +192,8 @@ def test_busy_ends_when_the_queue_drains_in_the_middle_of_a_monitor_cycle(api, o
     """Before: the monitor read `queue_active` when its cycle began and wrote the status it derived when the cycle
     ended; a queue that drained meanwhile (reported over the agent link) was turned back to `busy`, until the
     agent's next heartbeat. The cycle runs here with its probes replaced by the queue draining."""
+    from core.urlguard import FetchResult
     from nodes.models import Node
-    from nodes.urlguard import FetchResult
     from tests import factories
     from tracker import monitor, services
 

@@ -5,7 +5,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from nodes import gpus, liveness, rarity
-from nodes.showcase import Row, pick_categories
+from nodes.badges import Row, pick_categories
 from tracker import scores
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)

@@ -6,7 +6,7 @@ import itertools
 import pytest
 from django.utils import timezone
 
-from luckrig_site.timefmt import iso
+from core.timefmt import iso
 
 _addresses = itertools.count(10)
 

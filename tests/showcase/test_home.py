@@ -12,7 +12,7 @@ from django.test import Client
 from django.utils import timezone
 
 from nodes.models import Node
-from showcase import coverage, present
+from showcase import coverage, display
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -97,18 +97,18 @@ def test_cards_count_samples_with_proper_plurals(client, api, owner):
 
 def test_a_card_title_is_the_display_name_else_gpu_and_model_without_vendor_words():
     base = {"display_name": "", "gpu": "NVIDIA GeForce RTX 5090", "model_name": "Qwen3-35B-A3B", "id": "x"}
-    assert present.human_title(base) == "RTX 5090 · Qwen3-35B-A3B"
-    assert present.human_title({**base, "display_name": "My rig"}) == "My rig"
-    assert present.short_gpu("AMD Radeon RX 7900 XTX") == "RX 7900 XTX"
-    assert present.short_gpu("Intel(R) Arc(TM) A770 Graphics") == "Arc A770"
-    assert present.short_gpu("Apple M3 Max") == "Apple M3 Max"
-    assert present.short_gpu("NVIDIA") == "NVIDIA"  # nothing left: the raw name
+    assert display.human_title(base) == "RTX 5090 · Qwen3-35B-A3B"
+    assert display.human_title({**base, "display_name": "My rig"}) == "My rig"
+    assert display.short_gpu("AMD Radeon RX 7900 XTX") == "RX 7900 XTX"
+    assert display.short_gpu("Intel(R) Arc(TM) A770 Graphics") == "Arc A770"
+    assert display.short_gpu("Apple M3 Max") == "Apple M3 Max"
+    assert display.short_gpu("NVIDIA") == "NVIDIA"  # nothing left: the raw name
 
 
 def test_the_rarity_line_is_said_only_of_a_rare_rig():
-    assert present.rarity_line(1) == "The only rig with this GPU, model and quant"
-    assert "two" in present.rarity_line(2)
-    assert present.rarity_line(3) == "" and present.rarity_line(None) == ""
+    assert display.rarity_line(1) == "The only rig with this GPU, model and quant"
+    assert "two" in display.rarity_line(2)
+    assert display.rarity_line(3) == "" and display.rarity_line(None) == ""
 
 
 def row(gpu, model, quant, vram, status, n) -> dict:
@@ -220,7 +220,7 @@ def test_the_queue_map_colours_the_load_by_fullness_and_says_it_in_words(client,
     assert 'max="4" low="2.0" high="3.5" optimum="0" value="1"' in row(roomy)
     assert "1 of 4 slots<" in row(roomy) and "full" not in row(roomy)
     assert 'class="reach reach-direct" data-reachability' in row(full)
-    assert present.fill_levels(0, 0) == {"low": 0.5, "high": 0.5, "full": False}
+    assert display.fill_levels(0, 0) == {"low": 0.5, "high": 0.5, "full": False}
 
 
 def test_the_header_reaches_every_part_of_the_site_and_marks_where_you_are(client):

@@ -183,7 +183,7 @@ def test_unknown_and_odd_ids_are_404s_not_500s(api):
 def test_a_banned_address_cannot_make_a_set(api, two_rigs):
     a, b = two_rigs
     members = [published(api, a), published(api, b)]
-    from luckrig_site.clientip import hash_ip
+    from core.clientip import hash_ip
 
     moderation.ban(kind="ip", value=hash_ip("127.0.0.1"), moderator=MOD, reason="spam", days=1)
     status, err = group(api, members)

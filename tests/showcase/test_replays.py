@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from luckrig_site.timefmt import iso
+from core.timefmt import iso
 from moderation import services as moderation
 from moderation.models import FilterRule, ModerationAction
 from nodes.models import Node

@@ -6,8 +6,8 @@ import jwt
 import pytest
 from django.core.management import call_command
 
-from luckrig_site import clientip
-from luckrig_site.clientip import hash_ip
+from core import clientip
+from core.clientip import hash_ip
 from tracker.models import TastingToken
 
 pytestmark = pytest.mark.django_db

@@ -10,7 +10,7 @@ import pytest
 from django.utils import timezone
 
 from nodes.models import Node
-from nodes.presenters import PUBLIC_NODE_FIELDS
+from nodes.public_node import PUBLIC_NODE_FIELDS
 from tests import factories
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -68,7 +68,7 @@ def test_private_targets_are_refused_by_default(api, settings, server, keyed_nod
 
 def test_the_guard_checks_the_addresses_a_name_resolves_to(server):
     """A host name is checked after resolution, on the addresses actually connected to."""
-    from nodes.urlguard import fetch_once
+    from core.urlguard import fetch_once
 
     port = server.httpd.server_address[1]
     for url in (

@@ -1,7 +1,7 @@
 import pytest
 
 from nodes.models import Node
-from nodes.presenters import PUBLIC_NODE_FIELDS
+from nodes.public_node import PUBLIC_NODE_FIELDS
 from tests import factories
 
 pytestmark = pytest.mark.django_db

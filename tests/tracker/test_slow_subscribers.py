@@ -9,7 +9,7 @@ import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
-from nodes import fanout, queue_view
+from nodes import fanout, queue_feed
 from tests import factories
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
@@ -68,7 +68,7 @@ class Subscriber:
 def test_a_subscriber_that_stops_reading_is_dropped_and_the_others_keep_getting_changes(api, owner):
     node, secret = factories.make_node(owner)
     factories.heartbeat(api, node, secret)
-    group = queue_view.node_group(node.pk)
+    group = queue_feed.node_group(node.pk)
     big = '{"type":"queue","node_id":"%s","pad":"%s"}' % (node.pk, "x" * 60_000)  # noqa: UP031
 
     async def scenario():

@@ -13,8 +13,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
+from core.urlguard import check_url_syntax
 from nodes.models import Relay
-from nodes.urlguard import check_url_syntax
 from tracker import relays
 
 RELAY_ID_RE = re.compile(r"^[-a-zA-Z0-9_]{1,64}$")

@@ -4,7 +4,7 @@ texts instead of the texts so that a page of the list stays small and costs one 
 from django.db.models import QuerySet
 from django.db.models.functions import Length, Substr
 
-from luckrig_site.timefmt import iso
+from core.timefmt import iso
 from showcase.models import PUBLIC_PATH, Replay
 
 PREVIEW_CHARS = 280

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from nodes.urlguard import BlockedAddress, GuardedResolver, fetch_once, host_looks_public, is_public_address
+from core.urlguard import BlockedAddress, GuardedResolver, fetch_once, host_looks_public, is_public_address
 from tests import factories
 from tests.httpserver import Route, ScriptedServer
 

@@ -7,7 +7,7 @@ import logging
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
-from luckrig_site.timefmt import iso
+from core.timefmt import iso
 from nodes.models import Node
 
 log = logging.getLogger("luckrig.queue")

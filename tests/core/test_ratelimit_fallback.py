@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from luckrig_site import ratecache
+from core import ratecache
 from tests.processes import free_port
 
 pytestmark = pytest.mark.django_db
@@ -18,7 +18,7 @@ def redis_down(settings):
     settings.CACHES = {
         **settings.CACHES,
         "ratelimit": {
-            "BACKEND": "luckrig_site.ratecache.FallbackRedisCache",
+            "BACKEND": "core.ratecache.FallbackRedisCache",
             "LOCATION": f"redis://127.0.0.1:{free_port()}/0",
             "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
         },

@@ -4,7 +4,7 @@ instances cost more than the rest of the request), single nodes go through `publ
 
 from collections.abc import Mapping
 
-from luckrig_site.timefmt import iso
+from core.timefmt import iso
 from nodes.models import Node, relayed_endpoint_url
 
 PUBLIC_NODE_FIELDS = (

@@ -1,7 +1,7 @@
 """The showcase awards a category only where it says something true (issue 12): no superlative for a tie or
 for a rig with nothing to compare with, and no "Rarest combination" when every rig is unique."""
 
-from nodes.showcase import Row, pick_categories
+from nodes.badges import Row, pick_categories
 
 
 def row(id, gpu="RTX 3060", vram=12, ctx=8192, *, model="m", quant="q", rarity=0.5, created=0):

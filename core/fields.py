@@ -11,7 +11,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from nodes.urlguard import check_url_syntax
+from core.urlguard import check_url_syntax
 
 
 class StrictCharField(serializers.CharField):

@@ -13,9 +13,9 @@ from django.conf import settings
 from django.utils import timezone
 from django_ratelimit.core import is_ratelimited
 
-from luckrig_site.api_errors import ApiError
-from luckrig_site.clientip import ip_hash, ratelimit_key
-from luckrig_site.timefmt import iso
+from core.api_errors import ApiError
+from core.clientip import ip_hash, ratelimit_key
+from core.timefmt import iso
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _RATE = re.compile(r"(\d+)/(\d*)([smhd])", re.ASCII)
