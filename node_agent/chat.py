@@ -98,8 +98,9 @@ def _response_format(value) -> dict:
     return value
 
 
-def parse_chat(body) -> tuple[list[dict], dict, bool, str | None]:
-    """(messages, sampling params, stream, model) of a valid body, else 400."""
+def parse_chat(body) -> tuple[list[dict], dict, bool]:
+    """(messages, sampling params, stream) of a valid body, else 400. A `model` must be a string, but is not
+    returned: a taster cannot choose another model than the rig's (server.py serves its own)."""
     if not isinstance(body, dict):
         raise _bad("The body must be a JSON object.")
     messages = body.get("messages")
@@ -146,4 +147,4 @@ def parse_chat(body) -> tuple[list[dict], dict, bool, str | None]:
     model = body.get("model")
     if model is not None and not isinstance(model, str):
         raise _bad("model must be a string")
-    return clean, params, stream, model
+    return clean, params, stream

@@ -123,13 +123,9 @@ def cmd_join(args) -> int:
 
 
 def cmd_taste(args) -> int:
-    from node_agent.taste import saved_key, taste
+    from node_agent.taste import taste
 
-    if args.mode == "public-key":
-        from node_agent.taste_subtext import taste_public_key
-
-        return taste_public_key(args, saved_key(args))
-    if args.expect_fingerprint:
+    if args.expect_fingerprint and args.mode != "public-key":
         print("luckrig-node taste: --expect-fingerprint applies to --mode public-key only", file=sys.stderr)
         return 2
     return taste(args)
@@ -197,8 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--mode",
         choices=("plain", "public-key"),
         default="plain",
-        help="public-key: seal the prompt to the node's key and get the answer sealed to a fresh key of yours "
-        "(kept out of proxies and the tracker; the rig's operator can still read it)",
+        help="public-key: encrypt the prompt to the node's key and get the answer encrypted to a fresh key of "
+        "yours (kept out of proxies and the tracker; the rig's operator can still read it)",
     )
     taste.add_argument(
         "--expect-fingerprint",

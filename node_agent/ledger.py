@@ -8,7 +8,6 @@ report and nothing is lost or counted twice."""
 import json
 import os
 import sqlite3
-import time
 from pathlib import Path
 
 
@@ -63,9 +62,6 @@ class Ledger:
             self.db.execute(
                 "UPDATE budget SET completion_tokens = MAX(0, completion_tokens - ?) WHERE jti = ?", (tokens, jti)
             )
-
-    def forget_expired(self, now: float | None = None) -> None:
-        self.db.execute("DELETE FROM budget WHERE expires_at < ?", (int(now or time.time()) - 3600,))
 
     # --- usage log --------------------------------------------------------------------------------------
 

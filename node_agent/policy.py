@@ -157,16 +157,14 @@ class Policy:
         self.builtin = compile_rules(DEFAULT_RULES)
         self.filter_off = frozenset(filter_off) - {ALWAYS_FILTERED}
         self.rules = rules_in_force(None, self.builtin, self.filter_off)
-        self.rules_version = "builtin"
         self.session = session
         self.endpoint = moderation_endpoint or None
         self.timeout = moderation_timeout
         self.moderate_output = moderate_output if self.endpoint else "off"
         self.api_key = moderation_api_key
 
-    def set_rules(self, rules: list[dict], version) -> None:
+    def set_rules(self, rules: list[dict]) -> None:
         self.rules = rules_in_force(compile_rules(rules), self.builtin, self.filter_off)
-        self.rules_version = version
 
     @property
     def categories(self) -> list[str]:

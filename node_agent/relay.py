@@ -1,10 +1,15 @@
 """The hot path: admit a request, wait for a slot (telling the waiter its position), relay the upstream's
 chunks as they arrive, and end every stream with a usage chunk carrying the `luckrig` timing object and
 `[DONE]`. Keep it allocation-light: one json.loads / json.dumps per chunk, no buffering unless output
-moderation is in `block` mode or the token is in public-key mode (node_agent/sealed.py, a subclass)."""
+moderation is in `block` mode or the token is in public-key mode.
+
+One loop serves both modes: `Relay` is plain mode, and its hooks (`open_request`, `forward`, `generation_ended`,
+`answer`, `completion_body`) are what public-key mode (node_agent/public_key_mode.py) overrides to open the
+envelope and to seal the answer. Queueing, failures, output moderation and the chunk envelope exist once, here."""
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import secrets
@@ -13,6 +18,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from node_agent.chat import parse_chat
 from node_agent.errors import AgentError
 
 log = logging.getLogger("luckrig.agent.relay")
@@ -73,7 +79,10 @@ class Outcome:
 
 
 class Relay:
-    """One request's journey. `agent` supplies the queue, upstream, policy, ledger and node id."""
+    """One request's journey, in plain mode. `agent` supplies the queue, upstream, policy, ledger and node id.
+
+    The hooks (`open_request`, `forward`, `generation_ended`, `answer`, `completion_body`) are where public-key
+    mode differs; everything else, output moderation and the chunk envelope included, is the same loop."""
 
     def __init__(
         self,
@@ -92,13 +101,83 @@ class Relay:
         self.max_tokens, self.truncated_by_budget = max_tokens, truncated_by_budget
         self.moderation = moderation
         self.ticket = "t_" + secrets.token_hex(6)
-        self.received = time.monotonic()
         self.queue_wait = 0.0
         self.generation_started = 0.0
-        self.generation_ended = 0.0  # the upstream's stream ended (a usage question after it is not generation)
+        self.generation_ended_at = 0.0  # the upstream's stream ended (a usage question after it is not generation)
         # Filled as the upstream streams, so that whatever happens (a client hanging up, an upstream dying) the
         # request is booked with what was actually generated.
         self.outcome = Outcome()
+        self.answer_id = ""
+        # Output moderation in `block` mode judges the whole answer before any of it is sent: plain mode's
+        # chunks wait here until then.
+        self.hold_back = agent.policy.moderate_output == "block"
+        self.held: list[bytes] = []
+
+    # --- hooks: what public-key mode overrides ---------------------------------------------------------
+
+    @classmethod
+    def open_request(cls, body, _agent, _claims) -> tuple[list[dict], dict, bool]:
+        """(messages, sampling params, stream) of a chat body, else 400. In plain mode the body is the request."""
+        return parse_chat(body)
+
+    async def forward(self, response: web.StreamResponse, chunk: dict) -> None:
+        """Each upstream chunk that carries a choice, as it arrives: plain mode passes it on at once (or holds it
+        while output moderation in `block` mode has not judged the whole answer)."""
+        chunk.pop("usage", None)
+        # Some servers put the model's file path here: tasters get the served model's name instead.
+        if self.model:
+            chunk["model"] = self.model
+        data = sse(chunk)
+        if self.hold_back:
+            self.held.append(data)
+        else:
+            await self.write(response, data)
+
+    async def generation_ended(self, response: web.StreamResponse) -> None:
+        """The upstream finished: whatever must reach the taster before output moderation's verdict (plain mode:
+        nothing; the chunks went out as they came)."""
+
+    def answer(self, outcome: Outcome) -> list[bytes]:
+        """The events of an answer that output moderation let through, before `[DONE]`: plain mode's held-back
+        chunks, if any, then the usage chunk with the `luckrig` timing object."""
+        return [*self.held, sse(self.chunk([], usage=self.usage_of(outcome), luckrig=self.timing(outcome)))]
+
+    def completion_body(self, outcome: Outcome) -> dict:
+        """The non-streaming answer."""
+        return self.completion(
+            outcome.text, outcome.finish_reason or "stop", usage=self.usage_of(outcome), luckrig=self.timing(outcome)
+        )
+
+    # --- the answer's envelope, timing and usage -----------------------------------------------------------
+
+    def chunk(self, choices: list, **extra) -> dict:
+        """A `chat.completion.chunk` of this answer: every event the agent writes itself, in both modes."""
+        return {
+            "id": self.response_id(),
+            "object": "chat.completion.chunk",
+            "created": self.outcome.created or int(time.time()),
+            "model": self.model or self.outcome.model,
+            "choices": choices,
+            **extra,
+        }
+
+    def completion(self, content: str, finish_reason: str, **extra) -> dict:
+        """A `chat.completion` of this answer, in both modes."""
+        return {
+            "id": self.response_id(),
+            "object": "chat.completion",
+            "created": self.outcome.created or int(time.time()),
+            "model": self.model or self.outcome.model,
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish_reason}
+            ],
+            **extra,
+        }
+
+    def response_id(self) -> str:
+        # Fixed at first use: every event of one answer the agent writes itself carries the same id.
+        self.answer_id = self.answer_id or self.outcome.chunk_id or f"chatcmpl-{self.ticket}"
+        return self.answer_id
 
     def upstream_body(self) -> dict:
         body = {"model": self.model, "messages": self.messages, **self.params}
@@ -113,7 +192,7 @@ class Relay:
             "node_id": self.agent.node_id,
             "queue_wait_ms": round(self.queue_wait * 1000, 1),
             "proxy_ttft_ms": round(proxy_ttft * 1000, 1) if proxy_ttft is not None else None,
-            "generation_ms": round(((self.generation_ended or now) - self.generation_started) * 1000, 1)
+            "generation_ms": round(((self.generation_ended_at or now) - self.generation_started) * 1000, 1)
             if self.generation_started
             else 0.0,
             "truncated": bool(self.truncated_by_budget and outcome.finish_reason == "length"),
@@ -130,7 +209,7 @@ class Relay:
     # --- generation -------------------------------------------------------------------------------------
 
     async def generate(self, on_chunk) -> Outcome:
-        """Run the upstream stream, calling `on_chunk(bytes)` per content chunk (None: collect only)."""
+        """Run the upstream stream, awaiting `on_chunk(chunk)` for each chunk with a choice (None: collect only)."""
         outcome = self.outcome
         self.generation_started = time.monotonic()
         # aclosing: however the loop ends (a taster gone, a stalled reader, a failure), the upstream request is
@@ -155,15 +234,11 @@ class Relay:
                 if choice.get("finish_reason"):
                     outcome.finish_reason = choice["finish_reason"]
                 if on_chunk is not None:
-                    chunk.pop("usage", None)
-                    # Some servers put the model's file path here: tasters get the served model's name instead.
-                    if self.model:
-                        chunk["model"] = self.model
-                    await on_chunk(sse(chunk))
-        self.generation_ended = time.monotonic()
+                    await on_chunk(chunk)
+        self.generation_ended_at = time.monotonic()
         # The answer finished normally: its slot time is a measurement for the queue's ETA. Taken now, so that the
         # usage question below (and output moderation after) is not counted as generation.
-        self.agent.queue.finished(self.ticket, self.generation_ended)
+        self.agent.queue.finished(self.ticket, self.generation_ended_at)
         if outcome.usage is None:
             outcome.usage = await self.usage_not_streamed(outcome)
         return outcome
@@ -179,17 +254,6 @@ class Relay:
             prompt = await self.agent.upstream.count_tokens("\n".join(m["content"] for m in self.messages)) or 0
         completion = outcome.content_chunks
         return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
-
-    def final_chunk(self, outcome: Outcome) -> dict:
-        return {
-            "id": outcome.chunk_id or f"chatcmpl-{self.ticket}",
-            "object": "chat.completion.chunk",
-            "created": outcome.created or int(time.time()),
-            "model": self.model or outcome.model,
-            "choices": [],
-            "usage": self.usage_of(outcome),
-            "luckrig": self.timing(outcome),
-        }
 
     @property
     def reached_model(self) -> bool:
@@ -220,6 +284,23 @@ class Relay:
             }
         )
         agent.usage_added()
+
+    # --- output moderation ------------------------------------------------------------------------------
+
+    async def judge_output(self, outcome: Outcome) -> AgentError | None:
+        """Output moderation, the same in every mode and shape. `block`: the whole answer is checked before any of
+        it is sent, and a flagged one is withheld (451) and reported; `record`: it is checked after delivery
+        (record_output_later), and the timing object says so."""
+        policy = self.agent.policy
+        if policy.moderate_output == "block":
+            flagged, categories, state = await policy.check_output(outcome.text)
+            self.moderation = {**self.moderation, "output": state}
+            if flagged:
+                await self.agent.report_flag(self.claims, "output", categories)
+                return AgentError(451, "moderation_blocked", "The rig's moderation withheld the answer.")
+        elif self.moderation.get("output") == "record":
+            self.moderation = {**self.moderation, "output": "recorded"}
+        return None
 
     def record_output_later(self, text: str) -> None:
         """`record` mode: classify the delivered answer in the background (the taster does not wait for the
@@ -255,50 +336,37 @@ class Relay:
             log.warning("a client stopped reading for %g s: its stream was ended and its slot freed", limit)
             raise ClientStalled from None
 
+    async def end_with(self, response: web.StreamResponse, error: AgentError) -> None:
+        """End a stream with an error event and `[DONE]` (its headers may already be out: the status is 200)."""
+        await self.write(response, sse(error.body()))
+        await self.write(response, DONE)
+
     async def stream(self) -> web.StreamResponse:
         agent = self.agent
         # 429 token_busy or queue_full before headers
         waiter = agent.queue.enter(self.ticket, tier=self.claims.tier, key=self.claims.jti)
         response = web.StreamResponse(status=200, headers=SSE_HEADERS)
-        block = agent.policy.moderate_output == "block"
-        # Headers go out lazily: with the first queue comment or the first upstream chunk. Until then a
-        # failure (upstream down, HTTP error) is still a proper HTTP status rather than an error event.
+        # Headers go out lazily: with the first queue comment or the first event written. Until then a failure
+        # (upstream down, HTTP error) is still a proper HTTP status rather than an error event.
         try:
             if waiter is not None:
                 await self._wait_with_comments(waiter, response)
-            buffer: list[bytes] = []
-
-            async def forward(data: bytes):
-                if block:
-                    buffer.append(data)
-                    return
-                await self.write(response, data)
-
             try:
-                outcome = await self.generate(forward)
+                outcome = await self.generate(functools.partial(self.forward, response))
             except ClientStalled:
                 raise
             except Exception as exc:  # noqa: BLE001 - after headers, every failure ends the stream cleanly
                 if not response.prepared:
                     raise
-                error = stream_failure(exc, self.ticket)
-                await self.write(response, sse(error.body()))
-                await self.write(response, DONE)
+                await self.end_with(response, stream_failure(exc, self.ticket))
                 return response
-            if block:
-                flagged, categories, state = await agent.policy.check_output(outcome.text)
-                self.moderation = {**self.moderation, "output": state}
-                if flagged:
-                    await agent.report_flag(self.claims, "output", categories)
-                    withheld = AgentError(451, "moderation_blocked", "The rig's moderation withheld the answer.")
-                    await self.write(response, sse(withheld.body()))
-                    await self.write(response, DONE)
-                    return response
-                for data in buffer:
-                    await self.write(response, data)
-            elif self.moderation.get("output") == "record":
-                self.moderation = {**self.moderation, "output": "recorded"}
-            await self.write(response, sse(self.final_chunk(outcome)))
+            await self.generation_ended(response)
+            withheld = await self.judge_output(outcome)
+            if withheld is not None:
+                await self.end_with(response, withheld)
+                return response
+            for data in self.answer(outcome):
+                await self.write(response, data)
             await self.write(response, DONE)
             self.record_output_later(outcome.text)
             return response
@@ -350,32 +418,10 @@ class Relay:
                 await agent.queue.wait(waiter)
                 self.queue_wait = time.monotonic() - started
             outcome = await self.generate(None)
-            if agent.policy.moderate_output == "block":
-                flagged, categories, state = await agent.policy.check_output(outcome.text)
-                self.moderation = {**self.moderation, "output": state}
-                if flagged:
-                    await agent.report_flag(self.claims, "output", categories)
-                    raise AgentError(451, "moderation_blocked", "The rig's moderation withheld the answer.")
-            elif self.moderation.get("output") == "record":
-                self.moderation = {**self.moderation, "output": "recorded"}
-                self.record_output_later(outcome.text)
+            withheld = await self.judge_output(outcome)
+            if withheld is not None:
+                raise withheld
+            self.record_output_later(outcome.text)
             return web.json_response(self.completion_body(outcome), dumps=_dumps)
         finally:
             agent.queue.release(self.ticket)
-
-    def completion_body(self, outcome: Outcome) -> dict:
-        return {
-            "id": outcome.chunk_id or f"chatcmpl-{self.ticket}",
-            "object": "chat.completion",
-            "created": outcome.created or int(time.time()),
-            "model": self.model or outcome.model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": outcome.text},
-                    "finish_reason": outcome.finish_reason or "stop",
-                }
-            ],
-            "usage": self.usage_of(outcome),
-            "luckrig": self.timing(outcome),
-        }

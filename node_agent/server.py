@@ -19,12 +19,12 @@ import aiohttp
 from aiohttp import web
 from cryptography.exceptions import UnsupportedAlgorithm
 
-from node_agent import __version__, auth, cors, keys, logs, sealed, upstream
-from node_agent.chat import parse_chat
+from node_agent import __version__, auth, cors, keys, logs, upstream
 from node_agent.config import AgentConfig
 from node_agent.errors import AgentError, earn_more, limited
 from node_agent.ledger import Ledger
 from node_agent.policy import Policy
+from node_agent.public_key_mode import PublicKeyRelay, user_public_pem
 from node_agent.queue import SlotQueue
 from node_agent.relay import Relay
 from node_agent.tracker_link import TrackerLink
@@ -231,7 +231,7 @@ class Agent:
                     "public_key_mode_unavailable",
                     "This node has no private key loaded (--node-private-key-file), so it serves plain mode only.",
                 )
-            relay_class, relay_extra = sealed.SealedRelay, {"user_public_pem": sealed.user_public_pem(claims)}
+            relay_class, relay_extra = PublicKeyRelay, {"user_public_pem": user_public_pem(claims)}
         elif claims.crypto_mode != "plain":
             raise AgentError(401, "invalid_token", "The tasting token names an unknown crypto mode.")
         try:
@@ -251,10 +251,7 @@ class Agent:
             body = json.loads(raw)
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise AgentError(400, "invalid_json", "The body is not valid JSON.") from exc
-        if public_key_mode:
-            messages, params, stream = sealed.open_body(body, self.private_key, jti=claims.jti, node_id=self.node_id)
-        else:
-            messages, params, stream, _requested_model = parse_chat(body)
+        messages, params, stream = relay_class.open_request(body, self, claims)
 
         if not self.ledger.claim_request(claims.jti, claims.max_requests, claims.exp):
             raise exhausted(claims, f"This tasting token's {claims.max_requests} requests are used up.")

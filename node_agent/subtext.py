@@ -1,4 +1,5 @@
-"""Public-key "subtext" mode (shared/SUBTEXT.md, v1): the sealed envelope and how its bytes ride in chat text.
+"""The subtext codec of public-key mode (shared/SUBTEXT.md, v1): the encrypted envelope and how its bytes ride in
+chat text (node_agent/public_key_mode.py is the mode in the agent, node_agent/taste.py its CLI client).
 
 Pure functions, no I/O, no Django: the agent, the CLI and the browser (through tests/vectors/subtext.json) share
 this one definition. The mode keeps prompts and answers out of HTTP logs, proxies and the tracker. It is NOT
@@ -289,7 +290,7 @@ def open_envelope(
     jti: str,
     node_id: str,
 ) -> bytes:
-    """The plaintext of an envelope sealed to this key for this direction, jti and node; SubtextError otherwise."""
+    """The plaintext of an envelope encrypted to this key for this direction, jti and node; SubtextError otherwise."""
     associated = aad(direction, jti, node_id)
     if not isinstance(recipient_private_key, X25519PrivateKey):
         raise ValueError("recipient key must be an X25519PrivateKey")
@@ -409,7 +410,7 @@ def seal_response(
     salt: bytes | None = None,
     iv: bytes | None = None,
 ) -> str:
-    """The content of the one content chunk (or message) of a subtext response, sealed to the taster's key."""
+    """The content of the one content chunk (or message) of a subtext response, encrypted to the taster's key."""
     plaintext = _dumps(
         check_response(
             {

@@ -1,65 +1,339 @@
-"""`luckrig-node taste`: get a token, stream a rig's answer to the terminal, and measure it from the client
-side: time to first token, tokens per second, time spent waiting in the rig's queue. The measurements (never
-the text) can be shared with the tracker, with the tasting's upload key (kept in memory beside the token, never
-sent to the rig, never written to the replay file); the whole tasting is saved locally as a replay file.
+"""`luckrig-node taste`: get a token, send a rig one conversation, show its answer and measure it from the
+client's side: time to first token, tokens per second, time spent waiting in the rig's queue. The measurements
+(never the text) can be shared with the tracker, with the tasting's upload key (kept in memory beside the token,
+never sent to the rig, never written to the replay file); the whole tasting is saved locally as a replay file.
 
-Whatever the rig (or the tracker) sends is printed without terminal control characters: a rig's operator chooses
-every byte of the answer, and escape sequences could retitle the terminal, clear it or rewrite what was shown."""
+One client serves both modes (the token, the request, reading the stream, every failure, the replay and the
+sharing); a codec is what differs. `PlainCodec` sends the conversation as it is and shows the answer as it
+streams. `PublicKeyCodec` (shared/SUBTEXT.md) makes a fresh X25519 key pair for each tasting, whose private half
+never leaves this process (so no two tastings share a key the tracker could link), encrypts the conversation to
+the node's key from the token response (checked against `--expect-fingerprint` when given) and opens the answer,
+which comes back whole, encrypted to ours. This keeps the text out of proxies, HTTP logs and the tracker; the
+rig decrypts it, so its operator can read it. As that answer arrives in one piece, what the client can measure
+differs: time to the encrypted answer instead of time to first token, and tokens per second over the whole
+generation.
+
+Whatever the rig (or the tracker) sends is printed without terminal control characters (node_agent/terminal.py)."""
 
 import json
 import os
-import re
 import sys
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import requests
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from node_agent import config
+from node_agent import config, keys, subtext
 from node_agent.join import IDENTITY, load_json
-
-# ANSI escape sequences, in their 7-bit (ESC ...) and 8-bit (C1) forms: CSI (colours, cursor moves, clearing),
-# control strings (OSC window titles and hyperlinks, DCS, SOS, PM, APC) up to their terminator, and the other
-# two-character escapes.
-_ESCAPE = re.compile(
-    r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]"
-    r"|(?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f])[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)"
-    r"|\x1b[ -/]*[0-~]"
-)
-# The start of an escape sequence that a later piece of the stream may complete, at the end of the text.
-_UNFINISHED = re.compile(
-    r"(?:(?:\x1b\[|\x9b)[0-?]*[ -/]*"
-    r"|(?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f])[^\x07\x1b\x9c]*\x1b?"
-    r"|\x1b[ -/]*)\Z"
-)
-# C0 controls but newline and tab, DEL, and C1 controls.
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-_HOLD_MAX = 256  # an unfinished sequence longer than this is not held back any more: it is stripped as it is
+from node_agent.terminal import Screen, printable
 
 
-def printable(text) -> str:
-    """`text` without escape sequences and control characters (newline and tab kept): safe for a terminal."""
-    return _CONTROL.sub("", _ESCAPE.sub("", str(text)))
+class Failed(Exception):
+    """The tasting cannot go on; the message says why (the CLI prints it and exits with 1)."""
 
 
-class PrintableStream:
-    """`printable` for text that arrives in pieces: an escape sequence cut between two pieces is held back until
-    the next piece completes it, so that none of it reaches the terminal."""
+@dataclass
+class Reading:
+    """What this client saw of the rig's answer stream, on its own clock (time.monotonic)."""
 
-    def __init__(self):
-        self.held = ""
+    started: float
+    first_byte: float | None = None
+    queued: bool = False
+    queue_wait_sec: float = 0.0
+    pieces: list[str] = field(default_factory=list)
+    piece_ms: list[float] = field(default_factory=list)  # when each content piece arrived, ms after the request
+    first_piece: float | None = None
+    last_piece: float | None = None
+    usage: dict | None = None  # the last usage chunk, and the `luckrig` object beside it
+    luckrig: dict = field(default_factory=dict)
+    done: bool = False  # `[DONE]` arrived: the stream is whole
 
-    def feed(self, piece: str) -> str:
-        text, self.held = self.held + piece, ""
-        tail = _UNFINISHED.search(text, max(0, len(text) - _HOLD_MAX))
-        if tail is not None and tail.start() < len(text):
-            text, self.held = text[: tail.start()], text[tail.start() :]
-        return printable(text)
 
-    def flush(self) -> str:
-        text, self.held = self.held, ""
-        return printable(text)
+@dataclass
+class Measured:
+    """A codec's reading of one answer: the text, and the figures that differ between the modes."""
+
+    text: str
+    ttft_ms: float | None
+    tok_per_sec: float | None
+    generation_sec: float
+    output_tokens: int
+    luckrig: dict
+
+
+class PlainCodec:
+    """Plain mode: the conversation as it is, the answer shown as it streams and timed from its first token."""
+
+    mode = "plain"
+
+    def token_fields(self) -> dict:
+        return {}
+
+    def check_issued(self, issued: dict, screen: Screen) -> None:
+        """Nothing to check in plain mode."""
+
+    def body(self, messages: list[dict], params: dict, issued: dict) -> dict:
+        return {"messages": messages, "stream": True, "stream_options": {"include_usage": True}, **params}
+
+    def show(self, piece: str, screen: Screen) -> None:
+        screen.answer(piece)
+
+    def measure(self, reading: Reading, issued: dict, screen: Screen) -> Measured:
+        if not reading.pieces:
+            raise Failed("the rig sent no answer.")
+        output_tokens = (reading.usage or {}).get("completion_tokens") or len(reading.pieces)
+        first, last = reading.first_piece, reading.last_piece
+        generation_sec = round(last - first, 3)
+        return Measured(
+            text="".join(reading.pieces),
+            ttft_ms=round((first - reading.started) * 1000, 1),
+            tok_per_sec=round((output_tokens - 1) / generation_sec, 2)
+            if generation_sec > 0 and output_tokens > 1
+            else None,
+            generation_sec=generation_sec,
+            output_tokens=output_tokens,
+            luckrig=reading.luckrig,
+        )
+
+    def report(self, timing: dict, screen: Screen) -> None:
+        n = timing["output_tokens"]
+        screen.say(
+            f"TTFT {timing['ttft_ms']} ms · {timing['tok_per_sec']} tok/s · queue wait {timing['queue_wait_sec']} s · "
+            f"{n} token{'' if n == 1 else 's'} (measured by this client)"
+        )
+
+    def chunk_timestamps(self, reading: Reading, timing: dict) -> list[float]:
+        return reading.piece_ms
+
+    def shared(self, timing: dict) -> dict:
+        return timing
+
+
+class PublicKeyCodec:
+    """Public-key mode: the conversation encrypted to the node's key, the answer encrypted to a fresh key of ours
+    and opened here. Nothing is sent unless the node's key matches its fingerprint (and --expect-fingerprint)."""
+
+    mode = "public-key"
+
+    def __init__(self, expect_fingerprint: str | None):
+        self.expect_fingerprint = expect_fingerprint
+        self.taster = X25519PrivateKey.generate()
+        self.node_pem = ""
+
+    def token_fields(self) -> dict:
+        return {"crypto_mode": "public-key", "user_public_key": keys.public_pem_of(self.taster.public_key())}
+
+    def check_issued(self, issued: dict, screen: Screen) -> None:
+        node_pem = issued.get("node_public_key")
+        if issued.get("crypto_mode") != "public-key" or not node_pem:
+            raise Failed("the tracker did not issue a public-key token with the node's key; nothing was sent.")
+        # The fingerprint is computed here from the key we are about to encrypt to, not read from the response:
+        # that is the key a swap would change.
+        fingerprint = keys.fingerprint_of_public_pem(node_pem)
+        if fingerprint != issued.get("node_public_key_fingerprint"):
+            raise Failed("the node key in the token response does not match its stated fingerprint; nothing was sent.")
+        screen.say(f"Node key fingerprint: {fingerprint}")
+        expected = self.expect_fingerprint
+        if expected and expected.strip() != fingerprint:
+            raise Failed(
+                f"the node key fingerprint is {fingerprint}, not the expected {expected.strip()}: "
+                "refusing to send the prompt (the key may have been swapped). Nothing was sent."
+            )
+        if not expected:
+            screen.say("(Not checked: compare it with the operator's, or pass --expect-fingerprint.)")
+        self.node_pem = node_pem
+
+    def body(self, messages: list[dict], params: dict, issued: dict) -> dict:
+        content = subtext.seal_request(
+            messages, params, node_public_pem=self.node_pem, jti=issued["jti"], node_id=issued["node"]["id"]
+        )
+        return {"messages": [{"role": "user", "content": content}], "stream": True}
+
+    def show(self, piece: str, screen: Screen) -> None:
+        """The pieces are ciphertext: nothing to show until the whole answer is opened."""
+
+    def measure(self, reading: Reading, issued: dict, screen: Screen) -> Measured:
+        if not reading.pieces:
+            raise Failed("the rig sent no encrypted answer.")
+        try:
+            answer = subtext.open_response(
+                "".join(reading.pieces), self.taster, jti=issued["jti"], node_id=issued["node"]["id"]
+            )
+        except subtext.SubtextError as exc:
+            raise Failed(
+                f"the answer could not be opened ({exc.reason}); it was not encrypted for this tasting."
+            ) from None
+        screen.answer(answer["content"])
+        usage = answer["usage"]
+        output_tokens = usage.get("completion_tokens") or (reading.usage or {}).get("completion_tokens") or 0
+        # There is no first token to time here: the answer arrives encrypted, in one piece.
+        answer_sec = reading.first_piece - reading.started
+        generation_sec = round(max(0.0, answer_sec - reading.queue_wait_sec), 3)
+        return Measured(
+            text=answer["content"],
+            ttft_ms=round(answer_sec * 1000, 1),
+            tok_per_sec=round(output_tokens / generation_sec, 2) if generation_sec > 0 and output_tokens else None,
+            generation_sec=generation_sec,
+            output_tokens=output_tokens,
+            luckrig=answer["luckrig"],
+        )
+
+    def report(self, timing: dict, screen: Screen) -> None:
+        screen.say(
+            f"Encrypted answer after {timing['ttft_ms']} ms · {timing['tok_per_sec']} tok/s · queue wait "
+            f"{timing['queue_wait_sec']} s · {timing['output_tokens']} tokens (measured by this client)"
+        )
+        screen.say(
+            "In public-key mode the answer arrives in one piece: the first figure is the time to the whole encrypted "
+            "answer, not to a first token, and tok/s is answer tokens over the time from the request (after any "
+            "queue wait) to the encrypted answer, prompt processing included."
+        )
+
+    def chunk_timestamps(self, reading: Reading, timing: dict) -> list[float]:
+        return [timing["ttft_ms"]]
+
+    def shared(self, timing: dict) -> dict:
+        # Not ttft_ms: here it is the time to the whole answer, and the tracker's TTFT median is a first-token
+        # figure (it does not separate modes), so uploading it would skew the rig's published TTFT.
+        return {k: v for k, v in timing.items() if k != "ttft_ms"}
+
+
+def taste(args) -> int:
+    codec = PublicKeyCodec(args.expect_fingerprint) if args.mode == "public-key" else PlainCodec()
+    screen = Screen()
+    try:
+        return run(args, codec, screen)
+    except Failed as exc:
+        screen.say(f"luckrig-node taste: {exc}")
+        return 1
+
+
+def run(args, codec: PlainCodec | PublicKeyCodec, screen: Screen) -> int:
+    tracker = args.tracker.rstrip("/")
+    key = saved_key(args)
+    r = requests.post(
+        f"{tracker}/api/tokens",
+        json={"node_id": args.node, **codec.token_fields()},
+        headers={"Authorization": f"Bearer {key}"} if key else {},
+        timeout=15,
+    )
+    if r.status_code != 201:
+        raise Failed(f"no token ({r.status_code}): {refusal(r)}")
+    issued = r.json()
+    # The taster's own credential for sharing the timing: kept here, beside the token, and never sent to the rig.
+    upload_key = issued.get("upload_key")
+    node = issued["node"]
+    codec.check_issued(issued, screen)
+    screen.say(
+        f"Tasting {node['id']}: {node['model_name']} {node['quantization']} on {node['gpu']} "
+        f"({issued['tier']} tier: {limits_text(issued['limits'])})"
+        + (", public-key mode" if codec.mode == "public-key" else "")
+    )
+    screen.say(f"Note: {issued['caveat']}")
+
+    messages = ([{"role": "system", "content": args.system}] if args.system else []) + [
+        {"role": "user", "content": args.prompt}
+    ]
+    params = {"max_tokens": args.max_tokens} if args.max_tokens else {}
+    reading = receive(node["endpoint_url"], issued["token"], codec.body(messages, params, issued), codec, screen)
+    measured = codec.measure(reading, issued, screen)
+    screen.answer_ends()
+
+    timing = {
+        "schema_version": 1,
+        "node_id": node["id"],
+        "mode": codec.mode,
+        "tok_per_sec": measured.tok_per_sec,
+        "ttft_ms": measured.ttft_ms,
+        "network_ttft_ms": round((reading.first_byte - reading.started) * 1000, 1),  # set: [DONE] came
+        "proxy_ttft_ms": measured.luckrig.get("proxy_ttft_ms"),
+        "generation_sec": measured.generation_sec,
+        "queue_wait_sec": round(reading.queue_wait_sec, 3),
+        "output_tokens": measured.output_tokens,
+        "tokenizer": node["model_name"][:64],
+        "limited_output_truncated": bool(measured.luckrig.get("truncated")),
+    }
+    codec.report(timing, screen)
+    path = save_replay(args, node["id"], measured.text, codec.chunk_timestamps(reading, timing), timing)
+    where = " (decrypted, on this machine only)" if codec.mode == "public-key" else ""
+    screen.say(f"Saved the replay to {path}{where}")
+    if args.share_timing:
+        share_timing(tracker, upload_key, codec.shared(timing))
+    else:
+        screen.say("Share these timings (numbers only, no text) with --share-timing.")
+    return 0
+
+
+def receive(endpoint_url: str, token: str, body: dict, codec, screen: Screen) -> Reading:
+    """Send the request and read the answer stream to its `[DONE]`; Failed on a refusal, an error event, a broken
+    event or connection, or a stream that ends before `[DONE]` (an answer perhaps cut short is not measured)."""
+    reading = Reading(started=time.monotonic())
+    try:
+        with requests.post(
+            endpoint_url.rstrip("/") + "/chat/completions",
+            # Raw UTF-8: a public-key selector is 4 bytes this way, 12 as a \u escape pair (what json= would send).
+            data=json.dumps(body, ensure_ascii=False).encode("utf-8"),
+            stream=True,
+            timeout=(10, 600),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        ) as resp:
+            if resp.status_code != 200:
+                raise Failed(f"the rig refused ({resp.status_code}): {refusal(resp)}")
+            for raw in resp.iter_lines():
+                now = time.monotonic()
+                reading.first_byte = reading.first_byte or now
+                line = raw.decode("utf-8", errors="replace")
+                if line.startswith(": queue position="):
+                    reading.queued = True
+                    screen.status(line[2:])
+                    continue
+                if not line.startswith("data:"):
+                    continue
+                screen.end_status()
+                if reading.queued and not reading.queue_wait_sec:
+                    # Measured here, not taken from the rig's own `luckrig.queue_wait_ms`: from sending the
+                    # request until the first event after the queue comments.
+                    reading.queue_wait_sec = now - reading.started
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    reading.done = True
+                    break
+                take(reading, event(data), now, codec, screen)
+    except requests.RequestException as exc:
+        raise Failed(f"could not reach the rig: {exc}") from None
+    if not reading.done:
+        raise Failed("the rig's answer stopped before its end ([DONE]); nothing was saved or shared.")
+    return reading
+
+
+def event(data: str) -> dict:
+    """One `data:` event of the answer stream as an object; Failed for an error event or one that is not JSON."""
+    try:
+        chunk = json.loads(data)
+    except ValueError:
+        chunk = None
+    if not isinstance(chunk, dict):
+        raise Failed("the rig sent an event that is not a JSON object.")
+    if "error" in chunk:
+        error = chunk["error"]
+        raise Failed(f"the rig failed: {error.get('message') if isinstance(error, dict) else error}")
+    return chunk
+
+
+def take(reading: Reading, chunk: dict, now: float, codec, screen: Screen) -> None:
+    if chunk.get("usage"):
+        reading.usage, reading.luckrig = chunk["usage"], chunk.get("luckrig") or {}
+    for choice in chunk.get("choices") or []:
+        piece = (choice.get("delta") or {}).get("content")
+        if piece:
+            reading.first_piece = reading.first_piece or now
+            reading.last_piece = now
+            reading.piece_ms.append(round((now - reading.started) * 1000, 1))
+            reading.pieces.append(piece)
+            codec.show(piece, screen)
 
 
 def saved_key(args) -> str | None:
@@ -103,124 +377,6 @@ def refusal(response: requests.Response) -> str:
         if fields.get("earn_more"):
             parts.append(str(fields["earn_more"]))
     return printable(" ".join(parts))
-
-
-def taste(args) -> int:
-    tracker = args.tracker.rstrip("/")
-    key = saved_key(args)
-    r = requests.post(
-        f"{tracker}/api/tokens",
-        json={"node_id": args.node},
-        headers={"Authorization": f"Bearer {key}"} if key else {},
-        timeout=15,
-    )
-    if r.status_code != 201:
-        print(f"luckrig-node taste: no token ({r.status_code}): {refusal(r)}", file=sys.stderr)
-        return 1
-    issued = r.json()
-    # The taster's own credential for sharing the timing: kept here, beside the token, and never sent to the rig.
-    upload_key = issued.get("upload_key")
-    node = issued["node"]
-    print(
-        printable(
-            f"Tasting {node['id']}: {node['model_name']} {node['quantization']} on {node['gpu']} "
-            f"({issued['tier']} tier: {limits_text(issued['limits'])})"
-        ),
-        file=sys.stderr,
-    )
-    print(printable(f"Note: {issued['caveat']}"), file=sys.stderr)
-
-    messages = ([{"role": "system", "content": args.system}] if args.system else []) + [
-        {"role": "user", "content": args.prompt}
-    ]
-    body = {"messages": messages, "stream": True, "stream_options": {"include_usage": True}}
-    if args.max_tokens:
-        body["max_tokens"] = args.max_tokens
-
-    started = time.monotonic()
-    first_byte = first_token = last_token = None
-    queued, queue_wait_sec, chunks, text, usage, luckrig = False, 0.0, [], [], None, {}
-    shown = PrintableStream()
-    try:
-        with requests.post(
-            node["endpoint_url"].rstrip("/") + "/chat/completions",
-            json=body,
-            stream=True,
-            timeout=(10, 600),
-            headers={"Authorization": f"Bearer {issued['token']}"},
-        ) as resp:
-            if resp.status_code != 200:
-                print(f"luckrig-node taste: the rig refused ({resp.status_code}): {refusal(resp)}", file=sys.stderr)
-                return 1
-            for raw in resp.iter_lines():
-                now = time.monotonic()
-                first_byte = first_byte or now
-                line = raw.decode("utf-8", errors="replace")
-                if line.startswith(": queue position="):
-                    queued = True
-                    print(f"\r[{printable(line[2:])}]", end="", file=sys.stderr, flush=True)
-                    continue
-                if not line.startswith("data:"):
-                    continue
-                if queued and not queue_wait_sec:
-                    # Measured here, not taken from the rig's own `luckrig.queue_wait_ms`: from sending the
-                    # request until the first event after the queue comments.
-                    queue_wait_sec = now - started
-                data = line[5:].strip()
-                if data == "[DONE]":
-                    break
-                chunk = json.loads(data)
-                if "error" in chunk:
-                    failure = printable(chunk["error"].get("message"))
-                    print(f"\nluckrig-node taste: the rig failed: {failure}", file=sys.stderr)
-                    return 1
-                if chunk.get("usage"):
-                    usage, luckrig = chunk["usage"], chunk.get("luckrig") or {}
-                for choice in chunk.get("choices") or []:
-                    piece = (choice.get("delta") or {}).get("content")
-                    if piece:
-                        first_token = first_token or now
-                        last_token = now
-                        chunks.append(round((now - started) * 1000, 1))
-                        text.append(piece)
-                        print(shown.feed(piece), end="", flush=True)
-    except requests.RequestException as exc:
-        print(f"\nluckrig-node taste: could not reach the rig: {printable(exc)}", file=sys.stderr)
-        return 1
-    print(shown.flush())
-
-    output_tokens = (usage or {}).get("completion_tokens") or len(chunks)
-    ttft_ms = round((first_token - started) * 1000, 1) if first_token else None
-    generation_sec = round(last_token - first_token, 3) if first_token and last_token else 0.0
-    tok_per_sec = round((output_tokens - 1) / generation_sec, 2) if generation_sec > 0 and output_tokens > 1 else None
-    timing = {
-        "schema_version": 1,
-        "node_id": node["id"],
-        "mode": "plain",
-        "tok_per_sec": tok_per_sec,
-        "ttft_ms": ttft_ms,
-        "network_ttft_ms": round((first_byte - started) * 1000, 1) if first_byte else None,
-        "proxy_ttft_ms": luckrig.get("proxy_ttft_ms"),
-        "generation_sec": generation_sec,
-        "queue_wait_sec": round(queue_wait_sec, 3),
-        "output_tokens": output_tokens,
-        "tokenizer": node["model_name"][:64],
-        "limited_output_truncated": bool(luckrig.get("truncated")),
-    }
-    print(
-        f"TTFT {ttft_ms} ms · {tok_per_sec} tok/s · queue wait {timing['queue_wait_sec']} s · "
-        f"{output_tokens} token{'' if output_tokens == 1 else 's'} (measured by this client)",
-        file=sys.stderr,
-    )
-
-    path = save_replay(args, node["id"], "".join(text), chunks, timing)
-    print(f"Saved the replay to {path}", file=sys.stderr)
-
-    if args.share_timing:
-        share_timing(tracker, upload_key, timing)
-    else:
-        print("Share these timings (numbers only, no text) with --share-timing.", file=sys.stderr)
-    return 0
 
 
 def save_replay(args, node_id: str, response: str, chunk_timestamps: list, timing: dict) -> Path:

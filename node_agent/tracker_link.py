@@ -50,12 +50,11 @@ class TrackerLink:
         # telemetry, lists (filter_categories) are left out, so that the rig keeps heartbeating (and stays listed).
         self.scalar_telemetry_only = False
         self.on_keys = None  # callback(dict kid → key)
-        self.on_rules = None  # callback(rules, version)
+        self.on_rules = None  # callback(rules)
         self.snapshot = None  # callable → heartbeat body parts
         self.queue_view = None  # callable → the queue part alone
         self._usage_wakeup = asyncio.Event()
         self.ws: aiohttp.ClientWebSocketResponse | None = None
-        self.ws_refused = False
         self._queue_dirty = asyncio.Event()
         self._usage_acks: dict[str, asyncio.Future] = {}
 
@@ -126,12 +125,10 @@ class TrackerLink:
                         elif msg.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSE):
                             break
                     if ws.close_code == 4401:
-                        self.ws_refused = True
                         log.warning("the tracker refused the agent link (4401): wrong node secret?")
                         backoff = 60.0
                     elif ws.close_code == 4403:
                         # Taken down or banned: a moderator's decision, which retrying every second cannot change.
-                        self.ws_refused = True
                         log.warning("the tracker closed the agent link (4403): this node is taken down or banned")
                         backoff = 300.0
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
@@ -275,7 +272,7 @@ class TrackerLink:
                 doc = await resp.json()
             if isinstance(doc.get("rules"), list):
                 if self.on_rules:
-                    self.on_rules(doc["rules"], doc.get("version"))
+                    self.on_rules(doc["rules"])
                 self.filter_rules_version = version
         except (aiohttp.ClientError, TimeoutError, ValueError, AttributeError):
             return

@@ -19,11 +19,6 @@ from node_agent.errors import AgentError
 
 log = logging.getLogger("luckrig.agent.upstream")
 
-BACKENDS = ("ollama", "llama.cpp", "openai")
-# --count-prompt-tokens: whether a server that streams no usage is asked a one-token question of the same body after
-# each answer. auto: only when the upstream is this machine or a private network (a local llama-cpp-python), never
-# a remote API, where it would be a second paid request per answer.
-COUNT_PROMPT_TOKENS = ("auto", "probe", "off")
 # The [DONE] of an answer waits for that question: it must be short, and one that fails is not asked again.
 PROMPT_QUESTION_TIMEOUT_SEC = 5.0
 

@@ -9,7 +9,6 @@ import asyncio
 import collections
 import contextlib
 import logging
-import time
 
 from aiohttp import web
 
@@ -139,7 +138,6 @@ class Tunnel:
         self.streams: dict[int, Stream] = {}
         self.last_id = 0
         self.draining = False  # the agent said GOAWAY: no new streams here
-        self.connected_at = time.time()
         self.bytes_in = 0
         self._outbox: asyncio.Queue = asyncio.Queue()
         self.queued_bytes = 0

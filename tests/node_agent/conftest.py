@@ -5,9 +5,9 @@ shared with the browser tests too."""
 import pytest
 
 from node_agent import keys
-from tests.agents import AgentProcess, Tracker
+from tests.agents import AgentProcess, AgentStarter, Tracker
 from tests.node_agent import public_key_rig
-from tests.node_agent.fakes import FakeModeration
+from tests.node_agent.fakes import FakeModeration, FakeTracker
 
 __all__ = ["AgentProcess", "Tracker"]  # imported from here by some tests
 
@@ -16,6 +16,26 @@ __all__ = ["AgentProcess", "Tracker"]  # imported from here by some tests
 def moderation():
     with FakeModeration() as fake:
         yield fake
+
+
+# The agent's link as the tracker sees it: a fake tracker that records every message and heartbeat as sent.
+@pytest.fixture
+def fake_tracker():
+    with FakeTracker() as fake:
+        yield fake
+
+
+@pytest.fixture
+def start_linked_agent(fake_tracker, tmp_path):
+    """start_linked_agent(upstream_url, **flags) → an agent process whose tracker is the fake one."""
+    starter = AgentStarter(None, tmp_path)
+
+    def start(upstream: str, **flags):
+        node = (fake_tracker.node_id, fake_tracker.node_secret)
+        return starter.start(upstream, node=node, tracker_url=fake_tracker.base, wait_online=False, **flags)
+
+    yield start
+    starter.stop_all()
 
 
 # Public-key mode: a rig whose agent holds a node key (tests/node_agent/test_public_key_*.py).

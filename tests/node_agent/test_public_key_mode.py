@@ -262,11 +262,11 @@ def test_a_long_generation_sends_keepalive_comments_before_the_sealed_answer(mon
     from aiohttp import web
     from aiohttp.test_utils import TestClient, TestServer
 
-    from node_agent import auth, sealed
+    from node_agent import auth, public_key_mode
     from node_agent.policy import Policy
     from node_agent.queue import SlotQueue
 
-    monkeypatch.setattr(sealed, "KEEPALIVE_SEC", 0.05)
+    monkeypatch.setattr(public_key_mode, "KEEPALIVE_SEC", 0.05)
     taster = X25519PrivateKey.generate()
     user_pem = keys.public_pem_of(taster.public_key())
 
@@ -290,7 +290,7 @@ def test_a_long_generation_sends_keepalive_comments_before_the_sealed_answer(mon
     claims = auth.Claims("j1", "anon:x", "limited", "public-key", 3, 256, 0, {"user_public_key": user_pem})
 
     async def handler(request):
-        relay = sealed.SealedRelay(
+        relay = public_key_mode.PublicKeyRelay(
             Agent(),
             request,
             claims,

@@ -37,6 +37,19 @@ def replay_of(home: Path) -> dict:
     return json.loads(path.read_text())
 
 
+def register(tracker, rig, *, active: int = 0) -> str:
+    """Register a fake rig with the tracker and report it healthy, so that tokens are issued for it."""
+    node_id, secret = tracker.register(tracker.contributor(), rig.base + "/v1")
+    beat = requests.post(
+        f"{tracker.base}/api/nodes/{node_id}/heartbeat",
+        json={"queue": {"active": active, "waiting": 0, "max_active": 1}, "models": ["smollm2-fake"]},
+        headers={"Authorization": f"Bearer {secret}"},
+        timeout=10,
+    )
+    assert beat.status_code == 200, beat.text
+    return node_id
+
+
 def test_the_replay_goes_to_the_default_history_dir_under_its_documented_name(
     tracker, start_agent, fake_upstream, tmp_path
 ):
@@ -83,18 +96,22 @@ def test_the_queue_wait_is_measured_by_the_client(tracker, start_agent, fake_ups
     assert 0.5 < timing["queue_wait_sec"] <= timing["ttft_ms"] / 1000 < second_took
 
 
-class LyingRig(ThreadedApp):
+class FakeRig(ThreadedApp):
+    """A rig that is only its chat path, answered by the subclass's `chat`."""
+
+    def build(self):
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self.chat)
+        return app
+
+
+class LyingRig(FakeRig):
     """A rig that keeps a taster in line for `wait` seconds, then says in its `luckrig` object that the wait
     was `claimed_ms` (a rig could understate its queue to look better, or misreport it by mistake)."""
 
     def __init__(self, wait: float, claimed_ms: int):
         super().__init__()
         self.wait, self.claimed_ms = wait, claimed_ms
-
-    def build(self):
-        app = web.Application()
-        app.router.add_post("/v1/chat/completions", self.chat)
-        return app
 
     async def chat(self, request):
         import asyncio
@@ -118,22 +135,23 @@ class LyingRig(ThreadedApp):
 @pytest.mark.parametrize("claimed_ms", [0, 60_000])
 def test_the_rigs_own_queue_wait_is_not_what_the_taster_reports(tracker, tmp_path, claimed_ms):
     with LyingRig(wait=0.8, claimed_ms=claimed_ms) as rig:
-        node_id, secret = tracker.register(tracker.contributor(), rig.base + "/v1")
-        beat = requests.post(
-            f"{tracker.base}/api/nodes/{node_id}/heartbeat",
-            json={"queue": {"active": 1, "waiting": 0, "max_active": 1}, "models": ["smollm2-fake"]},
-            headers={"Authorization": f"Bearer {secret}"},
-            timeout=10,
-        )
-        assert beat.status_code == 200, beat.text
-        out, err = taste(tracker, node_id, tmp_path)
+        out, err = taste(tracker, register(tracker, rig, active=1), tmp_path)
     assert out.strip() == "ok"
     wait = replay_of(tmp_path)["timing"]["queue_wait_sec"]
     assert 0.8 <= wait < 5, wait
     assert f"queue wait {wait} s" in err
 
 
-class HostileRig(ThreadedApp):
+def test_the_queue_status_line_is_ended_before_the_next_line(tracker, tmp_path):
+    """The queue status is rewritten in place on one line; what follows it starts on a line of its own (plain mode
+    once wrote the timing summary onto the end of it: `[queue position=1 eta_sec=1]TTFT ...`)."""
+    with LyingRig(wait=0.2, claimed_ms=0) as rig:
+        _out, err = taste(tracker, register(tracker, rig, active=1), tmp_path)
+    # The subprocess's text mode turns the status's carriage return into a newline.
+    assert "[queue position=1 eta_sec=1]\nTTFT " in err, err
+
+
+class HostileRig(FakeRig):
     """A rig whose operator writes terminal control sequences into everything the taster's terminal shows (an
     OSC that retitles the window, a CSI that clears the screen, a bell, a carriage return, 8-bit C1 controls),
     cutting one sequence across two chunks; it records what tasters send it."""
@@ -143,11 +161,6 @@ class HostileRig(ThreadedApp):
     def __init__(self):
         super().__init__()
         self.received: list[tuple[str, bytes]] = []
-
-    def build(self):
-        app = web.Application()
-        app.router.add_post("/v1/chat/completions", self.chat)
-        return app
 
     async def chat(self, request):
         self.received.append((request.headers.get("Authorization", ""), await request.read()))
@@ -166,15 +179,7 @@ def test_taste_prints_no_terminal_control_sequences_a_rig_sends(tracker, tmp_pat
     """The attack: a hostile rig answers with escape sequences that retitle the terminal, clear the screen or
     worse. The taster sees the text without them; the replay file keeps exactly what the rig sent."""
     with HostileRig() as rig:
-        node_id, secret = tracker.register(tracker.contributor(), rig.base + "/v1")
-        beat = requests.post(
-            f"{tracker.base}/api/nodes/{node_id}/heartbeat",
-            json={"queue": {"active": 0, "waiting": 0, "max_active": 1}, "models": ["smollm2-fake"]},
-            headers={"Authorization": f"Bearer {secret}"},
-            timeout=10,
-        )
-        assert beat.status_code == 200, beat.text
-        out, err = taste(tracker, node_id, tmp_path)
+        out, err = taste(tracker, register(tracker, rig), tmp_path)
     for stream in (out, err):
         assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]", stream), repr(stream)
     assert "pwned" not in out and "queued" not in err
@@ -184,15 +189,55 @@ def test_taste_prints_no_terminal_control_sequences_a_rig_sends(tracker, tmp_pat
 
 def test_taste_shares_timing_with_the_upload_key_which_never_reaches_the_rig(tracker, tmp_path):
     with HostileRig() as rig:
-        node_id, secret = tracker.register(tracker.contributor(), rig.base + "/v1")
-        requests.post(
-            f"{tracker.base}/api/nodes/{node_id}/heartbeat",
-            json={"queue": {"active": 0, "waiting": 0, "max_active": 1}},
-            headers={"Authorization": f"Bearer {secret}"},
-            timeout=10,
-        ).raise_for_status()
-        out, err = taste(tracker, node_id, tmp_path, "--share-timing")
+        out, err = taste(tracker, register(tracker, rig), tmp_path, "--share-timing")
     assert "Shared the timing" in err, err
     [(authorization, body)] = rig.received
     assert authorization.startswith("Bearer ey") and b"lru_" not in body  # the tasting token, and nothing else
     assert "lru_" not in json.dumps(replay_of(tmp_path))  # no credential in a file a taster may pass around
+
+
+class BrokenRig(FakeRig):
+    """A rig whose answer stream is not a whole answer: `events` are written as they are, after a queue comment."""
+
+    def __init__(self, events: list[bytes]):
+        super().__init__()
+        self.events = events
+
+    async def chat(self, request):
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b": queue position=1 eta_sec=1\n\n")
+        for event in self.events:
+            await response.write(event)
+        return response
+
+
+def event(obj: dict) -> bytes:
+    return b"data: " + json.dumps(obj).encode() + b"\n\n"
+
+
+USAGE_ONLY = event({"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 0, "total_tokens": 1}})
+PIECE = event({"choices": [{"index": 0, "delta": {"content": "half an ans"}}]})
+
+
+@pytest.mark.parametrize(
+    ("events", "says"),
+    [
+        ([USAGE_ONLY, b"data: [DONE]\n\n"], "the rig sent no answer."),
+        ([PIECE], "the rig's answer stopped before its end ([DONE])"),
+        ([b"data: <html>oops</html>\n\n"], "the rig sent an event that is not a JSON object."),
+        ([PIECE, event({"error": "not an object"})], "the rig failed: not an object"),
+    ],
+    ids=["no_answer", "no_done", "not_json", "error_as_a_string"],
+)
+def test_a_stream_that_is_not_a_whole_answer_fails_and_nothing_is_saved_or_shared(tracker, tmp_path, events, says):
+    """Public-key mode always failed when no answer came (there is nothing to open); plain mode measured, saved
+    and shared an empty or cut-short answer, and a broken event ended it in a traceback. One client now: the
+    taster is told why in one line of its own, and no replay or timing comes of it."""
+    with BrokenRig(events) as rig:
+        proc = taste(tracker, register(tracker, rig), tmp_path, "--share-timing", wait=False)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err
+    assert f"\nluckrig-node taste: {says}" in err, err
+    assert "Traceback" not in err and "Shared the timing" not in err
+    assert not (tmp_path / ".luckrig" / "history").exists()

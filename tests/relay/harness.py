@@ -240,6 +240,15 @@ class Setup:
             **kw,
         )
 
+    async def open_stream(self) -> tuple[FakeAgent, int, aiohttp.ClientResponse]:
+        """A taster's streaming chat through a new agent tunnel, its SSE headers sent and its body left open:
+        (the agent, the stream id, the taster's response)."""
+        agent = await self.agent()
+        pending = asyncio.ensure_future(self.chat())
+        sid, _, _ = await asyncio.wait_for(agent.requests.get(), 5)
+        await agent.respond(sid, headers=SSE_HEADERS, end=False)
+        return agent, sid, await pending
+
 
 @contextlib.asynccontextmanager
 async def relay_setup(tmp_path: Path, **config):
