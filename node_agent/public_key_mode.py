@@ -30,7 +30,7 @@ _WHY = {
     "bad_envelope": "the envelope's fields are malformed",
     "bad_key": "the envelope's ephemeral key is unusable",
     "decrypt_failed": (
-        "it does not open with this node's key for this token and node (altered, or sealed for another token, "
+        "it does not open with this node's key for this token and node (altered, or encrypted for another token, "
         "another node, or as a response)"
     ),
     "bad_plaintext": "the decrypted request is not a {messages, params} object with allowlisted parameters",
@@ -76,7 +76,7 @@ class PublicKeyRelay(Relay):
             raise AgentError(
                 400,
                 "invalid_request",
-                "In public-key mode the body has exactly one user message, the sealed envelope; the system message "
+                "In public-key mode the body has exactly one user message, the encrypted envelope; the system message "
                 "and the history travel inside it.",
             )
         if outer_params:
@@ -91,7 +91,7 @@ class PublicKeyRelay(Relay):
             raise AgentError(
                 400,
                 "plaintext_not_allowed",
-                "This is a public-key tasting token: the prompt must be sealed to the node's key. A plaintext "
+                "This is a public-key tasting token: the prompt must be encrypted to the node's key. A plaintext "
                 "message is refused, not forwarded.",
             )
         try:

@@ -14,6 +14,9 @@ Choices the spec leaves open (the browser implementation must make the same ones
 - Every failure of untrusted input raises `SubtextError` (a ValueError) with `code == "invalid_subtext"` and a
   finer `reason` (listed in REASONS); the caller turns it into a 400. Caller bugs (bad key objects, a `|` in a
   jti) raise plain ValueError.
+- `seal` and `open` are the codec's verbs for encrypting to a recipient's key and decrypting, as in HPKE (RFC 9180);
+  everywhere a person reads it (messages, CLI help, docs, the site) the feature is "public-key mode" and its
+  messages are "encrypted".
 """
 
 import base64
