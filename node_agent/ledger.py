@@ -8,7 +8,13 @@ report and nothing is lost or counted twice."""
 import json
 import os
 import sqlite3
+import time
 from pathlib import Path
+
+# A budget row outlives its token by this long (the token check's clock leeway is far shorter), then it goes: without
+# pruning the table gained a row per token for as long as the agent ran.
+KEEP_EXPIRED_SEC = 3600
+PRUNE_EVERY_SEC = 600
 
 
 class Ledger:
@@ -22,6 +28,8 @@ class Ledger:
             "CREATE TABLE IF NOT EXISTS budget (jti TEXT PRIMARY KEY, requests INTEGER NOT NULL, "
             "completion_tokens INTEGER NOT NULL, expires_at INTEGER NOT NULL)"
         )
+        self.db.execute("CREATE INDEX IF NOT EXISTS budget_expires ON budget (expires_at)")
+        self._pruned_at = 0.0
         self.usage_path = state_dir / "usage.jsonl"
         self.acked_path = state_dir / "usage.acked"
         self.pending_path = state_dir / "usage.pending"
@@ -31,7 +39,8 @@ class Ledger:
 
     def claim_request(self, jti: str, max_requests: int, expires_at: int) -> bool:
         """Count one request against the token; False when its requests are used up (nothing is counted)."""
-        self.db.execute("INSERT OR IGNORE INTO budget VALUES (?, 0, 0, ?)", (jti, expires_at))
+        if self.db.execute("INSERT OR IGNORE INTO budget VALUES (?, 0, 0, ?)", (jti, expires_at)).rowcount:
+            self._prune_expired()
         cur = self.db.execute(
             "UPDATE budget SET requests = requests + 1 WHERE jti = ? AND requests < ?", (jti, max_requests)
         )
@@ -62,6 +71,14 @@ class Ledger:
             self.db.execute(
                 "UPDATE budget SET completion_tokens = MAX(0, completion_tokens - ?) WHERE jti = ?", (tokens, jti)
             )
+
+    def _prune_expired(self, now: float | None = None) -> None:
+        """Forget the budgets of tokens that expired over an hour ago, at most every ten minutes (on a new token:
+        an idle agent has nothing to prune)."""
+        now = time.time() if now is None else now
+        if now - self._pruned_at >= PRUNE_EVERY_SEC:
+            self._pruned_at = now
+            self.db.execute("DELETE FROM budget WHERE expires_at < ?", (int(now) - KEEP_EXPIRED_SEC,))
 
     # --- usage log --------------------------------------------------------------------------------------
 
