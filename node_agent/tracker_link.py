@@ -15,8 +15,9 @@ from pathlib import Path
 
 import aiohttp
 
-from node_agent import __version__, auth
+from node_agent import __version__
 from node_agent.ledger import Ledger
+from node_agent.tracker_keys import TrackerKeyCache
 
 log = logging.getLogger("luckrig.agent.tracker")
 
@@ -36,7 +37,7 @@ class TrackerLink:
         self.session = session
         self.tracker = tracker.rstrip("/")
         self.node_id, self.node_secret = node_id, node_secret
-        self.keys_file = state_dir / "tracker_keys.json"
+        self.key_cache = TrackerKeyCache(tracker=tracker, path=state_dir / "tracker_keys.json", log=log)
         self.ledger = ledger
         self.interval = heartbeat_interval
         self.revoked_file = state_dir / "revoked.json"
@@ -65,32 +66,11 @@ class TrackerLink:
     # --- keys -------------------------------------------------------------------------------------------
 
     def cached_keys(self) -> dict:
-        try:
-            return auth.load_keys(json.loads(self.keys_file.read_text()))
-        except (FileNotFoundError, ValueError, TypeError):
-            return {}
+        return self.key_cache.cached()
 
     async def refresh_keys(self) -> dict:
         """Fetch /api/tracker-keys and cache it; on failure keep the cached keys."""
-        try:
-            async with self.session.get(
-                self.tracker + "/api/tracker-keys", timeout=aiohttp.ClientTimeout(total=10)
-            ) as resp:
-                resp.raise_for_status()
-                published = (await resp.json())["keys"]
-            keys = auth.load_keys(published)
-            if keys:
-                self._save_keys(published)
-                return keys
-        except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError) as exc:
-            log.warning("could not fetch the tracker's keys (%s); using cached keys", type(exc).__name__)
-        return self.cached_keys()
-
-    def _save_keys(self, published: list) -> None:
-        self.keys_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.keys_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(published))
-        tmp.replace(self.keys_file)
+        return await self.key_cache.fetch(self.session) or self.key_cache.cached()
 
     # --- loops ------------------------------------------------------------------------------------------
 
@@ -154,11 +134,9 @@ class TrackerLink:
             if message.get("version") != self.filter_rules_version:
                 await self.fetch_filter_rules(message.get("version"))
         elif kind == "tracker_keys":
-            keys = auth.load_keys(message.get("keys") or [])
-            if keys:
-                self._save_keys(message["keys"])
-                if self.on_keys:
-                    self.on_keys(keys)
+            keys = self.key_cache.store(message.get("keys") or [])
+            if keys and self.on_keys:
+                self.on_keys(keys)
         elif kind == "usage_ack":
             future = self._usage_acks.pop(str(message.get("report_id")), None)
             if future is not None and not future.done():

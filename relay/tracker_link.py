@@ -6,7 +6,6 @@ database). Nothing here ever stops the relay serving."""
 import asyncio
 import collections
 import contextlib
-import json
 import logging
 import random
 import secrets
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import aiohttp
 
-from node_agent import auth as agent_auth
+from node_agent.tracker_keys import TrackerKeyCache
 from relay import __version__
 
 log = logging.getLogger("luckrig.relay.tracker")
@@ -28,7 +27,9 @@ class TrackerLink:
     def __init__(self, *, session: aiohttp.ClientSession, config, keys, registry):
         self.session, self.config, self.keys, self.registry = session, config, keys, registry
         self.tracker = config.tracker.rstrip("/")
-        self.keys_file = Path(config.state_dir) / "tracker_keys.json"
+        self.key_cache = TrackerKeyCache(
+            tracker=self.tracker, path=Path(config.state_dir) / "tracker_keys.json", log=log
+        )
         self.pending: collections.deque = collections.deque(maxlen=MAX_PENDING_ENTRIES)
         self.dropped = 0
         self.relays: dict[str, str] = {}  # live relay id → public URL, from the last heartbeat answer
@@ -47,36 +48,16 @@ class TrackerLink:
     # --- keys -------------------------------------------------------------------------------------------
 
     def load_cached_keys(self) -> None:
-        try:
-            keys = agent_auth.load_keys(json.loads(self.keys_file.read_text()))
-        except (OSError, ValueError, TypeError):
-            return
+        keys = self.key_cache.cached()
         if keys:
             self.keys.set(keys)
 
     async def refresh_keys(self) -> bool:
         self._last_refresh = time.monotonic()
-        try:
-            async with self.session.get(
-                self.tracker + "/api/tracker-keys", timeout=aiohttp.ClientTimeout(total=10)
-            ) as resp:
-                resp.raise_for_status()
-                published = (await resp.json())["keys"]
-            keys = agent_auth.load_keys(published)
-        except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError) as exc:
-            log.warning(
-                "could not fetch the tracker's keys (%s); keeping %d cached", type(exc).__name__, len(self.keys.keys)
-            )
-            return False
-        if not keys:
-            return False
-        self.keys.set(keys)
-        with contextlib.suppress(OSError):
-            self.keys_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.keys_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps(published))
-            tmp.replace(self.keys_file)
-        return True
+        keys = await self.key_cache.fetch(self.session)
+        if keys:
+            self.keys.set(keys)
+        return bool(keys)
 
     def unknown_kid_seen(self) -> None:
         """A token or ticket named a key we do not have: the tracker may have published a new one. Refresh, at
