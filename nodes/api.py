@@ -8,9 +8,9 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.api_errors import ApiError
 from core.timefmt import iso
 from nodes import queries, schemas
+from nodes.access import get_visible_node
 from nodes.models import HealthSample, Node
 from nodes.public_node import public_node, public_node_of, public_rows
 
@@ -26,14 +26,6 @@ LIST_PARAMS = [
     OpenApiParameter("page", int),
     OpenApiParameter("page_size", int, description=f"1 to {queries.MAX_PAGE_SIZE}, default 50"),
 ]
-
-
-def get_visible_node(node_id: str) -> Node:
-    """A node reachable by id (public or unlisted, not taken down), else 404 `node_not_found`."""
-    node = Node.objects.visible().select_related("owner", "relay").filter(pk=str(node_id)[:64]).first()
-    if node is None:
-        raise ApiError(404, "node_not_found", f"No node {str(node_id)[:64]!r}.")
-    return node
 
 
 def _page_url(request, page: int) -> str:

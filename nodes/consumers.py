@@ -17,7 +17,7 @@ CLOSE_NOT_FOUND = 4404
 
 @database_sync_to_async
 def _visible_node(node_id: str):
-    return Node.objects.visible().filter(pk=node_id[:64]).first()
+    return Node.objects.visible_by_id(node_id)
 
 
 class QueueConsumer(AsyncJsonWebsocketConsumer):

@@ -54,7 +54,28 @@ def relayed_endpoint_url(relay_public_url: str, node_id: str) -> str:
     return f"{relay_public_url.rstrip('/')}/n/{node_id}/v1"
 
 
+NODE_ID_MAX_LENGTH = 64  # Node.id's max_length
+
+
+def node_id_key(node_id) -> str | None:
+    """A node id as a caller sent it (URL, body, token), as a lookup key: None when it cannot name a node, being
+    longer than any id or holding NUL (which PostgreSQL refuses in a comparison rather than matching nothing)."""
+    key = str(node_id)
+    return None if len(key) > NODE_ID_MAX_LENGTH or "\x00" in key else key
+
+
 class NodeQuerySet(models.QuerySet):
+    def visible_by_ids(self, node_ids):
+        """The visible nodes among the ids callers sent (ids that cannot name a node are left out), with their
+        owner and relay joined: every caller shows or checks them (endpoint_url reads the relay)."""
+        keys = [k for k in map(node_id_key, node_ids) if k is not None]
+        return self.visible().select_related("owner", "relay").filter(pk__in=keys)
+
+    def visible_by_id(self, node_id) -> "Node | None":
+        """The one way to look up a node a caller names: the node if it is visible, else None (nodes/access.py
+        turns None into the API's 404)."""
+        return self.visible_by_ids([node_id]).first()
+
     def visible(self):
         """Reachable by id: anything not taken down and not under an active ban (unlisted included).
         A ban that has expired stops applying by itself: the comparison is with the current time."""
@@ -88,7 +109,7 @@ class Node(models.Model):
         DIRECT = "direct"  # tasters call endpoint_url
         RELAYED = "relayed"  # the agent dials out to a relay; tasters call the relay
 
-    id = models.SlugField(max_length=64, primary_key=True)
+    id = models.SlugField(max_length=NODE_ID_MAX_LENGTH, primary_key=True)
     owner = models.ForeignKey("tracker.Contributor", on_delete=models.CASCADE, related_name="nodes")
     display_name = models.CharField(max_length=120, blank=True)
     reachability = models.CharField(max_length=10, choices=Reachability.choices, default=Reachability.DIRECT)

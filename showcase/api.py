@@ -13,7 +13,7 @@ from core.clientip import ip_hash
 from core.ratelimits import limit
 from core.timefmt import iso
 from nodes import schemas
-from nodes.api import get_visible_node
+from nodes.access import get_visible_node
 from showcase import services
 from showcase.models import SET_MAX, SET_MIN, Replay, ReplaySet
 from showcase.public_replay import NODE_SUMMARY_FIELDS as NODE_FIELDS

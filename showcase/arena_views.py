@@ -34,7 +34,7 @@ def compare(request):
     if len(ids) > MAX_COMPARE:
         error = _("Compare at most %(n)d rigs at a time; the first %(n)d are shown.") % {"n": MAX_COMPARE}
         ids = ids[:MAX_COMPARE]
-    found = {n.id: n for n in Node.objects.visible().select_related("owner", "relay").filter(pk__in=ids)}
+    found = {n.id: n for n in Node.objects.visible_by_ids(ids)}
     nodes = [display.card(public_node_of(found[i])) for i in ids if i in found]
     columns = arena.entries(nodes, request.is_secure())
     context = {

@@ -11,7 +11,7 @@ from django.utils import timezone
 from core.api_errors import ApiError
 from moderation import services as moderation
 from moderation.models import FilterRule, ModerationAction
-from nodes.models import Node
+from nodes.access import get_visible_node
 from showcase.models import Replay, ReplaySet
 from tracker import bans, credentials
 from tracker.auth import TIMING_UPLOAD_GRACE_SEC
@@ -47,9 +47,7 @@ def publish_replay(*, token: TastingToken, data: dict, ip_hash: str, now: dateti
     """Publish the replay of the tasting that `token` paid for: its node must still be reachable, the holder
     and the address not banned, the text clear of every enabled filter rule; one replay per token."""
     now = now or timezone.now()
-    node = Node.objects.visible().filter(pk=token.node_id).first()
-    if node is None:
-        raise ApiError(404, "node_not_found", f"No node {token.node_id!r}.")
+    node = get_visible_node(token.node_id)
     bans.refuse_if_banned(("contributor", token.contributor_id), ("ip", ip_hash), ("ip", token.ip_hash))
     if data["node_id"] != token.node_id:
         raise ApiError(403, "wrong_node", "This token was issued for another node.", extra={"field": "node_id"})

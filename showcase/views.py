@@ -103,7 +103,7 @@ def index(request):
 
 
 def _visible_node(node_id: str) -> Node:
-    node = Node.objects.visible().select_related("owner", "relay").filter(pk=str(node_id)[:64]).first()
+    node = Node.objects.visible_by_id(node_id)
     if node is None:
         raise Http404("no such rig")
     return node

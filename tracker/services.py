@@ -15,6 +15,7 @@ from core.timefmt import iso
 from nodes import queue_feed, rarity
 from nodes import relays as node_relays
 from nodes import services as node_services
+from nodes.access import get_visible_node
 from nodes.models import VRAM_UNKNOWN_SORT_KEY, Node, TimingSample
 from tracker import bans, credentials, pubkeys, scores
 from tracker.models import Contributor, Counter, TastingToken, UsageReport
@@ -348,9 +349,7 @@ def get_node_for_owner(contributor: Contributor, node_id: str) -> Node:
     """The one access helper for owner-only node operations: 403 `banned` for a banned contributor (whose nodes
     are hidden: they would otherwise read as unknown), 404 when unknown, 403 `not_owner` otherwise."""
     bans.refuse_if_banned(("contributor", contributor.id))
-    node = Node.objects.visible().select_related("owner", "relay").filter(pk=str(node_id)[:64]).first()
-    if node is None:
-        raise ApiError(404, "node_not_found", f"No node {str(node_id)[:64]!r}.")
+    node = get_visible_node(node_id)
     if node.owner_id != contributor.id:
         raise ApiError(403, "not_owner", "Only the node's owner may change or delete it.")
     return node

@@ -17,6 +17,7 @@ from django.utils import timezone
 from core.api_errors import ApiError
 from nodes import liveness
 from nodes import services as node_services
+from nodes.access import get_visible_node
 from nodes.models import Node, TimingSample
 from nodes.public_node import community_timing
 from tracker import bans, credentials, pubkeys, scores, signing, tiers
@@ -124,9 +125,7 @@ def issue_token(
     now: datetime | None = None,
 ) -> Issued:
     now = now or timezone.now()
-    node = Node.objects.visible().select_related("owner", "relay").filter(pk=node_id).first()
-    if node is None:
-        raise ApiError(404, "node_not_found", f"No node {node_id!r}.")
+    node = get_visible_node(node_id)
     status = node_services.current_status(node, now)
     if not liveness.is_alive(status):
         raise ApiError(
@@ -248,9 +247,7 @@ TIMING_FIELDS = (
 def record_timing(*, token: TastingToken, data: dict, now: datetime | None = None) -> tuple[dict, bool]:
     """Store a taster's timing sample; returns the node's community timing and whether the sample counts yet."""
     now = now or timezone.now()
-    node = Node.objects.visible().filter(pk=token.node_id).first()
-    if node is None:
-        raise ApiError(404, "node_not_found", f"No node {token.node_id!r}.")
+    node = get_visible_node(token.node_id)
     bans.refuse_if_banned(("contributor", token.contributor_id))
     if data["node_id"] != token.node_id:
         raise ApiError(403, "wrong_node", "This token was issued for another node.", extra={"field": "node_id"})
