@@ -8,6 +8,7 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core import paging
 from core.timefmt import iso
 from nodes import queries, schemas
 from nodes.access import get_visible_node
@@ -28,12 +29,6 @@ LIST_PARAMS = [
 ]
 
 
-def _page_url(request, page: int) -> str:
-    params = request.GET.copy()
-    params["page"] = str(page)
-    return request.build_absolute_uri(request.path) + "?" + params.urlencode()
-
-
 class NodeListApi(APIView):
     @extend_schema(
         parameters=LIST_PARAMS,
@@ -44,17 +39,15 @@ class NodeListApi(APIView):
     def get(self, request):
         query = queries.parse_list_query(request.GET)
         qs = queries.apply(query, Node.objects.listed())
-        count = qs.count()  # on the plain queryset: a values() one would count through a subquery
-        start = (query.page - 1) * query.page_size
-        nodes = list(public_rows(qs)[start : start + query.page_size]) if start < count else []
+        # Counted on the plain queryset: a values() one would count through a subquery.
+        page = paging.Page(query.page, query.page_size, qs.count())
         return Response(
             {
                 "schema_version": 1,
                 "sort": query.order,
-                "count": count,
-                "next": _page_url(request, query.page + 1) if start + query.page_size < count else None,
-                "previous": _page_url(request, query.page - 1) if query.page > 1 else None,
-                "nodes": [public_node(n) for n in nodes],
+                "count": page.count,
+                **paging.neighbours(request, page),
+                "nodes": [public_node(n) for n in page.rows(public_rows(qs))],
             }
         )
 

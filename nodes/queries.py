@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 from django.db.models import F, QuerySet
 
+from core import paging
 from core.api_errors import ApiError
 from nodes.models import Node
 
@@ -67,9 +68,8 @@ def parse_list_query(params) -> ListQuery:
         "min_vram": _number(params, "min_vram", float, 0, 100000),
         "min_ctx": _number(params, "min_ctx", int, 0, 100_000_000),
     }
-    page = _number(params, "page", int, 1, 1_000_000) or 1
-    page_size = _number(params, "page_size", int, 1, MAX_PAGE_SIZE) or DEFAULT_PAGE_SIZE
-    return ListQuery(filters, order, page, page_size)
+    page_size = paging.whole_number(params, "page_size", default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
+    return ListQuery(filters, order, paging.page_number(params), page_size)
 
 
 def apply(query: ListQuery, qs: QuerySet) -> QuerySet:

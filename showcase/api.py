@@ -8,6 +8,7 @@ from rest_framework import serializers as s
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core import paging
 from core.api_errors import ApiError
 from core.clientip import ip_hash
 from core.ratelimits import limit
@@ -92,37 +93,17 @@ ReplaySetListDoc = inline_serializer(
 )
 
 
-def _whole_number(params, name: str, default: int, maximum: int) -> int:
-    raw = params.get(name)
-    if raw in (None, ""):
-        return default
-    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= maximum:
-        raise ApiError(
-            400, "invalid_field", f"{name}: must be a whole number from 1 to {maximum}", extra={"field": name}
-        )
-    return int(raw)
-
-
-def _page_url(request, page: int) -> str:
-    params = request.GET.copy()
-    params["page"] = str(page)
-    return request.build_absolute_uri(request.path) + "?" + params.urlencode()
-
-
 def _paged(request, counted, rows, key: str, shape) -> Response:
     """A page of `rows` (the same query as `counted`, shaped for a page) as `{count, next, previous, <key>}`."""
-    page = _whole_number(request.GET, "page", 1, 1_000_000)
-    page_size = _whole_number(request.GET, "page_size", DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-    count = counted.count()
-    start = (page - 1) * page_size
-    items = [shape(row) for row in rows[start : start + page_size]] if start < count else []
+    number = paging.page_number(request.GET)
+    size = paging.whole_number(request.GET, "page_size", default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
+    page = paging.Page(number, size, counted.count())
     return Response(
         {
             "schema_version": 1,
-            "count": count,
-            "next": _page_url(request, page + 1) if start + page_size < count else None,
-            "previous": _page_url(request, page - 1) if page > 1 else None,
-            key: items,
+            "count": page.count,
+            **paging.neighbours(request, page),
+            key: [shape(row) for row in page.rows(rows)],
         }
     )
 

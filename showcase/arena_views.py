@@ -8,6 +8,7 @@ from django.shortcuts import render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET
 
+from core import paging
 from core.api_errors import ApiError
 from nodes.models import Node
 from nodes.public_node import public_node, public_node_of, public_rows
@@ -58,19 +59,15 @@ def _rig_title(node: Node) -> str:
     return display.human_title({f: getattr(node, f) for f in ("id", "display_name", "gpu", "model_name")})
 
 
-def _page_number(request) -> int:
-    raw = request.GET.get("page", "1")
-    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 1_000_000:
-        raise Http404("no such page")
-    return int(raw)
-
-
 @require_GET
 def replays(request):
     """Published replays, newest first. A listed set (ReplaySet.listed: two or more members shown, every one
     listed) stands once, where its first shown member would, with all its rigs; the listed members of any other
     set stand alone, as they do in GET /api/replays."""
-    page = _page_number(request)
+    try:
+        number = paging.page_number(request.GET)
+    except ApiError:
+        raise Http404("no such page") from None
     listed_sets = ReplaySet.objects.listed()
     earlier = Replay.objects.visible().filter(
         replay_set_id=OuterRef("replay_set_id"), set_position__lt=OuterRef("set_position")
@@ -80,11 +77,10 @@ def replays(request):
         .annotate(in_listed_set=Exists(listed_sets.filter(pk=OuterRef("replay_set_id"))))
         .filter(Q(in_listed_set=False) | ~Exists(earlier))
     )
-    count = entries.count()
-    start = (page - 1) * REPLAYS_PAGE_SIZE
-    if start >= count and page > 1:
+    page = paging.Page(number, REPLAYS_PAGE_SIZE, entries.count())
+    if page.start >= page.count and page.has_previous:
         raise Http404("no such page")
-    rows = list(entries.defer(*LIST_DEFERRED).order_by("-published_at", "-id")[start : start + REPLAYS_PAGE_SIZE])
+    rows = page.rows(entries.defer(*LIST_DEFERRED).order_by("-published_at", "-id"))
     set_ids = [r.replay_set_id for r in rows if r.in_listed_set]
     members: dict[str, list[Replay]] = {}
     for member in (
@@ -101,17 +97,17 @@ def replays(request):
         }
         for row in rows
     ]
-    last_page = max(1, -(-count // REPLAYS_PAGE_SIZE))
+    links = paging.neighbours(request, page, absolute=False)
     return render(
         request,
         "showcase/replays.html",
         {
             "items": items,
-            "count": count,
-            "page": page,
-            "last_page": last_page,
-            "previous_page": page - 1 if page > 1 else None,
-            "next_page": page + 1 if page < last_page else None,
+            "count": page.count,
+            "page": page.number,
+            "last_page": page.last,
+            "previous_link": links["previous"],
+            "next_link": links["next"],
         },
     )
 

@@ -14,6 +14,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django_ratelimit.core import is_ratelimited
 from rest_framework.exceptions import ValidationError
 
+from core import paging
 from core.api_errors import ApiError, _first_error
 from core.clientip import ip_hash, ratelimit_key
 from moderation import services as moderation_services
@@ -59,15 +60,9 @@ def _active_filters(request) -> int:
     )
 
 
-def _page_link(request, page: int) -> str:
-    params = request.GET.copy()
-    params["page"] = str(page)
-    return "?" + params.urlencode()
-
-
 @require_GET
 def index(request):
-    error, cards, count = None, [], 0
+    error = None
     params = request.GET.copy()
     params.setdefault("page_size", str(SITE_PAGE_SIZE))
     try:
@@ -75,16 +70,12 @@ def index(request):
     except ApiError as exc:
         error, query = exc.message, queries.parse_list_query({"page_size": str(SITE_PAGE_SIZE)})
     qs = queries.apply(query, Node.objects.listed())
-    if error is None:
-        count = qs.count()
-        start = (query.page - 1) * query.page_size
-        if start < count:
-            cards = [display.card(public_node(r)) for r in public_rows(qs)[start : start + query.page_size]]
-    last_page = max(1, -(-count // query.page_size))
+    page = paging.Page(query.page, query.page_size, qs.count() if error is None else 0)
+    links = paging.neighbours(request, page, absolute=False)
     summary = _summary()
     context = {
-        "cards": cards,
-        "count": count,
+        "cards": [display.card(public_node(r)) for r in page.rows(public_rows(qs))],
+        "count": page.count,
         "summary": summary["counts"],
         "coverage": summary,
         "live_cards": _live_cards(query),
@@ -93,10 +84,10 @@ def index(request):
         "statuses": list(display.STATUS_LABELS.items()),
         "orders": [(o, display.ORDER_LABELS.get(o, o)) for o in queries.ORDERS],
         "error": error,
-        "page": query.page,
-        "last_page": last_page,
-        "previous_link": _page_link(request, query.page - 1) if query.page > 1 else None,
-        "next_link": _page_link(request, query.page + 1) if query.page < last_page else None,
+        "page": page.number,
+        "last_page": page.last,
+        "previous_link": links["previous"],
+        "next_link": links["next"],
         "js_strings": display.js_strings(),
     }
     return render(request, "showcase/index.html", context, status=400 if error else 200)
