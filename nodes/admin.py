@@ -1,6 +1,6 @@
 """The relays in the Django admin (staff): which are live, what they last reported. Read-only: relays are
 registered, rotated and removed with `manage.py relay`, which makes the secrets and moves a removed relay's
-nodes. The secret hash is never shown. (Nodes are in the moderators' workspace, moderation/admin.py.)"""
+nodes. The secret hash is never shown. (Nodes are in the moderators' workspace, moderation/admin/subjects.py.)"""
 
 from django.contrib import admin
 from django.utils import timezone

@@ -6,7 +6,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from moderation import services as moderation
-from moderation.admin import decision_action
+from moderation.admin.decisions import decision_action
 from moderation.models import AbuseReport
 from showcase import services
 from showcase.models import Replay, ReplaySet

@@ -382,7 +382,7 @@ def test_a_flag_naming_a_token_the_tracker_never_issued_bans_nobody(staff, api, 
 
 def test_subject_links_survive_ids_that_look_like_admin_escapes(staff, owner):
     """The admin escapes `_` in URLs (`_40` means `@`): an id like c_40ab… must still link to its own page."""
-    from moderation.admin import subject_link
+    from moderation.admin.links import subject_link
     from tracker.models import Contributor
 
     odd = Contributor.objects.create(id="c_40ab5f2f3a", handle="odd", key_hash="x" * 64)
@@ -394,7 +394,7 @@ def test_subject_links_survive_ids_that_look_like_admin_escapes(staff, owner):
 
 def test_a_report_on_a_replay_set_links_to_the_set(staff):
     """Rig against rig keeps answers as one set (`rs_…`); a report naming it links to the set's admin page."""
-    from moderation.admin import subject_link
+    from moderation.admin.links import subject_link
     from showcase.models import ReplaySet
 
     kept = ReplaySet.objects.create(id="rs_40ab5f2f3a0c1d2e")
