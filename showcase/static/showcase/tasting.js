@@ -9,7 +9,7 @@
 //     nodeId    the rig's id
 //     messages  OpenAI chat messages [{role: "system"|"user"|"assistant", content}], the whole conversation
 //     params    optional sampling parameters sent with it, e.g. {temperature: 0.7, max_tokens: 200}
-//     mode      "plain" (default: streamed) or "public-key" (sealed to the rig's key; the answer in one piece)
+//     mode      "plain" (default: streamed) or "public-key" (encrypted to the rig's key; the answer in one piece)
 //     onStatus  optional (sentence, phase): phase is token | connecting | queued | generating | decrypting |
 //               done | error; the sentence is already in the visitor's language
 //     onPiece   optional (text, ms): each piece of the answer as it arrives (plain mode), ms since the request
@@ -108,8 +108,8 @@
     if (refused) { result.error = failure("mixed_content", refused); return result; }
     let body;
     if (mine) {
-      const sealed = await window.LuckRigSubtext.sealRequest(messages, params || {}, issued.node_public_key, issued.jti, issued.node.id);
-      body = { messages: [{ role: "user", content: sealed }], stream: true };
+      const envelope = await window.LuckRigSubtext.sealRequest(messages, params || {}, issued.node_public_key, issued.jti, issued.node.id);
+      body = { messages: [{ role: "user", content: envelope }], stream: true };
     } else {
       body = { ...(params || {}), messages, stream: true, stream_options: { include_usage: true } };
     }
