@@ -71,5 +71,4 @@ def context(node, now: datetime | None = None) -> dict:
         "timing_charts": [c for c in timing if c.svg],
         "timing_n": len(points),
         "timing_capped": len(points) >= TIMING_HISTORY,
-        "timing_sources": sorted({source for _at, source, _t, _f in points}),
     }
