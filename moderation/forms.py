@@ -6,6 +6,7 @@ from moderation.models import FilterRule
 
 
 class DecisionForm(forms.Form):
+    # Like change_reason below: a CharField strips whitespace and is required, so a blank reason is refused.
     reason = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
         max_length=2000,
@@ -18,12 +19,6 @@ class DecisionForm(forms.Form):
             self.fields["days"] = forms.IntegerField(
                 required=False, min_value=1, max_value=36500, help_text="Leave empty to ban for good."
             )
-
-    def clean_reason(self):
-        reason = self.cleaned_data["reason"].strip()
-        if not reason:
-            raise forms.ValidationError("A reason is required.")
-        return reason
 
 
 class FilterRuleForm(forms.ModelForm):
@@ -39,9 +34,3 @@ class FilterRuleForm(forms.ModelForm):
     class Meta:
         model = FilterRule
         fields = ["id", "pattern", "flags", "category", "reason", "enabled"]
-
-    def clean_change_reason(self):
-        reason = self.cleaned_data["change_reason"].strip()
-        if not reason:
-            raise forms.ValidationError("A reason is required.")
-        return reason

@@ -15,6 +15,7 @@ from core.ratelimits import limit
 from core.timefmt import iso
 from nodes import schemas
 from nodes.access import get_visible_node
+from nodes.models import node_id_key
 from showcase import services
 from showcase.models import SET_MAX, SET_MIN, Replay, ReplaySet
 from showcase.public_replay import NODE_SUMMARY_FIELDS as NODE_FIELDS
@@ -127,7 +128,7 @@ class ReplayCollectionApi(APIView):
     )
     def get(self, request):
         node_id = request.GET.get("node")
-        if node_id and (len(node_id) > 64 or "\x00" in node_id):
+        if node_id and node_id_key(node_id) is None:
             raise ApiError(400, "invalid_field", "node: not a node id", extra={"field": "node"})
         # Like the node itself: whoever has an unlisted node's id sees its replays; the unfiltered list shows
         # listed nodes only.

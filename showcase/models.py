@@ -134,7 +134,3 @@ class Replay(models.Model):
     @property
     def public_url(self) -> str:
         return settings.SITE_URL + PUBLIC_PATH.format(id=self.id)
-
-    @property
-    def is_visible(self) -> bool:
-        return self.taken_down_at is None and self.node.is_visible

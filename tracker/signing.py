@@ -36,12 +36,6 @@ class Keyring:
     upcoming: SigningKey | None
     retired: tuple[SigningKey, ...]
 
-    def by_kid(self, kid: str) -> SigningKey | None:
-        for key in (self.current, self.upcoming, *self.retired):
-            if key is not None and key.kid == kid:
-                return key
-        return None
-
 
 def kid_for(public_key: Ed25519PublicKey) -> str:
     raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
@@ -91,32 +85,3 @@ def sign(keyring: Keyring, claims: dict, *, typ: str = TOKEN_TYPE) -> str:
 def sign_ticket(keyring: Keyring, claims: dict) -> str:
     """A tunnel ticket: `sub` the node, `aud` the relay it may open a tunnel on."""
     return sign(keyring, claims, typ=TUNNEL_TYPE)
-
-
-class InvalidToken(Exception):
-    pass
-
-
-def verify(keyring: Keyring, token: str, *, issuer: str, leeway_sec: int = 0) -> dict:
-    """Check a tasting token the way an agent does: pinned algorithm, known kid, typ, issuer, expiry.
-    The audience is left to the caller (it knows which node the request is about)."""
-    try:
-        header = jwt.get_unverified_header(token)
-    except jwt.PyJWTError as exc:
-        raise InvalidToken("not a JWT") from exc
-    key = keyring.by_kid(str(header.get("kid", "")))
-    if key is None:
-        raise InvalidToken("unknown kid")
-    if header.get("alg") != ALGORITHM or header.get("typ") != TOKEN_TYPE:
-        raise InvalidToken("wrong token type")
-    try:
-        return jwt.decode(
-            token,
-            key.private_key.public_key(),
-            algorithms=[ALGORITHM],
-            issuer=issuer,
-            leeway=leeway_sec,
-            options={"verify_aud": False, "require": ["exp", "iat", "jti", "aud", "sub", "iss"]},
-        )
-    except jwt.PyJWTError as exc:
-        raise InvalidToken(str(exc)) from exc
