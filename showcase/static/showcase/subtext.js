@@ -1,11 +1,12 @@
-// Public-key ("subtext") mode in the browser, as specified in shared/SUBTEXT.md and implemented for Python in
-// node_agent/subtext.py: the same bytes for the same inputs (tests/vectors/subtext.json is run here too).
+// The subtext codec of public-key mode in the browser, as specified in shared/SUBTEXT.md and implemented for
+// Python in node_agent/subtext.py: the same bytes for the same inputs (tests/vectors/subtext.json is run here too).
 //
 // An envelope is X25519 (a fresh ephemeral key) + HKDF-SHA256 (salt, info "luckrig-subtext-v1") + AES-256-GCM
 // with AAD "luckrig-subtext-v1|<direction>|<jti>|<node_id>", carried in chat text as Unicode variation
 // selectors after a short visible cover text. The taster's private key is a non-extractable WebCrypto key kept
 // in IndexedDB: script can use it, never read it. This keeps the prompt out of proxies, logs and the tracker;
-// the rig decrypts it, so its operator can read it.
+// the rig decrypts it, so its operator can read it. `seal` and `open` are the codec's verbs for encrypting to a
+// recipient's key and decrypting, as in HPKE (RFC 9180); what a person reads says "public-key mode", "encrypted".
 "use strict";
 (function () {
   const INFO = new TextEncoder().encode("luckrig-subtext-v1");
