@@ -58,19 +58,7 @@ class AbuseReportAdmin(DecisionsNeedPermission, admin.ModelAdmin):
         "updated_at",
         "decisions",
     ]
-    readonly_fields = [
-        "id",
-        "state",
-        "subject_kind",
-        "subject_id",
-        "subject",
-        "other_reports",
-        "reason",
-        "evidence",
-        "created_at",
-        "updated_at",
-        "decisions",
-    ]
+    readonly_fields = fields  # a report is decided through the actions, never edited
     actions = [
         decision_action(
             "Mark as reviewing",
