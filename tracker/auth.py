@@ -12,7 +12,7 @@ from rest_framework import authentication, exceptions
 from core.api_errors import ApiError
 from core.clientip import ip_hash
 from nodes import services as node_services
-from nodes.models import Node, Relay
+from nodes.models import Node, Relay, node_id_key
 from tracker import bans, credentials, throttle
 from tracker.models import Contributor, TastingToken
 
@@ -59,7 +59,10 @@ class NodeSecretAuthentication(authentication.BaseAuthentication):
             raise exceptions.AuthenticationFailed("That is not a node secret (lrn_...).")
         node_id = (request.parser_context or {}).get("kwargs", {}).get("node_id")
         if node_id is not None:
-            node = Node.objects.filter(pk=str(node_id)[:64]).first()
+            # Hidden nodes included (their agents hear why they are refused); an id that cannot name a node
+            # (too long, NUL, which PostgreSQL refuses to compare) is no node.
+            key = node_id_key(node_id)
+            node = Node.objects.filter(pk=key).first() if key is not None else None
         else:
             node = Node.objects.filter(secret_hash=credentials.digest(value)).first()
         if node is None or not credentials.matches(value, node.secret_hash):

@@ -374,3 +374,21 @@ def test_arbitrary_list_queries_never_cause_a_5xx(api, creds, params):
     for path in ("/api/nodes", "/api/contributions"):
         response = api.client.get(path, params)
         assert response.status_code in (200, 400), (path, params, response.content[:200])
+
+
+@pytest.mark.parametrize("node_id", ["a%00b", "x" * 65, "%00"])
+def test_a_node_id_that_cannot_name_a_node_is_an_ordinary_4xx_on_every_node_path(api, creds, node_id):
+    """NUL (which PostgreSQL refuses to compare) and over-long ids in the path: the owner's, the agent's and the
+    public paths answer as for any unknown node, never 500."""
+    for method, suffix, auth in [
+        ("get", "", None),
+        ("get", "/metrics", None),
+        ("patch", "", creds["owner"]),
+        ("delete", "", creds["owner"]),
+        ("post", "/heartbeat", creds["secret"]),
+        ("post", "/usage", creds["secret"]),
+        ("post", "/tunnel", creds["secret"]),
+    ]:
+        kw = {"auth": auth} if auth else {}
+        status, body = getattr(api, method)(f"/api/nodes/{node_id}{suffix}", **kw)
+        assert status in (401, 404) and body["code"] in ("node_not_found", "unauthorized"), (method, suffix, body)
