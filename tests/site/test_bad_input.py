@@ -379,7 +379,7 @@ def test_arbitrary_list_queries_never_cause_a_5xx(api, creds, params):
 @pytest.mark.parametrize("node_id", ["a%00b", "x" * 65, "%00"])
 def test_a_node_id_that_cannot_name_a_node_is_an_ordinary_4xx_on_every_node_path(api, creds, node_id):
     """NUL (which PostgreSQL refuses to compare) and over-long ids in the path: the owner's, the agent's and the
-    public paths answer as for any unknown node, never 500."""
+    public paths (and the rig's page) answer as for any unknown node, never 500."""
     for method, suffix, auth in [
         ("get", "", None),
         ("get", "/metrics", None),
@@ -392,3 +392,4 @@ def test_a_node_id_that_cannot_name_a_node_is_an_ordinary_4xx_on_every_node_path
         kw = {"auth": auth} if auth else {}
         status, body = getattr(api, method)(f"/api/nodes/{node_id}{suffix}", **kw)
         assert status in (401, 404) and body["code"] in ("node_not_found", "unauthorized"), (method, suffix, body)
+    assert api.client.get(f"/nodes/{node_id}/").status_code == 404  # the rig's page
