@@ -37,9 +37,8 @@ def seed(db_url: str, data_dir: Path, n_nodes: int, n_samples: int) -> None:
     call_command("migrate", "--noinput", verbosity=0)
     from nodes import rarity
     from nodes import services as node_services
-    from nodes.models import HealthSample, Node
+    from nodes.models import Contributor, HealthSample, Node
     from tracker import credentials
-    from tracker.models import Contributor
 
     rng = random.Random(42)
     gpus = [

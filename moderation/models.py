@@ -140,7 +140,7 @@ class ModerationFlag(models.Model):
     categories = models.JSONField(default=list, blank=True)
     mode = models.CharField(max_length=12, blank=True)
     contributor = models.ForeignKey(
-        "tracker.Contributor", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        "nodes.Contributor", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 

@@ -13,10 +13,10 @@ from core.clientip import hash_ip
 from moderation import addresses
 from moderation.models import AbuseReport, FilterRule, ModerationAction, ModerationFlag
 from nodes import queue_feed
-from nodes.models import Node
+from nodes.models import Contributor, Node
 from tracker import agent_link, bans
 from tracker import services as tracker_services
-from tracker.models import Ban, Contributor, Counter, TastingToken
+from tracker.models import Ban, Counter, TastingToken
 
 
 class UnknownSubject(ValueError):

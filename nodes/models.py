@@ -1,6 +1,6 @@
-"""Rigs and what is measured about them. Derived values (rarity, contribution, uptime, community timing
-p50s, showcase badges) are stored on the row and refreshed when their inputs change, so that the public list
-costs a constant number of queries."""
+"""Rigs, the contributors who run them, and what is measured about them. Derived values (rarity, contribution,
+uptime, community timing p50s, showcase badges) are stored on the row and refreshed when their inputs change, so
+that the public list costs a constant number of queries."""
 
 from datetime import timedelta
 
@@ -11,6 +11,25 @@ from django.utils import timezone
 from nodes import rendezvous
 
 VRAM_UNKNOWN_SORT_KEY = 1e12  # sorts after every real size
+
+
+class Contributor(models.Model):
+    """A contributor's identity: no sign-up, a key is the identity (only its hash is stored). It lives here, beside
+    the rigs they run, so that every table's foreign keys point down the import direction (issue 13); tracker
+    issues the keys and computes the scores stored below."""
+
+    id = models.CharField(max_length=32, primary_key=True)
+    handle = models.CharField(max_length=40, null=True, blank=True, unique=True)
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    # Scores, summed from the contributor's nodes plus the timing samples they shared (tracker.scores).
+    score_total = models.FloatField(default=0.0)
+    score_tier = models.CharField(max_length=12, default="limited")
+    score_components = models.JSONField(default=dict, blank=True)
+    timing_shared = models.PositiveIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return self.handle or self.id
 
 
 class RelayQuerySet(models.QuerySet):
@@ -110,7 +129,7 @@ class Node(models.Model):
         RELAYED = "relayed"  # the agent dials out to a relay; tasters call the relay
 
     id = models.SlugField(max_length=NODE_ID_MAX_LENGTH, primary_key=True)
-    owner = models.ForeignKey("tracker.Contributor", on_delete=models.CASCADE, related_name="nodes")
+    owner = models.ForeignKey(Contributor, on_delete=models.CASCADE, related_name="nodes")
     display_name = models.CharField(max_length=120, blank=True)
     reachability = models.CharField(max_length=10, choices=Reachability.choices, default=Reachability.DIRECT)
     # Empty for a relayed node: its public endpoint is derived from its relay (see public_endpoint_url).
@@ -280,7 +299,7 @@ class TimingSample(models.Model):
     # at the node: the agent's usage report or a relay's record shows it. An upload that arrives first waits here.
     counted = models.BooleanField(default=True)
     contributor = models.ForeignKey(
-        "tracker.Contributor", null=True, blank=True, on_delete=models.SET_NULL, related_name="timing_samples"
+        Contributor, null=True, blank=True, on_delete=models.SET_NULL, related_name="timing_samples"
     )
     created_at = models.DateTimeField(db_index=True)
     mode = models.CharField(max_length=16, blank=True)

@@ -94,7 +94,7 @@ class Replay(models.Model):
     # so that a replay outlives any pruning of old token rows.
     jti = models.CharField(max_length=64, unique=True)
     contributor = models.ForeignKey(
-        "tracker.Contributor", null=True, blank=True, on_delete=models.SET_NULL, related_name="replays"
+        "nodes.Contributor", null=True, blank=True, on_delete=models.SET_NULL, related_name="replays"
     )
     # HMAC of the publisher's address (never shown): lets a moderator ban the address from the admin.
     ip_hash = models.CharField(max_length=64, blank=True, editable=False)

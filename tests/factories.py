@@ -6,9 +6,8 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from nodes.models import Node
+from nodes.models import Contributor, Node
 from tracker import services
-from tracker.models import Contributor
 
 _counter = itertools.count(1)
 

@@ -12,9 +12,9 @@ from rest_framework import authentication, exceptions
 from core.api_errors import ApiError
 from core.clientip import ip_hash
 from nodes import services as node_services
-from nodes.models import Node, Relay, node_id_key
+from nodes.models import Contributor, Node, Relay, node_id_key
 from tracker import bans, credentials, throttle
-from tracker.models import Contributor, TastingToken
+from tracker.models import TastingToken
 
 
 def bearer(request) -> str | None:

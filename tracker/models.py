@@ -1,22 +1,8 @@
-"""Contributors (no sign-up: a key is the identity), issued tasting tokens and the counters behind quotas."""
+"""Issued tasting tokens, usage and relay reports, bans, and the counters behind quotas. Contributors (the
+identities these rows point at) belong to nodes (nodes.models.Contributor)."""
 
 from django.db import models
 from django.utils import timezone
-
-
-class Contributor(models.Model):
-    id = models.CharField(max_length=32, primary_key=True)
-    handle = models.CharField(max_length=40, null=True, blank=True, unique=True)
-    key_hash = models.CharField(max_length=64, unique=True, editable=False)
-    created_at = models.DateTimeField(auto_now_add=True)
-    # Scores, summed from the contributor's nodes plus the timing samples they shared (tracker.scores).
-    score_total = models.FloatField(default=0.0)
-    score_tier = models.CharField(max_length=12, default="limited")
-    score_components = models.JSONField(default=dict, blank=True)
-    timing_shared = models.PositiveIntegerField(default=0)
-
-    def __str__(self) -> str:
-        return self.handle or self.id
 
 
 class TastingToken(models.Model):
@@ -34,7 +20,7 @@ class TastingToken(models.Model):
     kid = models.CharField(max_length=64)
     node = models.ForeignKey("nodes.Node", on_delete=models.CASCADE, related_name="tokens")
     contributor = models.ForeignKey(
-        Contributor, null=True, blank=True, on_delete=models.SET_NULL, related_name="tokens"
+        "nodes.Contributor", null=True, blank=True, on_delete=models.SET_NULL, related_name="tokens"
     )
     # The JWT `sub`: a contributor id, or "anon:<ip hash prefix>"; distinct subjects are distinct tasters.
     subject = models.CharField(max_length=64)

@@ -16,9 +16,9 @@ from nodes import queue_feed, rarity
 from nodes import relays as node_relays
 from nodes import services as node_services
 from nodes.access import get_visible_node
-from nodes.models import VRAM_UNKNOWN_SORT_KEY, Node, TimingSample
+from nodes.models import VRAM_UNKNOWN_SORT_KEY, Contributor, Node, TimingSample
 from tracker import bans, credentials, pubkeys, scores
-from tracker.models import Contributor, Counter, TastingToken, UsageReport
+from tracker.models import Counter, TastingToken, UsageReport
 
 # --- contributors ---------------------------------------------------------------------------------------
 

@@ -18,11 +18,11 @@ from core.api_errors import ApiError
 from nodes import liveness
 from nodes import services as node_services
 from nodes.access import get_visible_node
-from nodes.models import Node, TimingSample
+from nodes.models import Contributor, Node, TimingSample
 from nodes.public_node import community_timing
 from tracker import bans, credentials, pubkeys, scores, signing, tiers
 from tracker.keys import keyring
-from tracker.models import Contributor, QuotaBucket, TastingToken
+from tracker.models import QuotaBucket, TastingToken
 from tracker.services import refresh_contributors
 
 CAVEAT = (

@@ -6,8 +6,7 @@ from django.contrib.admin.utils import quote
 from django.urls import reverse
 from django.utils.html import format_html
 
-from nodes.models import Node
-from tracker.models import Contributor
+from nodes.models import Contributor, Node
 
 
 def subject_link(kind: str, value: str):
@@ -18,7 +17,7 @@ def subject_link(kind: str, value: str):
         if contributor:
             return format_html(
                 '<a href="{}">contributor {}</a>',
-                reverse("admin:tracker_contributor_change", args=[quote(contributor.pk)]),
+                reverse("admin:nodes_contributor_change", args=[quote(contributor.pk)]),
                 contributor,
             )
     if kind in ("content_id", "replay") and value:

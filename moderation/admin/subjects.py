@@ -9,8 +9,8 @@ from django.utils.html import format_html
 from moderation import services
 from moderation.admin.decisions import BAN, DecisionsNeedPermission, Shown, decision_action
 from moderation.models import AbuseReport
-from nodes.models import Node
-from tracker.models import Ban, Contributor
+from nodes.models import Contributor, Node
+from tracker.models import Ban
 
 
 def ban_actions(kind: str) -> list:

@@ -173,7 +173,7 @@ def test_the_audit_log_cannot_be_edited_or_deleted(staff, reported):
 
 def test_contributor_bans_and_lifting_from_the_admin(staff, taster, api, live_node):
     node, _ = live_node
-    url = reverse("admin:tracker_contributor_changelist")
+    url = reverse("admin:nodes_contributor_changelist")
     staff.post(
         url,
         {
@@ -191,7 +191,7 @@ def test_contributor_bans_and_lifting_from_the_admin(staff, taster, api, live_no
     )
     assert api.post("/api/tokens", {"node_id": node.pk}, auth=taster.key)[0] == 201
     assert list(ModerationAction.objects.order_by("created_at").values_list("action", flat=True)) == ["ban", "unban"]
-    page = staff.get(reverse("admin:tracker_contributor_change", args=[quote(taster.id)])).content.decode()
+    page = staff.get(reverse("admin:nodes_contributor_change", args=[quote(taster.id)])).content.decode()
     assert taster.contributor.key_hash not in page
 
 
@@ -383,7 +383,7 @@ def test_a_flag_naming_a_token_the_tracker_never_issued_bans_nobody(staff, api, 
 def test_subject_links_survive_ids_that_look_like_admin_escapes(staff, owner):
     """The admin escapes `_` in URLs (`_40` means `@`): an id like c_40ab… must still link to its own page."""
     from moderation.admin.links import subject_link
-    from tracker.models import Contributor
+    from nodes.models import Contributor
 
     odd = Contributor.objects.create(id="c_40ab5f2f3a", handle="odd", key_hash="x" * 64)
     html = str(subject_link("contributor_id", odd.pk))

@@ -57,7 +57,7 @@ def apply(client, changelist: str, action: str, pk, **extra):
         ("admin:nodes_node_changelist", "take_down", "node"),
         ("admin:nodes_node_changelist", "ban_node", "node"),
         ("admin:nodes_node_changelist", "revoke_outstanding_tokens", "node"),
-        ("admin:tracker_contributor_changelist", "ban_contributor", "owner"),
+        ("admin:nodes_contributor_changelist", "ban_contributor", "owner"),
         ("admin:moderation_abusereport_changelist", "take_the_node_down", "report"),
         ("admin:moderation_abusereport_changelist", "ban_the_subject", "report"),
         ("admin:moderation_abusereport_changelist", "dismiss", "report"),
@@ -112,7 +112,7 @@ def test_moderators_keep_every_decision(client, moderator, reported):
     client.force_login(moderator)
     for changelist, action in (
         ("admin:nodes_node_changelist", "take_down"),
-        ("admin:tracker_contributor_changelist", "ban_contributor"),
+        ("admin:nodes_contributor_changelist", "ban_contributor"),
         ("admin:moderation_abusereport_changelist", "ban_the_subject"),
         ("admin:moderation_moderationflag_changelist", "ban_the_address"),
         ("admin:tracker_ban_changelist", "lift_ban"),

@@ -98,7 +98,7 @@ def test_contributors_go_ahead_of_limited_tasters(tracker, start_agent, slow):
     import hashlib
 
     tracker.execute(
-        "UPDATE tracker_contributor SET score_tier = 'contributor' WHERE key_hash = %s",
+        "UPDATE nodes_contributor SET score_tier = 'contributor' WHERE key_hash = %s",
         (hashlib.sha256(owner_key.encode()).hexdigest(),),
     )
     contributor_token = tracker.token(agent.node_id, key=owner_key)

@@ -1,8 +1,7 @@
 import pytest
 
-from nodes.models import Node
+from nodes.models import Contributor, Node
 from tests import factories
-from tracker.models import Contributor
 
 pytestmark = pytest.mark.django_db
 

@@ -10,9 +10,8 @@ from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nodes.models import Node, TimingSample
+from nodes.models import Contributor, Node, TimingSample
 from tests import factories
-from tracker.models import Contributor
 
 pytestmark = pytest.mark.django_db
 

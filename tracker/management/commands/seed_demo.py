@@ -13,9 +13,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from nodes import services as node_services
-from nodes.models import Node
+from nodes.models import Contributor, Node
 from tracker import credentials, services
-from tracker.models import Contributor
 
 DEMO_HANDLE = "luckrig-demo"
 DEMO_OWNER_ID = "c_luckrig_demo"
