@@ -39,9 +39,13 @@ def revoke(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
+    # ("showcase", "0002_moderators_see_replays") was a dependency until the migrations were squashed (issue 13):
+    # Django moves every edge of a replaced migration onto its replacement, and moderation -> showcase beside
+    # showcase -> moderation made the squashed graph circular. This migration only ever runs again on a database
+    # where showcase 0002 is applied (see moderation 0001_squashed_0007); a new database applies the squashed
+    # migrations, where showcase grants its own permissions.
     dependencies = [
         ("moderation", "0004_moderators_view_relays"),
-        ("showcase", "0002_moderators_see_replays"),
     ]
 
     operations = [

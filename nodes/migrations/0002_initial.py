@@ -8,9 +8,12 @@ class Migration(migrations.Migration):
 
     initial = True
 
+    # The dependency on ('tracker', '0001_initial') was dropped when nodes' migrations were squashed (issue 13):
+    # Django moves every edge of a replaced migration onto its replacement, and nodes -> tracker beside
+    # tracker -> nodes made the squashed graph circular. This migration only ever runs again on a database where
+    # tracker 0001 is applied (see nodes 0001_squashed_0008); a new database applies the squashed migration.
     dependencies = [
         ('nodes', '0001_initial'),
-        ('tracker', '0001_initial'),
     ]
 
     operations = [

@@ -12,9 +12,10 @@ def count_existing_uploads_as_tasters(apps, schema_editor):
 
 class Migration(migrations.Migration):
 
+    # ('tracker', '0002_bans') dropped from the dependencies when nodes' migrations were squashed (issue 13):
+    # nothing here uses tracker, and that edge made the squashed graph circular (see 0002_initial).
     dependencies = [
         ('nodes', '0005_queue_entries'),
-        ('tracker', '0002_bans'),
     ]
 
     operations = [
