@@ -69,7 +69,7 @@ def test_the_agent_and_the_relay_import_no_django(package):
 
 def test_the_checker_sees_a_forbidden_import(tmp_path):
     sneaky = tmp_path / "sneaky.py"
-    sneaky.write_text("def later():\n    from tracker.models import Contributor\n    import django.db\n")
+    sneaky.write_text("def later():\n    from tracker.models import TastingToken\n    import django.db\n")
     assert {"tracker", "django"} <= imported_top_levels(sneaky)
 
 
