@@ -22,9 +22,10 @@ from django.db import migrations, models
 
 
 def move_content_type(apps, schema_editor, source="tracker", target="nodes"):
+    db = schema_editor.connection.alias
     ContentType = apps.get_model("contenttypes", "ContentType")
     Permission = apps.get_model("auth", "Permission")
-    rows = ContentType.objects.using(schema_editor.connection.alias)
+    rows = ContentType.objects.using(db)
     old = rows.filter(app_label=source, model="contributor").first()
     if old is None:
         return  # never created (no post_migrate yet): nodes.contributor will be created normally
@@ -32,10 +33,10 @@ def move_content_type(apps, schema_editor, source="tracker", target="nodes"):
     if stray is not None:
         # Made automatically (post_migrate, create_permissions) after the code moved but before this migration
         # ran: nobody's grants can predate it; the old row carries them.
-        Permission.objects.using(schema_editor.connection.alias).filter(content_type=stray).delete()
-        stray.delete()
+        Permission.objects.using(db).filter(content_type=stray).delete()
+        stray.delete(using=db)
     old.app_label = target
-    old.save(update_fields=["app_label"])
+    old.save(using=db, update_fields=["app_label"])
     ContentType.objects.clear_cache()
 
 
