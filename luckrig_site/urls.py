@@ -7,7 +7,7 @@ from moderation import api as moderation_api
 from moderation import views as moderation_views
 from nodes.api import NodeMetricsApi, ShowcaseApi
 from showcase import api as showcase_api
-from tracker import api
+from tracker import agent_api, api, fingerprint
 
 handler404 = "core.api_errors.not_found_json"
 handler500 = "core.api_errors.server_error_json"
@@ -22,13 +22,13 @@ urlpatterns = [
     path("api/contributors/me", api.ContributorMeApi.as_view(), name="api-contributor-me"),
     path("api/nodes", api.NodeCollectionApi.as_view(), name="api-nodes"),
     path("api/nodes/<str:node_id>", api.NodeItemApi.as_view(), name="api-node"),
-    path("api/nodes/<str:node_id>/heartbeat", api.NodeHeartbeatApi.as_view(), name="api-node-heartbeat"),
-    path("api/nodes/<str:node_id>/usage", api.NodeUsageApi.as_view(), name="api-node-usage"),
-    path("api/nodes/<str:node_id>/tunnel", api.NodeTunnelApi.as_view(), name="api-node-tunnel"),
-    path("api/relays/<str:relay_id>/heartbeat", api.RelayHeartbeatApi.as_view(), name="api-relay-heartbeat"),
-    path("api/relays/<str:relay_id>/reports", api.RelayReportsApi.as_view(), name="api-relay-reports"),
+    path("api/nodes/<str:node_id>/heartbeat", agent_api.NodeHeartbeatApi.as_view(), name="api-node-heartbeat"),
+    path("api/nodes/<str:node_id>/usage", agent_api.NodeUsageApi.as_view(), name="api-node-usage"),
+    path("api/nodes/<str:node_id>/tunnel", agent_api.NodeTunnelApi.as_view(), name="api-node-tunnel"),
+    path("api/relays/<str:relay_id>/heartbeat", agent_api.RelayHeartbeatApi.as_view(), name="api-relay-heartbeat"),
+    path("api/relays/<str:relay_id>/reports", agent_api.RelayReportsApi.as_view(), name="api-relay-reports"),
     path("api/nodes/<str:node_id>/metrics", NodeMetricsApi.as_view(), name="api-node-metrics"),
-    path("api/fingerprint/verify", api.FingerprintVerifyApi.as_view(), name="api-fingerprint-verify"),
+    path("api/fingerprint/verify", fingerprint.FingerprintVerifyApi.as_view(), name="api-fingerprint-verify"),
     path("api/tokens", api.TokenCreateApi.as_view(), name="api-tokens"),
     path("api/tracker-keys", api.TrackerKeysApi.as_view(), name="api-tracker-keys"),
     path("api/replay/timing", api.TimingUploadApi.as_view(), name="api-replay-timing"),

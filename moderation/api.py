@@ -1,4 +1,6 @@
-"""Public and agent-facing moderation endpoints: abuse reports, the abuse contact, filter rules and flags."""
+"""Public and agent-facing moderation endpoints: abuse reports, the abuse contact, filter rules and flags. An
+agent's `flag` is one handler (FLAG) for both transports: this HTTP view, and the agent link, where
+moderation.apps registers it."""
 
 from django.conf import settings
 from drf_spectacular.utils import extend_schema, inline_serializer
@@ -12,6 +14,7 @@ from core.ratelimits import limit
 from moderation import services
 from moderation.models import AbuseReport, FilterRule
 from nodes import schemas
+from tracker import agent_link
 from tracker.auth import NodeSecretAuthentication
 
 REPORT_NOTE = (
@@ -113,6 +116,31 @@ class FlagIn(StrictSerializer):
     mode = s.ChoiceField(choices=["plain", "public-key"], required=False)
 
 
+class Flag(agent_link.AgentMessage):
+    """An agent's moderation flag: which rule categories caught a tasting's input or output (never the text)."""
+
+    type = "flag"
+    serializer = FlagIn
+    http_status = 202
+    ack = "flag_ack"
+
+    def apply(self, node, data):
+        flag = services.record_flag(
+            node=node,
+            jti=data["jti"],
+            stage=data["stage"],
+            categories=data.get("categories", []),
+            mode=data.get("mode", ""),
+        )
+        return {"flag_id": flag.pk}
+
+    def http_fields(self, data):
+        return {"ok": True}
+
+
+FLAG = Flag()
+
+
 class ModerationFlagApi(APIView):
     authentication_classes = [NodeSecretAuthentication]
 
@@ -131,11 +159,4 @@ class ModerationFlagApi(APIView):
     def post(self, request):
         from tracker.api import require
 
-        node = require(request.user, "the node secret")
-        data = FlagIn(data=request.data)
-        data.is_valid(raise_exception=True)
-        v = data.validated_data
-        flag = services.record_flag(
-            node=node, jti=v["jti"], stage=v["stage"], categories=v.get("categories", []), mode=v.get("mode", "")
-        )
-        return Response({"schema_version": 1, "ok": True, "flag_id": flag.pk}, status=202)
+        return FLAG.over_http(require(request.user, "the node secret"), request.data)

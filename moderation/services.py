@@ -13,9 +13,9 @@ from core.clientip import hash_ip
 from moderation import addresses
 from moderation.models import AbuseReport, FilterRule, ModerationAction, ModerationFlag
 from nodes import queue_feed
+from nodes import services as node_services
 from nodes.models import Contributor, Node
-from tracker import agent_link, bans
-from tracker import services as tracker_services
+from tracker import agent_link, bans, scoring
 from tracker.models import Ban, Counter, TastingToken
 
 
@@ -85,8 +85,8 @@ def get_contributor(value: str) -> Contributor:
 
 def _relist(node: Node) -> None:
     """A node left or rejoined the public surfaces: rarity of its combination, scores, showcase."""
-    tracker_services.refresh_listing({node.combo_key})
-    tracker_services.refresh_contributors({node.owner_id})
+    scoring.refresh_listing({node.combo_key})
+    scoring.refresh_contributors({node.owner_id})
 
 
 def _revoke(node: Node) -> int:
@@ -109,7 +109,7 @@ def _gone(node: Node) -> None:
 @transaction.atomic
 def take_down(*, node: Node, moderator: Moderator, reason: str, report: AbuseReport | None = None):
     """Notice and takedown: the node disappears from every public surface and its tokens stop working."""
-    Node.objects.filter(pk=node.pk).update(taken_down_at=timezone.now())
+    node_services.set_taken_down(node, timezone.now())
     revoked = _revoke(node)
     _relist(node)
     _gone(node)
@@ -121,7 +121,7 @@ def take_down(*, node: Node, moderator: Moderator, reason: str, report: AbuseRep
 
 @transaction.atomic
 def restore(*, node: Node, moderator: Moderator, reason: str):
-    Node.objects.filter(pk=node.pk).update(taken_down_at=None)
+    node_services.set_taken_down(node, None)
     _relist(node)
     return record(moderator, ModerationAction.Action.RESTORE, "node", node.pk, reason)
 

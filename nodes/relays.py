@@ -1,6 +1,7 @@
 """Relays as the nodes app sees them: which relay a relayed node is assigned (rendezvous hashing over the
-relays' heartbeats), and what a relay's heartbeat says about its tunnels, with the node statuses that follow.
-Relay credentials and reports are the tracker's (tracker.relays)."""
+relays' heartbeats), what a relay's heartbeat says about its tunnels, with the node statuses that follow, and the
+timing samples a relay's report adds. Relay credentials, tickets and the reports' token side are the tracker's
+(tracker.relays). Must not import tracker, moderation or showcase."""
 
 from collections.abc import Iterable
 from datetime import datetime
@@ -9,8 +10,9 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from core.api_errors import ApiError
 from nodes import liveness, queue_feed, rendezvous
-from nodes.models import Node, Relay
+from nodes.models import Node, Relay, TimingSample
 
 # What deriving a relayed node's status reads (nodes.services.observed), and what a queue broadcast needs.
 _STATUS_FIELDS = (
@@ -41,6 +43,40 @@ def pick_relay(
     if chosen is None and any_if_none_live:
         chosen = rendezvous.choose(relays, node_id)
     return relays.get(chosen) if chosen is not None else None
+
+
+NO_RELAY_RETRY_AFTER_SEC = 10
+
+
+@transaction.atomic
+def assign_relay(node_id: str, now: datetime, *, unreachable_relay_id: str | None = None) -> tuple[Node, Relay]:
+    """The relay this relayed node should dial now, stored on the node. Rendezvous hashing over the live relays
+    keeps a node on its relay while that relay heartbeats; when it stops (or drains, or the agent could not
+    reach it and it has gone quiet), the node moves to the next relay in its own order."""
+    # A hidden node is gone from every surface where a node is named (its heartbeats still answer, so that
+    # its agent learns the revoked jtis): no relay carries tasters to it.
+    node = Node.objects.visible().select_for_update().filter(pk=node_id).first()
+    if node is None:
+        raise ApiError(404, "node_not_found", f"No node {node_id!r}.")
+    if not node.is_relayed:
+        raise ApiError(
+            409,
+            "not_relayed",
+            f"Node {node.id!r} is direct: tasters call its endpoint_url. Register it without one (or PATCH "
+            "endpoint_url to null) to have it relayed.",
+        )
+    relay = pick_relay(node.id, now, unreachable_relay_id=unreachable_relay_id)
+    if relay is None:
+        raise ApiError(
+            503,
+            "no_relay_available",
+            "No relay is up right now; try again shortly.",
+            extra={"retry_after_sec": NO_RELAY_RETRY_AFTER_SEC},
+            headers={"Retry-After": str(NO_RELAY_RETRY_AFTER_SEC)},
+        )
+    if node.relay_id != relay.id:
+        Node.objects.filter(pk=node.pk).update(relay=relay)
+    return node, relay
 
 
 def _status(row: dict, tunnel_seen_at: datetime | None, now: datetime) -> str:
@@ -147,3 +183,44 @@ def forget_relay(relay: Relay, now: datetime | None = None) -> int:
         changed.extend(group)
     _broadcast_later(changed)
     return len(rows)
+
+
+# --- relay timing samples ---------------------------------------------------------------------------
+
+
+def makes_a_timing_sample(entry: dict) -> bool:
+    """A stream that answered: a first content chunk was seen, so time to it and the rate mean something."""
+    return entry["status"] == 200 and entry["stream"] and entry["content_chunks"] >= 1 and entry["ttft_ms"] is not None
+
+
+def add_relay_samples(per_jti: dict[str, list[dict]], now: datetime) -> list[TimingSample]:
+    """One relay sample per jti: the first streamed answer reported for it (a jti that already has one, from
+    an earlier report, gets no other)."""
+    taken = set(
+        TimingSample.objects.filter(jti__in=list(per_jti), source=TimingSample.Source.RELAY).values_list(
+            "jti", flat=True
+        )
+    )
+    samples = []
+    for jti, mine in per_jti.items():
+        if jti in taken:
+            continue
+        entry = next((e for e in sorted(mine, key=lambda e: e["started_at"]) if makes_a_timing_sample(e)), None)
+        if entry is None:
+            continue
+        samples.append(
+            TimingSample(
+                node_id=entry["node_id"],
+                jti=jti,
+                source=TimingSample.Source.RELAY,
+                created_at=now,
+                mode=entry["mode"],
+                ttft_ms=entry["ttft_ms"],
+                tok_per_sec=entry["chunks_per_sec"],
+                output_tokens=entry["content_chunks"],
+                generation_sec=round(entry["duration_ms"] / 1000, 3),
+            )
+        )
+    # A concurrent report of the same jti (another report id) may have stored one meanwhile: keep that one.
+    TimingSample.objects.bulk_create(samples, ignore_conflicts=True)
+    return samples

@@ -1,14 +1,20 @@
-"""Refreshers for the derived values stored on node rows (rarity, showcase badges, liveness, uptime, community
-timing) and the health-sample history. Each does a bounded number of queries and writes only rows that changed."""
+"""The writes onto node rows and their samples, whoever asks: refreshers for the derived values stored on node
+rows (rarity, showcase badges, liveness, uptime, community timing) and the health-sample history, what an
+agent reports (heartbeat, queue, its link dropping), and the columns other apps decide but nodes store (bans,
+takedowns, contribution scores and taster credit, taster timing samples). Each does a bounded number of queries
+and writes only rows that changed. Must not import tracker, moderation or showcase: they call down into this."""
 
 import statistics
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.db import IntegrityError, transaction
 from django.db.models import Count, Q
+from django.utils import timezone
 
-from nodes import liveness, rarity
+from core.timefmt import iso
+from nodes import liveness, queue_feed, rarity
 from nodes.badges import Row, pick_categories
 from nodes.models import HealthSample, Node, TimingSample
 
@@ -179,3 +185,129 @@ def note_owner_network(node: Node, ip_hash: str | None) -> None:
         return
     node.owner_networks = [*(node.owner_networks or []), ip_hash][-OWNER_NETWORKS_KEPT:]
     Node.objects.filter(pk=node.pk).update(owner_networks=node.owner_networks)
+
+
+# --- what an agent reports ------------------------------------------------------------------------------
+
+_QUEUE_FIELDS = [
+    "queue_updated_at",
+    "queue_active",
+    "queue_waiting",
+    "queue_max_active",
+    "queue_entries",
+    "queue_eta_sec",
+    "status",
+]
+
+
+def _apply_queue(node: Node, queue: dict, now: datetime) -> None:
+    node.queue_updated_at = now
+    node.queue_active = queue.get("active", 0)
+    node.queue_waiting = queue.get("waiting", 0)
+    node.queue_max_active = queue.get("max_active", 0)
+    node.queue_entries = [
+        {"ticket": e["ticket"], "position": e["position"], "state": e["state"], "since": iso(e["since"])}
+        for e in queue.get("entries", [])
+    ]
+    node.queue_eta_sec = queue.get("eta_sec")
+    node.status = current_status(node, now)
+
+
+@transaction.atomic
+def record_heartbeat(
+    *, node: Node, queue: dict, models: list[str], agent_version: str, telemetry: dict, now: datetime
+) -> bool:
+    """Store an agent's heartbeat on its node and tell the queue subscribers; True when it is the node's first
+    (the node joins the public surfaces now: the caller recounts what a listed node changes)."""
+    first = node.last_heartbeat_at is None
+    node.last_heartbeat_at = node.last_seen_at = now
+    node.served_models, node.agent_version, node.telemetry = models, agent_version, telemetry
+    _apply_queue(node, queue, now)
+    node.save(
+        update_fields=[
+            "last_heartbeat_at",
+            "last_seen_at",
+            "served_models",
+            "agent_version",
+            "telemetry",
+            *_QUEUE_FIELDS,
+        ]
+    )
+    transaction.on_commit(lambda: queue_feed.broadcast(node))
+    return first
+
+
+@transaction.atomic
+def record_queue(*, node: Node, queue: dict, now: datetime | None = None) -> None:
+    """A queue change pushed over the agent link (between heartbeats): store it and tell the subscribers."""
+    now = now or timezone.now()
+    _apply_queue(node, queue, now)
+    node.save(update_fields=_QUEUE_FIELDS)
+    transaction.on_commit(lambda: queue_feed.broadcast(node))
+
+
+def link_dropped(node_id: str) -> None:
+    """The agent's link went away: unless it comes back (and heartbeats) within one interval, the node turns
+    unavailable. Back-dating the last heartbeat to two intervals ago leaves exactly that grace."""
+    grace = timedelta(seconds=2 * settings.HEARTBEAT_INTERVAL_SEC)
+    Node.objects.filter(pk=node_id, last_heartbeat_at__gt=timezone.now() - grace).update(
+        last_heartbeat_at=timezone.now() - grace
+    )
+
+
+def set_last_heartbeat(node: Node, at: datetime, now: datetime) -> None:
+    """A heartbeat at `at` (the demo rigs' past one), with the status it implies now."""
+    node.last_heartbeat_at = node.last_seen_at = at
+    node.status = current_status(node, now)
+    node.save(update_fields=["last_heartbeat_at", "last_seen_at", "status"])
+
+
+# --- columns other apps decide ----------------------------------------------------------------------------
+
+
+def set_taken_down(node: Node, at: datetime | None) -> None:
+    """A moderator's takedown (`at`) or restore (None)."""
+    Node.objects.filter(pk=node.pk).update(taken_down_at=at)
+
+
+def set_banned_until(nodes: list[Node]) -> None:
+    """Store each node's `banned_until` as the caller (tracker.bans) computed it."""
+    Node.objects.bulk_update(nodes, ["banned_until"], batch_size=500)
+
+
+def set_contributions(nodes: list[Node]) -> None:
+    """Store each node's contribution score as the caller (tracker.scoring) computed it."""
+    Node.objects.bulk_update(
+        nodes, ["contribution_components", "contribution_total", "contribution_tier"], batch_size=500
+    )
+
+
+def set_taster_credit(node: Node, *, requests: int, tasters: float, usage_credit: float, discovery_credit: float):
+    """Store the usage and discovery evidence the caller (tracker.scoring) counted from the node's tokens."""
+    Node.objects.filter(pk=node.pk).update(
+        usage_requests=requests, distinct_tasters=tasters, usage_credit=usage_credit, discovery_credit=discovery_credit
+    )
+
+
+def add_taster_sample(*, node: Node, jti: str, contributor_id: str | None, now: datetime, counted: bool, **fields):
+    """A taster's timing sample (one per jti); False when that jti has one already. The caller refreshes the
+    node's timing (refresh_timing) once its own writes are done."""
+    try:
+        with transaction.atomic():
+            TimingSample.objects.create(
+                node=node, jti=jti, contributor_id=contributor_id, created_at=now, counted=counted, **fields
+            )
+    except IntegrityError:
+        return False
+    return True
+
+
+def count_pending_samples(node: Node, jtis: list[str], now: datetime) -> set[str] | None:
+    """These tokens were shown used at the node: their pending taster uploads now count, and the node's timing
+    is refreshed. Returns the uploaders whose samples began to count, or None when none did."""
+    pending = TimingSample.objects.filter(node=node, jti__in=jtis, counted=False)
+    uploaders = set(pending.exclude(contributor=None).values_list("contributor_id", flat=True))
+    if not pending.update(counted=True):
+        return None
+    refresh_timing(node, uploaded_at=now)
+    return uploaders

@@ -75,7 +75,7 @@ def x25519_public_pem() -> str:
 def seen_alive(node: Node, days: int = 1) -> Node:
     """Record what the monitor records when a node's agent answers its probes on `days` days (the evidence
     behind the existence score; a node never seen alive earns nothing)."""
-    from tracker.services import refresh_scores
+    from tracker.scoring import refresh_scores
 
     Node.objects.filter(pk=node.pk).update(alive_days=days)
     refresh_scores([node.pk])
@@ -86,7 +86,7 @@ def seen_alive(node: Node, days: int = 1) -> Node:
 def served_others(node: Node, tasters: float = 2.0, requests: float = 4.0) -> Node:
     """Record what a node earns once it has served other people (docs/scoring.md): `tasters` of weighted discovery
     and `requests` of weighted usage, as usage reports from other networks would. Nothing counts before that."""
-    from tracker.services import refresh_scores
+    from tracker.scoring import refresh_scores
 
     Node.objects.filter(pk=node.pk).update(
         discovery_credit=tasters, usage_credit=requests, distinct_tasters=int(tasters), usage_requests=int(requests)

@@ -1,22 +1,64 @@
-"""The tracker's side of the agent link (`/ws/agent/`): which message types an agent may send and what to do
-with each, plus pushes from the tracker to one agent (revoked jtis, new filter rules, new keys).
+"""What an agent may send the tracker, one handler per message whichever transport carries it, plus pushes
+from the tracker to one agent (revoked jtis, new filter rules, new keys).
 
-Handlers are plain synchronous functions `(node, body) -> dict | None` (the reply, if any); apps above tracker
-register theirs at start-up (moderation registers `flag`) so that tracker never imports them."""
+An agent sends `heartbeat`, `usage` and `flag` over HTTP (`POST /api/nodes/<id>/heartbeat`, ...) or over its
+websocket (`/ws/agent/`, plus `queue` there only). Each is one AgentMessage: validate the body, apply it (one
+service call), and the answer's fields; the HTTP view wraps them as `{"schema_version": 1, ...}` with the
+message's status, the agent link as `{"type": <ack>, ...}`. Who may send (node secret, hidden nodes, the
+per-node budget) and how an error is told stay with each transport (tracker.auth and the exception handler;
+tracker.consumers), as docs/api.md describes them. Apps above tracker register theirs at start-up (moderation
+registers `flag`) so that tracker never imports them. Must not import moderation or showcase."""
 
 import logging
-from collections.abc import Callable
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from rest_framework.response import Response
 
 log = logging.getLogger("luckrig.agent_link")
 
-HANDLERS: dict[str, Callable] = {}
+
+class AgentMessage:
+    """One message an agent sends: `type` on the link, `serializer` validates its body, `apply` records it."""
+
+    type: str
+    serializer = None
+    http_status = 200
+    ack: str | None = None  # the answer's `type` on the link; None: the link sends no answer
+
+    def validate(self, body) -> dict:
+        data = self.serializer(data=body)
+        data.is_valid(raise_exception=True)
+        return data.validated_data
+
+    def apply(self, node, data: dict) -> dict:
+        """Record the message; returns the answer's fields (both transports)."""
+        raise NotImplementedError
+
+    def http_fields(self, data: dict) -> dict:
+        """Fields only the HTTP answer carries."""
+        return {}
+
+    def link_fields(self, data: dict) -> dict:
+        """Fields only the link's answer carries."""
+        return {}
+
+    def over_http(self, node, body) -> Response:
+        data = self.validate(body)
+        answer = self.apply(node, data)
+        return Response({"schema_version": 1, **self.http_fields(data), **answer}, status=self.http_status)
+
+    def over_link(self, node, body) -> dict | None:
+        data = self.validate(body)
+        answer = self.apply(node, data)
+        return None if self.ack is None else {"type": self.ack, **self.link_fields(data), **(answer or {})}
 
 
-def register(message_type: str, handler: Callable) -> None:
-    HANDLERS[message_type] = handler
+HANDLERS: dict[str, AgentMessage] = {}
+
+
+def register(message: AgentMessage) -> None:
+    HANDLERS[message.type] = message
 
 
 def agent_group(node_id: str) -> str:

@@ -1,8 +1,7 @@
-"""The tracker's JSON API views. Each view: validate with a serializer, call one service, shape, return."""
-
-import json
-import re
-from urllib.parse import urlsplit
+"""The tracker's JSON API views for people and API clients: contributors, registering and changing nodes,
+tokens, tracker keys, timing uploads, contributions and health. What agents and relays call is
+tracker.agent_api; the fingerprint check is tracker.fingerprint. Each view: validate with a serializer, call one
+service, shape, return. It may import nodes; it must not import moderation or showcase."""
 
 from django.conf import settings
 from django.utils import timezone
@@ -15,34 +14,14 @@ from core.api_errors import ApiError
 from core.clientip import ip_hash
 from core.ratelimits import limit
 from core.timefmt import iso
-from core.urlguard import fetch_once
-from nodes import relays as node_relays
 from nodes import schemas
 from nodes import services as node_services
-from nodes.api import NodeDetailReadMixin, NodeListApi, get_visible_node
+from nodes.api import NodeDetailReadMixin, NodeListApi
 from nodes.public_node import public_node, public_node_of, public_rows
-from tracker import bans, pubkeys, relays, services, tasting, tiers
-from tracker.auth import (
-    ContributorKeyAuthentication,
-    NodeSecretAuthentication,
-    RelaySecretAuthentication,
-    UploadKeyAuthentication,
-)
+from tracker import bans, scoring, services, tasting, tiers
+from tracker.auth import ContributorKeyAuthentication, UploadKeyAuthentication
 from tracker.keys import published_keys
-from tracker.serializers import (
-    ContributorIn,
-    FingerprintVerifyIn,
-    HeartbeatIn,
-    NodeIn,
-    NodePatch,
-    RelayHeartbeatIn,
-    RelayReportIn,
-    TimingIn,
-    TokenIn,
-    TunnelIn,
-    UsageIn,
-)
-from tracker.services import default_health_url
+from tracker.serializers import ContributorIn, NodeIn, NodePatch, TimingIn, TokenIn
 
 VERSION = "0.1.0"
 
@@ -120,7 +99,7 @@ class ContributorMeApi(APIView):
             {
                 "schema_version": 1,
                 "contributor": contributor_json(contributor),
-                "score": services.contributor_overview(contributor),
+                "score": scoring.contributor_overview(contributor),
                 "nodes": [public_node(n) for n in nodes],
             }
         )
@@ -184,187 +163,6 @@ class NodeItemApi(NodeDetailReadMixin, APIView):
         node = services.get_node_for_owner(require(request.user, "a contributor key"), node_id)
         services.delete_node(node=node)
         return Response(status=204)
-
-
-class NodeHeartbeatApi(APIView):
-    authentication_classes = [NodeSecretAuthentication]
-
-    @extend_schema(
-        request=HeartbeatIn,
-        summary="Agent heartbeat (node secret)",
-        responses={
-            200: inline_serializer(
-                "HeartbeatAnswer",
-                {
-                    "schema_version": s.IntegerField(),
-                    "status": s.CharField(),
-                    "filter_rules_version": s.IntegerField(),
-                    "revoked_jtis": s.ListField(child=s.CharField()),
-                },
-            ),
-            400: schemas.ErrorDoc,
-            401: schemas.ErrorDoc,
-        },
-    )
-    def post(self, request, node_id):
-        node = require(request.user, "the node secret")
-        data = HeartbeatIn(data=request.data)
-        data.is_valid(raise_exception=True)
-        v = data.validated_data
-        answer = services.record_heartbeat(
-            node=node,
-            queue=v["queue"],
-            models=v.get("models", []),
-            agent_version=v.get("agent_version", ""),
-            telemetry=v.get("telemetry", {}),
-        )
-        return Response({"schema_version": 1, **answer})
-
-
-class NodeUsageApi(APIView):
-    authentication_classes = [NodeSecretAuthentication]
-
-    @extend_schema(
-        request=UsageIn,
-        summary="Agent usage report (node secret), idempotent on report_id",
-        responses={
-            202: inline_serializer(
-                "UsageAccepted",
-                {
-                    "schema_version": s.IntegerField(),
-                    "accepted": s.IntegerField(),
-                    "ignored": s.IntegerField(),
-                    "duplicate": s.BooleanField(),
-                },
-            ),
-            400: schemas.ErrorDoc,
-            401: schemas.ErrorDoc,
-        },
-    )
-    def post(self, request, node_id):
-        node = require(request.user, "the node secret")
-        data = UsageIn(data=request.data)
-        data.is_valid(raise_exception=True)
-        result = services.record_usage(
-            node=node, report_id=data.validated_data["report_id"], entries=data.validated_data["entries"]
-        )
-        return Response({"schema_version": 1, **result}, status=202)
-
-
-class NodeTunnelApi(APIView):
-    authentication_classes = [NodeSecretAuthentication]
-
-    @extend_schema(
-        request=TunnelIn,
-        summary="Which relay a relayed node's agent dials, and a ticket for it (node secret)",
-        responses={
-            200: inline_serializer(
-                "TunnelAssigned",
-                {
-                    "schema_version": s.IntegerField(),
-                    "relay_id": s.CharField(),
-                    "relay_url": s.URLField(),
-                    "tunnel_url": s.CharField(help_text="ws(s)://…/tunnel"),
-                    "ticket": s.CharField(help_text="EdDSA JWT, typ luckrig-tunnel+jwt, aud = relay_id"),
-                    "expires_at": s.DateTimeField(),
-                },
-            ),
-            400: schemas.ErrorDoc,
-            401: schemas.ErrorDoc,
-            404: schemas.ErrorDoc,
-            409: schemas.ErrorDoc,
-            503: schemas.ErrorDoc,
-        },
-    )
-    def post(self, request, node_id):
-        node = require(request.user, "the node secret")
-        data = TunnelIn(data=request.data)
-        data.is_valid(raise_exception=True)
-        tunnel = relays.issue_tunnel(node=node, unreachable_relay_id=data.validated_data.get("unreachable_relay_id"))
-        return Response(
-            {
-                "schema_version": 1,
-                "relay_id": tunnel.relay.id,
-                "relay_url": tunnel.relay.public_url,
-                "tunnel_url": relays.tunnel_url(tunnel.relay.public_url),
-                "ticket": tunnel.ticket,
-                "expires_at": iso(tunnel.expires_at),
-            }
-        )
-
-
-# --- relays ---------------------------------------------------------------------------------------------
-
-
-class RelayHeartbeatApi(APIView):
-    authentication_classes = [RelaySecretAuthentication]
-
-    @extend_schema(
-        request=RelayHeartbeatIn,
-        summary="Relay heartbeat: its open tunnels (relay secret)",
-        responses={
-            200: inline_serializer(
-                "RelayHeartbeatAnswer",
-                {
-                    "schema_version": s.IntegerField(),
-                    "relay_id": s.CharField(),
-                    "relays": inline_serializer(
-                        "LiveRelay", {"relay_id": s.CharField(), "public_url": s.URLField()}, many=True
-                    ),
-                    "now": s.DateTimeField(),
-                },
-            ),
-            400: schemas.ErrorDoc,
-            401: schemas.ErrorDoc,
-            403: schemas.ErrorDoc,
-        },
-    )
-    def post(self, request, relay_id):
-        relay = require(request.user, "the relay secret")
-        data = RelayHeartbeatIn(data=request.data)
-        data.is_valid(raise_exception=True)
-        v = data.validated_data
-        now = timezone.now()
-        live = node_relays.record_relay_heartbeat(
-            relay=relay,
-            version=v["version"],
-            tunnels=v["tunnels"],
-            open_streams=v["open_streams"],
-            draining=v["draining"],
-            now=now,
-        )
-        return Response({"schema_version": 1, "relay_id": relay.id, "relays": live, "now": iso(now)})
-
-
-class RelayReportsApi(APIView):
-    authentication_classes = [RelaySecretAuthentication]
-
-    @extend_schema(
-        request=RelayReportIn,
-        summary="What a relay witnessed per request (relay secret), idempotent on report_id",
-        responses={
-            202: inline_serializer(
-                "RelayReportAccepted",
-                {
-                    "schema_version": s.IntegerField(),
-                    "ok": s.BooleanField(),
-                    "counted": s.IntegerField(),
-                    "duplicate": s.BooleanField(),
-                },
-            ),
-            400: schemas.ErrorDoc,
-            401: schemas.ErrorDoc,
-            403: schemas.ErrorDoc,
-        },
-    )
-    def post(self, request, relay_id):
-        relay = require(request.user, "the relay secret")
-        data = RelayReportIn(data=request.data)
-        data.is_valid(raise_exception=True)
-        result = relays.record_relay_report(
-            relay=relay, report_id=data.validated_data["report_id"], entries=data.validated_data["entries"]
-        )
-        return Response({"schema_version": 1, "ok": True, **result}, status=202)
 
 
 # --- tokens, keys, timing -------------------------------------------------------------------------------
@@ -487,110 +285,6 @@ class TimingUploadApi(APIView):
         return Response({"schema_version": 1, "ok": True, "counted": counted, "community_timing": timing}, status=201)
 
 
-# --- fingerprint check ------------------------------------------------------------------------------------
-
-FINGERPRINT_MAX_BYTES = 64 * 1024
-FINGERPRINT_TIMEOUT_SEC = 3.0
-
-
-# A fingerprint as an operator may paste it anywhere in a page: `sha256:` and exactly 43 base64url characters.
-BARE_FINGERPRINT = re.compile(r"(?<![A-Za-z0-9_-])sha256:[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])")
-
-
-def fingerprint_in(body: bytes, expected: str | None = None) -> str | None:
-    """The node key fingerprint a document publishes: a JSON object with `node_public_key_fingerprint` or
-    `node_public_key`, a bare SPKI PEM, or a bare `sha256:…` fingerprint anywhere in the text (a plain-text or
-    HTML page). A page may name several keys (an old and a new one, several rigs): then the expected one counts
-    when it is among them, since the question is whether the operator publishes it at all."""
-    text = body.decode("utf-8", errors="replace")
-    try:
-        doc = json.loads(text)
-    except (ValueError, RecursionError):
-        doc = None
-    if isinstance(doc, dict):
-        if isinstance(doc.get("node_public_key"), str):
-            try:
-                return pubkeys.validate(doc["node_public_key"])[1]
-            except pubkeys.InvalidPublicKey:
-                return None
-        found = doc.get("node_public_key_fingerprint")
-        if found is not None:
-            return found if isinstance(found, str) and len(found) <= 100 else None
-    start = text.find("-----BEGIN PUBLIC KEY-----")
-    end = text.find("-----END PUBLIC KEY-----")
-    if start >= 0 and end > start:
-        try:
-            return pubkeys.validate(text[start : end + len("-----END PUBLIC KEY-----")])[1]
-        except pubkeys.InvalidPublicKey:
-            return None
-    bare = BARE_FINGERPRINT.findall(text)
-    if expected in bare:
-        return expected
-    return bare[0] if bare else None
-
-
-@limit("RATE_FINGERPRINT_VERIFY", "fingerprint-verify")
-class FingerprintVerifyApi(APIView):
-    @extend_schema(
-        request=FingerprintVerifyIn,
-        summary="Fetch the node's published key and compare fingerprints",
-        responses={
-            200: inline_serializer(
-                "FingerprintVerified",
-                {
-                    "schema_version": s.IntegerField(),
-                    "ok": s.BooleanField(),
-                    "expected": s.CharField(allow_null=True),
-                    "found": s.CharField(allow_null=True),
-                    "url": s.CharField(),
-                    "error": s.CharField(),
-                },
-            ),
-            400: schemas.ErrorDoc,
-            404: schemas.ErrorDoc,
-        },
-    )
-    def post(self, request):
-        data = FingerprintVerifyIn(data=request.data)
-        data.is_valid(raise_exception=True)
-        node = get_visible_node(data.validated_data["node_id"])
-        # A relayed node is published through its relay: its agent's /health is the relay's /n/<id>/health.
-        endpoint = node.public_endpoint_url or ""
-        health = node.health_url or (default_health_url(endpoint) if endpoint else "")
-        url = data.validated_data.get("url") or health
-        if not url:
-            raise ApiError(
-                400, "invalid_field", "url: the node has no public URL right now (no relay)", extra={"field": "url"}
-            )
-        own_hosts = {urlsplit(endpoint).hostname, urlsplit(health).hostname} - {None}
-        if urlsplit(url).hostname not in own_hosts:
-            # Otherwise the tracker would fetch any URL for anyone: only the node's own host is checked.
-            raise ApiError(400, "invalid_field", "url: must be on the node's own host", extra={"field": "url"})
-        result = fetch_once(
-            url,
-            allow_private=settings.ALLOW_PRIVATE_NODE_URLS,
-            timeout_sec=FINGERPRINT_TIMEOUT_SEC,
-            max_bytes=FINGERPRINT_MAX_BYTES,
-        )
-        expected = node.node_public_key_fingerprint
-        found = fingerprint_in(result.body, expected) if result.ok else None
-        error = result.error
-        if result.ok and found is None:
-            error = "no node key or fingerprint found in the document"
-        elif expected is None:
-            error = "the node has no registered public key"
-        return Response(
-            {
-                "schema_version": 1,
-                "ok": bool(expected and found == expected),
-                "expected": expected,
-                "found": found,
-                "url": url,
-                "error": error,
-            }
-        )
-
-
 # --- small public documents -----------------------------------------------------------------------------
 
 
@@ -620,7 +314,7 @@ class ContributionsApi(APIView):
             {
                 "schema_version": 1,
                 "threshold": settings.CONTRIBUTOR_THRESHOLD,
-                "scores": services.listed_contributions(int(raw)),
+                "scores": scoring.listed_contributions(int(raw)),
             }
         )
 

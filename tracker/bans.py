@@ -18,8 +18,9 @@ from django.utils import timezone
 from core.api_errors import ApiError
 from core.timefmt import iso
 from nodes import queue_feed
+from nodes import services as node_services
 from nodes.models import Node
-from tracker import agent_link
+from tracker import agent_link, scoring
 from tracker.models import Ban, TastingToken
 
 FOREVER = datetime(9999, 12, 31, tzinfo=UTC)
@@ -112,7 +113,7 @@ def _refresh(nodes: list[Node], now: datetime) -> list[Node]:
             changed.append(node)
             if (until is not None) != was_hidden:
                 flipped.append(node)
-    Node.objects.bulk_update(changed, ["banned_until"], batch_size=500)
+    node_services.set_banned_until(changed)
     return flipped
 
 
@@ -139,12 +140,10 @@ def _revoke(tokens, now: datetime) -> int:
 def _relist(nodes: list[Node]) -> None:
     """Nodes left or rejoined the public surfaces: rarity of their combinations, scores, showcase; the queue
     subscribers of the ones that left are closed once this is committed."""
-    from tracker import services  # services checks bans: imported here, not at the top, to avoid a cycle
-
     if not nodes:
         return
-    services.refresh_listing({n.combo_key for n in nodes})
-    services.refresh_contributors({n.owner_id for n in nodes})
+    scoring.refresh_listing({n.combo_key for n in nodes})
+    scoring.refresh_contributors({n.owner_id for n in nodes})
     for node in nodes:
         if node.banned_until is not None:
             transaction.on_commit(lambda node_id=node.pk: queue_feed.announce_removal(node_id))

@@ -3,7 +3,8 @@
 accepted, then closed with 4401 (unknown secret) or 4403 (the node is banned or taken down, also when that
 happens while the link is open: at its next message), so that "refused" differs from "down". A malformed
 message gets an `error` reply and changes nothing; an oversized one closes the link (1009). Nothing one agent
-sends affects another.
+sends affects another. Each message type is handled by the same AgentMessage as its HTTP path
+(tracker.agent_messages; `flag` is moderation's): this consumer only admits, orders and answers.
 
 Floods are bounded: frames beyond a per-link budget (RATE_SEC a second, BURST in a row) are dropped before they
 are parsed, the inbox holds at most INBOX_MAX messages (a `queue` snapshot replaces the one still waiting
@@ -27,21 +28,20 @@ import collections
 import contextlib
 import json
 import logging
-from datetime import timedelta
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
-from django.conf import settings
 from django.utils import timezone
 from rest_framework.exceptions import ValidationError
 
 from core.api_errors import ApiError, _first_error
+from nodes import services as node_services
 from nodes.fanout import INTERVAL_SEC, Pace
 from nodes.models import Node
 from tracker import agent_link, bans, credentials, services, throttle
+from tracker.agent_messages import QUEUE
 from tracker.keys import published_keys
-from tracker.serializers import HeartbeatIn, QueueIn, UsageIn
 
 log = logging.getLogger("luckrig.agent_link")
 
@@ -69,20 +69,6 @@ def _node_for(secret: str):
     return node, None
 
 
-def _heartbeat(node, body):
-    data = HeartbeatIn(data=body)
-    data.is_valid(raise_exception=True)
-    v = data.validated_data
-    answer = services.record_heartbeat(
-        node=node,
-        queue=v["queue"],
-        models=v.get("models", []),
-        agent_version=v.get("agent_version", ""),
-        telemetry=v.get("telemetry", {}),
-    )
-    return {"type": "heartbeat_ack", **answer}
-
-
 def _field_error(exc: ValidationError) -> tuple[str, str]:
     """(message, field) of a validation error, as the `error` reply says it."""
     field, message, _ = _first_error(exc.detail)
@@ -91,47 +77,6 @@ def _field_error(exc: ValidationError) -> tuple[str, str]:
 
 def _is_queue(body) -> bool:
     return isinstance(body, dict) and body["type"] == "queue"
-
-
-def _queue_data(body) -> dict:
-    if not isinstance(body.get("queue"), dict):
-        raise ValidationError({"queue": ["must be an object"]})
-    data = QueueIn(data=body["queue"])
-    data.is_valid(raise_exception=True)
-    return data.validated_data
-
-
-def _queue(node, body):
-    data = _queue_data(body)
-    if node.last_heartbeat_at is None:
-        # A node is public once its agent has reported in (a heartbeat): a snapshot before that would put it on
-        # the all-nodes stream. An agent heartbeats first on every connect anyway.
-        raise ApiError(409, "heartbeat_first", "Send a heartbeat first: queue changes count once the node reported in.")
-    services.record_queue(node=node, queue=data)
-    return None
-
-
-def _usage(node, body):
-    data = UsageIn(data=body)
-    data.is_valid(raise_exception=True)
-    result = services.record_usage(
-        node=node, report_id=data.validated_data["report_id"], entries=data.validated_data["entries"]
-    )
-    return {"type": "usage_ack", "report_id": data.validated_data["report_id"], **result}
-
-
-agent_link.register("heartbeat", _heartbeat)
-agent_link.register("queue", _queue)
-agent_link.register("usage", _usage)
-
-
-def _link_dropped(node_id: str) -> None:
-    """The agent's link went away: unless it comes back (and heartbeats) within one interval, the node turns
-    unavailable. Back-dating the last heartbeat to two intervals ago leaves exactly that grace."""
-    grace = timedelta(seconds=2 * settings.HEARTBEAT_INTERVAL_SEC)
-    Node.objects.filter(pk=node_id, last_heartbeat_at__gt=timezone.now() - grace).update(
-        last_heartbeat_at=timezone.now() - grace
-    )
 
 
 class Hidden(Exception):
@@ -193,7 +138,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
                     await layer.group_discard(agent_link.agent_group(self.node.id), self.layer_channel)
                     await layer.group_discard("agents", self.layer_channel)
         if self.node is not None:
-            await database_sync_to_async(_link_dropped)(self.node.id)
+            await database_sync_to_async(node_services.link_dropped)(self.node.id)
 
     async def _pushes(self):
         """Join this node's group and the all-agents group on the channel layer and forward what they carry.
@@ -266,7 +211,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
             # of snapshots holds one inbox slot, not one each.
             self.inbox.pop()
             try:
-                _queue_data(waiting)
+                QUEUE.validate(waiting)
             except ValidationError as exc:
                 self.inbox.append(("invalid_field", *_field_error(exc)))
         self.inbox.append(body)  # a dict to handle, or (code, message[, field]) to answer with an error, in order
@@ -334,7 +279,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
                     await asyncio.sleep(wait)  # a newer snapshot arriving meanwhile replaces this one
                 following = self.inbox[0] if self.inbox else None
                 if isinstance(following, dict) and following["type"] == "queue":
-                    _queue_data(body)  # superseded: checked (an error is still answered), not recorded
+                    QUEUE.validate(body)  # superseded: checked (an error is still answered), not recorded
                     return
                 self.queue_pace.take(loop.time())
             reply = await database_sync_to_async(self._handle)(body)
@@ -355,7 +300,8 @@ class AgentConsumer(AsyncWebsocketConsumer):
         throttle.refuse_if_over(self.node.pk, body["type"])
         node = Node.objects.get(pk=self.node.pk)  # fresh: heartbeats and moderators change the row
         bans.refuse_hidden_node(node)
-        return agent_link.HANDLERS[body["type"]](node, {k: v for k, v in body.items() if k != "type"})
+        message = agent_link.HANDLERS[body["type"]]
+        return message.over_link(node, {k: v for k, v in body.items() if k != "type"})
 
     async def _error(self, code: str, message: str, **extra):
         await self._reply({"type": "error", "code": code, "error": message, **extra})

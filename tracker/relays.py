@@ -15,17 +15,14 @@ from django.db.models import DateTimeField, F, Value
 from django.db.models.functions import Coalesce, Greatest, Least
 from django.utils import timezone
 
-from core.api_errors import ApiError
 from nodes import relays as node_relays
 from nodes import services as node_services
-from nodes.models import Node, Relay, TimingSample
-from tracker import credentials, signing
-from tracker import services as tracker_services
+from nodes.models import Node, Relay
+from tracker import credentials, scoring, signing
 from tracker.keys import keyring
 from tracker.models import RelayReport, TastingToken
 
 TICKET_TTL_SEC = 900
-NO_RELAY_RETRY_AFTER_SEC = 10
 
 # --- registry (manage.py relay) ---------------------------------------------------------------------------
 
@@ -79,27 +76,7 @@ def issue_tunnel(*, node: Node, unreachable_relay_id: str | None = None, now: da
     keeps a node on its relay while that relay heartbeats; when it stops (or drains, or the agent could not
     reach it and it has gone quiet), the node moves to the next relay in its own order."""
     now = now or timezone.now()
-    # A hidden node is gone from every surface where a node is named (its heartbeats still answer, so that
-    # its agent learns the revoked jtis): no relay carries tasters to it.
-    node = Node.objects.visible().select_for_update().filter(pk=node.pk).first() or _not_found(node.pk)
-    if not node.is_relayed:
-        raise ApiError(
-            409,
-            "not_relayed",
-            f"Node {node.id!r} is direct: tasters call its endpoint_url. Register it without one (or PATCH "
-            "endpoint_url to null) to have it relayed.",
-        )
-    relay = node_relays.pick_relay(node.id, now, unreachable_relay_id=unreachable_relay_id)
-    if relay is None:
-        raise ApiError(
-            503,
-            "no_relay_available",
-            "No relay is up right now; try again shortly.",
-            extra={"retry_after_sec": NO_RELAY_RETRY_AFTER_SEC},
-            headers={"Retry-After": str(NO_RELAY_RETRY_AFTER_SEC)},
-        )
-    if node.relay_id != relay.id:
-        Node.objects.filter(pk=node.pk).update(relay=relay)
+    node, relay = node_relays.assign_relay(node.pk, now, unreachable_relay_id=unreachable_relay_id)
     expires_at = now + timedelta(seconds=TICKET_TTL_SEC)
     claims = {
         "iss": settings.SITE_URL,
@@ -110,10 +87,6 @@ def issue_tunnel(*, node: Node, unreachable_relay_id: str | None = None, now: da
         "exp": int(expires_at.timestamp()),
     }
     return Tunnel(relay, signing.sign_ticket(keyring(), claims), expires_at.replace(microsecond=0))
-
-
-def _not_found(node_id: str):
-    raise ApiError(404, "node_not_found", f"No node {node_id!r}.")
 
 
 # --- reports ----------------------------------------------------------------------------------------------
@@ -136,11 +109,6 @@ def plausible(entry: dict) -> bool:
         and entry["duration_ms"] <= MAX_DURATION_MS
         and entry["content_chunks"] <= MAX_CONTENT_CHUNKS
     )
-
-
-def makes_a_timing_sample(entry: dict) -> bool:
-    """A stream that answered: a first content chunk was seen, so time to it and the rate mean something."""
-    return entry["status"] == 200 and entry["stream"] and entry["content_chunks"] >= 1 and entry["ttft_ms"] is not None
 
 
 def record_relay_report(*, relay: Relay, report_id: str, entries: list[dict], now: datetime | None = None) -> dict:
@@ -174,7 +142,7 @@ def record_relay_report(*, relay: Relay, report_id: str, entries: list[dict], no
                 relay_seen_at=Greatest(Coalesce("relay_seen_at", last), last),
             )
             used.setdefault(served[0]["node_id"], []).append(jti)
-        samples = _timing_samples(per_jti, now)
+        samples = node_relays.add_relay_samples(per_jti, now)
         report.entries_counted = len(counted)
         report.save(update_fields=["entries_counted"])
         for node in Node.objects.filter(pk__in={s.node_id for s in samples} | set(used)):
@@ -182,40 +150,7 @@ def record_relay_report(*, relay: Relay, report_id: str, entries: list[dict], no
             if node.id in used:
                 # What the relay saw served is evidence the node cannot forge: usage and discovery credit, and
                 # the tasters' own timing uploads for those tokens now count.
-                tracker_services.refresh_taster_credit(node)
-                tracker_services.tokens_used(node, used[node.id])
-        tracker_services.refresh_scores(list(used))
+                scoring.refresh_taster_credit(node)
+                scoring.tokens_used(node, used[node.id])
+        scoring.refresh_scores(list(used))
     return {"counted": len(counted), "duplicate": False}
-
-
-def _timing_samples(per_jti: dict[str, list[dict]], now: datetime) -> list[TimingSample]:
-    """One relay sample per jti: the first streamed answer reported for it (a jti that already has one, from
-    an earlier report, gets no other)."""
-    taken = set(
-        TimingSample.objects.filter(jti__in=list(per_jti), source=TimingSample.Source.RELAY).values_list(
-            "jti", flat=True
-        )
-    )
-    samples = []
-    for jti, mine in per_jti.items():
-        if jti in taken:
-            continue
-        entry = next((e for e in sorted(mine, key=lambda e: e["started_at"]) if makes_a_timing_sample(e)), None)
-        if entry is None:
-            continue
-        samples.append(
-            TimingSample(
-                node_id=entry["node_id"],
-                jti=jti,
-                source=TimingSample.Source.RELAY,
-                created_at=now,
-                mode=entry["mode"],
-                ttft_ms=entry["ttft_ms"],
-                tok_per_sec=entry["chunks_per_sec"],
-                output_tokens=entry["content_chunks"],
-                generation_sec=round(entry["duration_ms"] / 1000, 3),
-            )
-        )
-    # A concurrent report of the same jti (another report id) may have stored one meanwhile: keep that one.
-    TimingSample.objects.bulk_create(samples, ignore_conflicts=True)
-    return samples

@@ -18,12 +18,12 @@ from core.api_errors import ApiError
 from nodes import liveness
 from nodes import services as node_services
 from nodes.access import get_visible_node
-from nodes.models import Contributor, Node, TimingSample
+from nodes.models import Contributor, Node
 from nodes.public_node import community_timing
 from tracker import bans, credentials, pubkeys, scores, signing, tiers
 from tracker.keys import keyring
 from tracker.models import QuotaBucket, TastingToken
-from tracker.services import refresh_contributors
+from tracker.scoring import refresh_contributors
 
 CAVEAT = (
     "Plain mode is TLS plus the node operator's promise not to log: the operator can read your prompt and the "
@@ -255,21 +255,19 @@ def record_timing(*, token: TastingToken, data: dict, now: datetime | None = Non
     if field is not None:
         raise ApiError(400, "implausible", f"{field} is outside what any rig can do.", extra={"field": field})
     # Counted at once when the node already reported using the token (or a relay saw it served); otherwise it
-    # waits for that proof (tracker.services.tokens_used), so that timing for tokens that never reached a rig
+    # waits for that proof (tracker.scoring.tokens_used), so that timing for tokens that never reached a rig
     # counts for nothing.
     used = token.requests_served > 0 or token.relay_requests > 0
-    try:
-        with transaction.atomic():
-            TimingSample.objects.create(
-                node=node,
-                jti=token.jti,
-                contributor=token.contributor,
-                created_at=now,
-                counted=used,
-                **{k: data[k] for k in TIMING_FIELDS if k in data},
-            )
-    except IntegrityError:
-        raise ApiError(409, "already_uploaded", "Timing for this token was already uploaded.") from None
+    added = node_services.add_taster_sample(
+        node=node,
+        jti=token.jti,
+        contributor_id=token.contributor_id,
+        now=now,
+        counted=used,
+        **{k: data[k] for k in TIMING_FIELDS if k in data},
+    )
+    if not added:
+        raise ApiError(409, "already_uploaded", "Timing for this token was already uploaded.")
     node_services.refresh_timing(node, uploaded_at=now)
     if token.contributor_id:
         Contributor.objects.filter(pk=token.contributor_id).update(timing_shared=F("timing_shared") + 1)

@@ -193,29 +193,33 @@ def test_busy_ends_when_the_queue_drains_in_the_middle_of_a_monitor_cycle(api, o
     ended; a queue that drained meanwhile (reported over the agent link) was turned back to `busy`, until the
     agent's next heartbeat. The cycle runs here with its probes replaced by the queue draining."""
     from core.urlguard import FetchResult
+    from nodes import monitor as node_monitor
+    from nodes import services as node_services
     from nodes.models import Node
     from tests import factories
-    from tracker import monitor, services
+    from tracker import monitor
 
     node, secret = factories.make_node(owner)
     factories.heartbeat(api, node, secret, active=1, max_active=1)
     assert Node.objects.get(pk=node.pk).status == "busy"
 
-    read_nodes = monitor.this_cycle
+    read_nodes = node_monitor.this_cycle
 
     def queue_drains_after_the_read(nodes, now):
         # The cycle has read every node (this one with its queue busy); before its write, the agent link says
         # the queue is empty now.
         chosen = read_nodes(nodes, now)
-        services.record_queue(node=Node.objects.get(pk=node.pk), queue={"active": 0, "waiting": 0, "max_active": 1})
+        node_services.record_queue(
+            node=Node.objects.get(pk=node.pk), queue={"active": 0, "waiting": 0, "max_active": 1}
+        )
         return chosen
 
     async def probes(targets, **kwargs):  # every rig answers its probe
         body = json.dumps({"node_id": node.pk}).encode()
         return {node_id: FetchResult(ok=True, status=200, latency_ms=5, body=body, error="") for node_id, _ in targets}
 
-    monkeypatch.setattr(monitor, "this_cycle", queue_drains_after_the_read)
-    monkeypatch.setattr(monitor, "probe_all", probes)
+    monkeypatch.setattr(node_monitor, "this_cycle", queue_drains_after_the_read)
+    monkeypatch.setattr(node_monitor, "probe_all", probes)
     monitor.run_cycle(timezone.now(), jitter_sec=0)
     stored = Node.objects.get(pk=node.pk)
     assert stored.queue_active == 0

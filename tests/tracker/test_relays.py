@@ -624,6 +624,7 @@ def test_relay_remove_unassigns_its_nodes_and_list_shows_the_rest(api, owner, re
 
 
 def test_the_monitor_never_probes_relayed_nodes(api, owner, relayed, monkeypatch, settings):
+    from nodes import monitor as node_monitor
     from tracker import monitor
 
     node_id, _ = relayed
@@ -634,7 +635,7 @@ def test_the_monitor_never_probes_relayed_nodes(api, owner, relayed, monkeypatch
         probed.extend(targets)
         return {}
 
-    monkeypatch.setattr(monitor, "probe_all", fake_probe_all)
+    monkeypatch.setattr(node_monitor, "probe_all", fake_probe_all)
     report_ = monitor.run_cycle(timezone.now(), jitter_sec=0)
     assert probed == [] and report_.alive == 1
     node = Node.objects.get(pk=node_id)

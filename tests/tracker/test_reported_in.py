@@ -12,10 +12,10 @@ from django.utils import timezone
 
 from luckrig_site.asgi import application
 from moderation import services as moderation
+from nodes import monitor
 from nodes.models import Node
 from tests import factories
 from tests.httpserver import ScriptedServer
-from tracker import monitor
 from tracker.monitor import run_cycle
 
 

@@ -128,7 +128,7 @@ def test_a_static_json_health_url_plus_a_note_and_a_rare_combination_earn_nothin
     _, key = contributor(api)
     node_id, _ = register(api, key)  # a rare combination and a long note, and no agent at all
     Node.objects.filter(pk=node_id).update(alive_days=5)  # even if the probe had counted days
-    from tracker.services import refresh_scores
+    from tracker.scoring import refresh_scores
 
     refresh_scores([node_id])
     assert tier(api, key) == "limited"
@@ -264,7 +264,7 @@ def test_no_sequence_of_calls_from_one_network_reaches_the_contributor_tier(api,
                 api.patch(f"/api/nodes/{nodes[-1][0]}", {"tuning_note": "n" * 3000}, auth=key, REMOTE_ADDR=HOME)
             # Days pass: every node the person runs has been seen alive for weeks.
             Node.objects.filter(pk__in=[n for n, _ in nodes]).update(alive_days=30)
-        from tracker.services import refresh_scores
+        from tracker.scoring import refresh_scores
 
         refresh_scores([n for n, _ in nodes])
         for key in keys:

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from nodes import services as node_services
 from nodes.models import Contributor, Node
-from tracker import credentials, services
+from tracker import credentials, scoring, services
 
 DEMO_HANDLE = "luckrig-demo"
 DEMO_OWNER_ID = "c_luckrig_demo"
@@ -109,8 +109,6 @@ class Command(BaseCommand):
         now = timezone.now()
         combos = set()
         for node in Node.objects.filter(owner=owner, pk__in=[spec["id"] for spec in DEMO_NODES]):
-            node.last_heartbeat_at = node.last_seen_at = DEMO_LAST_HEARTBEAT_AT
-            node.status = node_services.current_status(node, now)
-            node.save(update_fields=["last_heartbeat_at", "last_seen_at", "status"])
+            node_services.set_last_heartbeat(node, DEMO_LAST_HEARTBEAT_AT, now)
             combos.add(node.combo_key)
-        services.refresh_listing(combos)
+        scoring.refresh_listing(combos)
