@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import ipaddress
 from functools import lru_cache
+from types import SimpleNamespace
 
 from django.conf import settings
 
@@ -96,6 +97,17 @@ def ip_hash(request) -> str:
         cached = hash_ip(client_ip(request))
         request._luckrig_ip_hash = cached
     return cached
+
+
+def scope_ip_hash(scope) -> str | None:
+    """ip_hash for a websocket's ASGI scope, by the same rule as for a request (peer, trusted proxies'
+    X-Forwarded-For); None when the server gave no peer."""
+    client = scope.get("client")
+    if not client:
+        return None
+    headers = dict(scope.get("headers") or [])
+    meta = {"REMOTE_ADDR": client[0], "HTTP_X_FORWARDED_FOR": headers.get(b"x-forwarded-for", b"").decode("latin-1")}
+    return hash_ip(client_ip(SimpleNamespace(META=meta)))
 
 
 def ratelimit_key(group, request) -> str:

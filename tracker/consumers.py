@@ -36,6 +36,7 @@ from django.utils import timezone
 from rest_framework.exceptions import ValidationError
 
 from core.api_errors import ApiError, _first_error
+from core.clientip import scope_ip_hash
 from nodes import services as node_services
 from nodes.fanout import INTERVAL_SEC, Pace
 from nodes.models import Node
@@ -103,6 +104,8 @@ class AgentConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_REFUSED if self.node is None else CLOSE_HIDDEN)
             self.node = None
             return
+        # The agent's network is the owner's, whichever transport it uses (docs/scoring.md): as on its HTTP paths.
+        await database_sync_to_async(node_services.note_owner_network)(self.node, scope_ip_hash(self.scope))
         self.inbox = collections.deque()
         self.wake = asyncio.Event()
         # Queue snapshots are recorded no faster than the fan-out sends them on: more writes would only store
