@@ -6,6 +6,7 @@ import pytest
 from django.core.cache import cache
 from rest_framework.test import APIClient
 
+from nodes.models import Node
 from tests import factories
 
 
@@ -103,6 +104,65 @@ def live_node(db, api, owner):
     factories.heartbeat(api, node, secret)
     factories.seen_alive(node)
     return node, secret
+
+
+# --- the liveness monitor against a real HTTP server on 127.0.0.1 ------------------------------------------
+
+
+@pytest.fixture
+def server():
+    from tests.httpserver import ScriptedServer
+
+    with ScriptedServer() as s:
+        yield s
+
+
+@pytest.fixture
+def probe_settings(settings):
+    """Probes may reach 127.0.0.1, time out fast, and take a health sample every cycle (tests count them)."""
+    settings.ALLOW_PRIVATE_NODE_URLS = True
+    settings.MONITOR_PROBE_TIMEOUT_SEC = 1.0
+    settings.HEALTH_SAMPLE_INTERVAL_SEC = 0
+
+
+@pytest.fixture
+def monitored_node(probe_settings, server, owner, api):
+    """A node whose agent heartbeats and answers its /health."""
+    from tests.httpserver import agent_health
+
+    node, secret = factories.make_node(owner, endpoint_url=server.base + "/v1")
+    server.routes["/health"] = agent_health(node)
+    factories.heartbeat(api, node, secret)
+    return node, secret
+
+
+# --- relays: registered with `manage.py relay add` and heartbeating -------------------------------------------
+
+
+@pytest.fixture
+def relay_a(api):
+    secret = factories.add_relay("relay-a", "https://relay-a.example.org/")
+    factories.relay_heartbeat(api, "relay-a", secret)
+    return secret
+
+
+@pytest.fixture
+def two_relays(api):
+    secrets = {rid: factories.add_relay(rid, f"https://{rid}.example.org") for rid in ("relay-a", "relay-b")}
+    for rid, secret in secrets.items():
+        factories.relay_heartbeat(api, rid, secret)
+    return secrets
+
+
+@pytest.fixture
+def relayed(api, owner, relay_a):
+    """A relayed node whose agent heartbeats and whose tunnel relay-a reports open: available."""
+    node, secret = factories.register_relayed(api, owner)
+    assert factories.tunnel(api, node["id"], secret)[0] == 200
+    factories.heartbeat(api, Node.objects.get(pk=node["id"]), secret)
+    factories.relay_heartbeat(api, "relay-a", relay_a, [node["id"]])
+    assert factories.node_status(api, node["id"]) == "available"
+    return node["id"], secret
 
 
 # --- live processes: one tracker for the node-agent and relay tests (started when first asked for) ---------

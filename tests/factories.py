@@ -1,12 +1,16 @@
 """Plain helpers that build the cast through the same services the API uses."""
 
+import io
 import itertools
 from dataclasses import dataclass
+from datetime import timedelta
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from django.core.management import call_command
+from django.utils import timezone
 
-from nodes.models import Contributor, Node
+from nodes.models import Contributor, Node, Relay
 from tracker import services
 
 _counter = itertools.count(1)
@@ -94,3 +98,52 @@ def served_others(node: Node, tasters: float = 2.0, requests: float = 4.0) -> No
     refresh_scores([node.pk])
     node.refresh_from_db()
     return node
+
+
+def monitor_cycle(at=None):
+    """One liveness-monitor cycle at `at` (default now), without the probes' start-up jitter."""
+    from django.utils import timezone
+
+    from tracker.monitor import run_cycle
+
+    return run_cycle(at or timezone.now(), jitter_sec=0)
+
+
+# --- relays (manage.py relay, relay heartbeats, relayed nodes) ----------------------------------------------
+
+
+def add_relay(relay_id: str, url: str) -> str:
+    """`manage.py relay add`, as an operator runs it; returns the secret from the last line."""
+    out = io.StringIO()
+    call_command("relay", "add", relay_id, url, stdout=out)
+    return out.getvalue().splitlines()[-1]
+
+
+def relay_heartbeat(api, relay_id, secret, tunnels=(), *, draining=None, open_streams=0, expect=200):
+    body = {"schema_version": 1, "version": "0.1.0", "tunnels": list(tunnels), "open_streams": open_streams}
+    if draining is not None:
+        body["draining"] = draining
+    status, answer = api.post(f"/api/relays/{relay_id}/heartbeat", body, auth=secret)
+    assert status == expect, answer
+    return answer
+
+
+def register_relayed(api, person, **fields) -> tuple[dict, str]:
+    body = node_fields(**fields)
+    body.pop("endpoint_url")
+    status, answer = api.post("/api/nodes", body, auth=person.key)
+    assert status == 201, answer
+    return answer["node"], answer["node_secret"]
+
+
+def tunnel(api, node_id, secret, body=None):
+    return api.post(f"/api/nodes/{node_id}/tunnel", body, auth=secret)
+
+
+def node_status(api, node_id) -> str:
+    return api.get(f"/api/nodes/{node_id}")[1]["node"]["health"]["status"]
+
+
+def age_relay(relay_id: str, seconds: float) -> None:
+    """As if the relay's last heartbeat were `seconds` old."""
+    Relay.objects.filter(pk=relay_id).update(last_heartbeat_at=timezone.now() - timedelta(seconds=seconds))

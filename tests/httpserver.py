@@ -1,6 +1,7 @@
 """A small scriptable HTTP server on 127.0.0.1 for probe and fingerprint tests (a real socket, no mocks)."""
 
 import contextlib
+import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -9,6 +10,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class Route:
     def __init__(self, status=200, body=b"{}", delay=0.0, headers=None):
         self.status, self.body, self.delay, self.headers = status, body, delay, headers or {}
+
+
+def agent_health(node, **extra) -> Route:
+    """What the node agent's /health answers."""
+    return Route(200, json.dumps({"ok": True, "node_id": node.id, **extra}).encode())
 
 
 class ScriptedServer:

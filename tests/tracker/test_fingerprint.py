@@ -5,15 +5,9 @@ import json
 import pytest
 
 from tests import factories
-from tests.httpserver import Route, ScriptedServer
+from tests.httpserver import Route
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def server():
-    with ScriptedServer() as s:
-        yield s
 
 
 @pytest.fixture

@@ -15,14 +15,7 @@ from moderation import services as moderation
 from nodes import monitor
 from nodes.models import Node
 from tests import factories
-from tests.httpserver import ScriptedServer
 from tracker.monitor import run_cycle
-
-
-@pytest.fixture
-def server():
-    with ScriptedServer() as s:
-        yield s
 
 
 @pytest.fixture
