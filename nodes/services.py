@@ -1,8 +1,9 @@
 """The writes onto node rows and their samples, whoever asks: refreshers for the derived values stored on node
 rows (rarity, showcase badges, liveness, uptime, community timing) and the health-sample history, what an
 agent reports (heartbeat, queue, its link dropping), and the columns other apps decide but nodes store (bans,
-takedowns, contribution scores and taster credit, taster timing samples). Each does a bounded number of queries
-and writes only rows that changed. Must not import tracker, moderation or showcase: they call down into this."""
+takedowns, contribution scores and taster credit, taster timing samples; contributors' rows and scores). Each
+does a bounded number of queries and writes only rows that changed. Must not import tracker, moderation or
+showcase: they call down into this."""
 
 import statistics
 from collections.abc import Iterable
@@ -10,13 +11,13 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Q
+from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from core.timefmt import iso
 from nodes import liveness, queue_feed, rarity
 from nodes.badges import Row, pick_categories
-from nodes.models import HealthSample, Node, TimingSample
+from nodes.models import Contributor, HealthSample, Node, TimingSample
 
 
 def tags_index(tags: list[str]) -> str:
@@ -260,6 +261,26 @@ def set_last_heartbeat(node: Node, at: datetime, now: datetime) -> None:
     node.last_heartbeat_at = node.last_seen_at = at
     node.status = current_status(node, now)
     node.save(update_fields=["last_heartbeat_at", "last_seen_at", "status"])
+
+
+# --- contributors: tracker makes their keys and computes their scores --------------------------------------
+
+
+def add_contributor(*, contributor_id: str, handle: str | None, key_hash: str, score_components: dict | None = None):
+    """Insert an identity row; IntegrityError when the handle (or id) is taken: the caller says so."""
+    return Contributor.objects.create(
+        id=contributor_id, handle=handle, key_hash=key_hash, score_components=score_components or {}
+    )
+
+
+def set_contributor_scores(contributors: list[Contributor]) -> None:
+    """Store each contributor's score as the caller (tracker.scoring) computed it."""
+    Contributor.objects.bulk_update(contributors, ["score_components", "score_total", "score_tier"])
+
+
+def count_timing_shared(contributor_id: str) -> None:
+    """One more timing sample shared by this contributor."""
+    Contributor.objects.filter(pk=contributor_id).update(timing_shared=F("timing_shared") + 1)
 
 
 # --- columns other apps decide ----------------------------------------------------------------------------

@@ -143,7 +143,7 @@ def refresh_contributors(contributor_ids) -> None:
         contributor.score_components = components
         contributor.score_total = scores.total(components)
         contributor.score_tier = scores.tier(contributor.score_total, threshold)
-    Contributor.objects.bulk_update(contributors, ["score_components", "score_total", "score_tier"])
+    node_services.set_contributor_scores(contributors)
 
 
 def refresh_listing(combo_keys: set[str]) -> None:

@@ -26,8 +26,8 @@ def create_contributor(*, handle: str | None, ip_hash: str | None = None) -> tup
     key = credentials.new_secret(credentials.CONTRIBUTOR_PREFIX)
     try:
         with transaction.atomic():
-            contributor = Contributor.objects.create(
-                id=credentials.new_id("c_"),
+            contributor = node_services.add_contributor(
+                contributor_id=credentials.new_id("c_"),
                 handle=handle or None,
                 key_hash=credentials.digest(key),
                 score_components=dict.fromkeys(scores.COMPONENTS, 0.0),

@@ -270,7 +270,7 @@ def record_timing(*, token: TastingToken, data: dict, now: datetime | None = Non
         raise ApiError(409, "already_uploaded", "Timing for this token was already uploaded.")
     node_services.refresh_timing(node, uploaded_at=now)
     if token.contributor_id:
-        Contributor.objects.filter(pk=token.contributor_id).update(timing_shared=F("timing_shared") + 1)
+        node_services.count_timing_shared(token.contributor_id)
         refresh_contributors({token.contributor_id})
     return community_timing_of(node), used
 

@@ -87,8 +87,8 @@ class Command(BaseCommand):
             # A fixed id that the API can never hand out (its ids are c_ + hex), so nobody can pose as the
             # demo owner by claiming its handle first; the handle is only taken when it is free.
             handle = None if Contributor.objects.filter(handle=DEMO_HANDLE).exists() else DEMO_HANDLE
-            owner = Contributor.objects.create(
-                id=DEMO_OWNER_ID, handle=handle, key_hash=credentials.digest(credentials.new_secret("lrk_"))
+            owner = node_services.add_contributor(
+                contributor_id=DEMO_OWNER_ID, handle=handle, key_hash=credentials.digest(credentials.new_secret("lrk_"))
             )
         for spec in DEMO_NODES:
             node = Node.objects.filter(pk=spec["id"]).first()
