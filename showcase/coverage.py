@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
-from nodes import gpus
+from nodes import gpus, model_names
+from showcase.use_code import linkable
 
 TOP = 5  # bars per tile; the rest are summed into "N others"
 BAR_W = 200  # SVG units of the longest bar
@@ -29,6 +30,9 @@ class Tile:
     others: int = 0  # rigs in the values not drawn
     height: int = 0
     alt: str = ""
+    # The models tile only: the most common model keys, each a link to its page (/models/<key>/). The bars are
+    # drawn by model name as registered; the links go by the normalised key the gateway routes by.
+    links: list[dict] = field(default_factory=list)
 
 
 def rigs(n: int) -> str:
@@ -126,6 +130,10 @@ def summarize(rows: list[dict]) -> dict:
             vrams[r["vram_gb"]] += r["n"]
         if r["vram_gb"] == 0:
             shared += r["n"]
+    key_of = {name: model_names.model_key(name if name != "—" else "") for name in models}
+    keys = Counter()
+    for name, n in models.items():
+        keys[key_of[name]] += n
     strip = vram_strip(vrams)
     if strip:
         alt = _("VRAM from %(low)s GB to %(high)s GB: %(sizes)s") % {
@@ -136,13 +144,19 @@ def summarize(rows: list[dict]) -> dict:
         if shared:
             alt += "; " + _("shared memory or CPU: %(words)s") % {"words": rigs(shared)}
         strip["alt"] = alt
+    model_tile = bar_tile(_("Models"), models)
+    on_offer = sorted(((k, n) for k, n in keys.items() if linkable(k)), key=lambda kv: (-kv[1], kv[0]))
+    model_tile.links = [{"key": k, "n": n} for k, n in on_offer[:TOP]]
     return {
         "counts": status_counts(rows),
         "tiles": [
             bar_tile(_("GPU families"), families),
-            bar_tile(_("Models"), models),
+            model_tile,
             bar_tile(_("Quantizations"), quants),
         ],
+        # Every listed rig's model name -> its model key: the filter form links the models it matches to their
+        # pages.
+        "model_keys": key_of,
         "vram": strip,
         "vram_shared": shared,
         "vram_shared_words": rigs(shared) if shared else "",

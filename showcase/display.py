@@ -295,6 +295,8 @@ def js_strings() -> dict:
     return {
         "copied": _("Copied"),
         "copy_failed": _("Copy failed: select the text and copy it by hand."),
+        "selected": _("Selected"),
+        "copy_selected": _("Selected: press Ctrl+C (⌘C on a Mac) to copy it."),
         "live": _("● live"),
         "stale": _("live updates interrupted; the numbers shown may be old"),
         "queue_line": _("queue: %(active)s of %(max)s generating, %(waiting)s waiting"),

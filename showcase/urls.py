@@ -1,12 +1,13 @@
 from django.urls import path
 
-from showcase import arena_views, views
+from showcase import arena_views, model_views, views
 
 app_name = "showcase"
 
 urlpatterns = [
     path("", views.index, name="index"),
     path("nodes/<str:node_id>/", views.node_detail, name="node-detail"),
+    path("models/<str:model_key>/", model_views.model_detail, name="model-detail"),
     path("compare/", arena_views.compare, name="compare"),
     path("queue/", views.queue_map, name="queue"),
     path("contribute/", views.contribute, name="contribute"),

@@ -19,10 +19,10 @@ from core.api_errors import ApiError, _first_error
 from core.clientip import ip_hash, ratelimit_key
 from moderation import services as moderation_services
 from moderation.api import AbuseReportIn
-from nodes import queries
+from nodes import model_names, queries
 from nodes.models import Node
 from nodes.public_node import public_node, public_node_of, public_rows
-from showcase import coverage, display, earning, rig_fields, rig_health
+from showcase import coverage, display, earning, rig_fields, rig_health, use_code
 from showcase.models import Replay
 from tracker import tiers
 
@@ -49,6 +49,20 @@ def _live_cards(query) -> list[dict]:
     list's order (rarest first by default), in one query."""
     live = queries.apply(query, Node.objects.listed()).filter(status__in=LIVE_STATUSES)
     return [display.card(public_node(r)) for r in public_rows(live)[:LIVE_SHELF]]
+
+
+MODEL_LINKS = 5  # model pages the filter form links to when its model filter matches several
+
+
+def _model_links(model_filter: str, key_of: dict) -> list[str]:
+    """The model pages a model filter points at: the keys of the listed models whose name contains it (as the
+    filter does), most specific first, at most MODEL_LINKS."""
+    needle = model_filter.strip().lower()
+    if not needle:
+        return []
+    wanted = model_names.model_key(needle)
+    keys = {k for name, k in key_of.items() if (needle in name.lower() or k == wanted) and use_code.linkable(k)}
+    return sorted(keys, key=lambda k: (len(k), k))[:MODEL_LINKS]
 
 
 def _active_filters(request) -> int:
@@ -79,6 +93,7 @@ def index(request):
         "summary": summary["counts"],
         "coverage": summary,
         "live_cards": _live_cards(query),
+        "model_links": _model_links(request.GET.get("model", ""), summary["model_keys"]),
         "active_filters": _active_filters(request),
         "filters": {k: request.GET.get(k, "") for k in display.FILTER_NAMES},
         "statuses": list(display.STATUS_LABELS.items()),
@@ -104,8 +119,18 @@ def _visible_node(node_id: str) -> Node:
 def node_detail(request, node_id):
     node = _visible_node(node_id)
     data = display.card(public_node_of(node))
+    key = model_names.model_key(node.model_name)
     context = {
         "node": data,
+        # The model's page lists listed rigs only: an unlisted rig's model may have none.
+        "model_key": key if node.is_listed and use_code.linkable(key) else None,
+        "box": use_code.for_rig(
+            node_id=node.id,
+            url=use_code.base_url(),
+            is_demo=data["is_demo"],
+            is_listed=node.is_listed,
+            serving=data["tastable"] and bool(data["endpoint_url"]),
+        ),
         **rig_health.context(node),  # the uptime and timing charts (one query)
         "filter_categories": display.filter_categories(node.telemetry),
         "replays": Replay.objects.public().filter(node=node).order_by("-published_at")[:20],

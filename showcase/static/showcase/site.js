@@ -79,17 +79,49 @@
 
   function flash(el, text) { if (el) el.textContent = text; }
 
+  // Selects an element's text, so that the visitor can copy it by hand; true when something is selected.
+  function selectText(el) {
+    const selection = window.getSelection && window.getSelection();
+    if (!el || !selection) return false;
+    const range = document.createRange();
+    range.selectNodeContents(el);
+    selection.removeAllRanges();
+    selection.addRange(range);
+    return selection.toString().length > 0;
+  }
+
+  // Copy buttons: the [data-copy-source] beside the button. The Clipboard API exists only on https (and
+  // localhost) pages and may be refused; then the text is selected and copied the old way, or left selected
+  // with a word on how to copy it by hand. A [data-copy-status] region in the same section says the outcome in
+  // full (to screen readers too), and the button a short word.
   document.addEventListener("click", async (ev) => {
     const button = ev.target.closest("[data-copy]");
     if (!button) return;
     const scope = button.parentElement;
     const source = scope && (scope.querySelector("[data-copy-source]") || (scope.previousElementSibling && scope.previousElementSibling.querySelector("[data-copy-source]")));
     const fallback = button.previousElementSibling && button.previousElementSibling.matches("pre") ? button.previousElementSibling : null;
-    const text = (source || fallback || {}).textContent || "";
-    const label = button.textContent;
-    try { await navigator.clipboard.writeText(text.trim()); button.textContent = t("copied"); }
-    catch (e) { button.textContent = t("copy_failed"); }
-    setTimeout(() => { button.textContent = label; }, 1500);
+    const from = source || fallback;
+    const text = ((from || {}).textContent || "").trim();
+    const section = button.closest("section");
+    const status = section ? section.querySelector("[data-copy-status]") : null;
+    if (button.dataset.copyLabel === undefined) button.dataset.copyLabel = button.textContent;
+    let short, full;
+    try {
+      if (!navigator.clipboard || !navigator.clipboard.writeText) throw new Error("no Clipboard API");
+      await navigator.clipboard.writeText(text);
+      short = full = t("copied");
+    } catch (e) {
+      let copied = false;
+      const selected = selectText(from);
+      if (selected) { try { copied = document.execCommand("copy"); } catch (e2) { copied = false; } }
+      if (copied) short = full = t("copied");
+      else if (selected) { short = t("selected"); full = t("copy_selected"); }
+      else short = full = t("copy_failed");
+    }
+    button.textContent = status ? short : full;
+    if (status) status.textContent = full;
+    clearTimeout(button.copyTimer);
+    button.copyTimer = setTimeout(() => { button.textContent = button.dataset.copyLabel; if (status) status.textContent = ""; }, 4000);
   });
 
   // Folded on phones, open on wider screens: <details data-open-wide> (the home page's filters).

@@ -1,0 +1,70 @@
+"""`/models/<model_key>/`: every listed rig serving one model (issue 14), rarest first like the home page, how
+many of them are live, and the "Use from code" box that routes by that model. A model is a normalised model name
+(nodes.model_names, the key the gateway routes by), so rigs that register `SmolLM2-135M-Instruct` and
+`/models/SmolLM2-135M-Instruct-Q8_0.gguf` stand on one page. The key is computed, not stored: one grouped query
+finds the model names that normalise to it (and how many rigs of each are live), a second reads one page of them,
+a third where the gateway is. Three queries however many rigs."""
+
+from django.db.models import Count
+from django.http import Http404
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET
+
+from core import paging
+from core.api_errors import ApiError
+from nodes import model_names
+from nodes.models import Node
+from nodes.public_node import public_node, public_rows
+from showcase import display, use_code
+
+PAGE_SIZE = 24
+LIVE_STATUSES = ("available", "busy")
+
+
+def _groups() -> list[dict]:
+    """Every listed rig's model name and status, grouped: {model_name, status, n} (one query)."""
+    rows = Node.objects.listed().order_by().values("model_name", "status").annotate(n=Count("id"))
+    return list(rows)
+
+
+@require_GET
+def model_detail(request, model_key):
+    groups = _groups()
+    by_key: dict[str, list[dict]] = {}
+    for g in groups:
+        by_key.setdefault(model_names.model_key(g["model_name"]), []).append(g)
+    if model_key not in by_key:
+        # Another spelling of a model on offer (`SmolLM2-135M-Instruct`) or an alias (`smollm2`): its own page.
+        key = model_names.model_key(model_key)
+        key = key if key in by_key else model_names.ALIASES.get(key, "")
+        if key in by_key and use_code.linkable(key):
+            return redirect("showcase:model-detail", model_key=key)
+        raise Http404("no listed rig serves this model")
+    mine = by_key[model_key]
+    names = sorted({g["model_name"] for g in mine})
+    total = sum(g["n"] for g in mine)
+    live = sum(g["n"] for g in mine if g["status"] in LIVE_STATUSES)
+    error = None
+    try:
+        number = paging.page_number(request.GET)
+    except ApiError as exc:
+        error, number = exc.message, 1
+    page = paging.Page(number, PAGE_SIZE, total)
+    rows = Node.objects.listed().filter(model_name__in=names).in_default_order()
+    links = paging.neighbours(request, page, absolute=False)
+    aliases = tuple(sorted(a for a, k in model_names.ALIASES.items() if k == model_key))
+    context = {
+        "model_key": model_key,
+        "names": names,
+        "count": total,
+        "live": live,
+        "cards": [display.card(public_node(r)) for r in page.rows(public_rows(rows))],
+        "box": use_code.for_model(key=model_key, url=use_code.base_url(), live=live, aliases=aliases),
+        "error": error,
+        "page": page.number,
+        "last_page": page.last,
+        "previous_link": links["previous"],
+        "next_link": links["next"],
+        "js_strings": display.js_strings(),
+    }
+    return render(request, "showcase/model.html", context, status=400 if error else 200)
