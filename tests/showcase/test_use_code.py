@@ -138,6 +138,16 @@ def test_the_rig_pages_model_name_links_to_its_model(client, api, owner, relay_a
     )
 
 
+def test_a_model_key_with_url_characters_has_a_working_page(client, api, owner, relay_a):
+    node = rig(api, owner, model_name="Odd #1? 100% ünï")
+    text = page(client, f"/nodes/{node.id}/")
+    href = re.search(r'<a href="([^"]+)" data-model-link', text).group(1)
+    assert href == "/models/odd-%231%3F-100%25-%C3%BCn%C3%AF/"
+    model_page = page(client, href)
+    assert f'data-node="{node.id}"' in model_page
+    assert 'model="odd-#1?-100%-ünï",' in snippet(model_page, "python")
+
+
 class FakeGateway(BaseHTTPRequestHandler):
     """Answers a chat completion with the gateway's credential rule (relay/gateway.py: a contributor key or no
     credential; anything else 401) and records the Authorization header it got."""
