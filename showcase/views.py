@@ -1,7 +1,7 @@
 """The public website: the list of rigs, one rig, the live queue map, contributing, replays and the trust model
-(the comparison, rig against rig and the replay lists are in arena_views). Plain function views over the same
-stored rows as the API (`nodes.public_node`), so that a page costs a fixed number of queries however many rigs
-there are."""
+(the comparison, rig against rig and the replay lists are in arena_views, a model's page in model_views). Plain
+function views over the same stored rows as the API (`nodes.public_node`), so that a page costs a fixed number of
+queries however many rigs there are."""
 
 from django.conf import settings
 from django.contrib import messages
