@@ -14,7 +14,7 @@ from django.utils import timezone
 from django_ratelimit.core import is_ratelimited
 
 from core.api_errors import ApiError
-from core.clientip import ip_hash, ratelimit_key
+from core.clientip import ratelimit_key
 from core.timefmt import iso
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -41,6 +41,32 @@ def seconds_left_in_window(value: str, period: int, now: int | None = None) -> i
     return max(1, window - ts)
 
 
+def refuse_if_limited(
+    request, rate_setting: str, group: str, *, client_hash: str, code: str = "ip_rate_limited", explain=None
+) -> None:
+    """Count one POST against `group`'s per-address window for the client whose hashed household is
+    `client_hash`, and raise the 429 when it is over the rate named by `rate_setting`. Usually the client is the
+    caller (`limit` below); a relay asking for a token on a taster's behalf names the taster's address instead
+    (tracker.gateway_api), and both count in the same window. `explain()`, when given, returns more body fields."""
+    rate = getattr(settings, rate_setting)
+    # Never fails open: while Redis is unreachable the counters are this process's own (ratecache.py),
+    # and a malformed rate stops the tracker at start-up (checks.py) instead of switching a limit off.
+    limited = is_ratelimited(
+        request, group=group, key=lambda _group, _request: client_hash, rate=rate, method="POST", increment=True
+    )
+    if limited:
+        retry = seconds_left_in_window(client_hash, period_of(rate))
+        extra = {"retry_after_sec": retry, "resets_at": iso(timezone.now() + timedelta(seconds=retry))}
+        extra.update(explain() if explain is not None else {})
+        raise ApiError(
+            429,
+            code,
+            f"Too many requests from this address; try again in {retry} s.",
+            extra=extra,
+            headers={"Retry-After": str(retry)},
+        )
+
+
 def limit(rate_setting: str, group: str, code: str = "ip_rate_limited", explain=None):
     """Class decorator: limit the view's POST per client IP at the rate named by `rate_setting`. The 429 says when
     the window ends (`Retry-After`, `retry_after_sec`, `resets_at`); `explain(request)`, when given, returns more
@@ -51,21 +77,14 @@ def limit(rate_setting: str, group: str, code: str = "ip_rate_limited", explain=
 
         @functools.wraps(original)
         def post(self, request, *args, **kwargs):
-            rate = getattr(settings, rate_setting)
-            # Never fails open: while Redis is unreachable the counters are this process's own (ratecache.py),
-            # and a malformed rate stops the tracker at start-up (checks.py) instead of switching a limit off.
-            limited = is_ratelimited(request, group=group, key=ratelimit_key, rate=rate, method="POST", increment=True)
-            if limited:
-                retry = seconds_left_in_window(ip_hash(request), period_of(rate))
-                extra = {"retry_after_sec": retry, "resets_at": iso(timezone.now() + timedelta(seconds=retry))}
-                extra.update(explain(request) if explain is not None else {})
-                raise ApiError(
-                    429,
-                    code,
-                    f"Too many requests from this address; try again in {retry} s.",
-                    extra=extra,
-                    headers={"Retry-After": str(retry)},
-                )
+            refuse_if_limited(
+                request,
+                rate_setting,
+                group,
+                client_hash=ratelimit_key(group, request),
+                code=code,
+                explain=(lambda: explain(request)) if explain is not None else None,
+            )
             return original(self, request, *args, **kwargs)
 
         view_class.post = post

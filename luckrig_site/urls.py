@@ -7,7 +7,7 @@ from moderation import api as moderation_api
 from moderation import views as moderation_views
 from nodes.api import NodeMetricsApi, ShowcaseApi
 from showcase import api as showcase_api
-from tracker import agent_api, api, fingerprint
+from tracker import agent_api, api, fingerprint, gateway_api
 
 handler404 = "core.api_errors.not_found_json"
 handler500 = "core.api_errors.server_error_json"
@@ -27,6 +27,9 @@ urlpatterns = [
     path("api/nodes/<str:node_id>/tunnel", agent_api.NodeTunnelApi.as_view(), name="api-node-tunnel"),
     path("api/relays/<str:relay_id>/heartbeat", agent_api.RelayHeartbeatApi.as_view(), name="api-relay-heartbeat"),
     path("api/relays/<str:relay_id>/reports", agent_api.RelayReportsApi.as_view(), name="api-relay-reports"),
+    path("api/relays/<str:relay_id>/tokens", gateway_api.RelayTokenApi.as_view(), name="api-relay-tokens"),
+    path("api/relays/<str:relay_id>/catalog", gateway_api.RelayCatalogApi.as_view(), name="api-relay-catalog"),
+    path("api/gateway", gateway_api.GatewayApi.as_view(), name="api-gateway"),
     path("api/nodes/<str:node_id>/metrics", NodeMetricsApi.as_view(), name="api-node-metrics"),
     path("api/fingerprint/verify", fingerprint.FingerprintVerifyApi.as_view(), name="api-fingerprint-verify"),
     path("api/tokens", api.TokenCreateApi.as_view(), name="api-tokens"),

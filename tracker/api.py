@@ -168,7 +168,58 @@ class NodeItemApi(NodeDetailReadMixin, APIView):
 # --- tokens, keys, timing -------------------------------------------------------------------------------
 
 
-@limit("RATE_TOKEN_CREATE", "token-create", explain=lambda request: tiers.rate_fields(request.user))
+def token_json(issued: tasting.Issued) -> dict:
+    """The 201 body of a token, the same whoever asked for it: the taster (POST /api/tokens) or a relay on the
+    taster's behalf (POST /api/relays/<relay_id>/tokens, tracker.gateway_api)."""
+    node = issued.node
+    return {
+        "schema_version": 1,
+        "token_type": "Bearer",
+        "token": issued.token,
+        "jti": issued.jti,
+        "expires_at": iso(issued.expires_at),
+        "crypto_mode": issued.crypto_mode,
+        "tier": issued.tier,
+        # The same numbers as the token's claims: max_output_tokens is the per-request cap,
+        # max_output_tokens_total the whole budget (tracker/tiers.py).
+        "limits": {**issued.limits.token_limits(), "tokens_per_day": issued.quota_limit},
+        "quota": {"used": issued.quota_used, "limit": issued.quota_limit},
+        "node_public_key": node.node_public_key,
+        "node_public_key_fingerprint": node.node_public_key_fingerprint,
+        "user_public_key_fingerprint": issued.user_public_key_fingerprint,
+        "node": public_node_of(node),
+        "caveat": tasting.caveat(crypto_mode=issued.crypto_mode, reachability=node.reachability),
+        "upload_key": issued.upload_key,
+    }
+
+
+TokenIssuedDoc = inline_serializer(
+    "TokenIssued",
+    {
+        "schema_version": s.IntegerField(),
+        "token_type": s.CharField(),
+        "token": s.CharField(),
+        "jti": s.CharField(),
+        "expires_at": s.DateTimeField(),
+        "crypto_mode": s.CharField(),
+        "tier": s.CharField(),
+        "limits": s.DictField(),
+        "quota": s.DictField(),
+        "node_public_key": s.CharField(allow_null=True),
+        "node_public_key_fingerprint": s.CharField(allow_null=True),
+        "user_public_key_fingerprint": s.CharField(allow_null=True),
+        "node": schemas.PublicNodeDoc(),
+        "caveat": s.CharField(),
+        "upload_key": s.CharField(help_text="lru_...: for timing and replays; never send it to the node"),
+    },
+)
+
+
+# One per-address window for tokens, whoever asks: the taster, or a relay on the taster's behalf (gateway_api).
+TOKEN_RATE = ("RATE_TOKEN_CREATE", "token-create")
+
+
+@limit(*TOKEN_RATE, explain=lambda request: tiers.rate_fields(request.user))
 class TokenCreateApi(APIView):
     authentication_classes = [ContributorKeyAuthentication]  # optional: anonymous gets the limited tier
 
@@ -176,26 +227,7 @@ class TokenCreateApi(APIView):
         request=TokenIn,
         summary="Get a tasting token for one node",
         responses={
-            201: inline_serializer(
-                "TokenIssued",
-                {
-                    "schema_version": s.IntegerField(),
-                    "token_type": s.CharField(),
-                    "token": s.CharField(),
-                    "jti": s.CharField(),
-                    "expires_at": s.DateTimeField(),
-                    "crypto_mode": s.CharField(),
-                    "tier": s.CharField(),
-                    "limits": s.DictField(),
-                    "quota": s.DictField(),
-                    "node_public_key": s.CharField(allow_null=True),
-                    "node_public_key_fingerprint": s.CharField(allow_null=True),
-                    "user_public_key_fingerprint": s.CharField(allow_null=True),
-                    "node": schemas.PublicNodeDoc(),
-                    "caveat": s.CharField(),
-                    "upload_key": s.CharField(help_text="lru_...: for timing and replays; never send it to the node"),
-                },
-            ),
+            201: TokenIssuedDoc,
             400: schemas.ErrorDoc,
             403: schemas.ErrorDoc,
             404: schemas.ErrorDoc,
@@ -215,29 +247,7 @@ class TokenCreateApi(APIView):
             contributor=request.user,
             ip_hash=ip_hash(request),
         )
-        node = issued.node
-        return Response(
-            {
-                "schema_version": 1,
-                "token_type": "Bearer",
-                "token": issued.token,
-                "jti": issued.jti,
-                "expires_at": iso(issued.expires_at),
-                "crypto_mode": issued.crypto_mode,
-                "tier": issued.tier,
-                # The same numbers as the token's claims: max_output_tokens is the per-request cap,
-                # max_output_tokens_total the whole budget (tracker/tiers.py).
-                "limits": {**issued.limits.token_limits(), "tokens_per_day": issued.quota_limit},
-                "quota": {"used": issued.quota_used, "limit": issued.quota_limit},
-                "node_public_key": node.node_public_key,
-                "node_public_key_fingerprint": node.node_public_key_fingerprint,
-                "user_public_key_fingerprint": issued.user_public_key_fingerprint,
-                "node": public_node_of(node),
-                "caveat": tasting.caveat(crypto_mode=issued.crypto_mode, reachability=issued.node.reachability),
-                "upload_key": issued.upload_key,
-            },
-            status=201,
-        )
+        return Response(token_json(issued), status=201)
 
 
 class TrackerKeysApi(APIView):

@@ -27,15 +27,30 @@ def bearer(request) -> str | None:
     return value.strip()
 
 
+def is_contributor_key(value: str) -> bool:
+    return value.startswith(credentials.CONTRIBUTOR_PREFIX) and len(value) <= 100
+
+
+def contributor_for_key(value: str) -> Contributor | None:
+    """The contributor whose key this is (its stored digest compared in constant time), else None: the one lookup
+    for a contributor key, sent by its holder (below) or by a relay on the holder's behalf (tracker.gateway_api)."""
+    if not is_contributor_key(value):
+        return None
+    contributor = Contributor.objects.filter(key_hash=credentials.digest(value)).first()
+    if contributor is None or not credentials.matches(value, contributor.key_hash):
+        return None
+    return contributor
+
+
 class ContributorKeyAuthentication(authentication.BaseAuthentication):
     def authenticate(self, request):
         value = bearer(request)
         if value is None:
             return None
-        if not value.startswith(credentials.CONTRIBUTOR_PREFIX) or len(value) > 100:
+        if not is_contributor_key(value):
             raise exceptions.AuthenticationFailed("That is not a contributor key (lrk_...).")
-        contributor = Contributor.objects.filter(key_hash=credentials.digest(value)).first()
-        if contributor is None or not credentials.matches(value, contributor.key_hash):
+        contributor = contributor_for_key(value)
+        if contributor is None:
             raise exceptions.AuthenticationFailed("Unknown contributor key.")
         return contributor, None
 

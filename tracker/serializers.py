@@ -1,5 +1,6 @@
 """Request shapes of the tracker's write endpoints: strict types, bounded sizes, unknown fields refused."""
 
+import ipaddress
 import re
 from urllib.parse import urlsplit
 
@@ -162,6 +163,24 @@ class TokenIn(StrictSerializer):
         if isinstance(data, dict) and "contribution_score" in data:
             data = {k: v for k, v in data.items() if k != "contribution_score"}
         return super().to_internal_value(data)
+
+
+class RelayTokenIn(StrictSerializer):
+    """A relay asking for a token on a taster's behalf (the gateway): plain mode only, so `crypto_mode` and
+    `user_public_key` are unknown fields here (400 `unknown_field`)."""
+
+    node_id = StrictCharField(max_length=64)
+    # The taster's address as the relay saw it: IPv4 or IPv6 text, hashed like a direct caller's (core.clientip).
+    client_ip = StrictCharField(max_length=64)
+    # Absent or null: the anonymous limited tier.
+    contributor_key = StrictCharField(required=False, allow_null=True, allow_blank=True, max_length=200)
+    ttl_sec = StrictIntegerField(required=False, allow_null=True, min_value=0, max_value=10**9)
+
+    def validate_client_ip(self, value):
+        try:
+            return str(ipaddress.ip_address(value))
+        except ValueError:
+            raise serializers.ValidationError("must be an IPv4 or IPv6 address") from None
 
 
 class TunnelIn(StrictSerializer):
