@@ -30,12 +30,22 @@ MAX_KNOWN_MODELS = 10_000  # model keys ever seen (for "known, but no rig now"),
 SPEED_STEP = 1.5  # rigs whose measured speeds are within this factor count as equally fast
 RIG_PREFIX = "rig:"
 _SPACES = re.compile(r"\s+")
+_QUANT_SUFFIX = re.compile(r"[-._](?:iq\d_[a-z]+|q\d_k_[smlx]{1,2}|q\d_k|q\d_\d|q\d|bf16|f16|f32|fp16|fp32)$", re.ASCII)
+MAX_KEY_LENGTH = 120
 
 
 def normalise(name: str) -> str:
-    """The tracker's model-key rule (docs/api.md, "Gateway"): trimmed, lower-case, runs of spaces as one; an
-    ollama-style tag (`qwen3:35b`) is kept."""
-    return _SPACES.sub(" ", name.strip().lower())
+    """A client's `model` as a model key, by the tracker's rule (docs/api.md "Gateway", "Model keys"): trim,
+    lower-case, drop a path or owner before the last `/` and a `.gguf` ending, white space as `-`, drop a trailing
+    quantization, keep an ollama tag. The tracker's copy is nodes/model_names.model_key, which the relay cannot
+    import (it never imports the tracker); tests/relay/test_gateway_units.py holds the two to the same answers."""
+    text = name.strip().lower()[: MAX_KEY_LENGTH * 2]
+    text = text.rsplit("/", 1)[-1].rsplit("\\", 1)[-1]
+    base, colon, tag = text.partition(":")
+    base = _SPACES.sub("-", base.removesuffix(".gguf")).strip("-")
+    base = _QUANT_SUFFIX.sub("", base) or base
+    tag = _SPACES.sub("-", tag).strip("-")
+    return (base + (colon + tag if tag else ""))[:MAX_KEY_LENGTH]
 
 
 @dataclass
@@ -69,14 +79,14 @@ class Catalog:
         for rig in rigs:
             if not isinstance(rig, dict) or not isinstance(rig.get("node_id"), str):
                 continue
-            key = normalise(str(rig.get("model_key") or rig.get("model") or ""))
+            key = str(rig.get("model_key") or normalise(str(rig.get("model") or ""))).lower()
             rig = {**rig, "model_key": key}
             by_id[rig["node_id"]] = rig
             if key:
                 by_model[key].append(rig)
         aliases = answer.get("aliases") if isinstance(answer.get("aliases"), dict) else {}
         self.rigs, self.by_model = by_id, dict(by_model)
-        self.aliases = {normalise(str(k)): normalise(str(v)) for k, v in aliases.items()}
+        self.aliases = {str(k).lower(): str(v).lower() for k, v in aliases.items()}
         for key in [*by_model, *self.aliases.values()]:
             self.known[key] = True
             self.known.move_to_end(key)
@@ -151,7 +161,8 @@ class Catalog:
         if name.lower().startswith(RIG_PREFIX):
             return None
         key = normalise(name)
-        key = self.aliases.get(key, key)
+        if key not in self.by_model:  # a rig's own model key wins over an alias of the same spelling
+            key = self.aliases.get(key, key)
         if key in self.by_model:
             return Route("model", key, self.order(self.by_model[key]))
         if key in self.known:
@@ -164,8 +175,14 @@ class Catalog:
     def not_found(self, model: str) -> AgentError:
         wanted = model.strip()
         is_rig = wanted.lower().startswith(RIG_PREFIX)
-        pool = [RIG_PREFIX + n for n in self.rigs] if is_rig else [*self.by_model, *self.aliases]
-        suggestions = difflib.get_close_matches(wanted if is_rig else normalise(wanted), pool, MAX_SUGGESTIONS, 0.4)
+        if is_rig:
+            suggestions = difflib.get_close_matches(wanted, [RIG_PREFIX + n for n in self.rigs], MAX_SUGGESTIONS, 0.4)
+        else:  # the models on offer first, then the aliases of models on offer
+            key = normalise(wanted)
+            offered = difflib.get_close_matches(key, list(self.by_model), MAX_SUGGESTIONS, 0.4)
+            aliases = [a for a, k in self.aliases.items() if k in self.by_model]
+            more = difflib.get_close_matches(key, aliases, MAX_SUGGESTIONS, 0.4)
+            suggestions = list(dict.fromkeys([*offered, *more]))[:MAX_SUGGESTIONS]
         if not suggestions and not is_rig:
             suggestions = self.offered()[:MAX_SUGGESTIONS]
         what = "rig" if is_rig else "model"

@@ -23,6 +23,7 @@ log = logging.getLogger("luckrig.relay.tokens")
 RENEW_BEFORE_SEC = 60
 MAX_ENTRIES = 50_000  # cached tokens; the least recently used go first
 TRACKER_TIMEOUT_SEC = 10
+RELAY_REFUSED = {"wrong_relay", "unauthorized", "unknown_field", "invalid_field"}
 EXPIRY_LEEWAY_SEC = 2  # a token this close to its expiry is not sent: it would expire on the way
 
 
@@ -168,6 +169,16 @@ def refusal(status: int, answer, retry_after: str | None) -> AgentError:
     answer that is not the tracker's JSON (a proxy's error page), counts as the tracker being unreachable."""
     if status >= 500 or not isinstance(answer, dict) or not isinstance(answer.get("code"), str):
         return unavailable()
+    if (status == 401 and answer.get("field") != "contributor_key") or answer["code"] in RELAY_REFUSED:
+        # The tracker refused the relay itself (its secret, its id), not the client: the client cannot fix that.
+        log.error("the tracker refused this relay's token request: %s %s", status, answer["code"])
+        return AgentError(
+            503,
+            "tracker_unavailable",
+            "This relay cannot get tokens from the LuckRig tracker right now (its operator has been told); try "
+            "another relay from GET /api/gateway, or later.",
+            headers={"Retry-After": "60"},
+        )
     extra = {k: answer[k] for k in ("retry_after_sec", "resets_at", "earn_more", "ban", "tier") if k in answer}
     headers = {"Retry-After": retry_after} if retry_after else {}
     message = str(answer.get("error") or answer.get("message") or answer["code"])
