@@ -262,7 +262,11 @@ class Gateway:
                 raise refused.error from None
             finally:
                 self.catalog.finished(rig["node_id"])
-        raise last.error if last is not None else self.catalog.no_rig(route.name)
+        if last is None or (route.kind == "model" and last.movable and last.error.status != 429):
+            # Every rig the catalog named has gone since (its tunnel, its status): none is live for this model. A
+            # line that is full everywhere is said as it is, with its Retry-After.
+            raise self.catalog.no_rig(route.name)
+        raise last.error
 
     async def _open(self, rig: dict, key, address: str, payload: bytes, deadline) -> Attempt:
         """A rig's answer with a 200 event-stream head, or Refused. One fresh token, one retry, when the agent

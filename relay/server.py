@@ -237,6 +237,9 @@ class Relay:
         )
         for code, n in self.metrics.refusals.items():
             refusals.labels(code).inc(n)
+        Counter("luckrig_relay_gateway_tokens", "Tokens the tracker issued for gateway callers", registry=registry).inc(
+            self.gateway.tokens.issued
+        )
         Gauge("luckrig_relay_pending_reports", "Witness entries not yet taken by the tracker", registry=registry).set(
             len(self.link.pending) if self.link else 0
         )

@@ -8,6 +8,7 @@ The tracker's refusals (403 banned, 429 quota_exceeded / ip_rate_limited, 401 fo
 token keeps serving until it expires; after that the client gets 503 `tracker_unavailable`."""
 
 import asyncio
+import calendar
 import collections
 import hashlib
 import logging
@@ -55,7 +56,7 @@ def who(contributor_key: str | None, client_ip: str) -> str:
 
 def _iso_to_epoch(text) -> float | None:
     try:
-        return time.mktime(time.strptime(str(text)[:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone
+        return float(calendar.timegm(time.strptime(str(text)[:19], "%Y-%m-%dT%H:%M:%S")))
     except (TypeError, ValueError):
         return None
 
