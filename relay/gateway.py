@@ -52,6 +52,19 @@ def sse(obj: dict) -> bytes:
     return b"data: " + json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
 
 
+async def preflight(request: web.Request) -> web.Response:
+    """The agent's CORS preflight, plus the gateway's own request header (a page may send max_wait either way)."""
+    response = await cors.preflight(request)
+    response.headers["Access-Control-Allow-Headers"] = f"{cors.ALLOW_HEADERS}, {MAX_WAIT_HEADER}"
+    return response
+
+
+async def expose_node_header(request: web.Request, response: web.StreamResponse) -> None:
+    """`on_response_prepare`, after the agent's CORS headers: a page may read which rig answered."""
+    if NODE_HEADER in response.headers:
+        response.headers["Access-Control-Expose-Headers"] = f"{cors.EXPOSE_HEADERS}, {NODE_HEADER}"
+
+
 class Refused(Exception):  # noqa: N818 - a refusal, carried to the routing loop
     def __init__(self, error: AgentError, movable: bool):
         super().__init__(error.message)
@@ -178,7 +191,7 @@ class Gateway:
 
     async def models(self, request: web.Request) -> web.Response:
         if request.method == "OPTIONS":
-            return await cors.preflight(request)
+            return await preflight(request)
         if self.catalog.fetched_at is None:
             await self.catalog.refresh()
         data = []
@@ -201,7 +214,7 @@ class Gateway:
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         if request.method == "OPTIONS":
-            return await cors.preflight(request)
+            return await preflight(request)
         node_id = "none"
         try:
             return await self._chat(request)

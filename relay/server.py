@@ -18,7 +18,7 @@ from node_agent.errors import AgentError
 from relay import __version__, limits
 from relay.auth import Keys
 from relay.config import RelayConfig
-from relay.gateway import Gateway
+from relay.gateway import Gateway, expose_node_header
 from relay.routes import SECURITY_HEADERS, Routes
 from relay.tracker_link import TrackerLink
 from relay.tunnels import Registry, Tunnel
@@ -287,6 +287,7 @@ def build_app(config: RelayConfig) -> web.Application:
     app.router.add_route("OPTIONS", "/v1/models", relay.gateway.models)
     # The tasting panel calls the relay from the tracker's origin, exactly as it calls a direct agent.
     app.on_response_prepare.append(cors.add_cors_headers)
+    app.on_response_prepare.append(expose_node_header)
     app.on_response_prepare.append(add_security_headers)
     return app
 

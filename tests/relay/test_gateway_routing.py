@@ -84,6 +84,9 @@ def test_a_model_route_and_a_rig_route_through_this_relays_tunnels(tmp_path):
                 assert r.status == 200 and r.headers["X-LuckRig-Node"] == "rig-1"
                 assert r.headers["Content-Type"].startswith("text/event-stream")
                 assert raw.endswith(b"data: [DONE]\n\n") and b'"node_id":"rig-1"' in raw and b"someone-else" not in raw
+            assert r.headers["Access-Control-Expose-Headers"] == "Retry-After, X-LuckRig-Node"
+            r = await s.session.options(s.base + "/v1/chat/completions")
+            assert r.status == 204 and "X-LuckRig-Max-Wait" in r.headers["Access-Control-Allow-Headers"]
             assert len(s.tracker.token_requests) == 2  # 3 requests a token: the fourth request got a new one
             assert s.tracker.token_requests[0]["contributor_key"] == KEY
             assert s.tracker.token_requests[0]["client_ip"] == "127.0.0.1"
