@@ -255,31 +255,28 @@ class Gateway:
         deadline = started + max_wait if max_wait is not None else None
         last: Refused | None = None
         for rig in route.rigs[:MAX_TRIES]:
+            can_move = route.kind == "model" and rig is not route.rigs[-1]
             try:
-                attempt = await self._open(rig, key, address, payload, deadline)
-            except Refused as refused:
+                return await self._serve(request, rig, key, address, payload, deadline, stream, can_move)
+            except Refused as refused:  # before the answer began, nothing sent: the next rig may serve
                 last = refused
                 refused.error.headers[NODE_HEADER] = rig["node_id"]
-                if route.kind == "model" and refused.movable:
-                    continue
-                raise refused.error from None
-            self.catalog.started(rig["node_id"])
-            try:
-                answer = self._stream if stream else self._complete
-                return await answer(request, attempt, deadline, route.kind == "model" and rig is not route.rigs[-1])
-            except Refused as refused:  # failed before the answer began, nothing sent: the next rig may serve
-                last = refused
-                refused.error.headers[NODE_HEADER] = rig["node_id"]
-                if route.kind == "model" and refused.movable:
-                    continue
-                raise refused.error from None
-            finally:
-                self.catalog.finished(rig["node_id"])
+                if route.kind != "model" or not refused.movable:
+                    raise refused.error from None
         if last is None or (route.kind == "model" and last.movable and last.error.status != 429):
             # Every rig the catalog named has gone since (its tunnel, its status): none is live for this model. A
             # line that is full everywhere is said as it is, with its Retry-After.
             raise self.catalog.no_rig(route.name)
         raise last.error
+
+    async def _serve(self, request, rig, key, address, payload, deadline, stream, can_move) -> web.StreamResponse:
+        attempt = await self._open(rig, key, address, payload, deadline)
+        self.catalog.started(rig["node_id"])
+        try:
+            answer = self._stream if stream else self._complete
+            return await answer(request, attempt, deadline, can_move)
+        finally:
+            self.catalog.finished(rig["node_id"])
 
     async def _open(self, rig: dict, key, address: str, payload: bytes, deadline) -> Attempt:
         """A rig's answer with a 200 event-stream head, or Refused. One fresh token, one retry, when the agent
@@ -319,7 +316,8 @@ class Gateway:
                 continue
             if error.code in RENEW_CODES:
                 self.tokens.forget(contributor_key=key, client_ip=address, node_id=node_id)
-            movable = error.status in MOVE_STATUSES or error.code in MOVE_CODES
+            # A fresh token refused too (this agent has not got the tracker's new key yet, say): another rig may not.
+            movable = error.status in MOVE_STATUSES or error.code in MOVE_CODES or error.code in RENEW_CODES
             raise Refused(error, movable)
         raise AssertionError("unreachable")
 
