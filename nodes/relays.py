@@ -163,6 +163,30 @@ def record_relay_heartbeat(
 
 
 @transaction.atomic
+def register_relay(*, relay_id: str, public_url: str, secret_hash: str) -> tuple[Relay, bool]:
+    """Add a relay row, or give an existing one a new URL and secret hash (tracker.relays makes the secret)."""
+    relay, created = Relay.objects.select_for_update().get_or_create(
+        pk=relay_id, defaults={"public_url": public_url, "secret_hash": secret_hash}
+    )
+    if not created:
+        relay.public_url, relay.secret_hash = public_url, secret_hash
+        relay.save(update_fields=["public_url", "secret_hash"])
+    return relay, created
+
+
+@transaction.atomic
+def remove_relay(relay_id: str) -> int | None:
+    """Remove a relay row after its nodes have let go of it (forget_relay); how many it served, or None when
+    there was no such relay."""
+    relay = Relay.objects.select_for_update().filter(pk=relay_id).first()
+    if relay is None:
+        return None
+    moved = forget_relay(relay)
+    relay.delete()
+    return moved
+
+
+@transaction.atomic
 def forget_relay(relay: Relay, now: datetime | None = None) -> int:
     """Before a relay is removed: its nodes lose their tunnel (and their public URL) now; each is assigned
     another relay on its agent's next tunnel request. Returns how many nodes were assigned to it."""

@@ -10,6 +10,7 @@ from rest_framework import serializers as s
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core import paging
 from core.api_errors import ApiError
 from core.clientip import ip_hash
 from core.ratelimits import limit
@@ -315,16 +316,12 @@ class ContributionsApi(APIView):
         },
     )
     def get(self, request):
-        raw = request.GET.get("limit", "100")
-        if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 1000:
-            raise ApiError(
-                400, "invalid_field", "limit: must be a whole number from 1 to 1000", extra={"field": "limit"}
-            )
+        limit = paging.whole_number(request.GET, "limit", default=100, maximum=1000)
         return Response(
             {
                 "schema_version": 1,
                 "threshold": settings.CONTRIBUTOR_THRESHOLD,
-                "scores": scoring.listed_contributions(int(raw)),
+                "scores": scoring.listed_contributions(limit),
             }
         )
 

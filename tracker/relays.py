@@ -31,26 +31,16 @@ def add_relay(*, relay_id: str, public_url: str) -> tuple[Relay, str, bool]:
     """Register a relay, or rotate an existing one's secret and update its URL (the old secret stops working
     at once). Returns the relay, its new secret (shown once) and whether it was created."""
     secret = credentials.new_secret(credentials.RELAY_PREFIX)
-    with transaction.atomic():
-        relay, created = Relay.objects.select_for_update().get_or_create(
-            pk=relay_id, defaults={"public_url": public_url, "secret_hash": credentials.digest(secret)}
-        )
-        if not created:
-            relay.public_url, relay.secret_hash = public_url, credentials.digest(secret)
-            relay.save(update_fields=["public_url", "secret_hash"])
+    relay, created = node_relays.register_relay(
+        relay_id=relay_id, public_url=public_url, secret_hash=credentials.digest(secret)
+    )
     return relay, secret, created
 
 
 def remove_relay(*, relay_id: str) -> int | None:
     """Remove a relay; its nodes lose their tunnel now and are reassigned on their next tunnel request.
     Returns how many nodes it served, or None when there was no such relay."""
-    with transaction.atomic():
-        relay = Relay.objects.select_for_update().filter(pk=relay_id).first()
-        if relay is None:
-            return None
-        moved = node_relays.forget_relay(relay)
-        relay.delete()
-    return moved
+    return node_relays.remove_relay(relay_id)
 
 
 # --- tunnel tickets -------------------------------------------------------------------------------------

@@ -253,6 +253,10 @@ def test_contributions_endpoint_lists_listed_nodes_by_total(api, owner):
     assert noted["components"]["note"] == 10.0 and noted["components"]["rarity"] == 5.0
     assert noted["evidence"]["tuning_note_chars"] == 1200 and noted["tier"] == "contributor"
     assert api.get("/api/contributions?limit=0")[0] == 400
+    # 5,000 digits: int() of more than 4,300 raises ValueError, which used to be a 500
+    status, body = api.get("/api/contributions?limit=" + "9" * 5000)
+    assert status == 400 and body["code"] == "invalid_field" and body["field"] == "limit"
+    assert api.get("/api/contributions?limit=1")[0] == 200
 
 
 def test_owner_score_is_the_sum_of_their_nodes(api, owner):
