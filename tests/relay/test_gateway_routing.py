@@ -95,6 +95,14 @@ def test_a_model_route_and_a_rig_route_through_this_relays_tunnels(tmp_path):
             assert r.status == 200 and s.tracker.token_requests[-1]["contributor_key"] is None
             r, raw = await gateway(s, chat("smollm2"), key="eyJhbGciOi.a.b")
             assert r.status == 401 and json.loads(raw)["error"]["code"] == "invalid_credential"
+            # The relay witnessed what it carried through its tunnel, with the tokens' jtis, as on /n/ paths.
+            jti = jwt.decode(token, options={"verify_signature": False})["jti"]
+            for _ in range(50):
+                if any(e["jti"] == jti for e in s.tracker.entries()):
+                    break
+                await asyncio.sleep(0.1)
+            entry = next(e for e in s.tracker.entries() if e["jti"] == jti)
+            assert entry["node_id"] == "rig-1" and entry["ended"] == "done" and entry["content_chunks"] == 2
             task.cancel()
 
     run(scenario())
