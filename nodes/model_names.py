@@ -13,16 +13,13 @@ _QUANT_SUFFIX = re.compile(r"[-._](?:iq\d_[a-z]+|q\d_k_[smlx]{1,2}|q\d_k|q\d_\d|
 _SPACES = re.compile(r"\s+")
 MAX_LENGTH = 120  # Node.model_name's max_length
 
-# alias -> model_key. Short names people type for a model the rigs register by its full name. Keys and values are
-# normalised (a test holds them to it); a name that is some rig's own model_key means that model, not the alias
-# (the relay matches model keys first).
+# alias -> model_key. Short names people type for a model that rigs register by its full name. Keys and values are
+# normalised (a test holds them to it). Kept small on purpose: a rig's own model_key wins over an alias, so names
+# rigs commonly register for another model (an ollama tag such as `llama3.2:1b`, a base model such as
+# `qwen2.5-14b`) would not work as aliases and are left out.
 ALIASES: dict[str, str] = {
-    "smollm2": "smollm2-135m-instruct",
-    "smollm2-135m": "smollm2-135m-instruct",
-    "smollm2:135m": "smollm2-135m-instruct",
-    "llama3.2:1b": "llama3.2-1b",
-    "llama-3.1-8b": "llama-3.1-8b-instruct",
-    "qwen2.5-14b": "qwen2.5-14b-instruct",
+    "smollm2": "smollm2-135m-instruct",  # the rig `make run` starts (bin/smollm2_server.py)
+    "smollm2-instruct": "smollm2-135m-instruct",
 }
 
 
