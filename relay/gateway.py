@@ -71,20 +71,27 @@ class Refused(Exception):  # noqa: N818 - a refusal, carried to the routing loop
         self.error, self.movable = error, movable
 
 
+# The one placeholder that means "no credential": the official OpenAI SDK refuses an empty api_key, so an anonymous
+# caller needs a word to put there. Exactly this word: any other bearer that is not a contributor key is refused,
+# so that a mistyped key is told so instead of quietly getting the limited tier.
+ANONYMOUS = "anonymous"
+
+
 def credential(authorization: str | None) -> str | None:
-    """The caller's contributor key, or None for an anonymous caller (limited tier)."""
+    """The caller's contributor key, or None for an anonymous caller (limited tier): no Authorization header,
+    `Bearer ` with nothing after it, or `Bearer anonymous`."""
     if not authorization or not authorization.strip():
         return None
     scheme, _, value = authorization.strip().partition(" ")
     value = value.strip()
-    if scheme.lower() == "bearer" and not value:
-        return None  # an SDK given an empty key sends `Bearer `: anonymous
+    if scheme.lower() == "bearer" and value in ("", ANONYMOUS):
+        return None  # an SDK given an empty key sends `Bearer `; one given the placeholder, `Bearer anonymous`
     if scheme.lower() != "bearer" or not value.startswith("lrk_") or len(value) > 200:
         raise AgentError(
             401,
             "invalid_credential",
-            "The gateway takes a LuckRig contributor key (Bearer lrk_...) or no credential at all (limited tier); "
-            "tasting tokens are for the per-rig paths /n/<node_id>/v1.",
+            "The gateway takes a LuckRig contributor key (Bearer lrk_...), or `Bearer anonymous` or no credential "
+            "at all for the limited tier; tasting tokens are for the per-rig paths /n/<node_id>/v1.",
             headers={"WWW-Authenticate": "Bearer"},
         )
     return value

@@ -95,6 +95,14 @@ def test_a_model_route_and_a_rig_route_through_this_relays_tunnels(tmp_path):
             assert r.status == 200 and s.tracker.token_requests[-1]["contributor_key"] is None
             r, raw = await gateway(s, chat("smollm2"), key="eyJhbGciOi.a.b")
             assert r.status == 401 and json.loads(raw)["error"]["code"] == "invalid_credential"
+            # `Bearer anonymous`, the placeholder for an SDK that refuses an empty key, is no credential; a word
+            # near it is a mistyped credential, refused rather than demoted to the limited tier.
+            asked = len(s.tracker.token_requests)
+            r, _ = await gateway(s, chat("smollm2"), key="anonymous")
+            assert r.status == 200 and s.tracker.token_requests[asked:] == []  # the anonymous caller's cached token
+            for typo in ("anonymou", "Anonymous", "anonymous2", "lrk-anonymous"):
+                r, raw = await gateway(s, chat("smollm2"), key=typo)
+                assert r.status == 401 and json.loads(raw)["error"]["code"] == "invalid_credential", typo
             # The relay witnessed what it carried through its tunnel, with the tokens' jtis, as on /n/ paths.
             jti = jwt.decode(token, options={"verify_signature": False})["jti"]
             for _ in range(50):
