@@ -4,7 +4,12 @@ module (processes are slow to start). The official OpenAI SDK, unchanged, is the
 (`<relay>/v1`), one contributor key, no token code."""
 
 import contextlib
+import io
 import json
+import os
+import re
+import subprocess
+import sys
 import threading
 import time
 
@@ -14,6 +19,7 @@ import requests
 
 from tests.agents import AgentStarter, RelayStarter
 from tests.node_agent.fakes import FakeOpenAI
+from tests.processes import ROOT
 
 pytestmark = pytest.mark.relay
 
@@ -185,6 +191,60 @@ def test_tokens_are_renewed_behind_the_sdks_back_through_another_relay(gw):
     metrics = requests.get(short.base + "/metrics", timeout=5).text
     issued = next(line for line in metrics.splitlines() if line.startswith("luckrig_relay_gateway_tokens_total"))
     assert float(issued.split()[-1]) == 3  # one token per request: each had passed its renewal point
+
+
+def test_the_sdk_given_the_anonymous_placeholder_is_anonymous_and_a_word_near_it_is_refused(gw):
+    # The SDK refuses an empty api_key; `anonymous` is the one word that means no credential (the limited tier).
+    a, b = gw.agents["a"].node_id, gw.agents["b"].node_id
+    raw = gw.sdk(key="anonymous").chat.completions.with_raw_response.create(model="smollm2", messages=HI)
+    assert raw.parse().choices[0].message.content and node(raw) in {a, b}
+    # A mistyped credential is told so, never demoted to the limited tier.
+    with pytest.raises(openai.AuthenticationError) as typo:
+        gw.sdk(key="anonymou").chat.completions.create(model="smollm2", messages=HI)
+    assert typo.value.code == "invalid_credential" and typo.value.status_code == 401
+
+
+def test_the_readme_tour_snippet_runs_against_the_gateway(gw):
+    """The README's "one base URL" step, as written, against this relay instead of `make run`'s."""
+    readme = (ROOT / "README.md").read_text()
+    [snippet] = re.findall(r"\.venv/bin/python - <<EOF\n(.*?)\nEOF\n", readme, re.DOTALL)
+    assert 'base_url="http://127.0.0.1:8789/v1"' in snippet and 'api_key="anonymous"' in snippet
+    b = gw.agents["b"].node_id
+    code = snippet.replace("http://127.0.0.1:8789", gw.relay.base).replace("$NODE", b)  # what the shell does
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(code, {})  # noqa: S102 - our own README
+    by_model, by_rig = printed.getvalue().splitlines()
+    assert by_model.startswith("smollm2 answered by ") and by_model.split()[3] in {gw.agents[n].node_id for n in "ab"}
+    assert by_rig == f"rig:{b} answered by {b} : {gw.upstreams['fast'].text()}"
+
+
+def taste(gw, home, *flags: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LUCKRIG_AGENT_")} | {"HOME": str(home)}
+    args = [sys.executable, "-m", "node_agent", "taste", "--tracker", gw.tracker.base, *flags, "Hi"]
+    return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_luckrig_node_taste_by_model_through_the_gateway(gw, tmp_path):
+    a, b, c = (gw.agents[n].node_id for n in "abc")
+    # A model name: the tracker names the gateway; anonymous; any rig serving it, named, measured and saved.
+    done = taste(gw, tmp_path, "--model", "smollm2")
+    assert done.returncode == 0, done.stderr
+    named = requests.get(gw.tracker.base + "/api/gateway", timeout=5).json()["base_url"]  # any live relay's
+    assert f"through the gateway {named} (anonymous, limited tier)" in done.stderr
+    [rig] = re.findall(r"Answered by rig (\S+): ", done.stderr)
+    assert rig in {a, b} and done.stdout.strip() == gw.upstreams["fast" if rig == b else "slow"].text().strip()
+    [path] = (tmp_path / ".luckrig" / "history").iterdir()
+    replay = json.loads(path.read_text())
+    assert replay["node_id"] == rig and replay["timing"]["output_tokens"] == 12 and replay["timing"]["ttft_ms"] > 0
+    # A rig route, with a contributor key and the gateway given: exactly that rig.
+    done = taste(gw, tmp_path, "--model", f"rig:{c}", "--contributor-key", gw.key, "--gateway", gw.relay.base + "/v1")
+    assert done.returncode == 0, done.stderr
+    assert f"Answered by rig {c}: {QWEN} " in done.stderr and "(your contributor key)" in done.stderr
+    # An unknown model: one line with the gateway's suggestions, exit code 1.
+    done = taste(gw, tmp_path, "--model", "smollm3-135m-instruct")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "(model_not_found). Did you mean: smollm2-135m-instruct" in done.stderr.splitlines()[-1]
 
 
 def test_a_model_whose_last_rig_goes_away_is_503_no_rig_available_at_once(gw):
