@@ -129,6 +129,9 @@ def cmd_taste(args) -> int:
     if args.expect_fingerprint and args.mode != "public-key":
         print("luckrig-node taste: --expect-fingerprint applies to --mode public-key only", file=sys.stderr)
         return 2
+    if args.model is not None and not args.model.strip():
+        print("luckrig-node taste: --model needs a model name or rig:<node id>", file=sys.stderr)
+        return 2
     if args.gateway and not args.model:
         print("luckrig-node taste: --gateway applies to --model only", file=sys.stderr)
         return 2

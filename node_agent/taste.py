@@ -207,7 +207,7 @@ def taste(args) -> int:
     codec = PublicKeyCodec(args.expect_fingerprint) if args.mode == "public-key" else PlainCodec()
     screen = Screen()
     try:
-        if getattr(args, "model", None):
+        if getattr(args, "model", None) is not None:
             from node_agent.taste_gateway import run_by_model
 
             return run_by_model(args, codec, screen)

@@ -206,8 +206,9 @@ def test_a_gateway_that_cannot_be_reached_is_one_line(tmp_path, capsys):
         (["--model", "smollm2", "--share-timing"], "--share-timing is not available for gateway tastings (--model)"),
         (["--model", "smollm2", "--mode", "public-key"], "--mode public-key is not offered through the gateway"),
         (["--node", RIG, "--gateway", "http://127.0.0.1:9/v1"], "--gateway applies to --model only"),
+        (["--model", " "], "--model needs a model name or rig:<node id>"),
     ],
-    ids=["share_timing", "public_key", "gateway_without_model"],
+    ids=["share_timing", "public_key", "gateway_without_model", "empty_model"],
 )
 def test_what_a_gateway_tasting_cannot_do_is_refused_before_anything_is_sent(net, tmp_path, capsys, flags, says):
     assert main(taste(net, tmp_path, *flags)) == 2
