@@ -1,4 +1,6 @@
-"""Validation of OpenAI chat bodies: roles, contents and the allowlisted sampling parameters."""
+"""Validation of OpenAI chat bodies: roles, contents and the allowlisted sampling parameters, and the refusal of
+the OpenAI parameters no rig can serve (400 `unsupported_parameter` naming it, rather than dropping it silently).
+One definition for the agent and the relay's gateway (relay/gateway.py), which validates before it routes."""
 
 import json
 
@@ -23,6 +25,42 @@ MAX_RESPONSE_FORMAT_BYTES = 16 * 1024
 MAX_RESPONSE_FORMAT_DEPTH = 16  # the response_format object itself is level 1
 RESPONSE_FORMAT_FIELDS = {"text": {"type"}, "json_object": {"type", "schema"}, "json_schema": {"type", "json_schema"}}
 JSON_SCHEMA_FIELDS = {"name": str, "description": str, "schema": dict, "strict": bool}
+
+
+# OpenAI parameters that ask for something a rig cannot give (several answers, tool calls, log-probabilities,
+# audio, predicted outputs): refused by name, since dropping them would hand the client an answer it did not ask
+# for. Each maps to the test of a value that asks for nothing (an explicit default passes: SDKs send some).
+UNSUPPORTED = {
+    "n": lambda v: v == 1 and not isinstance(v, bool),
+    "tools": lambda v: v == [],
+    "tool_choice": lambda v: v == "none",
+    "functions": lambda v: v == [],
+    "function_call": lambda v: v == "none",
+    "parallel_tool_calls": lambda v: v is False,
+    "logprobs": lambda v: v is False,
+    "top_logprobs": lambda v: v == 0 and not isinstance(v, bool),
+    "audio": lambda v: False,
+    "modalities": lambda v: v == ["text"],
+    "prediction": lambda v: False,
+}
+
+
+def unsupported(name: str) -> AgentError:
+    return AgentError(
+        400,
+        "unsupported_parameter",
+        f"{name}: LuckRig rigs cannot serve this parameter (one text answer per request, no tools, no logprobs, no "
+        "audio); leave it out.",
+        extra={"param": name},
+    )
+
+
+def refuse_unsupported(body: dict) -> None:
+    """400 `unsupported_parameter` for the first parameter the rigs cannot serve (null and defaults pass)."""
+    for name, harmless in UNSUPPORTED.items():
+        value = body.get(name)
+        if value is not None and not harmless(value):
+            raise unsupported(name)
 
 
 def _bad(message: str) -> AgentError:
@@ -103,6 +141,7 @@ def parse_chat(body) -> tuple[list[dict], dict, bool]:
     returned: a taster cannot choose another model than the rig's (server.py serves its own)."""
     if not isinstance(body, dict):
         raise _bad("The body must be a JSON object.")
+    refuse_unsupported(body)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise _bad("messages must be a non-empty list")

@@ -3,6 +3,7 @@
 luckrig-node join --tracker URL [--upstream URL] [--contributor-key KEY]   # register once, then serve
 luckrig-node serve --tracker URL --node-id ID --node-secret SECRET --upstream URL [...]
 luckrig-node taste --tracker URL --node ID [--mode public-key] "prompt"
+luckrig-node taste --tracker URL --model NAME|rig:ID [--gateway URL] "prompt"   # routed by the gateway
 luckrig-node edit [--display-name NAME] [--tuning-note TEXT] [--quantization Q] [...]   # change the rig
 luckrig-node status
 luckrig-node keygen
@@ -128,6 +129,27 @@ def cmd_taste(args) -> int:
     if args.expect_fingerprint and args.mode != "public-key":
         print("luckrig-node taste: --expect-fingerprint applies to --mode public-key only", file=sys.stderr)
         return 2
+    if args.model is not None and not args.model.strip():
+        print("luckrig-node taste: --model needs a model name or rig:<node id>", file=sys.stderr)
+        return 2
+    if args.gateway and not args.model:
+        print("luckrig-node taste: --gateway applies to --model only", file=sys.stderr)
+        return 2
+    if args.model and args.mode == "public-key":
+        print(
+            "luckrig-node taste: --mode public-key is not offered through the gateway (the relay would hold the "
+            "token and the rig's key); taste one rig with --node ID",
+            file=sys.stderr,
+        )
+        return 2
+    if args.model and args.share_timing:
+        # Said before anything is sent: the tasting would be measured and saved, but not shared.
+        print(
+            "luckrig-node taste: --share-timing is not available for gateway tastings (--model): the relay holds the "
+            "tasting token and its upload key, not this client; taste one rig with --node ID to share its timing",
+            file=sys.stderr,
+        )
+        return 2
     return taste(args)
 
 
@@ -182,7 +204,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     taste = sub.add_parser("taste", help="try a rig: stream its answer and measure it")
     taste.add_argument("--tracker", required=True)
-    taste.add_argument("--node", required=True, help="the node id")
+    target = taste.add_mutually_exclusive_group(required=True)
+    target.add_argument("--node", help="the node id: a token of your own for that rig, the answer from it")
+    target.add_argument(
+        "--model",
+        help="route by the gateway: a model name (any rig serving it, e.g. smollm2) or rig:<node id> (that rig)",
+    )
+    taste.add_argument("--gateway", help="with --model: the gateway's base URL (default: the one the tracker names)")
     taste.add_argument("--contributor-key", help="use your contributor tier (default: the saved key, if any)")
     taste.add_argument("--config-dir", default=None)
     taste.add_argument("--max-tokens", type=int, default=None)

@@ -50,6 +50,8 @@ class Reading:
     usage: dict | None = None  # the last usage chunk, and the `luckrig` object beside it
     luckrig: dict = field(default_factory=dict)
     done: bool = False  # `[DONE]` arrived: the stream is whole
+    model: str | None = None  # the `model` the chunks name
+    node_header: str | None = None  # X-LuckRig-Node: the rig a gateway says answered (taste_gateway.py)
 
 
 @dataclass
@@ -205,6 +207,10 @@ def taste(args) -> int:
     codec = PublicKeyCodec(args.expect_fingerprint) if args.mode == "public-key" else PlainCodec()
     screen = Screen()
     try:
+        if getattr(args, "model", None) is not None:
+            from node_agent.taste_gateway import run_by_model
+
+            return run_by_model(args, codec, screen)
         return run(args, codec, screen)
     except Failed as exc:
         screen.say(f"luckrig-node taste: {exc}")
@@ -234,17 +240,31 @@ def run(args, codec: PlainCodec | PublicKeyCodec, screen: Screen) -> int:
     )
     screen.say(f"Note: {issued['caveat']}")
 
+    messages, params = conversation(args)
+    reading = receive(node["endpoint_url"], issued["token"], codec.body(messages, params, issued), codec, screen)
+    timing = record(args, codec, reading, issued, screen, node_id=node["id"], model_name=node["model_name"])
+    if args.share_timing:
+        share_timing(tracker, upload_key, codec.shared(timing))
+    else:
+        screen.say("Share these timings (numbers only, no text) with --share-timing.")
+    return 0
+
+
+def conversation(args) -> tuple[list[dict], dict]:
+    """The messages and sampling parameters of the tasting, from the command line."""
     messages = ([{"role": "system", "content": args.system}] if args.system else []) + [
         {"role": "user", "content": args.prompt}
     ]
-    params = {"max_tokens": args.max_tokens} if args.max_tokens else {}
-    reading = receive(node["endpoint_url"], issued["token"], codec.body(messages, params, issued), codec, screen)
+    return messages, ({"max_tokens": args.max_tokens} if args.max_tokens else {})
+
+
+def record(args, codec, reading: Reading, issued: dict, screen: Screen, *, node_id: str, model_name: str) -> dict:
+    """Measure the answer that was read, show the figures and save the replay; the timing, for sharing."""
     measured = codec.measure(reading, issued, screen)
     screen.answer_ends()
-
     timing = {
         "schema_version": 1,
-        "node_id": node["id"],
+        "node_id": node_id,
         "mode": codec.mode,
         "tok_per_sec": measured.tok_per_sec,
         "ttft_ms": measured.ttft_ms,
@@ -253,23 +273,20 @@ def run(args, codec: PlainCodec | PublicKeyCodec, screen: Screen) -> int:
         "generation_sec": measured.generation_sec,
         "queue_wait_sec": round(reading.queue_wait_sec, 3),
         "output_tokens": measured.output_tokens,
-        "tokenizer": node["model_name"][:64],
+        "tokenizer": model_name[:64],
         "limited_output_truncated": bool(measured.luckrig.get("truncated")),
     }
     codec.report(timing, screen)
-    path = save_replay(args, node["id"], measured.text, codec.chunk_timestamps(reading, timing), timing)
+    path = save_replay(args, node_id, measured.text, codec.chunk_timestamps(reading, timing), timing)
     where = " (decrypted, on this machine only)" if codec.mode == "public-key" else ""
     screen.say(f"Saved the replay to {path}{where}")
-    if args.share_timing:
-        share_timing(tracker, upload_key, codec.shared(timing))
-    else:
-        screen.say("Share these timings (numbers only, no text) with --share-timing.")
-    return 0
+    return timing
 
 
-def receive(endpoint_url: str, token: str, body: dict, codec, screen: Screen) -> Reading:
+def receive(endpoint_url: str, token: str, body: dict, codec, screen: Screen, refused=None, peer="the rig") -> Reading:
     """Send the request and read the answer stream to its `[DONE]`; Failed on a refusal, an error event, a broken
-    event or connection, or a stream that ends before `[DONE]` (an answer perhaps cut short is not measured)."""
+    event or connection, or a stream that ends before `[DONE]` (an answer perhaps cut short is not measured).
+    `refused(response)` says a refusal in words (default: the rig's), `peer` is who could not be reached."""
     reading = Reading(started=time.monotonic())
     try:
         with requests.post(
@@ -281,7 +298,8 @@ def receive(endpoint_url: str, token: str, body: dict, codec, screen: Screen) ->
             headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
         ) as resp:
             if resp.status_code != 200:
-                raise Failed(f"the rig refused ({resp.status_code}): {refusal(resp)}")
+                raise Failed(refused(resp) if refused else f"the rig refused ({resp.status_code}): {refusal(resp)}")
+            reading.node_header = resp.headers.get("X-LuckRig-Node")
             for raw in resp.iter_lines():
                 now = time.monotonic()
                 reading.first_byte = reading.first_byte or now
@@ -303,7 +321,7 @@ def receive(endpoint_url: str, token: str, body: dict, codec, screen: Screen) ->
                     break
                 take(reading, event(data), now, codec, screen)
     except requests.RequestException as exc:
-        raise Failed(f"could not reach the rig: {exc}") from None
+        raise Failed(f"could not reach {peer}: {exc}") from None
     if not reading.done:
         raise Failed("the rig's answer stopped before its end ([DONE]); nothing was saved or shared.")
     return reading
@@ -324,6 +342,7 @@ def event(data: str) -> dict:
 
 
 def take(reading: Reading, chunk: dict, now: float, codec, screen: Screen) -> None:
+    reading.model = reading.model or chunk.get("model")
     if chunk.get("usage"):
         reading.usage, reading.luckrig = chunk["usage"], chunk.get("luckrig") or {}
     for choice in chunk.get("choices") or []:

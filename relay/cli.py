@@ -27,6 +27,7 @@ FLAGS = [
     ("--window-bytes", int, "per-stream buffer before the agent is paused (default 256 KiB)"),
     ("--stall-timeout", float, "seconds a taster may read nothing before the stream is cancelled (default 60)"),
     ("--heartbeat-interval", float, "seconds between heartbeats to the tracker (default 10)"),
+    ("--token-ttl", int, "lifetime in seconds of the tokens the gateway asks for (default: the tracker's)"),
 ]
 
 

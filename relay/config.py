@@ -27,6 +27,9 @@ class RelayConfig:
     window_bytes: int = 256 * 1024  # per-stream buffer before the agent is told to pause
     stall_timeout: float = 60.0  # a stream whose taster reads nothing for this long is cancelled
     heartbeat_interval: float = 10.0
+    # The lifetime the gateway asks the tracker for, for the tokens it holds on its callers' behalf (0: the
+    # tracker's default; it clamps to its own bounds).
+    token_ttl: int = 0
     report_interval: float = 2.0
 
     @property

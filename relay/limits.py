@@ -30,9 +30,16 @@ def limit_key(addr) -> str:
 
 
 def client_key(peer: str | None, forwarded_for: str | None, trusted: list) -> str:
+    addr = client_address(peer, forwarded_for, trusted)
+    return "unknown" if addr is None else limit_key(addr)
+
+
+def client_address(peer: str | None, forwarded_for: str | None, trusted: list):
+    """The client's address (an ipaddress object; None when the peer's is unreadable): the socket peer, or the
+    left-most untrusted X-Forwarded-For hop when the peer is a trusted proxy."""
     addr = _addr(peer or "")
     if addr is None:
-        return "unknown"
+        return None
     if forwarded_for and any(addr in net for net in trusted):
         # Right to left: the first hop that is not one of our proxies is the client.
         for hop in reversed([h for h in forwarded_for.split(",") if h.strip()]):
@@ -42,7 +49,7 @@ def client_key(peer: str | None, forwarded_for: str | None, trusted: list) -> st
             addr = hop_addr
             if not any(hop_addr in net for net in trusted):
                 break
-    return limit_key(addr)
+    return addr
 
 
 class RateLimiter:

@@ -1,7 +1,7 @@
-"""The relay process: the agents' tunnel endpoint (`GET /tunnel`), the tasters' paths (relay/routes.py),
-`GET /health` and `GET /metrics`, and the link to the tracker. Draining on SIGTERM: agents are told GOAWAY, the
-tracker is told at once (so nodes move to another relay without waiting for this one's heartbeat to age), open
-streams get a few seconds to finish."""
+"""The relay process: the agents' tunnel endpoint (`GET /tunnel`), the tasters' paths (relay/routes.py), the gateway at
+its root (relay/gateway.py), `GET /health` and `GET /metrics`, and the link to the tracker. Draining on SIGTERM:
+agents are told GOAWAY, the tracker is told at once (so nodes move to another relay without waiting for this one's
+heartbeat to age), open streams get a few seconds to finish."""
 
 import asyncio
 import contextlib
@@ -18,6 +18,7 @@ from node_agent.errors import AgentError
 from relay import __version__, limits
 from relay.auth import Keys
 from relay.config import RelayConfig
+from relay.gateway import Gateway, expose_node_header
 from relay.routes import SECURITY_HEADERS, Routes
 from relay.tracker_link import TrackerLink
 from relay.tunnels import Registry, Tunnel
@@ -55,11 +56,19 @@ class Relay:
         self.session: aiohttp.ClientSession | None = None
         self.link: TrackerLink | None = None
         self.routes = Routes(self)
+        self.gateway = Gateway(self)
         self._tasks: list[asyncio.Task] = []
         self._spare: set[asyncio.Task] = set()
 
     def client_key(self, request: web.Request) -> str:
         return limits.client_key(request.remote, request.headers.get("X-Forwarded-For"), self.trusted)
+
+    def client_address(self, request: web.Request) -> str:
+        """The caller's address as text (an IPv4-mapped one as its IPv4), as the tracker takes it for tokens."""
+        addr = limits.client_address(request.remote, request.headers.get("X-Forwarded-For"), self.trusted)
+        if addr is not None and addr.version == 6 and addr.ipv4_mapped is not None:
+            addr = addr.ipv4_mapped
+        return str(addr) if addr is not None else "unknown"  # the tracker refuses it: 400, never a guess
 
     # --- lifecycle --------------------------------------------------------------------------------------
 
@@ -70,6 +79,7 @@ class Relay:
         await self.link.refresh_keys()
         await self.link.heartbeat_once()
         self._tasks.append(asyncio.create_task(self.link.run()))
+        self._tasks.append(self.gateway.start())
         log.info(
             "relay %s serving on %s; %d tracker key(s)", self.config.relay_id, self.config.base_url, len(self.keys.keys)
         )
@@ -97,6 +107,7 @@ class Relay:
         if self.link is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.link.flush(), 5)  # one last try for the witness entries
+        await self.gateway.stop()
         if self.session is not None:
             await self.session.close()
 
@@ -226,6 +237,9 @@ class Relay:
         )
         for code, n in self.metrics.refusals.items():
             refusals.labels(code).inc(n)
+        Counter("luckrig_relay_gateway_tokens", "Tokens the tracker issued for gateway callers", registry=registry).inc(
+            self.gateway.tokens.issued
+        )
         Gauge("luckrig_relay_pending_reports", "Witness entries not yet taken by the tracker", registry=registry).set(
             len(self.link.pending) if self.link else 0
         )
@@ -266,8 +280,14 @@ def build_app(config: RelayConfig) -> web.Application:
     app.router.add_get("/metrics", relay.prometheus)
     app.router.add_get("/tunnel", relay.tunnel)
     app.router.add_route("*", r"/n/{node_id:[A-Za-z0-9_-]{1,64}}/{tail:.+}", relay.routes.proxy)
+    for path in ("/v1/chat/completions", "/chat/completions"):
+        app.router.add_route("POST", path, relay.gateway.chat)
+        app.router.add_route("OPTIONS", path, relay.gateway.chat)
+    app.router.add_route("GET", "/v1/models", relay.gateway.models)
+    app.router.add_route("OPTIONS", "/v1/models", relay.gateway.models)
     # The tasting panel calls the relay from the tracker's origin, exactly as it calls a direct agent.
     app.on_response_prepare.append(cors.add_cors_headers)
+    app.on_response_prepare.append(expose_node_header)
     app.on_response_prepare.append(add_security_headers)
     return app
 

@@ -24,6 +24,9 @@ AGENT_TRACKER_ENV = {
     "ALLOW_PRIVATE_NODE_URLS": "1",
     # Short, so that "unavailable within one heartbeat interval" is testable (agents here beat every 1 s).
     "HEARTBEAT_INTERVAL_SEC": "2",
+    # Tokens as short as 5 s may be asked for, so that the gateway's renewal is testable in seconds
+    # (tests/relay/test_gateway.py); the default lifetime is unchanged.
+    "TOKEN_TTL_MIN_SEC": "5",
 }
 
 

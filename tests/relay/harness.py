@@ -40,7 +40,18 @@ class FakeTracker:
         app.router.add_post("/api/relays/{relay_id}/heartbeat", self.heartbeat)
         app.router.add_post("/api/relays/{relay_id}/reports", self.report)
         app.router.add_post("/api/nodes/{node_id}/tunnel", self.tunnel)
+        app.router.add_get("/api/relays/{relay_id}/catalog", self.catalog)
+        app.router.add_post("/api/relays/{relay_id}/tokens", self.tokens)
         self.app = app
+        # The gateway's side (docs/api.md, "Gateway"): the catalog's rigs and aliases, the token requests seen, a
+        # refusal to give instead of a token ((status, body, headers)), and the tokens' lifetime and requests.
+        self.rigs: list[dict] = []
+        self.aliases: dict[str, str] = {}
+        self.catalog_requests = 0
+        self.token_requests: list[dict] = []
+        self.token_refusal: tuple[int, dict, dict] | None = None
+        self.token_ttl = 900
+        self.token_max_requests = 3
         # What POST /api/nodes/<id>/tunnel answers: the relay to name (id → public URL in `relay_urls`), the
         # tickets' lifetime, or a refusal (status, code).
         self.assign = "r1"
@@ -94,6 +105,53 @@ class FakeTracker:
                 "expires_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(exp)),
             }
         )
+
+    async def catalog(self, request):
+        self._down()
+        self.catalog_requests += 1
+        return web.json_response({"schema_version": 1, "rigs": self.rigs, "aliases": self.aliases})
+
+    async def tokens(self, request):
+        self._down()
+        body = await request.json()
+        self.token_requests.append(body)
+        if self.token_refusal:
+            status, answer, headers = self.token_refusal
+            return web.json_response(answer, status=status, headers=headers)
+        exp = int(time.time()) + self.token_ttl
+        token = self.token(body["node_id"], exp=exp, max_requests=self.token_max_requests)
+        claims = jwt.decode(token, options={"verify_signature": False})
+        return web.json_response(
+            {
+                "schema_version": 1,
+                "token": token,
+                "jti": claims["jti"],
+                "expires_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(exp)),
+                "tier": "contributor" if body.get("contributor_key") else "limited",
+                "limits": {"max_requests": self.token_max_requests, "max_output_tokens": 256},
+            },
+            status=201,
+        )
+
+    def rig(self, node_id: str, model: str = "smollm2-135m-instruct", **fields) -> dict:
+        """A catalog entry (docs/api.md, "Gateway"), served by relay r1 unless `relay_id`/`endpoint_url` say."""
+        queue = {"active": 0, "waiting": 0, "max_active": 1, "eta_sec": 0, **fields.pop("queue", {})}
+        entry = {
+            "node_id": node_id,
+            "model": model,
+            "model_key": model.lower(),
+            "quantization": "Q4_K_M",
+            "status": "available",
+            "endpoint_url": f"{self.relay_urls.get('r1', '')}/n/{node_id}/v1",
+            "relay_id": "r1",
+            "queue": queue,
+            "tok_per_sec_p50": None,
+            "ttft_ms_p50": None,
+            "rarity_score": 0.0,
+            **fields,
+        }
+        self.rigs.append(entry)
+        return entry
 
     def sign(self, claims: dict, typ: str, key=None, kid=None) -> str:
         now = int(time.time())

@@ -1,0 +1,266 @@
+"""What the gateway can route to: the tracker's catalog of rigs a taster could be sent to now
+(`GET /api/relays/<relay_id>/catalog`, polled every few seconds and on a miss), how a request's `model` picks
+among them (`rig:<node_id>` or a bare node id: exactly that rig; anything else: a model name matched against the
+rigs' normalised model keys and the tracker's alias table), and in which order the rigs serving a model are tried.
+
+The order: least expected wait first (queue over capacity, counting this relay's own requests in flight, which
+the last catalog cannot know yet), then measured speed, then rarity; among equals a smooth weighted round robin by
+capacity (`max_active`), so that many requests spread over equal rigs in proportion to their slots, exactly
+rather than by the luck of a random draw. Pure apart from `refresh` (tests/relay/test_gateway_units.py)."""
+
+import asyncio
+import collections
+import difflib
+import logging
+import math
+import re
+import time
+from dataclasses import dataclass
+
+import aiohttp
+
+from node_agent.errors import AgentError
+
+log = logging.getLogger("luckrig.relay.catalog")
+
+POLL_SEC = 5.0
+MISS_REFRESH_SEC = 1.0  # a cache miss asks the tracker again at most this often
+MAX_SUGGESTIONS = 5
+MAX_KNOWN_MODELS = 10_000  # model keys ever seen (for "known, but no rig now"), oldest forgotten first
+SPEED_STEP = 1.5  # rigs whose measured speeds are within this factor count as equally fast
+RIG_PREFIX = "rig:"
+_SPACES = re.compile(r"\s+")
+_QUANT_SUFFIX = re.compile(r"[-._](?:iq\d_[a-z]+|q\d_k_[smlx]{1,2}|q\d_k|q\d_\d|q\d|bf16|f16|f32|fp16|fp32)$", re.ASCII)
+MAX_KEY_LENGTH = 120
+
+
+def normalise(name: str) -> str:
+    """A client's `model` as a model key, by the tracker's rule (docs/api.md "Gateway", "Model keys"): trim,
+    lower-case, drop a path or owner before the last `/` and a `.gguf` ending, white space as `-`, drop a trailing
+    quantization, keep an ollama tag. The tracker's copy is nodes/model_names.model_key, which the relay cannot
+    import (it never imports the tracker); tests/relay/test_gateway_units.py holds the two to the same answers."""
+    text = name.strip().lower()[: MAX_KEY_LENGTH * 2]
+    text = text.rsplit("/", 1)[-1].rsplit("\\", 1)[-1]
+    base, colon, tag = text.partition(":")
+    base = _SPACES.sub("-", base.removesuffix(".gguf")).strip("-")
+    base = _QUANT_SUFFIX.sub("", base) or base
+    tag = _SPACES.sub("-", tag).strip("-")
+    return (base + (colon + tag if tag else ""))[:MAX_KEY_LENGTH]
+
+
+@dataclass
+class Route:
+    kind: str  # "rig": exactly that rig, never another; "model": any of `rigs`, tried in order
+    name: str  # the node id, or the model key
+    rigs: list[dict]
+
+
+class Catalog:
+    def __init__(self, *, session: aiohttp.ClientSession | None, tracker: str, relay_id: str, secret: str):
+        self.session, self.tracker, self.relay_id, self.secret = session, tracker.rstrip("/"), relay_id, secret
+        self.rigs: dict[str, dict] = {}
+        self.aliases: dict[str, str] = {}
+        self.by_model: dict[str, list[dict]] = {}
+        self.known: collections.OrderedDict = collections.OrderedDict()  # model keys seen, newest last
+        self.fetched_at: float | None = None  # time.monotonic() of the last good answer
+        self.in_flight: dict[str, int] = {}  # node id → this relay's gateway requests at that rig now
+        self._turns: dict[str, float] = {}  # the round robin's running weights, by node id
+        self._refreshing: asyncio.Future | None = None
+        self._last_miss = 0.0
+
+    # --- the tracker's answer ---------------------------------------------------------------------------
+
+    def load(self, answer: dict) -> None:
+        """Take a catalog answer (a bad one is ignored whole: the previous catalog stays)."""
+        rigs = answer.get("rigs") if isinstance(answer, dict) else None
+        if not isinstance(rigs, list):
+            raise ValueError("no rigs list")
+        by_id, by_model = {}, collections.defaultdict(list)
+        for rig in rigs:
+            if not isinstance(rig, dict) or not isinstance(rig.get("node_id"), str):
+                continue
+            key = str(rig.get("model_key") or normalise(str(rig.get("model") or ""))).lower()
+            rig = {**rig, "model_key": key}
+            by_id[rig["node_id"]] = rig
+            if key:
+                by_model[key].append(rig)
+        aliases = answer.get("aliases") if isinstance(answer.get("aliases"), dict) else {}
+        self.rigs, self.by_model = by_id, dict(by_model)
+        self.aliases = {str(k).lower(): str(v).lower() for k, v in aliases.items()}
+        for key in [*by_model, *self.aliases.values()]:
+            self.known[key] = True
+            self.known.move_to_end(key)
+        while len(self.known) > MAX_KNOWN_MODELS:
+            self.known.popitem(last=False)
+        self._turns = {k: v for k, v in self._turns.items() if k in by_id}
+        self.fetched_at = time.monotonic()
+
+    async def refresh(self) -> bool:
+        """Fetch the catalog now (one request at a time: concurrent callers share it). False when the tracker
+        could not answer: the previous catalog stays in use."""
+        if self._refreshing is not None:
+            return await asyncio.shield(self._refreshing)
+        self._refreshing = asyncio.get_running_loop().create_future()
+        ok = False
+        try:
+            async with self.session.get(
+                f"{self.tracker}/api/relays/{self.relay_id}/catalog",
+                headers={"Authorization": f"Bearer {self.secret}"},
+                timeout=aiohttp.ClientTimeout(total=5),
+            ) as resp:
+                if resp.status == 200:
+                    self.load(await resp.json())
+                    ok = True
+                else:
+                    log.warning("catalog refused: HTTP %s", resp.status)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            log.warning("catalog fetch failed (%s)", type(exc).__name__)
+        finally:
+            self._refreshing.set_result(ok)
+            self._refreshing = None
+        return ok
+
+    async def run(self) -> None:
+        while True:
+            await self.refresh()
+            await asyncio.sleep(POLL_SEC)
+
+    async def _missed(self) -> bool:
+        """A name the catalog does not have: maybe a rig that came up since the last poll. Ask again, at most
+        every MISS_REFRESH_SEC (a flood of unknown names must not become a flood of requests to the tracker)."""
+        if time.monotonic() - self._last_miss < MISS_REFRESH_SEC or self.session is None:
+            return False
+        self._last_miss = time.monotonic()
+        return await self.refresh()
+
+    # --- from `model` to a route ------------------------------------------------------------------------
+
+    async def route(self, model) -> Route:
+        if not isinstance(model, str) or not model.strip():
+            raise AgentError(
+                400, "invalid_request", "model must be a model name or rig:<node_id>.", extra={"param": "model"}
+            )
+        for attempt in (0, 1):
+            found = self.match(model)
+            if found is not None or attempt or not await self._missed():
+                break
+        if found is None:
+            raise self.not_found(model)
+        if found.kind == "model" and not found.rigs:
+            raise self.no_rig(found.name)
+        return found
+
+    def match(self, model: str) -> Route | None:
+        """The route `model` names in the current catalog, or None. A known model with no rig now is a route
+        with no rigs (503, not 404)."""
+        name = model.strip()
+        node_id = name[len(RIG_PREFIX) :] if name.lower().startswith(RIG_PREFIX) else name
+        rig = self.rigs.get(node_id) or self.rigs.get(node_id.lower())
+        if rig is not None:
+            return Route("rig", rig["node_id"], [rig])
+        if name.lower().startswith(RIG_PREFIX):
+            return None
+        key = normalise(name)
+        if key not in self.by_model:  # a rig's own model key wins over an alias of the same spelling
+            key = self.aliases.get(key, key)
+        if key in self.by_model:
+            return Route("model", key, self.order(self.by_model[key]))
+        if key in self.known:
+            return Route("model", key, [])
+        return None
+
+    def offered(self) -> list[str]:
+        return sorted(self.by_model)
+
+    def not_found(self, model: str) -> AgentError:
+        wanted = model.strip()
+        is_rig = wanted.lower().startswith(RIG_PREFIX)
+        if is_rig:
+            suggestions = difflib.get_close_matches(wanted, [RIG_PREFIX + n for n in self.rigs], MAX_SUGGESTIONS, 0.4)
+        else:  # the models on offer first, then the aliases of models on offer
+            key = normalise(wanted)
+            offered = difflib.get_close_matches(key, list(self.by_model), MAX_SUGGESTIONS, 0.4)
+            aliases = [a for a, k in self.aliases.items() if k in self.by_model]
+            more = difflib.get_close_matches(key, aliases, MAX_SUGGESTIONS, 0.4)
+            suggestions = list(dict.fromkeys([*offered, *more]))[:MAX_SUGGESTIONS]
+        if not suggestions and not is_rig:
+            suggestions = self.offered()[:MAX_SUGGESTIONS]
+        what = "rig" if is_rig else "model"
+        hint = f" Did you mean: {', '.join(suggestions)}?" if suggestions else ""
+        return AgentError(
+            404,
+            "model_not_found",
+            f"No {what} named {wanted[:100]!r} is offered through LuckRig now.{hint} GET /v1/models lists them.",
+            extra={"param": "model", "suggestions": suggestions},
+        )
+
+    def no_rig(self, key: str) -> AgentError:
+        available = self.offered()
+        listed = ", ".join(available[:20]) or "none right now"
+        return AgentError(
+            503,
+            "no_rig_available",
+            f"No rig serving {key!r} is available right now. Models available now: {listed}.",
+            headers={"Retry-After": "30"},
+            extra={"param": "model", "available_models": available},
+        )
+
+    # --- the order in which a model's rigs are tried ----------------------------------------------------
+
+    def wait_rounds(self, rig: dict) -> int:
+        """How many rounds of the rig's slots a new request would wait for: 0 when a slot is free."""
+        queue = rig.get("queue") or {}
+        slots = max(1, int(queue.get("max_active") or 1))
+        load = int(queue.get("active") or 0) + int(queue.get("waiting") or 0) + self.in_flight.get(rig["node_id"], 0)
+        return 0 if load < slots else (load - slots) // slots + 1
+
+    def expected_wait_sec(self, rig: dict) -> float:
+        rounds = self.wait_rounds(rig)
+        if rounds == 0:
+            return 0.0
+        eta = (rig.get("queue") or {}).get("eta_sec")
+        return float(eta) if isinstance(eta, int | float) and eta > 0 else 0.0
+
+    def _rank(self, rig: dict) -> tuple:
+        speed = rig.get("tok_per_sec_p50")
+        # An unmeasured rig counts as one of the fastest: otherwise it would never be chosen, so never measured.
+        speed_class = (
+            math.inf if not isinstance(speed, int | float) or speed <= 0 else math.floor(math.log(speed, SPEED_STEP))
+        )
+        rarity = rig.get("rarity_score")
+        rarity_class = round(rarity, 1) if isinstance(rarity, int | float) else 0.0
+        return (self.wait_rounds(rig), rig.get("status") == "busy", -speed_class, -rarity_class)
+
+    def order(self, rigs: list[dict]) -> list[dict]:
+        """The rigs in the order to try them: the best class first, the round robin's pick at its head."""
+        ranked = sorted(rigs, key=self._rank)
+        if not ranked:
+            return ranked
+        best = self._rank(ranked[0])
+        equals = [r for r in ranked if self._rank(r) == best]
+        pick = self._next_turn(equals)
+        return [pick, *(r for r in ranked if r is not pick)]
+
+    def _next_turn(self, equals: list[dict]) -> dict:
+        """Smooth weighted round robin (nginx's): each rig gains its weight, the leader is picked and pays the
+        total. Over n picks each rig gets its share of n to within one."""
+        if len(equals) == 1:
+            return equals[0]
+        total = 0.0
+        for rig in equals:
+            weight = max(1, int((rig.get("queue") or {}).get("max_active") or 1))
+            total += weight
+            self._turns[rig["node_id"]] = self._turns.get(rig["node_id"], 0.0) + weight
+        pick = max(equals, key=lambda r: self._turns[r["node_id"]])
+        self._turns[pick["node_id"]] -= total
+        return pick
+
+    def started(self, node_id: str) -> None:
+        self.in_flight[node_id] = self.in_flight.get(node_id, 0) + 1
+
+    def finished(self, node_id: str) -> None:
+        left = self.in_flight.get(node_id, 0) - 1
+        if left > 0:
+            self.in_flight[node_id] = left
+        else:
+            self.in_flight.pop(node_id, None)
