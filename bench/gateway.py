@@ -39,9 +39,6 @@ from relay.catalog import SPEED_STEP  # noqa: E402
 from tests.agents import AgentStarter, RelayStarter, running_tracker  # noqa: E402
 
 TRACKER_ENV = {
-    # No token runs out of requests or output during the run: "cached" must mean cached for every request.
-    "CONTRIBUTOR_MAX_REQUESTS": "1000000",
-    "LIMITED_MAX_REQUESTS": "1000000",
     "CONTRIBUTOR_MAX_OUTPUT_TOKENS": "100000",
     "LIMITED_MAX_OUTPUT_TOKENS": "100000",
     "CONTRIBUTOR_TOKENS_PER_DAY": "10000000",
@@ -99,18 +96,30 @@ async def routed(session, url: str, key: str, body: dict) -> str:
 # --- 1 and 2: time to first token ---------------------------------------------------------------------------
 
 
-async def ttft_side_by_side(agent, relay, tracker, key: str, pre_minted: str, n: int, chunks: int) -> dict:
+async def ttft_side_by_side(agent, relay, tracker, key: str, n: int, chunks: int, per_token: int) -> dict:
     gw = relay.base + "/v1/chat/completions"
     paths = {
-        "straight": (agent.base + "/v1/chat/completions", pre_minted, {"model": "bench"}),
-        "relay": (agent.public + "/v1/chat/completions", pre_minted, {"model": "bench"}),
+        "straight": (agent.base + "/v1/chat/completions", None, {"model": "bench"}),
+        "relay": (agent.public + "/v1/chat/completions", None, {"model": "bench"}),
         "gateway": (gw, key, {"model": f"rig:{agent.node_id}"}),
     }
+    minted = {"token": None, "left": 0}
+
+    def credential_for(cred):
+        """The gateway's caller sends its key; the per-rig paths a pre-minted token, minted anew (outside the timed
+        request) when its requests are used up."""
+        if cred is not None:
+            return cred
+        if minted["left"] == 0:
+            minted["token"], minted["left"] = tracker.token(agent.node_id, key=key)["token"], per_token
+        minted["left"] -= 1
+        return minted["token"]
+
     times = {name: [] for name in paths}
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
         for url, cred, extra in paths.values():  # warm up every path (the gateway's token is minted here)
             for _ in range(3):
-                await one_stream(session, url, cred, {**extra, "stream": True, "messages": HI})
+                await one_stream(session, url, credential_for(cred), {**extra, "stream": True, "messages": HI})
         minted_before = gateway_tokens(relay.base)
         for i in range(n):
             # Interleaved, in a rotating order, so that neither drift nor "who goes first" favours a path.
@@ -118,6 +127,7 @@ async def ttft_side_by_side(agent, relay, tracker, key: str, pre_minted: str, n:
             names = names[i % 3 :] + names[: i % 3]
             for name in names:
                 url, cred, extra = paths[name]
+                cred = credential_for(cred)
                 ttft, _, got = await one_stream(session, url, cred, {**extra, "stream": True, "messages": HI})
                 assert got == chunks, (name, got)
                 times[name].append(ttft * 1000)
@@ -256,6 +266,14 @@ def main() -> None:
     parser.add_argument("--routed", type=int, default=1000, help="requests routed by model (part 3)")
     parser.add_argument("--warmup", type=int, default=100, help="routed requests before the measured ones")
     parser.add_argument("--concurrency", type=int, default=1, help="routed requests in flight at once (part 3)")
+    parser.add_argument(
+        "--token-requests",
+        type=int,
+        default=1_000_000,
+        help="requests a token holds (the tiers' MAX_REQUESTS; production: 3 limited, 30 contributor). The default "
+        "never runs out, so that part 1's gateway token stays cached; the tracker keeps one relay timing sample per "
+        "token, so this is also how often the routed rigs' measured speeds can change",
+    )
     args = parser.parse_args()
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -274,7 +292,9 @@ def main() -> None:
 
 def run_all(args, tmp: Path) -> dict:
     procs = []
-    with running_tracker(tmp, **TRACKER_ENV) as tracker:
+    requests_per_token = str(args.token_requests)
+    env = {**TRACKER_ENV, "CONTRIBUTOR_MAX_REQUESTS": requests_per_token, "LIMITED_MAX_REQUESTS": requests_per_token}
+    with running_tracker(tmp, **env) as tracker:
         relays, agents = RelayStarter(tracker, tmp), AgentStarter(tracker, tmp)
         try:
             relay = relays.start(rate_per_min=1_000_000, rate_burst=100_000)
@@ -284,10 +304,11 @@ def run_all(args, tmp: Path) -> dict:
                 fake_url, relayed=True, register={"model_name": "bench-ttft"}, heartbeat_interval=AGENT_HEARTBEAT_SEC
             )
             key = tracker.contributor()
-            pre_minted = tracker.token(agent.node_id, key=key)["token"]
 
             # 1. added TTFT, token cached
-            ttft = asyncio.run(ttft_side_by_side(agent, relay, tracker, key, pre_minted, args.requests, args.chunks))
+            ttft = asyncio.run(
+                ttft_side_by_side(agent, relay, tracker, key, args.requests, args.chunks, args.token_requests)
+            )
 
             log(f"part 1 done: {ttft_summary(ttft)}")
 
@@ -384,8 +405,8 @@ def report(args, result: dict) -> None:
     ]
     print(
         f"\n{args.requests} sequential streamed requests per path, interleaved ({args.chunks} chunks, paced at "
-        f"{args.rate:g}/s); {args.keys} new contributor keys; one machine (2 cores) for the client, tracker (Daphne, "
-        f"SQLite), relay, agents and fake upstreams\n"
+        f"{args.rate:g}/s); {args.keys} new contributor keys; {args.token_requests:,} requests per token; one "
+        f"machine (2 cores) for the client, tracker (Daphne, SQLite), relay, agents and fake upstreams\n"
     )
     print("| measure | p50 ms | p95 ms | n |")
     print("|---|---:|---:|---:|")
