@@ -10,7 +10,11 @@ load generator (aiohttp) on the same machine.
 3. 1,000 requests routed by model name across 20 rigs of capacities (`max_active`) 1 to 4: each rig's share
    against its capacity-weighted share.
 
-    .venv/bin/python bench/gateway.py [--requests 100] [--keys 20] [--rigs 20] [--routed 1000]
+    .venv/bin/python bench/gateway.py [--requests 100] [--keys 20] [--rigs 20] [--routed 1000] [--concurrency 1]
+        [--token-requests 1000000]
+
+The tracker runs on SQLite (PostgreSQL when DATABASE_URL names one, as in the process tests); the figures and what
+they say are in docs/benchmarks.md, "The gateway".
 """
 
 import argparse
