@@ -93,6 +93,7 @@ bench: install
 	$(BIN)/python bench/node_list.py
 	$(BIN)/python bench/relay.py
 	$(BIN)/python bench/relay_tunnel.py
+	$(BIN)/python bench/gateway.py
 	$(BIN)/python bench/queue_fanout.py
 
 clean:
