@@ -82,3 +82,9 @@ def gateway_relays(now: datetime) -> list[dict]:
         {"relay_id": r.id, "base_url": r.public_url.rstrip("/") + "/v1"}
         for r in Relay.objects.live(now).order_by("id").only("id", "public_url")
     ]
+
+
+def gateway_base_url(relays: list[dict]) -> str | None:
+    """The one base URL a client is given (`GET /api/gateway`, the website's "Use from code" box): the first live
+    relay's; None while no relay is live."""
+    return relays[0]["base_url"] if relays else None

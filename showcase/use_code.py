@@ -2,11 +2,11 @@
 string that picks the target, and code to copy (the OpenAI Python SDK and curl). `base_url()` reads where the
 gateway is from the same rows as `GET /api/gateway` (nodes.catalog.gateway_relays, one query); the rest is pure.
 
-The code has to run as it is copied. The gateway takes a contributor key (`Bearer lrk_...`) or no credential at all
-(the limited tier) and refuses any other text (docs/relay.md, "The gateway"); the SDK refuses to start without
-some api_key. So the snippet reads the key from `LUCKRIG_KEY` and, without one, gives the SDK a placeholder and
-omits the Authorization header on the call. curl sends `Bearer ` with nothing after it when the variable is
-unset, which the gateway reads as no credential."""
+The code has to run as it is copied. The gateway takes a contributor key (`Bearer lrk_...`), or the placeholder
+`Bearer anonymous` (or no credential) for the limited tier, and refuses any other text, so that a mistyped key never
+quietly demotes its owner (docs/relay.md, "The gateway"); the SDK refuses to start without some api_key. So the
+snippet reads the key from `LUCKRIG_KEY` and falls back to `anonymous`; curl does the same with
+`${LUCKRIG_KEY:-anonymous}`."""
 
 import json
 import shlex
@@ -24,8 +24,7 @@ PROMPT = "Hello! Which GPU are you running on?"
 def base_url() -> str | None:
     """The gateway's base URL as `GET /api/gateway` gives it (the first live relay's public URL + /v1); None while
     no relay is live, so that the page says so instead of printing a URL that does not answer."""
-    relays = catalog.gateway_relays(timezone.now())
-    return relays[0]["base_url"] if relays else None
+    return catalog.gateway_base_url(catalog.gateway_relays(timezone.now()))
 
 
 def rig_model(node_id: str) -> str:
@@ -48,15 +47,13 @@ def python_snippet(url: str, model: str) -> str:
         (
             "import os",
             "",
-            "from openai import OpenAI, omit",
+            "from openai import OpenAI",
             "",
-            f"# Your contributor key (lrk_...) in {KEY_VARIABLE} gives your tier; without one, the limited tier.",
-            f'key = os.environ.get("{KEY_VARIABLE}")',
-            f'client = OpenAI(base_url={_py(url)}, api_key=key or "limited-tier")',
+            f"# Your contributor key (lrk_...) in {KEY_VARIABLE} gives your tier; anonymous: the limited tier.",
+            f'client = OpenAI(base_url={_py(url)}, api_key=os.environ.get("{KEY_VARIABLE}", "anonymous"))',
             "reply = client.chat.completions.create(",
             f"    model={_py(model)},",
             f'    messages=[{{"role": "user", "content": {_py(PROMPT)}}}],',
-            '    extra_headers={} if key else {"Authorization": omit},  # no key: no credential at all',
             ")",
             "print(reply.choices[0].message.content)",
             'print("answered by", reply.model_extra["luckrig"]["node_id"])',
@@ -69,7 +66,7 @@ def curl_line(url: str, model: str) -> str:
     return " \\\n  ".join(
         (
             f"curl {shlex.quote(url + '/chat/completions')}",
-            f'-H "Authorization: Bearer ${KEY_VARIABLE}"',
+            f'-H "Authorization: Bearer ${{{KEY_VARIABLE}:-anonymous}}"',
             "-H 'Content-Type: application/json'",
             f"-d {shlex.quote(body)}",
         )

@@ -145,4 +145,4 @@ class GatewayApi(APIView):
     )
     def get(self, request):
         relays = catalog.gateway_relays(timezone.now())
-        return Response({"schema_version": 1, "base_url": relays[0]["base_url"] if relays else None, "relays": relays})
+        return Response({"schema_version": 1, "base_url": catalog.gateway_base_url(relays), "relays": relays})

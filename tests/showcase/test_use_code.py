@@ -83,7 +83,7 @@ def test_a_rig_page_gives_the_gateway_url_the_rig_model_string_and_code_to_copy(
     compile(python, "snippet.py", "exec")  # valid Python, as copied
     curl = snippet(text, "curl")
     assert curl.startswith(f"curl {GATEWAY}/chat/completions")
-    assert f'"model": "rig:{node.id}"' in curl and "Bearer $LUCKRIG_KEY" in curl
+    assert f'"model": "rig:{node.id}"' in curl and "Bearer ${LUCKRIG_KEY:-anonymous}" in curl
     # Honest about plain mode, in so many words, and never more.
     assert "this rig's operator, and the relay that carries the request, can read your prompt" in box
     assert not OVERCLAIMS.search(re.sub(r"<[^>]+>", " ", box))
@@ -149,8 +149,8 @@ def test_a_model_key_with_url_characters_has_a_working_page(client, api, owner, 
 
 
 class FakeGateway(BaseHTTPRequestHandler):
-    """Answers a chat completion with the gateway's credential rule (relay/gateway.py: a contributor key or no
-    credential; anything else 401) and records the Authorization header it got."""
+    """Answers a chat completion with the gateway's credential rule (relay/gateway.py: a contributor key, the
+    placeholder `anonymous` or no credential; anything else 401) and records the Authorization header it got."""
 
     seen: list = []
 
@@ -158,7 +158,7 @@ class FakeGateway(BaseHTTPRequestHandler):
         auth = self.headers.get("Authorization")
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
         value = (auth or "").strip().partition(" ")[2].strip()
-        ok = not value or value.startswith("lrk_")
+        ok = value in ("", "anonymous") or value.startswith("lrk_")
         FakeGateway.seen.append((self.path, auth))
         body = (
             {
@@ -194,7 +194,7 @@ class FakeGateway(BaseHTTPRequestHandler):
 
 def test_the_copied_python_runs_with_the_openai_sdk_with_a_key_and_without(client, api, owner, tmp_path):
     """The snippet as a visitor copies it, run by the SDK the project pins against a stand-in for the gateway
-    that applies its credential rule: anonymous (no key: no Authorization at all) and with a contributor key."""
+    that applies its credential rule: anonymous (no key: `Bearer anonymous`) and with a contributor key."""
     pytest.importorskip("openai")
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeGateway)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -216,7 +216,8 @@ def test_the_copied_python_runs_with_the_openai_sdk_with_a_key_and_without(clien
             )
             assert done.returncode == 0, done.stderr
             assert done.stdout.splitlines() == ["Hi there", "answered by the-rig"]
-        assert FakeGateway.seen == [("/v1/chat/completions", None), ("/v1/chat/completions", "Bearer lrk_test-key")]
+        expected = [("/v1/chat/completions", "Bearer anonymous"), ("/v1/chat/completions", "Bearer lrk_test-key")]
+        assert FakeGateway.seen == expected
     finally:
         server.shutdown()
 
