@@ -258,7 +258,7 @@ class Catalog:
         """Each rig's class: (wait rounds, busy, clearly slow). A rig is clearly slow when it is measured at under
         SLOW_SHARE of the fastest measured rig with the same wait; an unmeasured rig never is (otherwise it would
         never be chosen, so never measured)."""
-        waits = {r["node_id"]: (self.wait_rounds(r), r.get("status") == "busy") for r in rigs}
+        waits = {r["node_id"]: (self.wait_rounds(r), self._busy(r)) for r in rigs}
         fastest: dict[tuple, float] = {}
         for r in rigs:
             speed = _speed(r)
@@ -270,6 +270,13 @@ class Catalog:
             slow = speed is not None and speed < SLOW_SHARE * fastest[wait]
             ranks[r["node_id"]] = (*wait, slow)
         return ranks
+
+    def _busy(self, rig: dict) -> bool:
+        """The tracker's `busy` (every slot taken, nodes/liveness.py) is as old as its queue: when that counted
+        requests of this relay's and a slot is free now without them, it is not busy any more."""
+        if rig.get("status") != "busy":
+            return False
+        return not (self.own_at_poll.get(rig["node_id"], 0) and self.wait_rounds(rig) == 0)
 
     def order(self, rigs: list[dict]) -> list[dict]:
         """The rigs in the order to try them: the best class first, the round robin's pick at its head. Within a

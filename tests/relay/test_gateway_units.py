@@ -91,7 +91,7 @@ def picks(c: Catalog, n: int, model: str = "smollm2-135m-instruct") -> collectio
 def test_a_slot_the_relays_own_request_freed_is_free_before_the_next_poll():
     c = catalog([rig("a"), rig("b")])
     c.started("a")  # the poll catches this relay's own request at the one-slot rig "a"
-    c.load({"rigs": [rig("a", queue={"active": 1}), rig("b")]})
+    c.load({"rigs": [rig("a", queue={"active": 1}, status="busy"), rig("b")]})
     assert c.match("smollm2-135m-instruct").rigs[0]["node_id"] == "b"
     c.finished("a")  # ... which then ends: "a" is free now, not at the next poll
     assert c.wait_rounds(c.rigs["a"]) == 0 and picks(c, 100) == {"a": 50, "b": 50}
@@ -101,7 +101,10 @@ def test_a_slot_the_relays_own_request_freed_is_free_before_the_next_poll():
     c.load({"rigs": [rig("a", queue={"active": 1}), rig("b")]})
     assert c.wait_rounds(c.rigs["a"]) == 0
     # Another client's request is not ours: the slot stays taken until the catalog says otherwise.
-    c.load({"rigs": [rig("a", queue={"active": 1}), rig("b")]}, asked_at=time.monotonic() + QUEUE_LAG_SEC + 1)
+    c.load(
+        {"rigs": [rig("a", queue={"active": 1}, status="busy"), rig("b")]},
+        asked_at=time.monotonic() + QUEUE_LAG_SEC + 1,
+    )
     assert c.wait_rounds(c.rigs["a"]) == 1 and picks(c, 10) == {"b": 10}
     c.started("a")  # ours beside it, counted at once; when ours ends, the other one still waits
     assert c.wait_rounds(c.rigs["a"]) == 2
