@@ -3,10 +3,12 @@
 among them (`rig:<node_id>` or a bare node id: exactly that rig; anything else: a model name matched against the
 rigs' normalised model keys and the tracker's alias table), and in which order the rigs serving a model are tried.
 
-The order: least expected wait first (queue over capacity, counting this relay's own requests in flight, which
-the last catalog cannot know yet), then measured speed, then rarity; among equals a smooth weighted round robin by
-capacity (`max_active`), so that many requests spread over equal rigs in proportion to their slots, exactly
-rather than by the luck of a random draw. Pure apart from `refresh` (tests/relay/test_gateway_units.py)."""
+The order: least expected wait first (queue over capacity, with this relay's own requests counted as they are now
+rather than as the last catalog saw them), then a `busy` status last, then rigs clearly slower than the fastest
+(under half its measured speed) behind the rest; among the rest a smooth weighted round robin by capacity
+(`max_active`), so that many requests spread over equal rigs in proportion to their slots, exactly rather than by
+the luck of a random draw. Rarity only breaks exact ties (the first turn, and the order tried after the pick).
+Pure apart from `refresh` (tests/relay/test_gateway_units.py)."""
 
 import asyncio
 import collections
@@ -27,7 +29,14 @@ POLL_SEC = 5.0
 MISS_REFRESH_SEC = 1.0  # a cache miss asks the tracker again at most this often
 MAX_SUGGESTIONS = 5
 MAX_KNOWN_MODELS = 10_000  # model keys ever seen (for "known, but no rig now"), oldest forgotten first
-SPEED_STEP = 1.5  # rigs whose measured speeds are within this factor count as equally fast
+# A rig measured at under this share of the fastest's speed is tried after the others. Not finer: the same paced
+# upstream measured 926-1,611 tok/s through twenty rigs on a loaded machine (docs/benchmarks.md "The gateway"),
+# and speed classes finer than the noise let one noisy-fast rig take every request.
+SLOW_SHARE = 0.5
+# How far before the relay asks for the catalog the tracker's copy of a rig's queue may date from (the agent's
+# report, coalesced, then written): own requests in flight at any moment since then may be in it.
+QUEUE_LAG_SEC = 1.0
+MAX_CHANGES = 10_000  # own requests' starts and ends remembered for that, newest last
 RIG_PREFIX = "rig:"
 _SPACES = re.compile(r"\s+")
 _QUANT_SUFFIX = re.compile(r"[-._](?:iq\d_[a-z]+|q\d_k_[smlx]{1,2}|q\d_k|q\d_\d|q\d|bf16|f16|f32|fp16|fp32)$", re.ASCII)
@@ -64,14 +73,19 @@ class Catalog:
         self.known: collections.OrderedDict = collections.OrderedDict()  # model keys seen, newest last
         self.fetched_at: float | None = None  # time.monotonic() of the last good answer
         self.in_flight: dict[str, int] = {}  # node id → this relay's gateway requests at that rig now
+        # node id → the most of them in flight while the last catalog's queue could have been reported: counted
+        # in that catalog's `active + waiting` (at most), so taken out of it and replaced by `in_flight`.
+        self.own_at_poll: dict[str, int] = {}
+        self._changes: collections.deque = collections.deque(maxlen=MAX_CHANGES)  # (monotonic, node id, before, after)
         self._turns: dict[str, float] = {}  # the round robin's running weights, by node id
         self._refreshing: asyncio.Future | None = None
         self._last_miss = 0.0
 
     # --- the tracker's answer ---------------------------------------------------------------------------
 
-    def load(self, answer: dict) -> None:
-        """Take a catalog answer (a bad one is ignored whole: the previous catalog stays)."""
+    def load(self, answer: dict, asked_at: float | None = None) -> None:
+        """Take a catalog answer (a bad one is ignored whole: the previous catalog stays). `asked_at`: the
+        time.monotonic() at which it was asked for (now when not given)."""
         rigs = answer.get("rigs") if isinstance(answer, dict) else None
         if not isinstance(rigs, list):
             raise ValueError("no rigs list")
@@ -94,6 +108,20 @@ class Catalog:
             self.known.popitem(last=False)
         self._turns = {k: v for k, v in self._turns.items() if k in by_id}
         self.fetched_at = time.monotonic()
+        self.own_at_poll = self._own_since(self.fetched_at if asked_at is None else asked_at)
+
+    def _own_since(self, asked_at: float) -> dict[str, int]:
+        """Per rig, the most of this relay's requests in flight at any moment from QUEUE_LAG_SEC before
+        `asked_at` until now: an upper bound on how many of them the catalog's queue counts. Taking them out can
+        only forget another client's request for one poll, where keeping them would count a slot ours has
+        already freed as taken for a whole one."""
+        start = asked_at - QUEUE_LAG_SEC
+        peak = dict(self.in_flight)
+        for when, node_id, before, after in reversed(self._changes):
+            if when < start:
+                break
+            peak[node_id] = max(peak.get(node_id, 0), before, after)
+        return {k: v for k, v in peak.items() if v > 0}
 
     async def refresh(self) -> bool:
         """Fetch the catalog now (one request at a time: concurrent callers share it). False when the tracker
@@ -102,6 +130,7 @@ class Catalog:
             return await asyncio.shield(self._refreshing)
         self._refreshing = asyncio.get_running_loop().create_future()
         ok = False
+        asked_at = time.monotonic()
         try:
             async with self.session.get(
                 f"{self.tracker}/api/relays/{self.relay_id}/catalog",
@@ -109,7 +138,7 @@ class Catalog:
                 timeout=aiohttp.ClientTimeout(total=5),
             ) as resp:
                 if resp.status == 200:
-                    self.load(await resp.json())
+                    self.load(await resp.json(), asked_at)
                     ok = True
                 else:
                     log.warning("catalog refused: HTTP %s", resp.status)
@@ -208,10 +237,14 @@ class Catalog:
     # --- the order in which a model's rigs are tried ----------------------------------------------------
 
     def wait_rounds(self, rig: dict) -> int:
-        """How many rounds of the rig's slots a new request would wait for: 0 when a slot is free."""
+        """How many rounds of the rig's slots a new request would wait for: 0 when a slot is free. The catalog's
+        queue is up to a poll old and counts this relay's requests as they were then: those are taken out and
+        the ones in flight now put in, so that a slot ours freed is free at once."""
         queue = rig.get("queue") or {}
         slots = max(1, int(queue.get("max_active") or 1))
-        load = int(queue.get("active") or 0) + int(queue.get("waiting") or 0) + self.in_flight.get(rig["node_id"], 0)
+        node_id = rig["node_id"]
+        listed = int(queue.get("active") or 0) + int(queue.get("waiting") or 0)
+        load = max(0, listed - self.own_at_poll.get(node_id, 0)) + self.in_flight.get(node_id, 0)
         return 0 if load < slots else (load - slots) // slots + 1
 
     def expected_wait_sec(self, rig: dict) -> float:
@@ -221,23 +254,39 @@ class Catalog:
         eta = (rig.get("queue") or {}).get("eta_sec")
         return float(eta) if isinstance(eta, int | float) and eta > 0 else 0.0
 
-    def _rank(self, rig: dict) -> tuple:
-        speed = rig.get("tok_per_sec_p50")
-        # An unmeasured rig counts as one of the fastest: otherwise it would never be chosen, so never measured.
-        speed_class = (
-            math.inf if not isinstance(speed, int | float) or speed <= 0 else math.floor(math.log(speed, SPEED_STEP))
-        )
-        rarity = rig.get("rarity_score")
-        rarity_class = round(rarity, 1) if isinstance(rarity, int | float) else 0.0
-        return (self.wait_rounds(rig), rig.get("status") == "busy", -speed_class, -rarity_class)
+    def _ranks(self, rigs: list[dict]) -> dict[str, tuple]:
+        """Each rig's class: (wait rounds, busy, clearly slow). A rig is clearly slow when it is measured at under
+        SLOW_SHARE of the fastest measured rig with the same wait; an unmeasured rig never is (otherwise it would
+        never be chosen, so never measured)."""
+        waits = {r["node_id"]: (self.wait_rounds(r), self._busy(r)) for r in rigs}
+        fastest: dict[tuple, float] = {}
+        for r in rigs:
+            speed = _speed(r)
+            if speed is not None:
+                fastest[waits[r["node_id"]]] = max(fastest.get(waits[r["node_id"]], 0.0), speed)
+        ranks = {}
+        for r in rigs:
+            wait, speed = waits[r["node_id"]], _speed(r)
+            slow = speed is not None and speed < SLOW_SHARE * fastest[wait]
+            ranks[r["node_id"]] = (*wait, slow)
+        return ranks
+
+    def _busy(self, rig: dict) -> bool:
+        """The tracker's `busy` (every slot taken, nodes/liveness.py) is as old as its queue: when that counted
+        requests of this relay's and a slot is free now without them, it is not busy any more."""
+        if rig.get("status") != "busy":
+            return False
+        return not (self.own_at_poll.get(rig["node_id"], 0) and self.wait_rounds(rig) == 0)
 
     def order(self, rigs: list[dict]) -> list[dict]:
-        """The rigs in the order to try them: the best class first, the round robin's pick at its head."""
-        ranked = sorted(rigs, key=self._rank)
-        if not ranked:
-            return ranked
-        best = self._rank(ranked[0])
-        equals = [r for r in ranked if self._rank(r) == best]
+        """The rigs in the order to try them: the best class first, the round robin's pick at its head. Within a
+        class the rarer, then the faster, comes first: an exact tie's first turn, and the order after the pick."""
+        if not rigs:
+            return []
+        ranks = self._ranks(rigs)
+        ranked = sorted(rigs, key=lambda r: (ranks[r["node_id"]], -_rarity(r), -(_speed(r) or math.inf)))
+        best = ranks[ranked[0]["node_id"]]
+        equals = [r for r in ranked if ranks[r["node_id"]] == best]
         pick = self._next_turn(equals)
         return [pick, *(r for r in ranked if r is not pick)]
 
@@ -256,11 +305,32 @@ class Catalog:
         return pick
 
     def started(self, node_id: str) -> None:
-        self.in_flight[node_id] = self.in_flight.get(node_id, 0) + 1
+        before = self.in_flight.get(node_id, 0)
+        self.in_flight[node_id] = before + 1
+        self._changed(node_id, before, before + 1)
 
     def finished(self, node_id: str) -> None:
-        left = self.in_flight.get(node_id, 0) - 1
+        before = self.in_flight.get(node_id, 0)
+        left = before - 1
         if left > 0:
             self.in_flight[node_id] = left
         else:
             self.in_flight.pop(node_id, None)
+        self._changed(node_id, before, max(0, left))
+
+    def _changed(self, node_id: str, before: int, after: int) -> None:
+        now = time.monotonic()
+        self._changes.append((now, node_id, before, after))
+        # Only a catalog asked for from now on, or one still being fetched, needs them (POLL_SEC bounds a fetch).
+        while self._changes and self._changes[0][0] < now - QUEUE_LAG_SEC - POLL_SEC:
+            self._changes.popleft()
+
+
+def _speed(rig: dict) -> float | None:
+    speed = rig.get("tok_per_sec_p50")
+    return float(speed) if isinstance(speed, int | float) and speed > 0 else None
+
+
+def _rarity(rig: dict) -> float:
+    rarity = rig.get("rarity_score")
+    return float(rarity) if isinstance(rarity, int | float) else 0.0
