@@ -179,6 +179,8 @@ def run(start, procs: list[subprocess.Popen]) -> None:
             RELAY_PORT,
             "--state-dir",
             str(data / "relay"),
+            "--allow-private-rigs",  # the twin is a direct rig on 127.0.0.1, reached by the gateway
+            "1",
         ],
         log="relay.log",
     )

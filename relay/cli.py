@@ -28,6 +28,7 @@ FLAGS = [
     ("--stall-timeout", float, "seconds a taster may read nothing before the stream is cancelled (default 60)"),
     ("--heartbeat-interval", float, "seconds between heartbeats to the tracker (default 10)"),
     ("--token-ttl", int, "lifetime in seconds of the tokens the gateway asks for (default: the tracker's)"),
+    ("--allow-private-rigs", int, "1: the gateway may reach rigs at private or loopback addresses (default 0)"),
 ]
 
 

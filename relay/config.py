@@ -30,6 +30,9 @@ class RelayConfig:
     # The lifetime the gateway asks the tracker for, for the tokens it holds on its callers' behalf (0: the
     # tracker's default; it clamps to its own bounds).
     token_ttl: int = 0
+    # 1: the gateway may carry requests to rigs (or relays) at private, loopback or link-local addresses; only for a
+    # relay whose rigs share its machine or network (make run, the tests). Default 0 (relay/addresses.py says why).
+    allow_private_rigs: int = 0
     report_interval: float = 2.0
 
     @property

@@ -21,6 +21,7 @@ from aiohttp import web
 from node_agent import cors, frames
 from node_agent.chat import parse_chat
 from node_agent.errors import AgentError, limited
+from relay.addresses import PublicOnlyResolver, url_allowed
 from relay.catalog import Catalog
 from relay.legs import HttpLeg, Leg, TunnelLeg
 from relay.token_cache import TokenCache
@@ -186,7 +187,9 @@ class Gateway:
     def start(self) -> asyncio.Task:
         # A session of its own: the relay's (tracker calls) keeps aiohttp's default of 100 connections, while
         # answers carried from other relays and direct rigs may be many more, and long.
-        self.session = aiohttp.ClientSession(trust_env=False, connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS))
+        allow_private = bool(self.relay.config.allow_private_rigs)
+        connector = aiohttp.TCPConnector(limit=MAX_CONNECTIONS, resolver=PublicOnlyResolver(allow_private))
+        self.session = aiohttp.ClientSession(trust_env=False, connector=connector)
         self.catalog.session = self.tokens.session = self.session
         return asyncio.create_task(self.catalog.run())
 
@@ -342,6 +345,9 @@ class Gateway:
             return TunnelLeg(tunnel, stream), Witness(jti="", node_id=node_id, mode="plain", stream=True)
         url = rig.get("endpoint_url")
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            return None, None
+        if not url_allowed(url, allow_private=bool(self.relay.config.allow_private_rigs)):
+            log.warning("not carrying a request to %s: a private, loopback or link-local address", node_id)
             return None, None
         if rig.get("relay_id") == relay.config.relay_id:
             return None, None  # ours, but its tunnel is gone: the catalog is a few seconds behind

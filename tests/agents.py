@@ -167,6 +167,8 @@ class RelayStarter:
             str(self.tmp_path / f"relay-{relay_id}"),
             "--heartbeat-interval",
             "1",
+            "--allow-private-rigs",  # every rig and relay of the tests is on 127.0.0.1
+            "1",
         ]
         for name, value in flags.items():
             args += ["--" + name.replace("_", "-"), str(value)]
@@ -277,6 +279,8 @@ class AgentStarter:
             "--config-dir",
             str(config_dir),
             "--heartbeat-interval",
+            "1",
+            "--allow-private-rigs",  # every rig and relay of the tests is on 127.0.0.1
             "1",
         ]
         for name, value in flags.items():

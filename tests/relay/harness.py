@@ -252,6 +252,7 @@ class Setup:
             state_dir=str(tmp_path / f"relay-state-{relay_id}"),
             report_interval=0.2,
             heartbeat_interval=0.5,
+            allow_private_rigs=1,  # the other relays and rigs of a test are all on 127.0.0.1
         )
         app = build_app(cfg)
         server = TestServer(app, handler_cancellation=True)
@@ -321,7 +322,7 @@ async def relay_setup(tmp_path: Path, **config):
         state_dir=str(tmp_path / "relay-state"),
         report_interval=0.2,
         heartbeat_interval=0.5,
-        **config,
+        **{"allow_private_rigs": 1, **config},  # the other relays and rigs of a test are all on 127.0.0.1
     )
     app = build_app(cfg)
     relay_server = TestServer(app, handler_cancellation=True)

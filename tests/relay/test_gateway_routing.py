@@ -273,3 +273,42 @@ def test_max_wait_refuses_a_long_queue_at_once_and_ends_a_wait_that_runs_over(tm
             task.cancel()
 
     run(scenario())
+
+
+def test_the_gateway_never_carries_a_request_to_a_private_address_unless_told_to(tmp_path):
+    """A direct rig's endpoint_url is its contributor's choice and a name can resolve anywhere later (DNS
+    rebinding): without the guard the relay POSTed the prompt and a token to whatever its own network reaches, and
+    passed the answer back. Literal loopback IPs and names resolving to loopback are refused; a relay started with
+    --allow-private-rigs (make run, the tests) still reaches them."""
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    async def scenario():
+        hits = []
+
+        async def direct_rig(request):
+            hits.append(request.path)
+            return web.Response(body=answer("rig-d"), headers=SSE_HEADERS)
+
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", direct_rig)
+        inside = TestServer(app, host="127.0.0.1")
+        await inside.start_server()
+        try:
+            for host in ("127.0.0.1", "localhost"):
+                async with relay_setup(tmp_path, allow_private_rigs=0) as s:
+                    s.tracker.rig("rig-d", endpoint_url=f"http://{host}:{inside.port}/v1", relay_id=None)
+                    await s.relay.gateway.catalog.refresh()
+                    r, raw = await gateway(s, chat("rig:rig-d"))
+                    assert r.status == 503, (host, r.status, raw)
+                    assert hits == [], host  # nothing reached the address behind the relay
+            async with relay_setup(tmp_path) as s:  # allowed: the same rig answers
+                s.tracker.rig("rig-d", endpoint_url=f"http://localhost:{inside.port}/v1", relay_id=None)
+                await s.relay.gateway.catalog.refresh()
+                r, raw = await gateway(s, chat("rig:rig-d"))
+                assert r.status == 200 and json.loads(raw)["luckrig"]["node_id"] == "rig-d"
+                assert hits == ["/v1/chat/completions"]
+        finally:
+            await inside.close()
+
+    run(scenario())
