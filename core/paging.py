@@ -69,3 +69,15 @@ def neighbours(request, page: Page, *, absolute: bool = True) -> dict:
         "next": page_link(request, page.number + 1, absolute=absolute) if page.has_next else None,
         "previous": page_link(request, page.number - 1, absolute=absolute) if page.has_previous else None,
     }
+
+
+def pager(request, page: Page) -> dict:
+    """What a page's pager (templates/showcase/_pager.html) reads: the page, the last page and relative links to
+    its neighbours."""
+    links = neighbours(request, page, absolute=False)
+    return {
+        "page": page.number,
+        "last_page": page.last,
+        "previous_link": links["previous"],
+        "next_link": links["next"],
+    }

@@ -97,17 +97,13 @@ def replays(request):
         }
         for row in rows
     ]
-    links = paging.neighbours(request, page, absolute=False)
     return render(
         request,
         "showcase/replays.html",
         {
             "items": items,
             "count": page.count,
-            "page": page.number,
-            "last_page": page.last,
-            "previous_link": links["previous"],
-            "next_link": links["next"],
+            **paging.pager(request, page),
         },
     )
 

@@ -51,7 +51,6 @@ def model_detail(request, model_key):
         error, number = exc.message, 1
     page = paging.Page(number, PAGE_SIZE, total)
     rows = Node.objects.listed().filter(model_name__in=names).in_default_order()
-    links = paging.neighbours(request, page, absolute=False)
     aliases = tuple(sorted(a for a, k in model_names.ALIASES.items() if k == model_key))
     context = {
         "model_key": model_key,
@@ -61,10 +60,7 @@ def model_detail(request, model_key):
         "cards": [display.card(public_node(r)) for r in page.rows(public_rows(rows))],
         "box": use_code.for_model(key=model_key, url=use_code.base_url(), live=live, aliases=aliases),
         "error": error,
-        "page": page.number,
-        "last_page": page.last,
-        "previous_link": links["previous"],
-        "next_link": links["next"],
+        **paging.pager(request, page),
         "js_strings": display.js_strings(),
     }
     return render(request, "showcase/model.html", context, status=400 if error else 200)

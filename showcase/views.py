@@ -85,7 +85,6 @@ def index(request):
         error, query = exc.message, queries.parse_list_query({"page_size": str(SITE_PAGE_SIZE)})
     qs = queries.apply(query, Node.objects.listed())
     page = paging.Page(query.page, query.page_size, qs.count() if error is None else 0)
-    links = paging.neighbours(request, page, absolute=False)
     summary = _summary()
     context = {
         "cards": [display.card(public_node(r)) for r in page.rows(public_rows(qs))],
@@ -99,10 +98,7 @@ def index(request):
         "statuses": list(display.STATUS_LABELS.items()),
         "orders": [(o, display.ORDER_LABELS.get(o, o)) for o in queries.ORDERS],
         "error": error,
-        "page": page.number,
-        "last_page": page.last,
-        "previous_link": links["previous"],
-        "next_link": links["next"],
+        **paging.pager(request, page),
         "js_strings": display.js_strings(),
     }
     return render(request, "showcase/index.html", context, status=400 if error else 200)
