@@ -280,8 +280,6 @@ class AgentStarter:
             str(config_dir),
             "--heartbeat-interval",
             "1",
-            "--allow-private-rigs",  # every rig and relay of the tests is on 127.0.0.1
-            "1",
         ]
         for name, value in flags.items():
             args += ["--" + name.replace("_", "-"), str(value)]
