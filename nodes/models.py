@@ -117,6 +117,8 @@ class Node(models.Model):
     class Visibility(models.TextChoices):
         PUBLIC = "public"
         UNLISTED = "unlisted"
+        # Only the members of the circles it is shared with may see it or taste it (issue 15).
+        CIRCLE = "circle"
 
     class Status(models.TextChoices):
         AVAILABLE = "available"
@@ -153,6 +155,11 @@ class Node(models.Model):
     # ",tag1,tag2," so that `tag=` filters with a plain LIKE on SQLite and PostgreSQL alike.
     tags_index = models.CharField(max_length=600, blank=True, editable=False)
     visibility = models.CharField(max_length=10, choices=Visibility.choices, default=Visibility.PUBLIC)
+    # The circles this rig is shared with: their members alone may taste a `circle` rig, and they go first in the
+    # queue of a public or unlisted one (friends first; public tasters fill idle time).
+    circles = models.ManyToManyField("nodes.Circle", blank=True, related_name="nodes")
+    # UTC hours of the day (0-23) in which a shared public or unlisted rig serves its circles only.
+    circle_only_hours = models.JSONField(default=list, blank=True)
     node_public_key = models.TextField(null=True, blank=True)
     node_public_key_fingerprint = models.CharField(max_length=64, null=True, blank=True)
     secret_hash = models.CharField(max_length=64, unique=True, editable=False)
@@ -238,7 +245,9 @@ class Node(models.Model):
             ),
         ]
         constraints = [
-            models.CheckConstraint(condition=Q(visibility__in=["public", "unlisted"]), name="node_visibility_valid"),
+            models.CheckConstraint(
+                condition=Q(visibility__in=["public", "unlisted", "circle"]), name="node_visibility_valid"
+            ),
             models.CheckConstraint(condition=Q(reachability__in=["direct", "relayed"]), name="node_reachability_valid"),
         ]
 
@@ -319,3 +328,74 @@ class TimingSample(models.Model):
 
     def __str__(self) -> str:
         return f"{self.node_id} {self.source} timing {self.jti}"
+
+
+class Circle(models.Model):
+    """A contributor's circle of friends: a rig shared with it is for its members (issue 15). Members join by an
+    invite link; each has daily limits (requests, tokens) that default to the circle's."""
+
+    id = models.CharField(max_length=32, primary_key=True)  # "c_" + random, never guessable from the name
+    owner = models.ForeignKey(Contributor, on_delete=models.CASCADE, related_name="owned_circles")
+    name = models.CharField(max_length=80)
+    created_at = models.DateTimeField(auto_now_add=True)
+    default_requests_per_day = models.PositiveIntegerField(default=200)
+    default_tokens_per_day = models.PositiveIntegerField(default=200_000)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["owner", "name"], name="circle_name_per_owner")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.id})"
+
+
+class CircleMember(models.Model):
+    """One contributor's membership of one circle. The owner is a member too (role `owner`)."""
+
+    class Role(models.TextChoices):
+        OWNER = "owner"  # the circle's creator: invites, pauses, removes, shares rigs
+        INVITER = "inviter"  # a member who may also invite
+        MEMBER = "member"  # tastes the circle's rigs
+
+    class Status(models.TextChoices):
+        ACTIVE = "active"
+        PAUSED = "paused"  # by the owner: no new tokens for the circle's rigs until resumed
+
+    circle = models.ForeignKey(Circle, on_delete=models.CASCADE, related_name="members")
+    contributor = models.ForeignKey(Contributor, on_delete=models.CASCADE, related_name="circle_memberships")
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
+    # Per-member daily limits; null: the circle's defaults.
+    requests_per_day = models.PositiveIntegerField(null=True, blank=True)
+    tokens_per_day = models.PositiveIntegerField(null=True, blank=True)
+    joined_at = models.DateTimeField(auto_now_add=True)
+    invite = models.ForeignKey(
+        "nodes.CircleInvite", null=True, blank=True, on_delete=models.SET_NULL, related_name="joined"
+    )
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["circle", "contributor"], name="circle_member_once")]
+
+    def __str__(self) -> str:
+        return f"{self.contributor_id} in {self.circle_id}"
+
+
+class CircleInvite(models.Model):
+    """An invite link `/join/<code>`: the code is shown once and only its sha256 is kept. Single-use unless the
+    owner chose more uses (`max_uses` null: any number until it expires)."""
+
+    id = models.CharField(max_length=32, primary_key=True)  # "inv_" + random: names the invite for revoking
+    circle = models.ForeignKey(Circle, on_delete=models.CASCADE, related_name="invites")
+    code_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_by = models.ForeignKey(Contributor, on_delete=models.CASCADE, related_name="circle_invites")
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    max_uses = models.PositiveIntegerField(null=True, blank=True, default=1)
+    uses = models.PositiveIntegerField(default=0)
+    role = models.CharField(max_length=10, choices=CircleMember.Role.choices, default=CircleMember.Role.MEMBER)
+    # Limits given to whoever joins by it; null: the circle's defaults.
+    requests_per_day = models.PositiveIntegerField(null=True, blank=True)
+    tokens_per_day = models.PositiveIntegerField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"invite {self.id} to {self.circle_id}"

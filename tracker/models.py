@@ -33,6 +33,9 @@ class TastingToken(models.Model):
     max_requests = models.PositiveIntegerField()
     max_output_tokens = models.PositiveIntegerField()
     user_public_key_fingerprint = models.CharField(max_length=64, null=True, blank=True)
+    # The circle a member's token was issued through (its `circle` claim): that circle's per-member limits apply
+    # instead of the tier's daily quota, and removing or pausing the member revokes it.
+    circle = models.ForeignKey("nodes.Circle", null=True, blank=True, on_delete=models.SET_NULL, related_name="tokens")
     # sha256 of the taster's upload key (`lru_`, shown once with the token): what timing uploads and replay
     # publishing take, because the node operator holds the token itself. Null for tokens issued before it.
     upload_key_hash = models.CharField(max_length=64, null=True, blank=True, unique=True, editable=False)
@@ -49,7 +52,10 @@ class TastingToken(models.Model):
     relay_seen_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        indexes = [models.Index(fields=["node", "expires_at"], name="token_node_expiry")]
+        indexes = [
+            models.Index(fields=["node", "expires_at"], name="token_node_expiry"),
+            models.Index(fields=["circle", "contributor", "issued_at"], name="token_circle_member_day"),
+        ]
 
     def __str__(self) -> str:
         return self.jti

@@ -26,6 +26,12 @@ SQUASHED = {
     "moderation": "0001_squashed_0007_contributor_in_nodes",
     "showcase": "0001_squashed_0006_contributor_in_nodes",
 }
+# Migrations written since the squashes (issue 15's circles onwards): applied after their app's squash.
+AFTER_SQUASH = {"nodes": ["0009_circles"], "tracker": ["0006_token_circle"]}
+# Columns those later migrations added to existing tables, with the value every old row must get.
+ADDED_COLUMNS = {"nodes_node": {"circle_only_hours": []}, "tracker_tastingtoken": {"circle_id": None}}
+ADDED_TABLES = ["nodes_circle", "nodes_circleinvite", "nodes_circlemember", "nodes_node_circles"]
+ADDED_MODELS = {("nodes", "circle"), ("nodes", "circleinvite"), ("nodes", "circlemember")}
 TRANSITION = [
     "nodes.0008_contributor_from_tracker",
     "moderation.0007_contributor_in_nodes",
@@ -70,7 +76,11 @@ def fresh(tmp_path_factory):
 
 def test_a_new_database_applies_one_squashed_migration_per_app(fresh):
     ours = [name for name in applying(fresh["applied"]) if name.split(".")[0] in ORDER]
-    assert ours == [f"{app}.{SQUASHED[app]}" for app in ORDER]
+    assert sorted(ours) == sorted(
+        [f"{app}.{SQUASHED[app]}" for app in ORDER] + [f"{a}.{n}" for a, names in AFTER_SQUASH.items() for n in names]
+    )
+    for app, names in AFTER_SQUASH.items():
+        assert all(ours.index(f"{app}.{SQUASHED[app]}") < ours.index(f"{app}.{n}") for n in names)
 
 
 @pytest.mark.parametrize("stray", [False, True], ids=["as-deployed", "with-a-stray-nodes-content-type"])
@@ -87,26 +97,41 @@ def test_a_database_made_by_724fe5b_is_upgraded_without_losing_a_row(tmp_path, f
         schema = step(env, SETTINGS, "schema")
         check = run(env, SETTINGS, "manage.py", "makemigrations", "--check", "--dry-run")
 
-    assert applying(applied) == TRANSITION
+    # The transition from 724fe5b, then what was written since the squashes.
+    steps = applying(applied)
+    assert [m for m in steps if m in TRANSITION] == TRANSITION
+    assert sorted(m for m in steps if m not in TRANSITION) == sorted(
+        f"{a}.{n}" for a, names in AFTER_SQUASH.items() for n in names
+    )
 
     # Every row of every table is still there, unchanged, but for the content type that moved (and the accidental
     # one, with its permissions, that gave way to it).
     moved, stray_id = seeded["content_type_id"], seeded["stray_id"]
     changed = {"django_content_type", "auth_permission"}
+    # Tables added since 724fe5b exist and are empty; every older row lost nothing.
+    assert {t: after.pop(t) for t in ADDED_TABLES} == dict.fromkeys(ADDED_TABLES, [])
+    after = {t: [_without_added(t, row) for row in rows] for t, rows in after.items()}
     assert {t: r for t, r in after.items() if t not in changed} == {t: r for t, r in before.items() if t not in changed}
     assert before["contributor"] and after["contributor"] == before["contributor"]
+
+    added_types = {
+        row["id"]
+        for row in map(json.loads, after["django_content_type"])
+        if (row["app_label"], row["model"]) in ADDED_MODELS
+    }
 
     def content_types(dump, **move):
         out = []
         for row in map(json.loads, dump["django_content_type"]):
-            if row["id"] == stray_id:
+            if row["id"] == stray_id or row["id"] in added_types:
                 continue
             out.append({**row, **move} if row["id"] == moved else row)
         return sorted(out, key=lambda r: r["id"])
 
     assert content_types(after) == content_types(before, app_label="nodes")
     permissions_before = [p for p in map(json.loads, before["auth_permission"]) if p["content_type_id"] != stray_id]
-    assert sorted(map(json.loads, after["auth_permission"]), key=lambda p: p["id"]) == sorted(
+    permissions_after = [p for p in map(json.loads, after["auth_permission"]) if p["content_type_id"] not in added_types]
+    assert sorted(permissions_after, key=lambda p: p["id"]) == sorted(
         permissions_before, key=lambda p: p["id"]
     )
 
@@ -134,7 +159,9 @@ def test_a_database_made_by_724fe5b_is_upgraded_without_losing_a_row(tmp_path, f
         "moderator_may": [True, True],
         # Recorded as applied: the replaced migrations and the squashes, so the replaced files can go later.
         "applied": sorted(
-            [f"{app}.{name}" for app, name in replaced_migrations()] + [f"{a}.{n}" for a, n in SQUASHED.items()]
+            [f"{app}.{name}" for app, name in replaced_migrations()]
+            + [f"{a}.{n}" for a, n in SQUASHED.items()]
+            + [f"{a}.{n}" for a, names in AFTER_SQUASH.items() for n in names]
         ),
     }
     assert "nodes.view_contributor" in facts["moderators"] and "nodes.change_contributor" in facts["moderators"]
@@ -144,6 +171,18 @@ def test_a_database_made_by_724fe5b_is_upgraded_without_losing_a_row(tmp_path, f
     assert schema["contributor"]["name"] == "nodes_contributor"
     assert schema == fresh["schema"]
     assert "No changes detected" in check.stdout
+
+
+def _without_added(table: str, row: str) -> str:
+    """A row dumped after the upgrade, less the columns added since 724fe5b, which must hold their defaults."""
+    added = ADDED_COLUMNS.get(table)
+    if not added:
+        return row
+    values = json.loads(row)
+    for column, default in added.items():
+        # A JSON column reads back as text on SQLite and as its value on PostgreSQL.
+        assert values.pop(column) in (default, json.dumps(default)), (table, column)
+    return json.dumps(values, sort_keys=True)
 
 
 def replaced_migrations() -> list[tuple[str, str]]:
@@ -173,4 +212,6 @@ def test_each_apps_migrations_depend_only_on_apps_below_it():
                 if parent.key[0] in ORDER and parent.key[0] not in below:
                     wrong.append(f"{key} depends on {parent.key}")
     assert not wrong, "\n".join(wrong)
-    assert sorted(key for key in graph.nodes if key[0] in ORDER) == sorted(SQUASHED.items())
+    assert sorted(key for key in graph.nodes if key[0] in ORDER) == sorted(
+        [*SQUASHED.items(), *((a, n) for a, names in AFTER_SQUASH.items() for n in names)]
+    )
