@@ -130,7 +130,9 @@ def test_a_database_made_by_724fe5b_is_upgraded_without_losing_a_row(tmp_path, f
 
     assert content_types(after) == content_types(before, app_label="nodes")
     permissions_before = [p for p in map(json.loads, before["auth_permission"]) if p["content_type_id"] != stray_id]
-    permissions_after = [p for p in map(json.loads, after["auth_permission"]) if p["content_type_id"] not in added_types]
+    permissions_after = [
+        p for p in map(json.loads, after["auth_permission"]) if p["content_type_id"] not in added_types
+    ]
     assert sorted(permissions_after, key=lambda p: p["id"]) == sorted(
         permissions_before, key=lambda p: p["id"]
     )
