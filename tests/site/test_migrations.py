@@ -133,9 +133,7 @@ def test_a_database_made_by_724fe5b_is_upgraded_without_losing_a_row(tmp_path, f
     permissions_after = [
         p for p in map(json.loads, after["auth_permission"]) if p["content_type_id"] not in added_types
     ]
-    assert sorted(permissions_after, key=lambda p: p["id"]) == sorted(
-        permissions_before, key=lambda p: p["id"]
-    )
+    assert sorted(permissions_after, key=lambda p: p["id"]) == sorted(permissions_before, key=lambda p: p["id"])
 
     assert facts == {
         "contributors": [["c_ada", "ada", "a", 12.5, "contributor", 0], ["c_bob", None, "b", 0.0, "limited", 3]],
