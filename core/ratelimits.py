@@ -42,12 +42,20 @@ def seconds_left_in_window(value: str, period: int, now: int | None = None) -> i
 
 
 def refuse_if_limited(
-    request, rate_setting: str, group: str, *, client_hash: str, code: str = "ip_rate_limited", explain=None
+    request,
+    rate_setting: str,
+    group: str,
+    *,
+    client_hash: str,
+    code: str = "ip_rate_limited",
+    explain=None,
+    who: str = "this address",
 ) -> None:
     """Count one POST against `group`'s per-address window for the client whose hashed household is
     `client_hash`, and raise the 429 when it is over the rate named by `rate_setting`. Usually the client is the
     caller (`limit` below); a relay asking for a token on a taster's behalf names the taster's address instead
-    (tracker.gateway_api), and both count in the same window. `explain()`, when given, returns more body fields."""
+    (tracker.gateway_api), and both count in the same window; a per-contributor limit passes the contributor's id
+    and says so in `who`. `explain()`, when given, returns more body fields."""
     rate = getattr(settings, rate_setting)
     # Never fails open: while Redis is unreachable the counters are this process's own (ratecache.py),
     # and a malformed rate stops the tracker at start-up (checks.py) instead of switching a limit off.
@@ -61,7 +69,7 @@ def refuse_if_limited(
         raise ApiError(
             429,
             code,
-            f"Too many requests from this address; try again in {retry} s.",
+            f"Too many requests from {who}; try again in {retry} s.",
             extra=extra,
             headers={"Retry-After": str(retry)},
         )

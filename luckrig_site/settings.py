@@ -272,7 +272,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
-    "ENUM_NAME_OVERRIDES": {"CryptoModeEnum": ["plain", "public-key"]},
+    "ENUM_NAME_OVERRIDES": {
+        "CryptoModeEnum": ["plain", "public-key"],
+        "CircleRoleEnum": ["owner", "inviter", "member"],
+        "InviteRoleEnum": ["member", "inviter"],
+        "MembershipStatusEnum": ["active", "paused"],
+    },
 }
 
 # --- LuckRig ---
@@ -323,6 +328,8 @@ RATE_FINGERPRINT_VERIFY = os.environ.get("RATE_FINGERPRINT_VERIFY", "30/h")
 RATE_TIMING_UPLOAD = os.environ.get("RATE_TIMING_UPLOAD", "120/h")
 RATE_ABUSE_REPORT = os.environ.get("RATE_ABUSE_REPORT", "10/d")
 RATE_REPLAY_PUBLISH = os.environ.get("RATE_REPLAY_PUBLISH", "20/h")
+# Per contributor (not per IP): circle invites made (POST /api/circles/<id>/invites).
+RATE_CIRCLE_INVITE = os.environ.get("RATE_CIRCLE_INVITE", "20/h")
 # Per node, what its agent may send (tracker/throttle.py): heartbeats, usage reports and moderation flags, over HTTP
 # and the agent link alike. Validated at start-up like the per-IP rates.
 RATE_AGENT_HEARTBEAT = os.environ.get("RATE_AGENT_HEARTBEAT", "5/5s")

@@ -7,7 +7,7 @@ from moderation import api as moderation_api
 from moderation import views as moderation_views
 from nodes.api import NodeMetricsApi, ShowcaseApi
 from showcase import api as showcase_api
-from tracker import agent_api, api, fingerprint, gateway_api
+from tracker import agent_api, api, circles_api, fingerprint, gateway_api
 
 handler404 = "core.api_errors.not_found_json"
 handler500 = "core.api_errors.server_error_json"
@@ -40,6 +40,23 @@ urlpatterns = [
     path("api/replay-sets", showcase_api.ReplaySetCollectionApi.as_view(), name="api-replay-sets"),
     path("api/replay-sets/<str:set_id>", showcase_api.ReplaySetItemApi.as_view(), name="api-replay-set"),
     path("api/showcase", ShowcaseApi.as_view(), name="api-showcase"),
+    path("api/circles", circles_api.CircleCollectionApi.as_view(), name="api-circles"),
+    # The invite paths before /api/circles/<circle_id>, which would take "invites" for a circle id.
+    path("api/circles/invites/<str:code>", circles_api.InvitePreviewApi.as_view(), name="api-circle-invite-preview"),
+    path("api/circles/invites/<str:code>/join", circles_api.InviteJoinApi.as_view(), name="api-circle-join"),
+    path("api/circles/<str:circle_id>", circles_api.CircleItemApi.as_view(), name="api-circle"),
+    path("api/circles/<str:circle_id>/invites", circles_api.CircleInvitesApi.as_view(), name="api-circle-invites"),
+    path(
+        "api/circles/<str:circle_id>/invites/<str:invite_id>",
+        circles_api.CircleInviteItemApi.as_view(),
+        name="api-circle-invite",
+    ),
+    path("api/circles/<str:circle_id>/members", circles_api.CircleMembersApi.as_view(), name="api-circle-members"),
+    path(
+        "api/circles/<str:circle_id>/members/<str:contributor_id>",
+        circles_api.CircleMemberItemApi.as_view(),
+        name="api-circle-member",
+    ),
     path("api/contributions", api.ContributionsApi.as_view(), name="api-contributions"),
     path("api/abuse/report", moderation_api.AbuseReportApi.as_view(), name="api-abuse-report"),
     path("api/abuse-contact", moderation_api.AbuseContactApi.as_view(), name="api-abuse-contact"),

@@ -37,6 +37,12 @@ def active(kind: str, value: str, now: datetime | None = None) -> Ban | None:
     return forever or bans.order_by("-expires_at").first()
 
 
+def banned_contributors(contributor_ids, now: datetime | None = None) -> set[str]:
+    """Which of these contributors are banned right now (one query for any number)."""
+    active_bans = _active(now or timezone.now()).filter(kind=Ban.Kind.CONTRIBUTOR, value__in=list(contributor_ids))
+    return set(active_bans.values_list("value", flat=True))
+
+
 def _forbidden(ban: Ban) -> ApiError:
     return ApiError(
         403,
@@ -122,9 +128,10 @@ def refresh_node_ban(node_id: str) -> None:
     _refresh(list(Node.objects.filter(pk=node_id).only("id", "owner_id", "banned_until")), timezone.now())
 
 
-def _revoke(tokens, now: datetime) -> int:
+def revoke_outstanding(tokens, now: datetime) -> int:
     """Revoke outstanding tokens and, once committed, push the jtis down each node's agent link (the agents
-    also find them in their next heartbeat answer), as moderation does for a node ban."""
+    also find them in their next heartbeat answer), as moderation does for a node ban. Also what removing or
+    pausing a circle member does to their circle tokens (tracker.circle_services)."""
     outstanding = tokens.filter(revoked_at__isnull=True, expires_at__gt=now)
     per_node: dict[str, list[str]] = {}
     for jti, node_id in outstanding.values_list("jti", "node_id")[:5000]:
@@ -160,7 +167,7 @@ def apply_contributor_ban(contributor_id: str) -> int:
     _relist(_refresh(list(Node.objects.filter(owner_id=contributor_id).only(*_FIELDS)), now))
     if active(Ban.Kind.CONTRIBUTOR, contributor_id, now) is None:
         return 0
-    return _revoke(
+    return revoke_outstanding(
         TastingToken.objects.filter(Q(contributor_id=contributor_id) | Q(node__owner_id=contributor_id)), now
     )
 

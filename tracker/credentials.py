@@ -1,5 +1,5 @@
-"""Bearer credentials: contributor keys (`lrk_`), node secrets (`lrn_`), relay secrets (`lrr_`) and tasters'
-upload keys (`lru_`). Only SHA-256 digests are stored; comparisons are constant-time."""
+"""Bearer credentials: contributor keys (`lrk_`), node secrets (`lrn_`), relay secrets (`lrr_`), tasters' upload
+keys (`lru_`) and circle invite codes (`lri_`). Only SHA-256 digests are stored; comparisons are constant-time."""
 
 import base64
 import hashlib
@@ -10,6 +10,7 @@ CONTRIBUTOR_PREFIX = "lrk_"
 NODE_PREFIX = "lrn_"
 RELAY_PREFIX = "lrr_"
 UPLOAD_PREFIX = "lru_"
+INVITE_PREFIX = "lri_"
 
 
 def new_secret(prefix: str) -> str:

@@ -44,6 +44,14 @@ def test_the_openapi_schema_documents_every_endpoint(api):
         "/api/replay/timing": {"post"},
         "/api/showcase": {"get"},
         "/api/contributions": {"get"},
+        "/api/circles": {"get", "post"},
+        "/api/circles/{circle_id}": {"get", "patch", "delete"},
+        "/api/circles/{circle_id}/invites": {"get", "post"},
+        "/api/circles/{circle_id}/invites/{invite_id}": {"delete"},
+        "/api/circles/invites/{code}": {"get"},
+        "/api/circles/invites/{code}/join": {"post"},
+        "/api/circles/{circle_id}/members": {"get"},
+        "/api/circles/{circle_id}/members/{contributor_id}": {"patch", "delete"},
     }
     for path, methods in expected.items():
         assert path in doc["paths"], path
@@ -241,9 +249,20 @@ def test_env_example_lists_every_setting_read_from_the_environment():
     assert read == listed
 
 
+# How docs/api.md writes the circles' path parameters.
+CIRCLE_PARAMETERS = {
+    "{circle_id}": "<id>",
+    "{invite_id}": "<invite_id>",
+    "{contributor_id}": "<contributor_id>",
+    "{code}": "<code>",
+}
+
+
 def test_docs_api_md_describes_every_served_endpoint(api):
     """docs/api.md is the project's statement of the contract: every path the tracker serves is in it."""
     text = (ROOT / "docs" / "api.md").read_text()
     for path in schema(api)["paths"]:
         documented = path.replace("{node_id}", "<id>").replace("{relay_id}", "<relay_id>")
+        for name, shown in CIRCLE_PARAMETERS.items():
+            documented = documented.replace(name, shown)
         assert f"`{documented}" in text or f"{documented}`" in text or f" {documented} " in text, path
