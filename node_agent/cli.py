@@ -67,14 +67,22 @@ SERVE_FLAGS = [
         "for a model server that streams no usage: probe asks its prompt tokens with a one-token request after each "
         "answer, off never does; auto (default): probe only a server on this machine or a private network",
     ),
+    (
+        "--visibility",
+        str,
+        "pin the rig's radius: circle refuses every tasting token not issued through one of its circles, whatever "
+        "the tracker says (public, unlisted, or not given: the tracker's word, which can only narrow it)",
+    ),
+    ("--circle", str, "a circle id (c_...) this rig serves, pinned: the tracker cannot add to them (repeatable)"),
     ("--limit-loopback", int, argparse.SUPPRESS),  # a test seam (docs/node-agent.md), not an operator's setting
 ]
 CHOICES = {
     "--relay": ("auto", "off"),
     "--moderate-output": ("record", "block", "off"),
     "--count-prompt-tokens": ("auto", "probe", "off"),
+    "--visibility": ("public", "unlisted", "circle"),
 }
-REPEATABLE = {"--filter-off"}
+REPEATABLE = {"--filter-off", "--circle"}
 
 
 def add_serve_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
@@ -183,7 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
 
     join = with_config_dir(sub.add_parser("join", help="find the local LLM server, register the node, serve"))
-    add_serve_flags(join, skip=("--node-id", "--node-secret"))
+    # --visibility is a registration flag here (node_agent/edit.py), and --circle names a circle (not an id).
+    add_serve_flags(join, skip=("--node-id", "--node-secret", "--visibility", "--circle"))
     join.add_argument("--contributor-key", help="an existing contributor key (default: the saved one, or a new one)")
     add_node_flags(join)
     join.add_argument(

@@ -52,9 +52,17 @@ class AgentConfig:
     # In production loopback is exempt (relayed tasters all arrive from 127.0.0.1), so tests, which run on
     # 127.0.0.1, switch the exemption off to see the bound work.
     limit_loopback: int = 0
+    # The rig's radius as the operator pins it (issue 15, node_agent/circles.py): empty leaves it to the tracker.
+    # `circle` and the circle ids (comma-separated, or a list in agent.json) win over whatever the tracker says.
+    visibility: str = ""
+    circle: str = ""
     config_dir: str = field(default_factory=lambda: str(default_config_dir()))
 
     def __post_init__(self):
+        if isinstance(self.circle, list | tuple):  # agent.json keeps the pinned circles as a list
+            self.circle = ",".join(str(c) for c in self.circle)
+        if self.visibility not in ("", "public", "unlisted", "circle"):
+            raise ValueError(f"--visibility must be public, unlisted or circle, not {self.visibility!r}")
         if self.relay not in ("auto", "off"):
             raise ValueError(f"--relay must be auto or off, not {self.relay!r}")
         if self.count_prompt_tokens not in ("auto", "probe", "off"):
@@ -72,6 +80,11 @@ class AgentConfig:
     def filter_categories_off(self) -> frozenset[str]:
         """The categories named by --filter-off (repeatable or comma-separated), lower-cased."""
         return frozenset(part.strip().lower() for part in self.filter_off.split(",") if part.strip())
+
+    @property
+    def pinned_circles(self) -> frozenset[str]:
+        """The circle ids named by --circle (repeatable or comma-separated)."""
+        return frozenset(part.strip() for part in self.circle.split(",") if part.strip())
 
     @property
     def state_dir(self) -> Path:
