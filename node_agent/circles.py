@@ -22,6 +22,10 @@ log = logging.getLogger("luckrig.agent.circles")
 VISIBILITIES = ("public", "unlisted", "circle")
 
 
+def _all(value, ok) -> bool:
+    return isinstance(value, list) and all(ok(item) for item in value)
+
+
 class CircleGuard:
     def __init__(
         self,
@@ -78,13 +82,11 @@ class CircleGuard:
         if visibility in VISIBILITIES and visibility != self.told_visibility:
             self.told_visibility, changed = visibility, True
         circles = message.get("circles")
-        if isinstance(circles, list) and all(isinstance(c, str) for c in circles):
-            if frozenset(circles) != self.told_circles:
-                self.told_circles, changed = frozenset(circles), True
+        if _all(circles, lambda c: isinstance(c, str)) and frozenset(circles) != self.told_circles:
+            self.told_circles, changed = frozenset(circles), True
         hours = message.get("circle_only_hours")
-        if isinstance(hours, list) and all(isinstance(h, int) and 0 <= h <= 23 for h in hours):
-            if frozenset(hours) != self.circle_only_hours:
-                self.circle_only_hours, changed = frozenset(hours), True
+        if _all(hours, lambda h: type(h) is int and 0 <= h <= 23) and frozenset(hours) != self.circle_only_hours:
+            self.circle_only_hours, changed = frozenset(hours), True
         if changed:
             log.info("the tracker's word on this rig's radius: %s", self.describe())
             self._save()
@@ -125,8 +127,7 @@ class CircleGuard:
             raise AgentError(
                 403,
                 "not_in_circle",
-                "This rig is shared with its circles only, and this tasting token was not issued through one of "
-                "them.",
+                "This rig is shared with its circles only, and this tasting token was not issued through one of them.",
             )
         hour = time.gmtime(self.clock()).tm_hour
         if hour in self.circle_only_hours:

@@ -82,10 +82,12 @@ def test_an_unpinned_agent_told_circle_by_a_heartbeat_reply_refuses_public_token
             assert (await (await client.get("/health")).json())["visibility"] == "circle"
 
     asyncio.run(run())
-    assert (fake_tracker.http_heartbeats if ws_mode == "no_upgrade" else fake_tracker.messages("heartbeat"))
+    assert fake_tracker.http_heartbeats if ws_mode == "no_upgrade" else fake_tracker.messages("heartbeat")
 
 
-def test_a_pushed_circles_message_applies_at_once_both_ways_for_an_unpinned_agent(fake_tracker, fake_upstream, tmp_path):
+def test_a_pushed_circles_message_applies_at_once_both_ways_for_an_unpinned_agent(
+    fake_tracker, fake_upstream, tmp_path
+):
     async def run():
         # Heartbeats every minute: only the push can have changed anything within the test.
         async with running_agent(fake_tracker, fake_upstream, tmp_path, heartbeat_interval=60) as (client, agent):
@@ -190,7 +192,8 @@ def test_absent_or_malformed_fields_leave_what_was_known():
         {},  # a tracker from before circles says nothing
         {"visibility": "everyone", "circles": "c_y", "circle_only_hours": [24]},
         {"visibility": None, "circles": [1, 2], "circle_only_hours": ["3"]},
-        {"circles": None, "circle_only_hours": [True, -1]},
+        {"circles": None, "circle_only_hours": [True]},
+        {"circle_only_hours": [-1]},
     ):
         guard.apply(wrong)
         assert (guard.visibility, guard.circles, guard.circle_only_hours) == ("circle", {"c_x"}, {3}), wrong
@@ -269,7 +272,7 @@ def test_a_token_of_a_served_circle_goes_ahead_of_public_tasters_on_a_shared_pub
     assert asyncio.run(run()) == ["first", "friend", "public"]
 
 
-# --- the agent test the issue asks for: a real agent process ------------------------------------------------------------
+# --- the agent test the issue asks for: a real agent process ---------------------------------------------------
 
 
 @pytest.mark.agent
