@@ -5,6 +5,7 @@ luckrig-node serve --tracker URL --node-id ID --node-secret SECRET --upstream UR
 luckrig-node taste --tracker URL --node ID [--mode public-key] "prompt"
 luckrig-node taste --tracker URL --model NAME|rig:ID [--gateway URL] "prompt"   # routed by the gateway
 luckrig-node edit [--display-name NAME] [--tuning-note TEXT] [--quantization Q] [...]   # change the rig
+luckrig-node circle invite|members|remove [--circle NAME] [...]   # the friends a rig is shared with
 luckrig-node status
 luckrig-node keygen
 """
@@ -15,6 +16,7 @@ import sys
 from pathlib import Path
 
 from node_agent import __version__, config, keys
+from node_agent.circle_commands import uses_arg
 from node_agent.edit import add_node_flags
 
 
@@ -128,7 +130,8 @@ def cmd_serve(args) -> int:
 def cmd_join(args) -> int:
     from node_agent.join import join
 
-    return join(args, flags_of(args))
+    # The serve flags but --visibility and --circle, which mean other things here: join pins them in agent.json.
+    return join(args, flags_of(args) | {"visibility": None, "circle": None})
 
 
 def cmd_taste(args) -> int:
@@ -165,6 +168,12 @@ def cmd_edit(args) -> int:
     from node_agent.edit import edit
 
     return edit(args)
+
+
+def cmd_circle(args) -> int:
+    from node_agent.circle_commands import run
+
+    return run(args)
 
 
 def cmd_status(args) -> int:
@@ -209,6 +218,12 @@ def build_parser() -> argparse.ArgumentParser:
     join.add_argument("--endpoint-url", dest="public_url", help=argparse.SUPPRESS)  # the old name of --public-url
     join.add_argument("--handle", help="your public handle when a new contributor identity is made")
     join.add_argument("--no-serve", action="store_true", help="register and save, but do not start serving")
+    join.add_argument(
+        "--circle",
+        metavar="NAME",
+        help="share the rig with your circle NAME (made if you have none of that name) and print an invite link; "
+        "with --visibility circle only its members may taste it, and agent.json pins both",
+    )
     join.set_defaults(func=cmd_join)
 
     taste = sub.add_parser("taste", help="try a rig: stream its answer and measure it")
@@ -254,6 +269,31 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("--node-id", help="the node to change (default: the one `join` registered here)")
     edit.add_argument("--contributor-key", help="the owner's contributor key (default: the saved one)")
     edit.set_defaults(func=cmd_edit)
+
+    circle = sub.add_parser(
+        "circle",
+        help="your circles: invite friends, list members and their usage, remove one",
+        description="A circle is a group of friends a rig can be shared with (join --visibility circle --circle "
+        "NAME). --circle names one of yours by name or id; without it, the one circle agent.json pins is meant.",
+    )
+    circle_sub = circle.add_subparsers(dest="circle_command", required=True)
+
+    def circle_command(name: str, text: str) -> argparse.ArgumentParser:
+        p = with_config_dir(circle_sub.add_parser(name, help=text, description=text))
+        p.add_argument("--circle", help="the circle's name or id (default: the one circle agent.json pins)")
+        p.add_argument("--tracker", help="the tracker's URL (default: the saved one)")
+        p.add_argument("--contributor-key", help="your contributor key (default: the saved one)")
+        p.set_defaults(func=cmd_circle)
+        return p
+
+    invite = circle_command("invite", "make an invite link (anyone who has it can join the circle until it expires)")
+    invite.add_argument("--uses", type=uses_arg, default=..., help="how many may join by it: a number or unlimited (1)")
+    invite.add_argument("--days", type=float, help="days until it expires (default 7, at most 30)")
+    invite.add_argument("--role", choices=("member", "inviter"), help="member (default) or inviter (may invite too)")
+    invite.add_argument("--qr", metavar="FILE", help="also write the link's QR code (SVG) to FILE")
+    circle_command("members", "list the members, their role, status, and requests and tokens today against limits")
+    remove = circle_command("remove", "remove a member: their tokens for the circle stop working at once")
+    remove.add_argument("member", help="the member's handle or contributor id")
 
     status = with_config_dir(sub.add_parser("status", help="what this machine's node looks like"))
     status.set_defaults(func=cmd_status)
