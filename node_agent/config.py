@@ -60,7 +60,7 @@ class AgentConfig:
 
     def __post_init__(self):
         if isinstance(self.circle, list | tuple):  # agent.json keeps the pinned circles as a list
-            self.circle = ",".join(str(c) for c in self.circle)
+            self.circle = ",".join(sorted(circle_ids(self.circle)))
         if self.visibility not in ("", "public", "unlisted", "circle"):
             raise ValueError(f"--visibility must be public, unlisted or circle, not {self.visibility!r}")
         if self.relay not in ("auto", "off"):
@@ -84,7 +84,7 @@ class AgentConfig:
     @property
     def pinned_circles(self) -> frozenset[str]:
         """The circle ids named by --circle (repeatable or comma-separated)."""
-        return frozenset(part.strip() for part in self.circle.split(",") if part.strip())
+        return circle_ids(self.circle)
 
     @property
     def state_dir(self) -> Path:
@@ -96,6 +96,12 @@ class AgentConfig:
         data["node_secret"] = "lrn_…" if self.node_secret else ""
         data["moderation_api_key"] = "…" if self.moderation_api_key else ""
         return data
+
+
+def circle_ids(value) -> frozenset[str]:
+    """Circle ids from --circle or its environment variable (comma-separated) or agent.json (a list)."""
+    parts = value.split(",") if isinstance(value, str) else value or []
+    return frozenset(str(part).strip() for part in parts if str(part).strip())
 
 
 def _coerce(kind, value):

@@ -152,34 +152,38 @@ def saved_node(saved: dict, tracker: str, key: str | None = None) -> tuple[str, 
     return node_id, secret, standing
 
 
-def update_registration(args, tracker: str, node_id: str, key: str, standing: str, wanted: dict) -> int | None:
+def update_registration(
+    args, tracker: str, node_id: str, key: str, standing: str, wanted: dict
+) -> tuple[int | None, dict | None]:
     """`join` run again: the flags it is given (`wanted`) update the node's registration (only what differs is
     sent), and it says what changed. Asks for a missing display name and tuning note on a terminal. Returns an exit
-    code when join must stop, else None."""
+    code when join must stop (else None), and the node as the tracker now has it (None when it cannot say)."""
     from node_agent import edit
 
     if standing != "known":
         if wanted:
             why = "does not answer" if standing == "down" else "hides the node until a moderator restores it"
             step(f"Not updating the registration: the tracker {why}")
-        return None
+        return None, None
     try:
         node = edit.fetch_node(tracker, node_id, key)
         if node is None:
-            return None
-        _, lines = edit.update(tracker, node_id, key, node, edit.ask_for_missing(args, node, wanted))
+            return None, None
+        if "circles" in wanted:  # --circle adds a circle: the rig stays shared with those it has
+            wanted = {**wanted, "circles": sorted({c["id"] for c in node.get("circles") or []} | {*wanted["circles"]})}
+        node, lines = edit.update(tracker, node_id, key, node, edit.ask_for_missing(args, node, wanted))
     except TrackerDown:
         step("The tracker did not answer; the registration is not updated")
-        return None
+        return None, None
     except edit.Refused as exc:
         print(f"luckrig-node join: {exc} The registration is unchanged.", file=sys.stderr)
-        return 1
+        return 1, None
     if lines:
         step("Updated the registration:")
         print("\n".join(f"    {line}" for line in lines), flush=True)
     else:
         step("The registration is unchanged: it already says what the flags say")
-    return None
+    return None, node
 
 
 def join(args, flags: dict) -> int:
@@ -245,7 +249,7 @@ def join(args, flags: dict) -> int:
     reused = saved_node(saved, tracker, key)
     if reused is not None:
         node_id, secret, standing = reused
-        code = update_registration(args, tracker, node_id, key, standing, wanted)
+        code, node = update_registration(args, tracker, node_id, key, standing, wanted)
         if code is not None:
             return code
     else:
@@ -287,7 +291,7 @@ def join(args, flags: dict) -> int:
             "port": port,
             "model": model,
             "node_private_key_file": str(key_file),
-            **pins(args, saved, circle),
+            **pins(args, saved, circle, node),
         },
     )
     step(f"Saved the node's configuration in {cfg_dir / 'agent.json'} (mode 0600)")
@@ -332,13 +336,19 @@ def invite_step(tracker: str, key: str, circle: dict) -> None:
     circle_commands.print_invite(circle["name"], made)
 
 
-def pins(args, saved: dict, circle: dict | None) -> dict:
+def pins(args, saved: dict, circle: dict | None, node: dict | None) -> dict:
     """What agent.json pins of the rig's radius, so that `serve` refuses strangers even if the tracker errs:
-    `--visibility circle` pins it, another --visibility unpins it; --circle NAME pins that circle."""
+    `--visibility circle` pins it, another --visibility unpins it; --circle NAME pins the circles the rig is now
+    shared with (that one among them; the tracker cannot add to pinned circles, so all of them are pinned)."""
     visibility = saved.get("visibility", "")
     if args.visibility:
         visibility = "circle" if args.visibility == "circle" else ""
-    return {"visibility": visibility, "circle": [circle["id"]] if circle else saved.get("circle", [])}
+    circles = saved.get("circle", [])
+    if circle is not None:
+        # As the tracker now has them; when it could not say, what was pinned before.
+        shared = {c["id"] for c in node.get("circles") or []} if node is not None else config.circle_ids(circles)
+        circles = sorted(shared | {circle["id"]})
+    return {"visibility": visibility, "circle": circles}
 
 
 def tasters_url(tracker: str, node_id: str, key: str | None = None) -> str | None:

@@ -91,6 +91,18 @@ def test_join_again_uses_the_circle_and_the_node_it_has_and_changes_nothing(
     assert len(circle_tracker.circles) == 1 and not circle_tracker.sent("PATCH", "/api/nodes")
 
 
+def test_join_with_another_circle_adds_it_and_pins_both(capsys, circle_tracker, fake_upstream, circle_rig):
+    config_dir, flatmates, _ = circle_rig
+    code, out, err = join(capsys, circle_tracker, fake_upstream, config_dir, "--circle", "Climbing club")
+    assert code == 0, err
+    climbing = next(c for c in circle_tracker.circles.values() if c["name"] == "Climbing club")
+    both = sorted([flatmates["id"], climbing["id"]])
+    assert circle_tracker.sent("PATCH", "/api/nodes") == [{"circles": both}]
+    assert "Anyone with this link can join Climbing club" in out
+    saved = json.loads((config_dir / "agent.json").read_text())
+    assert (saved["visibility"], saved["circle"]) == ("circle", both)
+
+
 def test_join_shares_a_registered_public_rig_with_a_circle_and_a_refused_publish_is_a_sentence(
     capsys, circle_tracker, fake_upstream, tmp_path
 ):
