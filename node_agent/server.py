@@ -426,10 +426,13 @@ def local_base(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
+AGENT = web.AppKey("agent", Agent)
+
+
 def build_app(config: AgentConfig) -> web.Application:
     agent = Agent(config)
     app = web.Application(middlewares=[errors_middleware], client_max_size=config.max_body_bytes)
-    app["agent"] = agent
+    app[AGENT] = agent
     app.on_startup.append(agent.start)
     app.on_cleanup.append(agent.stop)
     app.router.add_get("/health", agent.health)
@@ -446,7 +449,7 @@ def serve(config: AgentConfig) -> None:
     server before it listens (run_app gives no access to it)."""
     repeats = logs.install(config.log_repeat_window)
     app = build_app(config)
-    app["agent"].repeats = repeats
+    app[AGENT].repeats = repeats
     guard = ConnectionGuard(config.max_connections_per_address, exempt_loopback=not config.limit_loopback)
 
     async def main() -> None:

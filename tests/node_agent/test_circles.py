@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from node_agent.circles import CircleGuard
 from node_agent.config import AgentConfig
 from node_agent.queue import SlotQueue
-from node_agent.server import build_app
+from node_agent.server import AGENT, build_app
 from tests.node_agent.fakes import wait_until
 
 BODY = {"messages": [{"role": "user", "content": "hi"}]}
@@ -39,7 +39,7 @@ async def running_agent(fake_tracker, fake_upstream, config_dir: Path, **setting
     )
     app = build_app(config)
     async with TestClient(TestServer(app)) as client:
-        yield client, app["agent"]
+        yield client, app[AGENT]
 
 
 async def taste(client, token: str) -> tuple[int, dict]:
