@@ -29,6 +29,8 @@ class Claims:
     raw: dict
     # The token's whole output budget; None from a tracker that does not send it (docs/api.md, "Tasting tokens").
     max_output_tokens_total: int | None = None
+    # The circle the token was issued through (issue 15); None for a public token. A circle rig checks it.
+    circle: str | None = None
 
     @property
     def per_request_cap(self) -> int:
@@ -125,6 +127,7 @@ class TokenVerifier:
             raise AgentError(403, "wrong_node", "This tasting token is for another node.")
         try:
             total = claims.get("max_output_tokens_total")
+            circle = claims.get("circle")
             return Claims(
                 jti=str(claims["jti"]),
                 sub=str(claims["sub"]),
@@ -135,6 +138,7 @@ class TokenVerifier:
                 exp=int(claims["exp"]),
                 raw=claims,
                 max_output_tokens_total=None if total is None else int(total),
+                circle=str(circle) if circle else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise _invalid("The tasting token lacks its limits.") from exc

@@ -5,6 +5,7 @@ luckrig-node serve --tracker URL --node-id ID --node-secret SECRET --upstream UR
 luckrig-node taste --tracker URL --node ID [--mode public-key] "prompt"
 luckrig-node taste --tracker URL --model NAME|rig:ID [--gateway URL] "prompt"   # routed by the gateway
 luckrig-node edit [--display-name NAME] [--tuning-note TEXT] [--quantization Q] [...]   # change the rig
+luckrig-node circle invite|members|remove [--circle NAME] [...]   # the friends a rig is shared with
 luckrig-node status
 luckrig-node keygen
 """
@@ -15,6 +16,7 @@ import sys
 from pathlib import Path
 
 from node_agent import __version__, config, keys
+from node_agent.circle_commands import uses_arg
 from node_agent.edit import add_node_flags
 
 
@@ -67,14 +69,22 @@ SERVE_FLAGS = [
         "for a model server that streams no usage: probe asks its prompt tokens with a one-token request after each "
         "answer, off never does; auto (default): probe only a server on this machine or a private network",
     ),
+    (
+        "--visibility",
+        str,
+        "pin the rig's radius: circle refuses every tasting token not issued through one of its circles, whatever "
+        "the tracker says (public, unlisted, or not given: the tracker's word, which can only narrow it)",
+    ),
+    ("--circle", str, "a circle id (c_...) this rig serves, pinned: the tracker cannot add to them (repeatable)"),
     ("--limit-loopback", int, argparse.SUPPRESS),  # a test seam (docs/node-agent.md), not an operator's setting
 ]
 CHOICES = {
     "--relay": ("auto", "off"),
     "--moderate-output": ("record", "block", "off"),
     "--count-prompt-tokens": ("auto", "probe", "off"),
+    "--visibility": ("public", "unlisted", "circle"),
 }
-REPEATABLE = {"--filter-off"}
+REPEATABLE = {"--filter-off", "--circle"}
 
 
 def add_serve_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
@@ -120,7 +130,8 @@ def cmd_serve(args) -> int:
 def cmd_join(args) -> int:
     from node_agent.join import join
 
-    return join(args, flags_of(args))
+    # The serve flags but --visibility and --circle, which mean other things here: join pins them in agent.json.
+    return join(args, flags_of(args) | {"visibility": None, "circle": None})
 
 
 def cmd_taste(args) -> int:
@@ -159,6 +170,12 @@ def cmd_edit(args) -> int:
     return edit(args)
 
 
+def cmd_circle(args) -> int:
+    from node_agent.circle_commands import run
+
+    return run(args)
+
+
 def cmd_status(args) -> int:
     from node_agent.join import status
 
@@ -183,7 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
 
     join = with_config_dir(sub.add_parser("join", help="find the local LLM server, register the node, serve"))
-    add_serve_flags(join, skip=("--node-id", "--node-secret"))
+    # --visibility is a registration flag here (node_agent/edit.py), and --circle names a circle (not an id).
+    add_serve_flags(join, skip=("--node-id", "--node-secret", "--visibility", "--circle"))
     join.add_argument("--contributor-key", help="an existing contributor key (default: the saved one, or a new one)")
     add_node_flags(join)
     join.add_argument(
@@ -200,6 +218,12 @@ def build_parser() -> argparse.ArgumentParser:
     join.add_argument("--endpoint-url", dest="public_url", help=argparse.SUPPRESS)  # the old name of --public-url
     join.add_argument("--handle", help="your public handle when a new contributor identity is made")
     join.add_argument("--no-serve", action="store_true", help="register and save, but do not start serving")
+    join.add_argument(
+        "--circle",
+        metavar="NAME",
+        help="share the rig with your circle NAME (made if you have none of that name) and print an invite link; "
+        "with --visibility circle only its members may taste it, and agent.json pins both",
+    )
     join.set_defaults(func=cmd_join)
 
     taste = sub.add_parser("taste", help="try a rig: stream its answer and measure it")
@@ -245,6 +269,31 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("--node-id", help="the node to change (default: the one `join` registered here)")
     edit.add_argument("--contributor-key", help="the owner's contributor key (default: the saved one)")
     edit.set_defaults(func=cmd_edit)
+
+    circle = sub.add_parser(
+        "circle",
+        help="your circles: invite friends, list members and their usage, remove one",
+        description="A circle is a group of friends a rig can be shared with (join --visibility circle --circle "
+        "NAME). --circle names one of yours by name or id; without it, the one circle agent.json pins is meant.",
+    )
+    circle_sub = circle.add_subparsers(dest="circle_command", required=True)
+
+    def circle_command(name: str, text: str) -> argparse.ArgumentParser:
+        p = with_config_dir(circle_sub.add_parser(name, help=text, description=text))
+        p.add_argument("--circle", help="the circle's name or id (default: the one circle agent.json pins)")
+        p.add_argument("--tracker", help="the tracker's URL (default: the saved one)")
+        p.add_argument("--contributor-key", help="your contributor key (default: the saved one)")
+        p.set_defaults(func=cmd_circle)
+        return p
+
+    invite = circle_command("invite", "make an invite link (anyone who has it can join the circle until it expires)")
+    invite.add_argument("--uses", type=uses_arg, default=..., help="how many may join by it: a number or unlimited (1)")
+    invite.add_argument("--days", type=float, help="days until it expires (default 7, at most 30)")
+    invite.add_argument("--role", choices=("member", "inviter"), help="member (default) or inviter (may invite too)")
+    invite.add_argument("--qr", metavar="FILE", help="also write the link's QR code (SVG) to FILE")
+    circle_command("members", "list the members, their role, status, and requests and tokens today against limits")
+    remove = circle_command("remove", "remove a member: their tokens for the circle stop working at once")
+    remove.add_argument("member", help="the member's handle or contributor id")
 
     status = with_config_dir(sub.add_parser("status", help="what this machine's node looks like"))
     status.set_defaults(func=cmd_status)

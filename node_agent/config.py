@@ -52,9 +52,17 @@ class AgentConfig:
     # In production loopback is exempt (relayed tasters all arrive from 127.0.0.1), so tests, which run on
     # 127.0.0.1, switch the exemption off to see the bound work.
     limit_loopback: int = 0
+    # The rig's radius as the operator pins it (issue 15, node_agent/circles.py): empty leaves it to the tracker.
+    # `circle` and the circle ids (comma-separated, or a list in agent.json) win over whatever the tracker says.
+    visibility: str = ""
+    circle: str = ""
     config_dir: str = field(default_factory=lambda: str(default_config_dir()))
 
     def __post_init__(self):
+        if isinstance(self.circle, list | tuple):  # agent.json keeps the pinned circles as a list
+            self.circle = ",".join(sorted(circle_ids(self.circle)))
+        if self.visibility not in ("", "public", "unlisted", "circle"):
+            raise ValueError(f"--visibility must be public, unlisted or circle, not {self.visibility!r}")
         if self.relay not in ("auto", "off"):
             raise ValueError(f"--relay must be auto or off, not {self.relay!r}")
         if self.count_prompt_tokens not in ("auto", "probe", "off"):
@@ -74,6 +82,11 @@ class AgentConfig:
         return frozenset(part.strip().lower() for part in self.filter_off.split(",") if part.strip())
 
     @property
+    def pinned_circles(self) -> frozenset[str]:
+        """The circle ids named by --circle (repeatable or comma-separated)."""
+        return circle_ids(self.circle)
+
+    @property
     def state_dir(self) -> Path:
         return Path(self.config_dir) / "state" / (self.node_id or "unregistered")
 
@@ -83,6 +96,12 @@ class AgentConfig:
         data["node_secret"] = "lrn_…" if self.node_secret else ""
         data["moderation_api_key"] = "…" if self.moderation_api_key else ""
         return data
+
+
+def circle_ids(value) -> frozenset[str]:
+    """Circle ids from --circle or its environment variable (comma-separated) or agent.json (a list)."""
+    parts = value.split(",") if isinstance(value, str) else value or []
+    return frozenset(str(part).strip() for part in parts if str(part).strip())
 
 
 def _coerce(kind, value):

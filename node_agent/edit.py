@@ -35,11 +35,16 @@ NODE_FLAGS = [
         "--visibility",
         "visibility",
         str,
-        "public (listed) or unlisted (reachable by its link only)",
-        ("public", "unlisted"),
+        "public (listed), unlisted (reachable by its link only) or circle (your circles only: join takes --circle "
+        "NAME; a circle rig is made public again with POST /api/nodes/<id>/publish)",
+        ("public", "unlisted", "circle"),
     ),
 ]
-FLAG_OF = {field: flag for flag, field, *_ in NODE_FLAGS} | {"model_name": "--model", "endpoint_url": "--public-url"}
+FLAG_OF = {field: flag for flag, field, *_ in NODE_FLAGS} | {
+    "model_name": "--model",
+    "endpoint_url": "--public-url",
+    "circles": "--circle",
+}
 LABEL = {field: field.replace("_", " ") for field in FLAG_OF} | {"vram_gb": "VRAM (GB)", "gpu": "GPU", "lora": "LoRA"}
 
 
@@ -61,6 +66,8 @@ def requested(args) -> dict:
 def _same(field: str, old, new) -> bool:
     if field == "tags":  # the tracker keeps tags lower-cased, each once
         return list(old or []) == list(dict.fromkeys(t.strip().lower() for t in new))
+    if field == "circles":  # the tracker shows them as {id, name}; they are sent as ids
+        return {c["id"] if isinstance(c, dict) else c for c in old or []} == set(new)
     if isinstance(new, str) and field not in ("tuning_note", "availability_note"):
         return (old or "") == new.strip()  # the tracker trims every text field but the notes
     return old == new
@@ -75,6 +82,8 @@ def shown(field: str, value) -> str:
         return "(none)"
     if field == "tags":
         return ", ".join(value)
+    if field == "circles":
+        return ", ".join(c["name"] if isinstance(c, dict) else str(c) for c in value)
     if isinstance(value, float):
         return f"{value:g}"
     text = str(value).replace("\n", " ")
@@ -141,9 +150,10 @@ def update(tracker: str, node_id: str, key: str, node: dict, wanted: dict) -> tu
     return new, change_lines(node, new, changes)
 
 
-def fetch_node(tracker: str, node_id: str) -> dict | None:
-    """The node as the tracker publishes it, or None when it hides it (taken down, banned)."""
-    r = _get(f"{tracker}/api/nodes/{node_id}")
+def fetch_node(tracker: str, node_id: str, key: str | None = None) -> dict | None:
+    """The node as the tracker shows it to its owner (`key`: a circle rig is 404 to anyone else), or None when it
+    hides it (taken down, banned)."""
+    r = _get(f"{tracker}/api/nodes/{node_id}", key)
     return r.json()["node"] if r.status_code == 200 else None
 
 
@@ -192,6 +202,7 @@ def summary(node: dict, tracker: str) -> list[str]:
         ("Context", f"{node['context_length']:,}" if node.get("context_length") else "(not stated)"),
         ("Tags", ", ".join(node.get("tags") or []) or "(none)"),
         ("Visibility", node.get("visibility")),
+        ("Circles", shown("circles", node.get("circles"))),
         ("Tuning note", shown("tuning_note", node.get("tuning_note"))),
         ("Availability", shown("availability_note", node.get("availability_note"))),
         ("Page", f"{tracker}/nodes/{node['id']}/"),
@@ -219,7 +230,7 @@ def edit(args) -> int:
         )
         return 2
     try:
-        node = fetch_node(tracker, cfg.node_id)
+        node = fetch_node(tracker, cfg.node_id, key)
         if node is None:
             print(f"luckrig-node edit: the tracker has no visible node {cfg.node_id}", file=sys.stderr)
             return 1

@@ -80,16 +80,17 @@ def contributor_known(tracker: str, key: str) -> bool:
     return _get(f"{tracker}/api/contributors/me", key).status_code != 401
 
 
-def node_standing(tracker: str, node_id: str, secret: str) -> str:
+def node_standing(tracker: str, node_id: str, secret: str, key: str | None = None) -> str:
     """What this tracker says about the saved node: `known`, `hidden` (it accepts the secret but the node is
     taken down or banned, which is 404 to everyone) or `unknown` (it refuses the secret).
 
     The secret is checked on `/api/filter-rules` rather than with a heartbeat: it proves the same thing
-    without telling the tracker the node is alive, which `join --no-serve` must not claim."""
+    without telling the tracker the node is alive, which `join --no-serve` must not claim. The node is asked for
+    with the owner's key (`key`): a circle rig is 404 to anyone else."""
     if _get(f"{tracker}/api/filter-rules", secret).status_code == 401:  # only 401: a 403 (a ban) is knowing it
         return "unknown"
     # The secret is accepted, so the tracker has the node: a 404 here can only mean that it is hidden.
-    return "hidden" if _get(f"{tracker}/api/nodes/{node_id}").status_code == 404 else "known"
+    return "hidden" if _get(f"{tracker}/api/nodes/{node_id}", key).status_code == 404 else "known"
 
 
 def contributor_key(args, cfg_dir: Path, tracker: str) -> str:
@@ -122,7 +123,7 @@ def contributor_key(args, cfg_dir: Path, tracker: str) -> str:
     return body["contributor_key"]
 
 
-def saved_node(saved: dict, tracker: str) -> tuple[str, str, str] | None:
+def saved_node(saved: dict, tracker: str, key: str | None = None) -> tuple[str, str, str] | None:
     """The saved node, its secret and its standing (`known`, `hidden`, or `down` when the tracker cannot be
     asked); None when the tracker says it does not know them, so that `join` registers again instead of serving
     a ghost."""
@@ -130,7 +131,7 @@ def saved_node(saved: dict, tracker: str) -> tuple[str, str, str] | None:
         return None
     node_id, secret = saved["node_id"], saved["node_secret"]
     try:
-        standing = node_standing(tracker, node_id, secret)
+        standing = node_standing(tracker, node_id, secret, key)
     except TrackerDown:
         step(f"The tracker did not answer; keeping the saved node {node_id} (the agent retries until it does)")
         return node_id, secret, "down"
@@ -151,34 +152,38 @@ def saved_node(saved: dict, tracker: str) -> tuple[str, str, str] | None:
     return node_id, secret, standing
 
 
-def update_registration(args, tracker: str, node_id: str, key: str, standing: str) -> int:
-    """`join` run again: the flags it is given update the node's registration (only what differs is sent), and
-    it says what changed. Asks for a missing display name and tuning note on a terminal. Returns an exit code."""
+def update_registration(
+    args, tracker: str, node_id: str, key: str, standing: str, wanted: dict
+) -> tuple[int | None, dict | None]:
+    """`join` run again: the flags it is given (`wanted`) update the node's registration (only what differs is
+    sent), and it says what changed. Asks for a missing display name and tuning note on a terminal. Returns an exit
+    code when join must stop (else None), and the node as the tracker now has it (None when it cannot say)."""
     from node_agent import edit
 
-    wanted = edit.requested(args)
     if standing != "known":
         if wanted:
             why = "does not answer" if standing == "down" else "hides the node until a moderator restores it"
             step(f"Not updating the registration: the tracker {why}")
-        return 0
+        return None, None
     try:
-        node = edit.fetch_node(tracker, node_id)
+        node = edit.fetch_node(tracker, node_id, key)
         if node is None:
-            return 0
-        _, lines = edit.update(tracker, node_id, key, node, edit.ask_for_missing(args, node, wanted))
+            return None, None
+        if "circles" in wanted:  # --circle adds a circle: the rig stays shared with those it has
+            wanted = {**wanted, "circles": sorted({c["id"] for c in node.get("circles") or []} | {*wanted["circles"]})}
+        node, lines = edit.update(tracker, node_id, key, node, edit.ask_for_missing(args, node, wanted))
     except TrackerDown:
         step("The tracker did not answer; the registration is not updated")
-        return 0
+        return None, None
     except edit.Refused as exc:
         print(f"luckrig-node join: {exc} The registration is unchanged.", file=sys.stderr)
-        return 1
+        return 1, None
     if lines:
         step("Updated the registration:")
         print("\n".join(f"    {line}" for line in lines), flush=True)
     else:
         step("The registration is unchanged: it already says what the flags say")
-    return 0
+    return None, node
 
 
 def join(args, flags: dict) -> int:
@@ -228,20 +233,30 @@ def join(args, flags: dict) -> int:
         step(f"Made the node's X25519 key pair ({key_file}, mode 0600)")
     fingerprint = keys.fingerprint_of_public_pem(public_pem)
 
+    from node_agent import circle_commands, edit
+
+    wanted = edit.requested(args)
+    circle = None
+    if args.circle:
+        try:
+            circle = circle_step(tracker, key, args.circle)
+        except (circle_commands.Refused, TrackerDown) as exc:
+            print(f"luckrig-node join: the circle {args.circle!r} could not be found or made: {exc}", file=sys.stderr)
+            return 1
+        wanted["circles"] = [circle["id"]]
+
     host, port = cfg.host, cfg.port
-    reused = saved_node(saved, tracker)
+    reused = saved_node(saved, tracker, key)
     if reused is not None:
         node_id, secret, standing = reused
-        code = update_registration(args, tracker, node_id, key, standing)
-        if code:
+        code, node = update_registration(args, tracker, node_id, key, standing, wanted)
+        if code is not None:
             return code
     else:
-        from node_agent import edit
-
         # Without a public URL the node is relayed: tasters reach it through a relay the agent dials out to, so a
         # rig behind a home router needs no open port (and an https page may taste it).
         body = {
-            **edit.ask_for_missing(args, None, edit.requested(args)),
+            **edit.ask_for_missing(args, None, wanted),
             "id": node_id_hint(gpu, model, quant),
             "model_name": model,
             "quantization": quant,
@@ -276,14 +291,19 @@ def join(args, flags: dict) -> int:
             "port": port,
             "model": model,
             "node_private_key_file": str(key_file),
+            **pins(args, saved, circle, node),
         },
     )
     step(f"Saved the node's configuration in {cfg_dir / 'agent.json'} (mode 0600)")
+    if args.visibility == "circle" and circle is None and not saved.get("circle"):
+        step("A circle rig with no circle: only you can taste it. Share it with: join again with --circle NAME")
+    if circle is not None:
+        invite_step(tracker, key, circle)
     step(f"Node key fingerprint: {fingerprint}")
     if args.no_serve:
         step("Not serving (--no-serve). Start with: luckrig-node serve")
         return 0
-    where = tasters_url(tracker, node_id)
+    where = tasters_url(tracker, node_id, key)
     if where:
         step(f"Tasters reach it at {where}")
     step(f"Serving on http://{host}:{port}/v1 (this machine only); Ctrl-C stops")
@@ -293,10 +313,50 @@ def join(args, flags: dict) -> int:
     return 0
 
 
-def tasters_url(tracker: str, node_id: str) -> str | None:
+def circle_step(tracker: str, key: str, name: str) -> dict:
+    """`join --circle NAME`: the contributor's circle of that name, made if there is none."""
+    from node_agent import circle_commands
+
+    found, made = circle_commands.find_or_create(tracker, key, name)
+    step(f"{'Made' if made else 'Using'} your circle {found['name']} ({found['id']})")
+    return found
+
+
+def invite_step(tracker: str, key: str, circle: dict) -> None:
+    """An invite link for the circle the rig was shared with; a refusal (say, too many invites this hour) is said,
+    and joining goes on: `luckrig-node circle invite` makes one later."""
+    from node_agent import circle_commands
+
+    try:
+        made = circle_commands.create_invite(tracker, key, circle)
+    except (circle_commands.Refused, TrackerDown) as exc:
+        step(f"No invite link made ({exc}); make one later with: luckrig-node circle invite")
+        return
+    step("Invite your friends:")
+    circle_commands.print_invite(circle["name"], made)
+
+
+def pins(args, saved: dict, circle: dict | None, node: dict | None) -> dict:
+    """What agent.json pins of the rig's radius, so that `serve` refuses strangers even if the tracker errs:
+    `--visibility circle` pins it, another --visibility unpins it; --circle NAME pins the circles the rig is now
+    shared with (that one among them; the tracker cannot add to pinned circles, so all of them are pinned)."""
+    visibility = saved.get("visibility", "")
+    if args.visibility:
+        visibility = "circle" if args.visibility == "circle" else ""
+    circles = saved.get("circle", [])
+    if circle is not None:
+        # As the tracker now has them; when it could not say, what was pinned before.
+        shared = {c["id"] for c in node.get("circles") or []} if node is not None else config.circle_ids(circles)
+        circles = sorted(shared | {circle["id"]})
+    return {"visibility": visibility, "circle": circles}
+
+
+def tasters_url(tracker: str, node_id: str, key: str | None = None) -> str | None:
     """The URL the tracker publishes for this node (a relay's /n/<id>/v1 for a relayed node)."""
     try:
-        return requests.get(f"{tracker}/api/nodes/{node_id}", timeout=10).json()["node"]["endpoint_url"]
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        r = requests.get(f"{tracker}/api/nodes/{node_id}", headers=headers, timeout=10)
+        return r.json()["node"]["endpoint_url"]
     except (requests.RequestException, ValueError, KeyError, TypeError):
         return None
 
@@ -318,6 +378,7 @@ def status(args) -> int:
             f"Agent:     running, upstream {'ok' if local.get('upstream_ok') else 'NOT answering'}, "
             f"queue {local['queue']['active']}/{local['queue']['max_active']} active, "
             f"{local['queue']['waiting']} waiting"
+            + (f", serving as {local['visibility']}" if local.get("visibility") else "")
         )
         reach = local.get("reachability") or {}
         if reach.get("reachability") == "relayed":
@@ -325,12 +386,21 @@ def status(args) -> int:
             print(f"Relay:     tunnel {reach.get('tunnel')}" + (f" to relay {relay_id}" if relay_id else ""))
     except (requests.RequestException, ValueError, KeyError):
         print("Agent:     not running here")
+    from node_agent.circle_commands import radius
+
+    identity = load_json(Path(cfg.config_dir) / IDENTITY)
+    key = identity.get("contributor_key") if identity.get("tracker") == cfg.tracker.rstrip("/") else None
+    node = None
     try:
-        node = requests.get(f"{cfg.tracker}/api/nodes/{cfg.node_id}", timeout=5).json()["node"]
+        # As its owner: a circle rig is 404 to anyone else.
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        node = requests.get(f"{cfg.tracker}/api/nodes/{cfg.node_id}", headers=headers, timeout=5).json()["node"]
         print(
             f"Tracker says: {node['health']['status']}, rarity {node['rarity_score']}, "
             f"contribution {node['contribution']['total']} ({node['contribution']['tier']})"
         )
-    except (requests.RequestException, ValueError, KeyError):
+    except (requests.RequestException, ValueError, KeyError, TypeError):
+        node = None
         print("Tracker says: (unreachable)")
+    print(f"Radius:    {radius(node, cfg)}")
     return 0

@@ -1,5 +1,6 @@
 """Generation slots and the waiting line: `max_active` generations at once, at most `max_waiting` waiters,
-contributors ahead of limited tasters, first come first served within a tier, and at most `max_per_key` requests
+friends first (a token issued through a circle this rig serves), then contributors, then limited tasters, first
+come first served within each, and at most `max_per_key` requests
 of one tasting token in the queue at once (generating plus waiting), so that one taster cannot fill the line.
 Each waiter is told its position, and an ETA from measured service times (an exponential moving average of
 how long answers that finished normally held their slot), whenever it changes."""
@@ -102,9 +103,10 @@ class SlotQueue:
 
     # --- admission --------------------------------------------------------------------------------------
 
-    def enter(self, ticket: str, *, tier: str, key: str = "") -> "_Waiter | None":
+    def enter(self, ticket: str, *, tier: str, key: str = "", friend: bool = False) -> "_Waiter | None":
         """Take a free slot at once (None), or join the line (a waiter to `wait` on). Raises 429 token_busy when
         `key` (the token's jti) already has `max_per_key` requests in the queue, 429 queue_full when the line is full.
+        `friend`: the token was issued through a circle this rig serves, which goes ahead of every tier.
 
         Synchronous on purpose: a full queue must be refused before a streaming response has started."""
         if key and sum(1 for k in self.keys.values() if k == key) >= self.max_per_key:
@@ -132,9 +134,8 @@ class SlotQueue:
                 self.earn_more(tier),
                 tier=tier,
             )
-        waiter = _Waiter(
-            0 if tier == "contributor" else 1, next(self._seq), ticket, asyncio.get_running_loop().create_future()
-        )
+        priority = 0 if friend else 1 if tier == "contributor" else 2
+        waiter = _Waiter(priority, next(self._seq), ticket, asyncio.get_running_loop().create_future())
         self.waiters.append(waiter)
         self.waiters.sort()
         self.keys[ticket] = key

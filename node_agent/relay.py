@@ -95,8 +95,10 @@ class Relay:
         max_tokens: int,
         truncated_by_budget: bool,
         moderation: dict,
+        friend: bool = False,
     ):
         self.agent, self.request, self.claims = agent, request, claims
+        self.friend = friend  # the token is for a circle this rig serves: first in its queue
         self.messages, self.params, self.model = messages, params, model
         self.max_tokens, self.truncated_by_budget = max_tokens, truncated_by_budget
         self.moderation = moderation
@@ -344,7 +346,7 @@ class Relay:
     async def stream(self) -> web.StreamResponse:
         agent = self.agent
         # 429 token_busy or queue_full before headers
-        waiter = agent.queue.enter(self.ticket, tier=self.claims.tier, key=self.claims.jti)
+        waiter = agent.queue.enter(self.ticket, tier=self.claims.tier, key=self.claims.jti, friend=self.friend)
         response = web.StreamResponse(status=200, headers=SSE_HEADERS)
         # Headers go out lazily: with the first queue comment or the first event written. Until then a failure
         # (upstream down, HTTP error) is still a proper HTTP status rather than an error event.
@@ -411,7 +413,7 @@ class Relay:
 
     async def complete(self) -> web.Response:
         agent = self.agent
-        waiter = agent.queue.enter(self.ticket, tier=self.claims.tier, key=self.claims.jti)
+        waiter = agent.queue.enter(self.ticket, tier=self.claims.tier, key=self.claims.jti, friend=self.friend)
         try:
             if waiter is not None:
                 started = time.monotonic()

@@ -20,6 +20,7 @@ from aiohttp import web
 from cryptography.exceptions import UnsupportedAlgorithm
 
 from node_agent import __version__, auth, cors, keys, logs, upstream
+from node_agent.circles import CircleGuard
 from node_agent.config import AgentConfig
 from node_agent.errors import AgentError, earn_more, limited
 from node_agent.ledger import Ledger
@@ -40,6 +41,11 @@ class Agent:
         self.ledger = Ledger(config.state_dir)
         self.queue = SlotQueue(config.max_active, config.max_waiting, max_per_key=config.max_per_token)
         self.queue.earn_more = lambda tier: earn_more(tier, config.tracker)
+        self.circles = CircleGuard(
+            pinned_visibility=config.visibility,
+            pinned_circles=config.pinned_circles,
+            state_file=config.state_dir / "circles.json",
+        )
         self.session: aiohttp.ClientSession | None = None
         self.upstream: upstream.Upstream | None = None
         self.policy: Policy | None = None
@@ -100,6 +106,7 @@ class Agent:
         self.queue.on_change = self.link.queue_changed
         self.link.on_keys = self._set_keys
         self.link.on_rules = self.policy.set_rules
+        self.link.on_circles = self.circles.apply
         self._set_keys(await self.link.refresh_keys())
         try:
             self.models = [m["id"] for m in await self.upstream.models()]
@@ -119,12 +126,13 @@ class Agent:
             )
             self._tasks.append(asyncio.create_task(self.tunnel.run()))
         log.info(
-            "serving node %s in front of %s (%s); %d tracker key(s); filtering %s",
+            "serving node %s in front of %s (%s); %d tracker key(s); filtering %s; %s",
             self.node_id,
             backend,
             "upstream reachable" if self.models else "upstream not answering yet",
             len(self.verifier.keys),
             ", ".join(self.policy.categories) or "nothing",
+            self.circles.describe(),
         )
 
     async def stop(self, app: web.Application) -> None:
@@ -202,6 +210,8 @@ class Agent:
                 # How tasters reach this rig: direct, or relayed (and whether the tunnel is open right now).
                 "reachability": self.tunnel.status if self.tunnel is not None else {"relay": "off"},
                 "filter_categories": self.policy.categories,
+                # public, unlisted or circle (who may taste it; the circles themselves are the members' business)
+                "visibility": self.circles.visibility,
             }
         )
 
@@ -222,6 +232,10 @@ class Agent:
         claims = self.verifier.verify(request.headers.get("Authorization"))
         if claims.jti in self.link.revoked:
             raise AgentError(401, "invalid_token", "This tasting token was revoked.")
+        # Checked twice (issue 15): whatever the tracker issued, a circle rig serves its circles only. Here, beside
+        # the other token checks, it holds for direct tasters, relayed ones (the tunnel replays them to this
+        # handler) and public-key mode alike.
+        self.circles.check(claims.circle)
         public_key_mode = claims.crypto_mode == "public-key"
         relay_class, relay_extra = Relay, {}
         if public_key_mode:
@@ -277,6 +291,7 @@ class Agent:
                 max_tokens,
                 truncated_by_budget=asked is None or max_tokens < asked,
                 moderation=moderation,
+                friend=self.circles.serves(claims.circle),
                 **relay_extra,
             )
         except BaseException:
@@ -411,10 +426,13 @@ def local_base(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
+AGENT = web.AppKey("agent", Agent)
+
+
 def build_app(config: AgentConfig) -> web.Application:
     agent = Agent(config)
     app = web.Application(middlewares=[errors_middleware], client_max_size=config.max_body_bytes)
-    app["agent"] = agent
+    app[AGENT] = agent
     app.on_startup.append(agent.start)
     app.on_cleanup.append(agent.stop)
     app.router.add_get("/health", agent.health)
@@ -431,7 +449,7 @@ def serve(config: AgentConfig) -> None:
     server before it listens (run_app gives no access to it)."""
     repeats = logs.install(config.log_repeat_window)
     app = build_app(config)
-    app["agent"].repeats = repeats
+    app[AGENT].repeats = repeats
     guard = ConnectionGuard(config.max_connections_per_address, exempt_loopback=not config.limit_loopback)
 
     async def main() -> None:

@@ -1,6 +1,7 @@
 """Everything the agent says to the tracker: heartbeats (queue snapshot, models, version, telemetry), queue
 changes, usage reports from the local append-only log and moderation flags, up; the tracker's signing keys
-(cached on disk so the agent keeps verifying while the tracker is down), revoked jtis and filter rules, down.
+(cached on disk so the agent keeps verifying while the tracker is down), revoked jtis, filter rules and the rig's
+radius (visibility, circles, circle-only hours: node_agent/circles.py), down.
 
 One websocket (`/ws/agent/`, node secret on the handshake) carries all of it while it is open, reconnecting
 with backoff and jitter; the HTTP endpoints are the fallback whenever it is not. Failures are retried;
@@ -52,6 +53,7 @@ class TrackerLink:
         self.scalar_telemetry_only = False
         self.on_keys = None  # callback(dict kid → key)
         self.on_rules = None  # callback(rules)
+        self.on_circles = None  # callback(dict with visibility, circles, circle_only_hours): the rig's radius
         self.snapshot = None  # callable → heartbeat body parts
         self.queue_view = None  # callable → the queue part alone
         self._usage_wakeup = asyncio.Event()
@@ -130,6 +132,8 @@ class TrackerLink:
             await self._apply_answer(message)
         elif kind == "revoke":
             self._revoke(str(j) for j in message.get("jtis") or [])
+        elif kind == "circles":
+            self._circles(message)
         elif kind == "filter_rules":
             if message.get("version") != self.filter_rules_version:
                 await self.fetch_filter_rules(message.get("version"))
@@ -232,8 +236,13 @@ class TrackerLink:
             tmp.write_text(json.dumps(sorted(self.revoked)[-10000:]))
             tmp.replace(self.revoked_file)
 
+    def _circles(self, message: dict) -> None:
+        if self.on_circles is not None:
+            self.on_circles(message)
+
     async def _apply_answer(self, answer: dict) -> None:
         self._revoke(str(j) for j in answer.get("revoked_jtis") or [])
+        self._circles(answer)  # a heartbeat reply carries the rig's radius as a `circles` push does
         version = answer.get("filter_rules_version")
         if version != self.filter_rules_version:
             await self.fetch_filter_rules(version)

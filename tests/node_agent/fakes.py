@@ -361,6 +361,8 @@ class FakeTracker(ThreadedApp):
         # False: refuse a heartbeat whose telemetry holds a list, as trackers before v1.1 do (invalid_field, field
         # "telemetry", over HTTP and over the link).
         self.telemetry_lists = True
+        # The rig's radius every heartbeat answer carries (issue 15): visibility, circles, circle_only_hours.
+        self.radius: dict = {}
 
     def build(self):
         app = web.Application()
@@ -416,7 +418,13 @@ class FakeTracker(ThreadedApp):
         return web.json_response({"schema_version": 1, "version": 1, "rules": []})
 
     def _ack(self) -> dict:
-        return {"schema_version": 1, "status": "available", "filter_rules_version": 1, "revoked_jtis": []}
+        return {
+            "schema_version": 1,
+            "status": "available",
+            "filter_rules_version": 1,
+            "revoked_jtis": [],
+            **self.radius,
+        }
 
     def _telemetry_refusal(self, body: dict) -> dict | None:
         telemetry = body.get("telemetry") or {}
@@ -475,6 +483,16 @@ class FakeTracker(ThreadedApp):
 
     def messages(self, kind: str) -> list[tuple[float, dict]]:
         return [(at, m) for at, m in list(self.ws_messages) if m.get("type") == kind]
+
+    def push(self, message: dict) -> int:
+        """Send `message` down every open agent websocket, as tracker.agent_link.push does; returns how many."""
+
+        async def send_all():
+            for ws in list(self.open_sockets):
+                await ws.send_json(message)
+            return len(self.open_sockets)
+
+        return asyncio.run_coroutine_threadsafe(send_all(), self.loop).result(10)
 
     def drop_links(self, code: int = 1001) -> float:
         """Close every open agent websocket from the tracker's side (a restart, a proxy timeout); returns when."""
