@@ -6,6 +6,8 @@ answer, and a circle rig's absence from every public surface, one test each."""
 from datetime import timedelta
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from core.api_errors import ApiError
@@ -124,16 +126,11 @@ def test_a_public_shared_rig_says_its_circles_to_members_only(api, owner, friend
     assert listed[node.id]["circles"] == []  # a list never says whom a rig is shared with
 
 
-def test_the_owners_own_list_has_circle_rigs_and_all_their_circles_in_constant_queries(
-    api, owner, circle, django_assert_max_num_queries
-):
+def test_the_owners_own_list_has_circle_rigs_and_all_their_circles_in_constant_queries(api, owner, circle):
     circle_rig(api, owner, [circle])
     public, _ = factories.make_node(owner)
 
-    def count() -> int:
-        from django.db import connection
-        from django.test.utils import CaptureQueriesContext
-
+    def count() -> tuple[int, dict]:
         with CaptureQueriesContext(connection) as ctx:
             status, body = api.get("/api/contributors/me", auth=owner.key)
         assert status == 200
@@ -150,9 +147,6 @@ def test_the_owners_own_list_has_circle_rigs_and_all_their_circles_in_constant_q
 
 
 def test_the_node_list_costs_the_same_queries_with_circle_rigs_around(api, owner, circle):
-    from django.db import connection
-    from django.test.utils import CaptureQueriesContext
-
     circle_rig(api, owner, [], visibility="public")
 
     def count() -> int:
@@ -278,34 +272,7 @@ def test_the_heartbeat_answer_carries_visibility_circles_and_hours(api, owner, c
     assert (answer["visibility"], answer["circles"], answer["circle_only_hours"]) == ("public", [], [])
 
 
-def test_a_change_of_who_may_reach_the_rig_is_pushed_to_its_agent_on_commit(
-    api, rig, owner, circle, django_capture_on_commit_callbacks, monkeypatch
-):
-    from tracker import agent_link
-
-    pushed = []
-    monkeypatch.setattr(agent_link, "push", lambda node_id, message: pushed.append((node_id, message)))
-    other = make_circle(owner, name="band")
-    with django_capture_on_commit_callbacks(execute=True):
-        api.patch(f"/api/nodes/{rig.id}", {"circles": [circle.id, other.id], "circle_only_hours": [1]}, auth=owner.key)
-    assert pushed == [
-        (
-            rig.id,
-            {
-                "type": "circles",
-                "visibility": "circle",
-                "circles": sorted([circle.id, other.id]),
-                "circle_only_hours": [1],
-            },
-        )
-    ]
-    pushed.clear()
-    with django_capture_on_commit_callbacks(execute=True):
-        api.patch(f"/api/nodes/{rig.id}", {"display_name": "renamed", "circle_only_hours": [1]}, auth=owner.key)
-    assert pushed == []  # nothing the agent acts on changed
-    with django_capture_on_commit_callbacks(execute=True):
-        api.post(f"/api/nodes/{rig.id}/publish", {"visibility": "unlisted"}, auth=owner.key)
-    assert [m["visibility"] for _, m in pushed] == ["unlisted"]
+# The push down the agent link on a change: tests/tracker/test_circle_links.py, over the real websocket.
 
 
 # --- absent from every public surface, one test each ------------------------------------------------------
