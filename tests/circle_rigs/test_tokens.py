@@ -12,31 +12,13 @@ from django.utils import timezone
 from core.api_errors import ApiError
 from moderation import services as moderation
 from nodes.models import CircleMember, Node
-from tests import factories
-from tests.tracker.circle_cast import circle_rig, join, make_circle
+from tests.circle_rigs.cast import circle_rig, join, make_circle
 from tests.tracker.test_tokens import verify_like_an_agent
 from tracker import circle_tokens, circle_usage, scores, tasting
 from tracker.models import QuotaBucket, TastingToken
 
 pytestmark = pytest.mark.django_db
 MOD = moderation.Moderator(None, "circle-token-test")
-
-
-@pytest.fixture
-def friend(db):
-    return factories.make_contributor(handle="friend")
-
-
-@pytest.fixture
-def circle(owner, friend):
-    circle = make_circle(owner)
-    join(circle, friend)
-    return circle
-
-
-@pytest.fixture
-def rig(api, owner, circle):
-    return circle_rig(api, owner, [circle])[0]
 
 
 def token(api, node, person=None, *, address="127.0.0.1", **body):

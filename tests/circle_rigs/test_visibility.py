@@ -17,28 +17,10 @@ from nodes.access import get_visible_node
 from nodes.models import CircleMember, Node
 from showcase.models import Replay
 from tests import factories
+from tests.circle_rigs.cast import circle_rig, join, make_circle
 from tests.showcase.conftest import replay_file
-from tests.tracker.circle_cast import circle_rig, join, make_circle
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def friend(db):
-    return factories.make_contributor(handle="friend")
-
-
-@pytest.fixture
-def circle(owner, friend):
-    circle = make_circle(owner)
-    join(circle, friend)
-    return circle
-
-
-@pytest.fixture
-def rig(api, owner, circle):
-    """A circle rig shared with `circle`, reported in and alive."""
-    return circle_rig(api, owner, [circle], gpu="Friends-only GPU", model_name="Hidden-Model-7B")[0]
 
 
 # --- the lookup fails closed ------------------------------------------------------------------------------
@@ -272,7 +254,7 @@ def test_the_heartbeat_answer_carries_visibility_circles_and_hours(api, owner, c
     assert (answer["visibility"], answer["circles"], answer["circle_only_hours"]) == ("public", [], [])
 
 
-# The push down the agent link on a change: tests/tracker/test_circle_links.py, over the real websocket.
+# The push down the agent link on a change: tests/circle_rigs/test_links.py, over the real websocket.
 
 
 # --- absent from every public surface, one test each ------------------------------------------------------

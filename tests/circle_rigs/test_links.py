@@ -8,7 +8,7 @@ from channels.testing import WebsocketCommunicator
 
 from luckrig_site.asgi import application
 from tests import factories
-from tests.tracker.circle_cast import circle_rig, make_circle
+from tests.circle_rigs.cast import circle_rig, make_circle
 
 # As tests/site/test_websockets.py: transactions commit (pushes go out on commit), and the data migrations survive.
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
