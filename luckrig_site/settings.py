@@ -277,6 +277,8 @@ SPECTACULAR_SETTINGS = {
         "CircleRoleEnum": ["owner", "inviter", "member"],
         "InviteRoleEnum": ["member", "inviter"],
         "MembershipStatusEnum": ["active", "paused"],
+        "NodeVisibilityEnum": ["public", "unlisted", "circle"],
+        "PublishedVisibilityEnum": ["public", "unlisted"],
     },
 }
 

@@ -5,7 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 from luckrig_site.metrics import metrics_view
 from moderation import api as moderation_api
 from moderation import views as moderation_views
-from nodes.api import NodeMetricsApi, ShowcaseApi
+from nodes.api import ShowcaseApi
 from showcase import api as showcase_api
 from tracker import agent_api, api, circles_api, fingerprint, gateway_api
 
@@ -22,6 +22,7 @@ urlpatterns = [
     path("api/contributors/me", api.ContributorMeApi.as_view(), name="api-contributor-me"),
     path("api/nodes", api.NodeCollectionApi.as_view(), name="api-nodes"),
     path("api/nodes/<str:node_id>", api.NodeItemApi.as_view(), name="api-node"),
+    path("api/nodes/<str:node_id>/publish", api.NodePublishApi.as_view(), name="api-node-publish"),
     path("api/nodes/<str:node_id>/heartbeat", agent_api.NodeHeartbeatApi.as_view(), name="api-node-heartbeat"),
     path("api/nodes/<str:node_id>/usage", agent_api.NodeUsageApi.as_view(), name="api-node-usage"),
     path("api/nodes/<str:node_id>/tunnel", agent_api.NodeTunnelApi.as_view(), name="api-node-tunnel"),
@@ -30,7 +31,7 @@ urlpatterns = [
     path("api/relays/<str:relay_id>/tokens", gateway_api.RelayTokenApi.as_view(), name="api-relay-tokens"),
     path("api/relays/<str:relay_id>/catalog", gateway_api.RelayCatalogApi.as_view(), name="api-relay-catalog"),
     path("api/gateway", gateway_api.GatewayApi.as_view(), name="api-gateway"),
-    path("api/nodes/<str:node_id>/metrics", NodeMetricsApi.as_view(), name="api-node-metrics"),
+    path("api/nodes/<str:node_id>/metrics", api.NodeMetricsItemApi.as_view(), name="api-node-metrics"),
     path("api/fingerprint/verify", fingerprint.FingerprintVerifyApi.as_view(), name="api-fingerprint-verify"),
     path("api/tokens", api.TokenCreateApi.as_view(), name="api-tokens"),
     path("api/tracker-keys", api.TrackerKeysApi.as_view(), name="api-tracker-keys"),

@@ -1,4 +1,6 @@
-"""Public read API over nodes: list, detail, health metrics, showcase. No credentials needed."""
+"""Public read API over nodes: list, detail, health metrics, showcase. No credentials needed; the tracker's
+subclasses of the detail and metrics views add the contributor key, which shows a circle rig to the people it
+is shared with (nodes.access)."""
 
 from datetime import timedelta
 
@@ -11,7 +13,7 @@ from rest_framework.views import APIView
 from core import paging
 from core.timefmt import iso
 from nodes import queries, schemas
-from nodes.access import get_visible_node
+from nodes.access import circles_seen_by, get_visible_node
 from nodes.models import HealthSample, Node
 from nodes.public_node import public_node, public_node_of, public_rows
 
@@ -54,20 +56,25 @@ class NodeListApi(APIView):
 
 class NodeDetailReadMixin:
     @extend_schema(
-        responses={200: schemas.NodeDetailDoc, 404: schemas.ErrorDoc},
-        summary="One node",
+        responses={200: schemas.NodeDetailDoc, 403: schemas.ErrorDoc, 404: schemas.ErrorDoc},
+        summary="One node (a circle rig: its owner's or a member's contributor key)",
         operation_id="node_retrieve",
     )
     def get(self, request, node_id):
-        return Response({"schema_version": 1, "node": public_node_of(get_visible_node(node_id))})
+        viewer = request.user  # None without a contributor key (UNAUTHENTICATED_USER)
+        node = get_visible_node(node_id, viewer)
+        return Response({"schema_version": 1, "node": public_node_of(node, circles_seen_by(node, viewer))})
 
 
 class NodeMetricsApi(APIView):
     RECENT = 50
 
-    @extend_schema(responses={200: schemas.NodeMetricsDoc, 404: schemas.ErrorDoc}, summary="Health history")
+    @extend_schema(
+        responses={200: schemas.NodeMetricsDoc, 403: schemas.ErrorDoc, 404: schemas.ErrorDoc},
+        summary="Health history (a circle rig: its owner's or a member's contributor key)",
+    )
     def get(self, request, node_id):
-        node = get_visible_node(node_id)
+        node = get_visible_node(node_id, request.user)
         since = timezone.now() - timedelta(days=7)
         samples = HealthSample.objects.filter(node=node, at__gte=since).aggregate(n=Count("id"))["n"]
         recent = (

@@ -5,7 +5,7 @@ that the public list costs a constant number of queries."""
 from datetime import timedelta
 
 from django.db import models
-from django.db.models import F, Q
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from nodes import rendezvous
@@ -84,21 +84,38 @@ def node_id_key(node_id) -> str | None:
 
 
 class NodeQuerySet(models.QuerySet):
-    def visible_by_ids(self, node_ids):
-        """The visible nodes among the ids callers sent (ids that cannot name a node are left out), with their
-        owner and relay joined: every caller shows or checks them (endpoint_url reads the relay)."""
+    def visible_by_ids(self, node_ids, viewer=None):
+        """The nodes among the ids callers sent that `viewer` may see (visible_to; ids that cannot name a node are
+        left out), with their owner and relay joined: every caller shows or checks them (endpoint_url reads the
+        relay). Without a viewer a circle rig is never among them."""
         keys = [k for k in map(node_id_key, node_ids) if k is not None]
-        return self.visible().select_related("owner", "relay").filter(pk__in=keys)
+        return self.visible_to(viewer).select_related("owner", "relay").filter(pk__in=keys)
 
-    def visible_by_id(self, node_id) -> "Node | None":
-        """The one way to look up a node a caller names: the node if it is visible, else None (nodes/access.py
-        turns None into the API's 404)."""
-        return self.visible_by_ids([node_id]).first()
+    def visible_by_id(self, node_id, viewer=None) -> "Node | None":
+        """The one way to look up a node a caller names: the node if `viewer` may see it, else None
+        (nodes/access.py turns None into the API's 404 or 403)."""
+        return self.visible_by_ids([node_id], viewer).first()
+
+    def in_service(self):
+        """Not taken down and not under an active ban, whatever its visibility: the rows the tracker's own work
+        runs over (the monitor, relays, scores, rarity, an owner's own list). Never a public surface: a circle rig
+        is among these. A ban that has expired stops applying by itself: the comparison is with the current
+        time."""
+        return self.filter(taken_down_at__isnull=True).exclude(banned_until__gt=timezone.now())
 
     def visible(self):
-        """Reachable by id: anything not taken down and not under an active ban (unlisted included).
-        A ban that has expired stops applying by itself: the comparison is with the current time."""
-        return self.filter(taken_down_at__isnull=True).exclude(banned_until__gt=timezone.now())
+        """Reachable by id by anyone: public or unlisted, and in service. A circle rig is left out, so that a caller
+        who forgets the circle rule shows nothing of it (issue 15, "fail closed"): only visible_to brings it back,
+        for the people it is shared with."""
+        return self.in_service().exclude(visibility=Node.Visibility.CIRCLE)
+
+    def visible_to(self, viewer):
+        """visible(), plus the circle rigs `viewer` (a Contributor, or None) owns or is a member of one of whose
+        circles, active or paused: a paused member still sees the rig, and is told why no token comes."""
+        if viewer is None:
+            return self.visible()
+        member = CircleMember.objects.filter(contributor=viewer, circle__nodes=OuterRef("pk"))
+        return self.in_service().filter(~Q(visibility=Node.Visibility.CIRCLE) | Q(owner=viewer) | Exists(member))
 
     def listed(self):
         """On public surfaces: public, visible (not taken down nor banned), and reported in: a node whose agent has

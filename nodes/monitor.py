@@ -109,7 +109,7 @@ def this_cycle(nodes: list[Node], now: datetime) -> list[Node]:
 
 def observe(now: datetime, *, jitter_sec: float | None = None) -> Observed:
     """Probe this cycle's nodes and work out their new values; nothing is written yet (see store())."""
-    nodes = this_cycle(list(Node.objects.visible().only(*_READ)), now)
+    nodes = this_cycle(list(Node.objects.in_service().only(*_READ)), now)
     jitter = min(2.0, settings.MONITOR_INTERVAL_SEC * 0.1) if jitter_sec is None else jitter_sec
     results = asyncio.run(
         probe_all(
@@ -178,7 +178,7 @@ def store(cycle: Observed, now: datetime, *, cycle_started: datetime) -> None:
     touched = Q(last_heartbeat_at__gte=cycle_started) | Q(tunnel_seen_at__gte=cycle_started)
     touched |= Q(queue_updated_at__gte=cycle_started)
     touched |= Q(reachability=Node.Reachability.RELAYED, tunnel_seen_at__isnull=True, status__in=ALIVE)
-    for fresh in Node.objects.visible().filter(touched):
+    for fresh in Node.objects.in_service().filter(touched):
         status = node_services.current_status(fresh, now)
         if status != fresh.status:
             Node.objects.filter(pk=fresh.pk).update(status=status)

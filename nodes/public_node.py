@@ -33,6 +33,7 @@ PUBLIC_NODE_FIELDS = (
     "community_timing",
     "owner",
     "reachability",
+    "circles",
 )
 
 # The node columns public_node reads, plus the owner's id and handle.
@@ -83,9 +84,11 @@ def public_rows(queryset):
     return queryset.values(*PUBLIC_COLUMNS)
 
 
-def public_node_of(node: Node) -> dict:
-    """PublicNode of a model instance (its owner and relay should be select_related)."""
+def public_node_of(node: Node, circles=()) -> dict:
+    """PublicNode of a model instance (its owner and relay should be select_related). `circles`: the node's
+    circles the caller may see (nodes.access.circles_seen_by); none unless given."""
     row = {column: getattr(node, column) for column in _NODE_COLUMNS}
+    row["circles"] = list(circles)
     row["owner__id"], row["owner__handle"] = node.owner.id, node.owner.handle
     row["relay__public_url"] = node.relay.public_url if node.relay_id is not None else None
     return public_node(row)
@@ -153,4 +156,7 @@ def public_node(r: Mapping) -> dict:
         "community_timing": community_timing(r),
         "owner": {"id": r["owner__id"], "handle": r["owner__handle"]},
         "reachability": r["reachability"],
+        # The caller's circles this rig is shared with ({id, name}); a row from a list carries none: a public
+        # list never says whom a rig is shared with.
+        "circles": list(r.get("circles", ())),
     }

@@ -59,7 +59,7 @@ MESSAGE_FIELDS = (
 
 def snapshots(group: str) -> list[tuple[str, str]]:
     """The current state of a group, from the database: (node id, message text) for the one node of a node
-    group, or for every listed node taking tasters for the all-nodes stream."""
+    group, or for every listed node taking tasters for the all-nodes stream. visible() leaves circle rigs out."""
     if group == ALL_GROUP:
         nodes = Node.objects.listed().filter(status__in=[Node.Status.AVAILABLE, Node.Status.BUSY])
     else:
@@ -70,7 +70,10 @@ def snapshots(group: str) -> list[tuple[str, str]]:
 def broadcast(node: Node) -> None:
     """Send the node's snapshot to its subscribers (and to the all-nodes stream when it is listed). A channel
     layer that is down (Redis restarting) must not fail the agent's request: the view catches up with the
-    next change."""
+    next change. A circle rig has no public queue view: nothing is sent for it (its members read its queue in
+    its PublicNode, GET /api/nodes/<id> with their key)."""
+    if node.visibility == Node.Visibility.CIRCLE:
+        return
     # Each process keeps only the newest snapshot per node (nodes/fanout.py): node_id says which one this is.
     payload = {"type": "queue.update", "node_id": node.id, "text": text(node)}
     try:

@@ -37,8 +37,11 @@ def _unique_node_id(wanted: str) -> str:
 
 
 def _apply_fields(node: Node, data: dict) -> None:
-    """Owner-given fields onto the row; `node_public_key` and `node_public_key_fingerprint` come validated."""
+    """Owner-given fields onto the row; `node_public_key` and `node_public_key_fingerprint` come validated.
+    `circles` is not a column: _share writes it once the row exists."""
     for field, value in data.items():
+        if field == "circles":
+            continue
         if field == "tags":
             node.tags = value
             node.tags_index = node_services.tags_index(value)
@@ -65,6 +68,12 @@ def _make_direct(node: Node, health_url: str | None) -> None:
     node.relay = node.tunnel_seen_at = None
 
 
+def _share(node: Node, data: dict) -> None:
+    """The circles the rig is shared with, when given: the caller has checked that its owner is in each."""
+    if "circles" in data:
+        node.circles.set(data["circles"])
+
+
 @transaction.atomic
 def create_node(*, owner_id: str, secret_hash: str, data: dict) -> Node:
     """Insert a new node row under a free id made from `id` or `gpu-model-quant`. Without an endpoint_url the
@@ -87,6 +96,7 @@ def create_node(*, owner_id: str, secret_hash: str, data: dict) -> Node:
             continue
     else:
         raise ApiError(409, "id_taken", "Could not find a free node id; choose another `id`.", extra={"field": "id"})
+    _share(node, data)
     return node
 
 
@@ -121,7 +131,7 @@ def change_node(*, node: Node, data: dict) -> tuple[Node, str]:
             extra={"field": "health_url"},
         )
     _apply_fields(node, {k: v for k, v in data.items() if k not in ("endpoint_url", "health_url")})
-    fields = set(data) - {"endpoint_url", "health_url"} | {"combo_key", "vram_sort_key", "updated_at"}
+    fields = set(data) - {"endpoint_url", "health_url", "circles"} | {"combo_key", "vram_sort_key", "updated_at"}
     if "tags" in data:
         fields.add("tags_index")
     now = timezone.now()
@@ -139,6 +149,7 @@ def change_node(*, node: Node, data: dict) -> tuple[Node, str]:
     if fields & _REACHABILITY_FIELDS:
         node.status = node_services.current_status(node, now)
     node.save(update_fields=sorted(fields))
+    _share(node, data)
     return node, old_combo
 
 

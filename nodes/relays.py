@@ -55,7 +55,7 @@ def assign_relay(node_id: str, now: datetime, *, unreachable_relay_id: str | Non
     reach it and it has gone quiet), the node moves to the next relay in its own order."""
     # A hidden node is gone from every surface where a node is named (its heartbeats still answer, so that
     # its agent learns the revoked jtis): no relay carries tasters to it.
-    node = Node.objects.visible().select_for_update().filter(pk=node_id).first()
+    node = Node.objects.in_service().select_for_update().filter(pk=node_id).first()
     if node is None:
         raise ApiError(404, "node_not_found", f"No node {node_id!r}.")
     if not node.is_relayed:

@@ -48,6 +48,11 @@ class OwnerDoc(s.Serializer):
     handle = s.CharField(allow_null=True)
 
 
+class CircleRefDoc(s.Serializer):
+    id = s.CharField()
+    name = s.CharField()
+
+
 class PublicNodeDoc(s.Serializer):
     id = s.SlugField()
     display_name = s.CharField()
@@ -64,7 +69,7 @@ class PublicNodeDoc(s.Serializer):
     tuning_note = s.CharField()
     availability_note = s.CharField()
     tags = s.ListField(child=s.CharField())
-    visibility = s.ChoiceField(choices=["public", "unlisted"])
+    visibility = s.ChoiceField(choices=["public", "unlisted", "circle"])
     node_public_key = s.CharField(allow_null=True)
     node_public_key_fingerprint = s.CharField(allow_null=True)
     created_at = s.DateTimeField()
@@ -77,6 +82,11 @@ class PublicNodeDoc(s.Serializer):
     community_timing = CommunityTimingDoc()
     owner = OwnerDoc()
     reachability = s.ChoiceField(choices=["direct", "relayed"])
+    circles = CircleRefDoc(
+        many=True,
+        help_text="the circles this rig is shared with that the caller is in (its owner: all); [] on lists and "
+        "for anonymous callers",
+    )
 
 
 class NodeListDoc(s.Serializer):

@@ -25,11 +25,12 @@ def tags_index(tags: list[str]) -> str:
 
 
 def refresh_rarity(combo_keys: Iterable[str] | None = None) -> list[str]:
-    """Recompute rarity for visible nodes in the given combinations (all when None); returns changed ids.
+    """Recompute rarity for nodes in service in the given combinations (all when None); returns changed ids.
 
-    Counts run over listed nodes only; an unlisted node is counted as one more member of its combination."""
+    Counts run over listed nodes only; an unlisted or circle rig is counted as one more member of its combination
+    (its own score), and never in anyone else's: a rig shared with friends says nothing about the public swarm."""
     listed = Node.objects.listed()
-    visible = Node.objects.visible()
+    visible = Node.objects.in_service()
     if combo_keys is not None:
         combo_keys = list(set(combo_keys))
         listed = listed.filter(combo_key__in=combo_keys)

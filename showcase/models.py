@@ -69,11 +69,13 @@ class ReplaySet(models.Model):
 
 class ReplayQuerySet(models.QuerySet):
     def visible(self):
-        """Reachable by id: not taken down, and its node is reachable (not taken down, not banned). A node that
-        comes back brings its replays back with it."""
+        """Reachable by id: not taken down, and its node is reachable by anyone (not taken down, not banned, not a
+        circle rig: a rig made a circle rig after a replay was published takes the replay out of sight with it).
+        A node that comes back brings its replays back with it."""
         return (
             self.filter(taken_down_at__isnull=True, node__taken_down_at__isnull=True)
             .exclude(node__banned_until__gt=timezone.now())
+            .exclude(node__visibility="circle")
             .select_related("node")
         )
 

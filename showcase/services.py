@@ -12,6 +12,7 @@ from core.api_errors import ApiError
 from moderation import services as moderation
 from moderation.models import FilterRule, ModerationAction
 from nodes.access import get_visible_node
+from nodes.models import Node
 from showcase.models import Replay, ReplaySet
 from tracker import bans, credentials
 from tracker.auth import TIMING_UPLOAD_GRACE_SEC
@@ -45,9 +46,16 @@ def filter_hit(texts: dict[str, str]) -> tuple[str, FilterRule] | None:
 @transaction.atomic
 def publish_replay(*, token: TastingToken, data: dict, ip_hash: str, now: datetime | None = None) -> Replay:
     """Publish the replay of the tasting that `token` paid for: its node must still be reachable, the holder
-    and the address not banned, the text clear of every enabled filter rule; one replay per token."""
+    and the address not banned, the text clear of every enabled filter rule; one replay per token. A circle
+    rig's tastings are never published (403 `circle_rig_not_public`): a replay is public, the rig is not."""
     now = now or timezone.now()
-    node = get_visible_node(token.node_id)
+    node = get_visible_node(token.node_id, token.contributor)
+    if node.visibility == Node.Visibility.CIRCLE:
+        raise ApiError(
+            403,
+            "circle_rig_not_public",
+            f"Rig {node.id!r} is shared with its circles only: replays of its tastings are not published.",
+        )
     bans.refuse_if_banned(("contributor", token.contributor_id), ("ip", ip_hash), ("ip", token.ip_hash))
     if data["node_id"] != token.node_id:
         raise ApiError(403, "wrong_node", "This token was issued for another node.", extra={"field": "node_id"})

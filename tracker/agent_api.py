@@ -34,6 +34,12 @@ class NodeHeartbeatApi(APIView):
                     "status": s.CharField(),
                     "filter_rules_version": s.IntegerField(),
                     "revoked_jtis": s.ListField(child=s.CharField()),
+                    "visibility": s.ChoiceField(choices=["public", "unlisted", "circle"]),
+                    "circles": s.ListField(child=s.CharField(), help_text="the circles this rig serves (ids)"),
+                    "circle_only_hours": s.ListField(
+                        child=s.IntegerField(min_value=0, max_value=23),
+                        help_text="UTC hours in which a public or unlisted rig serves its circles only",
+                    ),
                 },
             ),
             400: schemas.ErrorDoc,

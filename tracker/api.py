@@ -17,12 +17,13 @@ from core.ratelimits import limit
 from core.timefmt import iso
 from nodes import schemas
 from nodes import services as node_services
-from nodes.api import NodeDetailReadMixin, NodeListApi
+from nodes.access import circles_by_node, circles_seen_by
+from nodes.api import NodeDetailReadMixin, NodeListApi, NodeMetricsApi
 from nodes.public_node import public_node, public_node_of, public_rows
 from tracker import bans, scoring, services, tasting, tiers
 from tracker.auth import ContributorKeyAuthentication, UploadKeyAuthentication
 from tracker.keys import published_keys
-from tracker.serializers import ContributorIn, NodeIn, NodePatch, TimingIn, TokenIn
+from tracker.serializers import ContributorIn, NodeIn, NodePatch, PublishIn, TimingIn, TokenIn
 
 VERSION = "0.1.0"
 
@@ -95,13 +96,15 @@ class ContributorMeApi(APIView):
     )
     def get(self, request):
         contributor = require(request.user, "a contributor key")
-        nodes = public_rows(contributor.nodes.visible().order_by("created_at"))
+        # The owner's own rigs, circle rigs included, each with all its circles (one more query for any number).
+        nodes = list(public_rows(contributor.nodes.in_service().order_by("created_at")))
+        circles = circles_by_node(n["id"] for n in nodes)
         return Response(
             {
                 "schema_version": 1,
                 "contributor": contributor_json(contributor),
                 "score": scoring.contributor_overview(contributor),
-                "nodes": [public_node(n) for n in nodes],
+                "nodes": [public_node({**n, "circles": circles.get(n["id"], [])}) for n in nodes],
             }
         )
 
@@ -148,12 +151,13 @@ class NodeItemApi(NodeDetailReadMixin, APIView):
     )
     def patch(self, request, node_id):
         bans.refuse_writer(ip_hash=ip_hash(request))
-        node = services.get_node_for_owner(require(request.user, "a contributor key"), node_id)
+        owner = require(request.user, "a contributor key")
+        node = services.get_node_for_owner(owner, node_id)
         data = NodePatch(data=request.data, partial=True)
         data.is_valid(raise_exception=True)
         node = services.update_node(node=node, data=data.validated_data)
         node_services.note_owner_network(node, ip_hash(request))
-        return Response({"schema_version": 1, "node": public_node_of(node)})
+        return Response({"schema_version": 1, "node": public_node_of(node, circles_seen_by(node, owner))})
 
     @extend_schema(
         summary="Delete a node (owner only)",
@@ -164,6 +168,37 @@ class NodeItemApi(NodeDetailReadMixin, APIView):
         node = services.get_node_for_owner(require(request.user, "a contributor key"), node_id)
         services.delete_node(node=node)
         return Response(status=204)
+
+
+@limit("RATE_NODE_WRITE", "node-publish")
+class NodePublishApi(APIView):
+    authentication_classes = [ContributorKeyAuthentication]
+
+    @extend_schema(
+        request=PublishIn,
+        summary="Make a rig public or unlisted (owner only; a circle rig becomes so only this way)",
+        responses={
+            200: schemas.NodeDetailDoc,
+            400: schemas.ErrorDoc,
+            401: schemas.ErrorDoc,
+            403: schemas.ErrorDoc,
+            404: schemas.ErrorDoc,
+        },
+    )
+    def post(self, request, node_id):
+        bans.refuse_writer(ip_hash=ip_hash(request))
+        owner = require(request.user, "a contributor key")
+        node = services.get_node_for_owner(owner, node_id)
+        data = PublishIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        node = services.publish_node(node=node, visibility=data.validated_data["visibility"])
+        return Response({"schema_version": 1, "node": public_node_of(node, circles_seen_by(node, owner))})
+
+
+class NodeMetricsItemApi(NodeMetricsApi):
+    """The health history, with the contributor key that shows a circle rig's to its owner and members."""
+
+    authentication_classes = [ContributorKeyAuthentication]
 
 
 # --- tokens, keys, timing -------------------------------------------------------------------------------
@@ -183,8 +218,10 @@ def token_json(issued: tasting.Issued) -> dict:
         "tier": issued.tier,
         # The same numbers as the token's claims: max_output_tokens is the per-request cap,
         # max_output_tokens_total the whole budget (tracker/tiers.py).
-        "limits": {**issued.limits.token_limits(), "tokens_per_day": issued.quota_limit},
-        "quota": {"used": issued.quota_used, "limit": issued.quota_limit},
+        # A circle token spends no tier quota (its circle's limits stand instead): tokens_per_day and quota null.
+        "limits": {**issued.token_limits, "tokens_per_day": issued.quota_limit},
+        "quota": None if issued.quota_limit is None else {"used": issued.quota_used, "limit": issued.quota_limit},
+        "circle": issued.circle,
         "node_public_key": node.node_public_key,
         "node_public_key_fingerprint": node.node_public_key_fingerprint,
         "user_public_key_fingerprint": issued.user_public_key_fingerprint,
@@ -205,7 +242,19 @@ TokenIssuedDoc = inline_serializer(
         "crypto_mode": s.CharField(),
         "tier": s.CharField(),
         "limits": s.DictField(),
-        "quota": s.DictField(),
+        "quota": s.DictField(allow_null=True, help_text="null for a circle token"),
+        "circle": inline_serializer(
+            "TokenCircle",
+            {
+                "id": s.CharField(),
+                "name": s.CharField(),
+                "limits": s.DictField(child=s.IntegerField()),
+                "usage_today": s.DictField(child=s.IntegerField(), help_text="this token's requests included"),
+                "resets_at": s.DateTimeField(),
+            },
+            allow_null=True,
+            help_text="the circle a member's token goes through (its `circle` claim); null for any other token",
+        ),
         "node_public_key": s.CharField(allow_null=True),
         "node_public_key_fingerprint": s.CharField(allow_null=True),
         "user_public_key_fingerprint": s.CharField(allow_null=True),
@@ -247,6 +296,7 @@ class TokenCreateApi(APIView):
             ttl_sec=v.get("ttl_sec"),
             contributor=request.user,
             ip_hash=ip_hash(request),
+            circle_id=v.get("circle_id"),
         )
         return Response(token_json(issued), status=201)
 

@@ -63,6 +63,7 @@ class RelayTokenApi(APIView):
             ttl_sec=v.get("ttl_sec"),
             contributor=contributor,
             ip_hash=client_hash,
+            circle_id=v.get("circle_id"),
         )
         return Response(token_json(issued), status=201)
 

@@ -7,6 +7,8 @@ node or a contributor says about themselves. The rules and their reasons, with a
 - Tasters count when they are not the owner: neither the owner's contributor id nor one of the owner's networks.
 - Each taster counts by their standing (an identity minutes old counts for little), with diminishing returns:
   a taster's requests count up to a few a day, and each taster once for discovery.
+- Tastings through a circle (a member's circle token) earn usage at a quarter of a public tasting's weight and
+  no discovery, so that friends cannot earn the public tier by serving each other.
 - Timing samples earn their uploader credit only when their token was really used, on a node that is not the
   uploader's own, weighted by the uploader's standing."""
 
@@ -31,6 +33,8 @@ NOTE_BASE, NOTE_CHARS_PER_POINT, NOTE_CAP = 1.0, 120, 10.0  # a tuning note: 1 +
 # How much weighted tasting a node needs before it earns anything: one taster of full standing, or two anonymous
 # networks, or ten identities minutes old. One fresh sockpuppet on a second network is not "someone else".
 SERVED_SOMEONE_ELSE = 1.0
+# A circle token's requests, against a public token's (issue 15): counted, at a quarter, and never as discovery.
+CIRCLE_USAGE_WEIGHT = 0.25
 
 
 def standing(identity_created_at: datetime | None, at: datetime) -> float:
@@ -50,6 +54,7 @@ class TokenUse:
     standing: float
     day: date
     requests: int
+    circle: bool = False  # issued through a circle (a member's token)
 
 
 @dataclass(frozen=True)
@@ -67,15 +72,22 @@ def taster_credit(uses: list[TokenUse]) -> TasterCredit:
             per_day[(use.subject, use.day)].append(use)
     usage = 0.0
     best: dict[str, float] = {}
+    tasters = set()
     for (subject, _day), group in per_day.items():
         weight = max(u.standing for u in group)
-        usage += min(REQUESTS_PER_TASTER_DAY, sum(u.requests for u in group)) * weight
-        best[subject] = max(best.get(subject, 0.0), weight)
+        # The day's few counted requests are the public ones first; a circle request fills what is left, at a
+        # quarter: a member who also tasted publicly that day earns the rig no more than a public taster would.
+        public = min(REQUESTS_PER_TASTER_DAY, sum(u.requests for u in group if not u.circle))
+        circle = min(REQUESTS_PER_TASTER_DAY - public, sum(u.requests for u in group if u.circle))
+        usage += (public + CIRCLE_USAGE_WEIGHT * circle) * weight
+        tasters.add(subject)
+        if any(not u.circle for u in group):
+            best[subject] = max(best.get(subject, 0.0), weight)
     return TasterCredit(
         usage_credit=round(usage, 4),
         discovery_credit=round(sum(best.values()), 4),
         requests=sum(u.requests for group in per_day.values() for u in group),
-        tasters=len(best),
+        tasters=len(tasters),
     )
 
 

@@ -64,7 +64,8 @@ def evidence_of(node: Node) -> scores.NodeEvidence:
 
 def refresh_taster_credit(node: Node) -> None:
     """Usage and discovery from the tokens this node really served (reported by its agent, or witnessed by a relay),
-    the owner's own excluded: their contributor id, and any token issued to one of the owner's networks."""
+    the owner's own excluded: their contributor id, and any token issued to one of the owner's networks. Circle
+    tokens count at tracker.scores.CIRCLE_USAGE_WEIGHT, for usage only."""
     owner_networks = set(node.owner_networks or [])
     uses = []
     rows = (
@@ -72,10 +73,10 @@ def refresh_taster_credit(node: Node) -> None:
         .filter(Q(requests_served__gt=0) | Q(relay_requests__gt=0))
         .values_list(
             "subject", "ip_hash", "issued_at", "requests_served", "relay_requests", "max_requests",
-            "contributor__created_at",
+            "contributor__created_at", "circle_id",
         )
     )  # fmt: skip
-    for subject, ip, issued_at, served, witnessed, max_requests, identity_created in rows:
+    for subject, ip, issued_at, served, witnessed, max_requests, identity_created, circle_id in rows:
         if ip in owner_networks:
             continue
         uses.append(
@@ -84,6 +85,8 @@ def refresh_taster_credit(node: Node) -> None:
                 standing=scores.standing(identity_created, issued_at),
                 day=issued_at.date(),
                 requests=min(max_requests, max(served, witnessed)),
+                # Through a circle: a quarter of the usage weight and no discovery (tracker.scores).
+                circle=circle_id is not None,
             )
         )
     credit = scores.taster_credit(uses)
@@ -126,11 +129,12 @@ def timing_credit_of(contributor: Contributor) -> float:
 
 
 def refresh_contributors(contributor_ids) -> None:
-    """A contributor's score: their visible nodes' (one per combination), plus the timing samples they shared."""
+    """A contributor's score: their nodes in service, circle rigs included (one per combination), plus the timing
+    samples they shared."""
     threshold = settings.CONTRIBUTOR_THRESHOLD
     per_owner: dict[str, list[tuple[str, dict]]] = {cid: [] for cid in contributor_ids}
     for owner_id, combo, components in (
-        Node.objects.visible()
+        Node.objects.in_service()
         .filter(owner_id__in=per_owner)
         .values_list("owner_id", "combo_key", "contribution_components")
     ):

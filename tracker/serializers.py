@@ -32,6 +32,28 @@ class ContributorIn(StrictSerializer):
         return value or None
 
 
+MAX_CIRCLES = 50  # circles one rig may be shared with
+
+
+@extend_schema_field(
+    {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 23}, "maxItems": 24, "uniqueItems": True}
+)
+class HoursField(serializers.Field):
+    """UTC hours of the day: distinct whole numbers 0 to 23 (booleans are not numbers here), kept sorted."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, list):
+            raise serializers.ValidationError("must be a list of hours (0 to 23, UTC)")
+        if not all(isinstance(h, int) and not isinstance(h, bool) and 0 <= h <= 23 for h in data):
+            raise serializers.ValidationError("each hour is a whole number from 0 to 23 (UTC)")
+        if len(set(data)) != len(data):
+            raise serializers.ValidationError("each hour at most once")
+        return sorted(data)
+
+    def to_representation(self, value):
+        return list(value)
+
+
 class NodeIn(StrictSerializer):
     id = StrictCharField(required=False, max_length=56)
     display_name = StrictCharField(required=False, allow_blank=True, max_length=120)
@@ -48,7 +70,10 @@ class NodeIn(StrictSerializer):
     tuning_note = StrictCharField(required=False, allow_blank=True, max_length=NOTE_MAX, trim_whitespace=False)
     availability_note = StrictCharField(required=False, allow_blank=True, max_length=NOTE_MAX, trim_whitespace=False)
     tags = TagsField(required=False)
-    visibility = serializers.ChoiceField(choices=["public", "unlisted"], required=False)
+    visibility = serializers.ChoiceField(choices=["public", "unlisted", "circle"], required=False)
+    # The circles the rig is shared with (ids); whether the owner is in each is the service's check (403).
+    circles = serializers.ListField(child=StrictCharField(max_length=32), max_length=MAX_CIRCLES, required=False)
+    circle_only_hours = HoursField(required=False)
     node_public_key = StrictCharField(
         required=False, allow_null=True, allow_blank=True, max_length=1000, trim_whitespace=False
     )
@@ -152,6 +177,8 @@ class UsageIn(StrictSerializer):
 
 class TokenIn(StrictSerializer):
     node_id = StrictCharField(max_length=64)
+    # The circle to taste through, when the caller is in several the rig is shared with (else the first joined).
+    circle_id = StrictCharField(required=False, allow_null=True, max_length=32)
     crypto_mode = serializers.ChoiceField(choices=["plain", "public-key"], required=False, default="plain")
     user_public_key = StrictCharField(
         required=False, allow_null=True, allow_blank=True, max_length=1000, trim_whitespace=False
@@ -175,12 +202,19 @@ class RelayTokenIn(StrictSerializer):
     # Absent or null: the anonymous limited tier.
     contributor_key = StrictCharField(required=False, allow_null=True, allow_blank=True, max_length=200)
     ttl_sec = StrictIntegerField(required=False, allow_null=True, min_value=0, max_value=10**9)
+    circle_id = StrictCharField(required=False, allow_null=True, max_length=32)
 
     def validate_client_ip(self, value):
         try:
             return str(ipaddress.ip_address(value))
         except ValueError:
             raise serializers.ValidationError("must be an IPv4 or IPv6 address") from None
+
+
+class PublishIn(StrictSerializer):
+    """Making a circle rig public or unlisted: its own explicit act (POST /api/nodes/<id>/publish)."""
+
+    visibility = serializers.ChoiceField(choices=["public", "unlisted"])
 
 
 class TunnelIn(StrictSerializer):

@@ -9,11 +9,12 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from core.api_errors import ApiError
-from nodes import registry
+from nodes import queue_feed, registry
 from nodes import services as node_services
 from nodes.access import get_visible_node
-from nodes.models import Contributor, Node
+from nodes.models import CircleMember, Contributor, Node
 from tracker import bans, credentials, pubkeys, scores
+from tracker.circle_push import circle_policy, push_circle_policy
 from tracker.models import Counter, TastingToken, UsageReport
 from tracker.scoring import refresh_contributors, refresh_listing, refresh_scores, refresh_taster_credit, tokens_used
 
@@ -62,29 +63,82 @@ def _checked_public_key(data: dict) -> dict:
     return data
 
 
+def _checked_circles(owner_id: str, data: dict) -> dict:
+    """`circles` without repeats, each a circle the node's owner is an active member of (owner or not), else 403
+    `not_in_circle` naming the field. An unknown id reads the same: whether a circle exists is not told."""
+    if "circles" not in data:
+        return data
+    wanted = list(dict.fromkeys(data["circles"]))
+    mine = set(
+        CircleMember.objects.filter(
+            contributor_id=owner_id, status=CircleMember.Status.ACTIVE, circle_id__in=wanted
+        ).values_list("circle_id", flat=True)
+    )
+    for circle_id in wanted:
+        if circle_id not in mine:
+            raise ApiError(
+                403,
+                "not_in_circle",
+                f"circles: the node's owner is not an active member of circle {circle_id!r}.",
+                extra={"field": "circles"},
+            )
+    return {**data, "circles": wanted}
+
+
 @transaction.atomic
 def register_node(*, owner: Contributor, data: dict) -> tuple[Node, str]:
     """A new node owned by `owner`; returns it and its node secret (shown once). Without an endpoint_url the
     node is relayed."""
     bans.refuse_if_banned(("contributor", owner.id))
+    data = _checked_circles(owner.id, _checked_public_key(data))
     secret = credentials.new_secret(credentials.NODE_PREFIX)
-    node = registry.create_node(
-        owner_id=owner.id, secret_hash=credentials.digest(secret), data=_checked_public_key(data)
-    )
+    node = registry.create_node(owner_id=owner.id, secret_hash=credentials.digest(secret), data=data)
     refresh_listing({node.combo_key})
     refresh_scores([node.id])
     node.refresh_from_db()
     return node, secret
 
 
+CIRCLE_FIELDS = {"visibility", "circles", "circle_only_hours"}
+
+
 @transaction.atomic
 def update_node(*, node: Node, data: dict) -> Node:
     """Change what the owner may change (nodes.registry.change_node says what `endpoint_url` and `health_url`
-    do), then recount what the change moves: rarity of the old and new combinations, scores, showcase."""
-    node, old_combo = registry.change_node(node=node, data=_checked_public_key(data))
+    do), then recount what the change moves: rarity of the old and new combinations, scores, showcase. A circle
+    rig is not made public or unlisted here: that is publish_node's, an act of its own (409 `publish_required`),
+    so that no edit of other fields can widen who reaches it by mistake."""
+    if node.visibility == Node.Visibility.CIRCLE and data.get("visibility", node.visibility) != node.visibility:
+        raise ApiError(
+            409,
+            "publish_required",
+            f"Rig {node.id!r} is shared with its circles only; making it {data['visibility']} is its own act: "
+            f"use POST /api/nodes/{node.id}/publish.",
+            extra={"field": "visibility"},
+        )
+    return _change(node, _checked_circles(node.owner_id, _checked_public_key(data)))
+
+
+@transaction.atomic
+def publish_node(*, node: Node, visibility: str) -> Node:
+    """Make a rig public or unlisted (from `circle`, or between the two). The circles it is shared with stay:
+    their members keep going first in its queue (friends first; public tasters fill idle time)."""
+    return _change(node, {"visibility": visibility})
+
+
+def _change(node: Node, data: dict) -> Node:
+    """The row changed and what follows from it: recounts, and when who may reach the rig changed, its agent is
+    told at once and a rig that became a circle rig leaves the public queue views."""
+    touches_circles = bool(CIRCLE_FIELDS & set(data))
+    before = circle_policy(node.pk) if touches_circles else None
+    node, old_combo = registry.change_node(node=node, data=data)
     refresh_listing({old_combo, node.combo_key})
     refresh_scores([node.id])
     node.refresh_from_db()
+    if touches_circles and circle_policy(node.pk) != before:
+        push_circle_policy(node)
+        if before["visibility"] != Node.Visibility.CIRCLE and node.visibility == Node.Visibility.CIRCLE:
+            transaction.on_commit(lambda: queue_feed.announce_removal(node.pk))
     return node
 
 
@@ -100,7 +154,7 @@ def get_node_for_owner(contributor: Contributor, node_id: str) -> Node:
     """The one access helper for owner-only node operations: 403 `banned` for a banned contributor (whose nodes
     are hidden: they would otherwise read as unknown), 404 when unknown, 403 `not_owner` otherwise."""
     bans.refuse_if_banned(("contributor", contributor.id))
-    node = get_visible_node(node_id)
+    node = get_visible_node(node_id, contributor)  # the owner's circle rigs included
     if node.owner_id != contributor.id:
         raise ApiError(403, "not_owner", "Only the node's owner may change or delete it.")
     return node
@@ -133,7 +187,8 @@ def record_heartbeat(
     now: datetime | None = None,
 ) -> dict:
     """Store an agent's heartbeat (nodes.services) and answer with what the agent must know: its status, the
-    filter rules version and the tokens revoked for it."""
+    filter rules version, the tokens revoked for it, and its circle policy (visibility, circles, circle-only
+    hours: tracker.circle_push)."""
     now = now or timezone.now()
     first = node_services.record_heartbeat(
         node=node, queue=queue, models=models, agent_version=agent_version, telemetry=telemetry, now=now
@@ -146,6 +201,7 @@ def record_heartbeat(
         "status": node.status,
         "filter_rules_version": filter_rules_version(),
         "revoked_jtis": revoked_jtis(node, now),
+        **(circle_policy(node.pk) or {}),
     }
 
 

@@ -2,7 +2,8 @@
 
 A token is an Ed25519-signed JWT for one node, verified offline by that node's agent. Its tier comes from the
 server-side score only; quotas are per UTC day, counted in the database so that they hold across processes
-and restarts."""
+and restarts. A member of a circle the rig is shared with gets a circle token instead, bounded by their daily
+limits in that circle rather than the tier's quota (tracker.circle_tokens)."""
 
 import math
 import secrets
@@ -20,7 +21,7 @@ from nodes import services as node_services
 from nodes.access import get_visible_node
 from nodes.models import Contributor, Node
 from nodes.public_node import community_timing
-from tracker import bans, credentials, pubkeys, scores, signing, tiers
+from tracker import bans, circle_tokens, credentials, pubkeys, scores, signing, tiers
 from tracker.keys import keyring
 from tracker.models import QuotaBucket, TastingToken
 from tracker.scoring import refresh_contributors
@@ -62,13 +63,17 @@ class Issued:
     expires_at: datetime
     crypto_mode: str
     tier: str
-    limits: tiers.Tier
-    quota_used: int
-    quota_limit: int
+    # The token's claims max_requests, max_output_tokens and max_output_tokens_total (tiers.Tier.token_limits).
+    token_limits: dict
+    # The tier's daily quota as spent by this token; None for a circle token, which spends none.
+    quota_used: int | None
+    quota_limit: int | None
     node: Node
     user_public_key_fingerprint: str | None
     # The taster's own credential for timing uploads and publishing (shown once; only its digest is stored).
     upload_key: str = ""
+    # A circle token's circle, limits and day (tracker.circle_tokens.circle_json); None for any other.
+    circle: dict | None = None
 
 
 def _seconds_to_utc_midnight(now: datetime) -> int:
@@ -122,10 +127,12 @@ def issue_token(
     ttl_sec: int | None,
     contributor: Contributor | None,
     ip_hash: str,
+    circle_id: str | None = None,
     now: datetime | None = None,
 ) -> Issued:
     now = now or timezone.now()
-    node = get_visible_node(node_id)
+    # A circle rig only for its owner and members (404 anonymous, 403 `not_in_circle` another contributor).
+    node = get_visible_node(node_id, contributor)
     status = node_services.current_status(node, now)
     if not liveness.is_alive(status):
         raise ApiError(
@@ -165,11 +172,20 @@ def issue_token(
         else TastingToken.Tier.LIMITED
     )
     limits = tiers.of(tier)
-    per_day = limits.tokens_per_day
-    # Limited tokens are counted per IP even for a signed-in contributor, so that minting fresh identities
-    # does not multiply the anonymous quota.
-    quota_key = f"c:{contributor.id}" if tier == TastingToken.Tier.CONTRIBUTOR else f"ip:{ip_hash}"
-    used = claim_quota(quota_key, per_day, now, tier)
+    member = circle_tokens.membership_for(node, contributor, circle_id)
+    circle = None
+    if member is not None:
+        # The member's day in the circle replaces the tier's quota; the token is cut to what is left of it.
+        spent = circle_tokens.budget(member, limits, now)
+        token_limits, used, per_day = spent.token_limits, None, None
+        circle = circle_tokens.circle_json(member, spent)
+    else:
+        circle_tokens.refuse_in_circle_only_hours(node, now)
+        token_limits, per_day = limits.token_limits(), limits.tokens_per_day
+        # Limited tokens are counted per IP even for a signed-in contributor, so that minting fresh identities
+        # does not multiply the anonymous quota.
+        quota_key = f"c:{contributor.id}" if tier == TastingToken.Tier.CONTRIBUTOR else f"ip:{ip_hash}"
+        used = claim_quota(quota_key, per_day, now, tier)
 
     ttl = clamp_ttl(ttl_sec)
     expires_at = now + timedelta(seconds=ttl)
@@ -186,8 +202,11 @@ def issue_token(
         "tier": tier,
         "crypto_mode": crypto_mode,
         # max_output_tokens: the per-request cap; max_output_tokens_total: the whole budget (tracker/tiers.py).
-        **limits.token_limits(),
+        **token_limits,
     }
+    if member is not None:
+        # What the rig's agent checks against the circles it serves (a circle rig refuses a token without one).
+        claims["circle"] = member.circle_id
     if user_pem:
         claims["user_public_key"] = user_pem
         claims["user_public_key_fingerprint"] = user_fp
@@ -207,12 +226,13 @@ def issue_token(
         is_owner_token=contributor is not None and contributor.id == node.owner_id,
         issued_at=now,
         expires_at=expires_at,
-        max_requests=limits.max_requests,
+        max_requests=token_limits["max_requests"],
         # The row keeps the token's whole output budget: what its usage reports and timing uploads are bounded by
         # (at most what the column holds on PostgreSQL; a bigger budget is unbounded in practice).
-        max_output_tokens=min(limits.max_output_tokens_total, 2**31 - 1),
+        max_output_tokens=min(token_limits["max_output_tokens_total"], 2**31 - 1),
         user_public_key_fingerprint=user_fp,
         upload_key_hash=credentials.digest(upload_key),
+        circle_id=member.circle_id if member is not None else None,
     )
     return Issued(
         token,
@@ -220,12 +240,13 @@ def issue_token(
         expires_at,
         crypto_mode,
         tier,
-        limits,
+        token_limits,
         used,
         per_day,
         node,
         user_fp,
         upload_key,
+        circle,
     )
 
 
@@ -247,7 +268,8 @@ TIMING_FIELDS = (
 def record_timing(*, token: TastingToken, data: dict, now: datetime | None = None) -> tuple[dict, bool]:
     """Store a taster's timing sample; returns the node's community timing and whether the sample counts yet."""
     now = now or timezone.now()
-    node = get_visible_node(token.node_id)
+    # The taster's own view: a member uploads timing of a circle rig they tasted.
+    node = get_visible_node(token.node_id, token.contributor)
     bans.refuse_if_banned(("contributor", token.contributor_id))
     if data["node_id"] != token.node_id:
         raise ApiError(403, "wrong_node", "This token was issued for another node.", extra={"field": "node_id"})

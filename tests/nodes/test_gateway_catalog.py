@@ -187,7 +187,7 @@ def test_the_openapi_schema_documents_the_gateway_endpoints(api, owner, relay_a)
     ):
         assert doc["paths"][path][method]["summary"], path
     token_request = doc["components"]["schemas"]["RelayTokenInRequest"]["properties"]
-    assert set(token_request) == {"node_id", "client_ip", "contributor_key", "ttl_sec"}
+    assert set(token_request) == {"node_id", "client_ip", "contributor_key", "ttl_sec", "circle_id"}
     make_rig(api, owner)
     rig = catalog(api, relay_a)["rigs"][0]
     documented = doc["components"]["schemas"]["GatewayRig"]["properties"]

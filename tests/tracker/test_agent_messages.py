@@ -66,12 +66,20 @@ def test_the_same_messages_get_the_same_answers_over_http_and_the_link(api, owne
 
     assert statuses == (200, 202, 202, 202)
     rules = http_beat["filter_rules_version"]
-    assert http_beat == {"schema_version": 1, "status": "available", "filter_rules_version": rules, "revoked_jtis": []}
+    policy = {"visibility": "public", "circles": [], "circle_only_hours": []}  # issue 15
+    assert http_beat == {
+        "schema_version": 1,
+        "status": "available",
+        "filter_rules_version": rules,
+        "revoked_jtis": [],
+        **policy,
+    }
     assert link_beat == {
         "type": "heartbeat_ack",
         "status": "available",
         "filter_rules_version": rules,
         "revoked_jtis": [],
+        **policy,
     }
     assert http_usage == {"schema_version": 1, "accepted": 1, "ignored": 0, "duplicate": False}
     assert link_usage == {"type": "usage_ack", "report_id": "r-2", "accepted": 1, "ignored": 0, "duplicate": False}

@@ -30,6 +30,10 @@ class TestHeartbeat:
             "status": "available",
             "filter_rules_version": rules["version"],
             "revoked_jtis": [],
+            # Its circle policy (issue 15): a public rig shared with no circle.
+            "visibility": "public",
+            "circles": [],
+            "circle_only_hours": [],
         }
         _, body = api.get(f"/api/nodes/{node.id}")
         assert body["node"]["health"]["status"] == "available"
