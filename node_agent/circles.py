@@ -45,6 +45,9 @@ class CircleGuard:
         self.told_visibility: str | None = None
         self.told_circles: frozenset[str] | None = None
         self.circle_only_hours: frozenset[int] = frozenset()
+        # The rig's owner as the tracker names it: their own tokens always taste (an owner may try a circle rig
+        # before sharing it with any circle). It admits one identity, the one that registered the rig.
+        self.owner_id: str | None = None
         self._load()
 
     # --- what the rig serves ------------------------------------------------------------------------------
@@ -84,6 +87,9 @@ class CircleGuard:
         circles = message.get("circles")
         if _all(circles, lambda c: isinstance(c, str)) and frozenset(circles) != self.told_circles:
             self.told_circles, changed = frozenset(circles), True
+        owner = message.get("owner_id")
+        if isinstance(owner, str) and owner and owner != self.owner_id:
+            self.owner_id, changed = owner, True
         hours = message.get("circle_only_hours")
         if _all(hours, lambda h: type(h) is int and 0 <= h <= 23) and frozenset(hours) != self.circle_only_hours:
             self.circle_only_hours, changed = frozenset(hours), True
@@ -108,6 +114,7 @@ class CircleGuard:
             "visibility": self.told_visibility,
             "circles": sorted(self.told_circles) if self.told_circles is not None else None,
             "circle_only_hours": sorted(self.circle_only_hours),
+            "owner_id": self.owner_id,
         }
         try:
             self.state_file.parent.mkdir(parents=True, exist_ok=True)
@@ -119,9 +126,10 @@ class CircleGuard:
 
     # --- the check --------------------------------------------------------------------------------------
 
-    def check(self, circle: str | None) -> None:
-        """Raise 403 unless a token issued through `circle` (None: a public token) may taste this rig now."""
-        if self.serves(circle):
+    def check(self, circle: str | None, *, subject: str | None = None) -> None:
+        """Raise 403 unless a token issued through `circle` (None: a public token) to `subject` (its `sub`) may taste
+        this rig now."""
+        if self.serves(circle) or (subject is not None and subject == self.owner_id):
             return
         if self.visibility == "circle":
             raise AgentError(

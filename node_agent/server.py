@@ -235,7 +235,7 @@ class Agent:
         # Checked twice (issue 15): whatever the tracker issued, a circle rig serves its circles only. Here, beside
         # the other token checks, it holds for direct tasters, relayed ones (the tunnel replays them to this
         # handler) and public-key mode alike.
-        self.circles.check(claims.circle)
+        self.circles.check(claims.circle, subject=claims.sub)
         public_key_mode = claims.crypto_mode == "public-key"
         relay_class, relay_extra = Relay, {}
         if public_key_mode:

@@ -35,6 +35,7 @@ class NodeHeartbeatApi(APIView):
                     "filter_rules_version": s.IntegerField(),
                     "revoked_jtis": s.ListField(child=s.CharField()),
                     "visibility": s.ChoiceField(choices=["public", "unlisted", "circle"]),
+                    "owner_id": s.CharField(help_text="the rig's owner, whose own tokens a circle rig takes"),
                     "circles": s.ListField(child=s.CharField(), help_text="the circles this rig serves (ids)"),
                     "circle_only_hours": s.ListField(
                         child=s.IntegerField(min_value=0, max_value=23),

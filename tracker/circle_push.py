@@ -9,12 +9,15 @@ from tracker import agent_link
 
 
 def circle_policy(node_id: str) -> dict | None:
-    """The three fields as they stand in the database, or None when the node is gone."""
-    node = Node.objects.filter(pk=node_id).only("visibility", "circle_only_hours").first()
+    """The three fields as they stand in the database, and the rig's owner (whose own tokens a circle rig takes
+    whatever circle they name: an owner may taste a circle rig shared with no circle yet), or None when the node is
+    gone."""
+    node = Node.objects.filter(pk=node_id).only("visibility", "circle_only_hours", "owner_id").first()
     if node is None:
         return None
     return {
         "visibility": node.visibility,
+        "owner_id": node.owner_id,
         "circles": sorted(node.circles.values_list("id", flat=True)),
         "circle_only_hours": sorted(node.circle_only_hours),
     }

@@ -36,6 +36,9 @@ class TastingToken(models.Model):
     # The circle a member's token was issued through (its `circle` claim): that circle's per-member limits apply
     # instead of the tier's daily quota, and removing or pausing the member revokes it.
     circle = models.ForeignKey("nodes.Circle", null=True, blank=True, on_delete=models.SET_NULL, related_name="tokens")
+    # Issued through a circle, for good: `circle` is cleared when the circle is deleted, and the tokens' usage must
+    # still count at the circle weight (docs/scoring.md), never turn into public credit.
+    via_circle = models.BooleanField(default=False)
     # sha256 of the taster's upload key (`lru_`, shown once with the token): what timing uploads and replay
     # publishing take, because the node operator holds the token itself. Null for tokens issued before it.
     upload_key_hash = models.CharField(max_length=64, null=True, blank=True, unique=True, editable=False)

@@ -73,10 +73,10 @@ def refresh_taster_credit(node: Node) -> None:
         .filter(Q(requests_served__gt=0) | Q(relay_requests__gt=0))
         .values_list(
             "subject", "ip_hash", "issued_at", "requests_served", "relay_requests", "max_requests",
-            "contributor__created_at", "circle_id",
+            "contributor__created_at", "via_circle",
         )
     )  # fmt: skip
-    for subject, ip, issued_at, served, witnessed, max_requests, identity_created, circle_id in rows:
+    for subject, ip, issued_at, served, witnessed, max_requests, identity_created, via_circle in rows:
         if ip in owner_networks:
             continue
         uses.append(
@@ -86,7 +86,7 @@ def refresh_taster_credit(node: Node) -> None:
                 day=issued_at.date(),
                 requests=min(max_requests, max(served, witnessed)),
                 # Through a circle: a quarter of the usage weight and no discovery (tracker.scores).
-                circle=circle_id is not None,
+                circle=via_circle,
             )
         )
     credit = scores.taster_credit(uses)

@@ -233,6 +233,7 @@ def issue_token(
         user_public_key_fingerprint=user_fp,
         upload_key_hash=credentials.digest(upload_key),
         circle_id=member.circle_id if member is not None else None,
+        via_circle=member is not None,
     )
     return Issued(
         token,

@@ -46,6 +46,7 @@ def test_the_agent_link_is_told_of_a_change_at_once_and_its_heartbeat_answer_agr
         assert pushed == {
             "type": "circles",
             "visibility": "circle",
+            "owner_id": node.owner_id,
             "circles": sorted([circle.id, band.id]),
             "circle_only_hours": [],
         }
@@ -61,8 +62,8 @@ def test_the_agent_link_is_told_of_a_change_at_once_and_its_heartbeat_answer_agr
 
         await link.send_json_to({"type": "heartbeat", "queue": QUEUE})
         ack = await link.receive_json_from(timeout=5)
-        assert {k: ack[k] for k in ("visibility", "circles", "circle_only_hours")} == {
-            k: pushed[k] for k in ("visibility", "circles", "circle_only_hours")
+        assert {k: ack[k] for k in ("visibility", "owner_id", "circles", "circle_only_hours")} == {
+            k: pushed[k] for k in ("visibility", "owner_id", "circles", "circle_only_hours")
         }
         await link.disconnect()
 

@@ -16,6 +16,7 @@ from tests.circle_rigs.cast import circle_rig, join, make_circle
 from tests.tracker.test_tokens import verify_like_an_agent
 from tracker import circle_tokens, circle_usage, scores, tasting
 from tracker.models import QuotaBucket, TastingToken
+from tracker.scoring import refresh_taster_credit
 
 pytestmark = pytest.mark.django_db
 MOD = moderation.Moderator(None, "circle-token-test")
@@ -304,6 +305,14 @@ def test_a_circle_tokens_usage_earns_a_quarter_of_a_public_tokens_and_no_discove
     assert scores.CIRCLE_USAGE_WEIGHT == 0.25
     assert shared.discovery_credit == 0 and public.discovery_credit > 0
     assert shared.usage_requests == 2 and shared.distinct_tasters == 1  # the raw evidence counts them
+
+    # Deleting the circle unshares the rig but does not turn what its members used into public credit.
+    before = shared.usage_credit
+    assert api.delete(f"/api/circles/{circle.id}", auth=owner.key)[0] == 204
+    assert TastingToken.objects.get(jti=circle_jti).circle_id is None
+    refresh_taster_credit(shared)
+    shared.refresh_from_db()
+    assert shared.usage_credit == pytest.approx(before) and shared.discovery_credit == 0
 
 
 def test_a_tasters_counted_requests_are_the_public_ones_first():

@@ -202,11 +202,30 @@ def test_absent_or_malformed_fields_leave_what_was_known():
 def test_the_trackers_word_survives_a_restart(tmp_path):
     state = tmp_path / "circles.json"
     CircleGuard(state_file=state).apply({"visibility": "circle", "circles": ["c_x"], "circle_only_hours": [1]})
-    assert json.loads(state.read_text()) == {"visibility": "circle", "circles": ["c_x"], "circle_only_hours": [1]}
+    assert json.loads(state.read_text()) == {
+        "visibility": "circle",
+        "circles": ["c_x"],
+        "circle_only_hours": [1],
+        "owner_id": None,
+    }
     again = CircleGuard(state_file=state)  # restarted while the tracker is down: still a circle rig
     assert (again.visibility, again.circles, again.circle_only_hours) == ("circle", {"c_x"}, {1})
     state.write_text("{not json")
     assert CircleGuard(state_file=state).visibility == "public"  # an unreadable file is as if never written
+
+
+def test_the_rigs_owner_tastes_a_circle_rig_shared_with_no_circle_and_nobody_else_does():
+    guard = CircleGuard(pinned_visibility="circle")
+    guard.apply({"visibility": "circle", "circles": [], "owner_id": "c_owner"})
+    guard.check(None, subject="c_owner")
+    for subject in ("c_friend", "anon:0123456789abcdef", None):
+        with pytest.raises(Exception) as refused:  # noqa: PT011 - AgentError, checked below
+            guard.check(None, subject=subject)
+        assert refused.value.code == "not_in_circle"
+    # A malformed owner leaves the known one.
+    guard.apply({"owner_id": 7})
+    guard.apply({"owner_id": ""})
+    assert guard.owner_id == "c_owner"
 
 
 def test_a_bad_visibility_pin_is_refused():

@@ -33,7 +33,10 @@ AFTER_SQUASH = {
     "moderation": ["0008_moderators_view_circles"],
 }
 # Columns those later migrations added to existing tables, with the value every old row must get.
-ADDED_COLUMNS = {"nodes_node": {"circle_only_hours": []}, "tracker_tastingtoken": {"circle_id": None}}
+ADDED_COLUMNS = {
+    "nodes_node": {"circle_only_hours": []},
+    "tracker_tastingtoken": {"circle_id": None, "via_circle": False},
+}
 ADDED_TABLES = ["nodes_circle", "nodes_circleinvite", "nodes_circlemember", "nodes_node_circles"]
 ADDED_MODELS = {("nodes", "circle"), ("nodes", "circleinvite"), ("nodes", "circlemember")}
 TRANSITION = [

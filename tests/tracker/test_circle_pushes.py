@@ -73,7 +73,13 @@ def test_deleting_a_circle_revokes_and_tells_the_rig_its_circles(api, owner, tas
     got = async_to_sync(scenario)()
     assert {"type": "revoke", "jtis": [jti]} in got
     # The rig stays a circle rig, now shared with no circle: only its owner may taste it.
-    assert {"type": "circles", "visibility": "circle", "circles": [], "circle_only_hours": [3, 22]} in got
+    assert {
+        "type": "circles",
+        "visibility": "circle",
+        "owner_id": node.owner_id,
+        "circles": [],
+        "circle_only_hours": [3, 22],
+    } in got
 
 
 def test_a_policy_push_says_what_was_committed(api, owner):
@@ -99,6 +105,7 @@ def test_a_policy_push_says_what_was_committed(api, owner):
     assert async_to_sync(scenario)() == {
         "type": "circles",
         "visibility": "unlisted",
+        "owner_id": node.owner_id,
         "circles": [made["circle"]["id"]],
         "circle_only_hours": [],
     }

@@ -17,6 +17,11 @@ class Migration(migrations.Migration):
             name='circle',
             field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='tokens', to='nodes.circle'),
         ),
+        migrations.AddField(
+            model_name='tastingtoken',
+            name='via_circle',
+            field=models.BooleanField(default=False),
+        ),
         migrations.AddIndex(
             model_name='tastingtoken',
             index=models.Index(fields=['circle', 'contributor', 'issued_at'], name='token_circle_member_day'),
