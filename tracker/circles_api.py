@@ -69,11 +69,6 @@ def _limits(requests_per_day, tokens_per_day) -> dict:
     return {"requests_per_day": requests_per_day, "tokens_per_day": tokens_per_day}
 
 
-def _visible_nodes(now):
-    """Rigs shared with a circle that anyone may still reach: not taken down, not under a ban."""
-    return Node.objects.filter(taken_down_at__isnull=True).exclude(banned_until__gt=now)
-
-
 def _with_counts(circles_qs, now):
     live = Q(nodes__taken_down_at__isnull=True) & (
         Q(nodes__banned_until__isnull=True) | Q(nodes__banned_until__lte=now)
@@ -259,12 +254,15 @@ class CircleItemApi(APIView):
     def get(self, request, circle_id):
         access = circles.get_circle(request.user, circle_id)
         now = timezone.now()
-        nodes = public_rows(_visible_nodes(now).filter(circles=access.circle).order_by("created_at", "id"))
+        # Rigs in service (a taken-down or banned rig is gone inside circles too), each shown with this circle, the
+        # one the caller is known to be in.
+        nodes = public_rows(Node.objects.in_service().filter(circles=access.circle).order_by("created_at", "id"))
+        seen = [{"id": access.circle.id, "name": access.circle.name}]
         return Response(
             {
                 "schema_version": 1,
                 "circle": circle_json(counted(access.circle, now), access.me),
-                "nodes": [public_node(n) for n in nodes],
+                "nodes": [public_node({**n, "circles": seen}) for n in nodes],
             }
         )
 

@@ -180,6 +180,7 @@ def test_the_circle_shows_the_rigs_shared_with_it_but_not_a_taken_down_one(api, 
     moderation.take_down(node=gone, moderator=MOD, reason="reported")
     status, body = api.get(f"/api/circles/{circle['id']}", auth=taster.key)
     assert status == 200 and [n["id"] for n in body["nodes"]] == [shared.pk]
+    assert body["nodes"][0]["circles"] == [{"id": circle["id"], "name": circle["name"]}]  # the member's badge
     assert body["circle"]["nodes_count"] == 1 and body["circle"]["members_count"] == 2
     assert other.pk not in json.dumps(body)
 
