@@ -8,20 +8,15 @@ was. The code is a credential: the page is never cached and sends no Referer, so
 other site the visitor goes on to."""
 
 from django.shortcuts import render
-from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from core.api_errors import ApiError
 from core.timefmt import iso
-from nodes.models import CircleInvite, CircleMember
+from nodes.models import CircleMember
 from showcase import display
-from tracker import bans, credentials, tiers
-from tracker.models import Ban
-
-INVITE_PREFIX = "lri_"
-MAX_CODE_LENGTH = 100  # an lri_ code is 47 characters; anything much longer is no code of ours
+from tracker import circle_services, tiers
 
 
 def strings() -> dict:
@@ -97,37 +92,6 @@ def my_circles(request):
     return render(request, "showcase/my_circles.html", context)
 
 
-def preview(code: str) -> dict:
-    """What the invite link says before joining, in the shape of `GET /api/circles/invites/<code>`'s `invite`.
-    Raises ApiError 404 `invite_not_found` for a code that never was, 410 `invite_gone` for one that is expired,
-    used up or revoked, or whose circle's owner is banned (one answer for all: no hint which)."""
-    invite = None
-    if code.startswith(INVITE_PREFIX) and len(code) <= MAX_CODE_LENGTH:
-        invite = CircleInvite.objects.select_related("circle__owner").filter(code_hash=credentials.digest(code)).first()
-    if invite is None:
-        raise ApiError(404, "invite_not_found", "No such invite.")
-    now = timezone.now()
-    used_up = invite.max_uses is not None and invite.uses >= invite.max_uses
-    if (
-        invite.revoked_at is not None
-        or invite.expires_at <= now
-        or used_up
-        or bans.active(Ban.Kind.CONTRIBUTOR, invite.circle.owner_id, now)
-    ):
-        raise ApiError(410, "invite_gone", "This invite link no longer works. Ask the circle's owner for a new one.")
-    circle = invite.circle
-    return {
-        "circle": {
-            "id": circle.id,
-            "name": circle.name,
-            "owner": {"id": circle.owner_id, "handle": circle.owner.handle},
-        },
-        "role": invite.role,
-        "expires_at": iso(invite.expires_at),
-        "uses_left": None if invite.max_uses is None else invite.max_uses - invite.uses,
-    }
-
-
 def _private(response):
     """The join page's headers: the code in its address must not reach another site (no Referer) or a cache."""
     response["Referrer-Policy"] = "no-referrer"
@@ -137,17 +101,20 @@ def _private(response):
 @require_GET
 @never_cache
 def join(request, code):
+    """What the link joins, from the same lookup as `GET /api/circles/invites/<code>` (tracker.circle_services):
+    404 `invite_not_found` is the site's 404 page, 410 `invite_gone` the one "no longer works" page."""
     try:
-        invite = preview(code)
+        invite = circle_services.invite_by_code(code)
     except ApiError as exc:
         if exc.status_code == 410:
             return _private(render(request, "showcase/join_gone.html", {"message": exc.message}, status=410))
         return _private(render(request, "404.html", status=404))
     role_labels = {CircleMember.Role.MEMBER: _("member"), CircleMember.Role.INVITER: _("inviter")}
     context = {
-        "invite": invite,
-        "role_label": role_labels.get(invite["role"], invite["role"]),
-        "expires_label": display.when(invite["expires_at"]),
+        "circle": invite.circle,
+        "uses_left": None if invite.max_uses is None else invite.max_uses - invite.uses,
+        "role_label": role_labels.get(invite.role, invite.role),
+        "expires_label": display.when(iso(invite.expires_at)),
         "js_strings": strings(),
     }
     return _private(render(request, "showcase/join.html", context))
