@@ -65,7 +65,6 @@ def _circle_strings() -> dict:
         "invites_none": _("No invite yet."),
         "revoke": _("Revoke"),
         "invite_revoked": _("Invite revoked: its link no longer works."),
-        "share_none": _("None of your rigs is left to share with this circle (luckrig-node join shares one)."),
         "shared": _("%(rig)s is now shared with “%(name)s”."),
         "unshared": _("%(rig)s is no longer shared with “%(name)s”."),
         "join_checking": _("Checking the contributor key in this browser…"),

@@ -68,6 +68,8 @@
     const r = await api("GET", "/api/circles/" + enc(circle.id));
     list.replaceChildren();
     if (r.status !== 200) { say(card.querySelector("[data-share-result]"), refusal(r)); return; }
+    Object.assign(circle, r.data.circle);
+    showMeta(card, circle);
     const nodes = r.data.nodes || [];
     if (!nodes.length) {
       const li = document.createElement("li"); li.className = "muted"; li.textContent = c("rigs_none"); list.append(li);
@@ -132,7 +134,7 @@
       const option = document.createElement("option"); option.value = n.id; option.textContent = rigTitle(n); return option;
     }));
     form.hidden = circle.my_status !== "active" || !left.length;
-    if (circle.my_role === "owner" && !left.length) say(card.querySelector("[data-share-result]"), c("share_none"));
+    card.querySelector("[data-share-none]").hidden = circle.my_role !== "owner" || Boolean(left.length);
   }
 
   // Shares a rig with the circle (or stops): its circles as the tracker has them, plus or minus this one. "Friends
@@ -146,8 +148,8 @@
     if (on && card.querySelector("[data-friends-only]").checked) body.visibility = "circle";
     const r = await api("PATCH", "/api/nodes/" + enc(nodeId), body);
     if (r.status !== 200) { say(result, refusal(r)); return; }
-    say(result, c(on ? "shared" : "unshared", { rig: title, name: circle.name }));
     await showRigs(card, circle);
+    say(result, c(on ? "shared" : "unshared", { rig: title, name: circle.name }));
   }
 
   // --- members ------------------------------------------------------------------------------------------------
@@ -157,7 +159,9 @@
     const r = await api("GET", `/api/circles/${enc(circle.id)}/members`);
     if (r.status !== 200) { say(card.querySelector("[data-members-result]"), refusal(r)); return; }
     say(card.querySelector("[data-resets]"), resetsText(r.data.resets_at));
-    list.replaceChildren(...(r.data.members || []).map((m, i) => memberItem(card, circle, m, i)));
+    const members = r.data.members || [];
+    list.replaceChildren(...members.map((m, i) => memberItem(card, circle, m, i)));
+    if (MANAGERS.has(circle.my_role)) { circle.members_count = members.length; showMeta(card, circle); }
   }
 
   function usageBar(li, kind, used, limit) {
@@ -189,8 +193,8 @@
     const path = `/api/circles/${enc(circle.id)}/members/${enc(m.contributor.id)}`;
     const change = async (body, done) => {
       const r = await api("PATCH", path, { schema_version: 1, ...body });
-      say(result, r.status === 200 ? c(done, { who: name }) : refusal(r));
       await showMembers(card, circle);
+      say(result, r.status === 200 ? c(done, { who: name }) : refusal(r));
     };
     li.querySelector("[data-owner-actions]").hidden = false;
     const pause = li.querySelector("[data-pause]"), resume = li.querySelector("[data-resume]");
@@ -199,8 +203,8 @@
     resume.addEventListener("click", () => change({ status: "active" }, "resumed"));
     twoPress(li.querySelector("[data-remove]"), c("confirm_remove"), async () => {
       const r = await api("DELETE", path);
-      say(result, r.status === 204 ? c("removed", { who: name }) : refusal(r));
       await showMembers(card, circle);
+      say(result, r.status === 204 ? c("removed", { who: name }) : refusal(r));
     });
     const form = li.querySelector("[data-limits-form]");
     form.hidden = false;
@@ -247,8 +251,8 @@
       revoke.addEventListener("click", async () => {
         revoke.disabled = true;
         const r = await api("DELETE", `/api/circles/${enc(circle.id)}/invites/${enc(invite.id)}`);
-        say(card.querySelector("[data-invites-result]"), r.status === 204 ? c("invite_revoked") : refusal(r));
         await showInvites(card, circle);
+        say(card.querySelector("[data-invites-result]"), r.status === 204 ? c("invite_revoked") : refusal(r));
       });
       cell.append(revoke);
     }
@@ -283,6 +287,10 @@
 
   // --- circles ------------------------------------------------------------------------------------------------
 
+  function showMeta(card, circle) {
+    say(card.querySelector("[data-circle-meta]"), c("meta", { owner: who(circle.owner), members: circle.members_count, rigs: circle.nodes_count }));
+  }
+
   async function circleCard(root, circle, index) {
     const card = clone("[data-circle-template]");
     card.dataset.circleId = circle.id;
@@ -290,7 +298,7 @@
     labelAll(card, card.dataset.prefix);
     card.querySelector("[data-circle-name]").textContent = circle.name;
     card.querySelector("[data-circle-role]").textContent = c("roles." + circle.my_role);
-    say(card.querySelector("[data-circle-meta]"), c("meta", { owner: who(circle.owner), members: circle.members_count, rigs: circle.nodes_count }));
+    showMeta(card, circle);
     const shareForm = card.querySelector("[data-share-form]");
     shareForm.addEventListener("submit", (ev) => {
       ev.preventDefault();
