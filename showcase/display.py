@@ -450,8 +450,8 @@ def js_strings() -> dict:
             "replay_not_found": _("One of these answers is no longer published (taken down, or its rig is)."),
             # Circles (issue 15): tokens for a circle's rigs, and the circle pages' own requests.
             "circle_limit_reached": _(
-                "Your daily limit in this circle is used up (%(requests_per_day)s requests and %(tokens_per_day)s "
-                "tokens a day, set by its owner); it resets at 00:00 UTC, in %(wait)s (%(at)s here)."
+                "Your daily limit in this circle, set by its owner, is used up (requests a day: %(requests_per_day)s; "
+                "tokens a day: %(tokens_per_day)s). It resets at 00:00 UTC, in %(wait)s (%(at)s here)."
             ),
             "not_in_circle": _("This rig is shared with a circle, and this contributor key is not in it."),
             "membership_paused": _("The circle's owner has paused your membership: no tasting its rigs for now."),
