@@ -10,6 +10,8 @@ import pytest
 import requests
 
 from tests.agents import AgentStarter
+from tests.browser.conftest import sideways_overflow
+from tests.browser.test_design import UNLABELLED
 from tests.browser.test_my_rigs import with_key
 from tests.node_agent.fakes import FakeOpenAI
 
@@ -36,6 +38,12 @@ def attic(site, tmp_path_factory):
             yield key, agent.node_id
         finally:
             starter.stop_all()
+
+
+def fits_and_is_labelled(page) -> None:
+    overflow, wide = sideways_overflow(page)
+    assert overflow <= 1, (page.url, overflow, wide)
+    assert page.evaluate(UNLABELLED) == [], page.url
 
 
 def card_of(page, name: str):
@@ -108,6 +116,8 @@ def test_a_friend_joins_by_the_link_tastes_hits_the_limit_and_an_outsider_sees_n
     assert friend.locator("[data-join-owner]").inner_text() == "attic-owner"
     assert friend.locator("[data-join-role]").inner_text() == "member"
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", friend.locator("[data-join-expires]").inner_text())
+    friend.locator("[data-no-key]").wait_for()
+    fits_and_is_labelled(friend)
     friend.get_by_label("Handle (optional, public)").fill("bee")
     friend.get_by_role("button", name="Create my identity and join").click()
     friend.locator("[data-my-state]", has_text="You joined “Attic friends”.").wait_for()
@@ -182,9 +192,10 @@ def test_a_friend_joins_by_the_link_tastes_hits_the_limit_and_an_outsider_sees_n
     outsider.locator("[data-my-state]", has_text="is in no circle yet").wait_for()
 
 
-def test_the_owner_revokes_an_invite_and_pauses_resumes_and_removes_a_member(site, attic, new_page):
+def test_the_owner_revokes_an_invite_and_pauses_resumes_and_removes_a_member(site, attic, new_page, shot):
+    """On a phone: every part of My circles fits it."""
     owner_key, node_id = attic
-    owner = new_page()
+    owner = new_page(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
     with_key(owner, owner_key)
     card = create_circle(owner, "Book club")
     circle_id = card.get_attribute("data-circle-id")
@@ -195,6 +206,7 @@ def test_the_owner_revokes_an_invite_and_pauses_resumes_and_removes_a_member(sit
     row = card.locator('[data-invites] tr[data-state="active"]')
     row.wait_for()
     assert "used, no limit" in row.inner_text()
+    fits_and_is_labelled(owner)
     row.get_by_role("button", name="Revoke").click()
     card.locator("[data-invites-result]", has_text="Invite revoked: its link no longer works.").wait_for()
     assert card.locator('[data-invites] tr[data-state="revoked"]').count() == 1
@@ -220,6 +232,9 @@ def test_the_owner_revokes_an_invite_and_pauses_resumes_and_removes_a_member(sit
     owner.reload()
     card = card_of(owner, "Book club")
     reader = member_of(card, "reader")
+    reader.wait_for()
+    fits_and_is_labelled(owner)
+    shot(owner, "my-circles-phone")
     reader.get_by_role("button", name="Pause").click()
     card.locator("[data-members-result]", has_text="reader is paused").wait_for()
     assert member_of(card, "reader").locator("[data-member-status]").inner_text() == "paused"
