@@ -135,3 +135,10 @@ def test_every_circle_sentence_is_read_by_a_script():
     assert unused == []
     assert set(strings["roles"]) == set(CircleMember.Role.values)
     assert set(strings["statuses"]) == set(CircleMember.Status.values)
+
+
+def test_my_rigs_can_show_a_circle_rig_as_one(client):
+    """A circle rig's visibility has its option in My rigs' form: without it the form read the value as empty and
+    any save sent that."""
+    html = client.get("/my/rigs/").content.decode()
+    assert '<option value="circle">circle: only the circles it is shared with (My circles)</option>' in html
