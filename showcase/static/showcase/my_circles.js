@@ -321,7 +321,11 @@
     return card;
   }
 
+  // Draws every circle again. Only the latest call draws: a circle created while the page was still loading
+  // starts a second one, and two would leave every card twice (with the same ids, so half the labels unread).
+  let drawing = 0;
   async function showCircles(root) {
+    const mine = ++drawing;
     const panel = document.querySelector("[data-circle-taste]");
     panel.hidden = true;
     root.after(panel);  // out of the cards about to be redrawn
@@ -329,17 +333,21 @@
     const list = root.querySelector("[data-circles]");
     const create = root.querySelector("[data-circle-create]");
     list.replaceChildren();
-    const mine = await L().me.load(root, c("loading"));
-    create.hidden = !mine;
-    if (!mine) return;
-    me = mine.me;
+    const got = await L().me.load(root, c("loading"));
+    if (mine !== drawing) return;
+    create.hidden = !got;
+    if (!got) return;
+    me = got.me;
     const state = root.querySelector("[data-my-state]");
     const r = await api("GET", "/api/circles");
+    if (mine !== drawing) return;
     if (r.status !== 200) { say(state, refusal(r)); return; }
     const circles = r.data.circles || [];
+    const cards = await Promise.all(circles.map((circle, i) => circleCard(root, circle, i)));
+    if (mine !== drawing) return;
     const name = who(me.contributor);
     say(state, circles.length ? c("count", { who: name, n: circles.length }) : c("none", { who: name }));
-    list.append(...(await Promise.all(circles.map((circle, i) => circleCard(root, circle, i)))));
+    list.replaceChildren(...cards);
   }
 
   function bindCreate(root) {
