@@ -396,6 +396,13 @@ def js_strings() -> dict:
         "max_tokens_help": _("1 to %(n)s (your token's output per answer); empty: up to that"),
         "max_tokens_range": _("Max tokens must be a whole number from 1 to %(n)s (your token's output per answer)."),
         "temperature_range": _("Temperature must be a number from 0 to 2."),
+        # The notice under public-key mode when one panel serves several rigs (My circles: taste.js use()).
+        "pk_notice": _(
+            "Public-key mode keeps your prompt and the answer out of proxies, logs and the tracker: only this browser "
+            "and the rig can open them. The rig decrypts your prompt, and its operator can read it there. Compare "
+            "the rig's key fingerprint %(fp)s with one the operator gives you another way, or the tracker could "
+            "swap keys."
+        ),
         "turn_left_out": _("This turn is left out of the conversation: the next message is sent without it."),
         "token_timing_used": _(
             "This turn shares its token with another turn whose timing was already shared: the tracker takes one "
@@ -441,6 +448,25 @@ def js_strings() -> dict:
                 "This answer's token was already published (rounds that share a token share its one replay)."
             ),
             "replay_not_found": _("One of these answers is no longer published (taken down, or its rig is)."),
+            # Circles (issue 15): tokens for a circle's rigs, and the circle pages' own requests.
+            "circle_limit_reached": _(
+                "Your daily limit in this circle, set by its owner, is used up (requests a day: %(requests_per_day)s; "
+                "tokens a day: %(tokens_per_day)s). It resets at 00:00 UTC, in %(wait)s (%(at)s here)."
+            ),
+            "not_in_circle": _("This rig is shared with a circle, and this contributor key is not in it."),
+            "membership_paused": _("The circle's owner has paused your membership: no tasting its rigs for now."),
+            "circle_only_now": _(
+                "This rig is for its circle only right now; it opens to everyone again in %(wait)s (at %(at)s)."
+            ),
+            "circle_not_found": _("This circle is gone (deleted, or its owner is banned)."),
+            "circle_exists": _("You already have a circle by that name."),
+            "not_circle_owner": _("Only the circle's owner may do that."),
+            "owner_cannot_leave": _("The owner cannot leave their own circle: delete the circle instead."),
+            "already_member": _("You are already in this circle."),
+            "invite_gone": _("This invite link no longer works. Ask the circle's owner for a new one."),
+            "invite_not_found": _("There is no such invite link: check that it was copied whole."),
+            "publish_required": _("Making a circle rig public is a separate step (POST /api/nodes/<id>/publish)."),
+            "rate_limited": _("Too many of these just now; try again in %(wait)s (at %(at)s)."),
             "unknown": _("Something went wrong (%(code)s): %(msg)s"),
         },
         # What a 429 adds for a taster below the contributor tier (site.js explain()); the numbers are on Contribute.

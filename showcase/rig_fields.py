@@ -47,6 +47,9 @@ def rig_fields() -> list[dict]:
             "choices": [
                 ("public", _("public: listed on the site")),
                 ("unlisted", _("unlisted: reachable by its link only")),
+                # A circle rig shows as such (My circles shares it); making it public again is its own act (POST
+                # /api/nodes/<id>/publish): choosing public here is refused with publish_required, said in words.
+                ("circle", _("circle: only the circles it is shared with (My circles)")),
             ],
         },
         {

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from showcase import arena_views, model_views, views
+from showcase import arena_views, circle_views, model_views, views
 
 app_name = "showcase"
 
@@ -12,6 +12,8 @@ urlpatterns = [
     path("queue/", views.queue_map, name="queue"),
     path("contribute/", views.contribute, name="contribute"),
     path("my/rigs/", views.my_rigs, name="my-rigs"),
+    path("my/circles/", circle_views.my_circles, name="my-circles"),
+    path("join/<str:code>", circle_views.join, name="join"),
     path("replays/", arena_views.replays, name="replays"),
     path("replays/open/", views.replay_open, name="replay-open"),
     path("replays/sets/<str:set_id>/", arena_views.replay_set_detail, name="replay-set-detail"),

@@ -48,6 +48,7 @@ def pages(rig) -> list[str]:
         f"/compare/?ids={APPLE},{PI}",
         "/queue/",
         "/contribute/",
+        "/my/circles/",
         "/about/trust/",
         "/replays/open/",
         "/nodes/no-such-rig/",

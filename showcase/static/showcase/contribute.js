@@ -1,6 +1,7 @@
 // "Contribute": create a contributor identity in one click (the key is shown once and kept in this browser's
 // localStorage), or use an existing key, then show my score per axis, my rigs and my tier.
-// Also shared with "My rigs" (my_rigs.js, loaded after this file): LuckRig.me.fetchMe and LuckRig.me.bindUseKey.
+// Also shared with the pages that act with this browser's key (My rigs, My circles, the join page; loaded after
+// this file): LuckRig.me.fetchMe, bindUseKey, load and create.
 "use strict";
 (function () {
   const L = () => window.LuckRig;
@@ -21,7 +22,28 @@
     });
   }
 
-  window.LuckRig.me = { fetchMe, bindUseKey };
+  // The key's pages start the same way: no key, or one the tracker does not know, shows the "no key" panel
+  // (templates/showcase/_no_key.html) and says why in the state line. → {key, me: GET /api/contributors/me} or null.
+  async function load(root, loading) {
+    const state = root.querySelector("[data-my-state]");
+    const noKey = root.querySelector("[data-no-key]");
+    const key = L().contributorKey();
+    noKey.hidden = Boolean(key);
+    if (!key) { state.textContent = t("no_key"); return null; }
+    state.textContent = loading;
+    const { status, data, headers } = await fetchMe(key);
+    if (status !== 200) { state.textContent = L().explain(status, data, headers); noKey.hidden = false; return null; }
+    return { key, me: data };
+  }
+
+  // A new contributor identity (POST /api/contributors), its key kept in this browser → {status, data, headers}.
+  async function create(handle) {
+    const r = await L().postJSON("/api/contributors", handle ? { handle } : {});
+    if (r.status === 201) L().saveContributorKey(r.data.contributor_key);
+    return r;
+  }
+
+  window.LuckRig.me = { fetchMe, bindUseKey, load, create };
 
   async function showMe(root) {
     const key = L().contributorKey();
@@ -67,9 +89,8 @@
     root.querySelector("[data-create]").addEventListener("submit", async (ev) => {
       ev.preventDefault();
       const handle = ev.target.elements.handle.value.trim();
-      const r = await L().postJSON("/api/contributors", handle ? { handle } : {});
+      const r = await create(handle);
       if (r.status !== 201) { root.querySelector("[data-key-state]").textContent = L().explain(r.status, r.data, r.headers); return; }
-      L().saveContributorKey(r.data.contributor_key);
       const box = root.querySelector("[data-new-key]");
       box.querySelector("[data-new-key-label]").textContent = t("key_created");
       box.querySelector("[data-key-value]").textContent = r.data.contributor_key;

@@ -129,15 +129,11 @@
 
   async function showRigs(root) {
     const state = root.querySelector("[data-my-state]");
-    const noKey = root.querySelector("[data-no-key]");
     const list = root.querySelector("[data-rigs]");
     list.replaceChildren();
-    const key = L().contributorKey();
-    noKey.hidden = Boolean(key);
-    if (!key) { state.textContent = t("no_key"); return; }
-    state.textContent = t("my_loading");
-    const { status, data, headers } = await L().me.fetchMe(key);
-    if (status !== 200) { state.textContent = L().explain(status, data, headers); noKey.hidden = false; return; }
+    const mine = await L().me.load(root, t("my_loading"));
+    if (!mine) return;
+    const data = mine.me;
     const nodes = data.nodes || [];
     const who = data.contributor.handle || data.contributor.id;
     state.textContent = nodes.length ? t("my_count", { n: nodes.length, who }) : t("my_none", { who });

@@ -49,7 +49,11 @@
     const known = strings_has("errors." + code);
     if (known) {
       const ban = (data && data.ban) || {};
-      let text = t("errors." + code, { msg, retry, wait, at, reason: ban.reason || "", until: ban.expires_at || "∞" });
+      const limits = fields.limits || {};  // a circle's daily limits (circle_limit_reached)
+      let text = t("errors." + code, {
+        msg, retry, wait, at, reason: ban.reason || "", until: ban.expires_at || "∞",
+        requests_per_day: limits.requests_per_day, tokens_per_day: limits.tokens_per_day,
+      });
       if (status === 429 && EARNED_MORE.includes(code) && fields.tier !== "contributor") text += " " + t("earn_more");
       return text;
     }
@@ -152,5 +156,5 @@
     });
   });
 
-  window.LuckRig = { t, contributorKey, saveContributorKey, forgetContributorKey, postJSON, sendJSON, explain, fillList };
+  window.LuckRig = { t, contributorKey, saveContributorKey, forgetContributorKey, postJSON, sendJSON, explain, fillList, waitText };
 })();

@@ -6,6 +6,10 @@
 // with the turn's token, kept here in memory beside it and never sent to the rig: the rig's operator sees the
 // token itself, so the token alone cannot speak for this taster. The tracker takes one timing and one replay per
 // token, so when turns share a token, the first turn to use either action uses it up for the others (said so).
+// My circles has one panel for the rigs of its circles (templates/showcase/_taste_form.html, `dynamic`):
+// window.LuckRigTaste.setup(panel, config, onTurn) → {use(config)}, which points it at another rig (a new
+// conversation, and a token of its own: `config.circle_id` asks the tracker for a token through that circle);
+// `onTurn(result)`, when given, is told of each finished turn (My circles then redraws the usage bars).
 "use strict";
 (function () {
   const t = (...a) => window.LuckRig.t(...a);
@@ -19,8 +23,8 @@
     try { if (on) window.localStorage.setItem(key, "1"); else window.localStorage.removeItem(key); } catch (e) { /* private mode: asked each time */ }
   }
 
-  function setup(panel) {
-    const config = JSON.parse(document.getElementById("lr-taste").textContent);
+  function setup(panel, first, onTurn) {
+    let config = first;
     const form = panel.querySelector("[data-taste-form]");
     const status = panel.querySelector("[data-taste-status]");
     const log = panel.querySelector("[data-taste-log]");
@@ -33,7 +37,6 @@
     const maxTokens = form.elements.max_tokens;
     const maxHelp = panel.querySelector("[data-max-tokens-help]");
     const ack = form.elements.ack;
-    const ackKey = ackStore(config.reachability);
 
     // The conversation: its system message, the turns so far (each {prompt, answer, result, replay, el}), and
     // the last token, offered to the next turn. `running` guards against a second submit mid-answer. A new
@@ -50,8 +53,8 @@
     }
     newConversation();
     form.hidden = false;
-    ack.checked = remembered(ackKey);
-    ack.addEventListener("change", () => remember(ackKey, ack.checked));
+    ack.checked = remembered(ackStore(config.reachability));
+    ack.addEventListener("change", () => remember(ackStore(config.reachability), ack.checked));
 
     const notice = panel.querySelector("[data-pk-notice]");
     form.querySelectorAll("input[name=mode]").forEach((radio) => radio.addEventListener("change", () => {
@@ -149,7 +152,7 @@
       try {
         result = await T().run({
           nodeId: config.node_id, messages: earlier.concat([{ role: "user", content: prompt }]), params, mode,
-          fingerprint: config.fingerprint, token: conversation.issued, signal,
+          fingerprint: config.fingerprint, token: conversation.issued, signal, circleId: config.circle_id,
           onStatus: (text) => { if (!signal.aborted) status.textContent = text; },
           onPiece: (piece) => view.add(piece),
         });
@@ -175,6 +178,7 @@
         form.elements.prompt.value = "";
         promptLabel.textContent = promptLabel.dataset.nextLabel;
       }
+      if (onTurn) onTurn(result);
     }
 
     function showTiming(dl, timing) {
@@ -232,10 +236,31 @@
         } else { afterStatus.textContent = window.LuckRig.explain(r.status, r.data, r.headers); publish.disabled = false; }
       });
     }
+
+    // Another rig in the same panel: its acknowledgement, its modes, its own conversation and token.
+    function use(next) {
+      if (running) running.abort();
+      config = next;
+      conversation = null;
+      newConversation();
+      const relayed = config.reachability === "relayed";
+      panel.querySelectorAll("[data-ack-for]").forEach((el) => { el.hidden = (el.dataset.ackFor === "relayed") !== relayed; });
+      ack.checked = remembered(ackStore(config.reachability));
+      const keyed = Boolean(config.fingerprint);
+      panel.querySelectorAll("[data-pk-only]").forEach((el) => { el.hidden = !keyed; });
+      const plain = form.querySelector("input[name=mode][value=plain]");
+      if (plain && !keyed) plain.checked = true;
+      if (notice) { notice.hidden = true; if (keyed) notice.textContent = t("pk_notice", { fp: config.fingerprint }); }
+      showCap();
+    }
+    return { use };
   }
+
+  window.LuckRigTaste = { setup };
 
   document.addEventListener("DOMContentLoaded", () => {
     const panel = document.querySelector("section.taste");
-    if (panel && document.getElementById("lr-taste")) setup(panel);
+    const config = document.getElementById("lr-taste");
+    if (panel && config) setup(panel, JSON.parse(config.textContent));
   });
 })();

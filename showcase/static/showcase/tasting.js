@@ -14,6 +14,8 @@
 //               done | error; the sentence is already in the visitor's language
 //     onPiece   optional (text, ms): each piece of the answer as it arrives (plain mode), ms since the request
 //     signal    optional AbortSignal: aborting ends the request (result.error.code "aborted")
+//     circleId  optional: the circle to ask a token through (POST /api/tokens `circle_id`; the tracker else picks
+//               the first circle of the taster's that the rig is shared with)
 //     fingerprint  optional, public-key mode: the node key fingerprint the page shows; a token naming another
 //               key is refused (result.error.code "pk_key_mismatch")
 //     token     optional: a previous result's `issued`. It is spent again while it has requests left (counted
@@ -84,17 +86,18 @@
 
   // A new token. Public-key mode: the token carries this browser's public key, so only this browser can open
   // the answer, and the key it names must be the one whose fingerprint the page shows.
-  async function newToken(nodeId, mode, fingerprint) {
+  async function newToken(nodeId, mode, fingerprint, circleId) {
+    const circle = circleId ? { circle_id: circleId } : {};
     if (mode === "public-key") {
       const S = window.LuckRigSubtext;
       const mine = await S.tasterKey();
-      const r = await L().postJSON("/api/tokens", { node_id: nodeId, crypto_mode: "public-key", user_public_key: mine.publicPem }, L().contributorKey());
+      const r = await L().postJSON("/api/tokens", { node_id: nodeId, crypto_mode: "public-key", user_public_key: mine.publicPem, ...circle }, L().contributorKey());
       if (r.status !== 201) return { error: failure(r.data && r.data.code, L().explain(r.status, r.data, r.headers), r.status) };
       const fp = await S.fingerprintOfPem(r.data.node_public_key);
       if (fp !== r.data.node_public_key_fingerprint || (fingerprint && fp !== fingerprint)) return { error: failure("pk_key_mismatch", t("pk_key_mismatch")) };
       return { issued: r.data };
     }
-    const r = await L().postJSON("/api/tokens", { node_id: nodeId, crypto_mode: "plain" }, L().contributorKey());
+    const r = await L().postJSON("/api/tokens", { node_id: nodeId, crypto_mode: "plain", ...circle }, L().contributorKey());
     if (r.status !== 201) return { error: failure(r.data && r.data.code, L().explain(r.status, r.data, r.headers), r.status) };
     return { issued: r.data };
   }
@@ -221,14 +224,14 @@
       const reused = Boolean(issued);
       if (!issued) {
         status(t("getting_token"), "token");
-        const got = await newToken(opts.nodeId, mode, opts.fingerprint);
+        const got = await newToken(opts.nodeId, mode, opts.fingerprint, opts.circleId);
         if (got.error) { status(got.error.message, "error"); return { ...empty, error: got.error }; }
         issued = got.issued;
       }
       let result = await stream(issued, opts.messages, opts.params, mode, status, opts.onPiece, opts.signal);
       if (reused && result.error && SPENT.has(result.error.code)) {
         status(t("getting_token"), "token");
-        const got = await newToken(opts.nodeId, mode, opts.fingerprint);
+        const got = await newToken(opts.nodeId, mode, opts.fingerprint, opts.circleId);
         if (got.error) { status(got.error.message, "error"); return { ...empty, error: got.error }; }
         result = { ...(await stream(got.issued, opts.messages, opts.params, mode, status, opts.onPiece, opts.signal)), reused: false };
       } else result.reused = reused;
