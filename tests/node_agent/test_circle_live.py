@@ -13,6 +13,7 @@ import requests
 
 from tests.node_agent.fakes import wait_until
 from tests.node_agent.test_join import join, saved
+from tests.node_agent.test_taste import replay_of, taste
 from tests.processes import free_port
 
 pytestmark = pytest.mark.agent
@@ -83,6 +84,9 @@ def test_a_circle_rig_joined_from_the_cli_serves_its_friends_only_and_a_removed_
             model="smollm2-fake", messages=[{"role": "user", "content": "hello friends"}]
         )
         assert answer.choices[0].message.content
+        # The CLI too: `luckrig-node taste --node` with the friend's key gets a circle token and the answer.
+        out, err = taste(tracker, node_id, tmp_path / "friend-home", "--contributor-key", friend)
+        assert out.strip() and f"Tasting {node_id}" in err and replay_of(tmp_path / "friend-home")["node_id"] == node_id
         # The link was single-use: a second person cannot join with it.
         again = call(tracker, "POST", f"/api/circles/invites/{code}/join", stranger)
         assert (again.status_code, again.json()["code"]) == (410, "invite_gone")
