@@ -19,6 +19,24 @@ def tags_arg(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
+def hours_arg(text: str) -> list[int]:
+    """`--circle-only-hours "18-23,7"` → [7, 18, 19, 20, 21, 22, 23] (UTC hours); `""` clears them."""
+    hours: set[int] = set()
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        first, _, last = part.partition("-")
+        try:
+            start, end = int(first), int(last or first)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{part!r} is not an hour (0-23) nor a range like 18-23") from None
+        if not (0 <= start <= 23 and 0 <= end <= 23):
+            raise argparse.ArgumentTypeError(f"{part!r}: hours are 0 to 23 (UTC)")
+        # 22-2 wraps past midnight: 22, 23, 0, 1, 2.
+        hours.update(range(start, end + 1) if start <= end else [*range(start, 24), *range(0, end + 1)])
+    return sorted(hours)
+
+
 # (flag, PATCH field, type, help, choices): the registration fields an operator states about a rig. `join` takes
 # them for the first registration and to update it; `edit` takes them to change it.
 NODE_FLAGS = [
@@ -38,6 +56,13 @@ NODE_FLAGS = [
         "public (listed), unlisted (reachable by its link only) or circle (your circles only: join takes --circle "
         "NAME; a circle rig is made public again with POST /api/nodes/<id>/publish)",
         ("public", "unlisted", "circle"),
+    ),
+    (
+        "--circle-only-hours",
+        "circle_only_hours",
+        hours_arg,
+        'UTC hours in which a shared public rig serves its circles only, e.g. "18-23" or "22-2,12" ("" clears them)',
+        None,
     ),
 ]
 FLAG_OF = {field: flag for flag, field, *_ in NODE_FLAGS} | {
@@ -66,6 +91,8 @@ def requested(args) -> dict:
 def _same(field: str, old, new) -> bool:
     if field == "tags":  # the tracker keeps tags lower-cased, each once
         return list(old or []) == list(dict.fromkeys(t.strip().lower() for t in new))
+    if field == "circle_only_hours":
+        return sorted(old or []) == sorted(new)
     if field == "circles":  # the tracker shows them as {id, name}; they are sent as ids
         return {c["id"] if isinstance(c, dict) else c for c in old or []} == set(new)
     if isinstance(new, str) and field not in ("tuning_note", "availability_note"):
@@ -84,6 +111,8 @@ def shown(field: str, value) -> str:
         return ", ".join(value)
     if field == "circles":
         return ", ".join(c["name"] if isinstance(c, dict) else str(c) for c in value)
+    if field == "circle_only_hours":
+        return ", ".join(f"{h:02d}:00" for h in value) + " UTC"
     if isinstance(value, float):
         return f"{value:g}"
     text = str(value).replace("\n", " ")

@@ -34,6 +34,7 @@ PUBLIC_NODE_FIELDS = (
     "owner",
     "reachability",
     "circles",
+    "circle_only_hours",
 )
 
 # The node columns public_node reads, plus the owner's id and handle.
@@ -75,6 +76,7 @@ _NODE_COLUMNS = (
     "ttft_ms_p50",
     "timing_last_uploaded_at",
     "reachability",
+    "circle_only_hours",
 )
 PUBLIC_COLUMNS = (*_NODE_COLUMNS, "owner__id", "owner__handle", "relay__public_url")
 
@@ -159,4 +161,7 @@ def public_node(r: Mapping) -> dict:
         # The caller's circles this rig is shared with ({id, name}); a row from a list carries none: a public
         # list never says whom a rig is shared with.
         "circles": list(r.get("circles", ())),
+        # UTC hours in which a shared public or unlisted rig serves its circles only: when tasters can expect a
+        # 409 `circle_only_now` (it says that the rig is shared, never with whom).
+        "circle_only_hours": sorted(r["circle_only_hours"] or ()),
     }

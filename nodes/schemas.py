@@ -87,6 +87,10 @@ class PublicNodeDoc(s.Serializer):
         help_text="the circles this rig is shared with that the caller is in (its owner: all); [] on lists and "
         "for anonymous callers",
     )
+    circle_only_hours = s.ListField(
+        child=s.IntegerField(min_value=0, max_value=23),
+        help_text="UTC hours in which this rig serves its circles only (others get 409 circle_only_now); sorted",
+    )
 
 
 class NodeListDoc(s.Serializer):

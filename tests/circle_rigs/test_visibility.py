@@ -188,6 +188,10 @@ def test_circle_only_hours_are_stored_sorted(api, owner):
     status, body = api.post("/api/nodes", factories.node_fields(circle_only_hours=[23, 0, 7]), auth=owner.key)
     assert status == 201, body
     assert Node.objects.get(pk=body["node"]["id"]).circle_only_hours == [0, 7, 23]
+    # Tasters see them (when to expect circle_only_now), on the rig and in lists; never with whom it is shared.
+    assert body["node"]["circle_only_hours"] == [0, 7, 23] and body["node"]["circles"] == []
+    status, page = api.get(f"/api/nodes/{body['node']['id']}")
+    assert status == 200 and page["node"]["circle_only_hours"] == [0, 7, 23]
 
 
 def test_an_unknown_visibility_is_refused(api, owner):

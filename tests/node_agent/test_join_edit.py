@@ -3,6 +3,7 @@ the flags it is given and says what changed; `luckrig-node edit` changes the spe
 tracker's refusal as a sentence and a non-zero exit; on a terminal `join` asks for a display name and a tuning
 note. All against the suite's real tracker."""
 
+import argparse
 import os
 import pty
 import subprocess
@@ -10,6 +11,7 @@ import sys
 
 import pytest
 
+from node_agent.edit import hours_arg
 from tests.node_agent.test_join import agent_env, join, saved
 from tests.processes import ROOT, free_port
 
@@ -90,6 +92,8 @@ def test_edit_changes_the_spec_and_notes_and_prints_the_result(tracker, first):
         "unlisted",
         "--vram-gb",
         "24",
+        "--circle-only-hours",
+        "22-1,12",
     )
     assert done.returncode == 0, done.stderr
     out = done.stdout
@@ -100,14 +104,30 @@ def test_edit_changes_the_spec_and_notes_and_prints_the_result(tracker, first):
     node = tracker.node(node_id)
     assert (node["display_name"], node["availability_note"]) == ("Kitchen K80", "evenings UTC")
     assert node["tags"] == ["quiet", "undervolted"] and node["visibility"] == "unlisted" and node["vram_gb"] == 24
+    assert "circle only hours: (none) → 00:00, 01:00, 12:00, 22:00, 23:00 UTC" in out
+    assert node["circle_only_hours"] == [0, 1, 12, 22, 23]
 
     cleared = edit(config_dir, "--tags", "", "--availability-note", "")
     assert cleared.returncode == 0, cleared.stderr
     assert "tags: quiet, undervolted → (none)" in cleared.stdout
     assert tracker.node(node_id)["tags"] == [] and tracker.node(node_id)["availability_note"] == ""
 
-    same = edit(config_dir, "--display-name", "Kitchen K80")
+    same = edit(config_dir, "--display-name", "Kitchen K80", "--circle-only-hours", "12,22-1")
     assert same.returncode == 0 and "Nothing changed" in same.stdout and "→" not in same.stdout
+
+
+@pytest.mark.parametrize(
+    ("text", "hours"),
+    [("18-23", [18, 19, 20, 21, 22, 23]), ("22-2, 7", [0, 1, 2, 7, 22, 23]), ("5,5", [5]), ("", [])],
+)
+def test_circle_only_hours_are_read_as_utc_hours_and_ranges(text, hours):
+    assert hours_arg(text) == hours
+
+
+@pytest.mark.parametrize("text", ["24", "evening", "3-25", "-1"])
+def test_a_wrong_circle_only_hour_is_a_usage_error(text):
+    with pytest.raises(argparse.ArgumentTypeError):
+        hours_arg(text)
 
 
 def test_edit_with_a_bad_value_names_the_flag_and_changes_nothing(tracker, first):
