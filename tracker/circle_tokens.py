@@ -96,14 +96,18 @@ def budget(member: CircleMember, tier: tiers.Tier, now: datetime) -> Budget:
             },
             headers={"Retry-After": str(retry)},
         )
-    total = min(tier.max_output_tokens_total, tokens_left)
+    max_requests = min(tier.max_requests, requests_left)
+    # No more than the token can spend (its requests at the per-request cap): the rest of it is reserved below.
+    total = min(max_requests * tier.output_tokens_per_request, tokens_left)
     token_limits = {
-        "max_requests": min(tier.max_requests, requests_left),
+        "max_requests": max_requests,
         "max_output_tokens": min(tier.output_tokens_per_request, total),
         "max_output_tokens_total": total,
     }
-    # A live token reserves all its requests (circle_usage): this one is counted so from now on.
-    after = circle_usage.Usage(used.requests + token_limits["max_requests"], used.tokens)
+    # A live token reserves all its requests and its output budget (circle_usage): this one is counted so from now on.
+    after = circle_usage.Usage(
+        used.requests + token_limits["max_requests"], used.tokens + token_limits["max_output_tokens_total"]
+    )
     return Budget(token_limits, limits, after, resets_at)
 
 
