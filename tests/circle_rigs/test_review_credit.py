@@ -52,4 +52,3 @@ def test_timing_shared_from_a_circle_tasting_of_a_public_rig_earns_a_quarter(api
         _taste_and_share_timing(api, node, secret, seasoned_friend)
     note, tier = _score(seasoned_friend)
     assert note == scores.timing_share_points(2 * scores.CIRCLE_USAGE_WEIGHT) and tier == "limited"
-
