@@ -65,3 +65,22 @@ def test_unsharing_a_rig_from_a_circle_revokes_the_tokens_issued_through_it(api,
     # The owner's own token went through the circle too; the owner may still taste the rig, with a new one.
     assert TastingToken.objects.get(jti=kept["jti"]).revoked_at is not None
     assert token(api, rig, owner)[0] == 201
+
+
+def test_a_banned_owners_circle_gives_no_circle_tokens(api, owner, friend, taster, circle, friends_rig):
+    """A circle whose owner is banned is gone for everyone (404 `circle_not_found`); its members do not go on
+    tasting each other's rigs through it."""
+    from moderation import services as moderation
+
+    node, _ = friends_rig
+    join(circle, taster)
+    assert token(api, node, taster)[1]["circle"]["id"] == circle.id
+    moderation.ban(kind="contributor", value=owner.id, moderator=moderation.Moderator(None, "review"), reason="abuse")
+    assert api.get(f"/api/circles/{circle.id}", auth=taster.key)[1]["code"] == "circle_not_found"
+    status, body = token(api, node, taster)
+    assert (status, body["code"]) == (403, "not_in_circle")
+    status, body = token(api, node, taster, circle_id=circle.id)
+    assert (status, body["code"]) == (403, "not_in_circle")
+    # The rig's own owner still tastes it (with no circle: their own token, which their agent takes by its sub).
+    status, body = token(api, node, friend)
+    assert status == 201 and body["circle"] is None
