@@ -126,10 +126,16 @@ class CircleGuard:
 
     # --- the check --------------------------------------------------------------------------------------
 
+    def _is_owner(self, subject: str | None) -> bool:
+        """The token is the rig's owner's own, as the tracker names the owner. Not when the operator pinned the
+        circles: then the tracker cannot widen the rig by any word, an owner_id included (the owner's own tokens
+        carry one of the rig's circles, since they are in each circle the rig is shared with)."""
+        return not self.pinned_circles and subject is not None and subject == self.owner_id
+
     def check(self, circle: str | None, *, subject: str | None = None) -> None:
         """Raise 403 unless a token issued through `circle` (None: a public token) to `subject` (its `sub`) may taste
         this rig now."""
-        if self.serves(circle) or (subject is not None and subject == self.owner_id):
+        if self.serves(circle) or self._is_owner(subject):
             return
         if self.visibility == "circle":
             raise AgentError(

@@ -10,7 +10,7 @@ from datetime import datetime
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 
-from nodes.models import Circle, CircleInvite, CircleMember, Contributor
+from nodes.models import Circle, CircleInvite, CircleMember, Contributor, Node
 
 
 class NameTaken(Exception):
@@ -155,3 +155,11 @@ def change_member(member: CircleMember, *, status=None, role=None, limits=...) -
 
 def remove_member(member: CircleMember) -> None:
     member.delete()
+
+
+def unshare_rigs_of(circle: Circle, owner_id: str) -> list[str]:
+    """Stop sharing with the circle the rigs `owner_id` owns (they are leaving it); returns those rigs' ids."""
+    rows = Node.circles.through.objects.filter(circle=circle, node__owner_id=owner_id)
+    node_ids = list(rows.values_list("node_id", flat=True))
+    rows.delete()
+    return node_ids

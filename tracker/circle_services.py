@@ -253,11 +253,20 @@ def change_member(access: Access, contributor_id, *, changes: dict) -> CircleMem
 
 @transaction.atomic
 def remove_member(access: Access, contributor_id) -> None:
-    """The owner removes a member, or (`me`) a member leaves; either way their circle tokens are revoked."""
+    """The owner removes a member, or (`me`) a member leaves; either way their circle tokens are revoked, and the
+    rigs they shared with the circle are unshared from it (with the tokens issued through it for those rigs)."""
     member = access.me if contributor_id == "me" else _member(access, contributor_id)
     if member.pk != access.me.pk:
         access.require_owner()
     if member.role == Role.OWNER:
         raise ApiError(409, "owner_cannot_leave", "The owner cannot leave their own circle; delete the circle instead.")
     _revoke_circle_tokens(member)
+    # Their rigs leave with them: a rig is shared only with circles its owner is in, and the members left behind
+    # (the circle's owner first) must not keep tasting a friends-only rig of someone who is no longer a friend.
+    node_ids = circle_rows.unshare_rigs_of(access.circle, member.contributor_id)
+    if node_ids:
+        tokens = TastingToken.objects.filter(circle=access.circle, node_id__in=node_ids)
+        bans.revoke_outstanding(tokens, timezone.now())
+    for node_id in node_ids:
+        push_circle_policy(node_id)
     circle_rows.remove_member(member)

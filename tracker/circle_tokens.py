@@ -12,16 +12,17 @@ from datetime import UTC, datetime, timedelta
 from core.api_errors import ApiError
 from core.timefmt import iso
 from nodes.models import CircleMember, Contributor, Node
-from tracker import circle_usage, tiers
+from tracker import bans, circle_usage, tiers
 
 
 def membership_for(node: Node, contributor: Contributor | None, circle_id: str | None) -> CircleMember | None:
     """The caller's membership a token for `node` goes through, or None for an ordinary token.
 
     The one named by `circle_id`, else the first active one by join date among the circles the rig is shared
-    with. A paused member gets 403 `membership_paused` on a circle rig (or when naming that circle), and an
-    ordinary public token on a public or unlisted rig. The row is locked, so that two tokens asked for at once
-    by one member are counted one after the other against the limits."""
+    with, leaving out circles whose owner is banned. A paused member gets 403 `membership_paused` on a circle rig
+    (or when naming that circle), and an ordinary public token on a public or unlisted rig; on a circle rig anyone
+    but its owner without a membership gets 403 `not_in_circle`. The row is locked, so that two tokens asked for
+    at once by one member are counted one after the other against the limits."""
     if contributor is None:
         if circle_id is not None:
             raise _not_in_circle(circle_id)
@@ -35,6 +36,9 @@ def membership_for(node: Node, contributor: Contributor | None, circle_id: str |
     if circle_id is not None:
         rows = rows.filter(circle_id=circle_id)
     rows = list(rows)
+    # A circle whose owner is banned is gone for everyone (tracker.circle_services): no tokens go through it.
+    banned = bans.banned_contributors({m.circle.owner_id for m in rows})
+    rows = [m for m in rows if m.circle.owner_id not in banned]
     if circle_id is not None and not rows:
         raise _not_in_circle(circle_id)
     active = [m for m in rows if m.status == CircleMember.Status.ACTIVE]
@@ -47,6 +51,13 @@ def membership_for(node: Node, contributor: Contributor | None, circle_id: str |
             f"Your membership of circle {rows[0].circle.name!r} is paused by its owner: no tokens for its rigs "
             "until they resume it.",
             extra={"circle_id": rows[0].circle_id},
+        )
+    if node.visibility == Node.Visibility.CIRCLE and contributor.id != node.owner_id:
+        # Fails closed: on a circle rig only its owner gets a token that goes through no circle.
+        raise ApiError(
+            403,
+            "not_in_circle",
+            f"Rig {node.id!r} is shared with its circles only, and this contributor key is in none of them.",
         )
     return None
 
@@ -96,14 +107,18 @@ def budget(member: CircleMember, tier: tiers.Tier, now: datetime) -> Budget:
             },
             headers={"Retry-After": str(retry)},
         )
-    total = min(tier.max_output_tokens_total, tokens_left)
+    max_requests = min(tier.max_requests, requests_left)
+    # No more than the token can spend (its requests at the per-request cap): the rest of it is reserved below.
+    total = min(max_requests * tier.output_tokens_per_request, tokens_left)
     token_limits = {
-        "max_requests": min(tier.max_requests, requests_left),
+        "max_requests": max_requests,
         "max_output_tokens": min(tier.output_tokens_per_request, total),
         "max_output_tokens_total": total,
     }
-    # A live token reserves all its requests (circle_usage): this one is counted so from now on.
-    after = circle_usage.Usage(used.requests + token_limits["max_requests"], used.tokens)
+    # A live token reserves all its requests and its output budget (circle_usage): this one is counted so from now on.
+    after = circle_usage.Usage(
+        used.requests + token_limits["max_requests"], used.tokens + token_limits["max_output_tokens_total"]
+    )
     return Budget(token_limits, limits, after, resets_at)
 
 

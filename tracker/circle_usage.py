@@ -4,12 +4,15 @@ per-member limits checked when a member asks for a token (issue 15).
 A day is a UTC day, as for the tiers' quotas. Requests: what the rig's agent reported served for the member's
 circle tokens issued today, except that a token still live counts all its `max_requests` (reserved: a usage
 report arrives after the fact, so a member cannot outrun the limit with tokens minted before the reports came).
-Tokens: prompt plus completion tokens reported served."""
+Tokens: prompt plus completion tokens reported served, except that a token still live counts at least its whole
+output budget as completion (reserved, for the same reason: without it every token minted before the first report
+would carry the whole day's tokens)."""
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 
 from django.db.models import Case, F, IntegerField, Sum, When
+from django.db.models.functions import Greatest
 
 from nodes.models import Circle, CircleMember
 from tracker.models import TastingToken
@@ -68,7 +71,17 @@ def usage_today(circle_id: str, contributor_ids, now: datetime) -> dict[str, Usa
                     output_field=IntegerField(),
                 )
             ),
-            tokens=Sum(F("prompt_tokens") + F("completion_tokens"), output_field=IntegerField()),
+            tokens=Sum(
+                Case(
+                    When(
+                        expires_at__gt=now,
+                        revoked_at__isnull=True,
+                        then=F("prompt_tokens") + Greatest(F("completion_tokens"), F("max_output_tokens")),
+                    ),
+                    default=F("prompt_tokens") + F("completion_tokens"),
+                    output_field=IntegerField(),
+                )
+            ),
         )
     )
     found = {r["contributor_id"]: Usage(r["requests"] or 0, r["tokens"] or 0) for r in rows}

@@ -109,7 +109,9 @@ def tokens_used(node: Node, jtis: list[str]) -> None:
 
 def timing_credit_of(contributor: Contributor) -> float:
     """Samples this contributor uploaded that count: tokens really used, at nodes that are not their own (nor on
-    their own networks), each weighted by the uploader's standing when they uploaded."""
+    their own networks), each weighted by the uploader's standing when they uploaded. A circle tasting's sample
+    weighs CIRCLE_USAGE_WEIGHT, and nothing at a circle rig, whose timing only its circles see: friends tasting
+    each other's rigs must not reach the public tier by their timing either (docs/scoring.md)."""
     weighted = 0.0
     rows = (
         TimingSample.objects.filter(contributor=contributor, source=TimingSample.Source.TASTER, counted=True)
@@ -119,12 +121,16 @@ def timing_credit_of(contributor: Contributor) -> float:
     samples = dict(rows)
     if not samples:
         return 0.0
-    for jti, ip, owner_networks in TastingToken.objects.filter(jti__in=list(samples), is_owner_token=False).values_list(
-        "jti", "ip_hash", "node__owner_networks"
-    ):
+    rows = TastingToken.objects.filter(jti__in=list(samples), is_owner_token=False).values_list(
+        "jti", "ip_hash", "node__owner_networks", "via_circle", "node__visibility"
+    )
+    for jti, ip, owner_networks, via_circle, visibility in rows:
         if ip in (owner_networks or []):
             continue  # a tasting from the node owner's own network: the uploader is the owner, or with them
-        weighted += scores.standing(contributor.created_at, samples[jti])
+        if visibility == Node.Visibility.CIRCLE:
+            continue
+        weight = scores.CIRCLE_USAGE_WEIGHT if via_circle else 1.0
+        weighted += weight * scores.standing(contributor.created_at, samples[jti])
     return weighted
 
 

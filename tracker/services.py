@@ -128,15 +128,22 @@ def publish_node(*, node: Node, visibility: str) -> Node:
 
 def _change(node: Node, data: dict) -> Node:
     """The row changed and what follows from it: recounts, and when who may reach the rig changed, its agent is
-    told at once and a rig that became a circle rig leaves the public queue views."""
+    told at once, a rig that became a circle rig leaves the public queue views, and the tokens issued through a
+    circle it is no longer shared with are revoked."""
     touches_circles = bool(CIRCLE_FIELDS & set(data))
     before = circle_policy(node.pk) if touches_circles else None
     node, old_combo = registry.change_node(node=node, data=data)
     refresh_listing({old_combo, node.combo_key})
     refresh_scores([node.id])
     node.refresh_from_db()
-    if touches_circles and circle_policy(node.pk) != before:
+    after = circle_policy(node.pk) if touches_circles else None
+    if touches_circles and after != before:
         push_circle_policy(node)
+        # Tokens issued through a circle the rig is no longer shared with stop working, as a removed member's do:
+        # an agent whose operator pinned that circle would otherwise go on taking them.
+        dropped = set(before["circles"]) - set(after["circles"])
+        if dropped:
+            bans.revoke_outstanding(TastingToken.objects.filter(node=node, circle_id__in=dropped), timezone.now())
         if before["visibility"] != Node.Visibility.CIRCLE and node.visibility == Node.Visibility.CIRCLE:
             transaction.on_commit(lambda: queue_feed.announce_removal(node.pk))
     return node

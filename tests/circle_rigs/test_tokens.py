@@ -43,7 +43,8 @@ def test_a_member_gets_a_circle_token_with_the_claim_the_row_and_no_tier_quota(a
         "id": circle.id,
         "name": "flatmates",
         "limits": {"requests_per_day": 200, "tokens_per_day": 200_000},
-        "usage_today": {"requests": 3, "tokens": 0},  # this token's three requests reserved
+        # This token's three requests and its output budget (3 × 256) reserved.
+        "usage_today": {"requests": 3, "tokens": 768},
         "resets_at": body["circle"]["resets_at"],
     }
     assert body["circle"]["resets_at"].endswith("T00:00:00.000Z")
@@ -120,7 +121,7 @@ def test_max_requests_is_clamped_to_what_is_left_then_429_with_the_reset_time(ap
     resets_at = circle_usage.resets_at(timezone.now())
     assert body["resets_at"] == resets_at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     assert body["limits"] == {"requests_per_day": 5, "tokens_per_day": 200_000}
-    assert body["usage_today"] == {"requests": 5, "tokens": 0}
+    assert body["usage_today"] == {"requests": 5, "tokens": 768 + 512}  # the two live tokens' output budgets
     retry = int(api.last["Retry-After"])
     assert 0 < retry <= 86400 and abs(retry - (resets_at - timezone.now()).total_seconds()) < 5
     assert body["retry_after_sec"] == retry and body["circle_id"] == circle.id
@@ -141,7 +142,10 @@ def test_the_output_budget_is_clamped_to_the_tokens_left_then_429(api, rig, frie
     circle.default_tokens_per_day = 1000
     circle.save()
     first = token(api, rig, friend)[1]
-    TastingToken.objects.filter(jti=first["jti"]).update(prompt_tokens=400, completion_tokens=500)
+    # Spent (expired, as a token is after its TTL): it counts what it reported, not its reserved budget.
+    TastingToken.objects.filter(jti=first["jti"]).update(
+        prompt_tokens=400, completion_tokens=500, expires_at=timezone.now()
+    )
     status, body = token(api, rig, friend)
     assert status == 201, body
     assert body["limits"]["max_output_tokens_total"] == 100 and body["limits"]["max_output_tokens"] == 100

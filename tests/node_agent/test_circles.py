@@ -318,3 +318,19 @@ def test_a_circle_rig_is_never_reachable_by_a_public_token_even_when_the_tracker
     assert post(fake_tracker.token(circle="c_x")).status_code == 200
     assert requests.get(agent.base + "/health", timeout=10).json()["visibility"] == "circle"
     assert "visibility circle, 1 circle(s) (pinned)" in agent.log()
+
+
+def test_review_the_trackers_owner_id_does_not_widen_a_rig_whose_circles_are_pinned():
+    """Pins win (issue 15): with its circles pinned, a rig takes tokens of those circles only. The owner's own
+    tokens carry one of them (the owner is in every circle the rig is shared with); an owner_id from the tracker
+    must not admit a token without one, or a tracker bug naming a stranger as the owner would open the rig."""
+    guard = CircleGuard(pinned_visibility="circle", pinned_circles=["c_x"])
+    guard.apply({"visibility": "circle", "circles": ["c_x"], "owner_id": "c_stranger"})
+    with pytest.raises(Exception) as refused:  # noqa: PT011 - AgentError, checked below
+        guard.check(None, subject="c_stranger")
+    assert refused.value.code == "not_in_circle"
+    guard.check("c_x", subject="c_stranger")
+    # Without pinned circles the tracker's word decides the circles anyway: its owner_id admits the owner.
+    unpinned = CircleGuard(pinned_visibility="circle")
+    unpinned.apply({"visibility": "circle", "circles": [], "owner_id": "c_owner"})
+    unpinned.check(None, subject="c_owner")

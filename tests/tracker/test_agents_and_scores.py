@@ -32,6 +32,7 @@ class TestHeartbeat:
             "revoked_jtis": [],
             # Its circle policy (issue 15): a public rig shared with no circle.
             "visibility": "public",
+            "owner_id": owner.id,  # whose own tokens a circle rig takes
             "circles": [],
             "circle_only_hours": [],
         }

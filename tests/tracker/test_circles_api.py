@@ -536,7 +536,9 @@ def test_the_owner_sees_every_member_with_todays_usage_and_a_member_only_their_o
     node, secret = factories.make_node(owner)
     factories.heartbeat(api, node, secret)
     jti = circle_token(api, taster, node, circle["id"])
-    TastingToken.objects.filter(jti=jti).update(max_requests=3, prompt_tokens=100, completion_tokens=20)
+    TastingToken.objects.filter(jti=jti).update(
+        max_requests=3, max_output_tokens=500, prompt_tokens=100, completion_tokens=20
+    )
     path = f"/api/circles/{circle['id']}/members"
     status, body = api.get(path, auth=owner.key)
     assert status == 200 and body["resets_at"].endswith("T00:00:00.000Z")
@@ -545,8 +547,8 @@ def test_the_owner_sees_every_member_with_todays_usage_and_a_member_only_their_o
         (taster.id, "member"),
     ]
     theirs = body["members"][1]
-    # A live token reserves its whole max_requests; tokens are what was reported.
-    assert theirs["usage_today"] == {"requests": 3, "tokens": 120}
+    # A live token reserves its whole max_requests and output budget: its prompt tokens plus its 500 of output.
+    assert theirs["usage_today"] == {"requests": 3, "tokens": 600}
     assert theirs["limits"] == {"requests_per_day": 200, "tokens_per_day": 200_000}
     assert theirs["limits_source"] == "circle"
     status, body = api.get(path, auth=taster.key)
