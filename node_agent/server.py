@@ -215,7 +215,22 @@ class Agent:
             }
         )
 
+    def tasting_claims(self, request: web.Request):
+        """The token's claims once every token check has passed: signature and audience, revocation, and the
+        circle check (issue 15: whatever the tracker issued, a circle rig serves its circles only). Here, one place,
+        so that it holds for direct tasters, relayed ones (the tunnel replays them to these handlers) and public-key
+        mode alike."""
+        claims = self.verifier.verify(request.headers.get("Authorization"))
+        if claims.jti in self.link.revoked:
+            raise AgentError(401, "invalid_token", "This tasting token was revoked.")
+        self.circles.check(claims.circle, subject=claims.sub)
+        return claims
+
     async def models_list(self, request: web.Request) -> web.Response:
+        # A circle rig tells what it serves to its circles only: its id (guessable, it is made of the gpu, model
+        # and quantization) must not get a stranger the model list through a relay.
+        if self.circles.visibility == "circle":
+            self.tasting_claims(request)
         try:
             data = await self.upstream.models()
         except (aiohttp.ClientError, TimeoutError, ValueError, KeyError) as exc:
@@ -229,13 +244,7 @@ class Agent:
         return web.json_response({"object": "list", "data": shown})
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
-        claims = self.verifier.verify(request.headers.get("Authorization"))
-        if claims.jti in self.link.revoked:
-            raise AgentError(401, "invalid_token", "This tasting token was revoked.")
-        # Checked twice (issue 15): whatever the tracker issued, a circle rig serves its circles only. Here, beside
-        # the other token checks, it holds for direct tasters, relayed ones (the tunnel replays them to this
-        # handler) and public-key mode alike.
-        self.circles.check(claims.circle, subject=claims.sub)
+        claims = self.tasting_claims(request)
         public_key_mode = claims.crypto_mode == "public-key"
         relay_class, relay_extra = Relay, {}
         if public_key_mode:

@@ -80,6 +80,13 @@ def test_an_unpinned_agent_told_circle_by_a_heartbeat_reply_refuses_public_token
             assert refusal(*await taste(client, fake_tracker.token(circle="c_y"))) == (403, "not_in_circle")
             assert (await taste(client, fake_tracker.token(circle="c_x")))[0] == 200
             assert (await (await client.get("/health")).json())["visibility"] == "circle"
+            # What it serves is its circles' business too: /v1/models takes a token that passes the circle check.
+            for headers in ({}, {"Authorization": f"Bearer {fake_tracker.token()}"}):
+                listed = await client.get("/v1/models", headers=headers)
+                assert listed.status in (401, 403) and "data" not in await listed.json()
+            member = {"Authorization": f"Bearer {fake_tracker.token(circle='c_x')}"}
+            listed = await client.get("/v1/models", headers=member)
+            assert listed.status == 200 and (await listed.json())["data"]
 
     asyncio.run(run())
     assert fake_tracker.http_heartbeats if ws_mode == "no_upgrade" else fake_tracker.messages("heartbeat")
