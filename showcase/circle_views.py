@@ -50,10 +50,13 @@ def _circle_strings() -> dict:
         "removed": _("%(who)s is no longer in this circle; their tokens for it stopped working."),
         "limits_saved": _("Limits saved for %(who)s."),
         "left": _("You left “%(name)s”."),
+        "confirm_delete": _("Delete for good? Press again"),
+        "deleted": _("“%(name)s” is deleted: its members no longer reach its rigs through it."),
         "invite_made": _(
             "Anyone with this link can join “%(name)s” until it expires (%(when)s) and taste the rigs shared with "
             "it. It is shown only now: copy it, or let them scan the QR code."
         ),
+        "invite_limits": _("%(requests)s requests and %(tokens)s tokens a day"),
         "invite_uses": _("%(uses)s of %(max)s used"),
         "invite_uses_any": _("%(uses)s used, no limit"),
         "invite_states": {

@@ -365,6 +365,33 @@ def js_strings() -> dict:
         "my_bad_number": _("Enter a number here, or leave it empty."),
         "my_none_value": _("(none)"),
         "my_network_error": _("Could not reach the tracker; nothing was saved. Try again."),
+        # A circle rig made public or unlisted (POST /api/nodes/<id>/publish), by its own button in My rigs.
+        "my_publish": {
+            "public": {
+                "said": _(
+                    "Made public, this rig appears on the public list and anyone may taste it. The circles it is "
+                    "shared with stay, and their members keep going first in its queue."
+                ),
+                "button": _("Make this rig public"),
+                "confirm": _("Press again to make it public"),
+                "done": _("The rig is public now: it is on the public list, and its circles keep going first."),
+            },
+            "unlisted": {
+                "said": _(
+                    "Made unlisted, this rig stays off the public list but anyone with its link may taste it. The "
+                    "circles it is shared with stay, and their members keep going first in its queue."
+                ),
+                "button": _("Make this rig unlisted"),
+                "confirm": _("Press again to make it unlisted"),
+                "done": _(
+                    "The rig is unlisted now: anyone with its link may taste it, and its circles keep going first."
+                ),
+            },
+        },
+        "my_publish_first": _(
+            "A circle rig is made public or unlisted with the button below, on its own; choose circle again to save "
+            "the other fields."
+        ),
         "unlocks": _(
             "Your tier gives %(requests)s requests per token, %(tokens)s output tokens per token and "
             "%(per_day)s tokens a day."

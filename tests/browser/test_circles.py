@@ -1,8 +1,9 @@
 """Circles in two browsers (issue 15, "Done when"): the owner creates a circle in My circles, shares a rig with it
 (a real agent in front of the fake upstream) and makes an invite link; a friend opens the link, joins with a new
 identity, tastes the rig from My circles, hits the daily limit the owner set in the members panel and reads when it
-resets; an outsider finds the rig nowhere. Then the owner's other acts: revoking an invite (the link is the one
-410 page), pausing, resuming and removing a member."""
+resets; an outsider finds the rig nowhere. Then the owner's other acts: an invite with limits of its own, revoking
+it (the link is the one 410 page), pausing, resuming and removing a member, deleting a circle, and making the
+friends-only rig public from My rigs."""
 
 import re
 
@@ -131,6 +132,7 @@ def test_a_friend_joins_by_the_link_tastes_hits_the_limit_and_an_outsider_sees_n
     friend_card = card_of(friend, "Attic friends")
     assert friend_card.locator("[data-circle-role]").inner_text() == "member"
     assert friend_card.locator("[data-member]").count() == 1  # a member sees their own row only
+    assert friend_card.locator("[data-delete-box]").is_hidden() and friend_card.locator("[data-leave]").is_visible()
 
     # The owner limits the friend to one request a day, from the members panel.
     owner.reload()
@@ -150,6 +152,16 @@ def test_a_friend_joins_by_the_link_tastes_hits_the_limit_and_an_outsider_sees_n
     taste(panel, "hello friends")
     panel.locator("[data-taste-status]", has_text="Done.").wait_for(timeout=15_000)
     assert "friend0" in panel.locator("[data-taste-output]").first.inner_text()
+    # A friends-only rig's replay is not offered for publishing (the tracker would refuse it); its timing is
+    # shared as on any rig, with the upload key of the circle token.
+    turn = panel.locator(".turn").first
+    assert turn.get_by_role("button", name="Download the replay (JSON)").is_visible()
+    assert turn.locator("[data-publish]").is_hidden()
+    assert turn.locator("[data-replay-private]").inner_text() == (
+        "Replays of a friends-only rig stay with you: download one to keep it."
+    )
+    turn.get_by_role("button", name="Share the timing (numbers only, no text)").click()
+    turn.locator("[data-after-status]", has_text="Timing shared.").wait_for()
     friend_key = friend.evaluate("localStorage.getItem('luckrig.contributor_key')")
     friend_id = call(site, "GET", "/api/contributors/me", friend_key).json()["contributor"]["id"]
     rows = site.execute("SELECT circle_id FROM tracker_tastingtoken WHERE contributor_id = %s", (friend_id,))
@@ -200,12 +212,19 @@ def test_the_owner_revokes_an_invite_and_pauses_resumes_and_removes_a_member(sit
     card = create_circle(owner, "Book club")
     circle_id = card.get_attribute("data-circle-id")
     card.get_by_label("Who may use it").select_option("unlimited")
+    # The owner gives this link limits of its own: the empty one is the circle's.
+    requests_field = card.get_by_label("Their requests a day (empty: the circle's)")
+    assert requests_field.get_attribute("placeholder") == "200"
+    requests_field.fill("3")
     card.get_by_role("button", name="Create an invite link").click()
     card.locator("[data-invite-new]").wait_for()
     url = card.locator("[data-invite-url]").inner_text()
     row = card.locator('[data-invites] tr[data-state="active"]')
     row.wait_for()
     assert "used, no limit" in row.inner_text()
+    assert "member · 3 requests and 200,000 tokens a day" in row.inner_text()
+    (invite,) = call(site, "GET", f"/api/circles/{circle_id}/invites", owner_key).json()["invites"]
+    assert invite["limits"] == {"requests_per_day": 3, "tokens_per_day": 200_000}
     fits_and_is_labelled(owner)
     row.get_by_role("button", name="Revoke").click()
     card.locator("[data-invites-result]", has_text="Invite revoked: its link no longer works.").wait_for()
@@ -268,3 +287,67 @@ def test_the_owner_revokes_an_invite_and_pauses_resumes_and_removes_a_member(sit
     assert len(revoked) == 1 and revoked[0][0] is not None
     member.reload()
     member.locator("[data-my-state]", has_text="is in no circle yet").wait_for()
+
+
+def test_the_owner_deletes_a_circle_then_makes_the_rig_public_as_an_act_of_its_own(site, attic, new_page, shot):
+    """Deleting a circle says what it does and takes a second press; the rig stays its owner's. In My rigs a
+    circle rig is made public by its own button (pressed twice), not by Save; its other circles stay."""
+    owner_key, node_id = attic
+    owner = new_page()
+    with_key(owner, owner_key)
+    card = create_circle(owner, "Old band")
+    circle_id = card.get_attribute("data-circle-id")
+    kept = [c["id"] for c in call(site, "GET", f"/api/nodes/{node_id}", owner_key).json()["node"]["circles"]]
+    shared = call(site, "PATCH", f"/api/nodes/{node_id}", owner_key, visibility="circle", circles=[*kept, circle_id])
+    assert shared.status_code == 200, shared.text
+    member_key = site.contributor("drummer")
+    made = call(site, "POST", f"/api/circles/{circle_id}/invites", owner_key).json()
+    assert call(site, "POST", f"/api/circles/invites/{made['code']}/join", member_key).status_code == 201
+    issued = call(site, "POST", "/api/tokens", member_key, node_id=node_id, circle_id=circle_id)
+    assert issued.status_code == 201, issued.text
+
+    owner.reload()
+    card = card_of(owner, "Old band")
+    said = card.locator("[data-delete-box]").inner_text()
+    assert "its members lose access at once and their live tokens for it are revoked" in said
+    assert "The rigs stay yours" in said and "a friends-only rig shared with no circle is tasted by you alone" in said
+    delete = card.locator("[data-delete-circle]")  # by its place: its name changes on the first press
+    assert delete.inner_text() == "Delete this circle"
+    delete.click()
+    assert delete.inner_text() == "Delete for good? Press again"
+    assert call(site, "GET", f"/api/circles/{circle_id}", owner_key).status_code == 200  # not yet
+    delete.click()
+    owner.locator("[data-my-state]", has_text="“Old band” is deleted").wait_for()
+    assert owner.locator("[data-circle-name]", has_text="Old band").count() == 0
+    assert call(site, "GET", f"/api/circles/{circle_id}", owner_key).status_code == 404
+    jti = issued.json()["jti"]
+    assert site.execute("SELECT revoked_at IS NOT NULL FROM tracker_tastingtoken WHERE jti = %s", (jti,)) == [(True,)]
+    node = call(site, "GET", f"/api/nodes/{node_id}", owner_key).json()["node"]
+    assert node["visibility"] == "circle" and [c["id"] for c in node["circles"]] == kept
+
+    # My rigs: choosing public shows what it means and its own button; Save does not widen the rig.
+    owner.goto("/my/rigs/")
+    rig = owner.locator(f'[data-rig][data-node-id="{node_id}"]')
+    visibility = rig.get_by_label("Visibility")
+    assert visibility.input_value() == "circle"
+    box = rig.locator("[data-publish-box]")
+    assert box.is_hidden()
+    visibility.select_option("public")
+    assert "appears on the public list" in box.inner_text()
+    assert "their members keep going first in its queue" in box.inner_text()
+    rig.get_by_role("button", name="Save changes").click()
+    rig.locator("[data-field=visibility] [data-error]", has_text="with the button below, on its own").wait_for()
+    assert call(site, "GET", f"/api/nodes/{node_id}", owner_key).json()["node"]["visibility"] == "circle"
+    publish = box.locator("[data-publish-rig]")  # by its place: its name changes on the first press
+    assert publish.inner_text() == "Make this rig public"
+    publish.click()
+    assert publish.inner_text() == "Press again to make it public"
+    assert call(site, "GET", f"/api/nodes/{node_id}", owner_key).json()["node"]["visibility"] == "circle"
+    fits_and_is_labelled(owner)
+    shot(owner, "my-rigs-publish")
+    publish.click()
+    rig.locator("[data-rig-result]", has_text="The rig is public now").wait_for()
+    assert box.is_hidden() and visibility.input_value() == "public"
+    node = call(site, "GET", f"/api/nodes/{node_id}", owner_key).json()["node"]
+    assert node["visibility"] == "public" and [c["id"] for c in node["circles"]] == kept
+    assert node_id in requests.get(site.url("/api/nodes"), timeout=10).text

@@ -142,3 +142,21 @@ def test_my_rigs_can_show_a_circle_rig_as_one(client):
     any save sent that."""
     html = client.get("/my/rigs/").content.decode()
     assert '<option value="circle">circle: only the circles it is shared with (My circles)</option>' in html
+
+
+def test_the_owners_acts_are_on_the_page_until_the_script_hides_what_a_key_may_not_do(client):
+    """The delete box with what deleting does, the invite's own limits (owner only: hidden until the script sees
+    the owner), the taste panel's line for a friends-only rig (no Publish there), and My rigs' publish box."""
+    html = client.get("/my/circles/").content.decode()
+    assert "Deleting the circle: its members lose access at once and their live tokens for it are revoked." in html
+    assert "a friends-only rig shared with no circle is tasted by you alone" in html
+    assert re.search(r'<div class="circle-part" data-delete-box hidden>', html)
+    assert html.count('<div class="field" data-owner-only hidden>') == 2
+    assert "Replays of a friends-only rig stay with you" in html
+    rigs = client.get("/my/rigs/").content.decode()
+    assert "data-publish-box hidden" in rigs and "data-publish-rig" in rigs
+    strings = circle_views.display.js_strings()["my_publish"]
+    assert "appears on the public list" in strings["public"]["said"] and strings["public"]["button"] == (
+        "Make this rig public"
+    )
+    assert set(strings) == {"public", "unlisted"}  # the two wider visibilities POST /api/nodes/<id>/publish takes

@@ -36,22 +36,6 @@
   function say(el, text) { el.textContent = text || ""; }
   function refusal(r) { return L().explain(r.status, r.data, r.headers); }
 
-  // A button that acts on its second press only (removing, leaving): the first one says what the second does.
-  function twoPress(button, confirmText, act) {
-    const label = button.textContent;
-    button.addEventListener("click", async () => {
-      if (!button.dataset.armed) {
-        button.dataset.armed = "1";
-        button.textContent = confirmText;
-        setTimeout(() => { delete button.dataset.armed; button.textContent = label; }, 5000);
-        return;
-      }
-      button.disabled = true;
-      await act();
-      button.disabled = false;
-    });
-  }
-
   function resetsText(resetsAt) {
     const when = new Date(resetsAt);
     const seconds = Math.max(0, (when.getTime() - Date.now()) / 1000);
@@ -114,6 +98,7 @@
       status: node.health.status,
       fingerprint: node.node_public_key ? node.node_public_key_fingerprint : null,
       circle_id: circle.id,
+      visibility: node.visibility,
     };
     if (!taste) taste = window.LuckRigTaste.setup(panel, config, () => { if (tasting) showMembers(tasting.card, tasting.circle); });
     taste.use(config);
@@ -201,7 +186,7 @@
     pause.hidden = m.status !== "active"; resume.hidden = m.status === "active";
     pause.addEventListener("click", () => change({ status: "paused" }, "paused"));
     resume.addEventListener("click", () => change({ status: "active" }, "resumed"));
-    twoPress(li.querySelector("[data-remove]"), c("confirm_remove"), async () => {
+    L().twoPress(li.querySelector("[data-remove]"), c("confirm_remove"), async () => {
       const r = await api("DELETE", path);
       await showMembers(card, circle);
       say(result, r.status === 204 ? c("removed", { who: name }) : refusal(r));
@@ -241,7 +226,9 @@
     tr.dataset.inviteId = invite.id;
     tr.dataset.state = invite.state;
     const uses = invite.max_uses === null ? c("invite_uses_any", { uses: invite.uses }) : c("invite_uses", { uses: invite.uses, max: invite.max_uses });
-    for (const text of [localTime(invite.created_at), c("roles." + invite.role), uses, localTime(invite.expires_at), c("invite_states." + invite.state)]) {
+    let joinsAs = c("roles." + invite.role);
+    if (invite.limits) joinsAs += " · " + c("invite_limits", { requests: num(invite.limits.requests_per_day), tokens: num(invite.limits.tokens_per_day) });
+    for (const text of [localTime(invite.created_at), joinsAs, uses, localTime(invite.expires_at), c("invite_states." + invite.state)]) {
       const td = document.createElement("td"); td.textContent = text; tr.append(td);
     }
     const cell = document.createElement("td");
@@ -260,9 +247,28 @@
     return tr;
   }
 
+  // The owner may give an invite limits of its own (the API takes both numbers or none: an empty one is the
+  // circle's); an inviter invites on the circle's terms, so the two fields are the owner's only.
+  function inviteLimits(form, circle) {
+    const limits = {};
+    let own = false;
+    for (const field of ["requests_per_day", "tokens_per_day"]) {
+      const value = form.elements[field].value.trim();
+      own = own || value !== "";
+      limits[field] = value === "" ? circle.default_limits[field] : Number(value);
+    }
+    return own ? limits : undefined;
+  }
+
   function bindInvites(card, circle) {
     const form = card.querySelector("[data-invite-form]");
     const fresh = card.querySelector("[data-invite-new]");
+    const owner = circle.my_role === "owner";
+    form.querySelectorAll("[data-owner-only]").forEach((el) => { el.hidden = !owner; });
+    if (owner) {
+      form.elements.requests_per_day.placeholder = circle.default_limits.requests_per_day;
+      form.elements.tokens_per_day.placeholder = circle.default_limits.tokens_per_day;
+    }
     form.addEventListener("submit", async (ev) => {
       ev.preventDefault();
       const button = form.querySelector("button[type=submit]");
@@ -273,6 +279,7 @@
         max_uses: uses === "unlimited" ? null : Number(uses),
         expires_in_sec: Number(form.elements.days.value) * 86400,
         role: form.elements.role.value,
+        limits: owner ? inviteLimits(form, circle) : undefined,
       });
       button.disabled = false;
       if (r.status !== 201) { fresh.hidden = true; say(card.querySelector("[data-invites-result]"), refusal(r)); return; }
@@ -308,9 +315,17 @@
     const manages = MANAGERS.has(circle.my_role);
     card.querySelector("[data-invites-box]").hidden = !manages;
     if (manages) bindInvites(card, circle);
-    if (circle.my_role !== "owner") {
+    if (circle.my_role === "owner") {
+      card.querySelector("[data-delete-box]").hidden = false;
+      L().twoPress(card.querySelector("[data-delete-circle]"), c("confirm_delete"), async () => {
+        const r = await api("DELETE", "/api/circles/" + enc(circle.id));
+        if (r.status !== 204) { say(card.querySelector("[data-delete-result]"), refusal(r)); return; }
+        await showCircles(root);
+        say(root.querySelector("[data-my-state]"), c("deleted", { name: circle.name }));
+      });
+    } else {
       card.querySelector("[data-leave-box]").hidden = false;
-      twoPress(card.querySelector("[data-leave]"), c("confirm_leave"), async () => {
+      L().twoPress(card.querySelector("[data-leave]"), c("confirm_leave"), async () => {
         const r = await api("DELETE", `/api/circles/${enc(circle.id)}/members/me`);
         if (r.status !== 204) { say(card.querySelector("[data-members-result]"), refusal(r)); return; }
         await showCircles(root);

@@ -1,6 +1,8 @@
 // "My rigs": the rigs this browser's contributor key owns (GET /api/contributors/me), each with a form that changes
 // it through PATCH /api/nodes/<id>, as `luckrig-node edit` does. Only the fields that differ are sent; the
 // tracker's refusal is shown beside the field it names. The key stays in this browser (contribute.js: LuckRig.me).
+// A circle rig is not made public or unlisted by Save (the tracker refuses that PATCH with publish_required):
+// choosing either shows what it means and a button of its own, POST /api/nodes/<id>/publish, pressed twice.
 "use strict";
 (function () {
   const L = () => window.LuckRig;
@@ -82,6 +84,7 @@
     let current = node;
     showHead(card, current);
     fill(form, current);
+    const publish = bindPublish(card, form, () => current, (node) => { current = node; showHead(card, current); });
     form.addEventListener("submit", async (ev) => {
       ev.preventDefault();
       const result = card.querySelector("[data-rig-result]");
@@ -92,6 +95,11 @@
         const value = formValue(form, name);
         if (value === undefined) { setError(form, name, t("my_bad_number")); result.textContent = t("my_fix"); return; }
         if (!same(value, current[name])) changes[name] = value;
+      }
+      if (current.visibility === "circle" && changes.visibility !== undefined) {
+        setError(form, "visibility", t("my_publish_first"));
+        result.textContent = t("my_fix");
+        return;
       }
       if (!Object.keys(changes).length) { result.textContent = t("my_unchanged"); return; }
       const button = form.querySelector("button[type=submit]");
@@ -104,6 +112,7 @@
           current = r.data.node;
           showHead(card, current);
           fill(form, current);
+          publish.show();
           const lines = Object.keys(changes)
             .filter((name) => !same(before[name], current[name]))
             .map((name) => `${fieldBox(form, name).querySelector("label").textContent}: ${shown(name, before[name])} → ${shown(name, current[name])}`);
@@ -125,6 +134,40 @@
       }
     });
     return card;
+  }
+
+  // The publish box of a circle rig: shown while its visibility select says public or unlisted. The first press
+  // says on the button what the second does; the second publishes, and only the visibility changes in the form
+  // (other edits not yet saved stay as they are).
+  function bindPublish(card, form, getCurrent, setCurrent) {
+    const box = card.querySelector("[data-publish-box]");
+    const button = box.querySelector("[data-publish-rig]");
+    const select = form.elements.visibility;
+    const wanted = () => select.value;
+    function show() {
+      L().disarm(button);
+      box.hidden = !(getCurrent().visibility === "circle" && select.value !== "circle");
+      if (box.hidden) return;
+      box.querySelector("[data-publish-said]").textContent = t(`my_publish.${wanted()}.said`);
+      button.textContent = t(`my_publish.${wanted()}.button`);
+    }
+    select.addEventListener("change", () => { setError(form, "visibility", ""); show(); });
+    L().twoPress(button, () => t(`my_publish.${wanted()}.confirm`), async () => {
+      const result = card.querySelector("[data-rig-result]");
+      const visibility = wanted();
+      const node = getCurrent();
+      let r;
+      try {
+        r = await L().sendJSON("POST", `/api/nodes/${encodeURIComponent(node.id)}/publish`, { schema_version: 1, visibility }, L().contributorKey());
+      } catch (e) { result.textContent = t("my_network_error"); return; }
+      if (r.status !== 200 || !r.data || !r.data.node) { result.textContent = L().explain(r.status, r.data, r.headers); return; }
+      setCurrent(r.data.node);
+      select.value = r.data.node.visibility;
+      show();
+      result.textContent = t(`my_publish.${visibility}.done`);
+    });
+    show();
+    return { show };
   }
 
   async function showRigs(root) {

@@ -83,6 +83,29 @@
 
   function flash(el, text) { if (el) el.textContent = text; }
 
+  // A button that acts on its second press only (removing, leaving, deleting, publishing): the first press says
+  // on the button what the second does, and the button forgets it after 5 s. `act` may be async.
+  function twoPress(button, confirmText, act) {
+    button.addEventListener("click", async () => {
+      if (!button.dataset.armed) {
+        button.dataset.armed = "1";
+        button.dataset.label = button.textContent;
+        button.textContent = typeof confirmText === "function" ? confirmText() : confirmText;
+        button.armTimer = setTimeout(() => disarm(button), 5000);
+        return;
+      }
+      disarm(button);
+      button.disabled = true;
+      try { await act(); } finally { button.disabled = false; }
+    });
+  }
+  function disarm(button) {
+    clearTimeout(button.armTimer);
+    if (!button.dataset.armed) return;
+    delete button.dataset.armed;
+    button.textContent = button.dataset.label;
+  }
+
   // Selects an element's text, so that the visitor can copy it by hand; true when something is selected.
   function selectText(el) {
     const selection = window.getSelection && window.getSelection();
@@ -156,5 +179,5 @@
     });
   });
 
-  window.LuckRig = { t, contributorKey, saveContributorKey, forgetContributorKey, postJSON, sendJSON, explain, fillList, waitText };
+  window.LuckRig = { t, contributorKey, saveContributorKey, forgetContributorKey, postJSON, sendJSON, explain, fillList, waitText, twoPress, disarm };
 })();

@@ -9,7 +9,8 @@
 // My circles has one panel for the rigs of its circles (templates/showcase/_taste_form.html, `dynamic`):
 // window.LuckRigTaste.setup(panel, config, onTurn) → {use(config)}, which points it at another rig (a new
 // conversation, and a token of its own: `config.circle_id` asks the tracker for a token through that circle);
-// `onTurn(result)`, when given, is told of each finished turn (My circles then redraws the usage bars).
+// `onTurn(result)`, when given, is told of each finished turn (My circles then redraws the usage bars). A rig
+// whose `config.visibility` is `circle` offers no Publish (its replays stay with the taster).
 "use strict";
 (function () {
   const t = (...a) => window.LuckRig.t(...a);
@@ -202,6 +203,12 @@
       const publish = after.querySelector("[data-publish]");
       const issued = turn.result.issued;
       after.hidden = false;
+      // A circle rig's replays are never published (the tracker answers 403 circle_rig_not_public): the button
+      // is not offered, and a line says why; its timing may still be shared.
+      if (config.visibility === "circle") {
+        publish.hidden = true;
+        after.querySelector("[data-replay-private]").hidden = false;
+      }
 
       after.querySelector("[data-download]").addEventListener("click", () => {
         const blob = new Blob([JSON.stringify(turn.replay, null, 2)], { type: "application/json" });
