@@ -147,6 +147,25 @@ def ago(iso_text: str | None) -> str:
     return timesince(then, depth=1)
 
 
+def hour_ranges(hours) -> str:
+    """Sorted UTC hours as ranges: [0, 1, 18, 19, 23] → "18:00–20:00, 23:00–02:00 UTC" (a run may wrap past
+    midnight; each range ends where its last hour ends)."""
+    chosen = sorted(set(hours))
+    if not chosen:
+        return ""
+    if len(chosen) == 24:
+        return _("all day")
+    runs: list[list[int]] = []
+    for hour in chosen:
+        if runs and hour == runs[-1][-1] + 1:
+            runs[-1].append(hour)
+        else:
+            runs.append([hour])
+    if len(runs) > 1 and runs[0][0] == 0 and runs[-1][-1] == 23:  # 23 then 0: one run across midnight
+        runs[-1] += runs.pop(0)
+    return ", ".join(f"{run[0]:02d}:00–{(run[-1] + 1) % 24:02d}:00" for run in runs) + " UTC"
+
+
 def card(node: dict) -> dict:
     """The PublicNode plus what the templates show."""
     components = node["contribution"]["components"] or {}
@@ -174,6 +193,7 @@ def card(node: dict) -> dict:
         "reach_label": REACHABILITY_LABELS.get(node["reachability"], node["reachability"]),
         "reach_help": REACHABILITY_HELP.get(node["reachability"], ""),
         "vram_label": vram_label(node["vram_gb"]),
+        "circle_only_label": hour_ranges(node.get("circle_only_hours") or ()),
         "ctx_label": f"{node['context_length']:,}" if node["context_length"] else "—",
         "sharing": shared,
         "scarcity_label": (

@@ -10,7 +10,7 @@ import pytest
 from django.utils import timezone
 
 from nodes.models import Circle, CircleInvite, CircleMember, Node
-from showcase import circle_views
+from showcase import circle_views, display
 from tests import factories
 from tracker import credentials
 from tracker.models import Ban
@@ -160,3 +160,27 @@ def test_the_owners_acts_are_on_the_page_until_the_script_hides_what_a_key_may_n
         "Make this rig public"
     )
     assert set(strings) == {"public", "unlisted"}  # the two wider visibilities POST /api/nodes/<id>/publish takes
+
+
+def test_a_shared_public_rigs_page_says_its_circle_only_hours_and_never_its_circles(client, owner):
+    node, _ = factories.make_node(owner)
+    circle = Circle.objects.create(id="c_" + secrets.token_urlsafe(12), owner=owner.contributor, name="Attic friends")
+    node.circles.add(circle)
+    Node.objects.filter(pk=node.pk).update(circle_only_hours=[0, 1, 7, 18, 19, 20, 21, 22, 23])
+    page = client.get(f"/nodes/{node.pk}/").content.decode()
+    line = re.search(r"<p class=\"muted\" data-circle-only>(.*?)</p>", page).group(1)
+    assert line == (
+        "Friends first: at 07:00–08:00, 18:00–02:00 UTC this rig serves the circles its owner shares it with, and "
+        "nobody else."
+    )
+    assert "Attic friends" not in page and circle.id not in page
+    Node.objects.filter(pk=node.pk).update(circle_only_hours=[])
+    assert "data-circle-only" not in client.get(f"/nodes/{node.pk}/").content.decode()
+
+
+@pytest.mark.parametrize(
+    ("hours", "label"),
+    [([5], "05:00–06:00 UTC"), ([23, 0], "23:00–01:00 UTC"), (list(range(24)), "all day"), ([], "")],
+)
+def test_circle_only_hours_read_as_ranges(hours, label):
+    assert display.hour_ranges(hours) == label
