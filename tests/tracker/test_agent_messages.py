@@ -66,7 +66,7 @@ def test_the_same_messages_get_the_same_answers_over_http_and_the_link(api, owne
 
     assert statuses == (200, 202, 202, 202)
     rules = http_beat["filter_rules_version"]
-    policy = {"visibility": "public", "circles": [], "circle_only_hours": []}  # issue 15
+    policy = {"visibility": "public", "owner_id": node.owner_id, "circles": [], "circle_only_hours": []}  # issue 15
     assert http_beat == {
         "schema_version": 1,
         "status": "available",
