@@ -157,6 +157,14 @@ def remove_member(member: CircleMember) -> None:
     member.delete()
 
 
+def revoke_invites_by(member: CircleMember, at: datetime) -> int:
+    """Revoke the live invites the member made to the circle: a paused, demoted or removed inviter's links must
+    not keep letting people in. Returns how many were revoked."""
+    return CircleInvite.objects.filter(
+        circle_id=member.circle_id, created_by_id=member.contributor_id, revoked_at__isnull=True
+    ).update(revoked_at=at)
+
+
 def unshare_rigs_of(circle: Circle, owner_id: str) -> list[str]:
     """Stop sharing with the circle the rigs `owner_id` owns (they are leaving it); returns those rigs' ids."""
     rows = Node.circles.through.objects.filter(circle=circle, node__owner_id=owner_id)

@@ -245,9 +245,12 @@ def change_member(access: Access, contributor_id, *, changes: dict) -> CircleMem
     member = _member(access, contributor_id)
     if member.role == Role.OWNER and ("status" in changes or "role" in changes):
         raise ApiError(409, "owner_role_fixed", "The owner's role and status cannot change.")
+    was_inviter = member.role == Role.INVITER
     member = circle_rows.change_member(member, **changes)
     if changes.get("status") == Status.PAUSED:
         _revoke_circle_tokens(member)
+    if was_inviter and (member.role != Role.INVITER or member.status == Status.PAUSED):
+        circle_rows.revoke_invites_by(member, timezone.now())
     return member
 
 
@@ -269,4 +272,5 @@ def remove_member(access: Access, contributor_id) -> None:
         bans.revoke_outstanding(tokens, timezone.now())
     for node_id in node_ids:
         push_circle_policy(node_id)
+    circle_rows.revoke_invites_by(member, timezone.now())
     circle_rows.remove_member(member)

@@ -643,3 +643,24 @@ def test_a_member_leaves_with_me_and_the_owner_cannot(api, owner, taster):
     assert not CircleMember.objects.filter(circle_id=circle["id"], contributor=taster.contributor).exists()
     status, body = api.delete(f"{base}/c_nobody", auth=owner.key)
     assert status == 404 and body["code"] == "member_not_found"
+
+
+@pytest.mark.parametrize(
+    "act",
+    [("patch", {"status": "paused"}), ("patch", {"role": "member"}), ("delete", None)],
+    ids=["paused", "demoted", "removed"],
+)
+def test_an_inviter_who_is_paused_demoted_or_removed_takes_their_live_links_along(api, owner, taster, act):
+    circle = member_of(api, owner, taster)
+    inviter = factories.make_contributor()
+    assert join(api, inviter, make_invite(api, owner, circle["id"], role="inviter")["code"])[0] == 201
+    theirs = make_invite(api, inviter, circle["id"], max_uses=None)["code"]
+    owners = make_invite(api, owner, circle["id"])["code"]
+    method, body = act
+    path = f"/api/circles/{circle['id']}/members/{inviter.id}"
+    done = api.patch(path, body, auth=owner.key) if method == "patch" else api.delete(path, auth=owner.key)
+    assert done[0] in (200, 204), done
+    newcomer = factories.make_contributor()
+    status, answer = join(api, newcomer, theirs)
+    assert (status, answer["code"]) == (410, "invite_gone")
+    assert join(api, newcomer, owners)[0] == 201  # the owner's own links still work
