@@ -1,7 +1,8 @@
 """Circles end to end, with every part real: `luckrig-node join --visibility circle --circle NAME` against the
 session's tracker makes the circle, registers the rig in it and prints an invite; strangers get nothing; a friend
-joins by the link, gets a circle token and tastes through the agent with the OpenAI SDK; removing the friend
-revokes their token at the agent within the revocation push."""
+joins by the link, gets a circle token and tastes through the agent with the OpenAI SDK and `luckrig-node taste`;
+`luckrig-node circle members` shows them and `circle remove` removes them, which revokes their token at the agent
+within the revocation push."""
 
 import re
 import subprocess
@@ -11,6 +12,7 @@ import openai
 import pytest
 import requests
 
+from node_agent import cli
 from tests.node_agent.fakes import wait_until
 from tests.node_agent.test_join import join, saved
 from tests.node_agent.test_taste import replay_of, taste
@@ -25,7 +27,7 @@ def call(tracker, method: str, path: str, key: str | None = None, **body):
 
 
 def test_a_circle_rig_joined_from_the_cli_serves_its_friends_only_and_a_removed_friend_at_once(
-    tracker, fake_upstream, tmp_path
+    tracker, fake_upstream, tmp_path, capsys
 ):
     config_dir, port = tmp_path / "config", free_port()
     proc = join(
@@ -91,8 +93,14 @@ def test_a_circle_rig_joined_from_the_cli_serves_its_friends_only_and_a_removed_
         again = call(tracker, "POST", f"/api/circles/invites/{code}/join", stranger)
         assert (again.status_code, again.json()["code"]) == (410, "invite_gone")
 
-        # Removed: the friend's live token stops working at the agent within the revocation push.
-        assert call(tracker, "DELETE", f"/api/circles/{circle['id']}/members/{friend_id}", owner_key).status_code == 204
+        # The owner looks at the members and removes the friend from the command line (the saved config's key and
+        # circle): the friend's live token stops working at the agent within the revocation push.
+        assert cli.main(["circle", "members", "--config-dir", str(config_dir)]) == 0
+        rows = capsys.readouterr().out.splitlines()
+        assert rows[0] == f"Circle Flatmates ({circle['id']}):"
+        assert any(row.split()[:3] == [friend_id, "member", "active"] for row in rows), rows
+        assert cli.main(["circle", "remove", friend_id, "--config-dir", str(config_dir)]) == 0
+        assert capsys.readouterr().out.startswith(f"Removed {friend_id} from Flatmates")
 
         def refused_at_the_agent() -> bool:
             try:
