@@ -11,7 +11,7 @@ from pathlib import Path
 import requests
 
 from node_agent import config
-from node_agent.join import IDENTITY, TrackerDown, load_json
+from node_agent.join import IDENTITY, TrackerDown, load_json, tracker_call
 
 
 class Refused(Exception):
@@ -20,19 +20,7 @@ class Refused(Exception):
 
 def call(method: str, url: str, key: str, body: dict | None = None) -> requests.Response:
     """One request with the contributor key; TrackerDown when the tracker does not answer or fails (5xx)."""
-    try:
-        r = requests.request(
-            method,
-            url,
-            json=None if body is None else {"schema_version": 1, **body},
-            headers={"Authorization": f"Bearer {key}"},
-            timeout=15,
-        )
-    except requests.RequestException as exc:
-        raise TrackerDown(str(exc)) from exc
-    if r.status_code >= 500:
-        raise TrackerDown(f"HTTP {r.status_code}")
-    return r
+    return tracker_call(method, url, key, None if body is None else {"schema_version": 1, **body})
 
 
 def refused(r: requests.Response) -> Refused:

@@ -11,7 +11,7 @@ from pathlib import Path
 import requests
 
 from node_agent import config
-from node_agent.join import IDENTITY, TrackerDown, _get, load_json
+from node_agent.join import IDENTITY, TrackerDown, _get, load_json, tracker_call
 
 
 def tags_arg(text: str) -> list[str]:
@@ -162,17 +162,7 @@ def update(tracker: str, node_id: str, key: str, node: dict, wanted: dict) -> tu
     changes = differences(node, wanted)
     if not changes:
         return node, []
-    try:
-        r = requests.patch(
-            f"{tracker}/api/nodes/{node_id}",
-            json=changes,
-            headers={"Authorization": f"Bearer {key}"},
-            timeout=15,
-        )
-    except requests.RequestException as exc:
-        raise TrackerDown(str(exc)) from exc
-    if r.status_code >= 500:
-        raise TrackerDown(f"HTTP {r.status_code}")
+    r = tracker_call("PATCH", f"{tracker}/api/nodes/{node_id}", key, changes)
     if r.status_code != 200:
         raise Refused(refusal(r, node_id))
     new = r.json()["node"]

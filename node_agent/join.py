@@ -64,14 +64,29 @@ class TrackerDown(Exception):
     """The tracker did not answer (or answered 5xx): nothing can be learnt about the saved identity from it."""
 
 
-def _get(url: str, credential: str | None = None) -> requests.Response:
+def tracker_call(
+    method: str, url: str, credential: str | None = None, body: dict | None = None, timeout: float = 15
+) -> requests.Response:
+    """One request to the tracker with a credential (a contributor key, a node secret) as Bearer: the answer, or
+    TrackerDown when the tracker does not answer or fails (5xx). The CLI's one way to ask the tracker (join, edit,
+    circle): a refusal (4xx) is the caller's to put into words."""
     try:
-        r = requests.get(url, headers={"Authorization": f"Bearer {credential}"} if credential else {}, timeout=10)
+        r = requests.request(
+            method,
+            url,
+            json=body,
+            headers={"Authorization": f"Bearer {credential}"} if credential else {},
+            timeout=timeout,
+        )
     except requests.RequestException as exc:
         raise TrackerDown(str(exc)) from exc
     if r.status_code >= 500:
         raise TrackerDown(f"HTTP {r.status_code}")
     return r
+
+
+def _get(url: str, credential: str | None = None) -> requests.Response:
+    return tracker_call("GET", url, credential, timeout=10)
 
 
 def contributor_known(tracker: str, key: str) -> bool:
