@@ -6,6 +6,7 @@ luckrig-node taste --tracker URL --node ID [--mode public-key] "prompt"
 luckrig-node taste --tracker URL --model NAME|rig:ID [--gateway URL] "prompt"   # routed by the gateway
 luckrig-node edit [--display-name NAME] [--tuning-note TEXT] [--quantization Q] [...]   # change the rig
 luckrig-node circle invite|members|remove [--circle NAME] [...]   # the friends a rig is shared with
+luckrig-node pull NAME|hf.co/<repo>:<quant>|URL [--models-dir DIR]   # fetch a model and check its sha256
 luckrig-node status
 luckrig-node keygen
 """
@@ -176,6 +177,12 @@ def cmd_circle(args) -> int:
     return run(args)
 
 
+def cmd_pull(args) -> int:
+    from node_agent.pull import pull
+
+    return pull(args)
+
+
 def cmd_status(args) -> int:
     from node_agent.join import status
 
@@ -294,6 +301,26 @@ def build_parser() -> argparse.ArgumentParser:
     circle_command("members", "list the members, their role, status, and requests and tokens today against limits")
     remove = circle_command("remove", "remove a member: their tokens for the circle stop working at once")
     remove.add_argument("member", help="the member's handle or contributor id")
+
+    pull = with_config_dir(
+        sub.add_parser(
+            "pull",
+            help="fetch a model: through ollama, or into the models folder, checked against its sha256",
+            description="Fetch a model by catalog name, hf.co/<owner>/<repo>:<quant> or https URL of a .gguf file "
+            "(docs/node-agent.md, Pulling a model). An ollama rig pulls it itself; otherwise the file is downloaded "
+            "(resumable) into the models folder and used only if its sha256 and size are the expected ones.",
+        )
+    )
+    pull.add_argument("ref", help="a catalog name or alias (smollm2), hf.co/<owner>/<repo>:<quant>, or an https URL")
+    pull.add_argument("--backend", choices=("ollama", "files"), help="default: the saved rig's (ollama if it is one)")
+    pull.add_argument("--upstream", help="ollama's URL (default: the saved one)")
+    pull.add_argument("--models-dir", help="where files go (default ~/.luckrig/models; env LUCKRIG_AGENT_MODELS_DIR)")
+    pull.add_argument("--sha256", help="the sha256 a URL's file must have (catalog names and hf.co carry theirs)")
+    pull.add_argument("--allow-host", action="append", metavar="HOST", help="also download from HOST (repeatable)")
+    pull.add_argument("--allow-http", action="store_true", help="allow plain http (a mirror on your own network)")
+    pull.add_argument("--allow-private", action="store_true", help="allow private and loopback addresses")
+    pull.add_argument("--catalog", metavar="FILE", help="a catalog file of your own (default: the agent's)")
+    pull.set_defaults(func=cmd_pull)
 
     status = with_config_dir(sub.add_parser("status", help="what this machine's node looks like"))
     status.set_defaults(func=cmd_status)

@@ -138,6 +138,10 @@ def test_a_fresh_venv_runs_the_agent_and_the_relay_without_django(tmp_path):
     assert help_.returncode == 0 and "join" in help_.stdout and "serve" in help_.stdout, help_.stderr
     version = subprocess.run([str(venv / "bin" / "luckrig-node"), "--version"], capture_output=True, text=True)
     assert version.stdout.strip() == f"luckrig-node {node_agent.__version__}"
+    # The catalog of short names `luckrig-node pull` reads is package data: it must be installed with the code.
+    catalog = "from node_agent import pull; print(pull.find_in_catalog(pull.load_catalog(), 'smollm2')['file'])"
+    shipped = subprocess.run([str(python), "-c", catalog], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert shipped.stdout.strip() == "SmolLM2-135M-Instruct.Q4_1.gguf", shipped.stderr
     no_django = subprocess.run([str(python), "-c", "import django"], cwd=tmp_path, capture_output=True, text=True)
     assert no_django.returncode != 0 and "No module named 'django'" in no_django.stderr
 

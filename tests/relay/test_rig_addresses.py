@@ -1,5 +1,6 @@
-"""The relay's copy of the tracker's public-address rule (relay/addresses.py, core/urlguard.py): the relay never
-imports the tracker, so this test holds the two equal, on the tricky forms and on random addresses."""
+"""The agent's copy of the tracker's public-address rule (node_agent/addresses.py, core/urlguard.py), which the
+relay's gateway (relay/addresses.py) and `luckrig-node pull` use: neither imports the tracker, so this test holds
+the two equal, on the tricky forms and on random addresses."""
 
 import ipaddress
 
@@ -7,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from core import urlguard
+from node_agent import addresses as agent_addresses
 from relay import addresses
 
 TRICKY = [
@@ -35,3 +37,4 @@ def test_a_url_is_judged_by_its_literal_address_and_a_name_is_left_to_the_resolv
     assert addresses.url_allowed("https://8.8.8.8/v1", allow_private=False)
     assert addresses.url_allowed("https://rig.example.org/v1", allow_private=False)  # PublicOnlyResolver decides
     assert addresses.url_allowed("http://127.0.0.1:8787/v1", allow_private=True)
+    assert addresses.is_public_address is agent_addresses.is_public_address  # one copy for the relay and the agent
