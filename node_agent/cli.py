@@ -7,7 +7,7 @@ luckrig-node taste --tracker URL --model NAME|rig:ID [--gateway URL] "prompt"   
 luckrig-node edit [--display-name NAME] [--tuning-note TEXT] [--quantization Q] [...]   # change the rig
 luckrig-node circle invite|members|remove [--circle NAME] [...]   # the friends a rig is shared with
 luckrig-node pull NAME|hf.co/<repo>:<quant>|URL [--models-dir DIR]   # fetch a model and check its sha256
-luckrig-node models [--model-file PATH] [--ollama-models DIR]   # local model files and their identity
+luckrig-node models [--model-file PATH] [--ollama-models DIR] [--models-dir DIR]   # local files, their identity
 luckrig-node status
 luckrig-node keygen
 """
@@ -335,6 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--model-file", help="a GGUF file to include (default: the one agent.json names)")
     models.add_argument("--ollama-models", help="ollama's models folder (default $OLLAMA_MODELS or ~/.ollama/models)")
     models.add_argument("--upstream", help="a llama.cpp server to ask for its model_path (default: the saved one)")
+    models.add_argument("--models-dir", help="pull's folder of .gguf files (default ~/.luckrig/models)")
     models.set_defaults(func=cmd_models)
 
     status = with_config_dir(sub.add_parser("status", help="what this machine's node looks like"))

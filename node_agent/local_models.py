@@ -1,6 +1,7 @@
 """`luckrig-node models`: the model files on this machine with their identity (node_agent/model_identity.py):
-ollama's models (its manifests), the file `--model-file` or agent.json names, and the file the llama.cpp server
-says it loaded. A file is hashed the first time only (the cache in <config-dir>/state/model_files.json)."""
+ollama's models (its manifests), the .gguf files in the models folder `luckrig-node pull` downloads into, the
+file `--model-file` or agent.json names, and the file the llama.cpp server says it loaded. A file is hashed the
+first time only (the cache in <config-dir>/state/model_files.json)."""
 
 import asyncio
 import sys
@@ -8,15 +9,17 @@ from pathlib import Path
 
 import aiohttp
 
-from node_agent import config, model_identity
+from node_agent import config, model_identity, pull
 
 
-def found_files(cfg: config.AgentConfig) -> list[tuple[str, Path, str | None]]:
+def found_files(cfg: config.AgentConfig, models_dir: Path) -> list[tuple[str, Path, str | None]]:
     """(name, file, known sha256 or None) for every model found."""
     found = []
     if cfg.model_file:
         path = Path(cfg.model_file).expanduser()
         found.append((cfg.model or path.name, path, None))
+    pulled = sorted(models_dir.glob("*.gguf")) if models_dir.is_dir() else []
+    found += [(path.name, path, None) for path in pulled if path.resolve() != Path(cfg.model_file or "").resolve()]
     ollama_dir = Path(cfg.ollama_models or model_identity.default_ollama_models()).expanduser()
     for name in model_identity.ollama_models(ollama_dir):
         blob = model_identity.ollama_model_blob(ollama_dir, name)
@@ -47,11 +50,12 @@ def run(args) -> int:
             "upstream": args.upstream,
         }
     )
-    files = found_files(cfg)
+    files = found_files(cfg, Path(args.models_dir or pull.default_models_dir()).expanduser())
     if not files:
         print(
             "No model files found: name one with --model-file PATH, or point --ollama-models at ollama's models "
-            "folder, or --upstream at a llama.cpp server that reports its model_path",
+            "folder, --models-dir at a folder of .gguf files, or --upstream at a llama.cpp server that reports its "
+            "model_path",
             file=sys.stderr,
         )
         return 1

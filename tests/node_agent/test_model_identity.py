@@ -174,12 +174,17 @@ def test_models_lists_the_local_files_with_their_identity(smollm2, shared_cache,
     models = tmp_path / "ollama"
     fake_ollama_dir(models, smollm2)
     other = tiny_gguf(tmp_path / "tiny.gguf")
+    pulled_dir = tmp_path / "pulled"  # where `luckrig-node pull` downloads: every .gguf file there is listed
+    pulled_dir.mkdir()
+    tiny_gguf(pulled_dir / "pulled.gguf", context=2048)
+    (pulled_dir / "half.gguf.part").write_bytes(b"GGUF")  # a download in progress is not a model
     config_dir = tmp_path / "config"
     (config_dir / "state").mkdir(parents=True)
     (config_dir / "state" / "model_files.json").write_bytes(shared_cache.read_bytes())
     assert (
         cli.main(
             ["models", "--config-dir", str(config_dir), "--ollama-models", str(models), "--model-file", str(other)]
+            + ["--models-dir", str(pulled_dir)]
         )
         == 0
     )
@@ -190,12 +195,15 @@ def test_models_lists_the_local_files_with_their_identity(smollm2, shared_cache,
         "llama, 135M parameters, quantization Q4_1" in smollm2_part and "context:       8,192 (trained)" in smollm2_part
     )
     assert "matches catalog smollm2:135m-instruct-q4_1" in smollm2_part and "(93.8 MiB)" in smollm2_part
+    tiny_part, pulled_part = tiny_part.split("pulled.gguf\n")
     assert tiny_part.startswith("tiny.gguf\n") and "quantization Q8_0" in tiny_part and "catalog" not in tiny_part
+    assert "context:       2,048 (trained)" in pulled_part and "half" not in out
     assert json.loads((config_dir / "state" / "model_files.json").read_text())["files"]  # hashed once, kept
 
 
 def test_models_says_when_it_finds_nothing(tmp_path, capsys):
-    assert cli.main(["models", "--config-dir", str(tmp_path), "--ollama-models", str(tmp_path / "none")]) == 1
+    nothing = ["--ollama-models", str(tmp_path / "none"), "--models-dir", str(tmp_path / "none")]
+    assert cli.main(["models", "--config-dir", str(tmp_path), *nothing]) == 1
     assert "No model files found" in capsys.readouterr().err
 
 
