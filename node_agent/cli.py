@@ -7,6 +7,7 @@ luckrig-node taste --tracker URL --model NAME|rig:ID [--gateway URL] "prompt"   
 luckrig-node edit [--display-name NAME] [--tuning-note TEXT] [--quantization Q] [...]   # change the rig
 luckrig-node circle invite|members|remove [--circle NAME] [...]   # the friends a rig is shared with
 luckrig-node pull NAME|hf.co/<repo>:<quant>|URL [--models-dir DIR]   # fetch a model and check its sha256
+luckrig-node models [--model-file PATH] [--ollama-models DIR] [--models-dir DIR]   # local files, their identity
 luckrig-node status
 luckrig-node keygen
 """
@@ -44,6 +45,8 @@ SERVE_FLAGS = [
     ("--upstream", str, "the local LLM server (e.g. http://127.0.0.1:11434 or http://127.0.0.1:8080)"),
     ("--backend", str, "ollama, llama.cpp or openai (default: detect)"),
     ("--model", str, "the model this rig serves (default: the upstream's first); tasters cannot pick another"),
+    ("--model-file", str, "the served model's GGUF file, hashed and read for its identity (default: ask the server)"),
+    ("--ollama-models", str, "ollama's models folder (default $OLLAMA_MODELS or ~/.ollama/models)"),
     ("--host", str, "address to listen on (default 127.0.0.1)"),
     ("--port", int, "port to listen on (default 8788)"),
     ("--max-active", int, "generations at once (default 1)"),
@@ -181,6 +184,12 @@ def cmd_pull(args) -> int:
     from node_agent.pull import pull
 
     return pull(args)
+
+
+def cmd_models(args) -> int:
+    from node_agent.local_models import run
+
+    return run(args)
 
 
 def cmd_status(args) -> int:
@@ -321,6 +330,13 @@ def build_parser() -> argparse.ArgumentParser:
     pull.add_argument("--allow-private", action="store_true", help="allow private and loopback addresses")
     pull.add_argument("--catalog", metavar="FILE", help="a catalog file of your own (default: the agent's)")
     pull.set_defaults(func=cmd_pull)
+
+    models = with_config_dir(sub.add_parser("models", help="the model files here: sha256, quantization, context"))
+    models.add_argument("--model-file", help="a GGUF file to include (default: the one agent.json names)")
+    models.add_argument("--ollama-models", help="ollama's models folder (default $OLLAMA_MODELS or ~/.ollama/models)")
+    models.add_argument("--upstream", help="a llama.cpp server to ask for its model_path (default: the saved one)")
+    models.add_argument("--models-dir", help="pull's folder of .gguf files (default ~/.luckrig/models)")
+    models.set_defaults(func=cmd_models)
 
     status = with_config_dir(sub.add_parser("status", help="what this machine's node looks like"))
     status.set_defaults(func=cmd_status)

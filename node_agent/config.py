@@ -23,6 +23,9 @@ class AgentConfig:
     upstream: str = ""
     backend: str = ""  # ollama | llama.cpp | openai; empty: detect
     model: str = ""  # the model this rig serves; empty: the upstream's first
+    # Where the served model's file is, for its identity (node_agent/model_identity.py): empty asks the server.
+    model_file: str = ""
+    ollama_models: str = ""  # ollama's models folder; empty: $OLLAMA_MODELS or ~/.ollama/models
     host: str = "127.0.0.1"
     port: int = 8788
     max_active: int = 1

@@ -12,7 +12,7 @@ from pathlib import Path
 import aiohttp
 import requests
 
-from node_agent import config, hardware, keys, upstream
+from node_agent import config, hardware, keys, model_identity, upstream
 
 IDENTITY = "identity.json"
 CANDIDATES = ["http://127.0.0.1:11434", "http://127.0.0.1:8080", "http://127.0.0.1:8081"]
@@ -201,6 +201,38 @@ def update_registration(
     return None, node
 
 
+def file_header(found: upstream.Detected, model: str, cfg: config.AgentConfig) -> dict:
+    """What the served model file's GGUF header says (node_agent/model_identity.py), for the quantization and
+    context length the operator did not state; empty when the file cannot be found or read. Only the header is
+    read here: the sha256, which reads the whole file, waits for `serve`."""
+
+    async def find():
+        async with aiohttp.ClientSession(trust_env=False) as session:
+            return await model_identity.locate(
+                session,
+                backend=found.backend,
+                base_url=found.base_url,
+                model=model,
+                model_file=cfg.model_file,
+                ollama_dir=cfg.ollama_models,
+            )
+
+    located = asyncio.run(find())
+    if located is None:
+        return {}
+    try:
+        header = model_identity.read_header(located[0])
+    except (OSError, ValueError) as exc:
+        step(f"The model file {located[0]} could not be read ({exc})")
+        return {}
+    step(
+        f"Model file {located[0].name}: {header['quantization'] or 'quantization not stated'}, "
+        f"{header['architecture'] or 'architecture not stated'}"
+        + (f", trained context {header['context_length']:,}" if header["context_length"] else "")
+    )
+    return header
+
+
 def join(args, flags: dict) -> int:
     cfg = config.resolve(flags)
     if not cfg.tracker:
@@ -235,7 +267,14 @@ def join(args, flags: dict) -> int:
     gpu = args.gpu or hw.gpu
     vram = args.vram_gb if args.vram_gb is not None else hw.vram_gb
     step(f"Hardware: {gpu}" + (f", {vram:g} GB" if vram else "") + f" (from {'flags' if args.gpu else hw.source})")
-    quant = args.quantization or found.quantizations.get(model) or hardware.quantization_from(model) or "unknown"
+    header = file_header(found, model, cfg)
+    quant = (
+        args.quantization
+        or header.get("quantization")
+        or found.quantizations.get(model)
+        or hardware.quantization_from(model)
+        or "unknown"
+    )
 
     key = contributor_key(args, cfg_dir, tracker)
 
@@ -275,6 +314,9 @@ def join(args, flags: dict) -> int:
             "id": node_id_hint(gpu, model, quant),
             "model_name": model,
             "quantization": quant,
+            # The context the file was trained for, when the operator states none (--context-length).
+            **({"context_length": header["context_length"]} if header.get("context_length") else {}),
+            **({"context_length": wanted["context_length"]} if "context_length" in wanted else {}),
             "gpu": gpu,
             "vram_gb": vram,
             "node_public_key": public_pem,

@@ -19,7 +19,7 @@ import aiohttp
 from aiohttp import web
 from cryptography.exceptions import UnsupportedAlgorithm
 
-from node_agent import __version__, auth, cors, keys, logs, upstream
+from node_agent import __version__, auth, cors, keys, logs, model_identity, upstream
 from node_agent.circles import CircleGuard
 from node_agent.config import AgentConfig
 from node_agent.errors import AgentError, earn_more, limited
@@ -53,6 +53,7 @@ class Agent:
         self.tunnel: TunnelClient | None = None
         self.verifier: auth.TokenVerifier | None = None
         self.models: list[str] = []
+        self.model_file: dict | None = None  # the served file's identity, once known (node_agent/model_identity.py)
         self._tasks: list[asyncio.Task] = []
         self.background: set[asyncio.Task] = set()  # output moderation in `record` mode
         self.repeats: logs.RepeatFilter | None = None  # set by serve(): writes the counts of repeated log lines
@@ -113,6 +114,7 @@ class Agent:
         except (aiohttp.ClientError, TimeoutError, ValueError, KeyError):
             self.models = []
         self._tasks.append(asyncio.create_task(self.link.run()))
+        self._tasks.append(asyncio.create_task(self.identify_model(backend)))
         if self.repeats is not None:
             self._tasks.append(asyncio.create_task(logs.flush_forever(self.repeats)))
         if cfg.relay != "off":
@@ -152,6 +154,31 @@ class Agent:
         name = self.config.model or (self.models[0] if self.models else "")
         return name.rsplit("/", 1)[-1]  # a server that names models by file path: the file name only
 
+    async def identify_model(self, backend: str) -> None:
+        """Find, hash and read the served model's file in a thread, once: serving never waits for it, and the
+        heartbeats carry `model_identity` from then on. A file that cannot be found or read leaves it out."""
+        model = self.served_model()
+        cfg = self.config
+        try:
+            found = await model_identity.locate(
+                self.session,
+                backend=backend,
+                base_url=cfg.upstream,
+                model=self.config.model or (self.models[0] if self.models else ""),
+                model_file=cfg.model_file,
+                ollama_dir=cfg.ollama_models,
+            )
+            if found is None:
+                log.info("the served model's file was not found: no model identity (see --model-file)")
+                return
+            cache = model_identity.IdentityCache(model_identity.cache_path(cfg.config_dir))
+            identity = await asyncio.to_thread(cache.identify, found[0], digest=found[1])
+        except (OSError, ValueError) as exc:
+            log.warning("the served model's file could not be read: %s", exc)
+            return
+        self.model_file = identity.report(model)
+        log.info("model file %s: sha256 %s, %s", found[0].name, identity.sha256[:12], identity.quantization)
+
     def _set_keys(self, keys: dict) -> None:
         self.verifier = auth.TokenVerifier(node_id=self.node_id, issuer=self.config.tracker, keys=keys)
 
@@ -164,6 +191,7 @@ class Agent:
                 # Shown on the rig's page: what this rig refuses (the operator may switch categories off).
                 "filter_categories": self.policy.categories if self.policy else [],
             },
+            **({"model_identity": self.model_file} if self.model_file else {}),
         }
 
     def usage_added(self) -> None:

@@ -51,6 +51,8 @@ class TrackerLink:
         # A tracker from before v1.1 takes only scalar telemetry values: once it refuses a heartbeat for its
         # telemetry, lists (filter_categories) are left out, so that the rig keeps heartbeating (and stays listed).
         self.scalar_telemetry_only = False
+        # Likewise a tracker from before issue 16 knows no `model_identity`: once refused for it, it is left out.
+        self.without_model_identity = False
         self.on_keys = None  # callback(dict kid → key)
         self.on_rules = None  # callback(rules)
         self.on_circles = None  # callback(dict with visibility, circles, circle_only_hours): the rig's radius
@@ -191,10 +193,17 @@ class TrackerLink:
         telemetry = body.get("telemetry")
         if self.scalar_telemetry_only and isinstance(telemetry, dict):
             body["telemetry"] = {k: v for k, v in telemetry.items() if not isinstance(v, list | dict)}
+        if self.without_model_identity:
+            body.pop("model_identity", None)
         return body
 
     def _telemetry_refused(self, field) -> bool:
-        """Whether a refusal names the telemetry (the first time only): then lists are left out from now on."""
+        """Whether a refusal names the telemetry (the first time only): then lists are left out from now on; or
+        the model identity (the first time only): then it is left out from now on."""
+        if str(field or "").startswith("model_identity") and not self.without_model_identity:
+            self.without_model_identity = True
+            log.warning("the tracker refused the heartbeat's model_identity (a tracker before it): leaving it out")
+            return True
         if self.scalar_telemetry_only or not str(field or "").startswith("telemetry"):
             return False
         self.scalar_telemetry_only = True

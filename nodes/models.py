@@ -237,6 +237,9 @@ class Node(models.Model):
     agent_version = models.CharField(max_length=40, blank=True)
     served_models = models.JSONField(default=list, blank=True)
     telemetry = models.JSONField(default=dict, blank=True)
+    # The served model file as the agent reports it (sha256, GGUF header: nodes/model_files.py); null when its
+    # latest heartbeat said nothing about it. The operator's claim, shown as such.
+    model_identity = models.JSONField(null=True, blank=True, editable=False)
 
     # Community timing: medians over client-measured uploads and relays' measurements.
     timing_samples_count = models.PositiveIntegerField(default=0)

@@ -5,6 +5,7 @@ instances cost more than the rest of the request), single nodes go through `publ
 from collections.abc import Mapping
 
 from core.timefmt import iso
+from nodes.model_files import model_file
 from nodes.models import Node, relayed_endpoint_url
 
 PUBLIC_NODE_FIELDS = (
@@ -35,6 +36,7 @@ PUBLIC_NODE_FIELDS = (
     "reachability",
     "circles",
     "circle_only_hours",
+    "model_file",
 )
 
 # The node columns public_node reads, plus the owner's id and handle.
@@ -77,6 +79,7 @@ _NODE_COLUMNS = (
     "timing_last_uploaded_at",
     "reachability",
     "circle_only_hours",
+    "model_identity",
 )
 PUBLIC_COLUMNS = (*_NODE_COLUMNS, "owner__id", "owner__handle", "relay__public_url")
 
@@ -164,4 +167,6 @@ def public_node(r: Mapping) -> dict:
         # UTC hours in which a shared public or unlisted rig serves its circles only: when tasters can expect a
         # 409 `circle_only_now` (it says that the rig is shared, never with whom).
         "circle_only_hours": sorted(r["circle_only_hours"] or ()),
+        # The served file as the rig reports it (its heartbeats): a claim the tracker displays, never checks.
+        "model_file": model_file(r["model_identity"]),
     }

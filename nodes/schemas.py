@@ -53,6 +53,15 @@ class CircleRefDoc(s.Serializer):
     name = s.CharField()
 
 
+class ModelFileDoc(s.Serializer):
+    sha256 = s.RegexField(r"^[0-9a-f]{64}$", help_text="the model file's SHA-256, as the rig reports it")
+    quantization = s.CharField(allow_null=True, help_text="from the GGUF header's general.file_type, e.g. Q4_1")
+    architecture = s.CharField(allow_null=True)
+    parameters = s.IntegerField(allow_null=True)
+    context_length = s.IntegerField(allow_null=True, help_text="the context the model was trained for")
+    catalog = s.CharField(allow_null=True, help_text="the catalog entry with this sha256, if any")
+
+
 class PublicNodeDoc(s.Serializer):
     id = s.SlugField()
     display_name = s.CharField()
@@ -90,6 +99,11 @@ class PublicNodeDoc(s.Serializer):
     circle_only_hours = s.ListField(
         child=s.IntegerField(min_value=0, max_value=23),
         help_text="UTC hours in which this rig serves its circles only (others get 409 circle_only_now); sorted",
+    )
+    model_file = ModelFileDoc(
+        allow_null=True,
+        help_text="the model file the rig reports in its heartbeats: its claim, displayed, never checked; null when "
+        "its latest heartbeat said nothing about it",
     )
 
 

@@ -217,13 +217,21 @@ def _apply_queue(node: Node, queue: dict, now: datetime) -> None:
 
 @transaction.atomic
 def record_heartbeat(
-    *, node: Node, queue: dict, models: list[str], agent_version: str, telemetry: dict, now: datetime
+    *,
+    node: Node,
+    queue: dict,
+    models: list[str],
+    agent_version: str,
+    telemetry: dict,
+    now: datetime,
+    model_identity: dict | None = None,
 ) -> bool:
     """Store an agent's heartbeat on its node and tell the queue subscribers; True when it is the node's first
     (the node joins the public surfaces now: the caller recounts what a listed node changes)."""
     first = node.last_heartbeat_at is None
     node.last_heartbeat_at = node.last_seen_at = now
     node.served_models, node.agent_version, node.telemetry = models, agent_version, telemetry
+    node.model_identity = model_identity
     _apply_queue(node, queue, now)
     node.save(
         update_fields=[
@@ -232,6 +240,7 @@ def record_heartbeat(
             "served_models",
             "agent_version",
             "telemetry",
+            "model_identity",
             *_QUEUE_FIELDS,
         ]
     )

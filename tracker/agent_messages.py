@@ -23,6 +23,7 @@ class Heartbeat(agent_link.AgentMessage):
             models=data.get("models", []),
             agent_version=data.get("agent_version", ""),
             telemetry=data.get("telemetry", {}),
+            model_identity=data.get("model_identity"),
         )
 
 

@@ -154,11 +154,28 @@ class TelemetryField(serializers.DictField):
         return dict(data)
 
 
+class ModelIdentityIn(StrictSerializer):
+    """The served model file as the agent read it (node_agent/model_identity.py): the rig's claim, displayed only."""
+
+    model = StrictCharField(max_length=200)
+    sha256 = serializers.RegexField(r"\A[0-9a-f]{64}\Z", max_length=64)
+    size = StrictIntegerField(min_value=0, max_value=2**53)
+    source = serializers.ChoiceField(choices=["file", "ollama"])
+    architecture = StrictCharField(required=False, allow_null=True, max_length=64)
+    parameters = StrictIntegerField(required=False, allow_null=True, min_value=0, max_value=2**53)
+    size_label = StrictCharField(required=False, allow_null=True, max_length=32)
+    quantization = StrictCharField(required=False, allow_null=True, max_length=32)
+    context_length = StrictIntegerField(required=False, allow_null=True, min_value=0, max_value=2**31)
+    tokenizer = StrictCharField(required=False, allow_null=True, max_length=64)
+    chat_template_sha256 = serializers.RegexField(r"\A[0-9a-f]{64}\Z", max_length=64, required=False, allow_null=True)
+
+
 class HeartbeatIn(StrictSerializer):
     queue = QueueIn()
     models = serializers.ListField(child=StrictCharField(max_length=200), max_length=64, required=False)
     agent_version = StrictCharField(required=False, allow_blank=True, max_length=40)
     telemetry = TelemetryField(required=False)
+    model_identity = ModelIdentityIn(required=False)
 
 
 class UsageEntryIn(StrictSerializer):

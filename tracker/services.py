@@ -191,6 +191,7 @@ def record_heartbeat(
     models: list[str],
     agent_version: str,
     telemetry: dict,
+    model_identity: dict | None = None,
     now: datetime | None = None,
 ) -> dict:
     """Store an agent's heartbeat (nodes.services) and answer with what the agent must know: its status, the
@@ -198,7 +199,13 @@ def record_heartbeat(
     hours: tracker.circle_push)."""
     now = now or timezone.now()
     first = node_services.record_heartbeat(
-        node=node, queue=queue, models=models, agent_version=agent_version, telemetry=telemetry, now=now
+        node=node,
+        queue=queue,
+        models=models,
+        agent_version=agent_version,
+        telemetry=telemetry,
+        model_identity=model_identity,
+        now=now,
     )
     if first:
         # Its first report: the node joins the public surfaces now (a node that never reported in is not listed),

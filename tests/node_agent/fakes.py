@@ -61,6 +61,7 @@ class FakeOpenAI(ThreadedApp):
         self.fail_at = 3  # the chunk at which a failure mode strikes
         self.probe_delay = 0.0  # seconds before a non-streamed answer (the agent's prompt-token question)
         self.llamacpp_tokenizer = False  # serve llama.cpp's /apply-template and /tokenize
+        self.model_path = None  # the file llama.cpp's /props names as `model_path` (None: left out)
 
     def text(self) -> str:
         return "".join(self.words)
@@ -103,7 +104,8 @@ class FakeOpenAI(ThreadedApp):
         )
 
     async def props(self, request):
-        return web.json_response({"total_slots": 1, "default_generation_settings": {"n_ctx": 2048}})
+        path = {"model_path": str(self.model_path)} if self.model_path else {}
+        return web.json_response({"total_slots": 1, "default_generation_settings": {"n_ctx": 2048}, **path})
 
     def chunk(self, delta: dict, finish=None) -> dict:
         return {

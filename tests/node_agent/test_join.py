@@ -226,3 +226,28 @@ def test_join_without_upstream_finds_a_server_on_its_usual_port(tracker, tmp_pat
         result = join(tracker.base, tmp_path, "--port", str(free_port()), "--gpu", "Fake GPU")
     assert result.returncode == 0, result.stderr
     assert f"Found {backend} at http://127.0.0.1:{port}" in result.stdout
+
+
+def test_join_fills_quantization_and_context_from_the_served_file(tracker, tmp_path):
+    """llama.cpp's /props names the model file: join reads its GGUF header for what the operator did not state
+    (the alias `smollm2-fake` names no quantization: it used to register as `unknown`)."""
+    from bin import smollm2_server
+
+    try:
+        model_file = smollm2_server.model_file()
+    except LookupError as exc:
+        pytest.skip(f"the SmolLM2 GGUF is not installed: {exc}")
+    with FakeOpenAI() as llama:
+        llama.model_path = model_file
+        result = join(tracker.base, tmp_path / "a", "--upstream", llama.base, "--port", str(free_port()), "--gpu", "G")
+        assert result.returncode == 0, result.stderr
+        assert f"Model file {model_file.name}: Q4_1, llama, trained context 8,192" in result.stdout
+        node = tracker.node(saved(tmp_path / "a")[0]["node_id"])
+        assert (node["model_name"], node["quantization"], node["context_length"]) == ("smollm2-fake", "Q4_1", 8192)
+
+        # What the operator states wins over the file.
+        stated = ("--quantization", "Q8_0", "--context-length", "2048", "--display-name", "stated")
+        result = join(tracker.base, tmp_path / "b", "--upstream", llama.base, "--port", str(free_port()), *stated)
+        assert result.returncode == 0, result.stderr
+        node = tracker.node(saved(tmp_path / "b")[0]["node_id"])
+        assert (node["quantization"], node["context_length"]) == ("Q8_0", 2048)

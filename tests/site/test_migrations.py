@@ -28,13 +28,13 @@ SQUASHED = {
 }
 # Migrations written since the squashes (issue 15's circles onwards): applied after their app's squash.
 AFTER_SQUASH = {
-    "nodes": ["0009_circles"],
+    "nodes": ["0009_circles", "0010_model_identity"],
     "tracker": ["0006_token_circle"],
     "moderation": ["0008_moderators_view_circles"],
 }
 # Columns those later migrations added to existing tables, with the value every old row must get.
 ADDED_COLUMNS = {
-    "nodes_node": {"circle_only_hours": []},
+    "nodes_node": {"circle_only_hours": [], "model_identity": None},
     "tracker_tastingtoken": {"circle_id": None, "via_circle": False},
 }
 ADDED_TABLES = ["nodes_circle", "nodes_circleinvite", "nodes_circlemember", "nodes_node_circles"]
