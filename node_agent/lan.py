@@ -178,9 +178,11 @@ def parse_txt(properties: dict) -> tuple[dict, list[str]]:
     for key, value in (properties or {}).items():
         try:
             name = key.decode("ascii") if isinstance(key, bytes) else str(key)
-            text[name.lower()] = value.decode("utf-8") if isinstance(value, bytes) else value
+            # Keys are case-insensitive and the first of a repeated key counts (RFC 6763 section 6.4).
+            text.setdefault(name.lower(), value.decode("utf-8") if isinstance(value, bytes) else value)
         except UnicodeDecodeError:
-            problems.append("a field that is not text")
+            if "a field that is not text" not in problems:
+                problems.append("a field that is not text")
     if text.get("txtvers") != TXT_VERSION:
         problems.append("unknown txtvers")
         return fields, problems

@@ -117,6 +117,9 @@ def test_the_txt_record_fits_one_string_per_field_and_reads_back(tmp_path):
         "model": "smollm2",
         "radius": "circle",
     }
+    # Keys are case-insensitive, and the first of a repeated one counts.
+    fields, _ = lan.parse_txt({b"TXTVERS": b"1", b"txtvers": b"2", b"Radius": b"local", b"radius": b"public"})
+    assert (fields["txtvers"], fields["radius"]) == ("1", "local")
     too_long = lan.txt_record(node_id="n", public_key=key.public_b64, model="m" * 300, radius="local", version="1")
     assert "model" not in too_long and too_long["radius"] == "local"
 
