@@ -8,6 +8,7 @@ luckrig-node edit [--display-name NAME] [--tuning-note TEXT] [--quantization Q] 
 luckrig-node circle invite|members|remove [--circle NAME] [...]   # the friends a rig is shared with
 luckrig-node pull NAME|hf.co/<repo>:<quant>|URL [--models-dir DIR]   # fetch a model and check its sha256
 luckrig-node models [--model-file PATH] [--ollama-models DIR] [--models-dir DIR]   # local files, their identity
+luckrig-node discover [--seconds N] [--json]   # the rigs announced on the LAN (serve --lan)
 luckrig-node status
 luckrig-node keygen
 """
@@ -80,6 +81,12 @@ SERVE_FLAGS = [
         "the tracker says (public, unlisted, or not given: the tracker's word, which can only narrow it)",
     ),
     ("--circle", str, "a circle id (c_...) this rig serves, pinned: the tracker cannot add to them (repeatable)"),
+    (
+        "--lan",
+        bool,
+        "announce this agent (its own port) on the LAN over mDNS as _luckrig._tcp, for local mode (docs/local-mode.md)",
+    ),
+    ("--lan-interface", str, "with --lan: the interface whose addresses are announced (default: the default route's)"),
     ("--limit-loopback", int, argparse.SUPPRESS),  # a test seam (docs/node-agent.md), not an operator's setting
 ]
 CHOICES = {
@@ -93,7 +100,15 @@ REPEATABLE = {"--filter-off", "--circle"}
 
 def add_serve_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
     for flag, kind, text in SERVE_FLAGS:
-        if flag not in skip:
+        if flag not in skip and kind is bool:
+            parser.add_argument(
+                flag,
+                action="store_const",
+                const=True,
+                default=None,
+                help=f"{text}; env {config.ENV_PREFIX}{flag[2:].upper().replace('-', '_')}=1",
+            )
+        elif flag not in skip:
             parser.add_argument(
                 flag,
                 type=kind,
@@ -190,6 +205,12 @@ def cmd_models(args) -> int:
     from node_agent.local_models import run
 
     return run(args)
+
+
+def cmd_discover(args) -> int:
+    from node_agent.lan import print_discovered
+
+    return print_discovered(args.seconds, args.lan_interface or "", as_json=args.json)
 
 
 def cmd_status(args) -> int:
@@ -337,6 +358,12 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--upstream", help="a llama.cpp server to ask for its model_path (default: the saved one)")
     models.add_argument("--models-dir", help="pull's folder of .gguf files (default ~/.luckrig/models)")
     models.set_defaults(func=cmd_models)
+
+    discover = sub.add_parser("discover", help="list the LuckRig rigs announced on the LAN (mDNS), for N seconds")
+    discover.add_argument("--seconds", type=float, default=3.0, help="how long to listen (default 3)")
+    discover.add_argument("--lan-interface", help="listen on this interface only (default: all)")
+    discover.add_argument("--json", action="store_true", help="print a JSON list")
+    discover.set_defaults(func=cmd_discover)
 
     status = with_config_dir(sub.add_parser("status", help="what this machine's node looks like"))
     status.set_defaults(func=cmd_status)

@@ -59,6 +59,10 @@ class AgentConfig:
     # `circle` and the circle ids (comma-separated, or a list in agent.json) win over whatever the tracker says.
     visibility: str = ""
     circle: str = ""
+    # Local mode (issue 16, node_agent/lan.py): announce this agent on the LAN over mDNS; which interface's
+    # addresses (empty: the default route's).
+    lan: bool = False
+    lan_interface: str = ""
     config_dir: str = field(default_factory=lambda: str(default_config_dir()))
 
     def __post_init__(self):
@@ -108,6 +112,10 @@ def circle_ids(value) -> frozenset[str]:
 
 
 def _coerce(kind, value):
+    if kind is bool or kind == "bool":
+        if value.strip().lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            raise ValueError(f"expected 1 or 0 (true or false), not {value!r}")
+        return value.strip().lower() in ("1", "true", "yes", "on")
     if kind is int or kind == "int":
         return int(value)
     if kind is float or kind == "float":

@@ -418,6 +418,18 @@ def tasters_url(tracker: str, node_id: str, key: str | None = None) -> str | Non
         return None
 
 
+def lan_line(lan: dict, config_dir: Path) -> str:
+    """`serve --lan`'s announcement as status shows it; the key from this machine's own file."""
+    from node_agent import identity
+
+    state = "announced" if lan.get("announced") else "announcing"
+    try:
+        key = identity.load_existing(config_dir).fingerprint
+    except (OSError, ValueError, TypeError):
+        key = "unreadable"
+    return f"{state} on the LAN as {lan.get('radius')}, key {key}"
+
+
 def status(args) -> int:
     cfg = config.resolve({"config_dir": args.config_dir})
     if not cfg.node_id:
@@ -437,6 +449,8 @@ def status(args) -> int:
             f"{local['queue']['waiting']} waiting"
             + (f", serving as {local['visibility']}" if local.get("visibility") else "")
         )
+        if local.get("lan"):
+            print(f"LAN:       {lan_line(local['lan'], Path(cfg.config_dir))}")
         reach = local.get("reachability") or {}
         if reach.get("reachability") == "relayed":
             relay_id = reach.get("relay_id")

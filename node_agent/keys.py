@@ -39,6 +39,14 @@ def fingerprint_of_public_pem(public_pem: str) -> str:
 def generate(private_path: Path) -> tuple[str, str]:
     """Create a key pair; refuses to overwrite an existing private key. Returns (public PEM, fingerprint)."""
     private = X25519PrivateKey.generate()
+    write_private_key(private_path, private)
+    public_pem = public_pem_of(private.public_key())
+    return public_pem, fingerprint_of_public_pem(public_pem)
+
+
+def write_private_key(private_path: Path, private) -> None:
+    """Write a private key as PKCS#8 PEM, mode 0600 from the start; refuses to overwrite an existing file (losing
+    a key would change who this machine is to everyone who knows it)."""
     pem = private.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
@@ -46,8 +54,6 @@ def generate(private_path: Path) -> tuple[str, str]:
     fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as fh:
         fh.write(pem)
-    public_pem = public_pem_of(private.public_key())
-    return public_pem, fingerprint_of_public_pem(public_pem)
 
 
 def load_public_pem(private_path: Path) -> str:

@@ -19,7 +19,7 @@ import aiohttp
 from aiohttp import web
 from cryptography.exceptions import UnsupportedAlgorithm
 
-from node_agent import __version__, auth, cors, keys, logs, model_identity, upstream
+from node_agent import __version__, auth, cors, identity, keys, lan, logs, model_identity, upstream
 from node_agent.circles import CircleGuard
 from node_agent.config import AgentConfig
 from node_agent.errors import AgentError, earn_more, limited
@@ -57,6 +57,7 @@ class Agent:
         self._tasks: list[asyncio.Task] = []
         self.background: set[asyncio.Task] = set()  # output moderation in `record` mode
         self.repeats: logs.RepeatFilter | None = None  # set by serve(): writes the counts of repeated log lines
+        self.lan: lan.LanAdvertiser | None = None  # --lan: the mDNS announcement (node_agent/lan.py)
         # Public-key mode needs the node's private key; without it the agent serves plain mode only (and says so
         # in /health) rather than refusing to start: a bad key file must not take a working rig offline.
         self.private_key = None
@@ -107,7 +108,7 @@ class Agent:
         self.queue.on_change = self.link.queue_changed
         self.link.on_keys = self._set_keys
         self.link.on_rules = self.policy.set_rules
-        self.link.on_circles = self.circles.apply
+        self.link.on_circles = self._radius_told
         self._set_keys(await self.link.refresh_keys())
         try:
             self.models = [m["id"] for m in await self.upstream.models()]
@@ -127,6 +128,8 @@ class Agent:
                 max_body_bytes=cfg.max_body_bytes,
             )
             self._tasks.append(asyncio.create_task(self.tunnel.run()))
+        if cfg.lan:
+            self._announce()
         log.info(
             "serving node %s in front of %s (%s); %d tracker key(s); filtering %s; %s",
             self.node_id,
@@ -137,7 +140,48 @@ class Agent:
             self.circles.describe(),
         )
 
+    def lan_txt(self) -> dict[str, str]:
+        radius = lan.trust_radius(self.config.tracker, self.circles.visibility)
+        return lan.txt_record(
+            node_id=self.node_id,
+            public_key=self.lan.identity.public_b64 if self.lan else "",
+            model=self.served_model(),
+            radius=radius,
+            version=__version__,
+        )
+
+    def _announce(self) -> None:
+        """Start the LAN announcement (--lan); when there is no LAN address to announce, say so and serve anyway."""
+        try:
+            name, addresses = lan.system_announce_addresses(self.config.lan_interface)
+            agent_key = identity.load_or_create(Path(self.config.config_dir))
+        except (lan.LanError, OSError, ValueError, TypeError, UnsupportedAlgorithm) as exc:
+            log.warning("not announcing on the LAN: %s", exc)
+            return
+        if self.config.host in ("127.0.0.1", "::1", "localhost"):
+            log.warning(
+                "--lan: the agent listens on %s only; other devices see it but cannot connect", self.config.host
+            )
+        self.lan = lan.LanAdvertiser(agent=agent_key, port=self.config.port, addresses=addresses)
+        try:
+            self.lan.start(self.lan_txt())
+        except OSError as exc:  # no multicast socket on that address
+            log.warning("not announcing on the LAN: %s", exc)
+            self.lan = None
+            return
+        log.info("LAN interface %s", name)
+
+    def _radius_told(self, message: dict) -> None:
+        """The tracker spoke about the rig's radius: apply it, and re-announce when the LAN's view of it changed."""
+        self.circles.apply(message)
+        if self.lan is not None:
+            task = asyncio.create_task(self.lan.update(self.lan_txt()))
+            self.background.add(task)
+            task.add_done_callback(self.background.discard)
+
     async def stop(self, app: web.Application) -> None:
+        if self.lan is not None:  # first: the goodbye tells the LAN at once that this rig is going
+            await self.lan.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -237,6 +281,9 @@ class Agent:
                 "node_public_key_fingerprint": self.fingerprint,
                 # How tasters reach this rig: direct, or relayed (and whether the tunnel is open right now).
                 "reachability": self.tunnel.status if self.tunnel is not None else {"relay": "off"},
+                # --lan: whether the LAN announcement is out, and the radius it says (null when off or nothing to
+                # announce). Not the LAN addresses: /health is public through the relay.
+                "lan": self.lan.status() if self.lan is not None else None,
                 "filter_categories": self.policy.categories,
                 # public, unlisted or circle (who may taste it; the circles themselves are the members' business)
                 "visibility": self.circles.visibility,

@@ -29,6 +29,8 @@ DISTRIBUTION_OF = {
     "requests": "requests",
     "gguf": "gguf",
     "prometheus_client": "prometheus-client",
+    "zeroconf": "zeroconf",
+    "ifaddr": "ifaddr",
     "node_agent": "luckrig-node",
 }
 # What a node operator must never be made to install: the tracker's stack.
@@ -134,7 +136,8 @@ def test_a_fresh_venv_runs_the_agent_and_the_relay_without_django(tmp_path):
     print(f"\nluckrig-node alone: {len(names)} distributions, {size / 2**20:.1f} MiB in site-packages: {sorted(names)}")
 
     # gguf (the model files' header reader) brings numpy, pyyaml and tqdm: the agent's largest dependencies.
-    assert {"luckrig-node", "aiohttp", "pyjwt", "cryptography", "requests", "gguf", "numpy"} <= names
+    wanted = {"luckrig-node", "aiohttp", "pyjwt", "cryptography", "requests", "gguf", "numpy", "zeroconf", "ifaddr"}
+    assert wanted <= names
     assert not names & TRACKER_ONLY
     help_ = subprocess.run([str(venv / "bin" / "luckrig-node"), "--help"], capture_output=True, text=True, timeout=60)
     assert help_.returncode == 0 and "join" in help_.stdout and "serve" in help_.stdout, help_.stderr

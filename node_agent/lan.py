@@ -1,0 +1,443 @@
+"""Local mode on the LAN (issue 16), the foundation: announcing this agent over mDNS (`serve --lan`) and seeing the
+other LuckRig rigs on the same network (`luckrig-node discover`, and next the local router).
+
+The announcement is `_luckrig._tcp.local.` for the agent's own port (never the model server's: that one has no
+tokens, no queue and no filter), on the default-route interface's IPv4 addresses only (docker bridges, veth pairs,
+VPN tunnels and link-local addresses are other networks or none). Its TXT record carries hints, never
+authentication: anyone on the LAN can announce any node id, key, model or radius. What a device may do with
+another is decided by pairing (the pinned Ed25519 key, node_agent/identity.py), not by anything read here; so the
+browser keeps what it reads, checked for shape only, and never lets a hostile record crash it or print terminal
+escapes."""
+
+import asyncio
+import contextlib
+import hashlib
+import ipaddress
+import json
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import ifaddr
+from zeroconf import IPVersion, ServiceStateChange
+from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
+
+from node_agent import identity
+
+log = logging.getLogger("luckrig.agent.lan")
+
+SERVICE_TYPE = "_luckrig._tcp.local."
+TXT_VERSION = "1"
+RADII = ("local", "circle", "public")
+TXT_STRING_MAX = 255  # one TXT character-string is a length byte and at most 255 bytes (RFC 6763 section 6.1)
+RTF_UP = 0x1
+# Interfaces that are never the LAN, even when a default route goes through them: containers' bridges and pairs,
+# VPN tunnels, hypervisors' host-only networks, loopback. A name is a heuristic; --lan-interface overrides it.
+NOT_LAN_PREFIXES = (
+    "lo",
+    "docker",
+    "br-",
+    "veth",
+    "virbr",
+    "vboxnet",
+    "vmnet",
+    "tun",
+    "tap",
+    "wg",
+    "tailscale",
+    "zt",
+    "utun",
+    "ppp",
+    "cni",
+    "flannel",
+    "podman",
+)
+MAX_RIGS = 256  # a flood of announcements must not grow the table without bound
+
+
+class LanError(Exception):
+    """Why the agent cannot announce itself (said once in the log; the rig keeps serving)."""
+
+
+def trust_radius(tracker: str, visibility: str) -> str:
+    """The rig's radius as the LAN sees it: `local` with no tracker (paired devices only), `circle` for a circle
+    rig, `public` otherwise (an unlisted rig is not listed, but any holder of a tracker token may taste it)."""
+    if not tracker:
+        return "local"
+    return "circle" if visibility == "circle" else "public"
+
+
+# --- which address to announce ----------------------------------------------------------------------------------
+
+
+def default_route_interfaces(route_table: str) -> list[str]:
+    """The interfaces of IPv4 default routes in /proc/net/route's format, lowest metric first."""
+    found = []
+    for line in route_table.splitlines()[1:]:
+        parts = line.split()
+        if len(parts) < 8:
+            continue
+        try:
+            destination, flags, metric, mask = int(parts[1], 16), int(parts[3], 16), int(parts[6]), int(parts[7], 16)
+        except ValueError:
+            continue
+        if destination == 0 and mask == 0 and flags & RTF_UP:
+            found.append((metric, parts[0]))
+    return [name for _, name in sorted(found)]
+
+
+def is_lan_interface(name: str) -> bool:
+    return not name.startswith(NOT_LAN_PREFIXES)
+
+
+def lan_interface(route_table: str) -> str:
+    """The interface of the default route (the lowest metric one that is not a container, VPN or loopback
+    interface); LanError when there is none."""
+    for name in default_route_interfaces(route_table):
+        if is_lan_interface(name):
+            return name
+    raise LanError("no default route through a LAN interface: name one with --lan-interface")
+
+
+def interface_addresses(adapters: Iterable, name: str, *, allow_loopback: bool = False) -> list[str]:
+    """The IPv4 addresses of interface `name` in an ifaddr adapter table, link-local ones left out (IPv6 is not
+    announced yet: its global addresses are often temporary ones)."""
+    found = []
+    for adapter in adapters:
+        if adapter.name != name:
+            continue
+        for ip in adapter.ips:
+            if not isinstance(ip.ip, str):  # IPv6: (address, flowinfo, scope_id)
+                continue
+            address = ipaddress.IPv4Address(ip.ip)
+            if address.is_link_local or address.is_unspecified or (address.is_loopback and not allow_loopback):
+                continue
+            found.append(str(address))
+    return found
+
+
+def announce_addresses(route_table: str, adapters: Iterable, interface: str = "") -> tuple[str, list[str]]:
+    """(interface, its IPv4 addresses) to announce: `interface` when the operator names one (loopback allowed
+    then: a test or a single-machine setup), else the default route's. LanError when there is nothing to announce."""
+    name = interface or lan_interface(route_table)
+    addresses = interface_addresses(adapters, name, allow_loopback=bool(interface))
+    if not addresses:
+        raise LanError(f"interface {name} has no IPv4 address to announce")
+    return name, addresses
+
+
+def system_announce_addresses(interface: str = "") -> tuple[str, list[str]]:
+    route_table = ""  # not Linux: only an explicit --lan-interface works there for now
+    # thread-self first: a thread may be in another network namespace than the process (the tests' browsers are).
+    for path in ("/proc/thread-self/net/route", "/proc/net/route"):
+        with contextlib.suppress(OSError):
+            route_table = Path(path).read_text()
+            break
+    return announce_addresses(route_table, ifaddr.get_adapters(), interface)
+
+
+# --- TXT records -------------------------------------------------------------------------------------------------
+
+
+def txt_record(*, node_id: str, public_key: str, model: str, radius: str, version: str) -> dict[str, str]:
+    """The announcement's TXT fields, each within one TXT string. A field too long to fit is left out and said in
+    the log (a hint is better missing than cut into another name)."""
+    fields = {"txtvers": TXT_VERSION, "version": version, "node": node_id, "pk": public_key, "model": model}
+    fields["radius"] = radius
+    record = {}
+    for key, value in fields.items():
+        if not value:
+            continue
+        if len(key.encode()) + 1 + len(value.encode()) > TXT_STRING_MAX:
+            log.warning("the LAN announcement leaves out %s: longer than one TXT string", key)
+            continue
+        record[key] = value
+    return record
+
+
+_VERSION = re.compile(r"[0-9A-Za-z.+-]{1,32}")
+_NODE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def printable(text: str, limit: int = 200) -> str:
+    """`text` without control or formatting characters (a hostile record must not drive the terminal), cut."""
+    kept = "".join(ch if ch.isprintable() else "\N{REPLACEMENT CHARACTER}" for ch in text[:limit])
+    return kept + ("…" if len(text) > limit else "")
+
+
+def parse_txt(properties: dict) -> tuple[dict, list[str]]:
+    """The fields of a TXT record as read off the network, checked for shape: (fields, problems). A field that is
+    missing or malformed is None and named in problems; nothing here raises for any input."""
+    fields: dict = {"txtvers": None, "version": None, "node": None, "pk": None, "fingerprint": None}
+    fields |= {"model": None, "radius": None}
+    problems: list[str] = []
+    text = {}
+    for key, value in (properties or {}).items():
+        try:
+            name = key.decode("ascii") if isinstance(key, bytes) else str(key)
+            # Keys are case-insensitive and the first of a repeated key counts (RFC 6763 section 6.4).
+            text.setdefault(name.lower(), value.decode("utf-8") if isinstance(value, bytes) else value)
+        except UnicodeDecodeError:
+            if "a field that is not text" not in problems:
+                problems.append("a field that is not text")
+    if text.get("txtvers") != TXT_VERSION:
+        problems.append("unknown txtvers")
+        return fields, problems
+    fields["txtvers"] = TXT_VERSION
+
+    def take(name: str, ok: Callable[[str], bool]):
+        value = text.get(name)
+        if isinstance(value, str) and ok(value):
+            fields[name] = value
+        else:
+            problems.append(f"{name} missing or malformed")
+
+    take("version", _VERSION.fullmatch)
+    take("node", _NODE.fullmatch)
+    take("model", lambda v: 0 < len(v) <= 200 and v.isprintable())
+    take("radius", lambda v: v in RADII)
+    pk = text.get("pk")
+    try:
+        fields["fingerprint"] = identity.fingerprint_of(identity.public_key_from_b64(pk))
+        fields["pk"] = pk
+    except (ValueError, TypeError):
+        problems.append("pk missing or malformed")
+    return fields, problems
+
+
+# --- announcing --------------------------------------------------------------------------------------------------
+
+
+def instance_name(agent: identity.Identity) -> str:
+    """A stable name per agent key: the same after a restart, different for every agent on the LAN."""
+    return "luckrig-" + hashlib.sha256(agent.public_raw).hexdigest()[:12]
+
+
+class LanAdvertiser:
+    """Announces this agent on `addresses` (their interface only) while it runs; `stop()` sends the goodbye
+    packets. Registration probes the name first (about a second), so it runs in the background: the agent serves
+    at once."""
+
+    def __init__(self, *, agent: identity.Identity, port: int, addresses: list[str]):
+        self.identity, self.port, self.addresses = agent, port, addresses
+        self.txt: dict[str, str] = {}
+        self.name = f"{instance_name(agent)}.{SERVICE_TYPE}"
+        self.server = f"{instance_name(agent)}.local."
+        self.aiozc: AsyncZeroconf | None = None
+        self.info: AsyncServiceInfo | None = None
+        self._registering: asyncio.Task | None = None
+        self.registered = asyncio.Event()
+
+    def _info(self) -> AsyncServiceInfo:
+        return AsyncServiceInfo(
+            SERVICE_TYPE,
+            self.name,
+            port=self.port,
+            properties=self.txt,
+            server=self.server,
+            parsed_addresses=self.addresses,
+        )
+
+    def start(self, txt: dict[str, str]) -> None:
+        self.txt = txt
+        self.aiozc = AsyncZeroconf(interfaces=self.addresses, ip_version=IPVersion.V4Only)
+        self.info = self._info()
+        self._registering = asyncio.create_task(self._register())
+
+    async def _register(self) -> None:
+        try:
+            # Probing first (is the name free?); the awaitable it returns then sends the announcements.
+            announcing = await self.aiozc.async_register_service(self.info, allow_name_change=True)
+        except Exception as exc:  # noqa: BLE001 - whatever zeroconf raises, the rig keeps serving
+            log.warning("the LAN announcement failed: %s", exc)
+            return
+        self.name = self.info.name  # allow_name_change may have renamed it after a conflict
+        self.registered.set()
+        log.info("announcing %s on the LAN at %s port %d", self.name, ", ".join(self.addresses), self.port)
+        await announcing
+
+    def status(self) -> dict:
+        """For /health (public through the relay: no LAN address, no key) and `luckrig-node status`."""
+        return {"announced": self.registered.is_set(), "radius": self.txt.get("radius")}
+
+    async def update(self, txt: dict[str, str]) -> None:
+        """Announce new TXT fields (the rig's radius changed), once registered; a no-op when nothing changed."""
+        if txt == self.txt:
+            return
+        self.txt = txt
+        if self.registered.is_set() and self.aiozc is not None:
+            self.info = self._info()
+            await (await self.aiozc.async_update_service(self.info))
+
+    async def stop(self) -> None:
+        """Say goodbye (TTL 0 records, so browsers drop the rig at once rather than after its TTL) and close.
+        Closing zeroconf unregisters whatever it has registered, with goodbyes, even in the middle of announcing."""
+        if self._registering is not None and not self._registering.done():
+            self._registering.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._registering
+        self.registered.clear()
+        if self.aiozc is not None:
+            aiozc, self.aiozc = self.aiozc, None
+            await aiozc.async_close()
+
+
+# --- seeing the others -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SeenRig:
+    name: str
+    addresses: list[str]
+    port: int | None
+    fields: dict
+    problems: list[str]
+    first_seen: float
+    last_seen: float = field(default=0.0)
+
+    def as_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "addresses": self.addresses,
+            "port": self.port,
+            **self.fields,
+            "problems": self.problems,
+        }
+
+
+class LanBrowser:
+    """The table of LuckRig rigs seen on the LAN, by service name: added and changed from zeroconf's events (each
+    one resolved for its address, port and TXT), removed on a goodbye or when zeroconf's cache lets the records
+    expire, and swept every `sweep_interval` seconds for entries whose records have gone from the cache."""
+
+    def __init__(
+        self,
+        aiozc: AsyncZeroconf,
+        *,
+        sweep_interval: float = 10.0,
+        resolve_timeout: float = 3.0,
+        on_change: Callable[[str, SeenRig | None], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.aiozc = aiozc
+        self.sweep_interval, self.resolve_timeout = sweep_interval, resolve_timeout
+        self.on_change = on_change
+        self.clock = clock
+        self.rigs: dict[str, SeenRig] = {}
+        self._browser: AsyncServiceBrowser | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self._resolving: set[asyncio.Task] = set()
+
+    async def start(self) -> None:
+        self._browser = AsyncServiceBrowser(self.aiozc.zeroconf, SERVICE_TYPE, handlers=[self._on_event])
+        self._spawn(self._sweep_forever())
+
+    async def stop(self) -> None:
+        if self._browser is not None:
+            await self._browser.async_cancel()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _spawn(self, coro, *, resolving: bool = False) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        if resolving:
+            self._resolving.add(task)
+            task.add_done_callback(self._resolving.discard)
+
+    async def settle(self) -> None:
+        """Wait for the rigs already heard of to be resolved (each bounded by resolve_timeout)."""
+        if self._resolving:
+            await asyncio.wait(set(self._resolving), timeout=self.resolve_timeout + 1)
+
+    def _on_event(self, zeroconf, service_type: str, name: str, state_change: ServiceStateChange) -> None:
+        if state_change is ServiceStateChange.Removed:
+            self._forget(name)
+        else:
+            self._spawn(self._resolve(name), resolving=True)
+
+    def _forget(self, name: str) -> None:
+        if self.rigs.pop(name, None) is not None and self.on_change is not None:
+            self.on_change(name, None)
+
+    async def _resolve(self, name: str) -> None:
+        info = AsyncServiceInfo(SERVICE_TYPE, name)
+        try:
+            found = await info.async_request(self.aiozc.zeroconf, int(self.resolve_timeout * 1000))
+        except Exception as exc:  # noqa: BLE001 - a hostile or broken record must not stop the browser
+            log.info("could not resolve a LAN announcement: %s", type(exc).__name__)
+            return
+        if found:
+            self._store(name, info)
+
+    def _store(self, name: str, info: AsyncServiceInfo) -> None:
+        if name not in self.rigs and len(self.rigs) >= MAX_RIGS:
+            return
+        try:
+            fields, problems = parse_txt(info.properties)
+            addresses = info.parsed_addresses(IPVersion.V4Only)
+        except Exception:  # noqa: BLE001 - whatever a record holds
+            fields, problems, addresses = parse_txt({}), ["unreadable record"], []
+        port = info.port if isinstance(info.port, int) and 0 < info.port < 65536 else None
+        if port is None:
+            problems.append("no port")
+        now = self.clock()
+        seen = self.rigs.get(name)
+        self.rigs[name] = SeenRig(name, addresses, port, fields, problems, seen.first_seen if seen else now, now)
+        if self.on_change is not None:
+            self.on_change(name, self.rigs[name])
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.sweep_interval)
+            self.sweep()
+
+    def sweep(self) -> None:
+        """Drop the rigs whose service records are no longer in zeroconf's cache (expired, or a goodbye missed)."""
+        for name in list(self.rigs):
+            if not AsyncServiceInfo(SERVICE_TYPE, name).load_from_cache(self.aiozc.zeroconf):
+                self._forget(name)
+
+
+def print_discovered(seconds: float, interface: str = "", *, as_json: bool = False) -> int:
+    """`luckrig-node discover`: what the LAN announces, one line per rig (what it claims: TXT is not proof)."""
+    if seconds <= 0:
+        raise ValueError("--seconds must be greater than 0")
+    rigs = asyncio.run(discover(seconds, interface))
+    if as_json:
+        print(json.dumps(rigs, indent=2))
+        return 0
+    if not rigs:
+        print(f"No LuckRig rig announced itself on the LAN in {seconds:g} s (agents announce with serve --lan).")
+        return 0
+    for rig in rigs:
+        where = ", ".join(f"{address}:{rig['port']}" for address in rig["addresses"]) or "no address"
+        claims = " ".join(f"{key}={rig[key]}" for key in ("node", "model", "radius", "version") if rig[key])
+        print(printable(f"{rig['name']}  {where}  {claims}  key {rig['fingerprint'] or '?'}", limit=400))
+        if rig["problems"]:
+            print(printable("    ignored: " + "; ".join(rig["problems"]), limit=400))
+    print("These are claims the rigs make about themselves; pairing (next) is what will prove who they are.")
+    return 0
+
+
+async def discover(seconds: float, interface: str = "") -> list[dict]:
+    """Browse for `seconds` and return what was seen (`luckrig-node discover`)."""
+    if interface:
+        _, addresses = system_announce_addresses(interface)
+        aiozc = AsyncZeroconf(interfaces=addresses, ip_version=IPVersion.V4Only)
+    else:
+        aiozc = AsyncZeroconf(ip_version=IPVersion.V4Only)
+    browser = LanBrowser(aiozc)
+    try:
+        await browser.start()
+        await asyncio.sleep(seconds)
+        await browser.settle()  # a rig heard of just before the end is listed, not lost
+        return [rig.as_dict() for rig in sorted(browser.rigs.values(), key=lambda r: r.name)]
+    finally:
+        await browser.stop()
+        await aiozc.async_close()
