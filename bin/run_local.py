@@ -121,6 +121,10 @@ def join_rig(
         agent_port,
         "--model",
         smollm2_server.MODEL_ALIAS,
+        # The file llama.cpp serves (it does not say under an alias): the agent reports its sha256 and header, and
+        # the rig page shows it matching the catalog.
+        "--model-file",
+        str(smollm2_server.model_file()),
         "--quantization",
         "Q4_1",
         "--context-length",
