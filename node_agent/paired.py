@@ -39,6 +39,7 @@ MAX_NONCES = 100_000  # a flood of signed requests must not grow the replay cach
 HEADER_KEY, HEADER_TIME = "X-LuckRig-Key", "X-LuckRig-Timestamp"
 HEADER_NONCE, HEADER_SIGNATURE = "X-LuckRig-Nonce", "X-LuckRig-Signature"
 _NONCE = re.compile(r"[A-Za-z0-9_-]{16,64}")
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")  # ASCII digits only: str.isdigit() would let "²" through to int()
 MAX_NAME = 64
 
 
@@ -197,7 +198,7 @@ class SignatureChecker:
                 f"A signed request needs all of {HEADER_KEY}, {HEADER_TIME}, {HEADER_NONCE} and {HEADER_SIGNATURE}.",
             )
         fingerprint, timestamp, nonce, signature = values
-        if not timestamp.isdigit() or len(timestamp) > 12 or not _NONCE.fullmatch(nonce) or len(signature) != 86:
+        if not _TIMESTAMP.fullmatch(timestamp) or not _NONCE.fullmatch(nonce) or len(signature) != 86:
             raise _refused("invalid_signature", "The request's signature headers are malformed.")
         device = self._pinned().get(fingerprint)
         if device is None:

@@ -303,6 +303,47 @@ def test_a_streamed_answer_to_a_paired_device_reaches_it(tmp_path, fake_tracker,
     assert status == 200 and text.rstrip().endswith("data: [DONE]"), text
 
 
+@pytest.mark.parametrize(
+    "change",
+    [
+        {paired.HEADER_TIME: "²"},
+        {paired.HEADER_TIME: "1" * 13},
+        {paired.HEADER_NONCE: "short"},
+        {paired.HEADER_NONCE: "n" * 20 + "\u200b"},
+        {paired.HEADER_SIGNATURE: "*" * 86},
+        {paired.HEADER_SIGNATURE: "A" * 85},
+        {paired.HEADER_KEY: ""},
+    ],
+)
+def test_malformed_signature_headers_are_refused_not_crashed_on(tmp_path, change):
+    rig, laptop = keys(tmp_path, "rig", "laptop")
+    store = paired.PairedStore(tmp_path / "rig")
+    store.pin(laptop.public_b64, "laptop")
+    checker = paired.SignatureChecker(store, rig.fingerprint)
+    headers = signed(laptop, rig.fingerprint, "GET", "/v1/models") | change
+    with pytest.raises(paired.AgentError) as refused:
+        checker.verify("GET", "/v1/models", headers, b"")
+    assert (refused.value.status, refused.value.code) == (401, "invalid_signature")
+
+
+def test_an_unreadable_paired_file_pins_nobody_and_the_commands_say_why(tmp_path, capsys):
+    rig, laptop = keys(tmp_path, "rig", "laptop")
+    store = paired.PairedStore(tmp_path / "rig")
+    store.pin(laptop.public_b64, "laptop")
+    saved = json.loads(store.path.read_text())
+    # A fingerprint in the file is never trusted: the key's own is what counts.
+    saved["devices"][0]["fingerprint"] = "sha256:someone-else"
+    store.path.write_text(json.dumps(saved))
+    assert list(paired.PairedStore(tmp_path / "rig").devices()) == [laptop.fingerprint]
+    store.path.write_text("{not json")
+    checker = paired.SignatureChecker(store, rig.fingerprint)
+    with pytest.raises(paired.AgentError) as refused:
+        checker.verify("GET", "/v1/models", signed(laptop, rig.fingerprint, "GET", "/v1/models"), b"")
+    assert refused.value.code == "not_paired"
+    assert cli.main(["pair", "--list", "--config-dir", str(tmp_path / "rig")]) == 1
+    assert "is not a list of paired devices" in capsys.readouterr().err
+
+
 # --- two namespaces, for real --------------------------------------------------------------------------------------
 
 
