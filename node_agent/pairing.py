@@ -125,6 +125,7 @@ class PairingSession:
     done: asyncio.Future | None = None
 
     def __post_init__(self):
+        self.name = paired.clean_name(self.name)  # as B will read it back: the transcripts must agree
         self.started = self.clock()
         self.key = code_key(self.code, self.agent.public_b64)
 
@@ -213,6 +214,7 @@ async def request_pairing(
         code = normalize_code(code)
     except ValueError as exc:
         raise PairingError(str(exc)) from exc
+    name = paired.clean_name(name)  # as A will read it: the transcripts must agree
     base = base_url.rstrip("/")
     timeout = aiohttp.ClientTimeout(total=15)
     try:

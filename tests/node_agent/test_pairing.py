@@ -83,8 +83,9 @@ def test_two_devices_pair_and_show_the_same_comparison_code(tmp_path):
     a, b = keys(tmp_path, "a", "b")
 
     async def run():
-        session = pairing.PairingSession(a, "desktop")
-        peer_seen_by_b = await pair_over_http(session, b, pairing.display_code(session.code).lower())
+        session = pairing.PairingSession(a, " desktop\x1b")
+        # Names as typed, with what a name may not keep: both sides read them back the same way.
+        peer_seen_by_b = await pair_over_http(session, b, pairing.display_code(session.code).lower(), "laptop\n")
         return session, peer_seen_by_b, session.done.result()
 
     session, on_b, on_a = asyncio.run(run())
