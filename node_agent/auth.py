@@ -31,6 +31,9 @@ class Claims:
     max_output_tokens_total: int | None = None
     # The circle the token was issued through (issue 15); None for a public token. A circle rig checks it.
     circle: str | None = None
+    # A request signed by a paired device (node_agent/paired.py), not a tracker token: the owner's own device, with
+    # no ledger budget and nothing reported to the tracker.
+    local: bool = False
 
     @property
     def per_request_cap(self) -> int:

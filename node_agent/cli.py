@@ -9,6 +9,7 @@ luckrig-node circle invite|members|remove [--circle NAME] [...]   # the friends 
 luckrig-node pull NAME|hf.co/<repo>:<quant>|URL [--models-dir DIR]   # fetch a model and check its sha256
 luckrig-node models [--model-file PATH] [--ollama-models DIR] [--models-dir DIR]   # local files, their identity
 luckrig-node discover [--seconds N] [--json]   # the rigs announced on the LAN (serve --lan)
+luckrig-node pair [CODE] [--yes] | pair --list | unpair FINGERPRINT|NAME   # your own devices, by their keys
 luckrig-node status
 luckrig-node keygen
 """
@@ -364,6 +365,10 @@ def build_parser() -> argparse.ArgumentParser:
     discover.add_argument("--lan-interface", help="listen on this interface only (default: all)")
     discover.add_argument("--json", action="store_true", help="print a JSON list")
     discover.set_defaults(func=cmd_discover)
+
+    from node_agent.pair_commands import add_parsers as add_pair_parsers
+
+    add_pair_parsers(sub, with_config_dir)
 
     status = with_config_dir(sub.add_parser("status", help="what this machine's node looks like"))
     status.set_defaults(func=cmd_status)

@@ -30,6 +30,8 @@ from node_agent import identity
 log = logging.getLogger("luckrig.agent.lan")
 
 SERVICE_TYPE = "_luckrig._tcp.local."
+# `luckrig-node pair`'s short-lived listener (node_agent/pairing.py): not a rig, so not in the rigs' browse.
+PAIRING_SERVICE_TYPE = "_luckrig-pair._tcp.local."
 TXT_VERSION = "1"
 RADII = ("local", "circle", "public")
 TXT_STRING_MAX = 255  # one TXT character-string is a length byte and at most 255 bytes (RFC 6763 section 6.1)
@@ -221,10 +223,11 @@ class LanAdvertiser:
     packets. Registration probes the name first (about a second), so it runs in the background: the agent serves
     at once."""
 
-    def __init__(self, *, agent: identity.Identity, port: int, addresses: list[str]):
+    def __init__(self, *, agent: identity.Identity, port: int, addresses: list[str], service_type: str = SERVICE_TYPE):
         self.identity, self.port, self.addresses = agent, port, addresses
+        self.service_type = service_type  # PAIRING_SERVICE_TYPE for `luckrig-node pair`'s listener
         self.txt: dict[str, str] = {}
-        self.name = f"{instance_name(agent)}.{SERVICE_TYPE}"
+        self.name = f"{instance_name(agent)}.{service_type}"
         self.server = f"{instance_name(agent)}.local."
         self.aiozc: AsyncZeroconf | None = None
         self.info: AsyncServiceInfo | None = None
@@ -233,7 +236,7 @@ class LanAdvertiser:
 
     def _info(self) -> AsyncServiceInfo:
         return AsyncServiceInfo(
-            SERVICE_TYPE,
+            self.service_type,
             self.name,
             port=self.port,
             properties=self.txt,
@@ -321,8 +324,10 @@ class LanBrowser:
         resolve_timeout: float = 3.0,
         on_change: Callable[[str, SeenRig | None], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        service_type: str = SERVICE_TYPE,
     ):
         self.aiozc = aiozc
+        self.service_type = service_type
         self.sweep_interval, self.resolve_timeout = sweep_interval, resolve_timeout
         self.on_change = on_change
         self.clock = clock
@@ -332,7 +337,7 @@ class LanBrowser:
         self._resolving: set[asyncio.Task] = set()
 
     async def start(self) -> None:
-        self._browser = AsyncServiceBrowser(self.aiozc.zeroconf, SERVICE_TYPE, handlers=[self._on_event])
+        self._browser = AsyncServiceBrowser(self.aiozc.zeroconf, self.service_type, handlers=[self._on_event])
         self._spawn(self._sweep_forever())
 
     async def stop(self) -> None:
@@ -366,7 +371,7 @@ class LanBrowser:
             self.on_change(name, None)
 
     async def _resolve(self, name: str) -> None:
-        info = AsyncServiceInfo(SERVICE_TYPE, name)
+        info = AsyncServiceInfo(self.service_type, name)
         try:
             found = await info.async_request(self.aiozc.zeroconf, int(self.resolve_timeout * 1000))
         except Exception as exc:  # noqa: BLE001 - a hostile or broken record must not stop the browser
@@ -400,7 +405,7 @@ class LanBrowser:
     def sweep(self) -> None:
         """Drop the rigs whose service records are no longer in zeroconf's cache (expired, or a goodbye missed)."""
         for name in list(self.rigs):
-            if not AsyncServiceInfo(SERVICE_TYPE, name).load_from_cache(self.aiozc.zeroconf):
+            if not AsyncServiceInfo(self.service_type, name).load_from_cache(self.aiozc.zeroconf):
                 self._forget(name)
 
 

@@ -184,7 +184,8 @@ class Relay:
     def upstream_body(self) -> dict:
         body = {"model": self.model, "messages": self.messages, **self.params}
         body.pop("max_completion_tokens", None)
-        body["max_tokens"] = self.max_tokens
+        if self.max_tokens is not None:  # None: a paired device that set no limit gets the server's own default
+            body["max_tokens"] = self.max_tokens
         return body
 
     def timing(self, outcome: Outcome) -> dict:
@@ -267,6 +268,8 @@ class Relay:
         """Charge the token what was generated, give back the rest of the reservation, log the usage.
         Runs in a `finally`, so a client that hangs up mid-answer is charged for what it consumed."""
         agent, jti = self.agent, self.claims.jti
+        if self.claims.local:  # the owner's own paired device: no token budget, no usage for the tracker
+            return
         if not self.reached_model:
             agent.ledger.release_request(jti)
             agent.ledger.refund_output_tokens(jti, reserved)

@@ -19,7 +19,7 @@ import aiohttp
 from aiohttp import web
 from cryptography.exceptions import UnsupportedAlgorithm
 
-from node_agent import __version__, auth, cors, identity, keys, lan, logs, model_identity, upstream
+from node_agent import __version__, auth, cors, identity, keys, lan, logs, model_identity, paired, upstream
 from node_agent.circles import CircleGuard
 from node_agent.config import AgentConfig
 from node_agent.errors import AgentError, earn_more, limited
@@ -58,6 +58,10 @@ class Agent:
         self.background: set[asyncio.Task] = set()  # output moderation in `record` mode
         self.repeats: logs.RepeatFilter | None = None  # set by serve(): writes the counts of repeated log lines
         self.lan: lan.LanAdvertiser | None = None  # --lan: the mDNS announcement (node_agent/lan.py)
+        # The devices paired with this machine (`luckrig-node pair`), re-read when paired.json changes; the checker
+        # of their signatures is made at the first signed request (it needs this machine's identity key).
+        self.paired = paired.PairedStore(Path(config.config_dir))
+        self.signatures: paired.SignatureChecker | None = None
         # Public-key mode needs the node's private key; without it the agent serves plain mode only (and says so
         # in /health) rather than refusing to start: a bad key file must not take a working rig offline.
         self.private_key = None
@@ -244,6 +248,9 @@ class Agent:
 
     async def report_flag(self, claims, stage: str, categories: list[str]) -> None:
         """Tell the tracker a moderation flag was raised (the jti lets a moderator act on its holder)."""
+        if claims.local:  # the owner's own device: the tracker issued nothing to act on
+            log.info("a paired device's request was flagged (%s): not reported", stage)
+            return
         body = {
             "schema_version": 1,
             "jti": claims.jti,
@@ -301,10 +308,36 @@ class Agent:
         self.circles.check(claims.circle, subject=claims.sub)
         return claims
 
+    def paired_claims(self, request: web.Request, body: bytes) -> auth.Claims:
+        """A request signed by a paired device (node_agent/paired.py): claims for the owner's own device, or 401
+        (`not_paired`, `invalid_signature`, `stale_signature`, `replayed_signature`). No circle or token check: a
+        pinned key is this machine's owner's own decision, above any radius."""
+        if self.signatures is None:
+            if not self.paired.devices():
+                raise AgentError(401, "not_paired", "This rig has not paired with any device.")
+            own = identity.load_or_create(Path(self.config.config_dir))
+            self.signatures = paired.SignatureChecker(self.paired, own.fingerprint)
+        device = self.signatures.verify(request.method, request.path_qs, request.headers, body)
+        fingerprint = device.fingerprint
+        return auth.Claims(
+            jti=f"paired:{fingerprint}",
+            sub=fingerprint,
+            tier="local",
+            crypto_mode="plain",
+            max_requests=0,
+            max_output_tokens=0,
+            exp=0,
+            raw={"device": device.name},
+            local=True,
+        )
+
     async def models_list(self, request: web.Request) -> web.Response:
         # A circle rig tells what it serves to its circles only: its id (guessable, it is made of the gpu, model
-        # and quantization) must not get a stranger the model list through a relay.
-        if self.circles.visibility == "circle":
+        # and quantization) must not get a stranger the model list through a relay. A signed request is checked
+        # whatever the radius, so that a paired device hears at once that its pairing no longer holds.
+        if paired.is_signed(request.headers):
+            self.paired_claims(request, await self.read_body(request))
+        elif self.circles.visibility == "circle":
             self.tasting_claims(request)
         try:
             data = await self.upstream.models()
@@ -319,7 +352,13 @@ class Agent:
         return web.json_response({"object": "list", "data": shown})
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
-        claims = self.tasting_claims(request)
+        if paired.is_signed(request.headers):
+            # The signature covers the body's sha256: the body is read before anything is decided.
+            raw = await self.read_body(request)
+            claims = self.paired_claims(request, raw)
+        else:
+            claims = self.tasting_claims(request)
+            raw = None
         public_key_mode = claims.crypto_mode == "public-key"
         relay_class, relay_extra = Relay, {}
         if public_key_mode:
@@ -332,24 +371,15 @@ class Agent:
             relay_class, relay_extra = PublicKeyRelay, {"user_public_pem": user_public_pem(claims)}
         elif claims.crypto_mode != "plain":
             raise AgentError(401, "invalid_token", "The tasting token names an unknown crypto mode.")
-        try:
-            # A body trickled byte by byte would hold the connection (and a file descriptor) for ever.
-            async with asyncio.timeout(self.config.body_timeout):
-                raw = await request.read()
-        except TimeoutError:
-            raise AgentError(
-                408,
-                "request_timeout",
-                f"The request body did not arrive within {self.config.body_timeout:g} s.",
-                close_connection=True,
-            ) from None
-        except web.HTTPRequestEntityTooLarge as exc:
-            raise AgentError(413, "body_too_large", "The request body is too large.") from exc
+        if raw is None:
+            raw = await self.read_body(request)
         try:
             body = json.loads(raw)
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise AgentError(400, "invalid_json", "The body is not valid JSON.") from exc
         messages, params, stream = relay_class.open_request(body, self, claims)
+        if claims.local:
+            return await self.chat_paired(request, claims, messages, params, stream)
 
         if not self.ledger.claim_request(claims.jti, claims.max_requests, claims.exp):
             raise exhausted(claims, f"This tasting token's {claims.max_requests} requests are used up.")
@@ -362,9 +392,7 @@ class Agent:
             if reserved <= 0:
                 raise exhausted(claims, f"This tasting token's {claims.output_budget} output tokens are used up.")
             max_tokens = reserved
-            self.policy.check_rules([m["content"] for m in messages])
-            moderation = await self.policy.check_input("\n".join(m["content"] for m in messages))
-            moderation["output"] = self.policy.moderate_output
+            moderation = await self.screen(messages)
             relay = relay_class(
                 self,
                 request,
@@ -395,6 +423,54 @@ class Agent:
                 claims.crypto_mode,
                 stream,
                 (time.monotonic() - started) * 1000,
+            )
+
+    async def screen(self, messages: list[dict]) -> dict:
+        """The filter rules (422) and input moderation (451) every request meets; the moderation state for the
+        timing object."""
+        self.policy.check_rules([m["content"] for m in messages])
+        moderation = await self.policy.check_input("\n".join(m["content"] for m in messages))
+        moderation["output"] = self.policy.moderate_output
+        return moderation
+
+    async def read_body(self, request: web.Request) -> bytes:
+        try:
+            # A body trickled byte by byte would hold the connection (and a file descriptor) for ever.
+            async with asyncio.timeout(self.config.body_timeout):
+                return await request.read()
+        except TimeoutError:
+            raise AgentError(
+                408,
+                "request_timeout",
+                f"The request body did not arrive within {self.config.body_timeout:g} s.",
+                close_connection=True,
+            ) from None
+        except web.HTTPRequestEntityTooLarge as exc:
+            raise AgentError(413, "body_too_large", "The request body is too large.") from exc
+
+    async def chat_paired(self, request, claims, messages, params, stream) -> web.StreamResponse:
+        """A paired device's request: the rig's filter and queue as for anyone (first in the queue, as a friend),
+        but no token budget in the ledger and no usage reported to the tracker (Relay.book skips it)."""
+        asked = params.get("max_completion_tokens") or params.get("max_tokens")
+        moderation = await self.screen(messages)
+        relay = Relay(
+            self,
+            request,
+            claims,
+            messages,
+            params,
+            self.served_model(),
+            asked,
+            truncated_by_budget=False,
+            moderation=moderation,
+            friend=True,
+        )
+        started = time.monotonic()
+        try:
+            return await (relay.stream() if stream else relay.complete())
+        finally:
+            log.info(
+                "request %s paired device stream=%s %.0f ms", relay.ticket, stream, (time.monotonic() - started) * 1000
             )
 
 
