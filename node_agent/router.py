@@ -135,8 +135,16 @@ class Router:
                 response.headers[name] = upstream.headers[name]
         response.headers["X-LuckRig-Rig"] = rig.fields.get("node") or rig.name
         await response.prepare(request)
-        async for chunk in upstream.content.iter_any():
-            await response.write(chunk)
+        try:
+            async for chunk in upstream.content.iter_any():
+                await response.write(chunk)
+        except aiohttp.ClientError as exc:
+            # Too late to move on. The client's connection is cut rather than its answer ended, so that it sees an
+            # incomplete answer (as it would from the rig), not a finished one.
+            log.warning("%s stopped mid-answer (%s): the client's answer is cut there", rig.name, type(exc).__name__)
+            if request.transport is not None:
+                request.transport.close()
+            return response
         await response.write_eof()
         return response
 

@@ -2,8 +2,9 @@
 
 In process: real agent apps (aiohttp test servers on loopback, each in front of its own fake model server, linked to
 the fake tracker only because running_agent starts them so; the router never talks to it), paired both ways with the
-router's identity. The router is fed what LanBrowser feeds it (its on_change, `Router.seen`) with TXT records made
-and parsed as on the LAN; mDNS itself is tested in test_lan.py and test_pairing.py."""
+router's identity. Most tests feed the router what LanBrowser feeds it (its on_change, `Router.seen`) with TXT
+records made and parsed as on the LAN; one runs it all in a fresh network namespace with real mDNS: the agents
+announcing themselves (`--lan`) and the router's LanBrowser following them."""
 
 import asyncio
 import contextlib
@@ -11,13 +12,20 @@ import json
 import socket
 import time
 
+import aiohttp
 import openai
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from zeroconf import IPVersion
+from zeroconf.asyncio import AsyncZeroconf
 
 from node_agent import identity, lan, paired
+from node_agent.config import AgentConfig
 from node_agent.router import Router, build_app
-from tests.node_agent.fakes import FakeOpenAI
+from node_agent.server import build_app as build_agent_app
+from tests.node_agent import netns
+from tests.node_agent.fakes import FakeOpenAI, FakeTracker
 from tests.node_agent.test_circles import running_agent, until
 
 QUESTION = [{"role": "user", "content": "hi"}]
@@ -175,6 +183,36 @@ def test_a_request_moves_on_before_the_first_byte_and_a_rig_that_left_is_not_use
     asyncio.run(run())
 
 
+def test_a_rig_failing_mid_answer_cuts_the_client_off_rather_than_ending_its_answer(tmp_path):
+    """After the first byte there is no moving on: the rig's connection dies mid-stream (a rig that stops, standing
+    in for an agent process killed mid-answer) and the client sees an incomplete answer, not a finished one."""
+    me = identity.load_or_create(tmp_path / "router")
+    router = Router(me, paired.PairedStore(tmp_path / "router"))
+    dying = identity.load_or_create(tmp_path / "dying")
+    router.store.pin(dying.public_b64, "dying")
+
+    async def dies(request):
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b'data: {"choices": []}\n\n')
+        request.transport.close()
+        return response
+
+    rig = web.Application()
+    rig.router.add_post("/v1/chat/completions", dies)
+
+    async def run():
+        async with TestServer(rig) as dying_rig, TestClient(TestServer(build_app(router))) as client:
+            announce(router, "dying", dying, dying_rig.port, "alpha")
+            r = await client.post("/v1/chat/completions", json={"model": "alpha", "messages": QUESTION, "stream": True})
+            assert r.status == 200 and await r.content.readuntil(b"\n\n") == b'data: {"choices": []}\n\n'
+            with pytest.raises(aiohttp.ClientPayloadError):
+                await r.read()
+            assert router.in_flight[router.usable()[0].name] == 0
+
+    asyncio.run(run())
+
+
 def test_the_page_lists_the_rigs_seen_paired_or_not_escaped(tmp_path):
     me = identity.load_or_create(tmp_path / "router")
     router = Router(me, paired.PairedStore(tmp_path / "router"))
@@ -204,3 +242,59 @@ def test_a_request_without_a_model_is_refused(tmp_path, body):
             return r.status, await r.json()
 
     assert refusal(*asyncio.run(run())) == (400, "invalid_request")
+
+
+def test_the_router_follows_rigs_announced_by_mdns_as_they_come_and_go(tmp_path):
+    """Real mDNS on a fresh namespace's loopback: two agents serving with --lan, the router's LanBrowser finding
+    them (paired, so routed to), then one agent stopping (its goodbye): the router stops using it, no restart."""
+    me = identity.load_or_create(tmp_path / "router")
+    router = Router(me, paired.PairedStore(tmp_path / "router"))
+    for node in ("a", "b"):
+        paired.PairedStore(tmp_path / node).pin(me.public_b64, "router")
+        router.store.pin(identity.load_or_create(tmp_path / node).public_b64, node)
+
+    async def scenario():
+        # Made in this thread, so that the fakes' server threads are in the namespace too.
+        with FakeTracker() as tracker, FakeOpenAI() as model_a, FakeOpenAI() as model_b:
+            agents = {}
+            for node, model in (("a", model_a), ("b", model_b)):
+                model.model = "alpha"
+                port = closed_port()
+                config = AgentConfig(
+                    tracker=tracker.base,
+                    node_id=f"n_{node}",
+                    node_secret=tracker.node_secret,
+                    upstream=model.base,
+                    relay="off",
+                    config_dir=str(tmp_path / node),
+                    heartbeat_interval=60,
+                    model="alpha",
+                    port=port,
+                    lan=True,
+                    lan_interface="lo",
+                )
+                agents[node] = TestServer(build_agent_app(config), host="127.0.0.1", port=port)
+                await agents[node].start_server()
+            aiozc = AsyncZeroconf(interfaces=["127.0.0.1"], ip_version=IPVersion.V4Only)
+            browser = lan.LanBrowser(aiozc, sweep_interval=0.5, on_change=router.seen)
+            try:
+                await browser.start()
+                async with TestClient(TestServer(build_app(router), handler_cancellation=True)) as client:
+                    assert await until(lambda: len(router.usable()) == 2, 15), router.rigs
+                    listed = await (await client.get("/v1/models")).json()
+                    assert [m["id"] for m in listed["data"]] == ["alpha"]
+                    served = [(await ask(client, "alpha"))[1:] for _ in range(4)]
+                    assert sorted(rig for _, rig in served) == ["n_a", "n_a", "n_b", "n_b"], served
+                    assert all(answer["choices"][0]["message"]["content"] == model_a.text() for answer, _ in served)
+
+                    await agents["a"].close()  # the agent's shutdown says goodbye on the LAN first
+                    assert await until(lambda: len(router.usable()) == 1, 10), router.rigs
+                    assert [(await ask(client, "alpha"))[2] for _ in range(3)] == ["n_b", "n_b", "n_b"]
+            finally:
+                await browser.stop()
+                await aiozc.async_close()
+                for server in agents.values():
+                    await server.close()
+
+    with netns.namespace() as name:
+        netns.run_in(name, scenario, timeout=60)
