@@ -114,8 +114,8 @@ class Router:
                     log.info("%s unreachable (%s): trying another rig", rig.name, type(exc).__name__)
                     tried.append(rig.name)
                     continue
-                # From here on the rig has answered: its headers decide, and after the first byte there is no
-                # moving on (a rig failing mid-answer ends the client's answer there, as the agent's would).
+                # From here on the rig has answered: its status decides, and after the first byte there is no
+                # moving on (pass_through cuts the client off when a rig fails mid-answer).
                 async with upstream:
                     if upstream.status >= 500:
                         log.info("%s answered %d: trying another rig", rig.name, upstream.status)
@@ -205,6 +205,8 @@ async def run(config_dir: Path, host: str, port: int, interface: str = "", *, re
         await browser.start()
         await web.TCPSite(runner, host, port).start()
         log.info("routing to the paired rigs on the LAN at http://%s:%d/v1", host, port)
+        if host not in ("127.0.0.1", "::1", "localhost"):
+            log.warning("listening on %s: anyone who can reach this port uses your paired rigs as you", host)
         if ready is not None:
             ready()
         await asyncio.Event().wait()
