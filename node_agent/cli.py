@@ -214,6 +214,12 @@ def cmd_discover(args) -> int:
     return print_discovered(args.seconds, args.lan_interface or "", as_json=args.json)
 
 
+def cmd_lan(args) -> int:
+    from node_agent.router import main
+
+    return main(args)
+
+
 def cmd_status(args) -> int:
     from node_agent.join import status
 
@@ -365,6 +371,14 @@ def build_parser() -> argparse.ArgumentParser:
     discover.add_argument("--lan-interface", help="listen on this interface only (default: all)")
     discover.add_argument("--json", action="store_true", help="print a JSON list")
     discover.set_defaults(func=cmd_discover)
+
+    router = with_config_dir(
+        sub.add_parser("lan", help="one OpenAI-compatible endpoint here over the paired rigs on the LAN (no tracker)")
+    )
+    router.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    router.add_argument("--port", type=int, default=8790, help="port to listen on (default 8790)")
+    router.add_argument("--lan-interface", help="browse on this interface only (default: all)")
+    router.set_defaults(func=cmd_lan)
 
     from node_agent.pair_commands import add_parsers as add_pair_parsers
 

@@ -430,13 +430,17 @@ def print_discovered(seconds: float, interface: str = "", *, as_json: bool = Fal
     return 0
 
 
-async def discover(seconds: float, interface: str = "") -> list[dict]:
-    """Browse for `seconds` and return what was seen (`luckrig-node discover`)."""
+def browsing_zeroconf(interface: str = "") -> AsyncZeroconf:
+    """Zeroconf for browsing: on `interface`'s IPv4 addresses when one is named, else on every interface."""
     if interface:
         _, addresses = system_announce_addresses(interface)
-        aiozc = AsyncZeroconf(interfaces=addresses, ip_version=IPVersion.V4Only)
-    else:
-        aiozc = AsyncZeroconf(ip_version=IPVersion.V4Only)
+        return AsyncZeroconf(interfaces=addresses, ip_version=IPVersion.V4Only)
+    return AsyncZeroconf(ip_version=IPVersion.V4Only)
+
+
+async def discover(seconds: float, interface: str = "") -> list[dict]:
+    """Browse for `seconds` and return what was seen (`luckrig-node discover`)."""
+    aiozc = browsing_zeroconf(interface)
     browser = LanBrowser(aiozc)
     try:
         await browser.start()

@@ -7,8 +7,6 @@ from pathlib import Path
 
 import aiohttp
 from aiohttp import web
-from zeroconf import IPVersion
-from zeroconf.asyncio import AsyncZeroconf
 
 from node_agent import config, identity, lan, paired, pairing
 
@@ -74,11 +72,7 @@ async def show_code(args, agent: identity.Identity, store: paired.PairedStore) -
 async def find_listeners(seconds: float, interface: str = "") -> list[str]:
     """The base URLs of the pairing listeners announced on the LAN within `seconds` (the first as soon as one is
     seen, after a short wait for others)."""
-    if interface:
-        _, addresses = lan.system_announce_addresses(interface)
-        aiozc = AsyncZeroconf(interfaces=addresses, ip_version=IPVersion.V4Only)
-    else:
-        aiozc = AsyncZeroconf(ip_version=IPVersion.V4Only)
+    aiozc = lan.browsing_zeroconf(interface)
     browser = lan.LanBrowser(aiozc, service_type=lan.PAIRING_SERVICE_TYPE)
     try:
         await browser.start()

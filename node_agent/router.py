@@ -1,0 +1,224 @@
+"""The local router (issue 16): `luckrig-node lan` serves one OpenAI-compatible endpoint on this machine over all
+the paired rigs it sees on the LAN. No tracker and no internet: the rigs are found by mDNS (node_agent/lan.py) and
+each request is signed with this machine's identity key for the rig it goes to (node_agent/paired.py).
+
+Which rigs: the ones whose announced key (TXT `pk`) is pinned in this machine's paired.json, read again on every
+request so that `unpair` counts at once. The TXT record is only a hint of where a key is: the rig's agent checks
+the signature, and a record that names a pinned key it does not hold gets 401 from the rig it points to.
+
+Which model a rig serves is its TXT `model` (what its agent serves, `served_model()`): the router asks no rig
+anything before a chat request, so a model list or a refusal is instant. Which rig: the one with the fewest of the
+router's own requests in flight (the router does not read the rigs' /health queues, so it does not know about
+other clients' requests), round-robin among equals. A request moves to the next rig only before the first byte
+(a connection refused or reset, or a 5xx status); after that the rig's answer, streamed or not, goes to the client
+chunk by chunk as it comes, untouched. A client going away cancels the handler (handler_cancellation), which
+closes the request to the rig, whose agent then stops its model server."""
+
+import asyncio
+import contextlib
+import html
+import itertools
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+from node_agent import identity, lan, paired
+from node_agent.errors import AgentError
+from node_agent.server import errors_middleware
+
+log = logging.getLogger("luckrig.agent.router")
+
+DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8790
+CONNECT_TIMEOUT = 3.0  # a rig that is announced but gone must not hold the client: the next one is tried
+ROUTER: web.AppKey["Router"] = web.AppKey("router")
+CHAT_PATH = "/v1/chat/completions"
+PASSED_HEADERS = ("Content-Type", "Cache-Control")  # of the rig's answer; the rest is hop-by-hop or the rig's own
+
+
+class Router:
+    """The rigs seen on the LAN (fed by LanBrowser's on_change, `seen`) and the routing of requests to them."""
+
+    def __init__(self, agent: identity.Identity, store: paired.PairedStore):
+        self.identity, self.store = agent, store
+        self.rigs: dict[str, lan.SeenRig] = {}
+        self.in_flight: dict[str, int] = {}  # service name → this router's requests being answered by it
+        self._turn = itertools.count()
+        self.session: aiohttp.ClientSession | None = None
+
+    def seen(self, name: str, rig: lan.SeenRig | None) -> None:
+        """LanBrowser's on_change: a rig announced, changed, or gone (goodbye, expiry or the staleness sweep)."""
+        if rig is None:
+            self.rigs.pop(name, None)
+        else:
+            self.rigs[name] = rig
+
+    def pinned(self) -> dict[str, paired.Device]:
+        try:
+            return self.store.devices()
+        except ValueError:
+            return {}  # an unreadable paired.json pins nobody (`luckrig-node pair --list` says why)
+
+    def usable(self) -> list[lan.SeenRig]:
+        """The rigs requests may go to: a pinned key, an address and a port, a model. Sorted by name, so that the
+        round-robin turn is stable."""
+        pinned = self.pinned()
+        return [
+            rig
+            for name, rig in sorted(self.rigs.items())
+            if rig.fields.get("fingerprint") in pinned and rig.addresses and rig.port and rig.fields.get("model")
+        ]
+
+    def models(self) -> list[str]:
+        return sorted({rig.fields["model"] for rig in self.usable()})
+
+    def candidates(self, model: str) -> list[lan.SeenRig]:
+        """The rigs serving `model`, least busy first, round-robin among equals; AgentError 503 when no paired rig
+        is seen at all, 404 when none serves `model`."""
+        usable = self.usable()
+        if not usable:
+            raise AgentError(
+                503, "no_rig_available", "No paired rig is on the LAN right now (luckrig-node discover lists them)."
+            )
+        serving = [rig for rig in usable if rig.fields["model"] == model]
+        if not serving:
+            raise AgentError(404, "model_not_found", f"No paired rig on the LAN serves the model {model!r}.")
+        turn = next(self._turn) % len(serving)
+        rotated = serving[turn:] + serving[:turn]
+        return sorted(rotated, key=lambda rig: self.in_flight.get(rig.name, 0))  # stable: the turn breaks ties
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            raise AgentError(400, "invalid_json", "The body is not valid JSON.") from exc
+        model = body.get("model") if isinstance(body, dict) else None
+        if not isinstance(model, str) or not model:
+            raise AgentError(400, "invalid_request", "The body needs a `model` (GET /v1/models lists them).")
+        tried = []
+        for rig in self.candidates(model):
+            fingerprint = rig.fields["fingerprint"]
+            headers = paired.sign_headers(self.identity, "POST", CHAT_PATH, raw, recipient=fingerprint)
+            url = f"http://{rig.addresses[0]}:{rig.port}{CHAT_PATH}"
+            self.in_flight[rig.name] = self.in_flight.get(rig.name, 0) + 1
+            try:
+                try:
+                    upstream = await self.session.post(
+                        url, data=raw, headers=headers | {"Content-Type": "application/json"}
+                    )
+                except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+                    log.info("%s unreachable (%s): trying another rig", rig.name, type(exc).__name__)
+                    tried.append(rig.name)
+                    continue
+                # From here on the rig has answered: its status decides, and after the first byte there is no
+                # moving on (pass_through cuts the client off when a rig fails mid-answer).
+                async with upstream:
+                    if upstream.status >= 500:
+                        log.info("%s answered %d: trying another rig", rig.name, upstream.status)
+                        tried.append(rig.name)
+                        continue
+                    return await self.pass_through(request, upstream, rig)
+            finally:
+                self.in_flight[rig.name] -= 1
+        raise AgentError(
+            503, "no_rig_available", f"None of the {len(tried)} paired rig(s) serving {model!r} could answer."
+        )
+
+    async def pass_through(self, request: web.Request, upstream: aiohttp.ClientResponse, rig) -> web.StreamResponse:
+        response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+        for name in PASSED_HEADERS:
+            if name in upstream.headers:
+                response.headers[name] = upstream.headers[name]
+        response.headers["X-LuckRig-Rig"] = rig.fields.get("node") or rig.name
+        await response.prepare(request)
+        try:
+            async for chunk in upstream.content.iter_any():
+                await response.write(chunk)
+        except aiohttp.ClientError as exc:
+            # Too late to move on. The client's connection is cut rather than its answer ended, so that it sees an
+            # incomplete answer (as it would from the rig), not a finished one.
+            log.warning("%s stopped mid-answer (%s): the client's answer is cut there", rig.name, type(exc).__name__)
+            if request.transport is not None:
+                request.transport.close()
+            return response
+        await response.write_eof()
+        return response
+
+    async def models_list(self, request: web.Request) -> web.Response:
+        data = [{"id": m, "object": "model", "created": 0, "owned_by": "luckrig-lan"} for m in self.models()]
+        return web.json_response({"object": "list", "data": data})
+
+    async def page(self, request: web.Request) -> web.Response:
+        """Every rig seen on the LAN, paired or not: what it announces (claims, escaped) and whether it is paired."""
+        pinned = self.pinned()
+        rows = []
+        for name, rig in sorted(self.rigs.items()):
+            fingerprint = rig.fields.get("fingerprint")
+            where = ", ".join(f"{a}:{rig.port}" for a in rig.addresses) or "no address"
+            state = f"paired as {pinned[fingerprint].name}" if fingerprint in pinned else "not paired"
+            cells = [rig.fields.get("node") or name, rig.fields.get("model") or "?", where, fingerprint or "?", state]
+            rows.append("<tr>" + "".join(f"<td>{html.escape(lan.printable(str(c)))}</td>" for c in cells) + "</tr>")
+        table = "\n".join(rows) or '<tr><td colspan="5">No rig announces itself on the LAN.</td></tr>'
+        text = (
+            "<!doctype html><html><head><meta charset=utf-8><title>LuckRig on this LAN</title></head><body>"
+            "<h1>LuckRig rigs on this LAN</h1>"
+            "<p>Requests to <code>/v1/chat/completions</code> here go to the paired ones. What a rig announces is a "
+            "claim; its paired key is what counts. Pair with <code>luckrig-node pair</code>.</p>"
+            "<table><tr><th>Node</th><th>Model</th><th>Address</th><th>Key</th><th>Paired</th></tr>"
+            f"{table}</table></body></html>"
+        )
+        return web.Response(text=text, content_type="text/html")
+
+
+def build_app(router: Router) -> web.Application:
+    app = web.Application(middlewares=[errors_middleware])
+    app[ROUTER] = router
+
+    async def open_session(app):
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT)
+        router.session = aiohttp.ClientSession(timeout=timeout)
+        yield
+        await router.session.close()
+
+    app.cleanup_ctx.append(open_session)
+    app.router.add_get("/", router.page)
+    app.router.add_get("/v1/models", router.models_list)
+    app.router.add_post(CHAT_PATH, router.chat)
+    app.router.add_post("/chat/completions", router.chat)
+    return app
+
+
+async def run(config_dir: Path, host: str, port: int, interface: str = "", *, ready: Callable | None = None) -> None:
+    """`luckrig-node lan`: browse the LAN and serve the router until interrupted."""
+    agent = identity.load_or_create(config_dir)
+    router = Router(agent, paired.PairedStore(config_dir))
+    aiozc = lan.browsing_zeroconf(interface)
+    browser = lan.LanBrowser(aiozc, on_change=router.seen)
+    # A client that goes away cancels its handler, which closes the request to the rig (its model server stops).
+    runner = web.AppRunner(build_app(router), handler_cancellation=True, access_log=None)
+    await runner.setup()
+    try:
+        await browser.start()
+        await web.TCPSite(runner, host, port).start()
+        log.info("routing to the paired rigs on the LAN at http://%s:%d/v1", host, port)
+        if host not in ("127.0.0.1", "::1", "localhost"):
+            log.warning("listening on %s: anyone who can reach this port uses your paired rigs as you", host)
+        if ready is not None:
+            ready()
+        await asyncio.Event().wait()
+    finally:
+        await browser.stop()
+        await runner.cleanup()
+        await aiozc.async_close()
+
+
+def main(args) -> int:
+    from node_agent.pair_commands import _config_dir
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run(_config_dir(args), args.host, args.port, args.lan_interface or ""))
+    return 0
