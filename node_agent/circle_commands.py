@@ -189,14 +189,24 @@ def remove(args, tracker: str, key: str, circle: dict) -> int:
     return 0
 
 
-def radius(node: dict | None, cfg: config.AgentConfig) -> str:
-    """What `status` says about who may taste the rig: the operator's pins, then the tracker's word."""
+def radius(node: dict | None, cfg: config.AgentConfig, serving: str | None = None) -> str:
+    """What `status` says about who may taste the rig: its radius (local, circle or public: the running agent's
+    word when it answers, else what the pins and the tracker make it), whether it is pinned here, and the tracker's
+    word. Only the operator changing the pin widens a pinned rig (docs/local-mode.md)."""
+    from node_agent import lan
+
+    if cfg.local:
+        return "local, pinned here (visibility local: paired devices only; no tracker is contacted)"
+    visibility = serving or cfg.visibility or (node or {}).get("visibility") or ""
+    if cfg.pinned_circles:
+        visibility = "circle"
+    word = lan.trust_radius(cfg.tracker, visibility)
     pins = []
     if cfg.visibility:
         pins.append(f"visibility {cfg.visibility}")
     if cfg.pinned_circles:
         pins.append("circles " + ", ".join(sorted(cfg.pinned_circles)))
-    text = "pinned here: " + "; ".join(pins) if pins else "not pinned here (the tracker's word)"
+    text = f"{word}, " + ("pinned here: " + "; ".join(pins) if pins else "not pinned here (the tracker's word)")
     if node is not None:
         shared = ", ".join(f"{c['name']} ({c['id']})" for c in node.get("circles") or []) or "no circle"
         text += f"; the tracker says {node.get('visibility')}, shared with {shared}"

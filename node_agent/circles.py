@@ -19,7 +19,7 @@ from node_agent.errors import AgentError
 
 log = logging.getLogger("luckrig.agent.circles")
 
-VISIBILITIES = ("public", "unlisted", "circle")
+VISIBILITIES = ("public", "unlisted", "circle")  # what the tracker may say; it never says `local`
 
 
 def _all(value, ok) -> bool:
@@ -35,8 +35,8 @@ class CircleGuard:
         state_file: Path | None = None,
         clock: Callable[[], float] = time.time,
     ):
-        if pinned_visibility not in ("", *VISIBILITIES):
-            raise ValueError(f"--visibility must be public, unlisted or circle, not {pinned_visibility!r}")
+        if pinned_visibility not in ("", "local", *VISIBILITIES):
+            raise ValueError(f"--visibility must be local, public, unlisted or circle, not {pinned_visibility!r}")
         self.pinned_visibility = pinned_visibility
         self.pinned_circles = frozenset(pinned_circles)
         self.state_file = state_file
@@ -54,7 +54,10 @@ class CircleGuard:
 
     @property
     def visibility(self) -> str:
-        """`circle` when the operator or the tracker says so (either may narrow, neither may widen the other)."""
+        """`local` when the operator pinned it (no tracker word can reach such a rig, nor widen it); `circle` when the
+        operator or the tracker says so (either may narrow, neither may widen the other)."""
+        if self.pinned_visibility == "local":
+            return "local"
         if "circle" in (self.pinned_visibility, self.told_visibility):
             return "circle"
         return self.pinned_visibility or self.told_visibility or "public"
@@ -69,6 +72,8 @@ class CircleGuard:
 
     def describe(self) -> str:
         """One line for the log: the radius and where it comes from (no circle ids: they are members' business)."""
+        if self.visibility == "local":
+            return "visibility local: paired devices only, no tracker (pinned)"
         pinned = "pinned" if self.pinned_visibility == "circle" or self.pinned_circles else "as the tracker says"
         text = f"visibility {self.visibility}, {len(self.circles)} circle(s) ({pinned})"
         if self.circle_only_hours:
@@ -135,6 +140,10 @@ class CircleGuard:
     def check(self, circle: str | None, *, subject: str | None = None) -> None:
         """Raise 403 unless a token issued through `circle` (None: a public token) to `subject` (its `sub`) may taste
         this rig now."""
+        if self.visibility == "local":
+            raise AgentError(
+                401, "local_only", "This rig serves the devices paired with it only (local mode): no tasting token."
+            )
         if self.serves(circle) or self._is_owner(subject):
             return
         if self.visibility == "circle":

@@ -78,8 +78,10 @@ SERVE_FLAGS = [
     (
         "--visibility",
         str,
-        "pin the rig's radius: circle refuses every tasting token not issued through one of its circles, whatever "
-        "the tracker says (public, unlisted, or not given: the tracker's word, which can only narrow it)",
+        "pin the rig's radius: local serves paired devices only and needs no tracker (never registers, reports or "
+        "dials a relay, whatever --tracker says); circle refuses every tasting token not issued through one of its "
+        "circles, whatever the tracker says (public, unlisted, or not given: the tracker's word, which can only "
+        "narrow it)",
     ),
     ("--circle", str, "a circle id (c_...) this rig serves, pinned: the tracker cannot add to them (repeatable)"),
     (
@@ -94,7 +96,7 @@ CHOICES = {
     "--relay": ("auto", "off"),
     "--moderate-output": ("record", "block", "off"),
     "--count-prompt-tokens": ("auto", "probe", "off"),
-    "--visibility": ("public", "unlisted", "circle"),
+    "--visibility": config.PINNABLE,
 }
 REPEATABLE = {"--filter-off", "--circle"}
 
@@ -134,15 +136,19 @@ def cmd_serve(args) -> int:
     from node_agent.server import serve
 
     cfg = config.resolve(flags_of(args))
-    missing = [name for name in ("tracker", "node_id", "node_secret", "upstream") if not getattr(cfg, name)]
+    # A local rig needs only its model server: it serves paired devices and never speaks to a tracker.
+    needed = ("upstream",) if cfg.local else ("tracker", "node_id", "node_secret", "upstream")
+    missing = [name for name in needed if not getattr(cfg, name)]
     if missing:
         flags = ", ".join("--" + m.replace("_", "-") for m in missing)
-        print(f"luckrig-node serve: missing {flags} (or run `luckrig-node join` first)", file=sys.stderr)
+        hint = "" if cfg.local else "; or --visibility local to serve paired devices only, with no tracker"
+        print(f"luckrig-node serve: missing {flags} (or run `luckrig-node join` first{hint})", file=sys.stderr)
         return 2
     if cfg.moderate_output not in ("record", "block", "off"):
         print("luckrig-node serve: --moderate-output must be record, block or off", file=sys.stderr)
         return 2
-    print(f"LuckRig node {cfg.node_id}: listening on http://{cfg.host}:{cfg.port}/v1 in front of {cfg.upstream}")
+    who = "local rig (paired devices only, no tracker)" if cfg.local else f"node {cfg.node_id}"
+    print(f"LuckRig {who}: listening on http://{cfg.host}:{cfg.port}/v1 in front of {cfg.upstream}")
     serve(cfg)
     return 0
 

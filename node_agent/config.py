@@ -9,6 +9,9 @@ from pathlib import Path
 ENV_PREFIX = "LUCKRIG_AGENT_"
 # The filter category no operator may switch off (sexual content involving minors): the agent refuses to start.
 ALWAYS_FILTERED = "csam"
+# What --visibility may pin. `local` is the narrowest radius and the only one that needs no tracker; nothing but the
+# operator changing this pin widens a rig (node_agent/circles.py).
+PINNABLE = ("local", "public", "unlisted", "circle")
 
 
 def default_config_dir() -> Path:
@@ -56,7 +59,8 @@ class AgentConfig:
     # 127.0.0.1, switch the exemption off to see the bound work.
     limit_loopback: int = 0
     # The rig's radius as the operator pins it (issue 15, node_agent/circles.py): empty leaves it to the tracker.
-    # `circle` and the circle ids (comma-separated, or a list in agent.json) win over whatever the tracker says.
+    # `circle` and the circle ids (comma-separated, or a list in agent.json) win over whatever the tracker says;
+    # `local` (issue 16) serves paired devices only and never speaks to a tracker, whatever --tracker says.
     visibility: str = ""
     circle: str = ""
     # Local mode (issue 16, node_agent/lan.py): announce this agent on the LAN over mDNS; which interface's
@@ -68,8 +72,8 @@ class AgentConfig:
     def __post_init__(self):
         if isinstance(self.circle, list | tuple):  # agent.json keeps the pinned circles as a list
             self.circle = ",".join(sorted(circle_ids(self.circle)))
-        if self.visibility not in ("", "public", "unlisted", "circle"):
-            raise ValueError(f"--visibility must be public, unlisted or circle, not {self.visibility!r}")
+        if self.visibility not in ("", *PINNABLE):
+            raise ValueError(f"--visibility must be local, public, unlisted or circle, not {self.visibility!r}")
         if self.relay not in ("auto", "off"):
             raise ValueError(f"--relay must be auto or off, not {self.relay!r}")
         if self.count_prompt_tokens not in ("auto", "probe", "off"):
@@ -92,6 +96,11 @@ class AgentConfig:
     def pinned_circles(self) -> frozenset[str]:
         """The circle ids named by --circle (repeatable or comma-separated)."""
         return circle_ids(self.circle)
+
+    @property
+    def local(self) -> bool:
+        """Pinned `local`: paired devices only, no tracker, relay or usage report (docs/local-mode.md)."""
+        return self.visibility == "local"
 
     @property
     def state_dir(self) -> Path:

@@ -431,18 +431,26 @@ def lan_line(lan: dict, config_dir: Path) -> str:
 
 
 def status(args) -> int:
+    from node_agent.circle_commands import radius
+
     cfg = config.resolve({"config_dir": args.config_dir})
-    if not cfg.node_id:
-        print("No node is configured here. Run: luckrig-node join --tracker URL")
+    if not cfg.node_id and not cfg.local:
+        print("No node is configured here. Run: luckrig-node join --tracker URL (or serve --visibility local)")
         return 1
-    print(f"Node:      {cfg.node_id}")
-    print(f"Tracker:   {cfg.tracker}")
+    if cfg.local:
+        print("Node:      none (a local rig: paired devices only)")
+        print("Tracker:   none" + (f" ({cfg.tracker} is configured but not contacted)" if cfg.tracker else ""))
+    else:
+        print(f"Node:      {cfg.node_id}")
+        print(f"Tracker:   {cfg.tracker}")
     print(f"Upstream:  {cfg.upstream} ({cfg.backend or 'detect'})")
     print(f"Listening: http://{cfg.host}:{cfg.port}/v1 (this machine)")
     if cfg.node_private_key_file and Path(cfg.node_private_key_file).exists():
         print(f"Key:       {keys.fingerprint_of_public_pem(keys.load_public_pem(Path(cfg.node_private_key_file)))}")
+    serving = None
     try:
         local = requests.get(f"http://{cfg.host}:{cfg.port}/health", timeout=3).json()
+        serving = local.get("visibility")
         print(
             f"Agent:     running, upstream {'ok' if local.get('upstream_ok') else 'NOT answering'}, "
             f"queue {local['queue']['active']}/{local['queue']['max_active']} active, "
@@ -457,8 +465,9 @@ def status(args) -> int:
             print(f"Relay:     tunnel {reach.get('tunnel')}" + (f" to relay {relay_id}" if relay_id else ""))
     except (requests.RequestException, ValueError, KeyError):
         print("Agent:     not running here")
-    from node_agent.circle_commands import radius
-
+    if cfg.local:
+        print(f"Radius:    {radius(None, cfg, serving)}")
+        return 0
     identity = load_json(Path(cfg.config_dir) / IDENTITY)
     key = identity.get("contributor_key") if identity.get("tracker") == cfg.tracker.rstrip("/") else None
     node = None
@@ -473,5 +482,5 @@ def status(args) -> int:
     except (requests.RequestException, ValueError, KeyError, TypeError):
         node = None
         print("Tracker says: (unreachable)")
-    print(f"Radius:    {radius(node, cfg)}")
+    print(f"Radius:    {radius(node, cfg, serving)}")
     return 0

@@ -67,7 +67,7 @@ class LanError(Exception):
 def trust_radius(tracker: str, visibility: str) -> str:
     """The rig's radius as the LAN sees it: `local` with no tracker (paired devices only), `circle` for a circle
     rig, `public` otherwise (an unlisted rig is not listed, but any holder of a tracker token may taste it)."""
-    if not tracker:
+    if not tracker or visibility == "local":
         return "local"
     return "circle" if visibility == "circle" else "public"
 
@@ -198,7 +198,8 @@ def parse_txt(properties: dict) -> tuple[dict, list[str]]:
             problems.append(f"{name} missing or malformed")
 
     take("version", _VERSION.fullmatch)
-    take("node", _NODE.fullmatch)
+    if "node" in text:  # a local rig has no node id (no tracker gave it one): absent is fine, malformed is not
+        take("node", _NODE.fullmatch)
     take("model", lambda v: 0 < len(v) <= 200 and v.isprintable())
     take("radius", lambda v: v in RADII)
     pk = text.get("pk")

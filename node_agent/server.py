@@ -37,7 +37,7 @@ log = logging.getLogger("luckrig.agent")
 class Agent:
     def __init__(self, config: AgentConfig):
         self.config = config
-        self.node_id = config.node_id
+        self.node_id = "" if config.local else config.node_id  # a local rig has no tracker identity to announce
         self.ledger = Ledger(config.state_dir)
         self.queue = SlotQueue(config.max_active, config.max_waiting, max_per_key=config.max_per_token)
         self.queue.earn_more = lambda tier: earn_more(tier, config.tracker)
@@ -98,6 +98,45 @@ class Agent:
             moderation_api_key=cfg.moderation_api_key or None,
             filter_off=cfg.filter_categories_off,
         )
+        if not cfg.local:
+            self.start_link()
+            self._set_keys(await self.link.refresh_keys())
+        try:
+            self.models = [m["id"] for m in await self.upstream.models()]
+        except (aiohttp.ClientError, TimeoutError, ValueError, KeyError):
+            self.models = []
+        if self.link is not None:
+            self._tasks.append(asyncio.create_task(self.link.run()))
+        self._tasks.append(asyncio.create_task(self.identify_model(backend)))
+        if self.repeats is not None:
+            self._tasks.append(asyncio.create_task(logs.flush_forever(self.repeats)))
+        if cfg.relay != "off" and not cfg.local:
+            self.tunnel = TunnelClient(
+                session=self.session,
+                tracker=cfg.tracker,
+                node_id=cfg.node_id,
+                node_secret=cfg.node_secret,
+                local_base=local_base(cfg.host, cfg.port),
+                max_body_bytes=cfg.max_body_bytes,
+            )
+            self._tasks.append(asyncio.create_task(self.tunnel.run()))
+        if cfg.lan:
+            self._announce()
+        if cfg.local and cfg.tracker:
+            log.warning("--visibility local: the tracker %s is not contacted (the pin wins)", cfg.tracker)
+        log.info(
+            "serving %s in front of %s (%s); %s; filtering %s; %s",
+            f"node {self.node_id}" if self.node_id else "this rig",
+            backend,
+            "upstream reachable" if self.models else "upstream not answering yet",
+            f"{len(self.verifier.keys)} tracker key(s)" if self.verifier else "no tracker",
+            ", ".join(self.policy.categories) or "nothing",
+            self.circles.describe(),
+        )
+
+    def start_link(self) -> None:
+        """The tracker link (heartbeats, keys, usage reports, pushed rules and radius); never made in local mode."""
+        cfg = self.config
         self.link = TrackerLink(
             session=self.session,
             tracker=cfg.tracker,
@@ -113,36 +152,6 @@ class Agent:
         self.link.on_keys = self._set_keys
         self.link.on_rules = self.policy.set_rules
         self.link.on_circles = self._radius_told
-        self._set_keys(await self.link.refresh_keys())
-        try:
-            self.models = [m["id"] for m in await self.upstream.models()]
-        except (aiohttp.ClientError, TimeoutError, ValueError, KeyError):
-            self.models = []
-        self._tasks.append(asyncio.create_task(self.link.run()))
-        self._tasks.append(asyncio.create_task(self.identify_model(backend)))
-        if self.repeats is not None:
-            self._tasks.append(asyncio.create_task(logs.flush_forever(self.repeats)))
-        if cfg.relay != "off":
-            self.tunnel = TunnelClient(
-                session=self.session,
-                tracker=cfg.tracker,
-                node_id=cfg.node_id,
-                node_secret=cfg.node_secret,
-                local_base=local_base(cfg.host, cfg.port),
-                max_body_bytes=cfg.max_body_bytes,
-            )
-            self._tasks.append(asyncio.create_task(self.tunnel.run()))
-        if cfg.lan:
-            self._announce()
-        log.info(
-            "serving node %s in front of %s (%s); %d tracker key(s); filtering %s; %s",
-            self.node_id,
-            backend,
-            "upstream reachable" if self.models else "upstream not answering yet",
-            len(self.verifier.keys),
-            ", ".join(self.policy.categories) or "nothing",
-            self.circles.describe(),
-        )
 
     def lan_txt(self) -> dict[str, str]:
         radius = lan.trust_radius(self.config.tracker, self.circles.visibility)
@@ -258,6 +267,8 @@ class Agent:
             "categories": categories[:20],
             "mode": claims.crypto_mode,
         }
+        if self.link is None:  # local mode: no tracker to tell (and no tracker token reaches a local rig)
+            return
         if await self.link.send_flag({k: v for k, v in body.items() if k != "schema_version"}):
             return
         try:
@@ -301,7 +312,9 @@ class Agent:
         """The token's claims once every token check has passed: signature and audience, revocation, and the
         circle check (issue 15: whatever the tracker issued, a circle rig serves its circles only). Here, one place,
         so that it holds for direct tasters, relayed ones (the tunnel replays them to these handlers) and public-key
-        mode alike."""
+        mode alike. A local rig has no tracker keys: every token is refused (`local_only`)."""
+        if self.verifier is None:
+            self.circles.check(None)  # local: 401
         claims = self.verifier.verify(request.headers.get("Authorization"))
         if claims.jti in self.link.revoked:
             raise AgentError(401, "invalid_token", "This tasting token was revoked.")
@@ -337,7 +350,7 @@ class Agent:
         # whatever the radius, so that a paired device hears at once that its pairing no longer holds.
         if paired.is_signed(request.headers):
             self.paired_claims(request, await self.read_body(request))
-        elif self.circles.visibility == "circle":
+        elif self.circles.visibility in ("circle", "local"):
             self.tasting_claims(request)
         try:
             data = await self.upstream.models()

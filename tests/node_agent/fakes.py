@@ -472,9 +472,15 @@ class FakeTracker(ThreadedApp):
         self.telemetry_lists = True
         # The rig's radius every heartbeat answer carries (issue 15): visibility, circles, circle_only_hours.
         self.radius: dict = {}
+        self.paths: list[str] = []  # every request's path, whatever it asked
 
     def build(self):
-        app = web.Application()
+        @web.middleware
+        async def record(request, handler):
+            self.paths.append(request.path)
+            return await handler(request)
+
+        app = web.Application(middlewares=[record])
         app.router.add_get("/api/tracker-keys", self.tracker_keys)
         app.router.add_get("/api/filter-rules", self.filter_rules)
         app.router.add_post("/api/nodes/{node_id}/heartbeat", self.heartbeat)

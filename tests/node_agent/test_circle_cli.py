@@ -247,8 +247,8 @@ def test_status_says_the_radius(capsys, circle_tracker, circle_rig):
     code, out, _ = run(capsys, "status", "--config-dir", config_dir)
     assert code == 0
     assert (
-        f"Radius:    pinned here: visibility circle; circles {circle['id']}; the tracker says circle, shared with "
-        f"Flatmates ({circle['id']})"
+        f"Radius:    circle, pinned here: visibility circle; circles {circle['id']}; the tracker says circle, "
+        f"shared with Flatmates ({circle['id']})"
     ) in out
 
 

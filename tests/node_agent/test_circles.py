@@ -236,7 +236,7 @@ def test_the_rigs_owner_tastes_a_circle_rig_shared_with_no_circle_and_nobody_els
 
 
 def test_a_bad_visibility_pin_is_refused():
-    with pytest.raises(ValueError, match="--visibility must be public, unlisted or circle"):
+    with pytest.raises(ValueError, match="--visibility must be local, public, unlisted or circle"):
         AgentConfig(visibility="friends")
     assert AgentConfig(circle=["c_x", " c_y "]).pinned_circles == {"c_x", "c_y"}  # agent.json keeps a list
 
