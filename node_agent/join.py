@@ -241,6 +241,15 @@ def join(args, flags: dict) -> int:
     tracker = cfg.tracker.rstrip("/")
     cfg_dir = Path(cfg.config_dir)
     saved = config.saved_config(cfg_dir)
+    if saved.get("visibility") == "local" and not args.visibility:
+        # A local rig is for paired devices only and never registered: joining a tracker widens it, which only an
+        # explicit command may do (issue 16).
+        print(
+            "luckrig-node join: this rig is pinned local (your paired devices only, no tracker); joining a tracker "
+            "would widen it. Say how far with --visibility public, unlisted or circle.",
+            file=sys.stderr,
+        )
+        return 1
 
     step(
         "Looking for a local LLM server"

@@ -105,6 +105,18 @@ def test_only_the_operator_changing_the_pin_widens_a_local_rig(tmp_path, monkeyp
     assert config.resolve({"config_dir": str(tmp_path)}).visibility == "circle"
 
 
+def test_join_does_not_widen_a_local_rig_unless_told_how_far(tmp_path, monkeypatch, capsys):
+    for name in ("VISIBILITY", "TRACKER", "CONFIG_DIR", "UPSTREAM"):
+        monkeypatch.delenv(config.ENV_PREFIX + name, raising=False)
+    config.save_config(tmp_path, {"visibility": "local", "upstream": "http://127.0.0.1:9"})
+    argv = ["join", "--tracker", "http://127.0.0.1:9", "--config-dir", str(tmp_path), "--no-serve", "--yes"]
+    assert cli.main(argv) == 1
+    said = capsys.readouterr()
+    assert "this rig is pinned local" in said.err and "--visibility public, unlisted or circle" in said.err
+    assert "Looking for a local LLM server" not in said.out  # refused before anything was asked
+    assert config.saved_config(tmp_path)["visibility"] == "local"
+
+
 def test_serve_needs_a_tracker_unless_pinned_local(tmp_path, monkeypatch, capsys):
     for name in ("VISIBILITY", "TRACKER", "NODE_ID", "NODE_SECRET", "UPSTREAM", "CONFIG_DIR"):
         monkeypatch.delenv(config.ENV_PREFIX + name, raising=False)
