@@ -7,10 +7,10 @@ import logging
 import pytest
 
 from node_agent.chat import parse_chat
+from node_agent.connections import address_key
 from node_agent.errors import AgentError
 from node_agent.logs import RepeatFilter
 from node_agent.queue import SlotQueue
-from node_agent.server import address_key
 
 
 @pytest.mark.parametrize(
