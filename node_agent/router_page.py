@@ -53,7 +53,7 @@ class LanPage:
         self.router = router
         self.csrf = secrets.token_urlsafe(32)
         self.names = set(LOCAL_NAMES)
-        if host and host not in ("0.0.0.0", "::"):  # noqa: S104 - not listening: naming the wildcard to leave it out
+        if host and host not in ("0.0.0.0", "::"):  # noqa: S104 - compared, not bound
             self.names.add(f"[{host}]" if ":" in host else host)
         self.listeners: dict[str, lan.SeenRig] = {}
         self.pending: dict[str, Pending] = {}
@@ -214,7 +214,11 @@ class LanPage:
             label = rig.fields.get("node") or name
             if fingerprint in pinned:
                 state = self.router.loads.states.get(name)
-                health = "" if state is None else (" · answering" if state.healthy else " · not answering")
+                health = ""  # not polled yet
+                if state is not None and not state.healthy:
+                    health = " · not answering"
+                elif state is not None and state.polled_at is not None:
+                    health = " · answering"
                 status = f"paired as {pinned[fingerprint].name}{health}"
                 action = (
                     f'<button type="button" data-unpair="{esc(fingerprint)}" data-label="{esc(label)}">Unpair</button>'

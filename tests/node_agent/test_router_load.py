@@ -112,6 +112,8 @@ def test_a_rig_whose_health_fails_gets_no_request_until_it_answers_again(tmp_pat
                 "two"
             ] * 4
             assert one.chats == 0
+            page = await (await client.get("/")).text()
+            assert "paired as one · not answering" in page and "paired as two · answering" in page
 
             two.up = False
             assert await until(lambda: not router.loads.state(names["two"]).healthy, 5)
