@@ -44,7 +44,12 @@ PROTOCOL = "luckrig-pair-v1"
 
 
 class PairingError(Exception):
-    """Why pairing did not happen (said to the user as it is)."""
+    """Why pairing did not happen (said to the user as it is); `code` is the listener's error code when it refused
+    (wrong_code, code_expired, code_used, wrong_device, ...), else empty."""
+
+    def __init__(self, message: str, code: str = ""):
+        super().__init__(message)
+        self.code = code
 
 
 def new_code() -> str:
@@ -245,7 +250,9 @@ async def request_pairing(
         raise PairingError(f"{base} did not answer the pairing request ({type(exc).__name__})") from exc
     if status != 200:
         error = answer.get("error", {}) if isinstance(answer, dict) else {}
-        raise PairingError(f"{error.get('code', status)}: {error.get('message', 'refused')}")
+        code = str(error.get("code", "")) if isinstance(error, dict) else ""
+        message = error.get("message", "refused") if isinstance(error, dict) else "refused"
+        raise PairingError(f"{code or status}: {message}", code=code)
     expected = transcript("A", a_public, agent.public_b64, nonce, a_name, name)
     if (
         not isinstance(answer, dict)

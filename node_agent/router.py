@@ -6,17 +6,16 @@ Which rigs: the ones whose announced key (TXT `pk`) is pinned in this machine's 
 request so that `unpair` counts at once. The TXT record is only a hint of where a key is: the rig's agent checks
 the signature, and a record that names a pinned key it does not hold gets 401 from the rig it points to.
 
-Which model a rig serves is its TXT `model` (what its agent serves, `served_model()`): the router asks no rig
-anything before a chat request, so a model list or a refusal is instant. Which rig: the one with the fewest of the
-router's own requests in flight (the router does not read the rigs' /health queues, so it does not know about
-other clients' requests), round-robin among equals. A request moves to the next rig only before the first byte
+Which model a rig serves is what its signed `GET /v1/models` answered, asked again every few seconds, and its TXT
+`model` only when it cannot be asked; which rig: the healthy one least busy by its own queue (its `/health`, polled
+every 2 s) plus the router's own requests to it since that poll, round-robin among equals (node_agent/
+router_load.py). A request moves to the next rig only before the first byte
 (a connection refused or reset, or a 5xx status); after that the rig's answer, streamed or not, goes to the client
 chunk by chunk as it comes, untouched. A client going away cancels the handler (handler_cancellation), which
 closes the request to the rig, whose agent then stops its model server."""
 
 import asyncio
 import contextlib
-import html
 import itertools
 import json
 import logging
@@ -26,7 +25,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from node_agent import identity, lan, paired
+from node_agent import identity, lan, paired, router_load, router_page
 from node_agent.errors import AgentError
 from node_agent.server import errors_middleware
 
@@ -42,17 +41,20 @@ PASSED_HEADERS = ("Content-Type", "Cache-Control")  # of the rig's answer; the r
 class Router:
     """The rigs seen on the LAN (fed by LanBrowser's on_change, `seen`) and the routing of requests to them."""
 
-    def __init__(self, agent: identity.Identity, store: paired.PairedStore):
+    def __init__(self, agent: identity.Identity, store: paired.PairedStore, *, host: str = DEFAULT_HOST):
         self.identity, self.store = agent, store
         self.rigs: dict[str, lan.SeenRig] = {}
-        self.in_flight: dict[str, int] = {}  # service name → this router's requests being answered by it
+        self.loads = router_load.RigLoads(agent)
+        self.poll_interval = router_load.POLL_INTERVAL
         self._turn = itertools.count()
         self.session: aiohttp.ClientSession | None = None
+        self.page = router_page.LanPage(self, host)
 
     def seen(self, name: str, rig: lan.SeenRig | None) -> None:
         """LanBrowser's on_change: a rig announced, changed, or gone (goodbye, expiry or the staleness sweep)."""
         if rig is None:
             self.rigs.pop(name, None)
+            self.loads.forget(name)
         else:
             self.rigs[name] = rig
 
@@ -62,33 +64,45 @@ class Router:
         except ValueError:
             return {}  # an unreadable paired.json pins nobody (`luckrig-node pair --list` says why)
 
-    def usable(self) -> list[lan.SeenRig]:
-        """The rigs requests may go to: a pinned key, an address and a port, a model. Sorted by name, so that the
+    def paired_rigs(self) -> list[lan.SeenRig]:
+        """The rigs with a pinned key, an address and a port (the ones polled), sorted by name so that the
         round-robin turn is stable."""
         pinned = self.pinned()
         return [
             rig
             for name, rig in sorted(self.rigs.items())
-            if rig.fields.get("fingerprint") in pinned and rig.addresses and rig.port and rig.fields.get("model")
+            if rig.fields.get("fingerprint") in pinned and rig.addresses and rig.port
         ]
 
-    def models(self) -> list[str]:
-        return sorted({rig.fields["model"] for rig in self.usable()})
+    def usable(self) -> list[lan.SeenRig]:
+        """The paired rigs requests may go to: healthy (or not polled yet), serving at least one model."""
+        return [rig for rig in self.paired_rigs() if self.loads.state(rig.name).healthy and self.loads.models_of(rig)]
+
+    def models(self) -> list[dict]:
+        """The union of the usable rigs' models, by id, in OpenAI's shape; `luckrig` says which rigs serve each and
+        whether each one was asked (or only announced it)."""
+        union: dict[str, dict] = {}
+        for rig in self.usable():
+            asked = bool(self.loads.state(rig.name).models)
+            for entry in self.loads.models_of(rig):
+                model = union.setdefault(entry["id"], {**entry, "object": "model", "luckrig": {"rigs": []}})
+                model["luckrig"]["rigs"].append({"rig": rig_label(rig), "asked": asked})
+        return [union[m] for m in sorted(union)]
 
     def candidates(self, model: str) -> list[lan.SeenRig]:
-        """The rigs serving `model`, least busy first, round-robin among equals; AgentError 503 when no paired rig
-        is seen at all, 404 when none serves `model`."""
+        """The rigs serving `model`, least busy first, round-robin among equals; AgentError 503 when no paired
+        healthy rig is seen at all, 404 when none serves `model`."""
         usable = self.usable()
         if not usable:
             raise AgentError(
                 503, "no_rig_available", "No paired rig is on the LAN right now (luckrig-node discover lists them)."
             )
-        serving = [rig for rig in usable if rig.fields["model"] == model]
+        serving = [rig for rig in usable if model in router_load.model_ids(self.loads.models_of(rig))]
         if not serving:
             raise AgentError(404, "model_not_found", f"No paired rig on the LAN serves the model {model!r}.")
         turn = next(self._turn) % len(serving)
         rotated = serving[turn:] + serving[:turn]
-        return sorted(rotated, key=lambda rig: self.in_flight.get(rig.name, 0))  # stable: the turn breaks ties
+        return sorted(rotated, key=lambda rig: self.loads.state(rig.name).load())  # stable: the turn breaks ties
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
@@ -103,9 +117,8 @@ class Router:
         for rig in self.candidates(model):
             fingerprint = rig.fields["fingerprint"]
             headers = paired.sign_headers(self.identity, "POST", CHAT_PATH, raw, recipient=fingerprint)
-            url = f"http://{rig.addresses[0]}:{rig.port}{CHAT_PATH}"
-            self.in_flight[rig.name] = self.in_flight.get(rig.name, 0) + 1
-            try:
+            url = f"{router_load.RigLoads.base(rig)}{CHAT_PATH}"
+            with self.loads.request(rig.name):
                 try:
                     upstream = await self.session.post(
                         url, data=raw, headers=headers | {"Content-Type": "application/json"}
@@ -122,8 +135,6 @@ class Router:
                         tried.append(rig.name)
                         continue
                     return await self.pass_through(request, upstream, rig)
-            finally:
-                self.in_flight[rig.name] -= 1
         raise AgentError(
             503, "no_rig_available", f"None of the {len(tried)} paired rig(s) serving {model!r} could answer."
         )
@@ -133,7 +144,7 @@ class Router:
         for name in PASSED_HEADERS:
             if name in upstream.headers:
                 response.headers[name] = upstream.headers[name]
-        response.headers["X-LuckRig-Rig"] = rig.fields.get("node") or rig.name
+        response.headers["X-LuckRig-Rig"] = rig_label(rig)
         await response.prepare(request)
         try:
             async for chunk in upstream.content.iter_any():
@@ -149,29 +160,22 @@ class Router:
         return response
 
     async def models_list(self, request: web.Request) -> web.Response:
-        data = [{"id": m, "object": "model", "created": 0, "owned_by": "luckrig-lan"} for m in self.models()]
-        return web.json_response({"object": "list", "data": data})
+        """The union of what the paired, healthy rigs answer (asked again when older than MODELS_TTL)."""
+        await self.loads.refresh_models(self.session, self.usable())
+        return web.json_response({"object": "list", "data": self.models()})
 
-    async def page(self, request: web.Request) -> web.Response:
-        """Every rig seen on the LAN, paired or not: what it announces (claims, escaped) and whether it is paired."""
-        pinned = self.pinned()
-        rows = []
-        for name, rig in sorted(self.rigs.items()):
-            fingerprint = rig.fields.get("fingerprint")
-            where = ", ".join(f"{a}:{rig.port}" for a in rig.addresses) or "no address"
-            state = f"paired as {pinned[fingerprint].name}" if fingerprint in pinned else "not paired"
-            cells = [rig.fields.get("node") or name, rig.fields.get("model") or "?", where, fingerprint or "?", state]
-            rows.append("<tr>" + "".join(f"<td>{html.escape(lan.printable(str(c)))}</td>" for c in cells) + "</tr>")
-        table = "\n".join(rows) or '<tr><td colspan="5">No rig announces itself on the LAN.</td></tr>'
-        text = (
-            "<!doctype html><html><head><meta charset=utf-8><title>LuckRig on this LAN</title></head><body>"
-            "<h1>LuckRig rigs on this LAN</h1>"
-            "<p>Requests to <code>/v1/chat/completions</code> here go to the paired ones. What a rig announces is a "
-            "claim; its paired key is what counts. Pair with <code>luckrig-node pair</code>.</p>"
-            "<table><tr><th>Node</th><th>Model</th><th>Address</th><th>Key</th><th>Paired</th></tr>"
-            f"{table}</table></body></html>"
-        )
-        return web.Response(text=text, content_type="text/html")
+    async def poll_forever(self) -> None:
+        while True:
+            try:
+                await self.loads.poll_all(self.session, self.paired_rigs())
+            except Exception:  # noqa: BLE001 - the poll must outlive whatever one round meets
+                log.exception("polling the rigs failed; trying again")
+            await asyncio.sleep(self.poll_interval)
+
+
+def rig_label(rig: lan.SeenRig) -> str:
+    """How the router names a rig to its clients: its TXT `node`, else its service name."""
+    return rig.fields.get("node") or rig.name
 
 
 def build_app(router: Router) -> web.Application:
@@ -181,11 +185,15 @@ def build_app(router: Router) -> web.Application:
     async def open_session(app):
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT)
         router.session = aiohttp.ClientSession(timeout=timeout)
+        polling = asyncio.create_task(router.poll_forever())
         yield
+        polling.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await polling
         await router.session.close()
 
     app.cleanup_ctx.append(open_session)
-    app.router.add_get("/", router.page)
+    router.page.install(app)
     app.router.add_get("/v1/models", router.models_list)
     app.router.add_post(CHAT_PATH, router.chat)
     app.router.add_post("/chat/completions", router.chat)
@@ -195,14 +203,17 @@ def build_app(router: Router) -> web.Application:
 async def run(config_dir: Path, host: str, port: int, interface: str = "", *, ready: Callable | None = None) -> None:
     """`luckrig-node lan`: browse the LAN and serve the router until interrupted."""
     agent = identity.load_or_create(config_dir)
-    router = Router(agent, paired.PairedStore(config_dir))
+    router = Router(agent, paired.PairedStore(config_dir), host=host)
     aiozc = lan.browsing_zeroconf(interface)
     browser = lan.LanBrowser(aiozc, on_change=router.seen)
+    # `luckrig-node pair` listeners, for the page's Pair button (their TXT `pk` says which rig shows a code).
+    listeners = lan.LanBrowser(aiozc, service_type=lan.PAIRING_SERVICE_TYPE, on_change=router.page.listener_seen)
     # A client that goes away cancels its handler, which closes the request to the rig (its model server stops).
     runner = web.AppRunner(build_app(router), handler_cancellation=True, access_log=None)
     await runner.setup()
     try:
         await browser.start()
+        await listeners.start()
         await web.TCPSite(runner, host, port).start()
         log.info("routing to the paired rigs on the LAN at http://%s:%d/v1", host, port)
         if host not in ("127.0.0.1", "::1", "localhost"):
@@ -212,6 +223,7 @@ async def run(config_dir: Path, host: str, port: int, interface: str = "", *, re
         await asyncio.Event().wait()
     finally:
         await browser.stop()
+        await listeners.stop()
         await runner.cleanup()
         await aiozc.async_close()
 

@@ -318,16 +318,14 @@ def _report_csp(source, text: str) -> None:
     watch_of(source["page"]).csp_violations.append(text)
 
 
-@pytest.fixture
-def new_page(request, browser, site, screenshot_dir):
-    """new_page(**context_options) → a Page in a fresh context (own cookies and storage), English, 1280×800,
-    relative URLs resolved against the site. Call it twice for two people (a moderator and a taster)."""
+@contextlib.contextmanager
+def _page_maker(request, browser, screenshot_dir, base_url: str | None):
     contexts, pages = [], []
     request.node.stash[_PAGES] = pages
     request.node.stash[_SHOTS] = screenshot_dir
 
     def make(**options):
-        options = {"base_url": site.base, "locale": "en-US", "viewport": {"width": 1280, "height": 800}, **options}
+        options = {"base_url": base_url, "locale": "en-US", "viewport": {"width": 1280, "height": 800}, **options}
         context = browser.new_context(**options)
         context.set_default_timeout(TIMEOUT_MS)
         context.expose_binding("__luckrigCspViolation", _report_csp)
@@ -338,10 +336,28 @@ def new_page(request, browser, site, screenshot_dir):
         pages.append(page)
         return page
 
-    yield make
-    for context in contexts:
-        with contextlib.suppress(Exception):  # a crashed browser must not hide the test's own result
-            context.close()
+    try:
+        yield make
+    finally:
+        for context in contexts:
+            with contextlib.suppress(Exception):  # a crashed browser must not hide the test's own result
+                context.close()
+
+
+@pytest.fixture
+def new_page(request, browser, site, screenshot_dir):
+    """new_page(**context_options) → a Page in a fresh context (own cookies and storage), English, 1280×800,
+    relative URLs resolved against the site. Call it twice for two people (a moderator and a taster)."""
+    with _page_maker(request, browser, screenshot_dir, site.base) as make:
+        yield make
+
+
+@pytest.fixture
+def local_page(request, browser, screenshot_dir):
+    """local_page(base_url, **context_options) → a watched Page as `new_page` makes them, for a server the test
+    runs itself (the local router): no live site is started."""
+    with _page_maker(request, browser, screenshot_dir, None) as make:
+        yield lambda base_url, **options: make(base_url=base_url, **options)
 
 
 @pytest.fixture

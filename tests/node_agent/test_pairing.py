@@ -348,6 +348,16 @@ def test_an_unreadable_paired_file_pins_nobody_and_the_commands_say_why(tmp_path
 # --- two namespaces, for real --------------------------------------------------------------------------------------
 
 
+def code_shown(process: subprocess.Popen) -> str:
+    """The code a running `luckrig-node pair` shows (its output read up to there)."""
+    seen = []
+    while not (seen and seen[-1].startswith("Pairing code: ")):
+        line = process.stdout.readline()
+        assert line, "".join(seen)  # the process ended without showing a code
+        seen.append(line)
+    return seen[-1].split()[2]
+
+
 def test_two_devices_pair_across_namespaces_found_by_mdns(tmp_path):
     """Device A runs `luckrig-node pair --yes` (a process, in its namespace, announcing on its veth address); device
     B, in the other namespace, runs `luckrig-node pair CODE --yes` and finds A by mDNS. Each pins the other."""
@@ -363,12 +373,7 @@ def test_two_devices_pair_across_namespaces_found_by_mdns(tmp_path):
             text=True,
         )
         try:
-            seen = []
-            while not (seen and seen[-1].startswith("Pairing code: ")):
-                line = shower.stdout.readline()
-                assert line, "".join(seen)  # the process ended without showing a code
-                seen.append(line)
-            code = seen[-1].split()[2]
+            code = code_shown(shower)
             argv = ["pair", code, "--yes", "--name", "laptop", "--config-dir", str(tmp_path / "b")]
             assert netns.run_in(pair.b, lambda: asyncio.to_thread(cli.main, argv), timeout=40) == 0
             assert shower.wait(20) == 0

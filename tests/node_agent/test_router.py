@@ -42,11 +42,13 @@ def announce(router: Router, node: str, key: identity.Identity, port: int, model
 
 
 @contextlib.asynccontextmanager
-async def lan_of(tmp_path, fake_tracker, models: dict[str, str], *, unpaired: tuple = ()):
+async def lan_of(tmp_path, fake_tracker, models: dict[str, str], *, unpaired: tuple = (), hints: dict | None = None):
     """Rigs named after `models` (node → the model it serves), each an agent in front of its own fake model server,
-    paired with the router unless named in `unpaired`; yields (router's client, router, {node: (fake, name)})."""
+    paired with the router unless named in `unpaired`, announcing the model `hints` names (default: the one it
+    serves); yields (router's client, router, {node: (fake, service name, the agent's client)})."""
     me = identity.load_or_create(tmp_path / "router")
     router = Router(me, paired.PairedStore(tmp_path / "router"))
+    router.poll_interval = 0.2
     async with contextlib.AsyncExitStack() as stack:
         rigs = {}
         for node, model in models.items():
@@ -60,7 +62,8 @@ async def lan_of(tmp_path, fake_tracker, models: dict[str, str], *, unpaired: tu
             client, _ = await stack.enter_async_context(
                 running_agent(fake_tracker, fake, rig_dir, heartbeat_interval=60, model=model)
             )
-            rigs[node] = (fake, announce(router, node, key, client.server.port, model))
+            hint = (hints or {}).get(node, model)
+            rigs[node] = (fake, announce(router, node, key, client.server.port, hint), client)
         client = await stack.enter_async_context(TestClient(TestServer(build_app(router), handler_cancellation=True)))
         yield client, router, rigs
 
@@ -136,7 +139,7 @@ def test_requests_go_round_robin_then_to_the_less_busy_rig_and_a_client_leaving_
                     break
                 await held.read()
             first = await held.content.readuntil(b"\n\n")
-            assert first.startswith(b"data: ") and router.in_flight[rigs["a"][1]] == 1
+            assert first.startswith(b"data: ") and router.loads.in_flight(rigs["a"][1]) == 1
             # Equal turns would alternate; the busier rig is passed over while its request is in flight.
             assert [(await ask(client, "alpha"))[2] for _ in range(3)] == ["b", "b", "b"]
 
@@ -144,7 +147,7 @@ def test_requests_go_round_robin_then_to_the_less_busy_rig_and_a_client_leaving_
             # stops generating.
             held.close()
             assert await until(lambda: rigs["a"][0].cancelled == 1 and rigs["a"][0].active == 0)
-            assert await until(lambda: router.in_flight[rigs["a"][1]] == 0)
+            assert await until(lambda: router.loads.in_flight(rigs["a"][1]) == 0)
 
     asyncio.run(run())
 
@@ -208,7 +211,7 @@ def test_a_rig_failing_mid_answer_cuts_the_client_off_rather_than_ending_its_ans
             assert r.status == 200 and await r.content.readuntil(b"\n\n") == b'data: {"choices": []}\n\n'
             with pytest.raises(aiohttp.ClientPayloadError):
                 await r.read()
-            assert router.in_flight[router.usable()[0].name] == 0
+            assert router.loads.in_flight(router.usable()[0].name) == 0
 
     asyncio.run(run())
 
