@@ -363,6 +363,16 @@ def build_parser() -> argparse.ArgumentParser:
     pull.add_argument("--allow-http", action="store_true", help="allow plain http (a mirror on your own network)")
     pull.add_argument("--allow-private", action="store_true", help="allow private and loopback addresses")
     pull.add_argument("--catalog", metavar="FILE", help="a catalog file of your own (default: the agent's)")
+    pull.add_argument(
+        "--ollama-models",
+        help="ollama's models folder, read to check the pulled model's sha256 (default: the saved one, else "
+        "$OLLAMA_MODELS or ~/.ollama/models)",
+    )
+    pull.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="with ollama: do not compare the pulled model with the catalog's sha256",
+    )
     pull.set_defaults(func=cmd_pull)
 
     models = with_config_dir(sub.add_parser("models", help="the model files here: sha256, quantization, context"))

@@ -5,17 +5,21 @@ Hugging Face repository and quantization (`hf.co/<owner>/<repo>:<quant>`), or an
 
 With an ollama rig, ollama does the fetching (`POST /api/pull`, its progress shown): ollama pulls from its own
 library or from Hugging Face by `hf.co/...` names, so a short name becomes the `hf.co/<repo>:<quant>` of the file
-the catalog names, and a plain URL is refused. Otherwise (llama.cpp, or no rig yet) the file is downloaded into the
-models folder: into `<file>.part`, resumed with an HTTP Range request when a `.part` is already there, hashed while
-it is written (a resume first re-hashes the part it keeps), checked against the expected sha256 and size, and only
-then renamed to its name, so that a llama.cpp pointed at the folder never loads a partial or a wrong file.
+the catalog names, and a plain URL is refused; once ollama has it, the model layer of ollama's manifest is
+compared with the catalog's sha256 (node_agent/pull_ollama.py). Otherwise (llama.cpp, or no rig yet) the file is
+downloaded into the models folder: into `<file>.part`, resumed with an HTTP Range request when a `.part` is already
+there, hashed while it is written (a resume first re-hashes the part it keeps), checked against the expected sha256
+and size, and only then renamed to its name,
+so that a llama.cpp pointed at the folder never loads a partial or a wrong file.
 
 Where it may download from: https only, from huggingface.co, hf.co, the hosts of the catalog's URLs and the hosts
 the operator adds (`--allow-host`); a redirect from such a host is followed (Hugging Face hands its files to a CDN
 on other names), still https only; and never from a private, loopback or link-local address
 (node_agent/addresses.py), on every hop. `--allow-http` and `--allow-private` lift the last two for a models
 mirror on the operator's own network, and for the tests. Only the owner pulls: nothing here is started by the
-tracker."""
+tracker (which may suggest a model: `luckrig-node models` lists its wanted ones, never pulls them).
+
+The download is node_agent/pull_http.py, ollama's pull node_agent/pull_ollama.py; this module resolves REF."""
 
 import asyncio
 import json
@@ -28,7 +32,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 import aiohttp
 
-from node_agent import config
+from node_agent import config, model_identity
 from node_agent.addresses import url_allowed
 from node_agent.pull_http import Downloader, Progress, PullError, Target, reason
 from node_agent.pull_ollama import OllamaPull
@@ -69,6 +73,12 @@ def _hf_repo_of(url: str) -> str | None:
     if parts.hostname in DEFAULT_HOSTS and len(segments) >= 4 and segments[2] == "resolve":
         return f"{segments[0]}/{segments[1]}"
     return None
+
+
+def _ollama_name(entry: dict) -> str | None:
+    """The hf.co name ollama pulls a catalog entry's file by (lowercase, for comparing), if it has one."""
+    repo = _hf_repo_of(entry.get("url") or "")
+    return f"hf.co/{repo}:{entry['quantization']}".lower() if repo and entry.get("quantization") else None
 
 
 def file_name_of(url: str, name: str | None = None) -> str:
@@ -143,7 +153,8 @@ class Puller(Downloader, OllamaPull):
 
     async def resolve(self, ref: str, session: aiohttp.ClientSession | None, sha256: str | None = None) -> Target:
         """The file REF names. `session` is only used for an hf.co REF (to list the repository's files); ollama,
-        which takes hf.co names itself, passes None and gets a Target with only `ollama_name` meaningful."""
+        which takes hf.co names itself, passes None and gets a Target with only `ollama_name`, `sha256` (from --sha256
+        or the catalog entry of the same hf.co name) and `catalog_name` meaningful."""
         if ref.startswith(("https://", "http://")):
             self.check_url(ref, first=True)
             entry = next((e for e in self.catalog if e.get("url") == ref), None)
@@ -157,7 +168,17 @@ class Puller(Downloader, OllamaPull):
         if hf := _HF_REF.match(ref):
             repo, quant = hf.group(1), hf.group(2) or DEFAULT_QUANT
             if session is None:
-                return Target(url="", file="", sha256=None, size=None, ollama_name=f"hf.co/{repo}:{quant}")
+                # ollama takes the name as it is; the catalog entry of the same file (if any) says what to expect.
+                name = f"hf.co/{repo}:{quant}"
+                entry = None if sha256 else next((e for e in self.catalog if _ollama_name(e) == name.lower()), None)
+                return Target(
+                    url="",
+                    file="",
+                    sha256=sha256 or (entry or {}).get("sha256"),
+                    size=None,
+                    ollama_name=name,
+                    catalog_name=(entry or {}).get("name"),
+                )
             return await self.resolve_hf(session, repo, quant, sha256)
         entry = find_in_catalog(self.catalog, ref)
         if entry is None:
@@ -168,14 +189,15 @@ class Puller(Downloader, OllamaPull):
                 f"{ref!r} is not a model the catalog knows (it knows: {known or 'nothing'}); "
                 "give hf.co/<owner>/<repo>:<quant> or an https URL of a .gguf file instead"
             )
-        repo = _hf_repo_of(entry["url"])
         self.check_url(entry["url"], first=True)
+        name = _ollama_name(entry)
         return Target(
             url=entry["url"],
             file=file_name_of(entry["url"], entry.get("file")),
             sha256=entry.get("sha256"),
             size=_size(entry.get("size")),
-            ollama_name=f"hf.co/{repo}:{entry['quantization']}" if repo and entry.get("quantization") else None,
+            ollama_name=f"hf.co/{_hf_repo_of(entry['url'])}:{entry['quantization']}" if name else None,
+            catalog_name=entry["name"],
         )
 
     async def resolve_hf(self, session, repo: str, quant: str, sha256: str | None) -> Target:
@@ -225,6 +247,13 @@ async def which_backend(args) -> tuple[str, str]:
     return ("ollama", found.base_url) if found and found.backend == "ollama" else ("files", "")
 
 
+def ollama_models_dir(args) -> Path:
+    """ollama's models folder: --ollama-models, else the saved config's (or LUCKRIG_AGENT_OLLAMA_MODELS), else
+    $OLLAMA_MODELS or ~/.ollama/models."""
+    cfg = config.resolve({"config_dir": args.config_dir, "ollama_models": args.ollama_models})
+    return Path(cfg.ollama_models or model_identity.default_ollama_models()).expanduser()
+
+
 async def _pull(args, out) -> int:
     if args.sha256 and not _SHA256.match(args.sha256.lower()):
         raise PullError("--sha256 takes 64 hexadecimal digits")
@@ -247,6 +276,10 @@ async def _pull(args, out) -> int:
             )
         puller.say(f"Pulling {target.ollama_name} through ollama at {base}")
         await puller.ollama_pull(base, target.ollama_name)
+        if target.sha256 and not args.no_verify:
+            puller.verify_ollama_model(ollama_models_dir(args), target)
+        elif not args.no_verify:
+            puller.say("No expected sha256 for this model (give one with --sha256): ollama's own digest check only")
         return 0
     async with puller.session() as session:
         target = await puller.resolve(args.ref, session, args.sha256)

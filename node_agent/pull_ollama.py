@@ -1,12 +1,23 @@
-"""The ollama half of `luckrig-node pull` (node_agent/pull.py): ollama fetches the model itself (`POST /api/pull`),
-its progress shown."""
+"""The ollama half of `luckrig-node pull` (node_agent/pull.py): ollama fetches the model itself (`POST /api/pull`,
+its progress shown), and then the model layer ollama wrote is compared with the sha256 the catalog (or --sha256)
+expects, read from ollama's manifest by node_agent/model_identity.py, as the rig's identity is.
+
+ollama checks each blob against its manifest's digest as it pulls; what it cannot know is whether that manifest
+names the file LuckRig means: a Hugging Face repository may have replaced the file under the same name since the
+catalog was written. So the manifest's model layer digest must equal the expected sha256, else the pull fails and
+says how to remove the model. When ollama's models folder cannot be read here (ollama running as another user, as
+its Linux service does, or in a container), the pull still succeeds but says plainly that the file was not
+verified and how to verify it (`--ollama-models DIR`): the model is in ollama either way, and the exit status
+reports a check that failed, not one that could not be made (as a download with no expected sha256 does)."""
 
 import contextlib
 import json
+from pathlib import Path
 
 import aiohttp
 
-from node_agent.pull_http import Progress, PullError, reason
+from node_agent import model_identity
+from node_agent.pull_http import Progress, PullError, Target, reason
 from node_agent.terminal import printable
 
 
@@ -58,3 +69,26 @@ class OllamaPull:
         if not succeeded:
             raise PullError(f"ollama's pull of {name} ended without saying success; run it again")
         self.say(f"ollama has {name}")
+
+    def verify_ollama_model(self, models_dir: Path, target: Target) -> bool:
+        """Compare the model layer of ollama's manifest for `target.ollama_name` with `target.sha256`: True when
+        they match, PullError when they differ, False (said plainly) when the manifest cannot be read here."""
+        name, expected = target.ollama_name, (target.sha256 or "").lower()
+        wanted = f"catalog {target.catalog_name}" if target.catalog_name else "the sha256 given"
+        found = model_identity.ollama_model_blob(models_dir, name)
+        if found is None:
+            self.say(
+                f"NOT verified: could not read ollama's manifest of {name} under {models_dir}, so its sha256 was not "
+                f"compared with {wanted} ({expected}). To check it, run the same command with --ollama-models "
+                "pointing at ollama's models folder (a Linux service install keeps it in "
+                "/usr/share/ollama/.ollama/models; $OLLAMA_MODELS when ollama was given one)"
+            )
+            return False
+        _, digest = found
+        if digest.lower() != expected:
+            raise PullError(
+                f"ollama pulled {name}, but it is not the file {wanted} names: its model layer has sha256 {digest}, "
+                f"{wanted} expects {expected}. Do not serve it: remove it with `ollama rm {name}`"
+            )
+        self.say(f"verified: sha256 {digest} matches {wanted}")
+        return True

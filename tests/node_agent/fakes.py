@@ -4,6 +4,7 @@ NDJSON, and optionally its `/v1`), and an OpenAI-Moderation endpoint. Each runs 
 with its own event loop, and is configured by setting attributes from the test."""
 
 import asyncio
+import hashlib
 import json
 import re
 import threading
@@ -198,12 +199,17 @@ class FakeOpenAI(ThreadedApp):
 
 
 class FakeOllama(ThreadedApp):
-    """ollama as its API docs describe it: /api/version, /api/tags, native /api/chat (NDJSON). With
-    `openai_compat` it also serves /v1/chat/completions the way ollama's OpenAI compatibility does."""
+    """ollama as its API docs describe it: /api/version, /api/tags, native /api/chat (NDJSON), /api/pull. With
+    `openai_compat` it also serves /v1/chat/completions the way ollama's OpenAI compatibility does. A pull of a
+    name in `published` writes its manifest and blobs into `models_dir` as ollama does (docs/node-agent.md)."""
 
-    def __init__(self, openai_compat: bool = False):
+    def __init__(self, openai_compat: bool = False, models_dir=None):
         super().__init__()
         self.openai_compat = openai_compat
+        # Where a successful pull of a `published` name writes its manifest and blobs, as ollama lays out
+        # $OLLAMA_MODELS: manifests/<host>/<namespace>/<model>/<tag> and blobs/sha256-<hex>.
+        self.models_dir = models_dir
+        self.published: dict[str, bytes] = {}  # name → its model file, as the registry serves it
         self.requests: list[dict] = []
         self.words = ["Hello", " from", " ollama", "."]
         self.delay = 0.0  # seconds before each native /api/chat line
@@ -319,7 +325,9 @@ class FakeOllama(ThreadedApp):
         if self.pull_error == "manifest":
             await line({"error": "pull model manifest: file does not exist"})
             return response
-        for digest, total in self.pull_layers.items():
+        files = self._layers_of(self.published[body["model"]]) if body["model"] in self.published else None
+        layers = {d: len(c) for _, d, c in files} if files else self.pull_layers
+        for digest, total in layers.items():
             await line({"status": f"downloading {digest}", "digest": digest, "total": total})
             for completed in (total // 2, total):
                 await line(
@@ -329,8 +337,50 @@ class FakeOllama(ThreadedApp):
                     await line({"error": "max retries exceeded: unexpected EOF"})
                     return response
         for status in ("verifying sha256 digest", "writing manifest", "removing any unused layers", "success"):
+            if status == "writing manifest" and files and self.models_dir is not None:
+                self._write(body["model"], files)
             await line({"status": status})
         return response
+
+    @staticmethod
+    def _layers_of(model: bytes) -> list[tuple[str, str, bytes]]:
+        """(mediaType, digest, content) of a pulled model: its GGUF file as the model layer, and a params layer."""
+        params = json.dumps({"stop": ["<|im_end|>"]}).encode()
+        return [
+            (f"application/vnd.ollama.image.{kind}", "sha256:" + hashlib.sha256(content).hexdigest(), content)
+            for kind, content in (("model", model), ("params", params))
+        ]
+
+    def _write(self, name: str, files: list[tuple[str, str, bytes]]) -> None:
+        """The manifest (an OCI image manifest whose layers name blobs by digest) and the blobs, where ollama puts
+        them: a name without a host is registry.ollama.ai's, without a namespace the library's, without a tag
+        `latest`."""
+        base, _, tag = name.rpartition(":") if ":" in name.rsplit("/", 1)[-1] else (name, "", "latest")
+        parts = base.split("/")
+        parts = {1: ["registry.ollama.ai", "library"], 2: ["registry.ollama.ai"]}.get(len(parts), []) + parts
+        config = json.dumps({"model_format": "gguf", "model_family": "llama"}).encode()
+        blobs = self.models_dir / "blobs"
+        blobs.mkdir(parents=True, exist_ok=True)
+        config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
+        for digest, content in [(config_digest, config), *((d, c) for _, d, c in files)]:
+            (blobs / digest.replace(":", "-")).write_bytes(content)
+        manifest = self.models_dir / "manifests" / "/".join(parts) / tag
+        manifest.parent.mkdir(parents=True, exist_ok=True)
+        layers = [{"mediaType": m, "digest": d, "size": len(c)} for m, d, c in files]
+        manifest.write_text(
+            json.dumps(
+                {
+                    "schemaVersion": 2,
+                    "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                    "config": {
+                        "mediaType": "application/vnd.docker.container.image.v1+json",
+                        "digest": config_digest,
+                        "size": len(config),
+                    },
+                    "layers": layers,
+                }
+            )
+        )
 
 
 class FakeFileHost(ThreadedApp):
