@@ -6,7 +6,8 @@ A rig serves a catalog model when the file it reports (`model_identity`, nodes/m
 entry's sha256, the same test as "matches catalog". Only listed rigs count (public, in service, reported in:
 Node.objects.listed()) that are live now (available or busy): a circle or unlisted rig is never counted, so the
 numbers reveal nothing about them. The answer is the same for everyone and changes slowly, so it is cached for
-CACHE_SECONDS; one grouped query builds it. Only a suggestion: the owner pulls (`luckrig-node pull NAME`), the
+CACHE_SECONDS; one grouped query builds it. (A model page counts from the grouped rows it reads anyway:
+showcase/model_views.py.) Only a suggestion: the owner pulls (`luckrig-node pull NAME`), the
 tracker never does."""
 
 import functools
@@ -42,14 +43,9 @@ def rigs_by_sha256(digests: list[str]) -> dict[str, int]:
     return {r["model_identity__sha256"]: r["n"] for r in rows}
 
 
-def wanted_models() -> list[dict]:
-    """The catalog entries served by fewer than WANTED_MAX_RIGS listed live rigs, fewest first (ties in catalog
-    order), each with its pull command; cached for CACHE_SECONDS."""
-    found = cache.get(CACHE_KEY)
-    if found is not None:
-        return found
-    entries = catalog()
-    counts = rigs_by_sha256([e["sha256"] for e in entries])
+def from_counts(counts: dict[str, int]) -> list[dict]:
+    """The wanted list for these counts of listed live rigs by sha256: the catalog entries with fewer than
+    WANTED_MAX_RIGS, fewest first (ties in catalog order), each with its pull command. Pure."""
     found = [
         {
             "name": e["name"],
@@ -61,9 +57,17 @@ def wanted_models() -> list[dict]:
             "rigs": counts.get(e["sha256"], 0),
             "pull": f"luckrig-node pull {e['name']}",
         }
-        for e in entries
+        for e in catalog()
         if counts.get(e["sha256"], 0) < settings.WANTED_MAX_RIGS
     ]
     found.sort(key=lambda w: w["rigs"])  # stable: equal counts keep the catalog's order
-    cache.set(CACHE_KEY, found, CACHE_SECONDS)
+    return found
+
+
+def wanted_models() -> list[dict]:
+    """from_counts over the database (one grouped query), cached for CACHE_SECONDS."""
+    found = cache.get(CACHE_KEY)
+    if found is None:
+        found = from_counts(rigs_by_sha256([e["sha256"] for e in catalog()]))
+        cache.set(CACHE_KEY, found, CACHE_SECONDS)
     return found

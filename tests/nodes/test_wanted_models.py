@@ -2,6 +2,8 @@
 sha256 of the file each rig reports, fewest first and under WANTED_MAX_RIGS; circle, unlisted, taken-down and
 offline rigs never counted; the answer cached for a minute."""
 
+import re
+
 import pytest
 from django.core.cache import cache
 from django.utils import timezone
@@ -96,3 +98,23 @@ def test_the_answer_is_cached_for_a_minute(api, owner, catalog, django_assert_nu
 def test_the_real_catalog_is_offered_with_its_pull_command(api):
     _, body = api.get("/api/models/wanted")
     assert [w["pull"] for w in body["wanted"]] == ["luckrig-node pull smollm2:135m-instruct-q4_1"]
+
+
+@pytest.mark.django_db
+def test_a_model_page_shows_the_wanted_models_with_their_escaped_pull_commands(client, owner, catalog, monkeypatch):
+    odd = {**CATALOG[1], "name": "beta:<b>1b</b>"}  # a catalog name is data, never markup
+    monkeypatch.setattr(wanted, "catalog", lambda: (CATALOG[0], odd, CATALOG[2]))
+    serving = rig(owner, A)
+    Node.objects.filter(pk=serving.pk).update(model_name="Alpha-1B")
+    rig(owner, A, visibility="circle")  # never counted, on the page either
+    html = client.get("/models/alpha-1b/", HTTP_ACCEPT="text/html").content.decode()
+    section = html[html.index("data-wanted>") : html.index("</section>", html.index("data-wanted>"))]
+    assert "Wanted on LuckRig" in section
+    assert "<code data-wanted-pull>luckrig-node pull beta:&lt;b&gt;1b&lt;/b&gt;</code>" in section
+    assert "<b>1b</b>" not in section
+    items = re.findall(r'data-wanted-model="([^"]+)".*?data-wanted-rigs>· ([^<]+)</span>', section, re.S)
+    assert items == [
+        ("beta:&lt;b&gt;1b&lt;/b&gt;", "served by no rig yet"),
+        ("gamma:1b-q4_0", "served by no rig yet"),
+        ("alpha:1b-q4_0", "served by 1 rig"),
+    ]
