@@ -9,8 +9,8 @@ the catalog names, and a plain URL is refused; once ollama has it, the model lay
 compared with the catalog's sha256 (node_agent/pull_ollama.py). Otherwise (llama.cpp, or no rig yet) the file is
 downloaded into the models folder: into `<file>.part`, resumed with an HTTP Range request when a `.part` is already
 there, hashed while it is written (a resume first re-hashes the part it keeps), checked against the expected sha256
-and size, and only then renamed to its name,
-so that a llama.cpp pointed at the folder never loads a partial or a wrong file.
+and size, and only then renamed to its name, so that a llama.cpp pointed at the folder never loads a partial or a
+wrong file.
 
 Where it may download from: https only, from huggingface.co, hf.co, the hosts of the catalog's URLs and the hosts
 the operator adds (`--allow-host`); a redirect from such a host is followed (Hugging Face hands its files to a CDN
