@@ -11,9 +11,9 @@ import re
 
 import requests
 
-from node_agent.join import TrackerDown, tracker_call
 from node_agent.terminal import printable
 
+TIMEOUT = 5.0  # seconds: a suggestion is not worth a long wait
 _NAME = re.compile(r"^[A-Za-z0-9][\w.:+/-]{0,119}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -25,9 +25,13 @@ class NoAnswer(Exception):
 def fetch(tracker: str) -> list[dict]:
     """The tracker's wanted entries that are well formed, in its order."""
     try:
-        r = tracker_call("GET", f"{tracker.rstrip('/')}/api/models/wanted", timeout=5)
-    except TrackerDown as exc:
-        raise NoAnswer(f"no answer: {one_line(exc, 120)}") from exc
+        r = requests.get(f"{tracker.rstrip('/')}/api/models/wanted", timeout=TIMEOUT)
+    except requests.Timeout as exc:
+        raise NoAnswer(f"no answer within {TIMEOUT:g} s") from exc
+    except requests.ConnectionError as exc:
+        raise NoAnswer("could not connect") from exc
+    except requests.RequestException as exc:
+        raise NoAnswer(type(exc).__name__) from exc
     if r.status_code != 200:
         raise NoAnswer(f"HTTP {r.status_code}")
     try:

