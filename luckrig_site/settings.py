@@ -302,6 +302,9 @@ HEALTH_RETENTION_DAYS = env_int("HEALTH_RETENTION_DAYS", 8)
 # One health sample per node at most this often (probes run every MONITOR_INTERVAL_SEC regardless).
 HEALTH_SAMPLE_INTERVAL_SEC = env_int("HEALTH_SAMPLE_INTERVAL_SEC", 300)
 
+# Catalog models served by fewer listed live rigs than this are "wanted" (GET /api/models/wanted, nodes/wanted.py).
+WANTED_MAX_RIGS = env_int("WANTED_MAX_RIGS", 3)
+
 CONTRIBUTOR_THRESHOLD = env_float("CONTRIBUTOR_THRESHOLD", 1.0)
 TOKEN_TTL_DEFAULT_SEC = env_int("TOKEN_TTL_DEFAULT_SEC", 900)
 TOKEN_TTL_MIN_SEC = env_int("TOKEN_TTL_MIN_SEC", 60)

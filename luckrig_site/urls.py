@@ -5,7 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 from luckrig_site.metrics import metrics_view
 from moderation import api as moderation_api
 from moderation import views as moderation_views
-from nodes.api import ShowcaseApi
+from nodes.api import ShowcaseApi, WantedModelsApi
 from showcase import api as showcase_api
 from tracker import agent_api, api, circles_api, fingerprint, gateway_api
 
@@ -41,6 +41,7 @@ urlpatterns = [
     path("api/replay-sets", showcase_api.ReplaySetCollectionApi.as_view(), name="api-replay-sets"),
     path("api/replay-sets/<str:set_id>", showcase_api.ReplaySetItemApi.as_view(), name="api-replay-set"),
     path("api/showcase", ShowcaseApi.as_view(), name="api-showcase"),
+    path("api/models/wanted", WantedModelsApi.as_view(), name="api-models-wanted"),
     path("api/circles", circles_api.CircleCollectionApi.as_view(), name="api-circles"),
     # The invite paths before /api/circles/<circle_id>, which would take "invites" for a circle id.
     path("api/circles/invites/<str:code>", circles_api.InvitePreviewApi.as_view(), name="api-circle-invite-preview"),

@@ -7,7 +7,7 @@ luckrig-node taste --tracker URL --model NAME|rig:ID [--gateway URL] "prompt"   
 luckrig-node edit [--display-name NAME] [--tuning-note TEXT] [--quantization Q] [...]   # change the rig
 luckrig-node circle invite|members|remove [--circle NAME] [...]   # the friends a rig is shared with
 luckrig-node pull NAME|hf.co/<repo>:<quant>|URL [--models-dir DIR]   # fetch a model and check its sha256
-luckrig-node models [--model-file PATH] [--ollama-models DIR] [--models-dir DIR]   # local files, their identity
+luckrig-node models [--model-file PATH] [--ollama-models DIR] [--models-dir DIR] [--no-wanted]   # local files
 luckrig-node discover [--seconds N] [--json]   # the rigs announced on the LAN (serve --lan)
 luckrig-node pair [CODE] [--yes] | pair --list | unpair FINGERPRINT|NAME   # your own devices, by their keys
 luckrig-node status
@@ -363,6 +363,16 @@ def build_parser() -> argparse.ArgumentParser:
     pull.add_argument("--allow-http", action="store_true", help="allow plain http (a mirror on your own network)")
     pull.add_argument("--allow-private", action="store_true", help="allow private and loopback addresses")
     pull.add_argument("--catalog", metavar="FILE", help="a catalog file of your own (default: the agent's)")
+    pull.add_argument(
+        "--ollama-models",
+        help="ollama's models folder, read to check the pulled model's sha256 (default: the saved one, else "
+        "$OLLAMA_MODELS or ~/.ollama/models)",
+    )
+    pull.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="with ollama: do not compare the pulled model with the catalog's sha256",
+    )
     pull.set_defaults(func=cmd_pull)
 
     models = with_config_dir(sub.add_parser("models", help="the model files here: sha256, quantization, context"))
@@ -370,6 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--ollama-models", help="ollama's models folder (default $OLLAMA_MODELS or ~/.ollama/models)")
     models.add_argument("--upstream", help="a llama.cpp server to ask for its model_path (default: the saved one)")
     models.add_argument("--models-dir", help="pull's folder of .gguf files (default ~/.luckrig/models)")
+    models.add_argument("--tracker", help="the tracker whose wanted models are listed at the end (default: the saved)")
+    models.add_argument("--no-wanted", action="store_true", help="do not ask the tracker which models it wants")
     models.set_defaults(func=cmd_models)
 
     discover = sub.add_parser("discover", help="list the LuckRig rigs announced on the LAN (mDNS), for N seconds")

@@ -1,7 +1,8 @@
 """`luckrig-node models`: the model files on this machine with their identity (node_agent/model_identity.py):
 ollama's models (its manifests), the .gguf files in the models folder `luckrig-node pull` downloads into, the
 file `--model-file` or agent.json names, and the file the llama.cpp server says it loaded. A file is hashed the
-first time only (the cache in <config-dir>/state/model_files.json)."""
+first time only (the cache in <config-dir>/state/model_files.json). With a tracker (and a rig not pinned local), it
+ends with the tracker's wanted models this machine does not have (node_agent/wanted.py); nothing is pulled."""
 
 import asyncio
 import sys
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import aiohttp
 
-from node_agent import config, model_identity, pull
+from node_agent import config, model_identity, pull, wanted
 
 
 def found_files(cfg: config.AgentConfig, models_dir: Path) -> list[tuple[str, Path, str | None]]:
@@ -48,9 +49,12 @@ def run(args) -> int:
             "model_file": args.model_file,
             "ollama_models": args.ollama_models,
             "upstream": args.upstream,
+            "tracker": args.tracker,
         }
     )
     files = found_files(cfg, Path(args.models_dir or pull.default_models_dir()).expanduser())
+    present: set[str] = set()
+    code = list_files(cfg, files, present) if files else 1
     if not files:
         print(
             "No model files found: name one with --model-file PATH, or point --ollama-models at ollama's models "
@@ -58,7 +62,15 @@ def run(args) -> int:
             "model_path",
             file=sys.stderr,
         )
-        return 1
+    # A local rig never speaks to a tracker (docs/local-mode.md): no suggestions for it.
+    if cfg.tracker and not cfg.local and not args.no_wanted:
+        known = {n.lower() for e in pull.load_catalog() for n in [e["name"], *e.get("aliases", [])]}
+        print("\n".join(wanted.section(cfg.tracker, present, known)))
+    return code
+
+
+def list_files(cfg: config.AgentConfig, files: list, present: set[str]) -> int:
+    """Print each file's identity; the sha256 of every file read goes into `present`. 1 when none could be read."""
     cache = model_identity.IdentityCache(model_identity.cache_path(cfg.config_dir))
     catalog = model_identity.catalog_by_sha256()
     failed = 0
@@ -69,6 +81,7 @@ def run(args) -> int:
             print(f"{name}\n  file:    {path}\n  unreadable: {exc}\n")
             failed += 1
             continue
+        present.add(identity.sha256)
         entry = catalog.get(identity.sha256)
         context = f"{identity.context_length:,} (trained)" if identity.context_length else "not stated"
         print(

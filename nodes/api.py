@@ -12,7 +12,7 @@ from rest_framework.views import APIView
 
 from core import paging
 from core.timefmt import iso
-from nodes import queries, schemas
+from nodes import queries, schemas, wanted
 from nodes.access import circles_seen_by, get_visible_node
 from nodes.models import HealthSample, Node
 from nodes.public_node import public_node, public_node_of, public_rows
@@ -112,3 +112,12 @@ class ShowcaseApi(APIView):
         ]
         categories.sort(key=lambda c: order.index(c["id"]) if c["id"] in order else len(order))
         return Response({"schema_version": 1, "categories": categories})
+
+
+class WantedModelsApi(APIView):
+    @extend_schema(
+        responses={200: schemas.WantedModelsDoc},
+        summary="Catalog models few or no listed live rigs serve, fewest first (cached 60 s): what to pull",
+    )
+    def get(self, request):
+        return Response({"schema_version": 1, "wanted": wanted.wanted_models()})

@@ -149,6 +149,22 @@ class ShowcaseDoc(s.Serializer):
     categories = ShowcaseCategoryDoc(many=True)
 
 
+class WantedModelDoc(s.Serializer):
+    name = s.CharField(help_text="the catalog's short name")
+    file = s.CharField()
+    sha256 = s.CharField()
+    size = s.IntegerField(allow_null=True)
+    licence = s.CharField(allow_null=True)
+    source = s.CharField(allow_null=True)
+    rigs = s.IntegerField(help_text="listed live rigs serving this very file (by sha256)")
+    pull = s.CharField(help_text="the command that fetches it: luckrig-node pull NAME")
+
+
+class WantedModelsDoc(s.Serializer):
+    schema_version = s.IntegerField()
+    wanted = WantedModelDoc(many=True)
+
+
 class ErrorDoc(s.Serializer):
     error = s.CharField()
     code = s.CharField()

@@ -3,16 +3,20 @@ many of them are live, and the "Use from code" box that routes by that model. A 
 (nodes.model_names, the key the gateway routes by), so rigs that register `SmolLM2-135M-Instruct` and
 `/models/SmolLM2-135M-Instruct-Q8_0.gguf` stand on one page. The key is computed, not stored: one grouped query
 finds the model names that normalise to it (and how many rigs of each are live), a second reads one page of them,
-a third where the gateway is. Three queries however many rigs."""
+a third where the gateway is. Three queries however many rigs; the wanted models shown below the rigs (nodes.wanted)
+are counted from the first query's rows."""
+
+from collections import Counter
 
 from django.db.models import Count
+from django.db.models.fields.json import KeyTextTransform
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET
 
 from core import paging
 from core.api_errors import ApiError
-from nodes import model_names
+from nodes import model_names, wanted
 from nodes.models import Node
 from nodes.public_node import public_node, public_rows
 from showcase import display, use_code
@@ -22,9 +26,24 @@ LIVE_STATUSES = ("available", "busy")
 
 
 def _groups() -> list[dict]:
-    """Every listed rig's model name and status, grouped: {model_name, status, n} (one query)."""
-    rows = Node.objects.listed().order_by().values("model_name", "status").annotate(n=Count("id"))
+    """Every listed rig's model name, status and reported file, grouped: {model_name, status, sha256, n} (one
+    query). The file's sha256 is for the wanted models below the rigs (nodes.wanted), counted from these rows."""
+    rows = (
+        Node.objects.listed()
+        .order_by()
+        .values("model_name", "status", sha256=KeyTextTransform("sha256", "model_identity"))
+        .annotate(n=Count("id"))
+    )
     return list(rows)
+
+
+def _wanted(groups: list[dict]) -> list[dict]:
+    """The wanted models, counted from the grouped rows as GET /api/models/wanted counts (listed, live, by file)."""
+    counts = Counter()
+    for g in groups:
+        if g["status"] in LIVE_STATUSES and g["sha256"]:
+            counts[g["sha256"]] += g["n"]
+    return wanted.from_counts(counts)
 
 
 @require_GET
@@ -62,5 +81,6 @@ def model_detail(request, model_key):
         "error": error,
         **paging.pager(request, page),
         "js_strings": display.js_strings(),
+        "wanted": _wanted(groups),
     }
     return render(request, "showcase/model.html", context, status=400 if error else 200)

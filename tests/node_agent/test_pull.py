@@ -319,3 +319,64 @@ def test_the_real_smollm2_file_is_fetched_interrupted_resumed_and_matches_the_ca
     saved = tmp_path / "models" / entry["file"]
     assert saved.stat().st_size == entry["size"] == gguf.stat().st_size
     assert f"sha256 {entry['sha256']}" in capsys.readouterr().out
+
+
+# After ollama's pull: the model layer of the manifest ollama wrote is compared with the catalog's sha256.
+
+HF_NAME = "hf.co/someone/Tiny-GGUF:Q4_0"
+
+
+def ollama_catalog(tmp_path: Path, sha256: str = DIGEST) -> Path:
+    entry = {"name": "tiny:1m-q4_0", "aliases": ["tiny"], "file": "Tiny.Q4_0.gguf", "quantization": "Q4_0"}
+    entry |= {"url": "https://huggingface.co/someone/Tiny-GGUF/resolve/main/Tiny.Q4_0.gguf", "sha256": sha256}
+    path = tmp_path / "ollama-catalog.json"
+    path.write_text(json.dumps({"schema_version": 1, "models": [entry | {"size": len(BODY)}]}))
+    return path
+
+
+@pytest.fixture
+def ollama(tmp_path):
+    with FakeOllama(models_dir=tmp_path / "ollama") as fake:
+        fake.published[HF_NAME] = BODY
+        yield fake
+
+
+def pull_through(tmp_path, ollama, ref: str, *extra: str, catalog: Path | None = None) -> int:
+    return run(tmp_path, ref, "--backend", "ollama", "--upstream", ollama.base, *extra, catalog=catalog)
+
+
+def test_the_model_ollama_pulled_is_verified_against_the_catalogs_sha256(tmp_path, ollama, capsys):
+    where = ["--ollama-models", str(tmp_path / "ollama")]
+    assert pull_through(tmp_path, ollama, "tiny", *where, catalog=ollama_catalog(tmp_path)) == 0
+    assert ollama.requests[-1]["model"] == HF_NAME
+    assert (tmp_path / "ollama" / "blobs" / f"sha256-{DIGEST}").read_bytes() == BODY  # as ollama lays it out
+    assert f"verified: sha256 {DIGEST} matches catalog tiny:1m-q4_0" in capsys.readouterr().out
+
+    # The same file asked for by its hf.co name: the catalog entry of that name is what it is held to.
+    assert pull_through(tmp_path, ollama, HF_NAME, *where, catalog=ollama_catalog(tmp_path)) == 0
+    assert "matches catalog tiny:1m-q4_0" in capsys.readouterr().out
+    assert pull_through(tmp_path, ollama, HF_NAME, *where, "--sha256", DIGEST) == 0  # not in the agent's catalog
+    assert f"verified: sha256 {DIGEST} matches the sha256 given" in capsys.readouterr().out
+
+
+def test_a_model_whose_layer_is_not_the_catalogs_file_fails_and_says_how_to_remove_it(tmp_path, ollama, capsys):
+    where = ["--ollama-models", str(tmp_path / "ollama")]
+    assert pull_through(tmp_path, ollama, "tiny", *where, catalog=ollama_catalog(tmp_path, "0" * 64)) == 1
+    err = capsys.readouterr().err
+    assert f"its model layer has sha256 {DIGEST}, catalog tiny:1m-q4_0 expects {'0' * 64}" in err
+    assert f"remove it with `ollama rm {HF_NAME}`" in err
+    # --no-verify: the owner takes ollama's word for it.
+    assert (
+        pull_through(tmp_path, ollama, "tiny", *where, "--no-verify", catalog=ollama_catalog(tmp_path, "0" * 64)) == 0
+    )
+    assert "verified" not in capsys.readouterr().out
+
+
+def test_a_manifest_that_cannot_be_read_here_is_said_to_be_not_verified(tmp_path, ollama, capsys):
+    elsewhere = tmp_path / "not-ollamas"  # ollama wrote its files, but not where this command looks
+    catalog = ollama_catalog(tmp_path)
+    assert pull_through(tmp_path, ollama, "tiny", "--ollama-models", str(elsewhere), catalog=catalog) == 0
+    out = capsys.readouterr().out
+    assert f"NOT verified: could not read ollama's manifest of {HF_NAME} under {elsewhere}" in out
+    assert f"compared with catalog tiny:1m-q4_0 ({DIGEST})" in out and "--ollama-models" in out
+    assert "verified: sha256" not in out

@@ -43,6 +43,7 @@ def test_the_openapi_schema_documents_every_endpoint(api):
         "/api/tracker-keys": {"get"},
         "/api/replay/timing": {"post"},
         "/api/showcase": {"get"},
+        "/api/models/wanted": {"get"},
         "/api/contributions": {"get"},
         "/api/circles": {"get", "post"},
         "/api/circles/{circle_id}": {"get", "patch", "delete"},
