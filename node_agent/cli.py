@@ -403,7 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
             help="the filter rules this rig applies; --update fetches the tracker's once (a local rig's refresh)",
             description="Which filter rules this rig applies: the ones last fetched from a tracker (kept in the "
             "state dir) or the built-in defaults. --update fetches the tracker's once with the node secret `join` "
-            "saved, without registering or serving, and keeps them for the agent's next start.",
+            "saved, without registering or serving, and keeps them: a running local rig applies them within 10 s, "
+            "any other agent from its next start.",
         )
     )
     rules.add_argument("--update", action="store_true", help="fetch the tracker's rules now and keep them")

@@ -6,8 +6,10 @@ last kept (a public rig until its tracker answers, a local one for good), or the
 
 A local rig's owner refreshes them by an explicit act, `luckrig-node rules --update`: one fetch with the node
 secret an earlier `join` saved (the tracker hands its rules to registered rigs only), no registration, no
-heartbeat. An answer that is not the documented shape changes nothing: the rules kept stay in force."""
+heartbeat; a running local rig applies what it keeps within 10 s (`follow`). An answer that is not the documented
+shape changes nothing: the rules kept stay in force."""
 
+import asyncio
 import json
 import logging
 import os
@@ -25,6 +27,7 @@ log = logging.getLogger("luckrig.agent.rules")
 
 FILE_NAME = "filter_rules.json"
 RULES_PATH = "/api/filter-rules"
+FOLLOW_INTERVAL = 10.0  # seconds between a local rig's looks at the kept rules
 
 
 class RulesError(Exception):
@@ -104,6 +107,31 @@ def apply_cached(policy, state_dir: Path) -> CachedRules | None:
     return cached
 
 
+def _stamp(path: Path) -> tuple | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)  # a rename (how save writes) changes the inode
+
+
+async def follow(policy, state_dir: Path, interval: float | None = None) -> None:
+    """A local rig, while it runs: apply the rules `luckrig-node rules --update` keeps, checked every `interval`
+    seconds (a stat, no read unless the file changed). A public rig needs none: its tracker link applies them."""
+    path = Path(state_dir) / FILE_NAME
+    seen = _stamp(path)
+    while True:
+        await asyncio.sleep(interval or FOLLOW_INTERVAL)
+        stamp = _stamp(path)
+        if stamp == seen:
+            continue
+        seen = stamp
+        cached = load(state_dir)
+        if cached is not None:
+            policy.set_rules(cached.rules)
+            log.info("filter rules now: %s", describe(cached))
+
+
 def fetch(tracker: str, node_secret: str, timeout: float = 10) -> tuple[int, list[dict]]:
     """One `GET /api/filter-rules` with the node secret: (version, rules), or RulesError saying why not."""
     url = tracker.rstrip("/") + RULES_PATH
@@ -152,5 +180,5 @@ def run(args) -> int:
         return 1
     kept = save(cfg.state_dir, tracker=tracker, version=version, rules=rules)
     print(f"Filter rules: {describe(kept)} ({len(rules)} rule(s)).")
-    print("A running agent applies them from its next start.")
+    print("A running local rig applies them within 10 s; any other agent from its next start.")
     return 0

@@ -109,6 +109,8 @@ class Agent:
         if self.link is not None:
             self._tasks.append(asyncio.create_task(self.link.run()))
         self._tasks.append(asyncio.create_task(self.identify_model(backend)))
+        if cfg.local:  # `luckrig-node rules --update` while it runs
+            self._tasks.append(asyncio.create_task(rules_cache.follow(self.policy, cfg.state_dir)))
         if self.repeats is not None:
             self._tasks.append(asyncio.create_task(logs.flush_forever(self.repeats)))
         if cfg.relay != "off" and not cfg.local:

@@ -52,7 +52,8 @@ def status_lines(config_dir, capsys) -> str:
     return capsys.readouterr().out
 
 
-def test_a_local_rig_applies_the_rules_it_kept_when_it_was_public(tmp_path, fake_upstream, caplog, capsys):
+def test_a_local_rig_applies_the_rules_it_kept_when_it_was_public(tmp_path, fake_upstream, caplog, capsys, monkeypatch):
+    monkeypatch.setattr(rules_cache, "FOLLOW_INTERVAL", 0.1)  # the agent looks every 10 s
     state_dir = AgentConfig(config_dir=str(tmp_path / "rig"), node_id="n_was_public").state_dir
     kept = rules_cache.save(state_dir, tracker="https://tracker.example/", version=7, rules=[LOTTERY])
     caplog.set_level(logging.INFO, logger="luckrig.agent.rules")
@@ -69,12 +70,23 @@ def test_a_local_rig_applies_the_rules_it_kept_when_it_was_public(tmp_path, fake
             ]
             assert (await post(ask("hello")))[0] == 200
             assert "fraud" in agent.policy.categories
+            # `luckrig-node rules --update` while the rig runs: it applies what is kept now, without a restart.
+            greeting = {"id": "no-hello-lr16", "pattern": r"\bhello\b", "category": "fraud", "reason": "test"}
+            rules_cache.save(state_dir, tracker="https://tracker.example", version=8, rules=[greeting])
+            for _ in range(100):
+                if (await post(ask("hello")))[0] == 422:
+                    break
+                await asyncio.sleep(0.05)
+            assert (await post(ask("hello")))[0] == 422
+            assert (await post(ask("sell me a winning lottery ticket")))[0] == 200
 
     asyncio.run(run())
     said = f"filter rules: the tracker's, version 7 from https://tracker.example, fetched {kept.fetched_at}"
     assert said in caplog.text
+    assert "filter rules now: the tracker's, version 8 from https://tracker.example" in caplog.text
     config.save_config(tmp_path / "rig", {"visibility": "local", "node_id": "n_was_public", "port": 9})
-    assert f"Rules:     the tracker's, version 7 from https://tracker.example, fetched {kept.fetched_at}" in (
+    latest = rules_cache.load(state_dir)
+    assert f"Rules:     the tracker's, version 8 from https://tracker.example, fetched {latest.fetched_at}" in (
         status_lines(tmp_path / "rig", capsys)
     )
 
@@ -142,7 +154,7 @@ def test_rules_update_fetches_the_real_trackers_rules_once_without_registering(t
     kept = rules_cache.load(config.resolve({"config_dir": str(tmp_path)}).state_dir)
     assert kept.tracker == tracker.base and any(rule["id"] == LOTTERY["id"] for rule in kept.rules)
     assert f"Filter rules: the tracker's, version {kept.version} from {tracker.base}" in out
-    assert "A running agent applies them from its next start." in out
+    assert "A running local rig applies them within 10 s; any other agent from its next start." in out
     assert cli.main(["rules", "--config-dir", str(tmp_path)]) == 0
     assert f"{len(kept.rules)} rule(s) in" in capsys.readouterr().out
 
