@@ -228,9 +228,10 @@ class LanAdvertiser:
         log.info("the LAN addresses changed: announcing %s on %s", ", ".join(self.addresses), found.interface)
 
     def _goodbye(self, addresses: list[str]) -> None:
-        """Address records with TTL 0 for addresses no longer announced (RFC 6762 section 10.1): the new records'
-        cache-flush bit replaces an old address of the same family, but nothing else would retire the last IPv4
-        address of a rig that has only IPv6 left until its TTL (120 s). Sent on the sockets that remain."""
+        """Address records with TTL 0 for the addresses no longer announced (RFC 6762 section 10.1), so that browsers
+        drop them within a second rather than when their TTL (120 s) runs out: the records sent with the new
+        addresses are not relied on to flush them (tests/node_agent/test_lan_addresses.py fails without this).
+        Sent on the sockets that remain."""
         if not addresses:
             return
         gone = AsyncServiceInfo(
@@ -408,8 +409,8 @@ class LanBrowser:
 
     def sweep(self) -> None:
         """Drop the rigs whose service records are no longer in zeroconf's cache (expired, or a goodbye missed), and
-        take a rig's new addresses from it: an address replaced by a cache flush (RFC 6762 section 10.2) expires a
-        second after the event that resolved the rig, with no event of its own."""
+        take a rig's new addresses from it: an address retired by a goodbye leaves the cache a second after the
+        event that resolved the rig, with no event of its own."""
         for name in list(self.rigs):
             info = AsyncServiceInfo(self.service_type, name)
             if not info.load_from_cache(self.aiozc.zeroconf):
