@@ -10,6 +10,7 @@ luckrig-node pull NAME|hf.co/<repo>:<quant>|URL [--models-dir DIR]   # fetch a m
 luckrig-node models [--model-file PATH] [--ollama-models DIR] [--models-dir DIR] [--no-wanted]   # local files
 luckrig-node discover [--seconds N] [--json]   # the rigs announced on the LAN (serve --lan)
 luckrig-node pair [CODE] [--yes] | pair --list | unpair FINGERPRINT|NAME   # your own devices, by their keys
+luckrig-node rules [--update [--tracker URL]]   # the filter rules in force; fetch the tracker's once
 luckrig-node status
 luckrig-node keygen
 """
@@ -226,6 +227,12 @@ def cmd_lan(args) -> int:
     return main(args)
 
 
+def cmd_rules(args) -> int:
+    from node_agent.rules_cache import run
+
+    return run(args)
+
+
 def cmd_status(args) -> int:
     from node_agent.join import status
 
@@ -401,6 +408,20 @@ def build_parser() -> argparse.ArgumentParser:
     from node_agent.pair_commands import add_parsers as add_pair_parsers
 
     add_pair_parsers(sub, with_config_dir)
+
+    rules = with_config_dir(
+        sub.add_parser(
+            "rules",
+            help="the filter rules this rig applies; --update fetches the tracker's once (a local rig's refresh)",
+            description="Which filter rules this rig applies: the ones last fetched from a tracker (kept in the "
+            "state dir) or the built-in defaults. --update fetches the tracker's once with the node secret `join` "
+            "saved, without registering or serving, and keeps them: a running local rig applies them within 10 s, "
+            "any other agent from its next start.",
+        )
+    )
+    rules.add_argument("--update", action="store_true", help="fetch the tracker's rules now and keep them")
+    rules.add_argument("--tracker", help="with --update: the tracker's URL (default: the saved one)")
+    rules.set_defaults(func=cmd_rules)
 
     status = with_config_dir(sub.add_parser("status", help="what this machine's node looks like"))
     status.set_defaults(func=cmd_status)

@@ -440,6 +440,7 @@ def lan_line(lan: dict, config_dir: Path) -> str:
 
 
 def status(args) -> int:
+    from node_agent import rules_cache
     from node_agent.circle_commands import radius
 
     cfg = config.resolve({"config_dir": args.config_dir})
@@ -454,6 +455,7 @@ def status(args) -> int:
         print(f"Tracker:   {cfg.tracker}")
     print(f"Upstream:  {cfg.upstream} ({cfg.backend or 'detect'})")
     print(f"Listening: http://{cfg.host}:{cfg.port}/v1 (this machine)")
+    print(f"Rules:     {rules_cache.describe(rules_cache.load(cfg.state_dir))}")
     if cfg.node_private_key_file and Path(cfg.node_private_key_file).exists():
         print(f"Key:       {keys.fingerprint_of_public_pem(keys.load_public_pem(Path(cfg.node_private_key_file)))}")
     serving = None

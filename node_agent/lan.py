@@ -1,9 +1,10 @@
 """Local mode on the LAN (issue 16), the foundation: announcing this agent over mDNS (`serve --lan`) and seeing the
-other LuckRig rigs on the same network (`luckrig-node discover`, and next the local router).
+other LuckRig rigs on the same network (`luckrig-node discover`, and the local router).
 
 The announcement is `_luckrig._tcp.local.` for the agent's own port (never the model server's: that one has no
-tokens, no queue and no filter), on the default-route interface's IPv4 addresses only (docker bridges, veth pairs,
-VPN tunnels and link-local addresses are other networks or none). Its TXT record carries hints, never
+tokens, no queue and no filter), on the default-route interface's IPv4 addresses and its global and ULA IPv6 ones
+(node_agent/lan_addresses.py: docker bridges, veth pairs, VPN tunnels and link-local addresses are other networks or
+none), followed as they change (a new DHCP lease, the default route moving). Its TXT record carries hints, never
 authentication: anyone on the LAN can announce any node id, key, model or radius. What a device may do with
 another is decided by pairing (the pinned Ed25519 key, node_agent/identity.py), not by anything read here; so the
 browser keeps what it reads, checked for shape only, and never lets a hostile record crash it or print terminal
@@ -12,20 +13,28 @@ escapes."""
 import asyncio
 import contextlib
 import hashlib
-import ipaddress
 import json
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import ifaddr
-from zeroconf import IPVersion, ServiceStateChange
+from zeroconf import DNSOutgoing, IPVersion, ServiceStateChange
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
+from zeroconf.const import _FLAGS_AA, _FLAGS_QR_RESPONSE
 
 from node_agent import identity
+from node_agent.lan_addresses import (
+    Announcement,
+    LanError,
+    announceable,
+    listen_interfaces,
+    system_announce_addresses,
+)
+
+__all__ = ["Announcement", "LanError", "system_announce_addresses"]  # what pairing and the agent take from here
 
 log = logging.getLogger("luckrig.agent.lan")
 
@@ -35,33 +44,7 @@ PAIRING_SERVICE_TYPE = "_luckrig-pair._tcp.local."
 TXT_VERSION = "1"
 RADII = ("local", "circle", "public")
 TXT_STRING_MAX = 255  # one TXT character-string is a length byte and at most 255 bytes (RFC 6763 section 6.1)
-RTF_UP = 0x1
-# Interfaces that are never the LAN, even when a default route goes through them: containers' bridges and pairs,
-# VPN tunnels, hypervisors' host-only networks, loopback. A name is a heuristic; --lan-interface overrides it.
-NOT_LAN_PREFIXES = (
-    "lo",
-    "docker",
-    "br-",
-    "veth",
-    "virbr",
-    "vboxnet",
-    "vmnet",
-    "tun",
-    "tap",
-    "wg",
-    "tailscale",
-    "zt",
-    "utun",
-    "ppp",
-    "cni",
-    "flannel",
-    "podman",
-)
 MAX_RIGS = 256  # a flood of announcements must not grow the table without bound
-
-
-class LanError(Exception):
-    """Why the agent cannot announce itself (said once in the log; the rig keeps serving)."""
 
 
 def trust_radius(tracker: str, visibility: str) -> str:
@@ -70,75 +53,6 @@ def trust_radius(tracker: str, visibility: str) -> str:
     if not tracker or visibility == "local":
         return "local"
     return "circle" if visibility == "circle" else "public"
-
-
-# --- which address to announce ----------------------------------------------------------------------------------
-
-
-def default_route_interfaces(route_table: str) -> list[str]:
-    """The interfaces of IPv4 default routes in /proc/net/route's format, lowest metric first."""
-    found = []
-    for line in route_table.splitlines()[1:]:
-        parts = line.split()
-        if len(parts) < 8:
-            continue
-        try:
-            destination, flags, metric, mask = int(parts[1], 16), int(parts[3], 16), int(parts[6]), int(parts[7], 16)
-        except ValueError:
-            continue
-        if destination == 0 and mask == 0 and flags & RTF_UP:
-            found.append((metric, parts[0]))
-    return [name for _, name in sorted(found)]
-
-
-def is_lan_interface(name: str) -> bool:
-    return not name.startswith(NOT_LAN_PREFIXES)
-
-
-def lan_interface(route_table: str) -> str:
-    """The interface of the default route (the lowest metric one that is not a container, VPN or loopback
-    interface); LanError when there is none."""
-    for name in default_route_interfaces(route_table):
-        if is_lan_interface(name):
-            return name
-    raise LanError("no default route through a LAN interface: name one with --lan-interface")
-
-
-def interface_addresses(adapters: Iterable, name: str, *, allow_loopback: bool = False) -> list[str]:
-    """The IPv4 addresses of interface `name` in an ifaddr adapter table, link-local ones left out (IPv6 is not
-    announced yet: its global addresses are often temporary ones)."""
-    found = []
-    for adapter in adapters:
-        if adapter.name != name:
-            continue
-        for ip in adapter.ips:
-            if not isinstance(ip.ip, str):  # IPv6: (address, flowinfo, scope_id)
-                continue
-            address = ipaddress.IPv4Address(ip.ip)
-            if address.is_link_local or address.is_unspecified or (address.is_loopback and not allow_loopback):
-                continue
-            found.append(str(address))
-    return found
-
-
-def announce_addresses(route_table: str, adapters: Iterable, interface: str = "") -> tuple[str, list[str]]:
-    """(interface, its IPv4 addresses) to announce: `interface` when the operator names one (loopback allowed
-    then: a test or a single-machine setup), else the default route's. LanError when there is nothing to announce."""
-    name = interface or lan_interface(route_table)
-    addresses = interface_addresses(adapters, name, allow_loopback=bool(interface))
-    if not addresses:
-        raise LanError(f"interface {name} has no IPv4 address to announce")
-    return name, addresses
-
-
-def system_announce_addresses(interface: str = "") -> tuple[str, list[str]]:
-    route_table = ""  # not Linux: only an explicit --lan-interface works there for now
-    # thread-self first: a thread may be in another network namespace than the process (the tests' browsers are).
-    for path in ("/proc/thread-self/net/route", "/proc/net/route"):
-        with contextlib.suppress(OSError):
-            route_table = Path(path).read_text()
-            break
-    return announce_addresses(route_table, ifaddr.get_adapters(), interface)
 
 
 # --- TXT records -------------------------------------------------------------------------------------------------
@@ -219,20 +133,40 @@ def instance_name(agent: identity.Identity) -> str:
     return "luckrig-" + hashlib.sha256(agent.public_raw).hexdigest()[:12]
 
 
+def ip_version_of(interfaces: list) -> IPVersion:
+    """The IP versions of zeroconf interfaces: IPv4 addresses, IPv6 addresses or interface indexes (IPv6)."""
+    v6 = any(isinstance(a, int) or ":" in a for a in interfaces)
+    v4 = any(isinstance(a, str) and ":" not in a for a in interfaces)
+    return IPVersion.All if v4 and v6 else IPVersion.V6Only if v6 else IPVersion.V4Only
+
+
 class LanAdvertiser:
     """Announces this agent on `addresses` (their interface only) while it runs; `stop()` sends the goodbye
     packets. Registration probes the name first (about a second), so it runs in the background: the agent serves
-    at once."""
+    at once. With `find` (what to announce now: node_agent/lan_addresses.py), the addresses are checked every
+    `check_interval` seconds and a change is announced: zeroconf's sockets move to the new addresses
+    (`async_update_interfaces`) and the service's records are sent again (`async_update_service`)."""
 
-    def __init__(self, *, agent: identity.Identity, port: int, addresses: list[str], service_type: str = SERVICE_TYPE):
+    def __init__(
+        self,
+        *,
+        agent: identity.Identity,
+        port: int,
+        addresses: list[str],
+        service_type: str = SERVICE_TYPE,
+        find: Callable[[], Announcement] | None = None,
+        check_interval: float = 10.0,
+    ):
         self.identity, self.port, self.addresses = agent, port, addresses
         self.service_type = service_type  # PAIRING_SERVICE_TYPE for `luckrig-node pair`'s listener
+        self.find, self.check_interval = find, check_interval
         self.txt: dict[str, str] = {}
         self.name = f"{instance_name(agent)}.{service_type}"
         self.server = f"{instance_name(agent)}.local."
         self.aiozc: AsyncZeroconf | None = None
         self.info: AsyncServiceInfo | None = None
         self._registering: asyncio.Task | None = None
+        self._lost = ""  # why the last check found nothing to announce (said once, not every check)
         self.registered = asyncio.Event()
 
     def _info(self) -> AsyncServiceInfo:
@@ -247,7 +181,8 @@ class LanAdvertiser:
 
     def start(self, txt: dict[str, str]) -> None:
         self.txt = txt
-        self.aiozc = AsyncZeroconf(interfaces=self.addresses, ip_version=IPVersion.V4Only)
+        interfaces = Announcement("", self.addresses).zeroconf_interfaces()
+        self.aiozc = AsyncZeroconf(interfaces=interfaces, ip_version=ip_version_of(interfaces))
         self.info = self._info()
         self._registering = asyncio.create_task(self._register())
 
@@ -262,6 +197,50 @@ class LanAdvertiser:
         self.registered.set()
         log.info("announcing %s on the LAN at %s port %d", self.name, ", ".join(self.addresses), self.port)
         await announcing
+        while self.find is not None:
+            await asyncio.sleep(self.check_interval)
+            await self.check()
+
+    async def check(self) -> None:
+        """Announce the addresses `find` gives now, if they changed. Nothing to announce (the lease lost, the cable
+        out) keeps the last announcement: it expires with its records unless the addresses come back."""
+        try:
+            found = self.find()
+        except (LanError, OSError, ValueError) as exc:
+            if str(exc) != self._lost:
+                log.warning("the LAN announcement stays as it was: %s", exc)
+            self._lost = str(exc)
+            return
+        self._lost = ""
+        if found.addresses == self.addresses:
+            return
+        try:
+            interfaces = found.zeroconf_interfaces()
+            await self.aiozc.async_update_interfaces(interfaces, ip_version_of(interfaces))
+            gone = [address for address in self.addresses if address not in found.addresses]
+            self.addresses = found.addresses
+            self.info = self._info()
+            await (await self.aiozc.async_update_service(self.info))
+            self._goodbye(gone)
+        except Exception as exc:  # noqa: BLE001 - the next check tries again; the rig keeps serving
+            log.warning("could not announce the new LAN addresses: %s", exc)
+            return
+        log.info("the LAN addresses changed: announcing %s on %s", ", ".join(self.addresses), found.interface)
+
+    def _goodbye(self, addresses: list[str]) -> None:
+        """Address records with TTL 0 for the addresses no longer announced (RFC 6762 section 10.1), so that browsers
+        drop them within a second rather than when their TTL (120 s) runs out: the records sent with the new
+        addresses are not relied on to flush them (tests/node_agent/test_lan_addresses.py fails without this).
+        Sent on the sockets that remain."""
+        if not addresses:
+            return
+        gone = AsyncServiceInfo(
+            self.service_type, self.name, port=self.port, server=self.server, parsed_addresses=addresses
+        )
+        out = DNSOutgoing(_FLAGS_QR_RESPONSE | _FLAGS_AA)
+        for record in gone.dns_addresses(override_ttl=0):
+            out.add_answer_at_time(record, 0)
+        self.aiozc.zeroconf.async_send(out)
 
     def status(self) -> dict:
         """For /health (public through the relay: no LAN address, no key) and `luckrig-node status`."""
@@ -292,6 +271,22 @@ class LanAdvertiser:
 # --- seeing the others -------------------------------------------------------------------------------------------
 
 
+def url_host(address: str) -> str:
+    """An address as a URL's host: IPv6 in brackets."""
+    return f"[{address}]" if ":" in address else address
+
+
+def usable_addresses(addresses: list[str]) -> list[str]:
+    """The addresses a rig announces that a client here can connect to, IPv4 first: an IPv6 link-local one is left
+    out (it needs the interface's scope, which the record does not carry)."""
+    kept = []
+    for address in addresses:
+        with contextlib.suppress(ValueError):
+            if announceable(address, allow_loopback=True) and address not in kept:
+                kept.append(address)
+    return sorted(kept, key=lambda a: ":" in a)
+
+
 @dataclass
 class SeenRig:
     name: str
@@ -302,11 +297,20 @@ class SeenRig:
     first_seen: float
     last_seen: float = field(default=0.0)
 
+    def url(self, address: str | None = None) -> str | None:
+        """`http://host:port` at `address` (default: the first announced, IPv4 when there is one); an IPv6
+        address in brackets (RFC 3986). None without an address or a port."""
+        address = address or (self.addresses[0] if self.addresses else None)
+        if address is None or self.port is None:
+            return None
+        return f"http://{url_host(address)}:{self.port}"
+
     def as_dict(self) -> dict:
         return {
             "name": self.name,
             "addresses": self.addresses,
             "port": self.port,
+            "url": self.url(),
             **self.fields,
             "problems": self.problems,
         }
@@ -386,7 +390,7 @@ class LanBrowser:
             return
         try:
             fields, problems = parse_txt(info.properties)
-            addresses = info.parsed_addresses(IPVersion.V4Only)
+            addresses = usable_addresses(info.parsed_addresses(IPVersion.All))
         except Exception:  # noqa: BLE001 - whatever a record holds
             fields, problems, addresses = parse_txt({}), ["unreadable record"], []
         port = info.port if isinstance(info.port, int) and 0 < info.port < 65536 else None
@@ -404,10 +408,20 @@ class LanBrowser:
             self.sweep()
 
     def sweep(self) -> None:
-        """Drop the rigs whose service records are no longer in zeroconf's cache (expired, or a goodbye missed)."""
+        """Drop the rigs whose service records are no longer in zeroconf's cache (expired, or a goodbye missed), and
+        take a rig's new addresses from it: an address retired by a goodbye leaves the cache a second after the
+        event that resolved the rig, with no event of its own."""
         for name in list(self.rigs):
-            if not AsyncServiceInfo(self.service_type, name).load_from_cache(self.aiozc.zeroconf):
+            info = AsyncServiceInfo(self.service_type, name)
+            if not info.load_from_cache(self.aiozc.zeroconf):
                 self._forget(name)
+                continue
+            try:
+                changed = usable_addresses(info.parsed_addresses(IPVersion.All)) != self.rigs[name].addresses
+            except Exception:  # noqa: BLE001 - whatever a record holds
+                changed = False
+            if changed:
+                self._store(name, info)
 
 
 def print_discovered(seconds: float, interface: str = "", *, as_json: bool = False) -> int:
@@ -422,7 +436,7 @@ def print_discovered(seconds: float, interface: str = "", *, as_json: bool = Fal
         print(f"No LuckRig rig announced itself on the LAN in {seconds:g} s (agents announce with serve --lan).")
         return 0
     for rig in rigs:
-        where = ", ".join(f"{address}:{rig['port']}" for address in rig["addresses"]) or "no address"
+        where = ", ".join(f"{url_host(address)}:{rig['port']}" for address in rig["addresses"]) or "no address"
         claims = " ".join(f"{key}={rig[key]}" for key in ("node", "model", "radius", "version") if rig[key])
         print(printable(f"{rig['name']}  {where}  {claims}  key {rig['fingerprint'] or '?'}", limit=400))
         if rig["problems"]:
@@ -432,11 +446,18 @@ def print_discovered(seconds: float, interface: str = "", *, as_json: bool = Fal
 
 
 def browsing_zeroconf(interface: str = "") -> AsyncZeroconf:
-    """Zeroconf for browsing: on `interface`'s IPv4 addresses when one is named, else on every interface."""
-    if interface:
-        _, addresses = system_announce_addresses(interface)
-        return AsyncZeroconf(interfaces=addresses, ip_version=IPVersion.V4Only)
-    return AsyncZeroconf(ip_version=IPVersion.V4Only)
+    """Zeroconf for browsing, over IPv4 and IPv6: on `interface` when one is named, else on every interface
+    (node_agent/lan_addresses.py `listen_interfaces`). IPv4 alone where this machine has no IPv6 at all."""
+    choice = listen_interfaces(ifaddr.get_adapters(), interface)
+    if not choice:
+        raise LanError(
+            f"interface {interface} has no address to listen on" if interface else "no interface to listen on"
+        )
+    try:
+        return AsyncZeroconf(interfaces=choice, ip_version=ip_version_of(choice))
+    except OSError as exc:  # no IPv6 here (disabled, or no such socket family)
+        log.info("browsing over IPv4 only: %s", exc)
+        return AsyncZeroconf(interfaces=[c for c in choice if isinstance(c, str)], ip_version=IPVersion.V4Only)
 
 
 async def discover(seconds: float, interface: str = "") -> list[dict]:

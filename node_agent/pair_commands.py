@@ -46,7 +46,7 @@ async def show_code(args, agent: identity.Identity, store: paired.PairedStore) -
     advertiser = None
     if not args.no_announce:
         try:
-            _, addresses = lan.system_announce_addresses(args.lan_interface or "")
+            _, addresses = lan.system_announce_addresses(args.lan_interface or "", host=args.host)
             advertiser = lan.LanAdvertiser(
                 agent=agent, port=args.port, addresses=addresses, service_type=lan.PAIRING_SERVICE_TYPE
             )
@@ -82,7 +82,7 @@ async def find_listeners(seconds: float, interface: str = "") -> list[str]:
             await asyncio.sleep(0.1)
         await asyncio.sleep(min(0.5, max(0.0, deadline - loop.time())))
         await browser.settle()
-        return [f"http://{rig.addresses[0]}:{rig.port}" for rig in browser.rigs.values() if rig.addresses and rig.port]
+        return [url for url in (rig.url() for rig in browser.rigs.values()) if url]  # IPv6 in brackets
     finally:
         await browser.stop()
         await aiozc.async_close()

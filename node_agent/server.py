@@ -8,6 +8,7 @@ and a flood of one log line is written once with a count (node_agent/logs.py).""
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import time
@@ -17,7 +18,7 @@ import aiohttp
 from aiohttp import web
 from cryptography.exceptions import UnsupportedAlgorithm
 
-from node_agent import __version__, auth, cors, identity, keys, lan, logs, model_identity, paired, upstream
+from node_agent import __version__, auth, cors, identity, keys, lan, logs, model_identity, paired, rules_cache, upstream
 from node_agent.circles import CircleGuard
 from node_agent.config import AgentConfig
 from node_agent.connections import ConnectionGuard
@@ -97,6 +98,7 @@ class Agent:
             moderation_api_key=cfg.moderation_api_key or None,
             filter_off=cfg.filter_categories_off,
         )
+        rules_cache.apply_cached(self.policy, cfg.state_dir)  # the last fetched, until (unless) a tracker answers
         if not cfg.local:
             self.start_link()
             self._set_keys(await self.link.refresh_keys())
@@ -107,6 +109,8 @@ class Agent:
         if self.link is not None:
             self._tasks.append(asyncio.create_task(self.link.run()))
         self._tasks.append(asyncio.create_task(self.identify_model(backend)))
+        if cfg.local:  # `luckrig-node rules --update` while it runs
+            self._tasks.append(asyncio.create_task(rules_cache.follow(self.policy, cfg.state_dir)))
         if self.repeats is not None:
             self._tasks.append(asyncio.create_task(logs.flush_forever(self.repeats)))
         if cfg.relay != "off" and not cfg.local:
@@ -163,9 +167,11 @@ class Agent:
         )
 
     def _announce(self) -> None:
-        """Start the LAN announcement (--lan); when there is no LAN address to announce, say so and serve anyway."""
+        """Start the LAN announcement (--lan); when there is no LAN address to announce, say so and serve anyway. The
+        addresses are checked again every 10 s: the announcement follows DHCP and the default route."""
+        find = functools.partial(lan.system_announce_addresses, self.config.lan_interface, host=self.config.host)
         try:
-            name, addresses = lan.system_announce_addresses(self.config.lan_interface)
+            name, addresses = find()
             agent_key = identity.load_or_create(Path(self.config.config_dir))
         except (lan.LanError, OSError, ValueError, TypeError, UnsupportedAlgorithm) as exc:
             log.warning("not announcing on the LAN: %s", exc)
@@ -174,7 +180,7 @@ class Agent:
             log.warning(
                 "--lan: the agent listens on %s only; other devices see it but cannot connect", self.config.host
             )
-        self.lan = lan.LanAdvertiser(agent=agent_key, port=self.config.port, addresses=addresses)
+        self.lan = lan.LanAdvertiser(agent=agent_key, port=self.config.port, addresses=addresses, find=find)
         try:
             self.lan.start(self.lan_txt())
         except OSError as exc:  # no multicast socket on that address

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import aiohttp
 
-from node_agent import __version__
+from node_agent import __version__, rules_cache
 from node_agent.ledger import Ledger
 from node_agent.tracker_keys import TrackerKeyCache
 
@@ -41,6 +41,7 @@ class TrackerLink:
         self.key_cache = TrackerKeyCache(tracker=tracker, path=state_dir / "tracker_keys.json", log=log)
         self.ledger = ledger
         self.interval = heartbeat_interval
+        self.state_dir = state_dir
         self.revoked_file = state_dir / "revoked.json"
         try:  # revocations survive a restart during a tracker outage
             self.revoked: set[str] = set(json.loads(self.revoked_file.read_text()))
@@ -270,8 +271,18 @@ class TrackerLink:
                 if self.on_rules:
                     self.on_rules(doc["rules"])
                 self.filter_rules_version = version
+                self._keep_rules(doc)
         except (aiohttp.ClientError, TimeoutError, ValueError, AttributeError):
             return
+
+    def _keep_rules(self, doc: dict) -> None:
+        """Keep the rules just applied, for the next start (and a local rig's: node_agent/rules_cache.py). Only an
+        answer of the documented shape is kept; one that is not stays applied as before, leniently, but not kept."""
+        try:
+            version, rules = rules_cache.checked(doc)
+            rules_cache.save(self.state_dir, tracker=self.tracker, version=version, rules=rules)
+        except (rules_cache.RulesError, OSError) as exc:
+            log.warning("the filter rules are applied but not kept for the next start: %s", exc)
 
     async def _heartbeat_loop(self) -> None:
         backoff = 1.0

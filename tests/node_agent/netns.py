@@ -42,6 +42,8 @@ class Pair:
     address_a: str
     address_b: str
     subnet: int
+    link_a: str = ""
+    link_b: str = ""
 
 
 def _tag() -> str:
@@ -81,7 +83,7 @@ def veth_pair() -> Iterator[Pair]:
             _checked("-n", a, "link", "set", "va" + tag, "up")
             _checked("-n", b, "link", "set", "vb" + tag, "up")
             _checked("-n", a, "route", "add", "default", "dev", "va" + tag)
-            yield Pair(a, b, address_a, address_b, subnet)
+            yield Pair(a, b, address_a, address_b, subnet, "va" + tag, "vb" + tag)
         finally:
             ip("netns", "del", b)
     finally:
@@ -113,3 +115,44 @@ def run_in(namespace_name: str, coro_factory, timeout: float):
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]
+
+
+ULA_A, ULA_B = "fd4c:7272::1", "fd4c:7272::2"  # a unique local /64 (RFC 4193) on the veth pair
+
+
+def add_ipv6(pair: Pair) -> None:
+    """IPv6 on the pair, usable at once (`nodad`: no duplicate address detection to wait for): a ULA on each end,
+    fixed link-local addresses in place of the kernel's (still tentative for a second or two), and an IPv6
+    default route through `a`'s end."""
+    for namespace_name, link, ula, local in (
+        (pair.a, pair.link_a, ULA_A, "fe80::a"),
+        (pair.b, pair.link_b, ULA_B, "fe80::b"),
+    ):
+        _checked("-n", namespace_name, "-6", "addr", "flush", "dev", link)
+        _checked("-n", namespace_name, "addr", "add", local + "/64", "dev", link, "nodad")
+        _checked("-n", namespace_name, "addr", "add", ula + "/64", "dev", link, "nodad")
+    _checked("-n", pair.a, "-6", "route", "add", "default", "dev", pair.link_a)
+
+
+@contextlib.contextmanager
+def background_in(namespace_name: str, coro_factory, timeout: float = 60) -> Iterator[threading.Event]:
+    """Run `coro_factory(stop)` in `namespace_name` (as `run_in` does) while the block runs; `stop`, a
+    threading.Event, is set when the block ends and the coroutine is expected to return then. Its exception, if
+    any, is raised when the block ends."""
+    stop, outcome = threading.Event(), {}
+
+    def work() -> None:
+        try:
+            run_in(namespace_name, lambda: coro_factory(stop), timeout)
+        except BaseException as exc:  # noqa: BLE001 - raised in the test's thread below
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    try:
+        yield stop
+    finally:
+        stop.set()
+        worker.join(timeout + 20)
+    if "error" in outcome:
+        raise outcome["error"]

@@ -18,7 +18,7 @@ import requests
 from zeroconf import IPVersion
 from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
-from node_agent import __version__, cli, config, identity, lan
+from node_agent import __version__, cli, config, identity, lan, lan_addresses
 from tests.node_agent import netns
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,21 +68,21 @@ def test_the_default_route_interface_is_announced_not_docker_or_a_vpn():
         + route("eth0", metric=100)
         + route("eth1", metric=10, flags="0002")  # down (no RTF_UP)
     )
-    assert lan.default_route_interfaces(table) == ["wg0", "eth0", "wlan0"]
-    assert lan.lan_interface(table) == "eth0"
+    assert lan_addresses.default_route_interfaces(table) == ["wg0", "eth0", "wlan0"]
+    assert lan_addresses.lan_interface(table) == "eth0"
     adapters = [
         adapter("lo", "127.0.0.1"),
         adapter("docker0", "172.17.0.1"),
         adapter("eth0", "192.168.1.20", "169.254.3.4", ("fe80::1", 0, 2)),
         adapter("wg0", "10.8.0.2"),
     ]
-    assert lan.announce_addresses(table, adapters) == ("eth0", ["192.168.1.20"])
+    assert lan_addresses.announce_addresses(table, adapters) == ("eth0", ["192.168.1.20"])
 
 
 def test_an_explicit_interface_overrides_the_default_route():
     table = HEADER + route("eth0")
     adapters = [adapter("eth0", "192.168.1.20"), adapter("lo", "127.0.0.1")]
-    assert lan.announce_addresses(table, adapters, "lo") == ("lo", ["127.0.0.1"])
+    assert lan_addresses.announce_addresses(table, adapters, "lo") == ("lo", ["127.0.0.1"])
 
 
 @pytest.mark.parametrize(
@@ -95,8 +95,8 @@ def test_an_explicit_interface_overrides_the_default_route():
     ],
 )
 def test_no_lan_address_is_said_not_guessed(table, adapters, message):
-    with pytest.raises(lan.LanError, match=message):
-        lan.announce_addresses(table, adapters)
+    with pytest.raises(lan_addresses.LanError, match=message):
+        lan_addresses.announce_addresses(table, adapters)
 
 
 # --- TXT --------------------------------------------------------------------------------------------------------
