@@ -86,7 +86,7 @@ class RigLoads:
 
     @staticmethod
     def base(rig: lan.SeenRig) -> str:
-        return f"http://{rig.addresses[0]}:{rig.port}"
+        return rig.url()
 
     async def poll(self, http: aiohttp.ClientSession, rig: lan.SeenRig) -> None:
         """Ask `rig`'s /health once; its state says what came back."""

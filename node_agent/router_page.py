@@ -152,7 +152,7 @@ class LanPage:
         deadline = loop.time() + self.listener_wait
         while True:
             found = [
-                f"http://{seen.addresses[0]}:{seen.port}"
+                seen.url()
                 for seen in self.listeners.values()
                 if seen.fields.get("pk") == public_key and seen.addresses and seen.port
             ]
@@ -209,7 +209,7 @@ class LanPage:
         rows = []
         for name, rig in sorted(self.router.rigs.items()):
             fingerprint, key = rig.fields.get("fingerprint"), rig.fields.get("pk")
-            where = ", ".join(f"{a}:{rig.port}" for a in rig.addresses) or "no address"
+            where = ", ".join(f"{lan.url_host(a)}:{rig.port}" for a in rig.addresses) or "no address"
             models = ", ".join(m["id"] for m in self.router.loads.models_of(rig)) or "?"
             label = rig.fields.get("node") or name
             if fingerprint in pinned:

@@ -13,7 +13,8 @@ import openai
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from node_agent import identity, paired
+from node_agent import identity, lan, paired
+from node_agent.router_load import RigLoads
 from tests.node_agent.test_circles import until
 from tests.node_agent.test_router import QUESTION, announce, ask, lan_of, refusal
 
@@ -161,3 +162,12 @@ def test_models_are_asked_of_each_rig_and_the_hint_is_used_only_for_one_that_can
             await sdk.close()
 
     asyncio.run(run())
+
+
+def test_a_rig_announced_at_an_ipv6_address_alone_is_asked_at_that_address_in_brackets():
+    rig = lan.SeenRig(name="r", addresses=["fd4c:7272::1"], port=8788, fields={}, problems=[], first_seen=0.0)
+    assert RigLoads.base(rig) == "http://[fd4c:7272::1]:8788"
+    both = lan.SeenRig(
+        name="b", addresses=["192.168.1.5", "fd4c:7272::1"], port=8788, fields={}, problems=[], first_seen=0.0
+    )
+    assert RigLoads.base(both) == "http://192.168.1.5:8788"
