@@ -3,8 +3,9 @@ the paired rigs it sees on the LAN. No tracker and no internet: the rigs are fou
 each request is signed with this machine's identity key for the rig it goes to (node_agent/paired.py).
 
 Which rigs: the ones whose announced key (TXT `pk`) is pinned in this machine's paired.json, read again on every
-request so that `unpair` counts at once. The TXT record is only a hint of where a key is: the rig's agent checks
-the signature, and a record that names a pinned key it does not hold gets 401 from the rig it points to.
+request so that `unpair` counts at once. The TXT record is only a hint of where a key is, and nothing here checks
+that the device at that address holds the key: an honest rig that does not hold it answers 401, but an impostor
+announcing a paired rig's key gets that rig's signed requests (docs/local-mode.md, "Its limits").
 
 Which model a rig serves is what its signed `GET /v1/models` answered, asked again every few seconds, and its TXT
 `model` only when it cannot be asked; which rig: the healthy one least busy by its own queue (its `/health`, polled
