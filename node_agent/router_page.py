@@ -93,7 +93,7 @@ class LanPage:
             raise AgentError(403, "csrf_failed", "This request does not carry the router page's token: reload it.")
         try:
             body = await request.json()
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise AgentError(400, "invalid_json", "The body is not valid JSON.") from exc
         if not isinstance(body, dict):
             raise AgentError(400, "invalid_request", "The body must be a JSON object.")

@@ -190,6 +190,38 @@ def test_a_device_that_does_not_know_the_code_cannot_answer_b(tmp_path):
     asyncio.run(run())
 
 
+DEEP = "[" * 5000 + "]" * 5000  # valid JSON within the listener's 16 KB, too deep for Python's json module
+
+
+def test_deeply_nested_json_is_refused_by_the_listener_and_by_the_device_asking_not_crashed_on(tmp_path):
+    """Anyone on the LAN can post to a listener, and announce one of their own for `pair CODE` to ask: JSON too deep
+    to parse is a clear refusal on both sides (never a 500, never a traceback that stops the search)."""
+    a, b = keys(tmp_path, "a", "b")
+    session = pairing.PairingSession(a, "desktop")
+
+    async def deep_hello(request: web.Request) -> web.Response:
+        return web.Response(text=DEEP, content_type="application/json")
+
+    async def deep_answer(request: web.Request) -> web.Response:
+        if request.method == "GET":
+            return web.json_response({"protocol": pairing.PROTOCOL, "public_key": a.public_b64, "name": "x"})
+        return web.Response(text=DEEP, content_type="application/json")
+
+    async def run():
+        async with TestServer(pairing.listener_app(session)) as server, aiohttp.ClientSession() as http:
+            r = await http.post(server.make_url("/v1/pair"), data=DEEP)
+            assert (r.status, (await r.json())["error"]["code"]) == (400, "invalid_json")
+        for handler in (deep_hello, deep_answer):
+            app = web.Application()
+            app.router.add_route("*", "/v1/pair", handler)
+            async with TestServer(app) as server, aiohttp.ClientSession() as http:
+                with pytest.raises(pairing.PairingError):
+                    await pairing.request_pairing(http, str(server.make_url("/")), session.code, b, "laptop")
+        return session.done
+
+    assert asyncio.run(run()) is not None and session.attempts == 0 and not session.used
+
+
 # --- the store and the commands --------------------------------------------------------------------------------------
 
 

@@ -147,6 +147,8 @@ def test_another_sites_page_cannot_pair_or_unpair_through_the_users_browser(tmp_
                 404,
                 "pairing_not_found",
             )
+            deep = await client.post("/lan/unpair", data="[" * 5000 + "]" * 5000, headers={"X-LuckRig-CSRF": csrf})
+            assert code_of((deep.status, await deep.json())) == (400, "invalid_json")
             assert router.pinned() != {}  # none of the refused requests unpaired anything
 
             # The page itself: its own origin and `localhost` both work; it cannot be framed and runs no other script.
