@@ -106,6 +106,7 @@ class Router:
         return sorted(rotated, key=lambda rig: self.loads.state(rig.name).load())  # stable: the turn breaks ties
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
+        self.page.check_api(request)
         raw = await request.read()
         try:
             body = json.loads(raw)
@@ -162,6 +163,7 @@ class Router:
 
     async def models_list(self, request: web.Request) -> web.Response:
         """The union of what the paired, healthy rigs answer (asked again when older than MODELS_TTL)."""
+        self.page.check_api(request)
         await self.loads.refresh_models(self.session, self.usable())
         return web.json_response({"object": "list", "data": self.models()})
 
