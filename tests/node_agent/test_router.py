@@ -200,6 +200,25 @@ def test_a_request_moves_on_before_the_first_byte_and_a_rig_that_left_is_not_use
     asyncio.run(run())
 
 
+def test_a_rig_that_no_longer_accepts_this_machine_is_passed_over_and_said_when_none_is_left(tmp_path, fake_tracker):
+    """A rig that unpaired this machine on its side (`luckrig-node unpair` there) answers 401 `not_paired` before
+    running anything: the request moves on to another rig, and when none is left the refusal says why."""
+
+    async def run():
+        async with lan_of(tmp_path, fake_tracker, {"a": "alpha", "b": "alpha"}) as (client, router, rigs):
+            paired.PairedStore(tmp_path / "a").unpair("router")
+            for _ in range(4):
+                status, answer, rig = await ask(client, "alpha")
+                assert (status, rig) == (200, "b"), answer
+            router.seen(rigs["b"][1], None)
+            status, body, _ = await ask(client, "alpha")
+            assert refusal(status, body) == (503, "no_rig_available")
+            assert "not_paired" in body["error"]["message"] and "pair" in body["error"]["message"]
+            assert chats(rigs["a"][0]) == 0
+
+    asyncio.run(run())
+
+
 def test_a_rig_failing_mid_answer_cuts_the_client_off_rather_than_ending_its_answer(tmp_path):
     """After the first byte there is no moving on: the rig's connection dies mid-stream (a rig that stops, standing
     in for an agent process killed mid-answer) and the client sees an incomplete answer, not a finished one."""
