@@ -194,7 +194,7 @@ def listener_app(session: PairingSession) -> web.Application:
     async def post(request: web.Request) -> web.Response:
         try:
             body = await request.json()
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # too deep for json: bad input, not a 500
             raise AgentError(400, "invalid_json", "The body is not valid JSON.") from exc
         answer, peer = session.handle(body)
         if not session.done.done():
@@ -228,7 +228,7 @@ async def request_pairing(
         a_public = hello["public_key"]
         a_name = paired.clean_name(hello.get("name", ""))
         identity.public_key_from_b64(a_public)
-    except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError) as exc:
+    except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError, RecursionError) as exc:
         raise PairingError(f"{base} is not a pairing listener ({type(exc).__name__})") from exc
     key = await asyncio.to_thread(code_key, code, a_public)
     nonce = secrets.token_urlsafe(24)
@@ -246,7 +246,7 @@ async def request_pairing(
         async with http.post(base + "/v1/pair", json=body, timeout=timeout) as resp:
             answer = await resp.json()
             status = resp.status
-    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+    except (aiohttp.ClientError, TimeoutError, ValueError, RecursionError) as exc:
         raise PairingError(f"{base} did not answer the pairing request ({type(exc).__name__})") from exc
     if status != 200:
         error = answer.get("error", {}) if isinstance(answer, dict) else {}

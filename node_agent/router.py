@@ -3,16 +3,17 @@ the paired rigs it sees on the LAN. No tracker and no internet: the rigs are fou
 each request is signed with this machine's identity key for the rig it goes to (node_agent/paired.py).
 
 Which rigs: the ones whose announced key (TXT `pk`) is pinned in this machine's paired.json, read again on every
-request so that `unpair` counts at once. The TXT record is only a hint of where a key is: the rig's agent checks
-the signature, and a record that names a pinned key it does not hold gets 401 from the rig it points to.
+request so that `unpair` counts at once. The TXT record is only a hint of where a key is, and nothing here checks
+that the device at that address holds the key: an honest rig that does not hold it answers 401, but an impostor
+announcing a paired rig's key gets that rig's signed requests (docs/local-mode.md, "Its limits").
 
 Which model a rig serves is what its signed `GET /v1/models` answered, asked again every few seconds, and its TXT
 `model` only when it cannot be asked; which rig: the healthy one least busy by its own queue (its `/health`, polled
 every 2 s) plus the router's own requests to it since that poll, round-robin among equals (node_agent/
-router_load.py). A request moves to the next rig only before the first byte
-(a connection refused or reset, or a 5xx status); after that the rig's answer, streamed or not, goes to the client
-chunk by chunk as it comes, untouched. A client going away cancels the handler (handler_cancellation), which
-closes the request to the rig, whose agent then stops its model server."""
+router_load.py). A request moves to the next rig only before the first byte (a connection refused or reset, a 5xx
+status, or a 401: the rig does not accept this machine's signature); after that the rig's answer, streamed or not,
+goes to the client chunk by chunk as it comes, untouched. A client going away cancels the handler
+(handler_cancellation), which closes the request to the rig, whose agent then stops its model server."""
 
 import asyncio
 import contextlib
@@ -105,6 +106,7 @@ class Router:
         return sorted(rotated, key=lambda rig: self.loads.state(rig.name).load())  # stable: the turn breaks ties
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
+        self.page.check_api(request)
         raw = await request.read()
         try:
             body = json.loads(raw)
@@ -113,7 +115,7 @@ class Router:
         model = body.get("model") if isinstance(body, dict) else None
         if not isinstance(model, str) or not model:
             raise AgentError(400, "invalid_request", "The body needs a `model` (GET /v1/models lists them).")
-        tried = []
+        tried, refused = [], []
         for rig in self.candidates(model):
             fingerprint = rig.fields["fingerprint"]
             headers = paired.sign_headers(self.identity, "POST", CHAT_PATH, raw, recipient=fingerprint)
@@ -134,9 +136,17 @@ class Router:
                         log.info("%s answered %d: trying another rig", rig.name, upstream.status)
                         tried.append(rig.name)
                         continue
+                    if upstream.status == 401:
+                        # Refused before anything ran: the rig does not accept this machine's signature (it unpaired
+                        # this machine, or never pinned it, or the clocks are apart). Another rig may.
+                        refused.append(f"{rig_label(rig)}: {await refusal_code(upstream)}")
+                        log.info("%s refused this machine's signature: trying another rig", rig.name)
+                        tried.append(rig.name)
+                        continue
                     return await self.pass_through(request, upstream, rig)
+        why = f" Refused this machine's signature: {'; '.join(refused)} (pair both ways)." if refused else ""
         raise AgentError(
-            503, "no_rig_available", f"None of the {len(tried)} paired rig(s) serving {model!r} could answer."
+            503, "no_rig_available", f"None of the {len(tried)} paired rig(s) serving {model!r} could answer.{why}"
         )
 
     async def pass_through(self, request: web.Request, upstream: aiohttp.ClientResponse, rig) -> web.StreamResponse:
@@ -161,6 +171,7 @@ class Router:
 
     async def models_list(self, request: web.Request) -> web.Response:
         """The union of what the paired, healthy rigs answer (asked again when older than MODELS_TTL)."""
+        self.page.check_api(request)
         await self.loads.refresh_models(self.session, self.usable())
         return web.json_response({"object": "list", "data": self.models()})
 
@@ -171,6 +182,15 @@ class Router:
             except Exception:  # noqa: BLE001 - the poll must outlive whatever one round meets
                 log.exception("polling the rigs failed; trying again")
             await asyncio.sleep(self.poll_interval)
+
+
+async def refusal_code(response: aiohttp.ClientResponse) -> str:
+    """The `error.code` of a rig's refusal, printable and short, or its status."""
+    try:
+        code = (await response.json(content_type=None))["error"]["code"]
+    except (aiohttp.ClientError, ValueError, UnicodeDecodeError, RecursionError, KeyError, TypeError):
+        code = None
+    return lan.printable(code, 40) if isinstance(code, str) else str(response.status)
 
 
 def rig_label(rig: lan.SeenRig) -> str:

@@ -96,7 +96,7 @@ class RigLoads:
             timeout = aiohttp.ClientTimeout(total=POLL_TIMEOUT)
             async with http.get(self.base(rig) + "/health", timeout=timeout) as resp:
                 body = await resp.json(content_type=None) if resp.status == 200 else None
-        except (aiohttp.ClientError, TimeoutError, ValueError, UnicodeDecodeError):
+        except (aiohttp.ClientError, TimeoutError, ValueError, UnicodeDecodeError, RecursionError):
             body = None
         queue = body.get("queue") if isinstance(body, dict) else None
         if not isinstance(queue, dict):
@@ -122,7 +122,7 @@ class RigLoads:
             timeout = aiohttp.ClientTimeout(total=MODELS_TIMEOUT)
             async with http.get(self.base(rig) + "/v1/models", headers=headers, timeout=timeout) as resp:
                 body = await resp.json(content_type=None) if resp.status == 200 else None
-        except (aiohttp.ClientError, TimeoutError, ValueError, UnicodeDecodeError):
+        except (aiohttp.ClientError, TimeoutError, ValueError, UnicodeDecodeError, RecursionError):
             body = None
         data = body.get("data") if isinstance(body, dict) else None
         entries = [m for m in data if isinstance(m, dict) and _model_id(m)] if isinstance(data, list) else []

@@ -53,6 +53,7 @@ class LanPage:
         self.router = router
         self.csrf = secrets.token_urlsafe(32)
         self.names = set(LOCAL_NAMES)
+        self.loopback = host in ("127.0.0.1", "::1", "localhost")
         if host and host not in ("0.0.0.0", "::"):  # noqa: S104 - compared, not bound
             self.names.add(f"[{host}]" if ":" in host else host)
         self.listeners: dict[str, lan.SeenRig] = {}
@@ -82,18 +83,30 @@ class LanPage:
         if (request.host or "").lower() not in {f"{name}:{port}" for name in self.names}:
             raise AgentError(403, "bad_host", "Open this page as http://127.0.0.1 (or localhost) on the router's port.")
 
-    async def checked_body(self, request: web.Request) -> dict:
-        """The JSON object of a state-changing request that passed the Host, Origin and CSRF checks."""
-        self.check_host(request)
+    @staticmethod
+    def check_origin(request: web.Request) -> None:
         origin = request.headers.get("Origin")
         if origin is not None and origin.lower() != f"http://{request.host}".lower():
             raise AgentError(403, "bad_origin", "This request comes from another site's page.")
+
+    def check_api(self, request: web.Request) -> None:
+        """The router's /v1: no other site's page may use the paired rigs through the user's browser (a simple POST
+        needs no preflight), nor read their answers under a name rebound to 127.0.0.1. The Host check only when the
+        router listens on loopback: with --host 0.0.0.0 LAN clients name it as they like."""
+        if self.loopback:
+            self.check_host(request)
+        self.check_origin(request)
+
+    async def checked_body(self, request: web.Request) -> dict:
+        """The JSON object of a state-changing request that passed the Host, Origin and CSRF checks."""
+        self.check_host(request)
+        self.check_origin(request)
         token = request.headers.get(CSRF_HEADER, "")
         if not hmac.compare_digest(token.encode(), self.csrf.encode()):
             raise AgentError(403, "csrf_failed", "This request does not carry the router page's token: reload it.")
         try:
             body = await request.json()
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise AgentError(400, "invalid_json", "The body is not valid JSON.") from exc
         if not isinstance(body, dict):
             raise AgentError(400, "invalid_request", "The body must be a JSON object.")

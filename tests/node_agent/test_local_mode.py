@@ -9,6 +9,7 @@ tests/node_agent/test_local_home.py."""
 import asyncio
 import contextlib
 import json
+import time
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -65,13 +66,35 @@ def test_a_local_rig_serves_paired_devices_only_and_never_calls_the_tracker(tmp_
 
             # No tasting token reaches a local rig: there are no tracker keys to check one with.
             token = {"Authorization": f"Bearer {tracker.token()}"}
-            for path, call in (("/v1/chat/completions", client.post), ("/v1/models", client.get)):
+            paths = (
+                ("/v1/chat/completions", client.post),
+                ("/chat/completions", client.post),
+                ("/v1/models", client.get),
+            )
+            for path, call in paths:
                 for headers in (token, {}):
                     r = await call(path, json=BODY, headers=headers)
                     assert (r.status, code(await r.json())) == (401, "local_only"), path
             unpaired = sign(stranger, "POST", "/v1/chat/completions", raw)
             r = await client.post("/v1/chat/completions", data=raw, headers=unpaired)
             assert (r.status, code(await r.json())) == (401, "not_paired")
+            # A paired key's signature on a body over the limit: 413 before anything else, nothing served.
+            big = b"x" * (2 * 1024 * 1024)
+            r = await client.post(
+                "/v1/chat/completions", data=big, headers=sign(laptop, "POST", "/v1/chat/completions", big)
+            )
+            assert (r.status, code(await r.json())) == (413, "body_too_large")
+            # A clock ahead by more than the window is refused as one behind it is.
+            ahead = paired.sign_headers(
+                laptop,
+                "POST",
+                "/v1/chat/completions",
+                raw,
+                recipient=rig.fingerprint,
+                now=time.time() + 2 * paired.WINDOW,
+            )
+            r = await client.post("/v1/chat/completions", data=raw, headers=ahead)
+            assert (r.status, code(await r.json())) == (401, "stale_signature")
 
             await asyncio.sleep(0.5)  # five heartbeat intervals: none is sent
             assert agent.ledger.pending_usage()[2] == []

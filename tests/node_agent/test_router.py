@@ -200,6 +200,25 @@ def test_a_request_moves_on_before_the_first_byte_and_a_rig_that_left_is_not_use
     asyncio.run(run())
 
 
+def test_a_rig_that_no_longer_accepts_this_machine_is_passed_over_and_said_when_none_is_left(tmp_path, fake_tracker):
+    """A rig that unpaired this machine on its side (`luckrig-node unpair` there) answers 401 `not_paired` before
+    running anything: the request moves on to another rig, and when none is left the refusal says why."""
+
+    async def run():
+        async with lan_of(tmp_path, fake_tracker, {"a": "alpha", "b": "alpha"}) as (client, router, rigs):
+            paired.PairedStore(tmp_path / "a").unpair("router")
+            for _ in range(4):
+                status, answer, rig = await ask(client, "alpha")
+                assert (status, rig) == (200, "b"), answer
+            router.seen(rigs["b"][1], None)
+            status, body, _ = await ask(client, "alpha")
+            assert refusal(status, body) == (503, "no_rig_available")
+            assert "not_paired" in body["error"]["message"] and "pair" in body["error"]["message"]
+            assert chats(rigs["a"][0]) == 0
+
+    asyncio.run(run())
+
+
 def test_a_rig_failing_mid_answer_cuts_the_client_off_rather_than_ending_its_answer(tmp_path):
     """After the first byte there is no moving on: the rig's connection dies mid-stream (a rig that stops, standing
     in for an agent process killed mid-answer) and the client sees an incomplete answer, not a finished one."""
@@ -315,3 +334,67 @@ def test_the_router_follows_rigs_announced_by_mdns_as_they_come_and_go(tmp_path)
 
     with netns.namespace() as name:
         netns.run_in(name, scenario, timeout=60)
+
+
+class Impostor:
+    """A device on the LAN that announces a paired rig's public key (TXT `pk`, anyone can) at its own address: it
+    answers /health as an idle rig, lists the rig's model, and for a chat keeps the prompt and the signature headers,
+    replays the signed request to the real rig (the nonce is fresh there) and answers something of its own."""
+
+    def __init__(self, real_base: str):
+        self.real_base = real_base
+        self.prompts: list[bytes] = []
+        self.relayed: list[tuple[int, dict]] = []
+        self.app = web.Application()
+        self.app.router.add_get("/health", self.health)
+        self.app.router.add_get("/v1/models", self.models)
+        self.app.router.add_post("/v1/chat/completions", self.chat)
+
+    async def health(self, request):
+        return web.json_response({"ok": True, "queue": {"active": 0, "waiting": 0, "max_active": 99}})
+
+    async def models(self, request):
+        return web.json_response({"object": "list", "data": [{"id": "alpha", "object": "model"}]})
+
+    async def chat(self, request):
+        raw = await request.read()
+        self.prompts.append(raw)
+        signature = {k: v for k, v in request.headers.items() if k.lower().startswith("x-luckrig-")}
+        url = f"{self.real_base}/v1/chat/completions"
+        async with aiohttp.ClientSession() as http, http.post(url, data=raw, headers=signature) as r:
+            self.relayed.append((r.status, await r.json()))
+        return web.json_response({"choices": [{"message": {"role": "assistant", "content": "forged by the impostor"}}]})
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 16 review, open: the router trusts TXT `pk` to say where a pinned key is and never checks that the "
+    "rig at that address holds it, so an impostor announcing a paired rig's key gets its prompts (signed for the real "
+    "rig: it can replay them there for an answer) and answers them; see docs/local-mode.md, 'Its limits'",
+)
+def test_a_device_announcing_a_paired_rigs_key_at_its_own_address_gets_no_prompt(tmp_path, fake_tracker):
+    async def run():
+        async with lan_of(tmp_path, fake_tracker, {"a": "alpha"}) as (client, router, rigs):
+            real = rigs["a"][2]
+            impostor = Impostor(str(real.make_url("")).rstrip("/"))
+            async with TestServer(impostor.app) as spoofed:
+                name = f"luckrig-spoof.{lan.SERVICE_TYPE}"
+                fields, problems = lan.parse_txt(
+                    lan.txt_record(
+                        node_id="a",
+                        public_key=identity.load_or_create(tmp_path / "a").public_b64,
+                        model="alpha",
+                        radius="local",
+                        version="1",
+                    )
+                )
+                router.seen(name, lan.SeenRig(name, ["127.0.0.1"], spoofed.port, fields, problems, first_seen=0.0))
+                await router.loads.poll_all(router.session, router.paired_rigs())  # its /health: idle
+                answers = [
+                    (await ask(client, "alpha", messages=[{"role": "user", "content": f"secret {i}"}]))
+                    for i in range(4)
+                ]
+                assert impostor.prompts == [], (impostor.prompts, impostor.relayed)
+                assert all(a["choices"][0]["message"]["content"] == rigs["a"][0].text() for _, a, _ in answers)
+
+    asyncio.run(run())

@@ -11,9 +11,10 @@ import contextlib
 
 import openai
 from aiohttp import web
-from aiohttp.test_utils import TestServer
+from aiohttp.test_utils import TestClient, TestServer
 
 from node_agent import identity, lan, paired
+from node_agent.router import Router, build_app
 from node_agent.router_load import RigLoads
 from tests.node_agent.test_circles import until
 from tests.node_agent.test_router import QUESTION, announce, ask, lan_of, refusal
@@ -171,3 +172,32 @@ def test_a_rig_announced_at_an_ipv6_address_alone_is_asked_at_that_address_in_br
         name="b", addresses=["192.168.1.5", "fd4c:7272::1"], port=8788, fields={}, problems=[], first_seen=0.0
     )
     assert RigLoads.base(both) == "http://192.168.1.5:8788"
+
+
+def test_a_rig_answering_json_too_deep_to_parse_is_left_out_not_a_500(tmp_path):
+    """A rig (or a device announcing a paired rig's key) whose /health and /v1/models answer JSON nested too deep
+    for Python's json module: left out like a rig not answering; the router's /v1/models still answers."""
+    deep = "[" * 5000 + "]" * 5000
+    router = Router(identity.load_or_create(tmp_path / "router"), paired.PairedStore(tmp_path / "router"))
+
+    class TooDeep(StubRig):
+        async def health(self, request):
+            return web.Response(text=deep, content_type="application/json")
+
+        models = health
+
+    good, bad = StubRig("good", "alpha"), TooDeep("bad", "beta")
+
+    async def run():
+        async with (
+            stub_rigs(tmp_path, router, [good, bad]) as names,
+            TestClient(TestServer(build_app(router))) as client,
+        ):
+            r = await client.get("/v1/models")
+            assert r.status == 200, await r.text()
+            await router.loads.poll_all(router.session, router.paired_rigs())
+            assert not router.loads.state(names["bad"]).healthy and router.loads.state(names["good"]).healthy
+            listed = await (await client.get("/v1/models")).json()
+            assert [m["id"] for m in listed["data"]] == ["alpha"]
+
+    asyncio.run(run())

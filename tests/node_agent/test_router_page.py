@@ -4,6 +4,7 @@ feed it), every refusal, and the checks that keep another site's page from pairi
 browser. The page itself, clicked through in Chromium, is tests/browser/test_router_page.py's."""
 
 import asyncio
+import json
 import re
 
 import pytest
@@ -119,6 +120,37 @@ def test_pairing_from_the_page_pins_the_rig_only_on_confirm_and_says_why_it_did_
     asyncio.run(run())
 
 
+def test_another_sites_page_cannot_use_the_paired_rigs_through_the_users_browser(tmp_path, lan_router):
+    """Any page the user opens can make the browser post to 127.0.0.1:8790 (a simple request: no preflight), and a
+    page whose name was rebound to 127.0.0.1 can read the answers too. The router's /v1 refuses a foreign Origin and,
+    listening on loopback, a Host that is not this machine's; the OpenAI SDK sends neither."""
+    router = lan_router
+    rig = identity.load_or_create(tmp_path / "rig")
+    router.store.pin(rig.public_b64, "desk")
+    announce(router, "desk", rig, 9, "alpha")  # nothing listens there: a request that gets through is a 503
+    body = json.dumps({"model": "alpha", "messages": [{"role": "user", "content": "hi"}]})
+
+    async def run():
+        async with TestClient(TestServer(build_app(router))) as client:
+            rebound = {"Host": f"evil.example:{client.port}"}
+            for path in ("/v1/chat/completions", "/chat/completions"):
+                foreign = {"Origin": "http://evil.example", "Content-Type": "text/plain"}
+                r = await client.post(path, data=body, headers=foreign)
+                assert code_of((r.status, await r.json())) == (403, "bad_origin"), path
+                r = await client.post(
+                    path, data=body, headers=rebound | {"Origin": f"http://evil.example:{client.port}"}
+                )
+                assert code_of((r.status, await r.json())) == (403, "bad_host"), path
+            r = await client.get("/v1/models", headers=rebound)
+            assert code_of((r.status, await r.json())) == (403, "bad_host")
+            # The SDK's requests (no Origin, the address it was given) go through.
+            assert (await client.get("/v1/models")).status == 200
+            r = await client.post("/v1/chat/completions", data=body)
+            assert code_of((r.status, await r.json())) == (503, "no_rig_available")
+
+    asyncio.run(run())
+
+
 def test_another_sites_page_cannot_pair_or_unpair_through_the_users_browser(tmp_path, lan_router):
     router = lan_router
     rig = identity.load_or_create(tmp_path / "rig")
@@ -147,6 +179,8 @@ def test_another_sites_page_cannot_pair_or_unpair_through_the_users_browser(tmp_
                 404,
                 "pairing_not_found",
             )
+            deep = await client.post("/lan/unpair", data="[" * 5000 + "]" * 5000, headers={"X-LuckRig-CSRF": csrf})
+            assert code_of((deep.status, await deep.json())) == (400, "invalid_json")
             assert router.pinned() != {}  # none of the refused requests unpaired anything
 
             # The page itself: its own origin and `localhost` both work; it cannot be framed and runs no other script.
