@@ -1,0 +1,63 @@
+"""gunicorn settings for the tracker's REST API and pages (deploy/luckrig-web.service; docs/operations.md).
+
+In production gunicorn serves every HTTP path and Daphne only the websockets under /ws/: under ASGI each sync
+Django view hops to a thread, and one WSGI worker answered several times more requests than one Daphne process
+(docs/benchmarks.md). Everything that must be shared between the processes lives in PostgreSQL or Redis
+(REDIS_URL), so gunicorn's workers and Daphne's processes are interchangeable.
+
+Each value can be changed from the environment (tracker.env), so this file never needs editing:
+  WEB_CONCURRENCY          workers (gunicorn's own variable); default: cores × 2 + 1
+  WEB_BIND                 address to listen on; default 127.0.0.1:8000 (nginx in front)
+  WEB_WORKER_CLASS         sync (default) or gthread; WEB_THREADS threads per gthread worker (default 4)
+  WEB_GRACEFUL_TIMEOUT     seconds a stopping worker has to finish its requests; default 20
+  WEB_TIMEOUT              seconds a worker may stay silent before the arbiter replaces it; default 30
+  WEB_MAX_REQUESTS         requests before a worker is replaced (0: never); default 2000, with jitter
+  WEB_ACCESS_LOG           "-" for stdout, or a file; default off (nginx keeps the access log)
+"""
+
+import os
+
+
+def _int(name: str, default: int) -> int:
+    value = os.environ.get(name, "")
+    return int(value) if value.strip() else default
+
+
+wsgi_app = "luckrig_site.wsgi:application"
+bind = os.environ.get("WEB_BIND", "127.0.0.1:8000").split(",")
+
+# cores × 2 + 1: while one worker waits on PostgreSQL or Redis another uses the core. Measured on 2 cores
+# (bench/layout.py, docs/benchmarks.md), more workers than that only added context switches.
+workers = _int("WEB_CONCURRENCY", (os.cpu_count() or 1) * 2 + 1)
+# Sync workers: one request at a time per process, which suits requests that are short and CPU-bound (JSON,
+# templates). A slow client never holds a worker: nginx buffers the request and the answer
+# (deploy/nginx-luckrig.conf) and talks to gunicorn at its own speed.
+worker_class = os.environ.get("WEB_WORKER_CLASS", "sync")
+threads = _int("WEB_THREADS", 4) if worker_class == "gthread" else 1
+
+# SIGTERM (systemctl stop/restart) closes the listening socket at once and lets each worker finish the request in
+# hand; whatever is still running after graceful_timeout is killed. It must stay below the unit's TimeoutStopSec
+# (30 s in luckrig-web.service) so that gunicorn, not systemd's SIGKILL, ends the stop.
+graceful_timeout = _int("WEB_GRACEFUL_TIMEOUT", 20)
+timeout = _int("WEB_TIMEOUT", 30)
+# Keep-alive between nginx and gunicorn (nginx's upstream keepalive): a sync worker holds a kept-alive connection
+# only between requests of one client, so keep it short.
+keepalive = 2
+
+# Replace each worker after a while, so that a slow leak in any library never grows without bound; the jitter
+# keeps the workers from restarting all at once.
+max_requests = _int("WEB_MAX_REQUESTS", 2000)
+max_requests_jitter = max(1, max_requests // 10) if max_requests else 0
+
+# nginx logs every request already; a second access log per request costs a worker a write for nothing.
+accesslog = os.environ.get("WEB_ACCESS_LOG") or None
+errorlog = "-"
+
+# Only nginx on this host may set X-Forwarded-Proto (https). The client's address is taken from X-Forwarded-For
+# by the tracker itself, believed only from TRUSTED_PROXIES (core/clientip.py): gunicorn never rewrites it.
+forwarded_allow_ips = "127.0.0.1"
+
+# No runtime control socket (gunicornc): systemctl reload/stop are the controls, and ProtectSystem/ProtectHome
+# leave no writable home for one anyway.
+control_socket_disable = True
+proc_name = "luckrig-web"
