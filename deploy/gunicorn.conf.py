@@ -40,9 +40,8 @@ threads = _int("WEB_THREADS", 4) if worker_class == "gthread" else 1
 # (30 s in luckrig-web.service) so that gunicorn, not systemd's SIGKILL, ends the stop.
 graceful_timeout = _int("WEB_GRACEFUL_TIMEOUT", 20)
 timeout = _int("WEB_TIMEOUT", 30)
-# Keep-alive between nginx and gunicorn (nginx's upstream keepalive): a sync worker holds a kept-alive connection
-# only between requests of one client, so keep it short.
-keepalive = 2
+# (A sync worker closes each connection after its answer, so gunicorn's keepalive does not apply: nginx opens a
+# connection per request, which on 127.0.0.1 costs little.)
 
 # Replace each worker after a while, so that a slow leak in any library never grows without bound; the jitter
 # keeps the workers from restarting all at once.
@@ -61,3 +60,17 @@ forwarded_allow_ips = "127.0.0.1"
 # leave no writable home for one anyway.
 control_socket_disable = True
 proc_name = "luckrig-web"
+
+
+def on_starting(server):
+    """While Redis is unreachable every process counts rate limits alone, each request weighing
+    RATELIMIT_FALLBACK_PROCESSES (core/ratecache.py): fewer than this server's workers would multiply the limits."""
+    weight = _int("RATELIMIT_FALLBACK_PROCESSES", 1)
+    if os.environ.get("REDIS_URL") and weight < server.cfg.workers:
+        server.log.warning(
+            "RATELIMIT_FALLBACK_PROCESSES is %d but gunicorn runs %d workers: while Redis is down the rate limits "
+            "would allow up to %d times as much. Set it to the workers plus the Daphne processes.",
+            weight,
+            server.cfg.workers,
+            -(-server.cfg.workers // weight),
+        )
