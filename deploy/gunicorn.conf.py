@@ -16,6 +16,8 @@ Each value can be changed from the environment (tracker.env), so this file never
 """
 
 import os
+import tempfile
+from pathlib import Path
 
 
 def _int(name: str, default: int) -> int:
@@ -61,8 +63,30 @@ forwarded_allow_ips = "127.0.0.1"
 control_socket_disable = True
 proc_name = "luckrig-web"
 
+# /metrics adds up the workers' request counters from prometheus_client's multiprocess files
+# (luckrig_site/metrics.py). Set here, in the arbiter, so that every worker inherits it before it loads Django.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="luckrig-web-metrics-")
+
 
 def on_starting(server):
+    """Start the metrics from zero (files of a previous run would be added in), and say so when the rate limits'
+    fallback weight is too small for this many workers."""
+    metrics_dir = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    for old in metrics_dir.glob("*.db"):
+        old.unlink()
+    _warn_about_the_fallback_weight(server)
+
+
+def child_exit(server, worker):
+    """A replaced worker's gauges stop counting (its counters stay in the sums, as counters must)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def _warn_about_the_fallback_weight(server):
     """While Redis is unreachable every process counts rate limits alone, each request weighing
     RATELIMIT_FALLBACK_PROCESSES (core/ratecache.py): fewer than this server's workers would multiply the limits."""
     weight = _int("RATELIMIT_FALLBACK_PROCESSES", 1)

@@ -10,6 +10,7 @@ Needs a PostgreSQL server (127.0.0.1:5432, trust auth) and the redis-server bina
 the module's tests. Skipped, saying why, only when one of them is truly absent."""
 
 import asyncio
+import re
 import shutil
 import signal
 import threading
@@ -153,6 +154,26 @@ def test_the_rest_api_and_pages_answer_from_gunicorn_and_the_websockets_from_dap
     assert refused == 404
     # RATELIMIT_FALLBACK_PROCESSES is left at 1 here: gunicorn says at start what that would mean without Redis.
     assert "RATELIMIT_FALLBACK_PROCESSES is 1 but gunicorn runs 2 workers" in layout.log.read_text()
+
+
+def requests_counted(metrics: str) -> float:
+    """luckrig_http_requests_total for GET answered 200, as one scrape of /metrics says."""
+    line = re.search(
+        r'^luckrig_http_requests_total\{(?=[^}]*method="GET")(?=[^}]*status="200")[^}]*\} (\S+)$', metrics, re.M
+    )
+    return float(line.group(1))
+
+
+def test_one_scrape_of_gunicorn_counts_the_requests_of_every_worker(layout):
+    before = requests_counted(requests.get(f"{layout.web}/metrics", timeout=20).text)
+    since = layout.access_log.stat().st_size
+    assert in_parallel(lambda: requests.get(f"{layout.web}/api/health", timeout=20).status_code, 16) == [200] * 16
+    assert len(pids_serving(layout, "GET /api/health", since)) == 2
+    # Whichever worker answers the scrape, it adds up both (prometheus_client's multiprocess files).
+    for _ in range(4):
+        scrape = requests.get(f"{layout.web}/metrics", timeout=20).text
+        assert requests_counted(scrape) >= before + 16
+        assert "luckrig_ratelimit_fallback 0.0" in scrape and "luckrig_nodes{" in scrape
 
 
 def test_a_per_address_rate_limit_is_shared_by_the_gunicorn_workers(layout):
