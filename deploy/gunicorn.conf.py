@@ -31,9 +31,14 @@ bind = os.environ.get("WEB_BIND", "127.0.0.1:8000").split(",")
 # cores × 2 + 1: while one worker waits on PostgreSQL or Redis another uses the core. Measured on 2 cores
 # (bench/layout.py, docs/benchmarks.md), more workers than that only added context switches.
 workers = _int("WEB_CONCURRENCY", (os.cpu_count() or 1) * 2 + 1)
-# Sync workers: one request at a time per process, which suits requests that are short and CPU-bound (JSON,
-# templates). A slow client never holds a worker: nginx buffers the request and the answer
-# (deploy/nginx-luckrig.conf) and talks to gunicorn at its own speed.
+# Sync workers: one request at a time per process. A slow client never holds a worker: nginx buffers the
+# request and the answer (deploy/nginx-luckrig.conf). Measured side by side against gthread (4 threads a worker),
+# 5 workers each, PostgreSQL with 1,000 nodes, wrk at concurrency 16 on the same 2-core machine (busy with other
+# jobs), 8 alternating runs each (docs/benchmarks.md, "gunicorn: sync or gthread workers"): gthread answered more
+# requests a second (median 908 vs 671 on /api/health, 1.35×; 188 vs 106 on /api/nodes, 1.77×), but its p99 on
+# /api/health was 5× sync's (562 vs 108 ms) and 15 of its requests took over 2 s (wrk's timeout), against none
+# under sync. Sync stays the default for its bounded latency; WEB_WORKER_CLASS=gthread switches without an edit,
+# should a quiet machine (bench/layout.py) show gthread's gain without its tail.
 worker_class = os.environ.get("WEB_WORKER_CLASS", "sync")
 threads = _int("WEB_THREADS", 4) if worker_class == "gthread" else 1
 

@@ -277,16 +277,18 @@ def test_tokens_minted_by_either_worker_verify_at_an_agent_and_spend_one_quota(l
     assert {c.raw["aud"] for c in claims} == {node_id} and {c.tier for c in claims} == {"limited"}
 
 
-def test_gunicorn_under_load_stops_within_its_graceful_timeout_and_finishes_the_requests_it_started(layout, tmp_path):
-    """SIGTERM (systemctl stop/restart): gunicorn closes its socket, each worker finishes the request in hand, and
-    the arbiter exits within graceful_timeout. Two requests that take 2 s (a fingerprint check against a slow
-    node) are in flight on both workers while other clients keep asking."""
+def test_gunicorn_under_load_reloads_without_refusing_anything_then_stops_within_its_graceful_timeout(layout, tmp_path):
+    """HUP (systemctl reload, a deploy): new workers, the socket stays open, nothing is refused. Then SIGTERM
+    (systemctl stop/restart): gunicorn closes its socket, each worker finishes the request in hand, and the arbiter
+    exits within graceful_timeout. Two requests that take 2 s (a fingerprint check against a slow node) are in
+    flight on both workers while other clients keep asking."""
     graceful = 8
     with ScriptedServer() as slow:
         slow.routes["/health"] = Route(200, b"nothing to see", delay=2.0)
         _, node_id, _ = live_node(layout, endpoint_url=f"{slow.base}/v1")
         env = {**layout.env, "WEB_GRACEFUL_TIMEOUT": str(graceful)}
-        with gunicorn(env, workers=2, log_path=tmp_path / "gunicorn.log") as (web, arbiter):
+        log = tmp_path / "gunicorn.log"
+        with gunicorn(env, workers=2, log_path=log) as (web, arbiter):
             stop = threading.Event()
             load_outcomes: list[str] = []
 
@@ -301,14 +303,25 @@ def test_gunicorn_under_load_stops_within_its_graceful_timeout_and_finishes_the_
             def verify():
                 return requests.post(f"{web}/api/fingerprint/verify", json={"node_id": node_id}, timeout=30)
 
+            def wait_for(condition, what: str):
+                deadline = time.monotonic() + 20
+                while not condition():
+                    assert time.monotonic() < deadline, what
+                    time.sleep(0.02)
+
             with ThreadPoolExecutor(6) as pool:
                 loaders = [pool.submit(load) for _ in range(4)]
+                wait_for(lambda: len(load_outcomes) > 20, "no load")
+                arbiter.send_signal(signal.SIGHUP)
+                # Two new workers booted and two old ones gone, while the load went on.
+                wait_for(lambda: log.read_text().count("Worker exiting") >= 2, "the old workers never left")
+                reloaded = len(load_outcomes)
+                wait_for(lambda: len(load_outcomes) > reloaded + 20, "no load after the reload")
+                during_reload = list(load_outcomes)
+
                 in_flight = [pool.submit(verify) for _ in range(2)]
-                deadline = time.monotonic() + 15
-                while slow.hits.count("/health") < 2:  # both workers are now inside a request
-                    assert time.monotonic() < deadline, "the slow requests never reached the node"
-                    time.sleep(0.02)
-                started = time.monotonic()
+                wait_for(lambda: slow.hits.count("/health") == 2, "the slow requests never reached the node")
+                started = time.monotonic()  # both workers are now inside a request
                 arbiter.send_signal(signal.SIGTERM)
                 code = arbiter.wait(timeout=graceful + 10)
                 took = time.monotonic() - started
@@ -317,13 +330,14 @@ def test_gunicorn_under_load_stops_within_its_graceful_timeout_and_finishes_the_
                 for f in loaders:
                     f.result(timeout=30)
 
+    assert set(during_reload) == {"200"}
+    assert log.read_text().count("Booting worker") == 4
     assert code == 0
     # It waited for the requests in hand (about 2 s from when they reached the node), and no longer than allowed.
     assert 1.0 <= took <= graceful, f"{took:.1f} s"
     assert [r.status_code for r in finished] == [200, 200]
     assert all(r.json()["url"] == f"{slow.base}/health" for r in finished)
     # Other clients were served until the socket closed, then refused: never a 5xx, never a hang.
-    assert "200" in load_outcomes
     assert set(load_outcomes) <= {"200", "ConnectionError"}, sorted(set(load_outcomes))
-    log = (tmp_path / "gunicorn.log").read_text()
-    assert "Handling signal: term" in log and "WORKER TIMEOUT" not in log and "SIGKILL" not in log
+    text = log.read_text()
+    assert "Handling signal: term" in text and "WORKER TIMEOUT" not in text and "SIGKILL" not in text
