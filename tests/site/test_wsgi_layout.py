@@ -341,3 +341,41 @@ def test_gunicorn_under_load_reloads_without_refusing_anything_then_stops_within
     assert set(load_outcomes) <= {"200", "ConnectionError"}, sorted(set(load_outcomes))
     text = log.read_text()
     assert "Handling signal: term" in text and "WORKER TIMEOUT" not in text and "SIGKILL" not in text
+
+
+def test_a_token_minted_and_revoked_on_gunicorn_is_pushed_to_its_agent_on_daphne(layout):
+    """The revocation path (a circle deleted, as a member removed or a moderator's ban): the jtis reach the agent's
+    link at once, through Redis, from a sync view on another server."""
+    key, node_id, secret = live_node(layout)
+    owner = {"Authorization": f"Bearer {key}"}
+    circle = requests.post(f"{layout.web}/api/circles", json={"name": "flatmates"}, headers=owner, timeout=20)
+    assert circle.status_code == 201, circle.text
+    circle_id = circle.json()["circle"]["id"]
+
+    async def watch():
+        async with aiohttp.ClientSession() as session:
+            agent, _ = await linked_agent(session, layout, secret)
+
+            def http(method, path, **kwargs):
+                return requests.request(method, layout.web + path, headers=owner, timeout=20, **kwargs)
+
+            shared = await asyncio.to_thread(
+                http, "PATCH", f"/api/nodes/{node_id}", json={"visibility": "circle", "circles": [circle_id]}
+            )
+            assert shared.status_code == 200, shared.text
+            told = await agent.receive_json(timeout=10)
+            token = await asyncio.to_thread(
+                http, "POST", "/api/tokens", json={"node_id": node_id, "circle_id": circle_id}
+            )
+            assert token.status_code == 201, token.text
+            assert (await asyncio.to_thread(http, "DELETE", f"/api/circles/{circle_id}")).status_code == 204
+            pushed = [await agent.receive_json(timeout=10), await agent.receive_json(timeout=10)]
+            await agent.close()
+            return told, token.json(), pushed
+
+    told, token, pushed = asyncio.run(watch())
+    assert told["type"] == "circles" and told["circles"] == [circle_id] and told["visibility"] == "circle"
+    assert token["circle"]["id"] == circle_id
+    by_type = {message["type"]: message for message in pushed}
+    assert by_type["revoke"]["jtis"] == [token["jti"]]
+    assert by_type["circles"]["circles"] == []
