@@ -11,7 +11,7 @@ Each value can be changed from the environment (tracker.env), so this file never
   WEB_WORKER_CLASS         sync (default) or gthread; WEB_THREADS threads per gthread worker (default 4)
   WEB_GRACEFUL_TIMEOUT     seconds a stopping worker has to finish its requests; default 20
   WEB_TIMEOUT              seconds a worker may stay silent before the arbiter replaces it; default 30
-  WEB_MAX_REQUESTS         requests before a worker is replaced (0: never); default 2000, with jitter
+  WEB_MAX_REQUESTS         requests before a worker is replaced (0: never); default 10000, with 10 % jitter
   WEB_ACCESS_LOG           "-" for stdout, or a file; default off (nginx keeps the access log)
 """
 
@@ -51,8 +51,9 @@ timeout = _int("WEB_TIMEOUT", 30)
 # connection per request, which on 127.0.0.1 costs little.)
 
 # Replace each worker after a while, so that a slow leak in any library never grows without bound; the jitter
-# keeps the workers from restarting all at once.
-max_requests = _int("WEB_MAX_REQUESTS", 2000)
+# keeps the workers from restarting all at once. Not too often: each worker that ever ran leaves its request
+# counters in a file that /metrics reads until gunicorn restarts (see PROMETHEUS_MULTIPROC_DIR below).
+max_requests = _int("WEB_MAX_REQUESTS", 10000)
 max_requests_jitter = max(1, max_requests // 10) if max_requests else 0
 
 # nginx logs every request already; a second access log per request costs a worker a write for nothing.
