@@ -3,7 +3,13 @@
 Request counts are per process (scrape each Daphne process, as Prometheus expects of counters); tokens
 issued, listed nodes by status and live relays are read from the database at scrape time, so they agree across processes
 and survive restarts. Tokens issued is a counter over every node, hidden ones included: a counter must never
-go down, and it names no node."""
+go down, and it names no node.
+
+gunicorn's workers cannot be scraped one by one (they share one port), so under gunicorn the per-process metrics
+are kept in prometheus_client's multiprocess files (PROMETHEUS_MULTIPROC_DIR, which deploy/gunicorn.conf.py sets
+and empties at start) and /metrics adds up every worker's: one scrape of gunicorn counts all of its requests."""
+
+import os
 
 from django.db.models import Count
 from django.http import HttpResponse
@@ -11,6 +17,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from core import ratecache
+
+# Read once, as prometheus_client itself does when this module makes its first metric.
+MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -20,12 +29,16 @@ HTTP_REQUESTS = Counter(
 
 # 1 while this process counts rate limits on its own because the shared cache (Redis) is unreachable
 # (core/ratecache.py); per process, like the request counter.
+# Under gunicorn: 1 while any live worker does (a worker's value is written as it answers a request, since a
+# function gauge cannot be read across processes).
 RATELIMIT_FALLBACK = Gauge(
     "luckrig_ratelimit_fallback",
     "1 while this process counts rate limits alone (stricter) because the shared cache is unreachable",
     registry=REGISTRY,
+    multiprocess_mode="livemax",
 )
-RATELIMIT_FALLBACK.set_function(lambda: 1.0 if ratecache.fallback_active() else 0.0)
+if not MULTIPROCESS:
+    RATELIMIT_FALLBACK.set_function(lambda: 1.0 if ratecache.fallback_active() else 0.0)
 
 _METHODS = {"GET", "POST", "PATCH", "PUT", "DELETE", "HEAD", "OPTIONS"}
 
@@ -33,6 +46,8 @@ _METHODS = {"GET", "POST", "PATCH", "PUT", "DELETE", "HEAD", "OPTIONS"}
 def count_request(method: str, status: int) -> None:
     # Bounded label values: an attacker's odd method names must not grow the registry.
     HTTP_REQUESTS.labels(method if method in _METHODS else "OTHER", str(status)).inc()
+    if MULTIPROCESS:
+        RATELIMIT_FALLBACK.set(1.0 if ratecache.fallback_active() else 0.0)
 
 
 class DatabaseCollector:
@@ -73,5 +88,16 @@ class DatabaseCollector:
 REGISTRY.register(DatabaseCollector())
 
 
+def _scraped_registry() -> CollectorRegistry:
+    if not MULTIPROCESS:
+        return REGISTRY
+    from prometheus_client import multiprocess
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # every worker's counters and gauges, from their files
+    registry.register(DatabaseCollector())
+    return registry
+
+
 def metrics_view(request):
-    return HttpResponse(generate_latest(REGISTRY), content_type="text/plain; version=0.0.4; charset=utf-8")
+    return HttpResponse(generate_latest(_scraped_registry()), content_type="text/plain; version=0.0.4; charset=utf-8")

@@ -1,4 +1,5 @@
-"""WSGI entry point: a legitimate way to serve the REST API alone (see docs/operations.md)."""
+"""WSGI entry point: production serves every HTTP path from gunicorn with it (deploy/gunicorn.conf.py); Daphne
+keeps only the websockets (docs/operations.md)."""
 
 import os
 

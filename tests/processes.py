@@ -1,4 +1,5 @@
-"""Real tracker processes for end-to-end tests: a fresh database, `migrate`, then Daphne on a free port."""
+"""Real tracker processes for end-to-end tests: a fresh database, `migrate`, then Daphne or gunicorn on a free
+port."""
 
 import contextlib
 import os
@@ -58,41 +59,65 @@ def tracker_env(database_url: str, data_dir: Path, **extra) -> dict:
 
 
 @contextlib.contextmanager
-def daphne(env: dict, port: int | None = None, log_path: Path | None = None):
-    """Start Daphne, wait (bounded) until /api/health answers, yield the base URL, then stop it."""
-    port = port or free_port()
-    env = {**env, "SITE_URL": env.get("SITE_URL", f"http://127.0.0.1:{port}")}
+def _serving(name: str, command: list[str], env: dict, base: str, log_path: Path | None, stop_timeout: float):
+    """Run a server, wait (bounded) until its /api/health answers, yield the process, then stop it (SIGTERM,
+    then SIGKILL after a bounded wait)."""
     log = open(log_path or os.devnull, "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "luckrig_site.asgi:application"],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=log,
-    )
-    base = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log)
     try:
         deadline = time.monotonic() + 30
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"daphne exited with {proc.returncode}")
+                raise RuntimeError(f"{name} exited with {proc.returncode}")
             try:
-                if requests.get(base + "/api/health", timeout=1).status_code == 200:
+                if requests.get(base + "/api/health", timeout=2).status_code == 200:
                     break
-            except requests.ConnectionError:
+            # gunicorn listens before its workers have loaded Django: a first request may wait, then time out.
+            except (requests.ConnectionError, requests.Timeout):
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError("daphne did not answer within 30 s")
+                raise RuntimeError(f"{name} did not answer within 30 s")
             time.sleep(0.2)
-        yield base
+        yield proc
     finally:
         proc.terminate()
         try:
-            proc.wait(timeout=10)
+            proc.wait(timeout=stop_timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
         log.close()
+
+
+@contextlib.contextmanager
+def daphne(env: dict, port: int | None = None, log_path: Path | None = None):
+    """Start Daphne, wait (bounded) until /api/health answers, yield the base URL, then stop it."""
+    port = port or free_port()
+    env = {**env, "SITE_URL": env.get("SITE_URL", f"http://127.0.0.1:{port}")}
+    command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "luckrig_site.asgi:application"]
+    with _serving("daphne", command, env, f"http://127.0.0.1:{port}", log_path, stop_timeout=10):
+        yield f"http://127.0.0.1:{port}"
+
+
+GUNICORN_CONF = ROOT / "deploy" / "gunicorn.conf.py"
+
+
+@contextlib.contextmanager
+def gunicorn(env: dict, workers: int = 2, port: int | None = None, log_path: Path | None = None, args=()):
+    """Start gunicorn as production runs it (deploy/gunicorn.conf.py, settings from the environment), wait
+    until /api/health answers, yield (base URL, the arbiter's process), then stop it."""
+    port = port or free_port()
+    env = {
+        **env,
+        "SITE_URL": env.get("SITE_URL", f"http://127.0.0.1:{port}"),
+        "WEB_CONCURRENCY": str(workers),
+        "WEB_BIND": f"127.0.0.1:{port}",
+    }
+    command = [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF), *args]
+    # Its graceful timeout (20 s unless WEB_GRACEFUL_TIMEOUT says otherwise) and a little more.
+    stop_timeout = int(env.get("WEB_GRACEFUL_TIMEOUT") or 20) + 5
+    with _serving("gunicorn", command, env, f"http://127.0.0.1:{port}", log_path, stop_timeout) as proc:
+        yield f"http://127.0.0.1:{port}", proc
 
 
 def migrate(env: dict) -> None:
@@ -154,6 +179,11 @@ def private_redis():
 
 def register_node(base: str, **fields) -> tuple[str, str]:
     """A new contributor registers a node on the tracker at `base`; returns (node id, node secret)."""
+    return register_node_with_key(base, **fields)[1:]
+
+
+def register_node_with_key(base: str, **fields) -> tuple[str, str, str]:
+    """As register_node, and the owner's contributor key first: (key, node id, node secret)."""
     key = requests.post(f"{base}/api/contributors", json={}, timeout=10).json()["contributor_key"]
     body = {
         "endpoint_url": "https://rig.example.com/v1",
@@ -163,4 +193,4 @@ def register_node(base: str, **fields) -> tuple[str, str]:
         **fields,
     }
     reg = requests.post(f"{base}/api/nodes", headers={"Authorization": f"Bearer {key}"}, json=body, timeout=10).json()
-    return reg["node"]["id"], reg["node_secret"]
+    return key, reg["node"]["id"], reg["node_secret"]

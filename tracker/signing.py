@@ -1,13 +1,15 @@
 """The tracker's Ed25519 signing keys, tasting-token JWTs and tunnel tickets (pure: files and crypto, no ORM).
 
-The current key comes from TRACKER_SIGNING_KEY_FILE, or is generated once into data/ (mode 0600; created
-with O_EXCL so that several processes starting together agree on one key). Rotation: a key named in
-TRACKER_NEXT_SIGNING_KEY_FILE is published before it signs; keys in TRACKER_RETIRED_SIGNING_KEY_FILES stay
-published until the last token they signed has expired."""
+The current key comes from TRACKER_SIGNING_KEY_FILE, or is generated once into data/ (mode 0600; linked into
+place whole, so that several processes starting together agree on one key and none reads half of it).
+Rotation: a key named in TRACKER_NEXT_SIGNING_KEY_FILE is published before it signs; keys in
+TRACKER_RETIRED_SIGNING_KEY_FILES stay published until the last token they signed has expired."""
 
 import base64
+import contextlib
 import hashlib
 import os
+import secrets
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -57,12 +59,17 @@ def generate_key_file(path: Path) -> None:
     pem = Ed25519PrivateKey.generate().private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
+    # Written whole under a name of its own, then linked into place: link() fails if the file exists, and a
+    # process that finds it (gunicorn's workers and Daphne start together) never reads a half-written key.
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(pem)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(pem)
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 @lru_cache(maxsize=4)

@@ -34,7 +34,17 @@ DISTRIBUTION_OF = {
     "node_agent": "luckrig-node",
 }
 # What a node operator must never be made to install: the tracker's stack.
-TRACKER_ONLY = {"django", "djangorestframework", "channels", "daphne", "twisted", "redis", "psycopg", "whitenoise"}
+TRACKER_ONLY = {
+    "django",
+    "djangorestframework",
+    "channels",
+    "daphne",
+    "gunicorn",
+    "twisted",
+    "redis",
+    "psycopg",
+    "whitenoise",
+}
 
 
 def _project(folder: str) -> dict:
