@@ -13,8 +13,10 @@ A signed request carries four headers:
 The recipient's fingerprint is in it so that a request signed for one of your rigs cannot be replayed to another
 one that pinned the same device. The agent refuses a timestamp more than WINDOW seconds away from its clock and a
 nonce it has seen within that window (each one is remembered for twice the window, so a request cannot outlive
-its nonce). TLS is not part of it: the body travels in the clear on the LAN, and the signature proves who sent it
-and that it was not changed, nothing more."""
+its nonce). The nonces seen are kept in `<config-dir>/seen_nonces` too (NonceLog), written before the request is
+served, so that the agent restarted within the window still refuses a request it served. TLS is not part of it:
+the body travels in the clear on the LAN, and the signature proves who sent it and that it was not changed,
+nothing more."""
 
 import base64
 import binascii
@@ -34,6 +36,8 @@ from node_agent import identity
 from node_agent.errors import AgentError
 
 FILE_NAME = "paired.json"
+NONCES_FILE = "seen_nonces"
+COMPACT_AT = 4096  # lines in seen_nonces before it is rewritten with the live entries only (when they are fewer)
 WINDOW = 60  # seconds of clock difference a signed request may have
 MAX_NONCES = 100_000  # a flood of signed requests must not grow the replay cache without bound
 HEADER_KEY, HEADER_TIME = "X-LuckRig-Key", "X-LuckRig-Timestamp"
@@ -173,13 +177,108 @@ def _refused(code: str, message: str) -> AgentError:
     return AgentError(401, code, message)
 
 
+class NonceLog:
+    """The nonces of signed requests seen here, for as long as a request with them could still be accepted: in
+    memory, and appended to `<config-dir>/seen_nonces` (mode 0600, one `until sha256-prefix` line each) before the
+    request is served. Loaded at start keeping only entries not yet expired, so a restarted agent refuses them too;
+    rewritten with the live entries when the file grows. It is per config dir, as paired.json and the key are: two
+    agents never share one unless they share the whole identity.
+
+    No fsync: the risk is the agent restarted (a crash, `serve` run again), and a write() the kernel returned from
+    survives the process. Only a power loss within the seconds before the kernel writes it back, with the machine up
+    and serving again inside the 60 s window, could lose one; an fsync per request would cost a disk flush each.
+    A file that cannot be read or written refuses the request (503 `nonce_store_unavailable`): never served
+    unrecorded."""
+
+    def __init__(self, path: Path, *, clock=time.time):
+        self.path, self.clock = Path(path), clock
+        self.seen: dict[str, float] = {}  # sha256-prefix of the nonce → until
+        self.lines = 0
+        self.broken: OSError | None = None
+        self._load()
+
+    @staticmethod
+    def _key(nonce: str) -> str:
+        return hashlib.sha256(nonce.encode()).hexdigest()[:32]
+
+    def _load(self) -> None:
+        try:
+            text = self.path.read_text(encoding="ascii", errors="replace")
+        except FileNotFoundError:
+            text = ""
+        except OSError as exc:
+            self.broken = exc
+            return
+        now, lines = self.clock(), text.splitlines()
+        for line in lines:
+            until, _, key = line.partition(" ")
+            try:
+                if float(until) >= now and len(key) == 32:
+                    self.seen[key] = float(until)
+            except ValueError:
+                continue  # a line cut short by a crash: the ones around it still count
+        self.broken, self.lines = None, len(lines)
+
+    def _unavailable(self, exc: OSError) -> AgentError:
+        return AgentError(
+            503,
+            "nonce_store_unavailable",
+            f"This rig cannot record signed requests ({NONCES_FILE} in its config dir: {exc.strerror or exc}); "
+            "it serves none until it can.",
+        )
+
+    def __contains__(self, nonce: str) -> bool:
+        return self._key(nonce) in self.seen
+
+    def __len__(self) -> int:
+        return len(self.seen)
+
+    def prune(self, now: float) -> None:
+        for key in [k for k, until in self.seen.items() if until < now]:
+            del self.seen[key]
+
+    def record(self, nonce: str, until: float) -> None:
+        """Remember `nonce` until `until`, on disk first; AgentError 503 when that cannot be written."""
+        if self.broken is not None:
+            self._load()  # a store fixed meanwhile is used again
+            if self.broken is not None:
+                raise self._unavailable(self.broken)
+        key = self._key(nonce)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                line = f"{until:.0f} {key}\n".encode()
+                if os.write(fd, line) != len(line):  # one small append: whole, or refused
+                    raise OSError(0, "short write")
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise self._unavailable(exc) from exc
+        self.seen[key] = until
+        self.lines += 1
+        if self.lines > COMPACT_AT and self.lines > 2 * len(self.seen):
+            self._compact()
+
+    def _compact(self) -> None:
+        part = self.path.with_name(f".{NONCES_FILE}.{secrets.token_hex(4)}")
+        try:
+            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.writelines(f"{until:.0f} {key}\n" for key, until in self.seen.items())
+            os.replace(part, self.path)
+            self.lines = len(self.seen)
+        except OSError:
+            part.unlink(missing_ok=True)  # the long file still holds every entry: compacting can wait
+
+
 class SignatureChecker:
     """Checks the signature headers of requests to this agent (whose fingerprint is `own_fingerprint`) against
-    the pinned keys, with a replay cache of nonces."""
+    the pinned keys, with a replay cache of nonces kept next to paired.json (NonceLog)."""
 
     def __init__(self, store: PairedStore, own_fingerprint: str, *, clock=time.time):
         self.store, self.own_fingerprint, self.clock = store, own_fingerprint, clock
-        self.nonces: dict[str, float] = {}
+        self.nonces = NonceLog(store.path.parent / NONCES_FILE, clock=clock)
 
     def _pinned(self) -> dict[str, Device]:
         try:
@@ -190,7 +289,8 @@ class SignatureChecker:
     def verify(self, method: str, path_qs: str, headers, body: bytes) -> Device:
         """The paired device that signed this request, or AgentError 401: `invalid_signature` (missing or
         malformed headers, a signature that does not verify), `not_paired` (a key this machine has not pinned),
-        `stale_signature` (timestamp outside the window), `replayed_signature` (a nonce already used)."""
+        `stale_signature` (timestamp outside the window), `replayed_signature` (a nonce already used); 503
+        `nonce_store_unavailable` when the nonce cannot be recorded."""
         values = [headers.get(name) for name in (HEADER_KEY, HEADER_TIME, HEADER_NONCE, HEADER_SIGNATURE)]
         if not all(values):
             raise _refused(
@@ -212,14 +312,10 @@ class SignatureChecker:
         now = self.clock()
         if abs(now - int(timestamp)) > WINDOW:
             raise _refused("stale_signature", f"The request was signed more than {WINDOW} s from this rig's clock.")
-        self._prune(now)
+        self.nonces.prune(now)
         if nonce in self.nonces:
             raise _refused("replayed_signature", "This signed request was already used.")
         if len(self.nonces) >= MAX_NONCES:
             raise AgentError(503, "busy", "Too many signed requests in the last minutes; try again shortly.")
-        self.nonces[nonce] = now + 2 * WINDOW
+        self.nonces.record(nonce, now + 2 * WINDOW)
         return device
-
-    def _prune(self, now: float) -> None:
-        for nonce in [n for n, until in self.nonces.items() if until < now]:
-            del self.nonces[nonce]

@@ -6,22 +6,38 @@ A runs a short-lived listener of its own (not the agent: pairing then works whet
 nothing of it stays open after): HTTP on --port (8791), announced over mDNS as `_luckrig-pair._tcp.local.` on the
 LAN interface. The exchange, both messages over plain HTTP:
 
-    B → A  GET  /v1/pair   A's public key and name (a hint, proven below)
-    B → A  POST /v1/pair   B's key, name, a nonce, a proof and B's signature
-    A → B  200             A's key, name, a proof and A's signature
+    B → A  GET  /v1/pair   A's public key and name (a hint, proven below), a fresh `session` id and A's
+                           `commitment` = SHA-256 over a fresh random nonce Na and A's key (Na stays on A)
+    B → A  POST /v1/pair   B's key, name, its own random nonce Nb, the session and commitment, a proof and B's
+                           signature
+    A → B  200             A's key, name, Na revealed, a proof and A's signature
 
-The proof is an HMAC, keyed by K = PBKDF2-SHA256(code, salt = "luckrig-pair-v1" + A's key), over the role, both
-keys, the nonce and the names; each signature is over the same transcript with the sender's identity key. So only
-someone who knows the code can get their key pinned on A (B's proof), only the device B meant can answer (A's proof
-and signature), and each side holds the private key it hands over. The code is single use, lives CODE_TTL seconds
-and is burned after MAX_ATTEMPTS wrong proofs. The comparison code (HMAC with K over both keys) is the same on both
-screens only when both hold the same pair of keys. Limits: in docs/local-mode.md ("Pairing")."""
+The proof is an HMAC, keyed by K = PBKDF2-SHA256(code, salt = "luckrig-pair-v2" + A's key), over the role, both
+keys, the session, the commitment, the nonces known at that point and the names; each signature is over the same
+transcript with the sender's identity key. So only someone who knows the code can get their key pinned on A (B's
+proof), only the device B meant can answer (A's proof and signature), and each side holds the private key it hands
+over. B checks that Na is what A committed to. The code is single use, lives CODE_TTL seconds and is burned after
+MAX_ATTEMPTS wrong proofs. The comparison code (HMAC with K over both keys and both nonces) is the same on both
+screens only when both hold the same pair of keys.
+
+Why the commitment (as Bluetooth's numeric comparison): someone who knows the code (read over a shoulder) and sits
+between B and A pairs with each under a key of its own, and needs both screens to show the same six digits. As
+the listener toward B it must commit to its Na before it sees Nb, and cannot change Na after (B checks the
+commitment); as the client toward A it must send its Nb before A reveals Na. Either way the digits on that side are
+random to it once it can no longer change its input: a 1 in 10**6 chance that they match the other side's, and
+otherwise the two screens show different codes. (With v1, the digits were fixed by the code and the keys, so it
+could try keys until A would show what B showed.) Each GET opens a session, at most MAX_SESSIONS at once per
+listener (the oldest is dropped), all ending with the code: the first good POST spends the code and them.
+
+A v1 peer is told, not crashed on: a v1 request gets 400 `unsupported_protocol`, and `pair CODE` facing a v1
+listener says so. Limits: in docs/local-mode.md ("Pairing")."""
 
 import asyncio
 import base64
 import hashlib
 import hmac
 import json
+import re
 import secrets
 import socket
 import time
@@ -40,7 +56,10 @@ CODE_TTL = 300
 MAX_ATTEMPTS = 5
 KDF_ITERATIONS = 200_000  # a guess at the code costs this many HMACs: cracking a sniffed proof takes months
 PORT = 8791
-PROTOCOL = "luckrig-pair-v1"
+PROTOCOL = "luckrig-pair-v2"
+MAX_SESSIONS = 16  # open commitments per listener: each GET opens one (the oldest dropped), a good POST ends all
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{16,64}")  # a nonce or a session id
+_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 class PairingError(Exception):
@@ -73,18 +92,36 @@ def code_key(code: str, a_public: str) -> bytes:
     return hashlib.pbkdf2_hmac("sha256", code.encode(), f"{PROTOCOL}\n{a_public}".encode(), KDF_ITERATIONS)
 
 
-def transcript(role: str, a_public: str, b_public: str, nonce: str, a_name: str, b_name: str) -> bytes:
-    return json.dumps([PROTOCOL, role, a_public, b_public, nonce, a_name, b_name]).encode()
+def transcript(
+    role: str, a_public: str, b_public: str, session: str, commitment: str, nonces: tuple, a_name: str, b_name: str
+) -> bytes:
+    """What a proof and a signature cover: B's has `nonces` = (Nb,), A's (Nb, Na)."""
+    return json.dumps([PROTOCOL, role, a_public, b_public, session, commitment, *nonces, a_name, b_name]).encode()
+
+
+def commitment_of(nonce_a: str, a_public: str) -> str:
+    """A's commitment to Na, sent before it sees Nb and checked by B once Na is revealed."""
+    return hashlib.sha256(json.dumps([PROTOCOL, "commit", a_public, nonce_a]).encode()).hexdigest()
 
 
 def proof(key: bytes, message: bytes) -> str:
     return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
-def comparison_code(key: bytes, a_public: str, b_public: str) -> str:
-    """Six digits both screens show: equal only for the same code and the same two keys."""
-    digest = hmac.new(key, f"compare\n{a_public}\n{b_public}".encode(), hashlib.sha256).digest()
+def comparison_code(key: bytes, a_public: str, b_public: str, nonce_a: str, nonce_b: str) -> str:
+    """Six digits both screens show: equal only for the same code, the same two keys and the same two nonces, of
+    which neither side could choose the other's after seeing its own (see the module docstring)."""
+    message = json.dumps(["compare", a_public, b_public, nonce_a, nonce_b]).encode()
+    digest = hmac.new(key, message, hashlib.sha256).digest()
     return f"{int.from_bytes(digest[:8], 'big') % 1_000_000:06d}"
+
+
+def protocol_refusal(protocol) -> str:
+    """The message for a peer that speaks another version of this protocol; empty when `protocol` is none."""
+    if isinstance(protocol, str) and protocol.startswith("luckrig-pair-") and protocol != PROTOCOL:
+        shown = protocol[:40].encode("ascii", "replace").decode()
+        return f"The other device speaks {shown}, this one {PROTOCOL}: update luckrig-node on the older one."
+    return ""
 
 
 def _sign(agent: identity.Identity, message: bytes) -> str:
@@ -118,7 +155,8 @@ def default_name() -> str:
 
 @dataclass
 class PairingSession:
-    """One code, waiting for one device. `handle` answers B's POST; `done` resolves with the peer."""
+    """One code, waiting for one device. `hello` answers B's GET (opening a session with A's commitment), `handle`
+    answers B's POST; `done` resolves with the peer."""
 
     agent: identity.Identity
     name: str
@@ -128,6 +166,7 @@ class PairingSession:
     attempts: int = 0
     used: bool = False
     done: asyncio.Future | None = None
+    sessions: dict = field(default_factory=dict)  # session id → Na, oldest first
 
     def __post_init__(self):
         self.name = paired.clean_name(self.name)  # as B will read it back: the transcripts must agree
@@ -138,7 +177,18 @@ class PairingSession:
         return self.clock() - self.started > CODE_TTL
 
     def hello(self) -> dict:
-        return {"protocol": PROTOCOL, "public_key": self.agent.public_b64, "name": self.name}
+        """A's key and name, and a new session: a fresh Na, committed to and kept here until the POST reveals it."""
+        while len(self.sessions) >= MAX_SESSIONS:
+            del self.sessions[next(iter(self.sessions))]  # a flood of GETs crowds out old sessions, never grows
+        session, nonce_a = secrets.token_urlsafe(18), secrets.token_urlsafe(24)
+        self.sessions[session] = nonce_a
+        return {
+            "protocol": PROTOCOL,
+            "public_key": self.agent.public_b64,
+            "name": self.name,
+            "session": session,
+            "commitment": commitment_of(nonce_a, self.agent.public_b64),
+        }
 
     def handle(self, body) -> tuple[dict, Peer]:
         """B's request → (A's answer, the peer); AgentError for every refusal."""
@@ -146,21 +196,31 @@ class PairingSession:
             raise AgentError(410, "code_used", "This pairing code was already used: start pairing again.")
         if self.expired():
             raise AgentError(410, "code_expired", "This pairing code has expired: start pairing again.")
-        if not isinstance(body, dict) or body.get("protocol") != PROTOCOL:
+        if not isinstance(body, dict):
             raise AgentError(400, "invalid_pairing", f"Expected a {PROTOCOL} request.")
-        b_public, nonce = body.get("public_key"), body.get("nonce")
+        if refusal := protocol_refusal(body.get("protocol")):
+            raise AgentError(400, "unsupported_protocol", refusal)
+        if body.get("protocol") != PROTOCOL:
+            raise AgentError(400, "invalid_pairing", f"Expected a {PROTOCOL} request.")
+        b_public, nonce_b = body.get("public_key"), body.get("nonce")
+        session, commitment = body.get("session"), body.get("commitment")
         b_name = paired.clean_name(body.get("name", ""))
         try:
             b_fingerprint = identity.fingerprint_of(identity.public_key_from_b64(b_public))
         except (ValueError, TypeError) as exc:
             raise AgentError(400, "invalid_pairing", "public_key is not an Ed25519 key in base64url.") from exc
-        if not isinstance(nonce, str) or not 16 <= len(nonce) <= 64:
-            raise AgentError(400, "invalid_pairing", "nonce must be 16 to 64 characters.")
+        if not isinstance(nonce_b, str) or not _TOKEN.fullmatch(nonce_b):
+            raise AgentError(400, "invalid_pairing", "nonce must be 16 to 64 base64url characters.")
+        if not isinstance(session, str) or not _TOKEN.fullmatch(session):
+            raise AgentError(400, "invalid_pairing", "session must be the one GET /v1/pair gave.")
+        if not isinstance(commitment, str) or not _DIGEST.fullmatch(commitment):
+            raise AgentError(400, "invalid_pairing", "commitment must be the one GET /v1/pair gave.")
         if body.get("peer") != self.agent.public_b64:
             raise AgentError(409, "wrong_device", "This request was meant for another device's key.")
         a_public = self.agent.public_b64
-        said = transcript("B", a_public, b_public, nonce, self.name, b_name)
-        # The proof first: a wrong one counts as a guess at the code, whatever the signature.
+        nonce_a = self.sessions.get(session)  # revealed only below, after which the code and every session is spent
+        said = transcript("B", a_public, b_public, session, commitment, (nonce_b,), self.name, b_name)
+        # The proof first: a wrong one counts as a guess at the code, whatever the signature or the session.
         if not hmac.compare_digest(str(body.get("proof", "")), proof(self.key, said)):
             self.attempts += 1
             if self.attempts >= MAX_ATTEMPTS:
@@ -168,17 +228,25 @@ class PairingSession:
             raise AgentError(401, "wrong_code", "The pairing code is not the one this device shows.")
         if not _verify(b_public, body.get("signature"), said):
             raise AgentError(401, "invalid_signature", "The request is not signed by the key it carries.")
+        if nonce_a is None or commitment_of(nonce_a, a_public) != commitment:
+            raise AgentError(
+                409, "unknown_session", "This pairing attempt is not open here (crowded out by others): try again."
+            )
         self.used = True
-        answer_transcript = transcript("A", a_public, b_public, nonce, self.name, b_name)
-        peer = Peer(b_public, b_fingerprint, b_name, comparison_code(self.key, a_public, b_public))
+        self.sessions.clear()  # the code is spent: no other session can be answered
+        answer_transcript = transcript(
+            "A", a_public, b_public, session, commitment, (nonce_b, nonce_a), self.name, b_name
+        )
+        comparison = comparison_code(self.key, a_public, b_public, nonce_a, nonce_b)
         answer = {
             "protocol": PROTOCOL,
             "public_key": a_public,
             "name": self.name,
+            "nonce": nonce_a,
             "proof": proof(self.key, answer_transcript),
             "signature": _sign(self.agent, answer_transcript),
         }
-        return answer, peer
+        return answer, Peer(b_public, b_fingerprint, b_name, comparison)
 
 
 def listener_app(session: PairingSession) -> web.Application:
@@ -225,19 +293,27 @@ async def request_pairing(
     try:
         async with http.get(base + "/v1/pair", timeout=timeout) as resp:
             hello = await resp.json()
-        a_public = hello["public_key"]
+        if not isinstance(hello, dict):
+            raise TypeError("not an object")
+        if refusal := protocol_refusal(hello.get("protocol")):
+            raise PairingError(f"unsupported_protocol: {refusal}", code="unsupported_protocol")
+        a_public, session, commitment = hello["public_key"], hello["session"], hello["commitment"]
         a_name = paired.clean_name(hello.get("name", ""))
         identity.public_key_from_b64(a_public)
+        if not isinstance(session, str) or not _TOKEN.fullmatch(session) or not _DIGEST.fullmatch(str(commitment)):
+            raise ValueError("no session or commitment")
     except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError, RecursionError) as exc:
         raise PairingError(f"{base} is not a pairing listener ({type(exc).__name__})") from exc
     key = await asyncio.to_thread(code_key, code, a_public)
-    nonce = secrets.token_urlsafe(24)
-    said = transcript("B", a_public, agent.public_b64, nonce, a_name, name)
+    nonce_b = secrets.token_urlsafe(24)
+    said = transcript("B", a_public, agent.public_b64, session, commitment, (nonce_b,), a_name, name)
     body = {
         "protocol": PROTOCOL,
         "public_key": agent.public_b64,
         "name": name,
-        "nonce": nonce,
+        "nonce": nonce_b,
+        "session": session,
+        "commitment": commitment,
         "peer": a_public,
         "proof": proof(key, said),
         "signature": _sign(agent, said),
@@ -253,13 +329,16 @@ async def request_pairing(
         code = str(error.get("code", "")) if isinstance(error, dict) else ""
         message = error.get("message", "refused") if isinstance(error, dict) else "refused"
         raise PairingError(f"{code or status}: {message}", code=code)
-    expected = transcript("A", a_public, agent.public_b64, nonce, a_name, name)
+    nonce_a = answer.get("nonce") if isinstance(answer, dict) else None
+    if not isinstance(nonce_a, str) or not _TOKEN.fullmatch(nonce_a) or commitment_of(nonce_a, a_public) != commitment:
+        # A listener in the middle that chose its Na after seeing Nb, to steer the comparison code.
+        raise PairingError("the device that answered did not reveal the nonce it committed to: nothing was pinned")
+    expected = transcript("A", a_public, agent.public_b64, session, commitment, (nonce_b, nonce_a), a_name, name)
     if (
-        not isinstance(answer, dict)
-        or answer.get("public_key") != a_public
+        answer.get("public_key") != a_public
         or not hmac.compare_digest(str(answer.get("proof", "")), proof(key, expected))
         or not _verify(a_public, answer.get("signature"), expected)
     ):
         raise PairingError("the device that answered did not prove it knows the code: nothing was pinned")
     fingerprint = identity.fingerprint_of(identity.public_key_from_b64(a_public))
-    return Peer(a_public, fingerprint, a_name, comparison_code(key, a_public, agent.public_b64))
+    return Peer(a_public, fingerprint, a_name, comparison_code(key, a_public, agent.public_b64, nonce_a, nonce_b))

@@ -36,6 +36,8 @@ REFUSALS = {  # the listener's refusal → this endpoint's status and what the p
     "code_expired": (410, f"That code has expired: {AGAIN}."),
     "code_used": (410, f"That code was already used, or burned by wrong tries: {AGAIN}."),
     "wrong_device": (409, "The listener that answered was meant for another device: nothing was pinned."),
+    "unknown_session": (409, "The rig's listener dropped this attempt (too many at once): try the code again."),
+    "unsupported_protocol": (409, "The rig's luckrig-node pairs with another protocol version: update the older one."),
 }
 
 

@@ -49,18 +49,50 @@ async def pair_over_http(session: pairing.PairingSession, b: identity.Identity, 
 
 
 def genuine_request(session: pairing.PairingSession, a, b) -> tuple[bytes, dict]:
-    """(transcript, body) of B's request to A's `session`, made as `request_pairing` makes it."""
-    said = pairing.transcript("B", a.public_b64, b.public_b64, "n" * 20, "desktop", "laptop")
+    """(transcript, body) of B's request to A's `session`, made as `request_pairing` makes it (after its GET)."""
+    hello = session.hello()
+    opened, commitment = hello["session"], hello["commitment"]
+    said = pairing.transcript("B", a.public_b64, b.public_b64, opened, commitment, ("n" * 20,), "desktop", "laptop")
     request = {
         "protocol": pairing.PROTOCOL,
         "public_key": b.public_b64,
         "name": "laptop",
         "nonce": "n" * 20,
+        "session": opened,
+        "commitment": commitment,
         "peer": a.public_b64,
         "proof": pairing.proof(session.key, said),
         "signature": pairing._sign(b, said),
     }
     return said, request
+
+
+def refusal_from(handler, code: str, b: identity.Identity) -> pairing.PairingError:
+    """B's `request_pairing` with `code` against a listener of the test's own (`handler` answers GET and POST
+    /v1/pair): the PairingError it must end with."""
+
+    async def run():
+        app = web.Application()
+        app.router.add_route("*", "/v1/pair", handler)
+        async with TestServer(app) as server, aiohttp.ClientSession() as http:
+            with pytest.raises(pairing.PairingError) as refused:
+                await pairing.request_pairing(http, str(server.make_url("/")), code, b, "laptop")
+        return refused.value
+
+    return asyncio.run(run())
+
+
+def recording(session: pairing.PairingSession) -> list:
+    """The (Na, Nb) of every exchange `session` answers, as they went over the wire."""
+    exchanged, handle = [], session.handle
+
+    def handled(body):
+        answer, peer = handle(body)
+        exchanged.append((answer["nonce"], body["nonce"]))
+        return answer, peer
+
+    session.handle = handled
+    return exchanged
 
 
 # --- the code ---------------------------------------------------------------------------------------------------
@@ -84,6 +116,7 @@ def test_two_devices_pair_and_show_the_same_comparison_code(tmp_path):
 
     async def run():
         session = pairing.PairingSession(a, " desktop\x1b")
+        session.exchanged = recording(session)
         # Names as typed, with what a name may not keep: both sides read them back the same way.
         peer_seen_by_b = await pair_over_http(session, b, pairing.display_code(session.code).lower(), "laptop\n")
         return session, peer_seen_by_b, session.done.result()
@@ -92,29 +125,92 @@ def test_two_devices_pair_and_show_the_same_comparison_code(tmp_path):
     assert (on_b.public_key, on_b.fingerprint, on_b.name) == (a.public_b64, a.fingerprint, "desktop")
     assert (on_a.public_key, on_a.fingerprint, on_a.name) == (b.public_b64, b.fingerprint, "laptop")
     assert on_a.comparison == on_b.comparison and len(on_a.comparison) == 6 and on_a.comparison.isdigit()
-    # It is made of the code (through K) and both keys, in that order.
-    assert on_a.comparison == pairing.comparison_code(session.key, a.public_b64, b.public_b64)
+    # It is made of the code (through K), both keys and both nonces, in that order.
+    [(nonce_a, nonce_b)] = session.exchanged
+    assert on_a.comparison == pairing.comparison_code(session.key, a.public_b64, b.public_b64, nonce_a, nonce_b)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 16 review, open: the comparison code A shows is fixed by the code and the two keys, so someone who "
-    "knows the code and sits between B and A can grind a key until A shows the digits B already shows (about 10**6 "
-    "tries, minutes in Python, within the code's 5 minutes): both screens agree and each side pins the intruder",
-)
+async def mallory_asks(session: pairing.PairingSession, mallory: identity.Identity, nonce: str):
+    """Mallory, who read the code, asks A's listener as B would, with her key and her own nonce: A's GET answer and
+    the digits she predicts A will show, worked out before she sends (all she has of Na is A's commitment to it)."""
+    async with TestServer(pairing.listener_app(session)) as server, aiohttp.ClientSession() as http:
+        hello = await (await http.get(server.make_url("/v1/pair"))).json()
+        a_public, opened, commitment = hello["public_key"], hello["session"], hello["commitment"]
+        mine = pairing.code_key(session.code, a_public)
+        predicted = pairing.comparison_code(mine, a_public, mallory.public_b64, commitment, nonce)
+        said = pairing.transcript("B", a_public, mallory.public_b64, opened, commitment, (nonce,), "desktop", "m")
+        body = {
+            "protocol": pairing.PROTOCOL,
+            "public_key": mallory.public_b64,
+            "name": "m",
+            "nonce": nonce,
+            "session": opened,
+            "commitment": commitment,
+            "peer": a_public,
+            "proof": pairing.proof(mine, said),
+            "signature": pairing._sign(mallory, said),
+        }
+        answer = await (await http.post(server.make_url("/v1/pair"), json=body)).json()
+        assert answer["nonce"] not in json.dumps(hello)  # Na reached her only after she had sent her nonce
+        return predicted, session.done.result().comparison
+
+
 def test_someone_who_knows_the_code_cannot_choose_the_comparison_code_a_will_show(tmp_path):
+    """The attack on v1: in the middle between B and A, knowing the code, Mallory tries keys (and now nonces) until
+    A would show the digits B shows. For that she must know, before she sends, what A will show for her inputs."""
     a, mallory = keys(tmp_path, "a", "mallory")
 
     async def run():
-        session = pairing.PairingSession(a, "desktop")
-        # Mallory (she read the code over a shoulder) works out, before she asks, what A will show for her key.
-        mine = pairing.code_key(session.code, a.public_b64)
-        predicted = pairing.comparison_code(mine, a.public_b64, mallory.public_b64)
-        await pair_over_http(session, mallory, session.code)
-        return predicted, session.done.result().comparison
+        code = pairing.new_code()
+        predicted, shown = await mallory_asks(pairing.PairingSession(a, "desktop", code=code), mallory, "m" * 20)
+        # Rehearsed: the same code, the same keys, the same nonce from her, against A showing that code again.
+        _, shown_again = await mallory_asks(pairing.PairingSession(a, "desktop", code=code), mallory, "m" * 20)
+        return predicted, shown, shown_again
 
-    predicted, shown = asyncio.run(run())
+    predicted, shown, shown_again = asyncio.run(run())
     assert shown != predicted
+    assert shown != shown_again  # not a function of what she chooses: A's Na, committed to, decides too
+
+
+def test_a_listener_that_changes_its_nonce_after_seeing_b_s_is_refused(tmp_path):
+    """The other half: Mallory, knowing the code, answers B's search as the listener. She must commit before she
+    sees Nb; revealing another Na than the one committed to (chosen after Nb, to steer B's digits) is refused, even
+    with a proof and a signature that are right for it."""
+    b, mallory = keys(tmp_path, "b", "mallory")
+    code = pairing.new_code()
+    mine = pairing.code_key(code, mallory.public_b64)
+    committed = "c" * 32
+
+    async def steering_listener(request: web.Request) -> web.Response:
+        commitment = pairing.commitment_of(committed, mallory.public_b64)
+        if request.method == "GET":
+            return web.json_response(
+                {
+                    "protocol": pairing.PROTOCOL,
+                    "public_key": mallory.public_b64,
+                    "name": "desktop",
+                    "session": "s" * 24,
+                    "commitment": commitment,
+                }
+            )
+        sent = await request.json()
+        chosen = "x" * 32  # picked now that she knows Nb
+        said = pairing.transcript(
+            "A", mallory.public_b64, sent["public_key"], "s" * 24, commitment, (sent["nonce"], chosen), "desktop",
+            sent["name"],
+        )  # fmt: skip
+        return web.json_response(
+            {
+                "protocol": pairing.PROTOCOL,
+                "public_key": mallory.public_b64,
+                "name": "desktop",
+                "nonce": chosen,
+                "proof": pairing.proof(mine, said),
+                "signature": pairing._sign(mallory, said),
+            }
+        )
+
+    assert "did not reveal the nonce it committed to" in str(refusal_from(steering_listener, code, b))
 
 
 def test_a_wrong_code_is_refused_and_five_burn_the_code(tmp_path):
@@ -158,6 +254,63 @@ def test_a_code_is_used_once_and_a_replayed_request_is_refused(tmp_path):
     assert str(asyncio.run(pair_over_http(session, c, session.code))).startswith("code_used:")
 
 
+def test_sessions_are_bounded_and_a_crowded_out_one_is_refused_a_wrong_proof_still_counting(tmp_path):
+    """Each GET opens a session (a commitment A keeps): at most MAX_SESSIONS, the oldest dropped. B's request on a
+    dropped session is refused without pairing and without revealing Na; a wrong proof on it is still a guess."""
+    a, b = keys(tmp_path, "a", "b")
+    session = pairing.PairingSession(a, "desktop")
+    _, request = genuine_request(session, a, b)
+    for _ in range(pairing.MAX_SESSIONS):
+        session.hello()  # someone on the LAN floods the listener with GETs
+    assert len(session.sessions) == pairing.MAX_SESSIONS and request["session"] not in session.sessions
+    with pytest.raises(pairing.AgentError) as dropped:
+        session.handle(dict(request))
+    assert (dropped.value.status, dropped.value.code) == (409, "unknown_session") and not session.used
+    with pytest.raises(pairing.AgentError) as guessed:
+        session.handle(request | {"proof": "0" * 64})
+    assert guessed.value.code == "wrong_code" and session.attempts == 1
+    for bad in ({"session": "short"}, {"session": None}, {"commitment": "A" * 64}, {"commitment": 7}):
+        with pytest.raises(pairing.AgentError) as malformed:
+            session.handle(request | bad)
+        assert (malformed.value.status, malformed.value.code) == (400, "invalid_pairing")
+    # A commitment other than the one A gave for that session (B fooled by a listener in the middle): refused.
+    _, again = genuine_request(session, a, b)
+    forged_commitment = pairing.commitment_of("z" * 32, a.public_b64)
+    said = pairing.transcript(
+        "B", a.public_b64, b.public_b64, again["session"], forged_commitment, ("n" * 20,), "desktop", "laptop"
+    )
+    altered = again | {"commitment": forged_commitment, "proof": pairing.proof(session.key, said)}
+    with pytest.raises(pairing.AgentError) as mismatched:
+        session.handle(altered | {"signature": pairing._sign(b, said)})
+    assert mismatched.value.code == "unknown_session"
+    # The session B opens anew pairs.
+    assert session.handle(genuine_request(session, a, b)[1])[1].fingerprint == b.fingerprint
+    assert session.sessions == {}
+
+
+def test_a_v1_peer_gets_a_clear_error_on_both_sides(tmp_path):
+    """An older luckrig-node (luckrig-pair-v1) asking this listener gets 400 `unsupported_protocol`; `pair CODE`
+    facing an older listener says so too (no crash, no pairing)."""
+    a, b = keys(tmp_path, "a", "b")
+    session = pairing.PairingSession(a, "desktop")
+
+    async def v1_listener(request: web.Request) -> web.Response:
+        return web.json_response({"protocol": "luckrig-pair-v1", "public_key": a.public_b64, "name": "old"})
+
+    async def run():
+        async with TestServer(pairing.listener_app(session)) as server, aiohttp.ClientSession() as http:
+            v1_request = {"protocol": "luckrig-pair-v1", "public_key": b.public_b64, "nonce": "n" * 20, "proof": "0"}
+            r = await http.post(server.make_url("/v1/pair"), json=v1_request)
+            body = await r.json()
+            assert (r.status, body["error"]["code"]) == (400, "unsupported_protocol")
+            assert "luckrig-pair-v1" in body["error"]["message"] and "update luckrig-node" in body["error"]["message"]
+
+    asyncio.run(run())
+    assert session.attempts == 0 and not session.used
+    refused = refusal_from(v1_listener, session.code, b)
+    assert refused.code == "unsupported_protocol" and "speaks luckrig-pair-v1" in str(refused)
+
+
 def test_a_key_inserted_without_the_code_is_refused(tmp_path):
     """An attacker on the LAN who saw B's request swaps in their own key: B's proof covers both keys, so it no
     longer verifies, and without the code they cannot make one that does. A proof made with the code but signed by
@@ -189,26 +342,23 @@ def test_a_device_that_does_not_know_the_code_cannot_answer_b(tmp_path):
     a, b, mallory = keys(tmp_path, "a", "b", "mallory")
 
     async def impostor_answers(request: web.Request) -> web.Response:
+        commitment = pairing.commitment_of("c" * 32, mallory.public_b64)  # a listener that keeps its commitment
         if request.method == "GET":
-            return web.json_response({"protocol": pairing.PROTOCOL, "public_key": mallory.public_b64, "name": "x"})
+            hello = {"protocol": pairing.PROTOCOL, "public_key": mallory.public_b64, "name": "x"}
+            return web.json_response(hello | {"session": "s" * 24, "commitment": commitment})
         sent = await request.json()
-        answer = pairing.transcript("A", mallory.public_b64, sent["public_key"], sent["nonce"], "x", sent["name"])
+        nonces = (sent["nonce"], "c" * 32)
+        answer = pairing.transcript("A", mallory.public_b64, sent["public_key"], "s" * 24, commitment, nonces, "x", "l")
         return web.json_response(
             {
                 "public_key": mallory.public_b64,
+                "nonce": "c" * 32,
                 "proof": "f" * 64,
                 "signature": pairing._sign(mallory, answer),
             }
         )
 
-    async def run():
-        app = web.Application()
-        app.router.add_route("*", "/v1/pair", impostor_answers)
-        async with TestServer(app) as server, aiohttp.ClientSession() as http:
-            with pytest.raises(pairing.PairingError, match="did not prove it knows the code"):
-                await pairing.request_pairing(http, str(server.make_url("/")), pairing.new_code(), b, "laptop")
-
-    asyncio.run(run())
+    assert "did not prove it knows the code" in str(refusal_from(impostor_answers, pairing.new_code(), b))
 
 
 DEEP = "[" * 5000 + "]" * 5000  # valid JSON within the listener's 16 KB, too deep for Python's json module
@@ -225,7 +375,7 @@ def test_deeply_nested_json_is_refused_by_the_listener_and_by_the_device_asking_
 
     async def deep_answer(request: web.Request) -> web.Response:
         if request.method == "GET":
-            return web.json_response({"protocol": pairing.PROTOCOL, "public_key": a.public_b64, "name": "x"})
+            return web.json_response(session.hello())
         return web.Response(text=DEEP, content_type="application/json")
 
     async def run():
@@ -341,11 +491,6 @@ def test_a_paired_device_signs_its_requests_and_everything_else_is_refused(tmp_p
     asyncio.run(run())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 16 review, open: the replay cache lives in the agent's memory, so a signed request seen on the LAN "
-    "is served again by the rig restarted within its 60 s window (to whoever replays it)",
-)
 def test_a_signed_request_is_not_served_again_by_the_rig_restarted(tmp_path, fake_tracker, fake_upstream):
     config_dir = tmp_path / "rig"
     rig, laptop = keys(tmp_path, "rig", "laptop")
@@ -362,6 +507,69 @@ def test_a_signed_request_is_not_served_again_by_the_rig_restarted(tmp_path, fak
         return statuses
 
     assert asyncio.run(run()) == [200, 401]
+    assert stat.S_IMODE(os.stat(config_dir / paired.NONCES_FILE).st_mode) == 0o600
+
+
+def test_a_signed_request_is_refused_when_its_nonce_cannot_be_recorded(tmp_path, fake_tracker, fake_upstream):
+    """A nonce store that cannot be written (here: a directory in its place) refuses the request with a clear 503,
+    never serves it unrecorded, at start as on a running agent; the store fixed, requests are served again."""
+    config_dir = tmp_path / "rig"
+    rig, laptop = keys(tmp_path, "rig", "laptop")
+    paired.PairedStore(config_dir).pin(laptop.public_b64, "laptop")
+    raw = json.dumps(BODY).encode()
+    store = config_dir / paired.NONCES_FILE
+
+    async def run():
+        outcomes = []
+
+        async def ask(client):
+            headers = signed(laptop, rig.fingerprint, "POST", "/v1/chat/completions", raw)
+            r = await client.post("/v1/chat/completions", data=raw, headers=headers)
+            outcomes.append((r.status, (await r.json()).get("error", {}).get("code")))
+
+        async with running_agent(fake_tracker, fake_upstream, config_dir, heartbeat_interval=60) as (client, _):
+            await ask(client)
+            store.unlink()
+            store.mkdir()  # unwritable from now on, for root too
+            before = len(fake_upstream.requests)
+            await ask(client)
+            await ask(client)
+            unserved = len(fake_upstream.requests) == before  # refused before the model server was asked
+            store.rmdir()
+            await ask(client)
+        async with running_agent(fake_tracker, fake_upstream, config_dir, heartbeat_interval=60) as (client, _):
+            store.unlink()
+            store.mkdir()  # and an agent started with an unreadable store refuses as well
+            await ask(client)
+        return outcomes, unserved
+
+    outcomes, unserved = asyncio.run(run())
+    refused = (503, "nonce_store_unavailable")
+    assert outcomes == [(200, None), refused, refused, (200, None), refused] and unserved
+
+
+def test_the_nonce_log_keeps_only_live_entries_across_restarts_and_is_compacted(tmp_path, monkeypatch):
+    clock = Clock(10_000.0)
+    path = tmp_path / paired.NONCES_FILE
+    log = paired.NonceLog(path, clock=clock)
+    log.record("old-nonce-" + "o" * 10, clock.now + 5)
+    log.record("live-nonce-" + "l" * 10, clock.now + 2 * paired.WINDOW)
+    with path.open("a") as cut:
+        cut.write("12")  # a line cut short by a crash: skipped, not fatal
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    clock.now += 10
+    again = paired.NonceLog(path, clock=clock)  # the agent started again
+    assert "live-nonce-" + "l" * 10 in again and "old-nonce-" + "o" * 10 not in again and len(again) == 1
+    assert "live-nonce" not in path.read_text()  # hashes only
+
+    monkeypatch.setattr(paired, "COMPACT_AT", 10)
+    for i in range(30):
+        again.record(f"nonce-number-{i:04d}", clock.now + 1)
+        clock.now += 2
+        again.prune(clock.now)
+    assert len(path.read_text().splitlines()) <= 20 and len(again) <= 1
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert f"nonce-number-{29:04d}" in paired.NonceLog(path, clock=Clock(clock.now - 2))
 
 
 def test_a_streamed_answer_to_a_paired_device_reaches_it(tmp_path, fake_tracker, fake_upstream):

@@ -8,6 +8,7 @@ import json
 import re
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from node_agent import identity, lan, paired, pairing
@@ -97,6 +98,32 @@ def test_pairing_from_the_page_pins_the_rig_only_on_confirm_and_says_why_it_did_
                 router.page.listeners.clear()
                 listener_announced(router, rig, listener.port)
                 assert code_of(await pair(expired.code)) == (410, "code_expired")
+
+            # The rig's luckrig-node is older (luckrig-pair-v1): said so, nothing held.
+            async def v1_listener(request):
+                return web.json_response({"protocol": "luckrig-pair-v1", "public_key": rig.public_b64, "name": "d"})
+
+            old_app = web.Application()
+            old_app.router.add_route("*", "/v1/pair", v1_listener)
+            async with TestServer(old_app) as listener:
+                router.page.listeners.clear()
+                listener_announced(router, rig, listener.port)
+                assert code_of(await pair(pairing.new_code())) == (409, "unsupported_protocol")
+
+            # Someone floods the rig's listener between the router's GET and its POST: the attempt is crowded out.
+            crowded = pairing.PairingSession(rig, "desk")
+            handle = crowded.handle
+
+            def flooded_then_handled(body):
+                for _ in range(pairing.MAX_SESSIONS):
+                    crowded.hello()
+                return handle(body)
+
+            crowded.handle = flooded_then_handled
+            async with TestServer(pairing.listener_app(crowded)) as listener:
+                router.page.listeners.clear()
+                listener_announced(router, rig, listener.port)
+                assert code_of(await pair(crowded.code)) == (409, "unknown_session")
 
             fresh = pairing.PairingSession(rig, "desk")
             async with TestServer(pairing.listener_app(fresh)) as listener:
