@@ -471,6 +471,8 @@ def test_a_certificate_for_another_key_is_refused_before_a_byte_of_the_request_i
             assert listener.connections >= 2 and listener.received == 0
             # The same with the rig's own key: the pin holds, and the bytes arrive.
             router.store.unpair("desk")
+            # Unpaired between listing and sending: the pin is a key nobody holds, never the announced one.
+            assert router.ssl_for(router.rigs[name]).public_raw == bytes(32)
             router.store.pin(identity.load_or_create(tmp_path / "other").public_b64, "other")
             announce(router, "other", identity.load_or_create(tmp_path / "other"), port, "alpha")
             await router.loads.poll(router.session, router.rigs[f"luckrig-other.{lan.SERVICE_TYPE}"])
