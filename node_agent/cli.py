@@ -134,7 +134,7 @@ def flags_of(args) -> dict:
 
 
 def cmd_serve(args) -> int:
-    from node_agent.server import serve
+    from node_agent.serving import serve
 
     cfg = config.resolve(flags_of(args))
     # A local rig needs only its model server: it serves paired devices and never speaks to a tracker.
@@ -403,6 +403,12 @@ def build_parser() -> argparse.ArgumentParser:
     router.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     router.add_argument("--port", type=int, default=8790, help="port to listen on (default 8790)")
     router.add_argument("--lan-interface", help="browse on this interface only (default: all)")
+    router.add_argument(
+        "--allow-plain-http",
+        action="store_true",
+        help="also use paired rigs that serve no TLS (public or circle rigs with --lan): your prompts and their "
+        "answers are then readable and forgeable by anyone on the LAN",
+    )
     router.set_defaults(func=cmd_lan)
 
     from node_agent.pair_commands import add_parsers as add_pair_parsers

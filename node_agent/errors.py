@@ -1,9 +1,12 @@
 """Agent errors in the OpenAI shape: `{"error": {"message", "type", "code"}}` with the contract's status."""
 
 import json
+import logging
 import time
 
 from aiohttp import web
+
+log = logging.getLogger("luckrig.agent")
 
 _TYPES = {
     400: "invalid_request_error",
@@ -72,4 +75,42 @@ def earn_more(tier: str, tracker: str) -> str:
         "The contributor tier gives more requests and output per token, more tokens a day and a place ahead of "
         "limited tasters in every rig's queue; it is earned, not bought, by sharing a rig that others taste or "
         f"timing from your tastings. How: {tracker.rstrip('/')}/contribute/"
+    )
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler):
+    try:
+        return await handler(request)
+    except AgentError as exc:
+        error = exc
+    except web.HTTPRequestEntityTooLarge:
+        error = AgentError(413, "body_too_large", "The request body is too large.")
+    except web.HTTPNotFound:
+        error = AgentError(404, "not_found", "No such endpoint.")
+    except web.HTTPMethodNotAllowed:
+        error = AgentError(405, "method_not_allowed", "Method not allowed.")
+    # Status and code only (never the request's text); a flood of one refusal is one line with a count.
+    log.info("refused a request: %s %s", error.status, error.code)
+    response = error.response()
+    if error.close_connection:
+        # Sent, then the connection closed at once: aiohttp would otherwise linger reading the rest of a body
+        # that is not coming.
+        response.force_close()
+        await response.prepare(request)
+        await response.write_eof()
+        request.protocol.force_close()
+    return response
+
+
+def exhausted(claims, message: str) -> AgentError:
+    """429 `token_exhausted`: a token's allowance never comes back, but a new token has its own at once."""
+    iss = str(claims.raw.get("iss", "")).rstrip("/")
+    return limited(
+        "token_exhausted",
+        f"{message} A new tasting token (POST {iss}/api/tokens) has {claims.max_requests} more requests of up to "
+        f"{claims.per_request_cap} output tokens each, within the tier's tokens a day.",
+        0,
+        earn_more(claims.tier, iss),
+        tier=claims.tier,
     )

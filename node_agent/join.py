@@ -7,6 +7,7 @@ import json
 import os
 import re
 import sys
+import warnings
 from pathlib import Path
 
 import aiohttp
@@ -373,7 +374,7 @@ def join(args, flags: dict) -> int:
     if where:
         step(f"Tasters reach it at {where}")
     step(f"Serving on http://{host}:{port}/v1 (this machine only); Ctrl-C stops")
-    from node_agent.server import serve
+    from node_agent.serving import serve
 
     serve(config.resolve({**flags, "config_dir": str(cfg_dir)}))
     return 0
@@ -454,13 +455,15 @@ def status(args) -> int:
         print(f"Node:      {cfg.node_id}")
         print(f"Tracker:   {cfg.tracker}")
     print(f"Upstream:  {cfg.upstream} ({cfg.backend or 'detect'})")
-    print(f"Listening: http://{cfg.host}:{cfg.port}/v1 (this machine)")
+    scheme = "https" if cfg.local else "http"  # a local rig serves HTTPS with its identity key (serving.py)
+    print(f"Listening: {scheme}://{cfg.host}:{cfg.port}/v1 (this machine)")
     print(f"Rules:     {rules_cache.describe(rules_cache.load(cfg.state_dir))}")
     if cfg.node_private_key_file and Path(cfg.node_private_key_file).exists():
         print(f"Key:       {keys.fingerprint_of_public_pem(keys.load_public_pem(Path(cfg.node_private_key_file)))}")
     serving = None
     try:
-        local = requests.get(f"http://{cfg.host}:{cfg.port}/health", timeout=3).json()
+        with warnings.catch_warnings(action="ignore"):  # this machine's own public /health: nothing sent to pin
+            local = requests.get(f"{scheme}://{cfg.host}:{cfg.port}/health", timeout=3, verify=False).json()  # noqa: S501
         serving = local.get("visibility")
         print(
             f"Agent:     running, upstream {'ok' if local.get('upstream_ok') else 'NOT answering'}, "

@@ -58,11 +58,14 @@ def trust_radius(tracker: str, visibility: str) -> str:
 # --- TXT records -------------------------------------------------------------------------------------------------
 
 
-def txt_record(*, node_id: str, public_key: str, model: str, radius: str, version: str) -> dict[str, str]:
+def txt_record(
+    *, node_id: str, public_key: str, model: str, radius: str, version: str, tls: bool = False
+) -> dict[str, str]:
     """The announcement's TXT fields, each within one TXT string. A field too long to fit is left out and said in
-    the log (a hint is better missing than cut into another name)."""
+    the log (a hint is better missing than cut into another name). `tls=1`: the rig serves HTTPS with a certificate
+    for its `pk` (node_agent/lan_tls.py); a hint too, which the router's pinned check makes true or refuses."""
     fields = {"txtvers": TXT_VERSION, "version": version, "node": node_id, "pk": public_key, "model": model}
-    fields["radius"] = radius
+    fields |= {"radius": radius, "tls": "1" if tls else ""}
     record = {}
     for key, value in fields.items():
         if not value:
@@ -88,7 +91,7 @@ def parse_txt(properties: dict) -> tuple[dict, list[str]]:
     """The fields of a TXT record as read off the network, checked for shape: (fields, problems). A field that is
     missing or malformed is None and named in problems; nothing here raises for any input."""
     fields: dict = {"txtvers": None, "version": None, "node": None, "pk": None, "fingerprint": None}
-    fields |= {"model": None, "radius": None}
+    fields |= {"model": None, "radius": None, "tls": None}
     problems: list[str] = []
     text = {}
     for key, value in (properties or {}).items():
@@ -116,6 +119,8 @@ def parse_txt(properties: dict) -> tuple[dict, list[str]]:
         take("node", _NODE.fullmatch)
     take("model", lambda v: 0 < len(v) <= 200 and v.isprintable())
     take("radius", lambda v: v in RADII)
+    if "tls" in text:  # absent: plain HTTP; present: exactly "1"
+        take("tls", lambda v: v == "1")
     pk = text.get("pk")
     try:
         fields["fingerprint"] = identity.fingerprint_of(identity.public_key_from_b64(pk))
@@ -298,12 +303,13 @@ class SeenRig:
     last_seen: float = field(default=0.0)
 
     def url(self, address: str | None = None) -> str | None:
-        """`http://host:port` at `address` (default: the first announced, IPv4 when there is one); an IPv6
-        address in brackets (RFC 3986). None without an address or a port."""
+        """`http://host:port` at `address` (`https` when it announces `tls=1`; default: the first announced, IPv4
+        when there is one); an IPv6 address in brackets (RFC 3986). None without an address or a port."""
         address = address or (self.addresses[0] if self.addresses else None)
         if address is None or self.port is None:
             return None
-        return f"http://{url_host(address)}:{self.port}"
+        scheme = "https" if self.fields.get("tls") else "http"
+        return f"{scheme}://{url_host(address)}:{self.port}"
 
     def as_dict(self) -> dict:
         return {

@@ -3,9 +3,12 @@ the paired rigs it sees on the LAN. No tracker and no internet: the rigs are fou
 each request is signed with this machine's identity key for the rig it goes to (node_agent/paired.py).
 
 Which rigs: the ones whose announced key (TXT `pk`) is pinned in this machine's paired.json, read again on every
-request so that `unpair` counts at once. The TXT record is only a hint of where a key is, and nothing here checks
-that the device at that address holds the key: an honest rig that does not hold it answers 401, but an impostor
-announcing a paired rig's key gets that rig's signed requests (docs/local-mode.md, "Its limits").
+request so that `unpair` counts at once, and that announce `tls=1`. The TXT record is only a hint of where a key is:
+every request goes over TLS with no CA, and before a byte of it is written the server's certificate key must be the
+key pinned in paired.json (node_agent/lan_tls.py), so a device announcing a paired rig's key at its own address gets
+nothing and the request moves to another rig. A rig announcing no TLS (a public or circle rig with --lan) is used
+only with --allow-plain-http, and then its requests and answers are readable and forgeable on the LAN
+(docs/local-mode.md, "Its limits").
 
 Which model a rig serves is what its signed `GET /v1/models` answered, asked again every few seconds, and its TXT
 `model` only when it cannot be asked; which rig: the healthy one least busy by its own queue (its `/health`, polled
@@ -26,7 +29,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from node_agent import identity, lan, paired, router_load, router_page
+from node_agent import identity, lan, lan_tls, paired, router_load, router_page
 from node_agent.errors import AgentError
 from node_agent.server import errors_middleware
 
@@ -42,10 +45,17 @@ PASSED_HEADERS = ("Content-Type", "Cache-Control")  # of the rig's answer; the r
 class Router:
     """The rigs seen on the LAN (fed by LanBrowser's on_change, `seen`) and the routing of requests to them."""
 
-    def __init__(self, agent: identity.Identity, store: paired.PairedStore, *, host: str = DEFAULT_HOST):
-        self.identity, self.store = agent, store
+    def __init__(
+        self,
+        agent: identity.Identity,
+        store: paired.PairedStore,
+        *,
+        host: str = DEFAULT_HOST,
+        allow_plain_http: bool = False,
+    ):
+        self.identity, self.store, self.allow_plain_http = agent, store, allow_plain_http
         self.rigs: dict[str, lan.SeenRig] = {}
-        self.loads = router_load.RigLoads(agent)
+        self.loads = router_load.RigLoads(agent, ssl_for=self.ssl_for)
         self.poll_interval = router_load.POLL_INTERVAL
         self._turn = itertools.count()
         self.session: aiohttp.ClientSession | None = None
@@ -66,14 +76,27 @@ class Router:
             return {}  # an unreadable paired.json pins nobody (`luckrig-node pair --list` says why)
 
     def paired_rigs(self) -> list[lan.SeenRig]:
-        """The rigs with a pinned key, an address and a port (the ones polled), sorted by name so that the
-        round-robin turn is stable."""
+        """The rigs with a pinned key, an address, a port and TLS (or plain HTTP allowed): the ones polled, sorted by
+        name so that the round-robin turn is stable."""
         pinned = self.pinned()
         return [
             rig
             for name, rig in sorted(self.rigs.items())
-            if rig.fields.get("fingerprint") in pinned and rig.addresses and rig.port
+            if rig.fields.get("fingerprint") in pinned
+            and rig.addresses
+            and rig.port
+            and (rig.fields.get("tls") or self.allow_plain_http)
         ]
+
+    def ssl_for(self, rig: lan.SeenRig):
+        """aiohttp's `ssl=` for a request to `rig`: TLS pinned to the key paired.json holds for its fingerprint;
+        False (plain HTTP) for a rig announcing no TLS, which paired_rigs lets through only when allowed."""
+        if not rig.fields.get("tls"):
+            return False
+        device = self.pinned().get(rig.fields.get("fingerprint"))
+        if device is None:  # unpaired since it was listed: a key nobody holds, so nothing is sent
+            return lan_tls.PinnedKey(identity.b64(bytes(32)))
+        return lan_tls.PinnedKey(device.public_key)
 
     def usable(self) -> list[lan.SeenRig]:
         """The paired rigs requests may go to: healthy (or not polled yet), serving at least one model."""
@@ -123,8 +146,13 @@ class Router:
             with self.loads.request(rig.name):
                 try:
                     upstream = await self.session.post(
-                        url, data=raw, headers=headers | {"Content-Type": "application/json"}
+                        url, data=raw, headers=headers | {"Content-Type": "application/json"}, ssl=self.ssl_for(rig)
                     )
+                except lan_tls.KeyMismatch as exc:  # checked before a byte of the request was written
+                    self.loads.wrong_key(rig, exc)
+                    refused.append(f"{rig_label(rig)}: not the paired key")
+                    tried.append(rig.name)
+                    continue
                 except (aiohttp.ClientConnectionError, TimeoutError) as exc:
                     log.info("%s unreachable (%s): trying another rig", rig.name, type(exc).__name__)
                     tried.append(rig.name)
@@ -144,7 +172,7 @@ class Router:
                         tried.append(rig.name)
                         continue
                     return await self.pass_through(request, upstream, rig)
-        why = f" Refused this machine's signature: {'; '.join(refused)} (pair both ways)." if refused else ""
+        why = f" Refused: {'; '.join(refused)} (pair both ways)." if refused else ""
         raise AgentError(
             503, "no_rig_available", f"None of the {len(tried)} paired rig(s) serving {model!r} could answer.{why}"
         )
@@ -220,10 +248,20 @@ def build_app(router: Router) -> web.Application:
     return app
 
 
-async def run(config_dir: Path, host: str, port: int, interface: str = "", *, ready: Callable | None = None) -> None:
+async def run(
+    config_dir: Path,
+    host: str,
+    port: int,
+    interface: str = "",
+    *,
+    allow_plain_http: bool = False,
+    ready: Callable | None = None,
+) -> None:
     """`luckrig-node lan`: browse the LAN and serve the router until interrupted."""
     agent = identity.load_or_create(config_dir)
-    router = Router(agent, paired.PairedStore(config_dir), host=host)
+    router = Router(agent, paired.PairedStore(config_dir), host=host, allow_plain_http=allow_plain_http)
+    if allow_plain_http:
+        log.warning("--allow-plain-http: prompts to rigs without TLS are readable and forgeable on the LAN")
     aiozc = lan.browsing_zeroconf(interface)
     browser = lan.LanBrowser(aiozc, on_change=router.seen)
     # `luckrig-node pair` listeners, for the page's Pair button (their TXT `pk` says which rig shows a code).
@@ -252,5 +290,6 @@ def main(args) -> int:
     from node_agent.pair_commands import _config_dir
 
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run(_config_dir(args), args.host, args.port, args.lan_interface or ""))
+        plain = getattr(args, "allow_plain_http", False)
+        asyncio.run(run(_config_dir(args), args.host, args.port, args.lan_interface or "", allow_plain_http=plain))
     return 0

@@ -10,7 +10,11 @@ passed over even though this router sent it nothing.
 
 Which models: the rig's signed `GET /v1/models` (paired.sign_headers), asked again once the answer is MODELS_TTL
 seconds old, by the poll and by the router's own `GET /v1/models`. A rig that cannot be asked (no answer, an error
-status, a malformed list) keeps its TXT `model` hint."""
+status, a malformed list) keeps its TXT `model` hint.
+
+Every request to a rig, /health included, goes with `ssl_for(rig)` (the router's: TLS pinned to the key in
+paired.json, node_agent/lan_tls.py). A rig whose server does not hold that key is unhealthy like one that does not
+answer, said once in the log until it answers with the key again."""
 
 import asyncio
 import contextlib
@@ -20,7 +24,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from node_agent import identity, lan, paired
+from node_agent import identity, lan, lan_tls, paired
 
 log = logging.getLogger("luckrig.agent.router")
 
@@ -44,6 +48,7 @@ class RigState:
     models: list[dict] | None = None  # the entries the rig answered; None: not asked, or it could not be
     models_at: float = float("-inf")  # when last asked, answered or not: a rig that fails is asked again later
     started: list[float] = field(default_factory=list)
+    wrong_key: bool = False  # its server did not hold the pinned key (said once in the log)
 
     def load(self) -> float:
         """(active + waiting + own requests started since the last poll) / max_active."""
@@ -59,8 +64,8 @@ def _count(value, minimum: int = 0) -> int | None:
 class RigLoads:
     """The state of every rig the router polls, by service name."""
 
-    def __init__(self, agent: identity.Identity, *, clock=time.monotonic):
-        self.identity, self.clock = agent, clock
+    def __init__(self, agent: identity.Identity, *, clock=time.monotonic, ssl_for=lambda rig: True):
+        self.identity, self.clock, self.ssl_for = agent, clock, ssl_for
         self.states: dict[str, RigState] = {}
 
     def state(self, name: str) -> RigState:
@@ -88,14 +93,24 @@ class RigLoads:
     def base(rig: lan.SeenRig) -> str:
         return rig.url()
 
+    def wrong_key(self, rig: lan.SeenRig, exc: lan_tls.KeyMismatch) -> None:
+        """`rig`'s server does not hold the key it announces: no request goes to it until a poll finds the key."""
+        state = self.state(rig.name)
+        if not state.wrong_key:
+            log.warning("%s at %s:%s does not hold the key it announces: it is not used", rig.name, exc.host, exc.port)
+        state.wrong_key, state.healthy = True, False
+
     async def poll(self, http: aiohttp.ClientSession, rig: lan.SeenRig) -> None:
         """Ask `rig`'s /health once; its state says what came back."""
         sent = self.clock()
         state = self.state(rig.name)
         try:
             timeout = aiohttp.ClientTimeout(total=POLL_TIMEOUT)
-            async with http.get(self.base(rig) + "/health", timeout=timeout) as resp:
+            async with http.get(self.base(rig) + "/health", timeout=timeout, ssl=self.ssl_for(rig)) as resp:
                 body = await resp.json(content_type=None) if resp.status == 200 else None
+        except lan_tls.KeyMismatch as exc:
+            self.wrong_key(rig, exc)
+            return
         except (aiohttp.ClientError, TimeoutError, ValueError, UnicodeDecodeError, RecursionError):
             body = None
         queue = body.get("queue") if isinstance(body, dict) else None
@@ -106,7 +121,7 @@ class RigLoads:
             return
         if not state.healthy:
             log.info("%s answers /health again", rig.name)
-        state.healthy, state.polled_at = True, sent
+        state.healthy, state.polled_at, state.wrong_key = True, sent, False
         state.active = _count(queue.get("active")) or 0
         state.waiting = _count(queue.get("waiting")) or 0
         state.max_active = _count(queue.get("max_active"), 1) or 1
@@ -120,8 +135,12 @@ class RigLoads:
         headers = paired.sign_headers(self.identity, "GET", "/v1/models", b"", recipient=rig.fields["fingerprint"])
         try:
             timeout = aiohttp.ClientTimeout(total=MODELS_TIMEOUT)
-            async with http.get(self.base(rig) + "/v1/models", headers=headers, timeout=timeout) as resp:
+            url, ssl = self.base(rig) + "/v1/models", self.ssl_for(rig)
+            async with http.get(url, headers=headers, timeout=timeout, ssl=ssl) as resp:
                 body = await resp.json(content_type=None) if resp.status == 200 else None
+        except lan_tls.KeyMismatch as exc:
+            self.wrong_key(rig, exc)
+            body = None
         except (aiohttp.ClientError, TimeoutError, ValueError, UnicodeDecodeError, RecursionError):
             body = None
         data = body.get("data") if isinstance(body, dict) else None

@@ -7,8 +7,6 @@ the queue is bounded (node_agent/queue.py), a client that stops reading loses it
 and a flood of one log line is written once with a count (node_agent/logs.py)."""
 
 import asyncio
-import contextlib
-import functools
 import json
 import logging
 import time
@@ -18,18 +16,30 @@ import aiohttp
 from aiohttp import web
 from cryptography.exceptions import UnsupportedAlgorithm
 
-from node_agent import __version__, auth, cors, identity, keys, lan, logs, model_identity, paired, rules_cache, upstream
+from node_agent import (
+    __version__,
+    auth,
+    cors,
+    identity,
+    keys,
+    lan,
+    lan_announce,
+    logs,
+    model_identity,
+    paired,
+    rules_cache,
+    upstream,
+)
 from node_agent.circles import CircleGuard
 from node_agent.config import AgentConfig
-from node_agent.connections import ConnectionGuard
-from node_agent.errors import AgentError, earn_more, limited
+from node_agent.errors import AgentError, earn_more, errors_middleware, exhausted
 from node_agent.ledger import Ledger
 from node_agent.policy import Policy
 from node_agent.public_key_mode import PublicKeyRelay, user_public_pem
 from node_agent.queue import SlotQueue
 from node_agent.relay import Relay
 from node_agent.tracker_link import TrackerLink
-from node_agent.tunnel import TunnelClient
+from node_agent.tunnel import TunnelClient, tunnel_base
 
 log = logging.getLogger("luckrig.agent")
 
@@ -58,6 +68,7 @@ class Agent:
         self.background: set[asyncio.Task] = set()  # output moderation in `record` mode
         self.repeats: logs.RepeatFilter | None = None  # set by serve(): writes the counts of repeated log lines
         self.lan: lan.LanAdvertiser | None = None  # --lan: the mDNS announcement (node_agent/lan.py)
+        self.tls = False  # serving HTTPS with the identity key's certificate (a local rig: node_agent/lan_tls.py)
         # The devices paired with this machine (`luckrig-node pair`), re-read when paired.json changes; the checker
         # of their signatures is made at the first signed request (it needs this machine's identity key).
         self.paired = paired.PairedStore(Path(config.config_dir))
@@ -119,12 +130,12 @@ class Agent:
                 tracker=cfg.tracker,
                 node_id=cfg.node_id,
                 node_secret=cfg.node_secret,
-                local_base=local_base(cfg.host, cfg.port),
+                local_base=tunnel_base(cfg.host, cfg.port),
                 max_body_bytes=cfg.max_body_bytes,
             )
             self._tasks.append(asyncio.create_task(self.tunnel.run()))
         if cfg.lan:
-            self._announce()
+            self.lan = lan_announce.start(cfg, self.lan_txt)
         if cfg.local and cfg.tracker:
             log.warning("--visibility local: the tracker %s is not contacted (the pin wins)", cfg.tracker)
         log.info(
@@ -156,38 +167,17 @@ class Agent:
         self.link.on_rules = self.policy.set_rules
         self.link.on_circles = self._radius_told
 
-    def lan_txt(self) -> dict[str, str]:
+    def lan_txt(self, key: identity.Identity | None = None) -> dict[str, str]:  # key: default, the announced one
         radius = lan.trust_radius(self.config.tracker, self.circles.visibility)
+        key = key or (self.lan.identity if self.lan else None)
         return lan.txt_record(
             node_id=self.node_id,
-            public_key=self.lan.identity.public_b64 if self.lan else "",
+            public_key=key.public_b64 if key else "",
             model=self.served_model(),
             radius=radius,
             version=__version__,
+            tls=self.tls,
         )
-
-    def _announce(self) -> None:
-        """Start the LAN announcement (--lan); when there is no LAN address to announce, say so and serve anyway. The
-        addresses are checked again every 10 s: the announcement follows DHCP and the default route."""
-        find = functools.partial(lan.system_announce_addresses, self.config.lan_interface, host=self.config.host)
-        try:
-            name, addresses = find()
-            agent_key = identity.load_or_create(Path(self.config.config_dir))
-        except (lan.LanError, OSError, ValueError, TypeError, UnsupportedAlgorithm) as exc:
-            log.warning("not announcing on the LAN: %s", exc)
-            return
-        if self.config.host in ("127.0.0.1", "::1", "localhost"):
-            log.warning(
-                "--lan: the agent listens on %s only; other devices see it but cannot connect", self.config.host
-            )
-        self.lan = lan.LanAdvertiser(agent=agent_key, port=self.config.port, addresses=addresses, find=find)
-        try:
-            self.lan.start(self.lan_txt())
-        except OSError as exc:  # no multicast socket on that address
-            log.warning("not announcing on the LAN: %s", exc)
-            self.lan = None
-            return
-        log.info("LAN interface %s", name)
 
     def _radius_told(self, message: dict) -> None:
         """The tracker spoke about the rig's radius: apply it, and re-announce when the LAN's view of it changed."""
@@ -492,54 +482,6 @@ class Agent:
             )
 
 
-def exhausted(claims: auth.Claims, message: str) -> AgentError:
-    """429 `token_exhausted`: a token's allowance never comes back, but a new token has its own at once."""
-    iss = str(claims.raw.get("iss", "")).rstrip("/")
-    return limited(
-        "token_exhausted",
-        f"{message} A new tasting token (POST {iss}/api/tokens) has {claims.max_requests} more requests of up to "
-        f"{claims.per_request_cap} output tokens each, within the tier's tokens a day.",
-        0,
-        earn_more(claims.tier, iss),
-        tier=claims.tier,
-    )
-
-
-@web.middleware
-async def errors_middleware(request: web.Request, handler):
-    try:
-        return await handler(request)
-    except AgentError as exc:
-        error = exc
-    except web.HTTPRequestEntityTooLarge:
-        error = AgentError(413, "body_too_large", "The request body is too large.")
-    except web.HTTPNotFound:
-        error = AgentError(404, "not_found", "No such endpoint.")
-    except web.HTTPMethodNotAllowed:
-        error = AgentError(405, "method_not_allowed", "Method not allowed.")
-    # Status and code only (never the request's text); a flood of one refusal is one line with a count.
-    log.info("refused a request: %s %s", error.status, error.code)
-    response = error.response()
-    if error.close_connection:
-        # Sent, then the connection closed at once: aiohttp would otherwise linger reading the rest of a body
-        # that is not coming.
-        response.force_close()
-        await response.prepare(request)
-        await response.write_eof()
-        request.protocol.force_close()
-    return response
-
-
-def local_base(host: str, port: int) -> str:
-    """Where the tunnel replays tasters' requests: this very server, on the loopback interface when it listens on
-    every address."""
-    if host in ("", "0.0.0.0"):  # noqa: S104 - reading the setting, not binding
-        host = "127.0.0.1"
-    elif host == "::":
-        host = "::1"
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-
-
 AGENT = web.AppKey("agent", Agent)
 
 
@@ -556,52 +498,3 @@ def build_app(config: AgentConfig) -> web.Application:
     # The public tasting panel calls these from the tracker's origin.
     cors.install(app, ["/health", "/v1/models", "/v1/chat/completions", "/chat/completions"])
     return app
-
-
-def serve(config: AgentConfig) -> None:
-    """Run the agent until SIGINT or SIGTERM: web.run_app's loop, with the connection guard installed on the
-    server before it listens (run_app gives no access to it)."""
-    repeats = logs.install(config.log_repeat_window)
-    app = build_app(config)
-    app[AGENT].repeats = repeats
-    guard = ConnectionGuard(config.max_connections_per_address, exempt_loopback=not config.limit_loopback)
-
-    async def main() -> None:
-        runner = web.AppRunner(
-            app,
-            handle_signals=True,
-            # A client that goes away cancels its handler, which leaves the queue or closes the upstream request
-            # (so llama.cpp stops generating) at once.
-            handler_cancellation=True,
-            access_log=None,
-            logger=logging.getLogger(logs.HTTP_LOGGER),  # malformed requests: one line, counted (node_agent/logs.py)
-            # As in web.run_app: aiohttp closes a connection idle this long, and one that has not sent a whole
-            # request head by then (a head trickled byte by byte); --body-timeout then bounds the body.
-            keepalive_timeout=75.0,
-        )
-        await runner.setup()
-        guard.install(runner.server)
-        await web.TCPSite(runner, config.host, config.port).start()
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await runner.cleanup()
-
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    task = loop.create_task(main())
-    try:
-        loop.run_until_complete(task)
-    except (web.GracefulExit, KeyboardInterrupt):
-        pass
-    finally:
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                loop.run_until_complete(task)
-        leftovers = asyncio.all_tasks(loop)
-        for leftover in leftovers:
-            leftover.cancel()
-        loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
-        loop.run_until_complete(loop.shutdown_asyncgens())
-        loop.close()

@@ -463,3 +463,13 @@ class TunnelClient:
         task = asyncio.ensure_future(connection.drain())
         self._draining.add(task)
         task.add_done_callback(self._draining.discard)
+
+
+def tunnel_base(host: str, port: int) -> str:
+    """Where the tunnel replays tasters' requests: this very server, on the loopback interface when it listens on
+    every address."""
+    if host in ("", "0.0.0.0"):  # noqa: S104 - reading the setting, not binding
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"

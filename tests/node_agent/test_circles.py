@@ -26,8 +26,9 @@ BODY = {"messages": [{"role": "user", "content": "hi"}]}
 
 
 @contextlib.asynccontextmanager
-async def running_agent(fake_tracker, fake_upstream, config_dir: Path, **settings):
-    """The agent's app, started as `serve` starts it, with its link to the fake tracker."""
+async def running_agent(fake_tracker, fake_upstream, config_dir: Path, *, tls=None, **settings):
+    """The agent's app, started as `serve` starts it, with its link to the fake tracker (over HTTPS with the server
+    context `tls`, as a local rig serves)."""
     config = AgentConfig(
         tracker=fake_tracker.base,
         node_id=fake_tracker.node_id,
@@ -38,7 +39,10 @@ async def running_agent(fake_tracker, fake_upstream, config_dir: Path, **setting
         **{"heartbeat_interval": 0.2, **settings},
     )
     app = build_app(config)
-    async with TestClient(TestServer(app)) as client:
+    app[AGENT].tls = tls is not None
+    server = TestServer(app)
+    await server.start_server(ssl=tls)
+    async with TestClient(server) as client:
         yield client, app[AGENT]
 
 

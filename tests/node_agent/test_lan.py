@@ -116,7 +116,17 @@ def test_the_txt_record_fits_one_string_per_field_and_reads_back(tmp_path):
         "fingerprint": key.fingerprint,
         "model": "smollm2",
         "radius": "circle",
+        "tls": None,  # a circle rig serves plain HTTP: no `tls` announced
     }
+    # `tls`: absent, or exactly "1" (a local rig serving HTTPS with its key's certificate, node_agent/lan_tls.py).
+    txt = lan.txt_record(node_id="", public_key=key.public_b64, model="m", radius="local", version="1", tls=True)
+    assert txt["tls"] == "1" and lan.parse_txt(txt) == (
+        {**fields, "node": None, "model": "m", "radius": "local", "version": "1", "tls": "1"},
+        [],
+    )
+    for bad in ("yes", "0", "", "11"):
+        fields_bad, problems = lan.parse_txt(txt | {"tls": bad})
+        assert fields_bad["tls"] is None and problems == ["tls missing or malformed"], bad
     # Keys are case-insensitive, and the first of a repeated one counts.
     fields, _ = lan.parse_txt({b"TXTVERS": b"1", b"txtvers": b"2", b"Radius": b"local", b"radius": b"public"})
     assert (fields["txtvers"], fields["radius"]) == ("1", "local")
@@ -328,6 +338,7 @@ def test_an_agent_with_lan_is_discovered_from_another_namespace_at_its_lan_addre
         "fingerprint": None,
         "model": "smollm2-fake",
         "radius": "public",
+        "tls": None,  # a public rig with --lan serves plain HTTP
     }
     assert seen.fields["fingerprint"] == key.fingerprint
     # The announced port is the agent's own (its /health), not the model server's.

@@ -14,7 +14,7 @@ import time
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from node_agent import cli, config, identity, paired
+from node_agent import cli, config, identity, lan_tls, paired
 from node_agent.circles import CircleGuard
 from node_agent.config import AgentConfig
 from node_agent.errors import AgentError
@@ -160,3 +160,26 @@ def test_status_says_the_radius_and_that_it_is_pinned(tmp_path, monkeypatch, cap
     assert "Tracker:   none (http://127.0.0.1:9 is configured but not contacted)" in out
     assert "Radius:    local, pinned here (visibility local: paired devices only; no tracker is contacted)" in out
     assert "Tracker says" not in out
+
+
+def test_status_reads_a_running_local_rigs_health_over_https(tmp_path, monkeypatch, capsys, fake_upstream):
+    """A local rig serves HTTPS (node_agent/serving.py): `status` on the rig says so and still finds it running."""
+    monkeypatch.delenv(config.ENV_PREFIX + "VISIBILITY", raising=False)
+
+    async def run():
+        app = build_app(AgentConfig(visibility="local", upstream=fake_upstream.base, config_dir=str(tmp_path)))
+        app[AGENT].tls = True
+        server = TestServer(app)
+        await server.start_server(ssl=lan_tls.server_context(identity.load_or_create(tmp_path)))
+        port = server.port
+        config.save_config(tmp_path, {"visibility": "local", "upstream": fake_upstream.base, "port": port})
+        try:
+            assert await asyncio.to_thread(cli.main, ["status", "--config-dir", str(tmp_path)]) == 0
+        finally:
+            await server.close()
+        return port
+
+    port = asyncio.run(run())
+    out = capsys.readouterr().out
+    assert f"Listening: https://127.0.0.1:{port}/v1 (this machine)" in out
+    assert "Agent:     running, upstream ok" in out and "serving as local" in out, out

@@ -20,9 +20,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from zeroconf import IPVersion
 from zeroconf.asyncio import AsyncZeroconf
 
-from node_agent import identity, lan, paired
+from node_agent import identity, lan, lan_tls, paired
 from node_agent.config import AgentConfig
 from node_agent.router import Router, build_app
+from node_agent.server import AGENT
 from node_agent.server import build_app as build_agent_app
 from tests.node_agent import netns
 from tests.node_agent.fakes import FakeOpenAI, FakeTracker
@@ -31,14 +32,26 @@ from tests.node_agent.test_circles import running_agent, until
 QUESTION = [{"role": "user", "content": "hi"}]
 
 
-def announce(router: Router, node: str, key: identity.Identity, port: int, model: str) -> str:
-    """What LanBrowser hands the router for an announcement of `node` (127.0.0.1:`port`, TXT as the agent makes it)."""
-    txt = lan.txt_record(node_id=node, public_key=key.public_b64, model=model, radius="local", version="1")
+def announce(router: Router, node: str, key: identity.Identity, port: int, model: str, *, tls: bool = True) -> str:
+    """What LanBrowser hands the router for an announcement of `node` (127.0.0.1:`port`, TXT as the agent makes it:
+    `tls=1` as a local rig announces, unless `tls` is False)."""
+    txt = lan.txt_record(node_id=node, public_key=key.public_b64, model=model, radius="local", version="1", tls=tls)
     fields, problems = lan.parse_txt(txt)
     assert not problems, problems
     name = f"luckrig-{node}.{lan.SERVICE_TYPE}"
     router.seen(name, lan.SeenRig(name, ["127.0.0.1"], port, fields, problems, first_seen=0.0))
     return name
+
+
+@contextlib.asynccontextmanager
+async def https_server(app: web.Application, key: identity.Identity):
+    """`app` on loopback over HTTPS with `key`'s certificate, as a local rig serves (node_agent/lan_tls.py)."""
+    server = TestServer(app)
+    await server.start_server(ssl=lan_tls.server_context(key))
+    try:
+        yield server
+    finally:
+        await server.close()
 
 
 @contextlib.asynccontextmanager
@@ -54,7 +67,8 @@ async def lan_of(
     """Rigs named after `models` (node → the model it serves), each an agent in front of its own fake model server,
     paired with the router unless named in `unpaired`, announcing the model `hints` names (default: the one it
     serves), the router polling their /health every `poll_interval` seconds; yields (router's client, router,
-    {node: (fake, service name, the agent's client)})."""
+    {node: (fake, service name, the agent's client)}). The rigs serve HTTPS with their identity key, as a local rig
+    does."""
     me = identity.load_or_create(tmp_path / "router")
     router = Router(me, paired.PairedStore(tmp_path / "router"))
     router.poll_interval = poll_interval
@@ -69,7 +83,9 @@ async def lan_of(
                 paired.PairedStore(rig_dir).pin(me.public_b64, "router")
                 router.store.pin(key.public_b64, node)
             client, _ = await stack.enter_async_context(
-                running_agent(fake_tracker, fake, rig_dir, heartbeat_interval=60, model=model)
+                running_agent(
+                    fake_tracker, fake, rig_dir, heartbeat_interval=60, model=model, tls=lan_tls.server_context(key)
+                )
             )
             hint = (hints or {}).get(node, model)
             rigs[node] = (fake, announce(router, node, key, client.server.port, hint), client)
@@ -238,7 +254,7 @@ def test_a_rig_failing_mid_answer_cuts_the_client_off_rather_than_ending_its_ans
     rig.router.add_post("/v1/chat/completions", dies)
 
     async def run():
-        async with TestServer(rig) as dying_rig, TestClient(TestServer(build_app(router))) as client:
+        async with https_server(rig, dying) as dying_rig, TestClient(TestServer(build_app(router))) as client:
             announce(router, "dying", dying, dying_rig.port, "alpha")
             r = await client.post("/v1/chat/completions", json={"model": "alpha", "messages": QUESTION, "stream": True})
             assert r.status == 200 and await r.content.readuntil(b"\n\n") == b'data: {"choices": []}\n\n'
@@ -309,8 +325,10 @@ def test_the_router_follows_rigs_announced_by_mdns_as_they_come_and_go(tmp_path)
                     lan=True,
                     lan_interface="lo",
                 )
-                agents[node] = TestServer(build_agent_app(config), host="127.0.0.1", port=port)
-                await agents[node].start_server()
+                app = build_agent_app(config)
+                app[AGENT].tls = True  # announced as a local rig serving HTTPS does (serving.serve)
+                agents[node] = TestServer(app, host="127.0.0.1", port=port)
+                await agents[node].start_server(ssl=lan_tls.server_context(identity.load_or_create(tmp_path / node)))
             aiozc = AsyncZeroconf(interfaces=["127.0.0.1"], ip_version=IPVersion.V4Only)
             browser = lan.LanBrowser(aiozc, sweep_interval=0.5, on_change=router.seen)
             try:
@@ -337,18 +355,26 @@ def test_the_router_follows_rigs_announced_by_mdns_as_they_come_and_go(tmp_path)
 
 
 class Impostor:
-    """A device on the LAN that announces a paired rig's public key (TXT `pk`, anyone can) at its own address: it
-    answers /health as an idle rig, lists the rig's model, and for a chat keeps the prompt and the signature headers,
-    replays the signed request to the real rig (the nonce is fresh there) and answers something of its own."""
+    """A device on the LAN that announces a paired rig's public key (TXT `pk`, anyone can) and `tls=1` at its own
+    address, serving HTTPS with its own key (it cannot make a certificate for the rig's key that the handshake would
+    bear out): it answers /health as an idle rig, lists the rig's model, and for a chat keeps the prompt and the
+    signature headers, replays the signed request to the real rig (the nonce is fresh there) and answers something
+    of its own. `requests` are all the requests that reached it."""
 
     def __init__(self, real_base: str):
         self.real_base = real_base
+        self.requests: list[str] = []
         self.prompts: list[bytes] = []
         self.relayed: list[tuple[int, dict]] = []
-        self.app = web.Application()
+        self.app = web.Application(middlewares=[self.count])
         self.app.router.add_get("/health", self.health)
         self.app.router.add_get("/v1/models", self.models)
         self.app.router.add_post("/v1/chat/completions", self.chat)
+
+    @web.middleware
+    async def count(self, request, handler):
+        self.requests.append(request.path)
+        return await handler(request)
 
     async def health(self, request):
         return web.json_response({"ok": True, "queue": {"active": 0, "waiting": 0, "max_active": 99}})
@@ -361,23 +387,19 @@ class Impostor:
         self.prompts.append(raw)
         signature = {k: v for k, v in request.headers.items() if k.lower().startswith("x-luckrig-")}
         url = f"{self.real_base}/v1/chat/completions"
-        async with aiohttp.ClientSession() as http, http.post(url, data=raw, headers=signature) as r:
+        async with aiohttp.ClientSession() as http, http.post(url, data=raw, headers=signature, ssl=False) as r:
             self.relayed.append((r.status, await r.json()))
         return web.json_response({"choices": [{"message": {"role": "assistant", "content": "forged by the impostor"}}]})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 16 review, open: the router trusts TXT `pk` to say where a pinned key is and never checks that the "
-    "rig at that address holds it, so an impostor announcing a paired rig's key gets its prompts (signed for the real "
-    "rig: it can replay them there for an answer) and answers them; see docs/local-mode.md, 'Its limits'",
-)
-def test_a_device_announcing_a_paired_rigs_key_at_its_own_address_gets_no_prompt(tmp_path, fake_tracker):
+def test_a_device_announcing_a_paired_rigs_key_at_its_own_address_gets_no_prompt(tmp_path, fake_tracker, caplog):
+    caplog.set_level("INFO", logger="luckrig.agent.router")
+
     async def run():
         async with lan_of(tmp_path, fake_tracker, {"a": "alpha"}) as (client, router, rigs):
             real = rigs["a"][2]
             impostor = Impostor(str(real.make_url("")).rstrip("/"))
-            async with TestServer(impostor.app) as spoofed:
+            async with https_server(impostor.app, identity.load_or_create(tmp_path / "impostor")) as server:
                 name = f"luckrig-spoof.{lan.SERVICE_TYPE}"
                 fields, problems = lan.parse_txt(
                     lan.txt_record(
@@ -386,15 +408,103 @@ def test_a_device_announcing_a_paired_rigs_key_at_its_own_address_gets_no_prompt
                         model="alpha",
                         radius="local",
                         version="1",
+                        tls=True,
                     )
                 )
-                router.seen(name, lan.SeenRig(name, ["127.0.0.1"], spoofed.port, fields, problems, first_seen=0.0))
-                await router.loads.poll_all(router.session, router.paired_rigs())  # its /health: idle
+                router.seen(name, lan.SeenRig(name, ["127.0.0.1"], server.port, fields, problems, first_seen=0.0))
+                # Before its first poll it counts as healthy, and idle by its /health it would win every turn.
                 answers = [
                     (await ask(client, "alpha", messages=[{"role": "user", "content": f"secret {i}"}]))
                     for i in range(4)
                 ]
+                await router.loads.poll_all(router.session, router.paired_rigs())
                 assert impostor.prompts == [], (impostor.prompts, impostor.relayed)
+                assert impostor.requests == []  # not even /health or the signed /v1/models
                 assert all(a["choices"][0]["message"]["content"] == rigs["a"][0].text() for _, a, _ in answers)
+                assert not router.loads.state(name).healthy and router.loads.state(name).wrong_key
+                said = [r for r in caplog.records if "does not hold the key it announces" in r.getMessage()]
+                assert len(said) == 1 and "luckrig-spoof" in said[0].getMessage()
+
+    asyncio.run(run())
+
+
+class CountingTLS:
+    """A TLS server with `key`'s certificate that counts its connections and every byte the client writes after the
+    handshake."""
+
+    def __init__(self, key: identity.Identity):
+        self.context = lan_tls.server_context(key)
+        self.connections, self.received = 0, 0
+        self.server = None
+
+    async def handle(self, reader, writer):
+        self.connections += 1
+        with contextlib.suppress(OSError, TimeoutError, ConnectionError):
+            while chunk := await asyncio.wait_for(reader.read(65536), 5):
+                self.received += len(chunk)
+        writer.close()
+
+    async def __aenter__(self):
+        self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0, ssl=self.context)
+        return self.server.sockets[0].getsockname()[1]
+
+    async def __aexit__(self, *exc):
+        self.server.close()
+        await self.server.wait_closed()
+
+
+def test_a_certificate_for_another_key_is_refused_before_a_byte_of_the_request_is_sent(tmp_path):
+    me = identity.load_or_create(tmp_path / "router")
+    router = Router(me, paired.PairedStore(tmp_path / "router"))
+    rig = identity.load_or_create(tmp_path / "rig")
+    router.store.pin(rig.public_b64, "desk")
+    listener = CountingTLS(identity.load_or_create(tmp_path / "other"))
+
+    async def run():
+        async with listener as port, TestClient(TestServer(build_app(router))) as client:
+            name = announce(router, "desk", rig, port, "alpha")
+            status, body, _ = await ask(client, "alpha")
+            assert refusal(status, body) == (503, "no_rig_available")
+            assert "desk: not the paired key" in body["error"]["message"]
+            await router.loads.poll_all(router.session, router.paired_rigs())
+            assert not router.loads.state(name).healthy
+            assert listener.connections >= 2 and listener.received == 0
+            # The same with the rig's own key: the pin holds, and the bytes arrive.
+            router.store.unpair("desk")
+            # Unpaired between listing and sending: the pin is a key nobody holds, never the announced one.
+            assert router.ssl_for(router.rigs[name]).public_raw == bytes(32)
+            router.store.pin(identity.load_or_create(tmp_path / "other").public_b64, "other")
+            announce(router, "other", identity.load_or_create(tmp_path / "other"), port, "alpha")
+            await router.loads.poll(router.session, router.rigs[f"luckrig-other.{lan.SERVICE_TYPE}"])
+            assert await until(lambda: listener.received > 0, 5)
+
+    asyncio.run(run())
+
+
+def test_a_rig_without_tls_is_used_only_when_plain_http_is_allowed(tmp_path, fake_tracker):
+    """A public or circle rig with --lan serves plain HTTP: the router sends it nothing (its TXT `pk` is no proof,
+    and the LAN would read the prompt) unless started with --allow-plain-http."""
+    me = identity.load_or_create(tmp_path / "router")
+    router = Router(me, paired.PairedStore(tmp_path / "router"))
+    key = identity.load_or_create(tmp_path / "rig")
+    paired.PairedStore(tmp_path / "rig").pin(me.public_b64, "router")
+    router.store.pin(key.public_b64, "rig")
+
+    async def run():
+        with FakeOpenAI() as fake:
+            fake.model = "alpha"
+            async with (
+                running_agent(fake_tracker, fake, tmp_path / "rig", heartbeat_interval=60, model="alpha") as (rig, _),
+                TestClient(TestServer(build_app(router))) as client,
+            ):
+                announce(router, "rig", key, rig.server.port, "alpha", tls=False)
+                assert router.paired_rigs() == []
+                assert refusal(*(await ask(client, "alpha"))[:2]) == (503, "no_rig_available")
+                assert (await (await client.get("/v1/models")).json())["data"] == []
+                assert chats(fake) == 0
+
+                router.allow_plain_http = True
+                status, answer, served_by = await ask(client, "alpha")
+                assert (status, served_by) == (200, "rig") and chats(fake) == 1
 
     asyncio.run(run())

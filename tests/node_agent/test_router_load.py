@@ -17,7 +17,7 @@ from node_agent import identity, lan, paired
 from node_agent.router import Router, build_app
 from node_agent.router_load import RigLoads
 from tests.node_agent.test_circles import until
-from tests.node_agent.test_router import QUESTION, announce, ask, lan_of, refusal
+from tests.node_agent.test_router import QUESTION, announce, ask, https_server, lan_of, refusal
 
 
 class StubRig:
@@ -57,8 +57,8 @@ async def stub_rigs(tmp_path, router, stubs: list[StubRig]):
     async with contextlib.AsyncExitStack() as stack:
         names = {}
         for stub in stubs:
-            server = await stack.enter_async_context(TestServer(stub.app))
             key = identity.load_or_create(tmp_path / stub.name)
+            server = await stack.enter_async_context(https_server(stub.app, key))
             router.store.pin(key.public_b64, stub.name)
             names[stub.name] = announce(router, stub.name, key, server.port, stub.model)
         yield names
@@ -75,7 +75,7 @@ def test_a_rig_busy_with_another_clients_request_is_passed_over(tmp_path, fake_t
             fake_a.mode = "stall"
             token = {"Authorization": f"Bearer {fake_tracker.token()}"}
             held = await agent_a.post(
-                "/v1/chat/completions", json={"messages": QUESTION, "stream": True}, headers=token
+                "/v1/chat/completions", json={"messages": QUESTION, "stream": True}, headers=token, ssl=False
             )
             assert held.status == 200 and (await held.content.readuntil(b"\n\n")).startswith(b"data: ")
             assert await until(lambda: router.loads.state(name_a).active == 1, 5), router.loads.state(name_a)
