@@ -216,7 +216,8 @@ def main() -> None:
         t0 = time.perf_counter()
         seed(db_url, tmp_path, args.nodes, args.samples)
         print(f"seeded {args.nodes} nodes and {args.samples} health samples in {time.perf_counter() - t0:.1f} s")
-        env = tracker_env(db_url, tmp_path, RATELIMIT_ENABLE="0")
+        # Production's persistent connections (docs/operations.md): a process keeps its database connection.
+        env = tracker_env(db_url, tmp_path, RATELIMIT_ENABLE="0", DB_CONN_MAX_AGE="60")
         with daphne(env) as base:
             asgi = measure(base, args.seconds, args.concurrency)
         with gunicorn(env, args.workers) as (base, _arbiter):  # production's deploy/gunicorn.conf.py
