@@ -50,8 +50,11 @@ class Page:
     def has_next(self) -> bool:
         return self.start + self.size < self.count
 
-    def rows(self, rows) -> list:
-        """This page's slice of `rows` (a queryset ordered like the count): nothing past the end, without asking."""
+    def rows(self, rows, *, lazy: bool = False):
+        """This page's slice of `rows` (a queryset ordered like the count): nothing past the end, without asking.
+        `lazy`: the sliced queryset itself (`none()` past the end), for a caller that reads its rows its own way."""
+        if lazy:
+            return rows[self.start : self.start + self.size] if self.start < self.count else rows.none()
         return list(rows[self.start : self.start + self.size]) if self.start < self.count else []
 
 

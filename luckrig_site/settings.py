@@ -345,6 +345,11 @@ RATELIMIT_ENABLE = env_bool("RATELIMIT_ENABLE", True)
 # every request weighing this much, so that together they still allow no more than each limit.
 RATELIMIT_FALLBACK_PROCESSES = env_int("RATELIMIT_FALLBACK_PROCESSES", 1)
 
+# The node list's count (nodes/list_count.py): exact while at most this many rigs are listed; above, one count
+# per filter combination is kept this long in the shared cache (0: always exact) and says `count_is_estimate`.
+NODE_LIST_EXACT_COUNT_UP_TO = env_int("NODE_LIST_EXACT_COUNT_UP_TO", 2000)
+NODE_LIST_COUNT_TTL_SEC = env_int("NODE_LIST_COUNT_TTL_SEC", 10)
+
 ABUSE_CONTACT = os.environ.get("ABUSE_CONTACT", "abuse@luckrig.invalid")
 
 LOGGING = {

@@ -11,11 +11,14 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core import paging
+from core.renderers import FastJSONRenderer
 from core.timefmt import iso
 from nodes import queries, schemas, wanted
 from nodes.access import circles_seen_by, get_visible_node
+from nodes.list_count import listed_count
 from nodes.models import HealthSample, Node
-from nodes.public_node import public_node, public_node_of, public_rows
+from nodes.public_list import public_nodes
+from nodes.public_node import public_node_of, public_rows
 
 LIST_PARAMS = [
     OpenApiParameter("status", str, enum=list(Node.Status.values)),
@@ -32,6 +35,8 @@ LIST_PARAMS = [
 
 
 class NodeListApi(APIView):
+    renderer_classes = [FastJSONRenderer]
+
     @extend_schema(
         parameters=LIST_PARAMS,
         responses={200: schemas.NodeListDoc, 400: schemas.ErrorDoc},
@@ -40,16 +45,19 @@ class NodeListApi(APIView):
     )
     def get(self, request):
         query = queries.parse_list_query(request.GET)
-        qs = queries.apply(query, Node.objects.listed())
-        # Counted on the plain queryset: a values() one would count through a subquery.
-        page = paging.Page(query.page, query.page_size, qs.count())
+        listed = Node.objects.listed()
+        matching = queries.matching(query)
+        count, count_is_estimate = listed_count(listed, matching, query.filters)
+        page = paging.Page(query.page, query.page_size, count)
+        qs = queries.apply(query, listed)
         return Response(
             {
                 "schema_version": 1,
                 "sort": query.order,
                 "count": page.count,
+                "count_is_estimate": count_is_estimate,
                 **paging.neighbours(request, page),
-                "nodes": [public_node(n) for n in page.rows(public_rows(qs))],
+                "nodes": public_nodes(page.rows(public_rows(qs), lazy=True)),
             }
         )
 

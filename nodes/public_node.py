@@ -106,13 +106,13 @@ def endpoint_of(r: Mapping) -> str | None:
     return relayed_endpoint_url(r["relay__public_url"], r["id"]) if r["relay__public_url"] else None
 
 
-def community_timing(r: Mapping) -> dict:
+def community_timing(r: Mapping, time=iso) -> dict:
     return {
         "samples_count": r["timing_samples_count"],
         "by_source": {"relay": r["timing_samples_relay"], "taster": r["timing_samples_taster"]},
         "tok_per_sec_p50": r["tok_per_sec_p50"],
         "ttft_ms_p50": r["ttft_ms_p50"],
-        "last_uploaded_at": iso(r["timing_last_uploaded_at"]),
+        "last_uploaded_at": time(r["timing_last_uploaded_at"]),
     }
 
 
@@ -124,7 +124,8 @@ def contribution_of(r: Mapping) -> dict:
     }
 
 
-def public_node(r: Mapping) -> dict:
+def public_node(r: Mapping, time=iso) -> dict:
+    """PublicNode of a row (`time` formats its timestamps: nodes.public_list passes them formatted already)."""
     return {
         "id": r["id"],
         "display_name": r["display_name"],
@@ -141,14 +142,14 @@ def public_node(r: Mapping) -> dict:
         "visibility": r["visibility"],
         "node_public_key": r["node_public_key"],
         "node_public_key_fingerprint": r["node_public_key_fingerprint"],
-        "created_at": iso(r["created_at"]),
-        "updated_at": iso(r["updated_at"]),
+        "created_at": time(r["created_at"]),
+        "updated_at": time(r["updated_at"]),
         "rarity_score": r["rarity_score"],
         "showcase": r["showcase"],
         "contribution": contribution_of(r),
         "health": {
             "status": r["status"],
-            "last_seen_at": iso(r["last_seen_at"]),
+            "last_seen_at": time(r["last_seen_at"]),
             "latency_ms": r["latency_ms"],
             "uptime_ratio_24h": r["uptime_ratio_24h"],
         },
@@ -156,9 +157,9 @@ def public_node(r: Mapping) -> dict:
             "active": r["queue_active"],
             "waiting": r["queue_waiting"],
             "max_active": r["queue_max_active"],
-            "updated_at": iso(r["queue_updated_at"]),
+            "updated_at": time(r["queue_updated_at"]),
         },
-        "community_timing": community_timing(r),
+        "community_timing": community_timing(r, time),
         "owner": {"id": r["owner__id"], "handle": r["owner__handle"]},
         "reachability": r["reachability"],
         # The caller's circles this rig is shared with ({id, name}); a row from a list carries none: a public

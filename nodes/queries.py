@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-from django.db.models import F, QuerySet
+from django.db.models import F, Q, QuerySet
 
 from core import paging
 from core.api_errors import ApiError
@@ -72,21 +72,28 @@ def parse_list_query(params) -> ListQuery:
     return ListQuery(filters, order, paging.page_number(params), page_size)
 
 
-def apply(query: ListQuery, qs: QuerySet) -> QuerySet:
+def matching(query: ListQuery) -> Q:
+    """The rows the query's filters keep, as one condition (empty when nothing is filtered)."""
     f = query.filters
+    q = Q()
     if f["status"]:
-        qs = qs.filter(status=f["status"])
+        q &= Q(status=f["status"])
     if f["model"]:
-        qs = qs.filter(model_name__icontains=f["model"])
+        q &= Q(model_name__icontains=f["model"])
     if f["gpu"]:
-        qs = qs.filter(gpu__icontains=f["gpu"])
+        q &= Q(gpu__icontains=f["gpu"])
     if f["quantization"]:
-        qs = qs.filter(quantization__icontains=f["quantization"])
+        q &= Q(quantization__icontains=f["quantization"])
     if f["tag"]:
-        qs = qs.filter(tags_index__contains=f",{f['tag']},")
+        q &= Q(tags_index__contains=f",{f['tag']},")
     if f["min_vram"] is not None:
-        qs = qs.filter(vram_gb__gte=f["min_vram"])
+        q &= Q(vram_gb__gte=f["min_vram"])
     if f["min_ctx"] is not None:
-        qs = qs.filter(context_length__gte=f["min_ctx"])
+        q &= Q(context_length__gte=f["min_ctx"])
+    return q
+
+
+def apply(query: ListQuery, qs: QuerySet) -> QuerySet:
+    qs = qs.filter(matching(query))
     ordering = ORDERS[query.order]
     return qs.in_default_order() if ordering is None else qs.order_by(*ordering)

@@ -111,6 +111,10 @@ class NodeListDoc(s.Serializer):
     schema_version = s.IntegerField()
     sort = s.CharField()
     count = s.IntegerField()
+    count_is_estimate = s.BooleanField(
+        help_text="true when `count` is a recent count kept in the cache (a registry of more than "
+        "NODE_LIST_EXACT_COUNT_UP_TO listed rigs), not one made for this request"
+    )
     next = s.CharField(allow_null=True)
     previous = s.CharField(allow_null=True)
     nodes = PublicNodeDoc(many=True)

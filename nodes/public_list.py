@@ -1,0 +1,112 @@
+"""PublicNode lists at speed: the node list renders up to 200 PublicNodes per request, and on a big registry
+Django's per-value converters cost more than the query itself (docs/benchmarks.md, "Node list": a datetime is
+parsed from SQLite's text into a datetime to be formatted back into text, each JSON column decoded with the
+standard library's decoder).
+
+`public_nodes` runs the same `.values()` query as `public_rows`, reads the database's own values, and turns each
+column into what PublicNode shows with one formatter chosen per column up front: a timestamp SQLite stored as
+datetime goes straight to the wire format, a JSON column is decoded by orjson; every other column keeps Django's
+converters. The dicts then go through the one PublicNode builder (nodes.public_node.public_node), so the shape
+cannot drift; tests/nodes/test_public_list.py holds the output equal to public_node over `.values()` rows."""
+
+import json
+from datetime import datetime, timedelta
+
+import orjson
+from django.conf import settings
+from django.db import models
+from django.db.models.sql.constants import MULTI
+
+from core.timefmt import iso
+from nodes.public_node import public_node
+
+
+def _naive_utc_time(value) -> str | None:
+    """The wire time (core.timefmt.iso) of a timestamp the database gives without a zone, in UTC (SQLite with
+    USE_TZ: Django would make it aware in UTC first). isoformat cuts to milliseconds as iso does."""
+    if value is None:
+        return None
+    if value.tzinfo is not None:
+        return iso(value)
+    return value.isoformat(timespec="milliseconds") + "Z"
+
+
+def _aware_time(value) -> str | None:
+    return None if value is None else iso(value)
+
+
+def _json(value, _expression, _connection):
+    if not isinstance(value, str):
+        return value
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError:  # what only the standard library reads (NaN, integers beyond 64 bits)
+        return json.loads(value)
+
+
+def _column_formatters(compiler, fields) -> list:
+    """One function per column (or None: the value is used as it is), from the query's own fields."""
+    django_converters = compiler.get_converters(fields)
+    formatters = []
+    for pos, expression in enumerate(fields):
+        field = getattr(expression, "output_field", None)
+        convs = django_converters.get(pos, ((), None))[0]
+        if isinstance(field, models.DateTimeField):
+            formatters.append(_time_formatter(convs, compiler.connection))
+        elif isinstance(field, models.JSONField) and not field.decoder:
+            formatters.append(_json)
+        elif convs:
+            formatters.append(_chain(convs))
+        else:
+            formatters.append(None)
+    return formatters
+
+
+def _chain(convs):
+    def convert(value, expression, connection):
+        for converter in convs:
+            value = converter(value, expression, connection)
+        return value
+
+    return convert
+
+
+def _time_formatter(convs, connection):
+    """A timestamp column's formatter: straight to the wire format when the database's value is a datetime (naive
+    ones in UTC), else Django's converters first (text from a backend that parses nothing)."""
+    naive_is_utc = settings.USE_TZ and connection.timezone.utcoffset(None) == timedelta(0)
+    fast = _naive_utc_time if naive_is_utc else _aware_time
+    slow = _chain(convs)
+
+    def convert(value, expression, connection):
+        if value is None or (isinstance(value, datetime) and (naive_is_utc or value.tzinfo is not None)):
+            return fast(value)
+        return iso(slow(value, expression, connection))
+
+    return convert
+
+
+def _as_is(value):
+    return value
+
+
+def public_nodes(rows) -> list[dict]:
+    """PublicNode of each row of `rows`, a sliced `public_rows(...)` queryset (one query)."""
+    query = rows.query
+    compiler = query.get_compiler(using=rows.db)
+    results = compiler.execute_sql(MULTI)
+    if results is None:  # an empty slice: Django asks nothing
+        return []
+    fields = [s[0] for s in compiler.select[: compiler.col_count]]
+    names = [*query.extra_select, *query.values_select, *query.annotation_select]
+    formatters = list(zip(range(len(names)), _column_formatters(compiler, fields), fields, strict=True))
+    connection = compiler.connection
+    out = []
+    for chunk in results:
+        for raw in chunk:
+            row = list(raw)
+            for pos, formatter, expression in formatters:
+                if formatter is not None:
+                    row[pos] = formatter(row[pos], expression, connection)
+            out.append(public_node(dict(zip(names, row, strict=True)), time=_as_is))
+    return out

@@ -1,0 +1,135 @@
+"""The node list's fast path (nodes.public_list.public_nodes: the database's own values, one formatter per column)
+gives exactly what the one PublicNode builder gives over `.values()` rows, for nodes that differ in every way the
+shape does: nulls, tags, timestamps with and without microseconds, relayed and direct, community timing, owners
+with and without a handle, circle-only hours, a reported model file; and circle rigs stay out of lists."""
+
+import random
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.db.models import Q
+
+from core.timefmt import iso
+from nodes import queries, rarity
+from nodes import services as node_services
+from nodes.models import Contributor, Node
+from nodes.public_list import _naive_utc_time, public_nodes
+from nodes.public_node import public_node, public_rows
+from tracker import relays
+
+pytestmark = pytest.mark.django_db
+
+BASE = datetime(2026, 11, 3, 9, 15, 27, tzinfo=UTC)
+
+
+def _time(rng):
+    """None, a whole second, or microseconds that truncation and rounding would tell apart."""
+    return rng.choice([None, BASE, BASE.replace(microsecond=999_999), BASE - timedelta(days=40, microseconds=1501)])
+
+
+@pytest.fixture
+def varied_nodes(db):
+    rng = random.Random(17)
+    relay, _secret, _created = relays.add_relay(relay_id="relay-a", public_url="https://relay-a.example.org/")
+    owners = [
+        Contributor.objects.create(id=f"c_fast{i}", handle=f"fast{i}" if i % 2 else None, key_hash=f"{i:064x}")
+        for i in range(4)
+    ]
+    nodes = []
+    for i in range(90):
+        tags = rng.sample(["home", "moe", "cpu", "日本語"], k=rng.randint(0, 3))
+        gpu, model, quant = rng.choice(["RTX 3090", "M2 Max", "Pi 5"]), rng.choice(["Qwen", "Phi"]), "Q4_K_M"
+        relayed = rng.random() < 0.3
+        timed = rng.choice([0, 5])
+        nodes.append(
+            Node(
+                id=f"fast-{i:03d}",
+                owner=owners[i % len(owners)],
+                display_name=rng.choice(["", f"Rig \u2028{i}", "ラズパイ"]),
+                reachability="relayed" if relayed else "direct",
+                endpoint_url="" if relayed else f"https://rig{i}.example.com/v1",
+                relay=relay if relayed and i % 2 else None,
+                model_name=model,
+                quantization=quant,
+                lora=rng.choice(["", "my-lora"]),
+                gpu=gpu,
+                vram_gb=(vram := rng.choice([None, 0, 12, 24.5])),
+                vram_sort_key=vram if vram is not None else 1e12,
+                context_length=rng.choice([None, 4096]),
+                tuning_note=rng.choice(["", 'ngl 99\n"quoted" <b>']),
+                availability_note=rng.choice(["", "evenings"]),
+                tags=tags,
+                tags_index=node_services.tags_index(tags),
+                visibility=rng.choices(["public", "unlisted", "circle"], weights=[8, 1, 1])[0],
+                circle_only_hours=rng.choice([[], [23, 0, 5]]),
+                node_public_key=rng.choice([None, "-----BEGIN PUBLIC KEY-----\nabc\n-----END PUBLIC KEY-----\n"]),
+                node_public_key_fingerprint=rng.choice([None, "sha256:" + "A" * 43]),
+                secret_hash=f"{i:064x}",
+                combo_key=rarity.combo_key(gpu, model, quant),
+                rarity_score=rng.choice([0.0, 0.25, 1.0]),
+                showcase=rng.choice([[], [{"id": "cpu_rig", "label": "CPU rig", "reason": "no GPU"}]]),
+                contribution_total=rng.choice([0.0, 3.5]),
+                contribution_tier=rng.choice(["limited", "contributor"]),
+                contribution_components=rng.choice([{}, {"existence": 1.0, "rarity": 0.5, "note": 2.0}]),
+                status=rng.choice(["available", "busy", "unavailable", "unknown"]),
+                last_heartbeat_at=BASE,
+                last_seen_at=_time(rng),
+                latency_ms=rng.choice([None, 42]),
+                uptime_ratio_24h=rng.choice([None, 0.5, 1.0]),
+                queue_active=rng.randint(0, 2),
+                queue_waiting=rng.randint(0, 3),
+                queue_max_active=2,
+                queue_updated_at=_time(rng),
+                timing_samples_count=timed,
+                timing_samples_taster=timed // 2,
+                timing_samples_relay=timed - timed // 2,
+                tok_per_sec_p50=48.25 if timed else None,
+                ttft_ms_p50=180.0 if timed else None,
+                timing_last_uploaded_at=_time(rng) if timed else None,
+                model_identity=rng.choice([None, {"sha256": "ab" * 32, "size_bytes": 4_920_000_000}]),
+            )
+        )
+    Node.objects.bulk_create(nodes)
+    # auto_now(_add) ignore the values given above: give created_at and updated_at varied values too.
+    for i, node in enumerate(nodes):
+        Node.objects.filter(pk=node.pk).update(created_at=_time(rng) or BASE, updated_at=BASE + timedelta(seconds=i))
+    return nodes
+
+
+def test_fast_path_equals_the_builder(varied_nodes):
+    listed = Node.objects.listed()
+    assert 0 < listed.count() < len(varied_nodes)  # circle and unlisted rigs are among the nodes, not the list
+    for order in queries.ORDERS:
+        qs = public_rows(queries.apply(queries.ListQuery(_no_filters(), order, 1, 50), listed))
+        expected = [public_node(r) for r in qs]
+        assert public_nodes(qs) == expected
+        assert public_nodes(qs.all()[5:25]) == expected[5:25]
+    assert public_nodes(public_rows(listed.filter(Q(tags_index__contains=",home,")))) == [
+        public_node(r) for r in public_rows(listed.filter(Q(tags_index__contains=",home,")))
+    ]
+    assert public_nodes(public_rows(listed).none()) == []
+
+
+def test_what_the_fast_path_shows(varied_nodes):
+    nodes = public_nodes(public_rows(Node.objects.listed().in_default_order()))
+    by_id = {n["id"]: n for n in nodes}
+    assert not any(n.visibility == "circle" and n.id in by_id for n in varied_nodes)
+    assert all(n["circles"] == [] for n in nodes)  # a list never says whom a rig is shared with
+    times = {n["health"]["last_seen_at"] for n in nodes} | {n["queue"]["updated_at"] for n in nodes}
+    assert times == {None, "2026-11-03T09:15:27.000Z", "2026-11-03T09:15:27.999Z", "2026-09-24T09:15:26.998Z"}
+    relayed = [n for n in nodes if n["reachability"] == "relayed"]
+    assert {n["endpoint_url"] for n in relayed} - {None} == {
+        f"https://relay-a.example.org/n/{n['id']}/v1" for n in relayed if n["endpoint_url"]
+    }
+    assert any(n["owner"]["handle"] is None for n in nodes) and any(n["owner"]["handle"] for n in nodes)
+
+
+def test_time_formats_agree_with_iso():
+    for dt in (BASE, BASE.replace(microsecond=999_999), BASE.replace(microsecond=1_000), BASE.replace(year=1999)):
+        assert _naive_utc_time(dt.replace(tzinfo=None)) == iso(dt)
+        assert _naive_utc_time(dt) == iso(dt)
+    assert _naive_utc_time(None) is None
+
+
+def _no_filters() -> dict:
+    return queries.parse_list_query({}).filters
