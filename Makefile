@@ -95,6 +95,8 @@ bench: install
 	$(BIN)/python bench/relay_tunnel.py
 	$(BIN)/python bench/gateway.py
 	$(BIN)/python bench/queue_fanout.py
+	$(BIN)/python bench/layout.py
+	$(BIN)/python bench/proxies.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
