@@ -89,14 +89,26 @@ def _serving(name: str, command: list[str], env: dict, base: str, log_path: Path
         log.close()
 
 
+# The production entry point (deploy/luckrig-daphne@.service): Daphne with a graceful stop.
+DAPHNE = ["-m", "luckrig_site.serve_daphne"]
+
+
+@contextlib.contextmanager
+def daphne_process(env: dict, port: int | None = None, log_path: Path | None = None, args: tuple = ()):
+    """Start Daphne, wait (bounded) until /api/health answers, yield (base URL, process), then stop it: for a test
+    that sends the signal and times the stop itself (the process is only stopped afterwards if still running)."""
+    port = port or free_port()
+    env = {**env, "SITE_URL": env.get("SITE_URL", f"http://127.0.0.1:{port}")}
+    command = [sys.executable, *DAPHNE, *args, "-b", "127.0.0.1", "-p", str(port), "luckrig_site.asgi:application"]
+    with _serving("daphne", command, env, f"http://127.0.0.1:{port}", log_path, stop_timeout=10) as proc:
+        yield f"http://127.0.0.1:{port}", proc
+
+
 @contextlib.contextmanager
 def daphne(env: dict, port: int | None = None, log_path: Path | None = None):
     """Start Daphne, wait (bounded) until /api/health answers, yield the base URL, then stop it."""
-    port = port or free_port()
-    env = {**env, "SITE_URL": env.get("SITE_URL", f"http://127.0.0.1:{port}")}
-    command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "luckrig_site.asgi:application"]
-    with _serving("daphne", command, env, f"http://127.0.0.1:{port}", log_path, stop_timeout=10):
-        yield f"http://127.0.0.1:{port}"
+    with daphne_process(env, port, log_path) as (base, _):
+        yield base
 
 
 GUNICORN_CONF = ROOT / "deploy" / "gunicorn.conf.py"
