@@ -36,24 +36,30 @@ def test_sigterm_finishes_short_answers_ends_long_ones_cleanly_and_exits_in_time
 ):
     fake_upstream.words = [f"w{i} " for i in range(40)]
     fake_upstream.delay = 0.25  # 40 chunks: 10 s, longer than the drain; 4 chunks: 1 s, shorter
-    agent = start_linked_agent(fake_upstream.base, max_active=2, drain_timeout=DRAIN)
+    agent = start_linked_agent(fake_upstream.base, max_active=3, drain_timeout=DRAIN)
     answers: dict[str, requests.Response | Exception] = {}
 
-    def ask(name: str, max_tokens: int) -> None:
-        body = {"model": "m", "stream": True, "max_tokens": max_tokens, "messages": [{"role": "user", "content": "hi"}]}
+    def ask(name: str, max_tokens: int, stream: bool = True) -> None:
+        body = {
+            "model": "m",
+            "stream": stream,
+            "max_tokens": max_tokens,
+            "messages": [{"role": "user", "content": "hi"}],
+        }
         headers = {"Authorization": f"Bearer {fake_tracker.token('contributor')}"}
         try:
             answers[name] = requests.post(agent.v1 + "/chat/completions", json=body, headers=headers, timeout=60)
         except requests.RequestException as exc:
             answers[name] = exc
 
-    threads = [threading.Thread(target=ask, args=(name, n)) for name, n in (("short", 4), ("long", 40))]
+    asks = (("short", 4, True), ("long", 40, True), ("long_json", 40, False))
+    threads = [threading.Thread(target=ask, args=args) for args in asks]
     for t in threads:
         t.start()
     deadline = time.monotonic() + 10
-    while fake_upstream.active < 2 and time.monotonic() < deadline:
+    while fake_upstream.active < 3 and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert fake_upstream.active == 2  # both generating: the two slots are taken
+    assert fake_upstream.active == 3  # all generating (the agent streams from its upstream either way): 3 slots
     threads.append(threading.Thread(target=ask, args=("waiting", 4)))
     threads[-1].start()
     time.sleep(0.3)  # the third is in the queue
@@ -82,4 +88,8 @@ def test_sigterm_finishes_short_answers_ends_long_ones_cleanly_and_exits_in_time
         assert waited[-2]["error"]["code"] == "shutting_down" and waited[-1] == "[DONE]"
     else:
         assert waiting.status_code == 503 and waiting.json()["error"]["code"] == "shutting_down"
-    assert "stopping: 3 answer(s) in flight" in agent.log()
+    # A non-streamed answer cut at the deadline is a plain 503 (nothing of it had been sent).
+    assert answers["long_json"].status_code == 503
+    assert answers["long_json"].json()["error"]["code"] == "shutting_down"
+    assert answers["long_json"].headers["Retry-After"] == "30"
+    assert "stopping: 4 answer(s) in flight" in agent.log()
