@@ -9,6 +9,8 @@ import contextlib
 import re
 import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 
@@ -188,3 +190,45 @@ def test_a_view_stuck_past_the_deadlines_is_cut_and_the_process_still_exits(site
     assert r.headers["Retry-After"] == "5"
     assert proc.returncode == 1 and 3 <= elapsed < 3 + 5
     assert "exiting without them" in log_path.read_text()
+
+
+def test_ctrl_c_twice_exits_at_once_even_with_a_request_stuck(site):
+    """`make run`'s Ctrl-C drains like SIGTERM; a second Ctrl-C does not wait for the drain."""
+    env, url, tmp = site
+    proc, base, log = start_daphne(env, log_path=tmp / "daphne-ctrl-c.log")
+    try:
+        with contributors_locked(url), requests.Session() as s:
+            create = f"{base}/api/contributors"
+            t = threading.Thread(target=lambda: with_suppressed(s.post, create, json={}, timeout=30))
+            t.start()
+            time.sleep(1)  # the request is in its view, waiting for the lock
+            proc.send_signal(signal.SIGINT)
+            time.sleep(0.5)
+            assert proc.poll() is None  # draining: the request is still being waited for
+            proc.send_signal(signal.SIGINT)
+            elapsed = wait_exit(proc, 5)
+            t.join(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        log.close()
+    assert proc.returncode == 1 and elapsed < 5
+
+
+def with_suppressed(call, *args, **kwargs):
+    with contextlib.suppress(requests.RequestException):
+        call(*args, **kwargs)
+
+
+def test_a_drain_deadline_past_the_stop_deadline_is_refused_at_start():
+    done = subprocess.run(
+        [sys.executable, "-m", "luckrig_site.serve_daphne", "--drain-timeout", "30", "--stop-timeout", "25"]
+        + ["luckrig_site.asgi:application"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "--drain-timeout must be positive and below --stop-timeout" in done.stderr
