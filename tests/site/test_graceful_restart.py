@@ -108,10 +108,37 @@ def wait_exit(proc, bound: float) -> float:
     return time.monotonic() - started
 
 
+@contextlib.contextmanager
+def daphne_to_stop(env: dict, log_path, args: tuple = ()):
+    """A Daphne process that the test stops itself; killed afterwards only if the test left it running."""
+    proc, base, log = start_daphne(env, log_path=log_path, args=args)
+    try:
+        yield proc, base
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        log.close()
+
+
+def create_contributor_in_background(base: str) -> tuple[threading.Thread, dict]:
+    """POST /api/contributors from a thread; its answer (or exception) lands in the returned dict under "r"."""
+    answer: dict = {}
+
+    def create():
+        try:
+            answer["r"] = requests.post(f"{base}/api/contributors", json={}, timeout=30)
+        except requests.RequestException as exc:
+            answer["r"] = exc
+
+    t = threading.Thread(target=create)
+    t.start()
+    return t, answer
+
+
 def test_daphne_stops_under_load_within_its_stop_timeout(site):
     env, _, tmp = site
-    proc, base, log = start_daphne(env, log_path=tmp / "daphne-load.log")
-    try:
+    with daphne_to_stop(env, tmp / "daphne-load.log") as (proc, base):
         nodes = [register_node(base) for _ in range(3)]
 
         async def scenario():
@@ -129,11 +156,6 @@ def test_daphne_stops_under_load_within_its_stop_timeout(site):
                 await session.close()
 
         signalled, codes, elapsed, records = asyncio.run(scenario())
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-        log.close()
     assert codes == [1001, 1001, 1001]  # going away: the queue view and the agent link reconnect
     assert elapsed < STOP_BOUND
     assert proc.returncode == 0
@@ -166,25 +188,13 @@ def contributors_locked(database_url: str):
 def test_a_view_stuck_past_the_deadlines_is_cut_and_the_process_still_exits(site):
     env, url, tmp = site
     log_path = tmp / "daphne-stuck.log"
-    proc, base, log = start_daphne(env, log_path=log_path, args=("--drain-timeout", "1", "--stop-timeout", "3"))
-    try:
-        with contributors_locked(url), requests.Session() as s:
-            answer = {}
-
-            def create():
-                answer["r"] = s.post(f"{base}/api/contributors", json={}, timeout=30)
-
-            t = threading.Thread(target=create)
-            t.start()
-            time.sleep(1)  # the request is in its view, waiting for the lock
-            proc.send_signal(signal.SIGTERM)
-            elapsed = wait_exit(proc, STOP_BOUND)
-            t.join(10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-        log.close()
+    args = ("--drain-timeout", "1", "--stop-timeout", "3")
+    with daphne_to_stop(env, log_path, args) as (proc, base), contributors_locked(url):
+        t, answer = create_contributor_in_background(base)
+        time.sleep(1)  # the request is in its view, waiting for the lock
+        proc.send_signal(signal.SIGTERM)
+        elapsed = wait_exit(proc, STOP_BOUND)
+        t.join(10)
     r = answer["r"]
     assert r.status_code == 503 and r.json()["code"] == "restarting"
     assert r.headers["Retry-After"] == "5"
@@ -195,30 +205,16 @@ def test_a_view_stuck_past_the_deadlines_is_cut_and_the_process_still_exits(site
 def test_ctrl_c_twice_exits_at_once_even_with_a_request_stuck(site):
     """`make run`'s Ctrl-C drains like SIGTERM; a second Ctrl-C does not wait for the drain."""
     env, url, tmp = site
-    proc, base, log = start_daphne(env, log_path=tmp / "daphne-ctrl-c.log")
-    try:
-        with contributors_locked(url), requests.Session() as s:
-            create = f"{base}/api/contributors"
-            t = threading.Thread(target=lambda: with_suppressed(s.post, create, json={}, timeout=30))
-            t.start()
-            time.sleep(1)  # the request is in its view, waiting for the lock
-            proc.send_signal(signal.SIGINT)
-            time.sleep(0.5)
-            assert proc.poll() is None  # draining: the request is still being waited for
-            proc.send_signal(signal.SIGINT)
-            elapsed = wait_exit(proc, 5)
-            t.join(10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-        log.close()
+    with daphne_to_stop(env, tmp / "daphne-ctrl-c.log") as (proc, base), contributors_locked(url):
+        t, _ = create_contributor_in_background(base)
+        time.sleep(1)  # the request is in its view, waiting for the lock
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        assert proc.poll() is None  # draining: the request is still being waited for
+        proc.send_signal(signal.SIGINT)
+        elapsed = wait_exit(proc, 5)
+        t.join(10)
     assert proc.returncode == 1 and elapsed < 5
-
-
-def with_suppressed(call, *args, **kwargs):
-    with contextlib.suppress(requests.RequestException):
-        call(*args, **kwargs)
 
 
 def test_a_drain_deadline_past_the_stop_deadline_is_refused_at_start():
