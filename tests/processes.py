@@ -3,6 +3,7 @@ port."""
 
 import contextlib
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -14,6 +15,11 @@ import psycopg
 import requests
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def unit_stop_timeout(unit: str) -> float:
+    """deploy/<unit>'s TimeoutStopSec: past it systemd SIGKILLs the process, so a stop must end sooner."""
+    return float(re.search(r"^TimeoutStopSec=(\d+)", (ROOT / "deploy" / unit).read_text(), re.M)[1])
 
 
 def free_port() -> int:

@@ -4,7 +4,6 @@ drain deadline with a `shutting_down` error event and `data: [DONE]`, and a tast
 answered at once. One agent process, against the fake tracker: no real tracker needed."""
 
 import json
-import re
 import signal
 import threading
 import time
@@ -12,12 +11,11 @@ import time
 import pytest
 import requests
 
-from tests.processes import ROOT
+from tests.processes import unit_stop_timeout
 
 pytestmark = pytest.mark.agent
 
-UNIT = (ROOT / "deploy" / "luckrig-node.service").read_text()
-STOP_BOUND = float(re.search(r"^TimeoutStopSec=(\d+)", UNIT, re.M).group(1))
+STOP_BOUND = unit_stop_timeout("luckrig-node.service")
 DRAIN = 3.0
 
 

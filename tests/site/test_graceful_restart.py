@@ -6,7 +6,6 @@ itself, before systemd's SIGKILL, saying which threads were stuck."""
 
 import asyncio
 import contextlib
-import re
 import signal
 import sqlite3
 import subprocess
@@ -19,12 +18,19 @@ import psycopg
 import pytest
 import requests
 
-from tests.processes import ROOT, fresh_database, migrate, register_node, start_daphne, tracker_env
+from tests.processes import (
+    ROOT,
+    fresh_database,
+    migrate,
+    register_node,
+    start_daphne,
+    tracker_env,
+    unit_stop_timeout,
+)
 
 pytestmark = pytest.mark.daphne
 
-UNIT = (ROOT / "deploy" / "luckrig-daphne@.service").read_text()
-STOP_BOUND = float(re.search(r"^TimeoutStopSec=(\d+)", UNIT, re.M).group(1)) if "TimeoutStopSec=" in UNIT else 90.0
+STOP_BOUND = unit_stop_timeout("luckrig-daphne@.service")
 
 
 @pytest.fixture(scope="module")
