@@ -20,10 +20,10 @@ import requests
 
 from tests.processes import (
     ROOT,
+    daphne_process,
     fresh_database,
     migrate,
     register_node,
-    start_daphne,
     tracker_env,
     unit_stop_timeout,
 )
@@ -114,19 +114,6 @@ def wait_exit(proc, bound: float) -> float:
     return time.monotonic() - started
 
 
-@contextlib.contextmanager
-def daphne_to_stop(env: dict, log_path, args: tuple = ()):
-    """A Daphne process that the test stops itself; killed afterwards only if the test left it running."""
-    proc, base, log = start_daphne(env, log_path=log_path, args=args)
-    try:
-        yield proc, base
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-        log.close()
-
-
 def create_contributor_in_background(base: str) -> tuple[threading.Thread, dict]:
     """POST /api/contributors from a thread; its answer (or exception) lands in the returned dict under "r"."""
     answer: dict = {}
@@ -144,7 +131,7 @@ def create_contributor_in_background(base: str) -> tuple[threading.Thread, dict]
 
 def test_daphne_stops_under_load_within_its_stop_timeout(site):
     env, _, tmp = site
-    with daphne_to_stop(env, tmp / "daphne-load.log") as (proc, base):
+    with daphne_process(env, log_path=tmp / "daphne-load.log") as (base, proc):
         nodes = [register_node(base) for _ in range(3)]
 
         async def scenario():
@@ -195,7 +182,7 @@ def test_a_view_stuck_past_the_deadlines_is_cut_and_the_process_still_exits(site
     env, url, tmp = site
     log_path = tmp / "daphne-stuck.log"
     args = ("--drain-timeout", "1", "--stop-timeout", "3")
-    with daphne_to_stop(env, log_path, args) as (proc, base), contributors_locked(url):
+    with daphne_process(env, log_path=log_path, args=args) as (base, proc), contributors_locked(url):
         t, answer = create_contributor_in_background(base)
         time.sleep(1)  # the request is in its view, waiting for the lock
         proc.send_signal(signal.SIGTERM)
@@ -211,7 +198,7 @@ def test_a_view_stuck_past_the_deadlines_is_cut_and_the_process_still_exits(site
 def test_ctrl_c_twice_exits_at_once_even_with_a_request_stuck(site):
     """`make run`'s Ctrl-C drains like SIGTERM; a second Ctrl-C does not wait for the drain."""
     env, url, tmp = site
-    with daphne_to_stop(env, tmp / "daphne-ctrl-c.log") as (proc, base), contributors_locked(url):
+    with daphne_process(env, log_path=tmp / "daphne-ctrl-c.log") as (base, proc), contributors_locked(url):
         t, _ = create_contributor_in_background(base)
         time.sleep(1)  # the request is in its view, waiting for the lock
         proc.send_signal(signal.SIGINT)
