@@ -153,7 +153,11 @@ def run(start, procs: list[subprocess.Popen]) -> None:
         model = smollm2_server.model_file()
     except LookupError as exc:
         raise Failed(str(exc)) from None
-    tracker = start([str(BIN / "daphne"), "-b", HOST, "-p", PORT, "luckrig_site.asgi:application"])
+    # Daphne through the production entry point (graceful on SIGTERM), with deadlines inside stop()'s 10 s wait.
+    tracker = start(
+        [sys.executable, "-m", "luckrig_site.serve_daphne", "--drain-timeout", "5", "--stop-timeout", "8"]
+        + ["-b", HOST, "-p", PORT, "luckrig_site.asgi:application"]
+    )
     start([sys.executable, "manage.py", "monitor"], log="monitor.log")
     llama = start(smollm2_server.command(LLAMA_PORT, threads=2, n_ctx=2048), log="llama.log")
     twin_llama = start(smollm2_server.command(LLAMA_PORT_2, threads=1, n_ctx=8192), log="llama-twin.log")

@@ -67,6 +67,7 @@ SERVE_FLAGS = [
     ("--max-per-token", int, "requests of one tasting token in the queue at once, generating or waiting (default 2)"),
     ("--client-stall-timeout", float, "seconds a client may leave the answer unread before its stream ends (60)"),
     ("--body-timeout", float, "seconds a request body may take to arrive (default 30)"),
+    ("--drain-timeout", float, "on SIGTERM, seconds answers in flight get to finish before they are ended (15)"),
     ("--max-connections-per-address", int, "open connections per client address, loopback exempt (32; 0: no bound)"),
     ("--log-repeat-window", float, "seconds in which repeats of one log message are counted, not written (60)"),
     ("--filter-off", str, "a filter category this rig does not apply (repeatable or comma-separated; never csam)"),

@@ -48,6 +48,7 @@ class AgentConfig:
     max_per_token: int = 2
     client_stall_timeout: float = 60.0
     body_timeout: float = 30.0
+    drain_timeout: float = 15.0  # on SIGTERM, for answers in flight (node_agent/drain.py); below the unit's 30 s
     max_connections_per_address: int = 32
     log_repeat_window: float = 60.0
     filter_off: str = ""  # filter categories this rig does not apply, comma-separated (never csam)
@@ -83,7 +84,7 @@ class AgentConfig:
                 f"--filter-off: the {ALWAYS_FILTERED} category (sexual content involving minors) cannot be switched "
                 "off; every LuckRig rig filters it"
             )
-        for name in ("max_per_token", "client_stall_timeout", "body_timeout"):
+        for name in ("max_per_token", "client_stall_timeout", "body_timeout", "drain_timeout"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be greater than 0")
 

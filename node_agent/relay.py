@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from node_agent.chat import parse_chat
+from node_agent.drain import shutting_down
 from node_agent.errors import AgentError
 
 log = logging.getLogger("luckrig.agent.relay")
@@ -114,6 +115,7 @@ class Relay:
         # chunks wait here until then.
         self.hold_back = agent.policy.moderate_output == "block"
         self.held: list[bytes] = []
+        self.shutting_down = False  # set by node_agent/drain.py just before it cancels this answer's handler
 
     # --- hooks: what public-key mode overrides ---------------------------------------------------------
 
@@ -346,11 +348,18 @@ class Relay:
         await self.write(response, sse(error.body()))
         await self.write(response, DONE)
 
+    def shut_down(self) -> AgentError:
+        """The agent is stopping (node_agent/drain.py cancelled this handler): the cancellation is taken back, and
+        the answer ends with `503 shutting_down`, as an error event if its headers are out."""
+        asyncio.current_task().uncancel()
+        return shutting_down()
+
     async def stream(self) -> web.StreamResponse:
         agent = self.agent
         # 429 token_busy or queue_full before headers
         waiter = agent.queue.enter(self.ticket, tier=self.claims.tier, key=self.claims.jti, friend=self.friend)
         response = web.StreamResponse(status=200, headers=SSE_HEADERS)
+        agent.in_flight[self] = asyncio.current_task()
         # Headers go out lazily: with the first queue comment or the first event written. Until then a failure
         # (upstream down, HTTP error) is still a proper HTTP status rather than an error event.
         try:
@@ -377,7 +386,16 @@ class Relay:
             return response
         except ClientStalled:
             return response  # its connection is gone: nothing more can be sent
+        except asyncio.CancelledError:
+            if not self.shutting_down:
+                raise
+            error = self.shut_down()
+            if not response.prepared:
+                raise error from None
+            await self.end_with(response, error)
+            return response
         finally:
+            agent.in_flight.pop(self, None)
             agent.queue.release(self.ticket)
 
     async def _wait_with_comments(self, waiter, response: web.StreamResponse) -> None:
@@ -417,6 +435,7 @@ class Relay:
     async def complete(self) -> web.Response:
         agent = self.agent
         waiter = agent.queue.enter(self.ticket, tier=self.claims.tier, key=self.claims.jti, friend=self.friend)
+        agent.in_flight[self] = asyncio.current_task()
         try:
             if waiter is not None:
                 started = time.monotonic()
@@ -428,5 +447,10 @@ class Relay:
                 raise withheld
             self.record_output_later(outcome.text)
             return web.json_response(self.completion_body(outcome), dumps=_dumps)
+        except asyncio.CancelledError:
+            if not self.shutting_down:
+                raise
+            raise self.shut_down() from None
         finally:
+            agent.in_flight.pop(self, None)
             agent.queue.release(self.ticket)

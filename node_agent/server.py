@@ -7,6 +7,7 @@ the queue is bounded (node_agent/queue.py), a client that stops reading loses it
 and a flood of one log line is written once with a count (node_agent/logs.py)."""
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -32,6 +33,7 @@ from node_agent import (
 )
 from node_agent.circles import CircleGuard
 from node_agent.config import AgentConfig
+from node_agent.drain import drain
 from node_agent.errors import AgentError, earn_more, errors_middleware, exhausted
 from node_agent.ledger import Ledger
 from node_agent.policy import Policy
@@ -66,6 +68,7 @@ class Agent:
         self.model_file: dict | None = None  # the served file's identity, once known (node_agent/model_identity.py)
         self._tasks: list[asyncio.Task] = []
         self.background: set[asyncio.Task] = set()  # output moderation in `record` mode
+        self.in_flight: dict = {}  # each answer being served (a Relay) and its handler's task: node_agent/drain.py
         self.repeats: logs.RepeatFilter | None = None  # set by serve(): writes the counts of repeated log lines
         self.lan: lan.LanAdvertiser | None = None  # --lan: the mDNS announcement (node_agent/lan.py)
         self.tls = False  # serving HTTPS with the identity key's certificate (a local rig: node_agent/lan_tls.py)
@@ -195,7 +198,9 @@ class Agent:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await asyncio.gather(*self.background, return_exceptions=True)
         if self.link is not None:
-            await self.link.report_usage_once()  # one last try; what fails stays in the log for next time
+            # One last try, bounded (the stop must fit the unit's timeout); what fails stays in the log for next time.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.link.report_usage_once(), 3)
         if self.session is not None:
             await self.session.close()
         self.ledger.close()
@@ -490,6 +495,7 @@ def build_app(config: AgentConfig) -> web.Application:
     app = web.Application(middlewares=[errors_middleware], client_max_size=config.max_body_bytes)
     app[AGENT] = agent
     app.on_startup.append(agent.start)
+    app.on_shutdown.append(lambda _app: drain(agent))
     app.on_cleanup.append(agent.stop)
     app.router.add_get("/health", agent.health)
     app.router.add_get("/v1/models", agent.models_list)

@@ -38,6 +38,8 @@ def serve(config: AgentConfig) -> None:
             # As in web.run_app: aiohttp closes a connection idle this long, and one that has not sent a whole
             # request head by then (a head trickled byte by byte); --body-timeout then bounds the body.
             keepalive_timeout=75.0,
+            # After node_agent/drain.py nothing should be left; a request still arriving gets this long, twice.
+            shutdown_timeout=2.0,
         )
         await runner.setup()
         guard.install(runner.server)

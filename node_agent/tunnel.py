@@ -223,10 +223,14 @@ class TunnelConnection:
         self.streams.clear()
         self.receiving.clear()
 
+    async def say_goaway(self, reason: str) -> None:
+        """Tell the relay this agent takes no new streams here (the open ones go on)."""
+        with contextlib.suppress(Exception):
+            await self.send(frames.encode_json(frames.GOAWAY, 0, {"reason": reason}))
+
     async def drain(self) -> None:
         """The node moved to another relay: finish what this tunnel carries, then close it."""
-        with contextlib.suppress(Exception):
-            await self.send(frames.encode_json(frames.GOAWAY, 0, {"reason": "moving to another relay"}))
+        await self.say_goaway("moving to another relay")
         deadline = time.monotonic() + DRAIN_OLD_TUNNEL_SEC
         while self.streams and time.monotonic() < deadline:
             await asyncio.sleep(0.2)

@@ -24,6 +24,7 @@ from node_agent.errors import AgentError, limited
 from relay.addresses import PublicOnlyResolver, url_allowed
 from relay.catalog import Catalog
 from relay.legs import HttpLeg, Leg, TunnelLeg
+from relay.stopping import InFlight
 from relay.token_cache import TokenCache
 from relay.tunnels import StreamClosed
 from relay.witness import Witness
@@ -183,6 +184,7 @@ class Gateway:
             ttl_sec=config.token_ttl or None,
         )
         self.session: aiohttp.ClientSession | None = None
+        self.in_flight = InFlight()  # relay/stopping.py: what a stop waits for, then cuts cleanly
 
     def start(self) -> asyncio.Task:
         # A session of its own: the relay's (tracker calls) keeps aiohttp's default of 100 connections, while
@@ -363,6 +365,7 @@ class Gateway:
     async def _stream(self, request, attempt: Attempt, deadline, can_move: bool) -> web.StreamResponse:
         response = web.StreamResponse(status=200, headers={**SSE_HEADERS, NODE_HEADER: attempt.node_id})
         ended = "done"
+        self.in_flight.enter()
         try:
             while True:
                 timeout = None if deadline is None or attempt.answered else max(0.01, deadline - time.monotonic())
@@ -397,15 +400,24 @@ class Gateway:
             if request.transport is not None:
                 request.transport.abort()
             return response
-        except (asyncio.CancelledError, ConnectionError):
+        except (asyncio.CancelledError, ConnectionError) as exc:
             ended = "taster_gone"
-            raise
+            cut = self.in_flight.cut_error() if isinstance(exc, asyncio.CancelledError) else None
+            if cut is None:
+                raise
+            ended = "error"
+            if not response.prepared:
+                raise Refused(cut, False) from None
+            await response.write((b"" if not attempt.rest else b"\n\n") + sse(cut.body()) + DONE)
+            return response
         finally:
+            self.in_flight.leave()
             self._end(attempt, ended)
 
     async def _complete(self, request, attempt: Attempt, deadline, can_move: bool) -> web.Response:
         chunks: list[dict] = []
         ended = "error"
+        self.in_flight.enter()
         try:
             while True:
                 timeout = None if deadline is None or attempt.answered else max(0.01, deadline - time.monotonic())
@@ -429,10 +441,14 @@ class Gateway:
                     chunks.append(json.loads(event[6:]))
             ended = "done"
             return web.json_response(completion(chunks), headers={NODE_HEADER: attempt.node_id})
-        except (asyncio.CancelledError, ConnectionError):
-            ended = "taster_gone"
-            raise
+        except (asyncio.CancelledError, ConnectionError) as exc:
+            cut = self.in_flight.cut_error() if isinstance(exc, asyncio.CancelledError) else None
+            if cut is None:
+                ended = "taster_gone"
+                raise
+            raise Refused(cut, False) from None
         finally:
+            self.in_flight.leave()
             self._end(attempt, ended)
 
 

@@ -95,10 +95,16 @@ class Relay:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.link.heartbeat_once(), 5)
         deadline = time.monotonic() + DRAIN_SEC
-        while self.registry.open_streams and time.monotonic() < deadline:
+        while (self.registry.open_streams or self.gateway.in_flight) and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
+        # What is still carried ends with an error event: the gateway's answers from direct rigs here, the tunnels'
+        # streams (and the gateway's through them) when the tunnels close.
+        self.gateway.in_flight.cut_all()
         for tunnel in list(self.registry.tunnels.values()):
             await tunnel.close(1001, "relay shutting down")
+        settle = time.monotonic() + 2
+        while self.gateway.in_flight and time.monotonic() < settle:
+            await asyncio.sleep(0.05)
 
     async def stop(self, app: web.Application) -> None:
         for task in self._tasks:

@@ -3,6 +3,7 @@ port."""
 
 import contextlib
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -14,6 +15,11 @@ import psycopg
 import requests
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def unit_stop_timeout(unit: str) -> float:
+    """deploy/<unit>'s TimeoutStopSec: past it systemd SIGKILLs the process, so a stop must end sooner."""
+    return float(re.search(r"^TimeoutStopSec=(\d+)", (ROOT / "deploy" / unit).read_text(), re.M)[1])
 
 
 def free_port() -> int:
@@ -89,14 +95,26 @@ def _serving(name: str, command: list[str], env: dict, base: str, log_path: Path
         log.close()
 
 
+# The production entry point (deploy/luckrig-daphne@.service): Daphne with a graceful stop.
+DAPHNE = ["-m", "luckrig_site.serve_daphne"]
+
+
+@contextlib.contextmanager
+def daphne_process(env: dict, port: int | None = None, log_path: Path | None = None, args: tuple = ()):
+    """Start Daphne, wait (bounded) until /api/health answers, yield (base URL, process), then stop it: for a test
+    that sends the signal and times the stop itself (the process is only stopped afterwards if still running)."""
+    port = port or free_port()
+    env = {**env, "SITE_URL": env.get("SITE_URL", f"http://127.0.0.1:{port}")}
+    command = [sys.executable, *DAPHNE, *args, "-b", "127.0.0.1", "-p", str(port), "luckrig_site.asgi:application"]
+    with _serving("daphne", command, env, f"http://127.0.0.1:{port}", log_path, stop_timeout=10) as proc:
+        yield f"http://127.0.0.1:{port}", proc
+
+
 @contextlib.contextmanager
 def daphne(env: dict, port: int | None = None, log_path: Path | None = None):
     """Start Daphne, wait (bounded) until /api/health answers, yield the base URL, then stop it."""
-    port = port or free_port()
-    env = {**env, "SITE_URL": env.get("SITE_URL", f"http://127.0.0.1:{port}")}
-    command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "luckrig_site.asgi:application"]
-    with _serving("daphne", command, env, f"http://127.0.0.1:{port}", log_path, stop_timeout=10):
-        yield f"http://127.0.0.1:{port}"
+    with daphne_process(env, port, log_path) as (base, _):
+        yield base
 
 
 GUNICORN_CONF = ROOT / "deploy" / "gunicorn.conf.py"

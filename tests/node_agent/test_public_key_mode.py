@@ -286,6 +286,7 @@ def test_a_long_generation_sends_keepalive_comments_before_the_sealed_answer(mon
         upstream = Upstream()
         policy = Policy(session=None, moderation_endpoint=None, moderation_timeout=1, moderate_output="off")
         background: set = set()
+        in_flight: dict = {}  # the answers being served (node_agent/drain.py)
 
     claims = auth.Claims("j1", "anon:x", "limited", "public-key", 3, 256, 0, {"user_public_key": user_pem})
 

@@ -106,7 +106,8 @@ def test_daphne_refuses_to_start_with_a_clear_message(tmp_path, extra, named):
     env.pop("REDIS_URL")
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "luckrig_site.asgi:application"],
+        [sys.executable, "-m", "luckrig_site.serve_daphne", "-b", "127.0.0.1", "-p", str(port)]
+        + ["luckrig_site.asgi:application"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
