@@ -4,6 +4,7 @@ Needs a PostgreSQL server (127.0.0.1:5432, trust auth) and the redis-server bina
 Redis on a free port so that it can also stop it. Skipped, saying why, only when one of them is truly absent."""
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import shutil
@@ -12,6 +13,7 @@ import time
 import uuid
 
 import aiohttp
+import psycopg
 import pytest
 import requests
 
@@ -44,6 +46,14 @@ def postgres_database():
         pytest.skip(f"production-configuration test skipped: no PostgreSQL server at {PG_SERVER}")
     with new_postgres_database() as url:
         yield url
+
+
+def held_connections(database_url: str) -> int:
+    """The connections to `database_url`'s database other than this one's."""
+    name = database_url.rsplit("/", 1)[1]
+    with psycopg.connect(database_url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
+        row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (name,)).fetchone()
+    return row[0]
 
 
 def ws_url(base: str, path: str) -> str:
@@ -98,6 +108,7 @@ def test_two_processes_share_queues_limits_quotas_and_survive_a_restart(tmp_path
             RATE_CONTRIBUTOR_CREATE="3/d",
             RATE_TOKEN_CREATE="1000/m",
             TRACKER_SIGNING_KEY_FILE=str(tmp_path / "signing.pem"),
+            DB_CONN_MAX_AGE="60",  # as deploy/tracker.env.example sets it for every process
         )
         migrate(env)
         port_b = free_port()
@@ -139,7 +150,18 @@ def test_two_processes_share_queues_limits_quotas_and_survive_a_restart(tmp_path
                     == requests.get(f"{b}/api/tracker-keys", timeout=10).json()
                 )
 
-            # 4. B restarts: nothing it served is lost.
+                # 4. Under ASGI every request's sync work runs in a thread of its own: a persistent connection per
+                # thread would outlive its thread, and Daphne would hold one PostgreSQL connection per request until
+                # the server refuses more ("too many clients"). The DB_CONN_MAX_AGE meant for WSGI workers must not
+                # apply to Daphne.
+                with concurrent.futures.ThreadPoolExecutor(8) as pool:
+                    statuses = list(
+                        pool.map(lambda _: requests.get(f"{a}/api/nodes", timeout=30).status_code, range(120))
+                    )
+                assert statuses == [200] * 120
+                assert held_connections(db) <= 12, "Daphne kept a database connection per request"
+
+            # 5. B restarts: nothing it served is lost.
             with daphne(env, port=port_b, log_path=tmp_path / "b2.log") as b:
                 assert requests.get(f"{b}/api/nodes/{node_id}", timeout=10).status_code == 200
                 again = requests.post(f"{b}/api/tokens", json={"node_id": node_id}, headers=ip2, timeout=10)
