@@ -253,14 +253,15 @@ class Node(models.Model):
 
     class Meta:
         indexes = [
-            # Listed nodes in the default order, straight from the index: no sort per page. The columns after
-            # the order's are the list's filters, bar the longest (tags_index) and last_heartbeat_at (written at
-            # every heartbeat): SQLite tests a filtered page's conditions on them in the index entry and reads a
-            # table row only for an entry that passes (about 2x faster on the bench's filtered page; PostgreSQL
-            # can test the numbers and the status there). Their most is about 1,200 bytes, under PostgreSQL's 2,704.
+            # Listed nodes in the default order, straight from the index: no sort per page. Partial (rigs not
+            # taken down): PostgreSQL does not take `taken_down_at IS NULL` as fixing that column, so with it in
+            # the key it read every row and sorted them (31 ms for the first page of 10,000 against 0.4 ms).
+            # The columns after the order's are the list's filters, bar the longest (tags_index) and
+            # last_heartbeat_at (written at every heartbeat): SQLite tests a filtered page's conditions on them in
+            # the index entry and reads a table row only for an entry that passes (the bench's filtered page's
+            # SQL 2.7 -> 1.4 ms). Their most is about 1,200 bytes, under PostgreSQL's 2,704 for an entry.
             models.Index(
                 F("visibility"),
-                F("taken_down_at"),
                 F("rarity_score").desc(),
                 F("vram_sort_key"),
                 F("created_at"),
@@ -272,6 +273,7 @@ class Node(models.Model):
                 F("gpu"),
                 F("model_name"),
                 F("quantization"),
+                condition=Q(taken_down_at__isnull=True),
                 name="node_listed_order",
             ),
         ]
