@@ -15,10 +15,10 @@ from core.renderers import FastJSONRenderer
 from core.timefmt import iso
 from nodes import queries, schemas, wanted
 from nodes.access import circles_seen_by, get_visible_node
+from nodes.compiled_list import page_nodes
 from nodes.list_count import listed_count
 from nodes.models import HealthSample, Node
-from nodes.public_list import public_nodes
-from nodes.public_node import public_node_of, public_rows
+from nodes.public_node import public_node_of
 
 LIST_PARAMS = [
     OpenApiParameter("status", str, enum=list(Node.Status.values)),
@@ -45,11 +45,10 @@ class NodeListApi(APIView):
     )
     def get(self, request):
         query = queries.parse_list_query(request.GET)
-        listed = Node.objects.listed()
-        matching = queries.matching(query)
-        count, count_is_estimate = listed_count(listed, matching, query.filters)
+        now = timezone.now()
+        listed = lambda: Node.objects.listed(now=now)  # noqa: E731 - built only for a count not in the cache
+        count, count_is_estimate = listed_count(listed, queries.matching(query), query.filters)
         page = paging.Page(query.page, query.page_size, count)
-        qs = queries.apply(query, listed)
         return Response(
             {
                 "schema_version": 1,
@@ -57,7 +56,7 @@ class NodeListApi(APIView):
                 "count": page.count,
                 "count_is_estimate": count_is_estimate,
                 **paging.neighbours(request, page),
-                "nodes": public_nodes(page.rows(public_rows(qs), lazy=True)),
+                "nodes": page_nodes(query, page, now),
             }
         )
 

@@ -10,6 +10,7 @@ The size of the registry comes with the count, in the same query: no extra query
 import contextlib
 import hashlib
 import json
+from collections.abc import Callable
 
 from django.conf import settings
 from django.core.cache import cache
@@ -23,17 +24,18 @@ def _key(filters: dict) -> str:
     return "nodes:list-count:v1:" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def listed_count(listed: QuerySet, matching: Q, filters: dict) -> tuple[int, bool]:
-    """(count, is_estimate) of the rows of `listed` that match `matching`, for the filter values `filters`."""
+def listed_count(listed: Callable[[], QuerySet], matching: Q, filters: dict) -> tuple[int, bool]:
+    """(count, is_estimate) of the rows of `listed()` that match `matching`, for the filter values `filters`.
+    `listed` is called only when a count is made: a count kept in the cache costs no QuerySet."""
     key = _key(filters)
     if settings.NODE_LIST_COUNT_TTL_SEC > 0:
         kept = _cached(key)
         if kept is not None:
             return kept, True
     if matching:
-        counts = listed.aggregate(total=Count("pk"), matching=Count("pk", filter=matching))
+        counts = listed().aggregate(total=Count("pk"), matching=Count("pk", filter=matching))
     else:
-        counts = listed.aggregate(total=Count("pk"))
+        counts = listed().aggregate(total=Count("pk"))
         counts["matching"] = counts["total"]
     if counts["total"] > settings.NODE_LIST_EXACT_COUNT_UP_TO and settings.NODE_LIST_COUNT_TTL_SEC > 0:
         with contextlib.suppress(RedisError, OSError):  # see _cached

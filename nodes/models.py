@@ -96,18 +96,18 @@ class NodeQuerySet(models.QuerySet):
         (nodes/access.py turns None into the API's 404 or 403)."""
         return self.visible_by_ids([node_id], viewer).first()
 
-    def in_service(self):
+    def in_service(self, now=None):
         """Not taken down and not under an active ban, whatever its visibility: the rows the tracker's own work
         runs over (the monitor, relays, scores, rarity, an owner's own list). Never a public surface: a circle rig
         is among these. A ban that has expired stops applying by itself: the comparison is with the current
-        time."""
-        return self.filter(taken_down_at__isnull=True).exclude(banned_until__gt=timezone.now())
+        time (`now`, else the clock's)."""
+        return self.filter(taken_down_at__isnull=True).exclude(banned_until__gt=now or timezone.now())
 
-    def visible(self):
+    def visible(self, now=None):
         """Reachable by id by anyone: public or unlisted, and in service. A circle rig is left out, so that a caller
         who forgets the circle rule shows nothing of it (issue 15, "fail closed"): only visible_to brings it back,
         for the people it is shared with."""
-        return self.in_service().exclude(visibility=Node.Visibility.CIRCLE)
+        return self.in_service(now).exclude(visibility=Node.Visibility.CIRCLE)
 
     def visible_to(self, viewer):
         """visible(), plus the circle rigs `viewer` (a Contributor, or None) owns or is a member of one of whose
@@ -117,12 +117,12 @@ class NodeQuerySet(models.QuerySet):
         member = CircleMember.objects.filter(contributor=viewer, circle__nodes=OuterRef("pk"))
         return self.in_service().filter(~Q(visibility=Node.Visibility.CIRCLE) | Q(owner=viewer) | Exists(member))
 
-    def listed(self):
+    def listed(self, now=None):
         """On public surfaces: public, visible (not taken down nor banned), and reported in: a node whose agent has
         never sent a heartbeat is a registration, not a rig (API.md v1.1). The node_listed_order index still serves
         the default order: like banned_until, last_heartbeat_at is checked on the rows the index yields (a range
         condition placed before rarity_score in the index would cost the index its order)."""
-        return self.visible().filter(visibility=Node.Visibility.PUBLIC, last_heartbeat_at__isnull=False)
+        return self.visible(now).filter(visibility=Node.Visibility.PUBLIC, last_heartbeat_at__isnull=False)
 
     def in_default_order(self):
         # vram_sort_key is vram_gb with "unknown" as +inf, so that one index serves this order (a NULLS LAST
@@ -253,14 +253,27 @@ class Node(models.Model):
 
     class Meta:
         indexes = [
-            # Listed nodes in the default order, straight from the index: no sort per page.
+            # Listed nodes in the default order, straight from the index: no sort per page. Partial (rigs not
+            # taken down): PostgreSQL does not take `taken_down_at IS NULL` as fixing that column, so with it in
+            # the key it read every row and sorted them (31 ms for the first page of 10,000 against 0.4 ms).
+            # The columns after the order's are the list's filters, bar the longest (tags_index) and
+            # last_heartbeat_at (written at every heartbeat): SQLite tests a filtered page's conditions on them in
+            # the index entry and reads a table row only for an entry that passes (the bench's filtered page's
+            # SQL 2.7 -> 1.4 ms). Their most is about 1,200 bytes, under PostgreSQL's 2,704 for an entry.
             models.Index(
                 F("visibility"),
-                F("taken_down_at"),
                 F("rarity_score").desc(),
                 F("vram_sort_key"),
                 F("created_at"),
                 F("id"),
+                F("banned_until"),
+                F("status"),
+                F("vram_gb"),
+                F("context_length"),
+                F("gpu"),
+                F("model_name"),
+                F("quantization"),
+                condition=Q(taken_down_at__isnull=True),
                 name="node_listed_order",
             ),
         ]

@@ -97,16 +97,33 @@ def public_nodes(rows) -> list[dict]:
     results = compiler.execute_sql(MULTI)
     if results is None:  # an empty slice: Django asks nothing
         return []
-    fields = [s[0] for s in compiler.select[: compiler.col_count]]
-    names = [*query.extra_select, *query.values_select, *query.annotation_select]
-    formatters = list(zip(range(len(names)), _column_formatters(compiler, fields), fields, strict=True))
-    connection = compiler.connection
-    out = []
-    for chunk in results:
-        for raw in chunk:
+    return RowReader(compiler).public_nodes((row for chunk in results for row in chunk), compiler.connection)
+
+
+class RowReader:
+    """How to turn the rows of a compiled `public_rows(...)` query into PublicNodes: the column names and one
+    formatter per column, worked out once from the query's compiler (nodes.compiled_list keeps one per query
+    shape and reuses it for every page of that shape)."""
+
+    def __init__(self, compiler):
+        query = compiler.query
+        fields = [s[0] for s in compiler.select[: compiler.col_count]]
+        self.names = [*query.extra_select, *query.values_select, *query.annotation_select]
+        self.formatters = [
+            (pos, formatter, expression)
+            for pos, formatter, expression in zip(
+                range(len(self.names)), _column_formatters(compiler, fields), fields, strict=True
+            )
+            if formatter is not None
+        ]
+
+    def public_nodes(self, rows, connection) -> list[dict]:
+        """PublicNode of each of `rows`, the database's own tuples (`connection`: the one that read them)."""
+        names, formatters = self.names, self.formatters
+        out = []
+        for raw in rows:
             row = list(raw)
             for pos, formatter, expression in formatters:
-                if formatter is not None:
-                    row[pos] = formatter(row[pos], expression, connection)
+                row[pos] = formatter(row[pos], expression, connection)
             out.append(public_node(dict(zip(names, row, strict=True)), time=_as_is))
-    return out
+        return out

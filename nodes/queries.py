@@ -14,6 +14,8 @@ ORDERS = {
     "tok_per_sec": (F("tok_per_sec_p50").desc(nulls_last=True), F("rarity_score").desc(), "id"),
     "context": (F("context_length").desc(nulls_last=True), F("rarity_score").desc(), "id"),
 }
+TEXT_FILTERS = ("status", "model", "gpu", "quantization", "tag")
+FILTERS = (*TEXT_FILTERS, "min_vram", "min_ctx")  # ListQuery.filters' keys
 MAX_PAGE_SIZE = 200
 DEFAULT_PAGE_SIZE = 50
 

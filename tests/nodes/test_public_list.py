@@ -1,7 +1,8 @@
-"""The node list's fast path (nodes.public_list.public_nodes: the database's own values, one formatter per column)
-gives exactly what the one PublicNode builder gives over `.values()` rows, for nodes that differ in every way the
-shape does: nulls, tags, timestamps with and without microseconds, relayed and direct, community timing, owners
-with and without a handle, circle-only hours, a reported model file; and circle rigs stay out of lists."""
+"""The node list's fast paths (nodes.public_list.public_nodes: the database's own values, one formatter per column;
+nodes.compiled_list.page_nodes: that, with the page's SQL compiled once per shape) give exactly what the one
+PublicNode builder gives over `.values()` rows, for nodes that differ in every way the shape does: nulls, tags,
+timestamps with and without microseconds, relayed and direct, community timing, owners with and without a handle,
+circle-only hours, a reported model file; and circle rigs stay out of lists."""
 
 import random
 from datetime import UTC, datetime, timedelta
@@ -9,8 +10,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.db.models import Q
 
+from core.paging import Page
 from core.timefmt import iso
-from nodes import queries, rarity
+from nodes import compiled_list, queries, rarity
 from nodes import services as node_services
 from nodes.models import Contributor, Node
 from nodes.public_list import _naive_utc_time, public_nodes
@@ -133,3 +135,82 @@ def test_time_formats_agree_with_iso():
 
 def _no_filters() -> dict:
     return queries.parse_list_query({}).filters
+
+
+# The compiled-SQL path (nodes.compiled_list): the same PublicNodes as the QuerySet path, page by page, for every
+# order and shape of filters, with values that LIKE and SQL quoting would misread if they were not parameters.
+SHAPES = [
+    {},
+    {"gpu": "rtx", "min_vram": "12", "tag": "home"},
+    {"model": "qw", "quantization": "q4_k", "status": "available", "min_ctx": "4096"},
+    {"tag": "日本語", "min_vram": "0"},
+    {"gpu": "3090", "model": "Phi"},
+]
+AWKWARD = ["RTX_3090", "100%", "a\\b", "x' OR '1'='1", '"); DROP TABLE nodes_node; --', "lrStandIngpuQ"]
+
+
+def _ordinary(query, page, now):
+    return public_nodes(compiled_list._page_rows("default", query, now, page.start, page.size))
+
+
+def _both(params, now=None):
+    query = queries.parse_list_query(params)
+    now = now or datetime.now(UTC)
+    page = Page(query.page, query.page_size, Node.objects.listed(now=now).filter(queries.matching(query)).count())
+    return compiled_list.page_nodes(query, page, now), _ordinary(query, page, now)
+
+
+@pytest.fixture
+def fresh_shapes(monkeypatch):
+    monkeypatch.setattr(compiled_list, "_shapes", {})
+    return compiled_list._shapes
+
+
+def test_compiled_path_equals_the_queryset_path(varied_nodes, fresh_shapes):
+    seen = 0
+    for order in queries.ORDERS:
+        for shape in SHAPES:
+            for page, size in ((1, 7), (2, 7), (3, 20), (1, 200)):
+                fast, expected = _both({**shape, "order": order, "page": str(page), "page_size": str(size)})
+                assert fast == expected
+                seen += len(fast)
+    assert seen > 500
+    assert fresh_shapes and all(shape is not None for shape in fresh_shapes.values())  # none fell back
+
+
+def test_compiled_path_takes_values_only_as_parameters(varied_nodes, fresh_shapes):
+    Node.objects.filter(pk="fast-001").update(gpu="RTX_3090 100% a\\b x' OR '1'='1", visibility="public")
+    for value in AWKWARD:
+        for name in ("gpu", "model", "quantization", "tag"):
+            fast, expected = _both({name: value})
+            assert fast == expected
+        assert [n["id"] for n in _both({"gpu": value})[0]] == (["fast-001"] if value in AWKWARD[:4] else [])
+    shape = fresh_shapes[("default", "rarity", ("gpu",))]
+    assert all(text not in shape.sql for text in ("RTX", "100%", "OR '1'", "DROP")) and "%s" in shape.sql
+    assert Node.objects.count() == len(varied_nodes)
+
+
+def test_compiled_path_lists_as_at_its_time(varied_nodes, fresh_shapes):
+    """The current time is a parameter too: a ban hides a rig while it lasts, with the same compiled SQL."""
+    node = next(n for n in _both({})[1])
+    Node.objects.filter(pk=node["id"]).update(banned_until=BASE + timedelta(days=1))
+    during, _ = _both({}, now=BASE)
+    after, expected = _both({}, now=BASE + timedelta(days=2))
+    assert node["id"] not in {n["id"] for n in during}
+    assert node["id"] in {n["id"] for n in after} and after == expected
+    assert len(fresh_shapes) == 1
+
+
+def test_a_shape_that_compiles_otherwise_stays_on_the_queryset_path(varied_nodes, fresh_shapes, monkeypatch, caplog):
+    real = compiled_list._compile
+
+    def drifted(*args):
+        shape = real(*args)
+        return compiled_list.Shape(shape.sql.replace("IS NOT NULL", "IS NULL", 1), shape.slots, shape.reader)
+
+    monkeypatch.setattr(compiled_list, "_compile", drifted)
+    fast, expected = _both({"order": "recent"})
+    assert fast == expected and len(fast) == 50
+    assert fresh_shapes == {("default", "recent", ()): None}
+    assert "compiles to other SQL" in caplog.text
+    assert _both({"order": "recent", "page": "2"})[0] == _both({"order": "recent", "page": "2"})[1]

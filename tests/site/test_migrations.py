@@ -28,7 +28,7 @@ SQUASHED = {
 }
 # Migrations written since the squashes (issue 15's circles onwards): applied after their app's squash.
 AFTER_SQUASH = {
-    "nodes": ["0009_circles", "0010_model_identity"],
+    "nodes": ["0009_circles", "0010_model_identity", "0011_node_listed_order_filters"],
     "tracker": ["0006_token_circle"],
     "moderation": ["0008_moderators_view_circles"],
 }
