@@ -7,11 +7,11 @@ beside the parsed object. The relay passes the text on untouched unless the chun
 in one write: events that arrived together leave together, and a lone event leaves at once.
 
 The upstream has its own pooled session (`upstream_session`): one keep-alive connection per generation in flight,
-reused by the next request. A stream read to its end (the body's last byte, not just `[DONE]`) gives its connection
-back to the pool; one abandoned midway (a taster gone, a failure) is closed, never reused half-read."""
+reused by the next request. A stream read to its end gives its connection back to the pool (the rest of the body
+after `[DONE]` is read in the background); one abandoned midway (a taster gone, a failure) is closed, never reused
+half-read."""
 
 import asyncio
-import contextlib
 import ipaddress
 import json
 import logging
@@ -35,7 +35,7 @@ UPSTREAM_KEEPALIVE_SEC = 4.0
 # The longest SSE line a stream may carry (a real chunk is a few hundred bytes): more is a broken upstream.
 MAX_LINE_BYTES = 1 << 20
 # After `[DONE]`, how long the rest of the body (the chunked encoding's last, empty chunk) may take to arrive so that
-# the connection can be reused; a server that keeps the body open after `[DONE]` gets its connection closed.
+# the connection can be reused (read in the background: the taster does not wait); longer, and it is closed.
 DRAIN_SEC = 1.0
 
 Event = tuple[bytes | None, dict]  # (the chunk's JSON text as the upstream sent it, or None; the parsed chunk)
@@ -135,6 +135,7 @@ class Upstream:
         self.timeout_sec = timeout_sec
         self.stall_sec = stall_sec
         self.native_ollama = False  # switched on when an ollama has no /v1
+        self.finishing: set[asyncio.Task] = set()  # bodies read to their end after [DONE] (_finish_later)
         # How prompt tokens are learnt from a server that streams no usage (prompt_tokens below). None: not known
         # yet; False: unsupported, failed or not wanted, and not tried again while this process lives.
         self.asks_prompt_question: bool | None = {"probe": True, "off": False}.get(count_prompt_tokens)
@@ -275,16 +276,21 @@ class Upstream:
             return
         payload = {**body, "stream": True, "stream_options": {"include_usage": True}}
         try:
-            async with self.session.post(
-                self.base + "/v1/chat/completions", json=payload, timeout=self._timeout()
-            ) as resp:
+            resp = await self.session.post(self.base + "/v1/chat/completions", json=payload, timeout=self._timeout())
+            try:
                 if resp.status == 404 and self.backend == "ollama":
                     self.native_ollama = True
                 else:
                     await _raise_for_status(resp)
                     async for batch in _sse_batches(resp.content):
                         yield batch
+                    if not resp.content.at_eof():  # [DONE] came before the body's end: read it meanwhile
+                        self._finish_later(resp)
+                        resp = None
                     return
+            finally:
+                if resp is not None:
+                    resp.release()  # a body not read to its end (a taster gone, a failure): the connection is closed
         except TimeoutError as exc:
             raise AgentError(502, "upstream_error", "The model server took too long (timed out).") from exc
         except aiohttp.ClientConnectorError as exc:
@@ -293,6 +299,24 @@ class Upstream:
             raise AgentError(502, "upstream_error", f"The model server failed ({type(exc).__name__}).") from exc
         async for chunk in self._stream_ollama_native(body):  # the 404 above: an ollama without /v1
             yield [(None, chunk)]
+
+    def _finish_later(self, resp: aiohttp.ClientResponse) -> None:
+        """Read the rest of a body after its `[DONE]` (normally its last, empty HTTP chunk, a moment later) without
+        making the taster wait, so that the connection goes back to the pool; closed if that takes too long."""
+
+        async def finish():
+            try:
+                async with asyncio.timeout(DRAIN_SEC):
+                    while await resp.content.readany():
+                        pass
+            except (TimeoutError, aiohttp.ClientError):
+                pass
+            finally:
+                resp.release()
+
+        task = asyncio.create_task(finish())
+        self.finishing.add(task)
+        task.add_done_callback(self.finishing.discard)
 
     async def _stream_ollama_native(self, body: dict) -> AsyncIterator[dict]:
         """ollama's native /api/chat (NDJSON) translated into OpenAI chunks."""
@@ -371,8 +395,7 @@ def _parsed(text: bytes) -> dict:
 
 
 async def _sse_batches(content: aiohttp.StreamReader) -> AsyncIterator[list[Event]]:
-    """The `data:` events of an SSE body, a batch per read (whatever had arrived), up to `[DONE]`; then the rest of
-    the body is read (briefly) so that the connection goes back to the pool."""
+    """The `data:` events of an SSE body, a batch per read (whatever had arrived), up to `[DONE]`."""
     pending = b""
     while True:
         data = await content.readany()
@@ -399,10 +422,6 @@ async def _sse_batches(content: aiohttp.StreamReader) -> AsyncIterator[list[Even
         if batch:
             yield batch
         if done:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(DRAIN_SEC):
-                    while await content.readany():
-                        pass
             return
 
 

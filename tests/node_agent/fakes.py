@@ -45,6 +45,7 @@ class FakeOpenAI(ThreadedApp):
         # The client address of each chat request: one per TCP connection, so a client that reuses keep-alive
         # connections shows the same address again.
         self.chat_peers: list[tuple] = []
+        self.done_delay = 0.0  # seconds between `data: [DONE]` and the end of the body (its last, empty HTTP chunk)
 
     def text(self) -> str:
         return "".join(self.words)
@@ -179,6 +180,7 @@ class FakeOpenAI(ThreadedApp):
                 }
                 await response.write(self.event(usage))
             await response.write(b"data: [DONE]\n\n")
+            await asyncio.sleep(self.done_delay)
             return response
         except asyncio.CancelledError:
             self.cancelled += 1

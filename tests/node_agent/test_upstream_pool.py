@@ -4,6 +4,7 @@ still stops the generation and never leaves a half-read connection in the pool; 
 requests, or one that drops a reused connection, costs no more than that one request."""
 
 import json
+import time
 
 import pytest
 
@@ -24,10 +25,17 @@ def data_events(body: bytes) -> list[bytes]:
 
 
 def test_one_keep_alive_connection_serves_request_after_request(tracker, start_agent, fake_upstream):
+    # The body's end comes a little after [DONE]: a client that stops reading at [DONE] cannot pool the connection,
+    # and one that waited for it would hold the taster's [DONE] back.
+    fake_upstream.done_delay = 0.05
     agent = start_agent(fake_upstream.base)
     for stream in (True, True, False, True):
-        token = tracker.token(agent.node_id)["token"]
-        assert chat(agent, token, {}, stream=stream).status_code == 200
+        time.sleep(0.3)  # past the body's end
+        if stream:
+            status, body = answer(agent, tracker)  # read to its end: the agent's handler is done with it
+            assert status == 200 and data_events(body)[-1] == b"[DONE]"
+        else:
+            assert chat(agent, tracker.token(agent.node_id)["token"], {}, stream=False).status_code == 200
     assert len(fake_upstream.chat_peers) == 4
     assert len(set(fake_upstream.chat_peers)) == 1, "every request opened a connection of its own"
 
