@@ -1,11 +1,16 @@
 """Benchmark: what the node agent adds, measured side by side in one run against the same upstream.
 
-1. A fast synthetic OpenAI-compatible upstream (a separate process, thousands of chunks per second): time to
-   first token and streamed chunks per second, directly and through the agent.
-2. 200 concurrent slow streams through one agent: all must complete; the agent's peak RSS.
-3. The real llama.cpp server (llama-cpp-python) with SmolLM2-135M: TTFT and tokens per second, direct vs agent.
+1. Time to first token: short streams (50 chunks paced at --rate) from a fast synthetic OpenAI-compatible upstream
+   (a separate process), directly and through the agent, requests interleaved; the agent's CPU per request.
+2. Throughput: streams of --chunks chunks unpaced (as fast as the upstream writes) and paced at --rate, directly and
+   through the agent, interleaved; the agent's CPU per chunk (stable on a busy machine, unlike wall-clock rates).
+3. --streams concurrent slow streams through one agent: all must complete; the agent's peak RSS.
+4. The real llama.cpp server (llama-cpp-python) with SmolLM2-135M: TTFT and tokens per second, direct vs agent.
 
-    .venv/bin/python bench/relay.py [--requests 30] [--chunks 2000] [--streams 200] [--skip-llama]
+It ends with the targets of issue 17 (added TTFT p50 ≤ 1 ms, unpaced throughput ≥ 0.8 of direct), PASS or FAIL.
+
+    .venv/bin/python bench/relay.py [--requests 30] [--ttft-requests 200] [--chunks 2000] [--rate 2000]
+                                    [--streams 200] [--skip-llama]
 """
 
 import argparse
@@ -35,7 +40,6 @@ from tests.node_agent.fakes import FakeOpenAI
 fake = FakeOpenAI()
 fake.words = ["tok "] * {chunks}
 fake.delay = {delay}
-fake.rate = {rate}
 fake.rate = {rate}
 with fake:
     print(fake.port, flush=True)
@@ -104,6 +108,38 @@ async def concurrent(url, token_for, body, n) -> tuple[int, float]:
         elapsed = time.perf_counter() - started
     ok = sum(1 for r in results if not isinstance(r, BaseException) and r[2] > 0)
     return ok, elapsed
+
+
+async def interleaved(a: tuple, b: tuple, body: dict, n: int) -> tuple[list, list]:
+    """`n` streams on each of two paths, (url, token) each, alternating, so that a busy moment of the machine hits
+    both alike: (runs of a, runs of b), each run as `one_stream` returns it."""
+    runs_a, runs_b = [], []
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session:
+        for _ in range(n):
+            runs_a.append(await one_stream(session, a[0], a[1], body))
+            runs_b.append(await one_stream(session, b[0], b[1], body))
+    return runs_a, runs_b
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def compare(label: str, a: tuple, b: tuple, body: dict, n: int, *, names=("direct", "through the agent"), pid=None):
+    """Interleaved streams on both paths: (row of a, row of b, CPU seconds process `pid` used per stream of b)."""
+    asyncio.run(interleaved(a, b, body, 2))  # warm up both paths
+    before = cpu_seconds(pid) if pid else 0.0
+    runs_a, runs_b = asyncio.run(interleaved(a, b, body, n))
+    cpu = (cpu_seconds(pid) - before) / n if pid else None
+    return summarise(f"{label}, {names[0]}", runs_a), summarise(f"{label}, {names[1]}", runs_b), cpu
+
+
+def verdict(name: str, value: float, target: float, *, at_most: bool, unit: str = "") -> str:
+    met = value <= target if at_most else value >= target
+    sign = "≤" if at_most else "≥"
+    return f"{'PASS' if met else 'FAIL'}: {name} {value:.2f}{unit} (target {sign} {target:g}{unit})"
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -186,13 +222,14 @@ def token(tracker, node_id) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=30)
+    parser.add_argument("--requests", type=int, default=30, help="long streams per path, unpaced")
+    parser.add_argument("--ttft-requests", type=int, default=200, help="short streams per path, for TTFT")
     parser.add_argument("--chunks", type=int, default=2000)
     parser.add_argument("--streams", type=int, default=200)
     parser.add_argument("--rate", type=float, default=2000, help="synthetic upstream chunks per second")
     parser.add_argument("--skip-llama", action="store_true")
     args = parser.parse_args()
-    rows, notes = [], []
+    rows, notes, targets = [], [], []
     body = {"model": "bench", "stream": True, "messages": [{"role": "user", "content": "go"}]}
 
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -211,29 +248,46 @@ def main() -> None:
         procs = []
         with daphne(env) as tracker:
             try:
-                # 1. fast synthetic upstream
-                fake, fake_url = start_fake(args.chunks, 0, args.rate)
-                procs.append(fake)
-                agent, node_id, agent_url = start_agent(tracker, fake_url, tmp)
-                procs.append(agent)
-                tok = token(tracker, node_id)
-                asyncio.run(sequential(fake_url + "/v1/chat/completions", None, body, 3))  # warm up
-                asyncio.run(sequential(agent_url + "/v1/chat/completions", tok, body, 3))
-                direct = summarise(
-                    "synthetic, direct",
-                    asyncio.run(sequential(fake_url + "/v1/chat/completions", None, body, args.requests)),
-                )
-                relayed = summarise(
-                    "synthetic, through the agent",
-                    asyncio.run(sequential(agent_url + "/v1/chat/completions", tok, body, args.requests)),
-                )
-                rows += [direct, relayed]
-                notes.append(
-                    f"synthetic: added TTFT p50 {relayed['ttft_p50'] - direct['ttft_p50']:.2f} ms, "
-                    f"relayed throughput {100 * relayed['rate'] / direct['rate']:.1f}% of direct"
-                )
-                agent.terminate()
-                fake.terminate()
+                # 1. time to first token (short paced streams) and 2. throughput (long streams, unpaced and paced)
+                agent = None
+                for section, chunks, rate in (
+                    ("ttft", 50, args.rate),
+                    ("unpaced", args.chunks, 0),
+                    ("paced", args.chunks, args.rate),
+                ):
+                    if section == "paced" and not args.rate:
+                        continue
+                    fake, fake_url = start_fake(chunks, 0, rate)
+                    procs.append(fake)
+                    agent, node_id, agent_url = start_agent(tracker, fake_url, tmp)
+                    procs.append(agent)
+                    paths = (
+                        (fake_url + "/v1/chat/completions", None),
+                        (
+                            agent_url + "/v1/chat/completions",
+                            token(tracker, node_id),
+                        ),
+                    )
+                    label = {"ttft": f"TTFT, {chunks} chunks", "unpaced": f"{chunks} chunks unpaced"}.get(
+                        section, f"{chunks} chunks at {rate:g}/s"
+                    )
+                    n = {"ttft": args.ttft_requests, "unpaced": args.requests}.get(section, max(3, args.requests // 6))
+                    direct, relayed, cpu = compare(f"synthetic {label}", *paths, body, n, pid=agent.pid)
+                    rows += [direct, relayed]
+                    if section == "ttft":
+                        added = relayed["ttft_p50"] - direct["ttft_p50"]
+                        targets.append(verdict("agent's added TTFT p50", added, 1.0, at_most=True, unit=" ms"))
+                        notes.append(f"{label}: added TTFT p50 {added:.2f} ms; agent CPU {cpu * 1000:.2f} ms a request")
+                    else:
+                        ratio = relayed["rate"] / direct["rate"]
+                        if section == "unpaced":
+                            targets.append(verdict("agent's unpaced throughput / direct", ratio, 0.8, at_most=False))
+                        notes.append(
+                            f"{label}: through the agent {100 * ratio:.1f}% of direct; agent CPU "
+                            f"{cpu / chunks * 1e6:.1f} µs a chunk ({cpu * 1000:.1f} ms a request)"
+                        )
+                    agent.terminate()
+                    fake.terminate()
 
                 # 2. 200 concurrent slow streams through one agent
                 slow, slow_url = start_fake(40, 0.05)
@@ -295,9 +349,15 @@ def main() -> None:
                     proc.wait(20)
 
     print(
-        f"\n{args.requests} sequential streams per synthetic row ({args.chunks} chunks each, paced at "
-        f"{args.rate:g}/s); llama.cpp on 1 thread; 2 cores shared by client, tracker, agent and upstream\n"
+        f"\nsynthetic rows: sequential streams, direct and through the agent interleaved ({args.ttft_requests} short "
+        f"ones for TTFT, {args.requests} long ones unpaced); llama.cpp on 1 thread; 2 cores shared by client, "
+        "tracker, agent and upstream\n"
     )
+    report(rows, notes, targets)
+
+
+def report(rows: list, notes: list, targets: list) -> None:
+    """The table, the notes and the targets' verdicts on stdout; the same as JSON on stderr."""
     print("| path | TTFT p50 ms | chunks/s (mean) |")
     print("|---|---:|---:|")
     for row in rows:
@@ -305,7 +365,10 @@ def main() -> None:
     print()
     for note in notes:
         print("- " + note)
-    json.dump({"rows": rows, "notes": notes}, sys.stderr)
+    print()
+    for line in targets:
+        print(line)
+    json.dump({"rows": rows, "notes": notes, "targets": targets}, sys.stderr)
     print(file=sys.stderr)
 
 

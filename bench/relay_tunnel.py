@@ -1,13 +1,17 @@
 """Benchmark: what the relay adds, side by side in one run: the same agent and upstream, called straight (the
 agent's own port) and through the relay (`/n/<node_id>/v1`, over the agent's tunnel).
 
-1. A synthetic OpenAI-compatible upstream paced at 500 chunks/s, then unpaced: TTFT p50 and chunks/s.
+1. A synthetic OpenAI-compatible upstream: time to first token on short streams (50 chunks paced at 2,000 a
+   second), then throughput paced at 500 chunks/s and unpaced; the relay's CPU per request and per chunk.
 2. 200 concurrent slow streams through the relay: all must complete; the relay's peak RSS.
 3. A taster who reads nothing: the relay's RSS growth while the stream is blocked, and its cancellation after the
    stall timeout (60 s by default).
 4. The real llama.cpp server (llama-cpp-python) with SmolLM2-135M: TTFT and tok/s, straight vs relayed.
 
-    .venv/bin/python bench/relay_tunnel.py [--requests 30] [--chunks 2000] [--streams 200] [--stall 60] [--skip-llama]
+It ends with the targets of issue 17 (added TTFT p50 ≤ 1 ms, unpaced relayed ≥ 0.8 of straight), PASS or FAIL.
+
+    .venv/bin/python bench/relay_tunnel.py [--requests 30] [--ttft-requests 200] [--chunks 2000] [--streams 200]
+                                           [--stall 60] [--skip-llama]
 """
 
 import argparse
@@ -27,12 +31,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.relay import (  # noqa: E402
+    compare,
     concurrent,
     peak_rss_mb,
-    sequential,
+    report,
     start_fake,
     start_llama,
-    summarise,
+    verdict,
     wait_http,
 )
 from bin import smollm2_server  # noqa: E402
@@ -108,19 +113,19 @@ def token(tracker: str, node_id: str) -> str:
     return requests.post(f"{tracker}/api/tokens", json={"node_id": node_id}, timeout=10).json()["token"]
 
 
-def side_by_side(label, direct_url, relayed_url, tok, body, n, rows, notes) -> None:
-    asyncio.run(sequential(direct_url + "/v1/chat/completions", tok, body, 2))  # warm up both paths
-    asyncio.run(sequential(relayed_url + "/v1/chat/completions", tok, body, 2))
-    direct, relayed = [], []
-    for _ in range(n):  # interleaved, so that a busy moment of the machine hits both paths alike
-        direct += asyncio.run(sequential(direct_url + "/v1/chat/completions", tok, body, 1))
-        relayed += asyncio.run(sequential(relayed_url + "/v1/chat/completions", tok, body, 1))
-    d, r = summarise(f"{label}, straight to the agent", direct), summarise(f"{label}, through the relay", relayed)
+def side_by_side(label, direct_url, relayed_url, tok, body, n, rows, notes, relay_pid=None, chunks=None) -> tuple:
+    """Straight and relayed streams, interleaved; (added TTFT p50 ms, relayed / straight throughput)."""
+    paths = (direct_url + "/v1/chat/completions", tok), (relayed_url + "/v1/chat/completions", tok)
+    d, r, cpu = compare(label, *paths, body, n, names=("straight to the agent", "through the relay"), pid=relay_pid)
     rows += [d, r]
-    notes.append(
-        f"{label}: added TTFT p50 {r['ttft_p50'] - d['ttft_p50']:.2f} ms, "
-        f"relayed throughput {100 * r['rate'] / d['rate']:.1f}% of straight"
-    )
+    added, ratio = r["ttft_p50"] - d["ttft_p50"], r["rate"] / d["rate"]
+    cost = ""
+    if cpu is not None:
+        cost = f"; relay CPU {cpu * 1000:.2f} ms a request"
+        if chunks:
+            cost += f", {cpu / chunks * 1e6:.1f} µs a chunk"
+    notes.append(f"{label}: added TTFT p50 {added:.2f} ms, relayed throughput {100 * ratio:.1f}% of straight{cost}")
+    return added, ratio
 
 
 async def blocked_taster(url: str, tok: str, body: dict, relay_pid: int, stall: float) -> dict:
@@ -156,29 +161,31 @@ async def blocked_taster(url: str, tok: str, body: dict, relay_pid: int, stall: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=30)
+    parser.add_argument("--requests", type=int, default=30, help="long streams per path, unpaced")
+    parser.add_argument("--ttft-requests", type=int, default=200, help="short streams per path, for TTFT")
     parser.add_argument("--chunks", type=int, default=2000)
     parser.add_argument("--streams", type=int, default=200)
     parser.add_argument("--stall", type=float, default=60.0, help="the relay's --stall-timeout")
     parser.add_argument("--skip-llama", action="store_true")
     args = parser.parse_args()
-    rows, notes = [], []
+    rows, notes, targets = [], [], []
     body = {"model": "bench", "stream": True, "messages": [{"role": "user", "content": "go"}]}
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         try:
-            run_all(args, tmp, rows, notes, body)
+            run_all(args, tmp, rows, notes, targets, body)
         except BaseException:
             kept = Path(tempfile.mkdtemp(prefix="luckrig-bench-relay-"))
             for log in tmp.glob("*.log"):
                 shutil.copy(log, kept)
             print(f"bench failed; the processes' logs are in {kept}", file=sys.stderr)
             raise
-    report(args, rows, notes)
+    describe()
+    report(rows, notes, targets)
 
 
-def run_all(args, tmp: Path, rows: list, notes: list, body: dict) -> None:
+def run_all(args, tmp: Path, rows: list, notes: list, targets: list, body: dict) -> None:
     env = tracker_env(
         f"sqlite:///{tmp / 'tracker.sqlite3'}",
         tmp,
@@ -196,14 +203,24 @@ def run_all(args, tmp: Path, rows: list, notes: list, body: dict) -> None:
             relay, relay_base = start_relay(env, tracker, tmp, args.stall)
             procs.append(relay)
 
-            # 1. synthetic upstream, paced at 500 chunks/s and unpaced
-            for rate, label in ((500, "synthetic 500 chunks/s"), (0, "synthetic unpaced")):
-                fake, fake_url = start_fake(args.chunks if rate == 0 else 500, 0, rate)
+            # 1. synthetic upstream: TTFT on short paced streams, then throughput paced at 500 chunks/s and unpaced
+            for section, chunks, rate in (("ttft", 50, 2000), ("paced", 500, 500), ("unpaced", args.chunks, 0)):
+                fake, fake_url = start_fake(chunks, 0, rate)
                 procs.append(fake)
                 agent, node_id, agent_url, public = start_relayed_agent(tracker, fake_url, tmp)
                 procs.append(agent)
-                n = args.requests if rate == 0 else max(5, args.requests // 3)
-                side_by_side(label, agent_url, public, token(tracker, node_id), body, n, rows, notes)
+                n = {"ttft": args.ttft_requests, "unpaced": args.requests}.get(section, max(5, args.requests // 3))
+                label = {"ttft": "TTFT, 50 chunks at 2000/s", "paced": "synthetic 500 chunks/s"}.get(
+                    section, "synthetic unpaced"
+                )
+                added, ratio = side_by_side(
+                    label, agent_url, public, token(tracker, node_id), body, n, rows, notes, relay.pid,
+                    chunks if section != "ttft" else None,
+                )  # fmt: skip
+                if section == "ttft":
+                    targets.append(verdict("relay's added TTFT p50", added, 1.0, at_most=True, unit=" ms"))
+                if section == "unpaced":
+                    targets.append(verdict("relayed unpaced throughput / straight", ratio, 0.8, at_most=False))
                 agent.terminate()
                 fake.terminate()
 
@@ -273,21 +290,12 @@ def run_all(args, tmp: Path, rows: list, notes: list, body: dict) -> None:
                 proc.wait(30)
 
 
-def report(args, rows, notes) -> None:
+def describe() -> None:
     print(
         "\nstraight = the agent's own port; relayed = the relay's /n/<node_id>/v1 over the agent's tunnel (same "
         "agent, same upstream, requests interleaved); llama.cpp on 1 thread; 2 cores shared by the client, "
         "tracker, relay, agent and upstream\n"
     )
-    print("| path | TTFT p50 ms | chunks/s (mean) |")
-    print("|---|---:|---:|")
-    for row in rows:
-        print(f"| {row['label']} | {row['ttft_p50']:.2f} | {row['rate']:.0f} |")
-    print()
-    for note in notes:
-        print("- " + note)
-    json.dump({"rows": rows, "notes": notes}, sys.stderr)
-    print(file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -110,7 +110,7 @@ class PublicKeyRelay(Relay):
         await super().write(response, data)  # ClientStalled when the taster stops reading
         self.last_write = time.monotonic()
 
-    async def forward(self, response: web.StreamResponse, chunk: dict) -> None:
+    async def forward(self, response: web.StreamResponse, events: list) -> None:
         # The first upstream chunk sends the headers and the role chunk, as plain mode's first chunk does:
         # until then a failure is still a proper HTTP status. The chunks themselves are only collected.
         if not self.role_sent:

@@ -1,7 +1,9 @@
 """The hot path: admit a request, wait for a slot (telling the waiter its position), relay the upstream's
 chunks as they arrive, and end every stream with a usage chunk carrying the `luckrig` timing object and
-`[DONE]`. Keep it allocation-light: one json.loads / json.dumps per chunk, no buffering unless output
-moderation is in `block` mode or the token is in public-key mode.
+`[DONE]`. Keep it allocation-light: one json.loads per chunk (the outcome needs its text), and the chunk's own
+bytes passed on untouched unless it needs rewriting (a usage field, or a model name other than the served one, such
+as a file path); the events of one upstream read go out in one write. No buffering unless output moderation is in
+`block` mode or the token is in public-key mode.
 
 One loop serves both modes: `Relay` is plain mode, and its hooks (`open_request`, `forward`, `generation_ended`,
 `answer`, `completion_body`) are what public-key mode (node_agent/public_key_mode.py) overrides to open the
@@ -34,6 +36,18 @@ DONE = b"data: [DONE]\n\n"
 
 def sse(obj: dict) -> bytes:
     return b"data: " + json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
+
+
+def passes_untouched(text: bytes, chunk: dict, model: str) -> bool:
+    """Whether an upstream chunk may go to the taster as the upstream wrote it: it carries no usage (the agent's own
+    comes at the end) and names the served model (not, say, the model's file path), and its text is already what
+    `sse` would write: compact, raw UTF-8 (llama.cpp's server, ollama and vLLM write chunks so). The relay counts on
+    that form (relay/witness.py counts `"content":"` keys; relay/gateway.py looks for `"luckrig":`). Inside a JSON
+    string a quote is escaped, so `": ` and `, "` are separators with spaces; a rare answer that contains `\\": ` or
+    a `\\u` is merely written again."""
+    if "usage" in chunk or (model and chunk.get("model") != model):
+        return False
+    return b'": ' not in text and b', "' not in text and b"\\u" not in text
 
 
 def _dumps(obj: dict) -> str:
@@ -124,14 +138,22 @@ class Relay:
         """(messages, sampling params, stream) of a chat body, else 400. In plain mode the body is the request."""
         return parse_chat(body)
 
-    async def forward(self, response: web.StreamResponse, chunk: dict) -> None:
-        """Each upstream chunk that carries a choice, as it arrives: plain mode passes it on at once (or holds it
-        while output moderation in `block` mode has not judged the whole answer)."""
-        chunk.pop("usage", None)
-        # Some servers put the model's file path here: tasters get the served model's name instead.
-        if self.model:
-            chunk["model"] = self.model
-        data = sse(chunk)
+    async def forward(self, response: web.StreamResponse, events: list) -> None:
+        """The upstream chunks that carry a choice, a batch of `(text, chunk)` as one read found them: plain mode
+        passes them on at once, in one write (or holds them while output moderation in `block` mode has not judged
+        the whole answer). A chunk goes out as the upstream wrote it unless it carries usage (ours comes at the end)
+        or a model name other than the served one (some servers put the model's file path there)."""
+        model = self.model
+        out = []
+        for text, chunk in events:
+            if text is not None and passes_untouched(text, chunk, model):
+                out.append(b"data: " + text + b"\n\n")
+                continue
+            chunk.pop("usage", None)
+            if model:
+                chunk["model"] = model
+            out.append(sse(chunk))
+        data = out[0] if len(out) == 1 else b"".join(out)
         if self.hold_back:
             self.held.append(data)
         else:
@@ -213,33 +235,39 @@ class Relay:
 
     # --- generation -------------------------------------------------------------------------------------
 
-    async def generate(self, on_chunk) -> Outcome:
-        """Run the upstream stream, awaiting `on_chunk(chunk)` for each chunk with a choice (None: collect only)."""
+    async def generate(self, on_events) -> Outcome:
+        """Run the upstream stream, awaiting `on_events(events)` for each batch of `(text, chunk)` that carry a
+        choice (None: collect only)."""
         outcome = self.outcome
         self.generation_started = time.monotonic()
         # aclosing: however the loop ends (a taster gone, a stalled reader, a failure), the upstream request is
         # closed at once, so the model server stops generating, rather than whenever the generator is collected.
-        async with contextlib.aclosing(self.agent.upstream.stream(self.upstream_body())) as chunks:
-            async for chunk in chunks:
-                outcome.chunk_id = chunk.get("id") or outcome.chunk_id
-                outcome.model = chunk.get("model") or outcome.model
-                outcome.created = chunk.get("created") or outcome.created
-                if chunk.get("usage"):
-                    outcome.usage = chunk["usage"]
-                choices = chunk.get("choices") or []
-                if not choices:
-                    continue  # the upstream's usage chunk: ours replaces it at the end
-                choice = choices[0]
-                delta = choice.get("delta") or {}
-                if delta.get("content"):
-                    if outcome.first_token_at is None:
-                        outcome.first_token_at = time.monotonic()
-                    outcome.content.append(delta["content"])
-                    outcome.content_chunks += 1
-                if choice.get("finish_reason"):
-                    outcome.finish_reason = choice["finish_reason"]
-                if on_chunk is not None:
-                    await on_chunk(chunk)
+        async with contextlib.aclosing(self.agent.upstream.stream(self.upstream_body())) as batches:
+            async for batch in batches:
+                events = []
+                for event in batch:
+                    chunk = event[1]
+                    outcome.chunk_id = chunk.get("id") or outcome.chunk_id
+                    outcome.model = chunk.get("model") or outcome.model
+                    outcome.created = chunk.get("created") or outcome.created
+                    if chunk.get("usage"):
+                        outcome.usage = chunk["usage"]
+                    choices = chunk.get("choices")
+                    if not choices:
+                        continue  # the upstream's usage chunk: ours replaces it at the end
+                    choice = choices[0]
+                    delta = choice.get("delta") or {}
+                    content = delta.get("content")
+                    if content:
+                        if outcome.first_token_at is None:
+                            outcome.first_token_at = time.monotonic()
+                        outcome.content.append(content)
+                        outcome.content_chunks += 1
+                    if choice.get("finish_reason"):
+                        outcome.finish_reason = choice["finish_reason"]
+                    events.append(event)
+                if events and on_events is not None:
+                    await on_events(events)
         self.generation_ended_at = time.monotonic()
         # The answer finished normally: its slot time is a measurement for the queue's ETA. Taken now, so that the
         # usage question below (and output moderation after) is not counted as generation.
@@ -345,8 +373,7 @@ class Relay:
 
     async def end_with(self, response: web.StreamResponse, error: AgentError) -> None:
         """End a stream with an error event and `[DONE]` (its headers may already be out: the status is 200)."""
-        await self.write(response, sse(error.body()))
-        await self.write(response, DONE)
+        await self.write(response, sse(error.body()) + DONE)
 
     def shut_down(self) -> AgentError:
         """The agent is stopping (node_agent/drain.py cancelled this handler): the cancellation is taken back, and
@@ -379,9 +406,7 @@ class Relay:
             if withheld is not None:
                 await self.end_with(response, withheld)
                 return response
-            for data in self.answer(outcome):
-                await self.write(response, data)
-            await self.write(response, DONE)
+            await self.write(response, b"".join([*self.answer(outcome), DONE]))  # the end of the answer: one write
             self.record_output_later(outcome.text)
             return response
         except ClientStalled:

@@ -58,7 +58,8 @@ class Agent:
             pinned_circles=config.pinned_circles,
             state_file=config.state_dir / "circles.json",
         )
-        self.session: aiohttp.ClientSession | None = None
+        self.session: aiohttp.ClientSession | None = None  # the tracker, the relay's tunnel, moderation
+        self.upstream_session: aiohttp.ClientSession | None = None  # the model server
         self.upstream: upstream.Upstream | None = None
         self.policy: Policy | None = None
         self.link: TrackerLink | None = None
@@ -92,12 +93,14 @@ class Agent:
     async def start(self, app: web.Application) -> None:
         cfg = self.config
         self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), trust_env=False)
+        # The model server has a pool of its own: keep-alive tuned to it (node_agent/upstream.py).
+        self.upstream_session = upstream.upstream_session(cfg.max_active)
         backend = cfg.backend
         if not backend:
-            detected = await upstream.detect(self.session, cfg.upstream)
+            detected = await upstream.detect(self.upstream_session, cfg.upstream)
             backend = detected.backend if detected else "openai"
         self.upstream = upstream.Upstream(
-            self.session,
+            self.upstream_session,
             cfg.upstream,
             backend,
             timeout_sec=cfg.upstream_timeout,
@@ -201,8 +204,9 @@ class Agent:
             # One last try, bounded (the stop must fit the unit's timeout); what fails stays in the log for next time.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.link.report_usage_once(), 3)
-        if self.session is not None:
-            await self.session.close()
+        for session in (self.session, self.upstream_session):
+            if session is not None:
+                await session.close()
         self.ledger.close()
 
     def served_model(self) -> str:

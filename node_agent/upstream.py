@@ -1,8 +1,15 @@
 """Clients for the local LLM server: llama.cpp's server and ollama (both OpenAI-compatible under `/v1`), or
 any OpenAI-compatible server; ollama's native `/api/chat` when its `/v1` is missing (old versions).
 
-Streaming reads the upstream line by line as bytes arrive (never in large fixed chunks, which would turn
-streaming into buffering) and yields parsed OpenAI chunk objects."""
+Streaming reads whatever bytes have arrived (never waiting for a fixed amount, which would turn streaming into
+buffering) and yields the SSE events found in them as one batch: each chunk's JSON text as the upstream sent it,
+beside the parsed object. The relay passes the text on untouched unless the chunk needs rewriting, and writes a batch
+in one write: events that arrived together leave together, and a lone event leaves at once.
+
+The upstream has its own pooled session (`upstream_session`): one keep-alive connection per generation in flight,
+reused by the next request. A stream read to its end gives its connection back to the pool (the rest of the body
+after `[DONE]` is read in the background); one abandoned midway (a taster gone, a failure) is closed, never reused
+half-read."""
 
 import asyncio
 import ipaddress
@@ -21,6 +28,24 @@ log = logging.getLogger("luckrig.agent.upstream")
 
 # The [DONE] of an answer waits for that question: it must be short, and one that fails is not asked again.
 PROMPT_QUESTION_TIMEOUT_SEC = 5.0
+# An idle pooled connection is closed by the agent before the model server would close it (llama.cpp's server: 5 s
+# of keep-alive), so that a request is never written into a connection the server is closing at that moment: such a
+# POST could not be retried (the server may have read it), and the taster would get an error.
+UPSTREAM_KEEPALIVE_SEC = 4.0
+# The longest SSE line a stream may carry (a real chunk is a few hundred bytes): more is a broken upstream.
+MAX_LINE_BYTES = 1 << 20
+# After `[DONE]`, how long the rest of the body (the chunked encoding's last, empty chunk) may take to arrive so that
+# the connection can be reused (read in the background: the taster does not wait); longer, and it is closed.
+DRAIN_SEC = 1.0
+
+Event = tuple[bytes | None, dict]  # (the chunk's JSON text as the upstream sent it, or None; the parsed chunk)
+
+
+def upstream_session(max_active: int) -> aiohttp.ClientSession:
+    """The agent's session for its model server: keep-alive connections, as many as generations may run at once
+    plus a few for the short questions beside them (models, health, prompt tokens)."""
+    connector = aiohttp.TCPConnector(limit=max_active + 8, keepalive_timeout=UPSTREAM_KEEPALIVE_SEC)
+    return aiohttp.ClientSession(connector=connector, trust_env=False)
 
 
 @dataclass
@@ -110,6 +135,7 @@ class Upstream:
         self.timeout_sec = timeout_sec
         self.stall_sec = stall_sec
         self.native_ollama = False  # switched on when an ollama has no /v1
+        self.finishing: set[asyncio.Task] = set()  # bodies read to their end after [DONE] (_finish_later)
         # How prompt tokens are learnt from a server that streams no usage (prompt_tokens below). None: not known
         # yet; False: unsupported, failed or not wanted, and not tried again while this process lives.
         self.asks_prompt_question: bool | None = {"probe": True, "off": False}.get(count_prompt_tokens)
@@ -241,35 +267,30 @@ class Upstream:
         # total bounds the whole generation; sock_read bounds the silence between two chunks (a stalled stream).
         return aiohttp.ClientTimeout(total=self.timeout_sec, sock_connect=10, sock_read=self.stall_sec)
 
-    async def stream(self, body: dict) -> AsyncIterator[dict]:
-        """Yield OpenAI `chat.completion.chunk` objects as the upstream produces them."""
+    async def stream(self, body: dict) -> AsyncIterator[list[Event]]:
+        """Yield batches of OpenAI `chat.completion.chunk` events as the upstream produces them: each batch is what
+        one read found, in order."""
         if self.native_ollama:
             async for chunk in self._stream_ollama_native(body):
-                yield chunk
+                yield [(None, chunk)]
             return
         payload = {**body, "stream": True, "stream_options": {"include_usage": True}}
         try:
-            async with self.session.post(
-                self.base + "/v1/chat/completions", json=payload, timeout=self._timeout()
-            ) as resp:
+            resp = await self.session.post(self.base + "/v1/chat/completions", json=payload, timeout=self._timeout())
+            try:
                 if resp.status == 404 and self.backend == "ollama":
                     self.native_ollama = True
                 else:
                     await _raise_for_status(resp)
-                    async for line in resp.content:
-                        line = line.strip()
-                        if not line.startswith(b"data:"):
-                            continue
-                        data = line[5:].strip()
-                        if data == b"[DONE]":
-                            return
-                        chunk = json.loads(data)
-                        if not isinstance(chunk, dict):
-                            raise ValueError("a chunk that is not a JSON object")
-                        if "error" in chunk:
-                            raise AgentError(502, "upstream_error", "The model server reported an error.")
-                        yield chunk
+                    async for batch in _sse_batches(resp.content):
+                        yield batch
+                    if not resp.content.at_eof():  # [DONE] came before the body's end: read it meanwhile
+                        self._finish_later(resp)
+                        resp = None
                     return
+            finally:
+                if resp is not None:
+                    resp.release()  # a body not read to its end (a taster gone, a failure): the connection is closed
         except TimeoutError as exc:
             raise AgentError(502, "upstream_error", "The model server took too long (timed out).") from exc
         except aiohttp.ClientConnectorError as exc:
@@ -277,7 +298,25 @@ class Upstream:
         except (aiohttp.ClientError, ValueError) as exc:
             raise AgentError(502, "upstream_error", f"The model server failed ({type(exc).__name__}).") from exc
         async for chunk in self._stream_ollama_native(body):  # the 404 above: an ollama without /v1
-            yield chunk
+            yield [(None, chunk)]
+
+    def _finish_later(self, resp: aiohttp.ClientResponse) -> None:
+        """Read the rest of a body after its `[DONE]` (normally its last, empty HTTP chunk, a moment later) without
+        making the taster wait, so that the connection goes back to the pool; closed if that takes too long."""
+
+        async def finish():
+            try:
+                async with asyncio.timeout(DRAIN_SEC):
+                    while await resp.content.readany():
+                        pass
+            except (TimeoutError, aiohttp.ClientError):
+                pass
+            finally:
+                resp.release()
+
+        task = asyncio.create_task(finish())
+        self.finishing.add(task)
+        task.add_done_callback(self.finishing.discard)
 
     async def _stream_ollama_native(self, body: dict) -> AsyncIterator[dict]:
         """ollama's native /api/chat (NDJSON) translated into OpenAI chunks."""
@@ -302,11 +341,7 @@ class Upstream:
                 async for line in resp.content:
                     if not line.strip():
                         continue
-                    item = json.loads(line)
-                    if not isinstance(item, dict):
-                        raise ValueError("a line that is not a JSON object")
-                    if "error" in item:
-                        raise AgentError(502, "upstream_error", "The model server reported an error.")
+                    item = _parsed(line)
                     delta = {"content": item.get("message", {}).get("content", "")}
                     if first:
                         delta["role"] = "assistant"
@@ -346,6 +381,48 @@ class Upstream:
             raise AgentError(503, "upstream_unavailable", "The model server is not reachable.") from exc
         except (aiohttp.ClientError, ValueError) as exc:
             raise AgentError(502, "upstream_error", f"The model server failed ({type(exc).__name__}).") from exc
+
+
+def _parsed(text: bytes) -> dict:
+    """One chunk (an SSE event's data, an NDJSON line) as a JSON object; ValueError when it is none, 502 when it is
+    the server's error."""
+    item = json.loads(text)
+    if not isinstance(item, dict):
+        raise ValueError("a chunk that is not a JSON object")
+    if "error" in item:
+        raise AgentError(502, "upstream_error", "The model server reported an error.")
+    return item
+
+
+async def _sse_batches(content: aiohttp.StreamReader) -> AsyncIterator[list[Event]]:
+    """The `data:` events of an SSE body, a batch per read (whatever had arrived), up to `[DONE]`."""
+    pending = b""
+    while True:
+        data = await content.readany()
+        if not data:
+            return  # the body ended without [DONE]: it is complete all the same
+        lines = (pending + data).split(b"\n") if pending else data.split(b"\n")
+        pending = lines.pop()
+        if len(pending) > MAX_LINE_BYTES:
+            raise ValueError("a line too long")
+        batch, done = [], False
+        try:
+            for line in lines:
+                if not line.startswith(b"data:"):
+                    continue  # blank lines between events, comments, `event:` lines
+                text = line[5:].strip()
+                if text == b"[DONE]":
+                    done = True
+                    break
+                batch.append((text, _parsed(text)))
+        except (ValueError, AgentError):
+            if batch:  # what came before the failure still goes out first, as it would have one event at a time
+                yield batch
+            raise
+        if batch:
+            yield batch
+        if done:
+            return
 
 
 async def _raise_for_status(resp: aiohttp.ClientResponse) -> None:

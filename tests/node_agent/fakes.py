@@ -22,13 +22,15 @@ __all__ = ["FakeFileHost", "FakeModeration", "FakeOllama", "FakeOpenAI", "FakeTr
 class FakeOpenAI(ThreadedApp):
     """A llama.cpp-like OpenAI-compatible server with a configurable token rate and failure modes."""
 
-    def __init__(self):
-        super().__init__()
+    def __init__(self, port: int = 0):
+        super().__init__(port)
         self.model = "smollm2-fake"
         self.words = [f"w{i} " for i in range(12)]
         self.delay = 0.0  # seconds between chunks
         self.rate = 0.0  # chunks per second, paced against the clock (0: as fast as possible)
-        self.mode = "ok"  # ok | http_500 | die_mid_stream | stall | error_event
+        # ok | http_500 | die_mid_stream | stall | error_event | drop_reused (a request on a keep-alive connection that
+        # already carried one is read, then the connection closed unanswered: an idle-timeout race, or a crash)
+        self.mode = "ok"
         self.requests: list[dict] = []
         self.active = 0  # generations in progress (drops when a client goes away)
         self.cancelled = 0
@@ -37,6 +39,13 @@ class FakeOpenAI(ThreadedApp):
         self.probe_delay = 0.0  # seconds before a non-streamed answer (the agent's prompt-token question)
         self.llamacpp_tokenizer = False  # serve llama.cpp's /apply-template and /tokenize
         self.model_path = None  # the file llama.cpp's /props names as `model_path` (None: left out)
+        # Streamed chunks are compact raw UTF-8, as llama.cpp's server writes them; True: Python's default spacing and
+        # \u escapes, as llama-cpp-python writes them.
+        self.spaced = False
+        # The client address of each chat request: one per TCP connection, so a client that reuses keep-alive
+        # connections shows the same address again.
+        self.chat_peers: list[tuple] = []
+        self.done_delay = 0.0  # seconds between `data: [DONE]` and the end of the body (its last, empty HTTP chunk)
 
     def text(self) -> str:
         return "".join(self.words)
@@ -82,6 +91,11 @@ class FakeOpenAI(ThreadedApp):
         path = {"model_path": str(self.model_path)} if self.model_path else {}
         return web.json_response({"total_slots": 1, "default_generation_settings": {"n_ctx": 2048}, **path})
 
+    def event(self, chunk: dict) -> bytes:
+        if self.spaced:
+            return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+        return b"data: " + json.dumps(chunk, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
+
     def chunk(self, delta: dict, finish=None) -> dict:
         return {
             "id": "chatcmpl-fake",
@@ -94,6 +108,12 @@ class FakeOpenAI(ThreadedApp):
     async def chat(self, request):
         body = await request.json()
         self.requests.append(body)
+        peer = request.transport.get_extra_info("peername")
+        reused = peer in self.chat_peers
+        self.chat_peers.append(peer)
+        if self.mode == "drop_reused" and reused:
+            request.transport.close()
+            raise asyncio.CancelledError  # nothing is answered: the handler ends with its connection
         if self.mode == "http_500":
             return web.json_response({"error": {"message": "boom"}}, status=500)
         limit = body.get("max_tokens") or len(self.words)
@@ -129,9 +149,7 @@ class FakeOpenAI(ThreadedApp):
         await response.prepare(request)
         self.active += 1
         try:
-            await response.write(
-                b"data: " + json.dumps(self.chunk({"role": "assistant", "content": ""})).encode() + b"\n\n"
-            )
+            await response.write(self.event(self.chunk({"role": "assistant", "content": ""})))
             started = time.monotonic()
             for i, word in enumerate(words):
                 if self.rate:
@@ -150,9 +168,7 @@ class FakeOpenAI(ThreadedApp):
                     return response
                 await asyncio.sleep(self.delay)
                 last = i == len(words) - 1
-                await response.write(
-                    b"data: " + json.dumps(self.chunk({"content": word}, finish if last else None)).encode() + b"\n\n"
-                )
+                await response.write(self.event(self.chunk({"content": word}, finish if last else None)))
             if self.send_usage is True and (body.get("stream_options") or {}).get("include_usage"):
                 usage = {
                     "id": "chatcmpl-fake",
@@ -162,8 +178,9 @@ class FakeOpenAI(ThreadedApp):
                     "choices": [],
                     "usage": {"prompt_tokens": 7, "completion_tokens": len(words), "total_tokens": 7 + len(words)},
                 }
-                await response.write(b"data: " + json.dumps(usage).encode() + b"\n\n")
+                await response.write(self.event(usage))
             await response.write(b"data: [DONE]\n\n")
+            await asyncio.sleep(self.done_delay)
             return response
         except asyncio.CancelledError:
             self.cancelled += 1

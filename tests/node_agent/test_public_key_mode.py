@@ -271,11 +271,13 @@ def test_a_long_generation_sends_keepalive_comments_before_the_sealed_answer(mon
     user_pem = keys.public_pem_of(taster.public_key())
 
     class Upstream:
-        async def stream(self, body):
+        async def stream(self, body):  # batches of (the chunk's text, or None; the chunk), as node_agent/upstream.py
             for i in range(6):
                 await asyncio.sleep(0.03)
-                yield {"id": "c", "choices": [{"index": 0, "delta": {"content": f"w{i} "}, "finish_reason": None}]}
-            yield {"id": "c", "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 6, "total_tokens": 9}}
+                choice = {"index": 0, "delta": {"content": f"w{i} "}, "finish_reason": None}
+                yield [(None, {"id": "c", "choices": [choice]})]
+            usage = {"prompt_tokens": 3, "completion_tokens": 6, "total_tokens": 9}
+            yield [(None, {"id": "c", "choices": [], "usage": usage})]
 
     from node_agent.config import AgentConfig
 

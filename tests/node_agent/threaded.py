@@ -11,9 +11,10 @@ from aiohttp import web
 class ThreadedApp:
     """Run the aiohttp app that a subclass's `build()` returns in a background thread; `base` is its URL."""
 
-    def __init__(self):
+    def __init__(self, port: int = 0):
         self.loop = asyncio.new_event_loop()
         self.runner = None
+        self.bind_port = port  # 0: any free port; a given one lets a test restart a server where it was
         self.port = None
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 
@@ -27,7 +28,7 @@ class ThreadedApp:
         async def start():
             self.runner = web.AppRunner(self.build(), handler_cancellation=True)
             await self.runner.setup()
-            site = web.TCPSite(self.runner, "127.0.0.1", 0)
+            site = web.TCPSite(self.runner, "127.0.0.1", self.bind_port)
             await site.start()
             return site._server.sockets[0].getsockname()[1]
 
