@@ -11,6 +11,7 @@ Where the file is: `--model-file PATH` (the operator's word) first; else llama.c
 a `/v1/models` id that is a path to a file; for ollama, the model layer of its manifest under `--ollama-models`
 (default $OLLAMA_MODELS or ~/.ollama/models)."""
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -251,3 +252,28 @@ def catalog_by_sha256(path: Path = CATALOG_FILE) -> dict[str, dict]:
     except (OSError, ValueError, AttributeError):
         return {}
     return {m["sha256"]: m for m in models if isinstance(m, dict) and isinstance(m.get("sha256"), str)}
+
+
+async def identify_served(session: aiohttp.ClientSession, cfg, *, backend: str, model: str, served: str) -> dict | None:
+    """The identity report of the file behind `model` as the agent `cfg` serves it (named `served` to tasters):
+    located (--model-file, ollama's manifest, or the model server's own answer), then hashed and read in a thread
+    with the cache. None, said in the log, when the file cannot be found or read."""
+    try:
+        found = await locate(
+            session,
+            backend=backend,
+            base_url=cfg.upstream,
+            model=model,
+            model_file=cfg.model_file,
+            ollama_dir=cfg.ollama_models,
+        )
+        if found is None:
+            log.info("the served model's file was not found: no model identity (see --model-file)")
+            return None
+        cache = IdentityCache(cache_path(cfg.config_dir))
+        identity = await asyncio.to_thread(cache.identify, found[0], digest=found[1])
+    except (OSError, ValueError) as exc:
+        log.warning("the served model's file could not be read: %s", exc)
+        return None
+    log.info("model file %s: sha256 %s, %s", found[0].name, identity.sha256[:12], identity.quantization)
+    return identity.report(served)

@@ -216,29 +216,12 @@ class Agent:
         return name.rsplit("/", 1)[-1]  # a server that names models by file path: the file name only
 
     async def identify_model(self, backend: str) -> None:
-        """Find, hash and read the served model's file in a thread, once: serving never waits for it, and the
-        heartbeats carry `model_identity` from then on. A file that cannot be found or read leaves it out."""
-        model = self.served_model()
-        cfg = self.config
-        try:
-            found = await model_identity.locate(
-                self.session,
-                backend=backend,
-                base_url=cfg.upstream,
-                model=self.config.model or (self.models[0] if self.models else ""),
-                model_file=cfg.model_file,
-                ollama_dir=cfg.ollama_models,
-            )
-            if found is None:
-                log.info("the served model's file was not found: no model identity (see --model-file)")
-                return
-            cache = model_identity.IdentityCache(model_identity.cache_path(cfg.config_dir))
-            identity = await asyncio.to_thread(cache.identify, found[0], digest=found[1])
-        except (OSError, ValueError) as exc:
-            log.warning("the served model's file could not be read: %s", exc)
-            return
-        self.model_file = identity.report(model)
-        log.info("model file %s: sha256 %s, %s", found[0].name, identity.sha256[:12], identity.quantization)
+        """The served model file's identity, found and hashed once (model_identity.identify_served): serving
+        never waits for it, and the heartbeats carry `model_identity` from then on."""
+        model = self.config.model or (self.models[0] if self.models else "")
+        self.model_file = await model_identity.identify_served(
+            self.session, self.config, backend=backend, model=model, served=self.served_model()
+        )
 
     def _set_keys(self, keys: dict) -> None:
         self.verifier = auth.TokenVerifier(node_id=self.node_id, issuer=self.config.tracker, keys=keys)
