@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 from bench import loadgen  # noqa: E402
 from bench.node_list import seed  # noqa: E402
 from tests.processes import (  # noqa: E402
+    DAPHNE,
     daphne,
     free_port,
     new_postgres_database,
@@ -91,15 +92,18 @@ def cpu_seconds(pid: int, reaped: bool = False) -> float:
     return (int(fields[11]) + int(fields[12]) + (int(fields[13]) + int(fields[14]) if reaped else 0)) / TICK
 
 
+DAPHNE_MODULE = DAPHNE[DAPHNE.index("-m") + 1].encode()
+
+
 def daphne_pid(base: str) -> int:
-    """The process tests.processes.daphne started for `base` (`python -m daphne ... -p PORT ...`)."""
+    """The process tests.processes.daphne started for `base` (`python -m luckrig_site.serve_daphne ... -p PORT`)."""
     port = base.rsplit(":", 1)[1].encode()
     for entry in Path("/proc").iterdir():
         try:
             args = (entry / "cmdline").read_bytes().split(b"\0") if entry.name.isdigit() else []
         except OSError:
             continue
-        if b"daphne" in args and b"-p" in args and args[args.index(b"-p") + 1 : args.index(b"-p") + 2] == [port]:
+        if DAPHNE_MODULE in args and b"-p" in args and args[args.index(b"-p") + 1 : args.index(b"-p") + 2] == [port]:
             return int(entry.name)
     raise RuntimeError(f"no Daphne process serves {base}")
 
