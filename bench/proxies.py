@@ -31,9 +31,9 @@ import aiohttp
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.relay import one_stream, start_fake, token, wait_http  # noqa: E402
+from bench.relay import bench_env, one_stream, start_fake, token, wait_http  # noqa: E402
 from bench.relay_tunnel import start_relay, start_relayed_agent  # noqa: E402
-from tests.processes import daphne, free_port, migrate, tracker_env  # noqa: E402
+from tests.processes import daphne, free_port, migrate  # noqa: E402
 
 # 1.106.12: the newest release whose `proxy` extra installs from PyPI here (2026-12-06). 1.110.2's extra requires
 # litellm-proxy==1.110.2, and 1.108.14's and 1.109.3's require litellm-proxy-extras releases, none of them on PyPI.
@@ -165,16 +165,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        env = tracker_env(
-            f"sqlite:///{tmp / 'tracker.sqlite3'}",
-            tmp,
-            LIMITED_TOKENS_PER_DAY="1000000",
-            LIMITED_MAX_REQUESTS="1000000",
-            LIMITED_MAX_OUTPUT_TOKENS="10000000",
-            RATE_TOKEN_CREATE="100000/m",
-            ALLOW_PRIVATE_NODE_URLS="1",
-            RATELIMIT_ENABLE="0",
-        )
+        env = bench_env(tmp, LIMITED_MAX_OUTPUT_TOKENS="10000000")
         migrate(env)
         procs = []
         try:

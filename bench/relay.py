@@ -48,6 +48,20 @@ with fake:
 """
 
 
+def bench_env(tmp: Path, **extra) -> dict:
+    """The tracker's environment for the streaming benches: a SQLite file in `tmp`, quotas and rate limits out of
+    the way, private upstream URLs allowed; `extra` overrides."""
+    settings = {
+        "LIMITED_TOKENS_PER_DAY": "1000000",
+        "LIMITED_MAX_REQUESTS": "1000000",
+        "LIMITED_MAX_OUTPUT_TOKENS": "100000",
+        "RATE_TOKEN_CREATE": "100000/m",
+        "ALLOW_PRIVATE_NODE_URLS": "1",
+        "RATELIMIT_ENABLE": "0",
+    }
+    return tracker_env(f"sqlite:///{tmp / 'tracker.sqlite3'}", tmp, **{**settings, **extra})
+
+
 def start_fake(chunks: int, delay: float, rate: float = 0) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen(
         [sys.executable, "-c", FAKE.format(root=str(ROOT), chunks=chunks, delay=delay, rate=rate)],
@@ -234,16 +248,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        env = tracker_env(
-            f"sqlite:///{tmp / 'tracker.sqlite3'}",
-            tmp,
-            LIMITED_TOKENS_PER_DAY="1000000",
-            LIMITED_MAX_REQUESTS="1000000",
-            LIMITED_MAX_OUTPUT_TOKENS="100000",
-            RATE_TOKEN_CREATE="100000/m",
-            ALLOW_PRIVATE_NODE_URLS="1",
-            RATELIMIT_ENABLE="0",
-        )
+        env = bench_env(tmp)
         migrate(env)
         procs = []
         with daphne(env) as tracker:

@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.relay import (  # noqa: E402
+    bench_env,
     compare,
     concurrent,
     peak_rss_mb,
@@ -41,7 +42,7 @@ from bench.relay import (  # noqa: E402
     wait_http,
 )
 from bin import smollm2_server  # noqa: E402
-from tests.processes import daphne, free_port, migrate, tracker_env  # noqa: E402
+from tests.processes import daphne, free_port, migrate  # noqa: E402
 
 
 def rss_mb(pid: int) -> float:
@@ -186,16 +187,7 @@ def main() -> None:
 
 
 def run_all(args, tmp: Path, rows: list, notes: list, targets: list, body: dict) -> None:
-    env = tracker_env(
-        f"sqlite:///{tmp / 'tracker.sqlite3'}",
-        tmp,
-        LIMITED_TOKENS_PER_DAY="1000000",
-        LIMITED_MAX_REQUESTS="1000000",
-        LIMITED_MAX_OUTPUT_TOKENS="100000",
-        RATE_TOKEN_CREATE="100000/m",
-        ALLOW_PRIVATE_NODE_URLS="1",
-        RATELIMIT_ENABLE="0",
-    )
+    env = bench_env(tmp)
     migrate(env)
     procs = []
     with daphne(env) as tracker:
