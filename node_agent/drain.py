@@ -11,6 +11,7 @@ By the time this runs aiohttp has closed the listening socket and the idle conne
 Each answer ends cleanly; none is cut mid-event."""
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -19,6 +20,9 @@ from node_agent.errors import AgentError
 log = logging.getLogger("luckrig.agent")
 
 AFTER_CUT_SEC = 2.0  # for the cut answers to be written (and carried through the tunnel) before the loop stops
+# The GOAWAY's longest wait: a send waits while the tunnel's WebSocket is paused (a relay not reading), and the stop
+# must not wait on that relay (the waiting tasters are answered next).
+GOAWAY_SEC = 1.0
 
 
 def shutting_down() -> AgentError:
@@ -35,7 +39,9 @@ async def drain(agent) -> None:
     at the deadline. The handlers themselves write the cut (Relay.shut_down): only they know what has been sent."""
     started = time.monotonic()
     if agent.tunnel is not None and agent.tunnel.current is not None:
-        await agent.tunnel.current.say_goaway("agent shutting down")
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(GOAWAY_SEC):
+                await agent.tunnel.current.say_goaway("agent shutting down")
     waiting = [relay for relay in agent.in_flight if not relay.generation_started]
     if agent.in_flight:
         log.info(

@@ -43,11 +43,19 @@ def passes_untouched(text: bytes, chunk: dict, model: str) -> bool:
     comes at the end) and names the served model (not, say, the model's file path), and its text is already what
     `sse` would write: compact, raw UTF-8 (llama.cpp's server, ollama and vLLM write chunks so). The relay counts on
     that form (relay/witness.py counts `"content":"` keys; relay/gateway.py looks for `"luckrig":`). Inside a JSON
-    string a quote is escaped, so `": ` and `, "` are separators with spaces; a rare answer that contains `\\": ` or
-    a `\\u` is merely written again."""
+    string a quote is escaped, so `": `, `" :` and `, "` are separators with spaces; a tab or a carriage return
+    cannot be inside a JSON string at all, so it is whitespace between tokens (and a carriage return would end the
+    taster's SSE line). A rare answer that contains `\\": `, `\\" :` or a `\\u` is merely written again."""
     if "usage" in chunk or (model and chunk.get("model") != model):
         return False
-    return b'": ' not in text and b', "' not in text and b"\\u" not in text
+    return (
+        b'": ' not in text
+        and b'" :' not in text
+        and b', "' not in text
+        and b"\\u" not in text
+        and b"\t" not in text
+        and b"\r" not in text
+    )
 
 
 def _dumps(obj: dict) -> str:

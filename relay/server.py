@@ -27,6 +27,7 @@ log = logging.getLogger("luckrig.relay")
 
 RELAY = web.AppKey("relay", object)
 DRAIN_SEC = 10.0
+TUNNEL_CLOSE_SEC = 2.0  # at the end of a drain, for the tunnels' close handshakes
 TICKET_LEEWAY_SEC = 30
 OUTAGE_RECHECK_SEC = 30
 OUTAGE_RENEW_GRACE_SEC = 60
@@ -100,8 +101,16 @@ class Relay:
         # What is still carried ends with an error event: the gateway's answers from direct rigs here, the tunnels'
         # streams (and the gateway's through them) when the tunnels close.
         self.gateway.in_flight.cut_all()
-        for tunnel in list(self.registry.tunnels.values()):
-            await tunnel.close(1001, "relay shutting down")
+        # Together and bounded: closing waits for the socket to take the close frame, which an agent that stopped
+        # reading (a frozen or suspended machine) never lets happen; such a tunnel is dropped, as its send loop would.
+        tunnels = list(self.registry.tunnels.values())
+        closing = {asyncio.ensure_future(t.close(1001, "relay shutting down")): t for t in tunnels}
+        if closing:
+            _, late = await asyncio.wait(closing, timeout=TUNNEL_CLOSE_SEC)
+            for task in late:
+                task.cancel()
+                if closing[task].transport is not None:
+                    closing[task].transport.abort()
         settle = time.monotonic() + 2
         while self.gateway.in_flight and time.monotonic() < settle:
             await asyncio.sleep(0.05)
