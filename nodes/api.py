@@ -49,6 +49,14 @@ class NodeListApi(APIView):
         listed = lambda: Node.objects.listed(now=now)  # noqa: E731 - built only for a count not in the cache
         count, count_is_estimate = listed_count(listed, queries.matching(query), query.filters)
         page = paging.Page(query.page, query.page_size, count)
+        if count_is_estimate:
+            # A reused count can be lower than today's: read the page whatever it says, and count at least the rigs
+            # this page reaches (one more when it is full, so that it links on): no rig is hidden past an estimate.
+            nodes = page_nodes(query, paging.Page(query.page, query.page_size, page.start + page.size), now)
+            reached = page.start + len(nodes) + (1 if len(nodes) == page.size else 0)
+            page = paging.Page(query.page, query.page_size, max(count, reached))
+        else:
+            nodes = page_nodes(query, page, now)
         return Response(
             {
                 "schema_version": 1,
@@ -56,7 +64,7 @@ class NodeListApi(APIView):
                 "count": page.count,
                 "count_is_estimate": count_is_estimate,
                 **paging.neighbours(request, page),
-                "nodes": page_nodes(query, page, now),
+                "nodes": nodes,
             }
         )
 

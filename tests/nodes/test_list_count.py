@@ -49,7 +49,8 @@ def test_big_registry_reuses_a_recent_count_and_says_so(api, owner, settings):
     # is not a filter: the same count).
     everything = listing(api, "/api/nodes?page_size=200")
     assert len(everything["nodes"]) == 5
-    assert (everything["count"], everything["count_is_estimate"]) == (3, True)
+    # Still the kept count's estimate, but never below the rigs the page itself shows.
+    assert (everything["count"], everything["count_is_estimate"]) == (5, True)
 
     # Each filter combination has its own count; a new one is counted at once.
     apple = listing(api, "/api/nodes?gpu=apple")
@@ -101,3 +102,19 @@ def test_redis_down_counts_exactly(api, owner, settings):
         for _ in range(2):
             body = listing(api)
             assert (body["count"], body["count_is_estimate"], len(body["nodes"])) == (2, False, 2)
+
+
+def test_a_reused_count_lower_than_today_s_hides_no_rig_past_it(api, owner, settings):
+    settings.NODE_LIST_EXACT_COUNT_UP_TO = 2
+    rigs(api, owner, 3)
+    assert listing(api, "/api/nodes?page_size=2")["count"] == 3  # counted, and kept
+    rigs(api, owner, 2)  # five listed now; the kept count still says three
+
+    second = listing(api, "/api/nodes?page_size=2&page=2")
+    assert second["count_is_estimate"] is True and len(second["nodes"]) == 2
+    assert second["next"] and second["next"].endswith("page_size=2&page=3")  # a full page links on
+    third = listing(api, second["next"].split("testserver", 1)[1])
+    assert len(third["nodes"]) == 1 and third["next"] is None
+    assert third["count"] >= 5  # never less than the rigs the pages have shown
+    seen = [n["id"] for page in (listing(api, "/api/nodes?page_size=2"), second, third) for n in page["nodes"]]
+    assert len(set(seen)) == 5
