@@ -49,7 +49,8 @@ def passes_untouched(text: bytes, chunk: dict, model: str) -> bool:
     if "usage" in chunk or (model and chunk.get("model") != model):
         return False
     return (
-        b'": ' not in text
+        text.count(b'"model":') <= 1  # json keeps the last of repeated keys: a hidden name could precede it
+        and b'": ' not in text
         and b'" :' not in text
         and b', "' not in text
         and b"\\u" not in text

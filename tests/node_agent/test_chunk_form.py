@@ -48,3 +48,10 @@ def test_a_chunk_with_other_whitespace_is_written_again(text):
     witness = Witness(jti="j", node_id="n", mode="plain", stream=True)
     witness.saw(sent)
     assert witness.content_chunks == 1
+
+
+def test_a_chunk_naming_its_model_twice_is_written_again_without_the_hidden_name():
+    # Python's json keeps the last of repeated keys: the served name after a file path would let the path through.
+    text = b'{"id":"c1","model":"/srv/models/private.gguf","model":"smollm2","choices":[{"delta":{"content":"x"}}]}'
+    assert not passes_untouched(*_chunk(text), MODEL)
+    assert b"/srv/models" not in _sent(text)
