@@ -26,9 +26,11 @@ def _no_agent_env(monkeypatch):
 
 
 @pytest.fixture
-def live_tracker(transactional_db):
+def live_tracker(transactional_db, django_db_serialized_rollback):
     """The tracker app served on 127.0.0.1 for this test, started after the suite's settings (no https redirect):
-    pytest-django's session-wide live_server loads its middleware before them."""
+    pytest-django's session-wide live_server loads its middleware before them. With serialized rollback, as every
+    other transactional test here: a flush without it re-creates the content types, which the next serialized test
+    then fails to load (UNIQUE constraint on django_content_type)."""
     server = LiveServer("127.0.0.1:0")
     yield server.url
     server.stop()
