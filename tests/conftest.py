@@ -204,3 +204,20 @@ def fake_upstream():
 
     with FakeOpenAI() as fake:
         yield fake
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every transactional test here uses serialized rollback. A plain transactional test's flush re-creates the
+    content types, and the next serialized test then fails to load its own (UNIQUE constraint on
+    django_content_type): one such test broke 38 others in a full run. Refused at collection, naming the test."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        marker = item.get_closest_marker("django_db")
+        kwargs = marker.kwargs if marker else {}
+        transactional = "transactional_db" in names or kwargs.get("transaction")
+        serialized = "django_db_serialized_rollback" in names or kwargs.get("serialized_rollback")
+        if transactional and not serialized:
+            raise pytest.UsageError(
+                f"{item.nodeid}: a transactional test must use serialized rollback here "
+                "(pytest.mark.django_db(transaction=True, serialized_rollback=True))"
+            )
