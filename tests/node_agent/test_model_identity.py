@@ -180,6 +180,7 @@ def test_models_lists_the_local_files_with_their_identity(smollm2, shared_cache,
     (pulled_dir / "half.gguf.part").write_bytes(b"GGUF")  # a download in progress is not a model
     config_dir = tmp_path / "config"
     (config_dir / "state").mkdir(parents=True)
+    model_identity.IdentityCache(shared_cache).identify(smollm2)  # read once per module, whichever test runs first
     (config_dir / "state" / "model_files.json").write_bytes(shared_cache.read_bytes())
     assert (
         cli.main(
