@@ -60,6 +60,7 @@ class TrackerLink:
         self.snapshot = None  # callable → heartbeat body parts
         self.queue_view = None  # callable → the queue part alone
         self._usage_wakeup = asyncio.Event()
+        self._tracker_back = asyncio.Event()  # a heartbeat got through after failing: report held usage at once
         self.ws: aiohttp.ClientWebSocketResponse | None = None
         self._queue_dirty = asyncio.Event()
         self._usage_acks: dict[str, asyncio.Future] = {}
@@ -288,6 +289,8 @@ class TrackerLink:
         backoff = 1.0
         while True:
             ok = await self.heartbeat_once()
+            if ok and self.last_heartbeat_ok is False:
+                self._tracker_back.set()
             self.last_heartbeat_ok = ok
             if ok:
                 backoff = 1.0
@@ -336,13 +339,28 @@ class TrackerLink:
         return True
 
     async def _usage_loop(self) -> None:
-        backoff = 2.0
         while True:
+            await self._report_backlog()  # first of all what an earlier run left unreported
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._usage_wakeup.wait(), timeout=30)
             self._usage_wakeup.clear()
             await asyncio.sleep(1.0)  # gather a few requests into one report
-            while not await self.report_usage_once():
-                await asyncio.sleep(backoff + random.uniform(0, backoff / 2))
-                backoff = min(backoff * 2, 300.0)
-            backoff = 2.0
+
+    async def _report_backlog(self) -> None:
+        """Report until nothing is pending: a backlog of several batches (after an outage, or a batch formed before
+        a restart and the lines after it) goes one batch a second, not one per wake-up. While the tracker is away
+        the retries back off (up to 5 minutes), but not once it is back: the first heartbeat that gets through
+        again cuts the wait short."""
+        backoff = 2.0
+        while True:
+            if await self.report_usage_once():
+                start, end, _ = self.ledger.pending_usage(1)
+                if end == start:
+                    return
+                backoff = 2.0
+                await asyncio.sleep(1.0)
+                continue
+            self._tracker_back.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._tracker_back.wait(), timeout=backoff + random.uniform(0, backoff / 2))
+            backoff = min(backoff * 2, 300.0)

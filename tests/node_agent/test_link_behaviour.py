@@ -3,6 +3,7 @@ the final state always sent, reconnection with backoff and jitter, no hammering 
 HTTP endpoints as the fallback when the websocket cannot be opened. A real agent process talks to a fake
 tracker (tests/node_agent/fakes.py) that records what arrives and when."""
 
+import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -129,3 +130,30 @@ def test_without_a_websocket_heartbeats_and_usage_arrive_over_http_and_the_link_
     a = fake_tracker.ws_attempts
     assert 0.9 <= a[1] - a[0] <= 2.0 and 1.9 <= a[2] - a[1] <= 3.5, a
     assert fake_tracker.ws_messages == []
+
+
+def test_a_backlog_of_usage_left_by_an_earlier_run_is_reported_at_start_batch_after_batch(
+    fake_tracker, start_linked_agent, fake_upstream, tmp_path
+):
+    # 1,200 requests served while the tracker was away, then the agent restarted: three reports of at most 500
+    # lines. They go at start, one after another, not one per 30 s wake-up.
+    config_dir = tmp_path / "agent-config"
+    state = config_dir / "state" / fake_tracker.node_id
+    state.mkdir(parents=True)
+    at = "2026-12-01T10:00:00Z"
+    entries = [
+        {"jti": f"t_{i:04d}", "requests": 1, "prompt_tokens": 2, "completion_tokens": 3, "first_at": at, "last_at": at}
+        for i in range(1200)
+    ]
+    (state / "usage.jsonl").write_text("".join(json.dumps(e) + "\n" for e in entries))
+    fake_tracker.ws_mode = "no_upgrade"  # reports over HTTP, where the fake records each one
+    started = time.monotonic()
+    start_linked_agent(fake_upstream.base, config_dir=config_dir, heartbeat_interval=30)
+
+    def reported() -> list[str]:
+        return [e["jti"] for _, body in fake_tracker.http_usage for e in body["entries"]]
+
+    assert wait_until(lambda: len(reported()) >= 1200, timeout=15), len(reported())
+    assert sorted(reported()) == [e["jti"] for e in entries]  # each line once
+    assert [len(body["entries"]) for _, body in fake_tracker.http_usage] == [500, 500, 200]
+    assert fake_tracker.http_usage[-1][0] - started < 10
