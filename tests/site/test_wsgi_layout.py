@@ -13,6 +13,7 @@ import asyncio
 import re
 import shutil
 import signal
+import ssl
 import threading
 import time
 import uuid
@@ -26,6 +27,7 @@ import requests
 
 from node_agent.auth import TokenVerifier, load_keys
 from tests.httpserver import Route, ScriptedServer
+from tests.node_agent.threaded import wait_until
 from tests.processes import (
     PG_SERVER,
     daphne,
@@ -38,6 +40,7 @@ from tests.processes import (
     register_node_with_key,
     tracker_env,
 )
+from tests.site.nginx_conf import nginx_binary, running_nginx
 
 pytestmark = pytest.mark.daphne
 
@@ -379,3 +382,36 @@ def test_a_token_minted_and_revoked_on_gunicorn_is_pushed_to_its_agent_on_daphne
     by_type = {message["type"]: message for message in pushed}
     assert by_type["revoke"]["jtis"] == [token["jti"]]
     assert by_type["circles"]["circles"] == []
+
+
+def test_the_shipped_nginx_site_sends_the_api_and_pages_to_gunicorn_and_the_websockets_to_daphne(layout, tmp_path):
+    binary = nginx_binary()
+    if binary is None:
+        pytest.skip("nginx test skipped: no nginx binary on this machine (apt-get install nginx)")
+    _, node_id, _ = live_node(layout)
+    ports = {"web_port": int(layout.web.rsplit(":", 1)[1]), "ws_ports": [int(layout.ws.rsplit(":", 1)[1])]}
+    with running_nginx(binary, tmp_path / "nginx", **ports) as (http, https, cert):
+        (tmp_path / "nginx" / "static" / "probe.css").write_text("body{}")
+        served = layout.access_log.read_text().count("GET /api/health 200")
+        answer = requests.get(https + "/api/health", timeout=20, verify=cert)
+        assert answer.status_code == 200 and answer.headers["Server"].startswith("nginx")
+        # gunicorn answered it (its access log is written just after the answer)
+        assert wait_until(lambda: layout.access_log.read_text().count("GET /api/health 200") == served + 1, 5)
+        page = requests.get(https + f"/nodes/{node_id}/", timeout=20, verify=cert)
+        assert page.status_code == 200 and node_id in page.text
+        # Plain HTTP is sent to HTTPS; static files come from disk; a body over 256 KiB never reaches a worker.
+        redirect = requests.get(http + "/api/health", timeout=10, allow_redirects=False)
+        assert redirect.status_code == 301 and redirect.headers["Location"].startswith("https://")
+        static = requests.get(https + "/static/probe.css", timeout=10, verify=cert)
+        assert static.status_code == 200 and static.text == "body{}"
+        big = requests.post(https + "/api/tokens", data=b"x" * 300_000, timeout=10, verify=cert)
+        assert big.status_code == 413 and "POST /api/tokens" not in layout.access_log.read_text()
+
+        async def through_nginx():
+            async with aiohttp.ClientSession() as session:
+                url = https.replace("https://", "wss://") + f"/ws/queue/{node_id}/"
+                async with session.ws_connect(url, ssl=ssl.create_default_context(cafile=cert)) as browser:
+                    return await browser.receive_json(timeout=10)
+
+        snapshot = asyncio.run(through_nginx())
+        assert snapshot["type"] == "queue" and snapshot["node_id"] == node_id
