@@ -1,6 +1,5 @@
 """ASGI entry point (Daphne): HTTP to Django; websockets to the queue view and the agent link."""
 
-import gc
 import os
 
 from django.core.asgi import get_asgi_application
@@ -31,6 +30,7 @@ refuse_bad_settings()  # a malformed rate or an all-trusting TRUSTED_PROXIES sto
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import path  # noqa: E402
 
+from luckrig_site.gctune import tune_gc  # noqa: E402
 from nodes.consumers import QueueConsumer  # noqa: E402
 from tracker.consumers import AgentConsumer  # noqa: E402
 
@@ -43,19 +43,4 @@ websocket_urls = [
 application = ProtocolTypeRouter({"http": django_application, "websocket": URLRouter(websocket_urls)})
 
 
-def _tune_gc() -> None:
-    """Keep the garbage collector's full passes out of the websocket fan-out (bench/queue_fanout.py).
-
-    Each write to a socket makes a few short-lived objects in Twisted and asyncio (a writer registration,
-    selector keys) that live until the next turn of the loop. With the default gen-0 threshold of 700, a
-    collection runs every few dozen writes, finds hundreds of them still alive and promotes them; at 1,000
-    subscribers that triggered a full collection about every 2 s, stalling the loop for 60-200 ms. Freezing
-    what start-up made (modules, classes, functions: about half of all objects) keeps it out of every full
-    pass, and a gen-0 threshold of 20,000 lets the short-lived objects die young. Measured (docs/benchmarks.md):
-    staleness p99 for 1,000 subscribers at 100 changes/s, ~340 ms before, ~180-250 ms after."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(20_000, 20, 10)
-
-
-_tune_gc()
+tune_gc()  # luckrig_site.gctune

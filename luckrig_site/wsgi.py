@@ -12,3 +12,7 @@ application = get_wsgi_application()
 from luckrig_site.checks import refuse_bad_settings  # noqa: E402
 
 refuse_bad_settings()  # a malformed rate or an all-trusting TRUSTED_PROXIES stops the server here
+
+from luckrig_site.gctune import tune_gc  # noqa: E402
+
+tune_gc()  # in each worker: gunicorn loads this module after the fork (deploy/gunicorn.conf.py has no preload)

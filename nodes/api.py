@@ -5,12 +5,14 @@ is shared with (nodes.access)."""
 from datetime import timedelta
 
 from django.db.models import Count, Q
+from django.http import HttpResponse
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core import paging
+from core.api_errors import ApiError
 from core.renderers import FastJSONRenderer
 from core.timefmt import iso
 from nodes import queries, schemas, wanted
@@ -34,8 +36,37 @@ LIST_PARAMS = [
 ]
 
 
+def _plain_get(request) -> bool:
+    """A GET whose answer DRF's dispatch would not change: no credential to check, JSON by any Accept that DRF
+    negotiates to this view's one renderer without parameters (no `indent`), no `?format=`."""
+    meta = request.META
+    return (
+        request.method == "GET"
+        and not meta.get("HTTP_AUTHORIZATION")
+        and meta.get("HTTP_ACCEPT", "*/*") in ("*/*", "application/json")
+        and "format" not in request.GET
+    )
+
+
 class NodeListApi(APIView):
     renderer_classes = [FastJSONRenderer]
+
+    def dispatch(self, request, *args, **kwargs):
+        """A plain GET (most of the list's traffic) is answered without DRF's request wrapping, negotiation,
+        authentication and permission passes, with what they would give it: the same JSON bytes and headers
+        (`Content-Type: application/json`, `Allow`). Anything else, and any 400, goes through DRF as before
+        (docs/benchmarks.md, "Fourth pass")."""
+        if _plain_get(request):
+            try:
+                body = self.list_body(request)
+            except ApiError:
+                pass  # DRF answers it, from the start: parsing the query is all that ran
+            else:
+                content = FastJSONRenderer().render(body, "application/json")
+                response = HttpResponse(content, content_type="application/json")
+                response["Allow"] = ", ".join(self.allowed_methods)
+                return response
+        return super().dispatch(request, *args, **kwargs)
 
     @extend_schema(
         parameters=LIST_PARAMS,
@@ -44,6 +75,9 @@ class NodeListApi(APIView):
         operation_id="nodes_list",
     )
     def get(self, request):
+        return Response(self.list_body(request))
+
+    def list_body(self, request) -> dict:
         query = queries.parse_list_query(request.GET)
         now = timezone.now()
         listed = lambda: Node.objects.listed(now=now)  # noqa: E731 - built only for a count not in the cache
@@ -57,16 +91,14 @@ class NodeListApi(APIView):
             page = paging.Page(query.page, query.page_size, max(count, reached))
         else:
             nodes = page_nodes(query, page, now)
-        return Response(
-            {
-                "schema_version": 1,
-                "sort": query.order,
-                "count": page.count,
-                "count_is_estimate": count_is_estimate,
-                **paging.neighbours(request, page),
-                "nodes": nodes,
-            }
-        )
+        return {
+            "schema_version": 1,
+            "sort": query.order,
+            "count": page.count,
+            "count_is_estimate": count_is_estimate,
+            **paging.neighbours(request, page),
+            "nodes": nodes,
+        }
 
 
 class NodeDetailReadMixin:

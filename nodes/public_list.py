@@ -7,18 +7,33 @@ standard library's decoder).
 column into what PublicNode shows with one formatter chosen per column up front: a timestamp SQLite stored as
 datetime goes straight to the wire format, a JSON column is decoded by orjson; every other column keeps Django's
 converters. The dicts then go through the one PublicNode builder (nodes.public_node.public_node), so the shape
-cannot drift; tests/nodes/test_public_list.py holds the output equal to public_node over `.values()` rows."""
+cannot drift; tests/nodes/test_public_list.py holds the output equal to public_node over `.values()` rows.
+
+On SQLite the compiled page query (nodes.compiled_list) goes one step further: its timestamp and JSON columns are
+aliased `"name [lrwiretime]"` / `"name [lrjson]"`, and Python's sqlite3 module (which Django opens with
+PARSE_COLNAMES) then hands each value to the converter registered here for that name, in the fetch itself: the
+stored text becomes the wire time by slicing, without a datetime made and formatted back (Django's converter
+parses every timestamp into one), and a JSON column is decoded there, so the row needs no formatter at all
+(docs/benchmarks.md, "Third pass")."""
 
 import json
-from datetime import datetime, timedelta
+import sqlite3
+from datetime import UTC, datetime, timedelta
 
 import orjson
 from django.conf import settings
 from django.db import models
+from django.db.models.expressions import Col
 from django.db.models.sql.constants import MULTI
+from django.utils.dateparse import parse_datetime
 
 from core.timefmt import iso
 from nodes.public_node import public_node
+
+# sqlite3 converter names (sqlite3.register_converter, below): a column aliased "name [lrwiretime]" arrives as
+# its wire time, one aliased "name [lrjson]" decoded.
+WIRE_TIME = "lrwiretime"
+JSON = "lrjson"
 
 
 def _naive_utc_time(value) -> str | None:
@@ -38,10 +53,70 @@ def _aware_time(value) -> str | None:
 def _json(value, _expression, _connection):
     if not isinstance(value, str):
         return value
+    return _decoded(value)
+
+
+def _decoded(text: str | bytes):
+    """A JSON column's value as Django's JSONField reads it (json.loads; the text itself when that fails)."""
     try:
-        return orjson.loads(value)
+        return orjson.loads(text)
     except orjson.JSONDecodeError:  # what only the standard library reads (NaN, integers beyond 64 bits)
-        return json.loads(value)
+        pass
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text if isinstance(text, str) else text.decode()
+
+
+def _wire_time_of_text(raw: bytes) -> str:
+    """The wire time (core.timefmt.iso) of a timestamp as SQLite stores it for Django: the text of a naive UTC
+    datetime (`str()`: "2026-11-03 09:15:27" or "2026-11-03 09:15:27.999999"), cut to milliseconds as iso
+    cuts. Any other text is read as Django reads it (django.utils.dateparse, a naive one in UTC)."""
+    text = raw.decode()
+    size = len(text)
+    # The shape checked place by place, and the value by fromisoformat: it also reads week dates, commas and
+    # zones, which slicing would get wrong.
+    if (
+        (size == 19 or (size == 26 and text[19] == "."))
+        and text[10] == " "
+        and text[4] == text[7] == "-"
+        and text[13] == text[16] == ":"
+    ):
+        try:
+            naive = datetime.fromisoformat(text).tzinfo is None
+        except ValueError:
+            naive = False
+        if naive:
+            return f"{text[:10]}T{text[11:23]}Z" if size == 26 else f"{text[:10]}T{text[11:19]}.000Z"
+    value = parse_datetime(text)
+    if value is None:
+        raise ValueError(f"not a timestamp: {text!r}")
+    return iso(value if value.tzinfo is not None else value.replace(tzinfo=UTC))
+
+
+sqlite3.register_converter(WIRE_TIME, _wire_time_of_text)
+sqlite3.register_converter(JSON, _decoded)
+
+
+def cursor_conversions(compiler) -> dict[int, str]:
+    """{position: converter name} for the columns of a compiled `public_rows(...)` query that the cursor itself
+    can turn into what PublicNode shows, when the query's SQL aliases them "name [converter]" (compiled_list
+    does): on SQLite, opened with PARSE_COLNAMES, a plain timestamp column stored as naive UTC and a plain JSON
+    column with the standard decoder. Empty elsewhere."""
+    connection = compiler.connection
+    if connection.vendor != "sqlite" or not connection.get_connection_params()["detect_types"] & sqlite3.PARSE_COLNAMES:
+        return {}
+    naive_is_utc = settings.USE_TZ and connection.timezone.utcoffset(None) == timedelta(0)
+    conversions = {}
+    for pos, (expression, _sql, _alias) in enumerate(compiler.select[: compiler.col_count]):
+        if not isinstance(expression, Col):
+            continue
+        field = expression.output_field
+        if isinstance(field, models.DateTimeField) and naive_is_utc:
+            conversions[pos] = WIRE_TIME
+        elif isinstance(field, models.JSONField) and not field.decoder:
+            conversions[pos] = JSON
+    return conversions
 
 
 def _column_formatters(compiler, fields) -> list:
@@ -105,7 +180,9 @@ class RowReader:
     formatter per column, worked out once from the query's compiler (nodes.compiled_list keeps one per query
     shape and reuses it for every page of that shape)."""
 
-    def __init__(self, compiler):
+    def __init__(self, compiler, converted=()):
+        """`converted`: the positions of the columns the cursor gives as PublicNode shows them already
+        (cursor_conversions)."""
         query = compiler.query
         fields = [s[0] for s in compiler.select[: compiler.col_count]]
         self.names = [*query.extra_select, *query.values_select, *query.annotation_select]
@@ -114,12 +191,14 @@ class RowReader:
             for pos, formatter, expression in zip(
                 range(len(self.names)), _column_formatters(compiler, fields), fields, strict=True
             )
-            if formatter is not None
+            if formatter is not None and pos not in converted
         ]
 
     def public_nodes(self, rows, connection) -> list[dict]:
         """PublicNode of each of `rows`, the database's own tuples (`connection`: the one that read them)."""
         names, formatters = self.names, self.formatters
+        if not formatters:  # every value as the cursor gave it (SQLite, compiled_list's typed aliases)
+            return [public_node(dict(zip(names, raw, strict=True)), time=_as_is) for raw in rows]
         out = []
         for raw in rows:
             row = list(raw)

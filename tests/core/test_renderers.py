@@ -14,6 +14,7 @@ from core.renderers import FastJSONRenderer
 SAMPLES = [
     {"schema_version": 1, "count": 0, "next": None, "nodes": []},
     {"text": 'ラズパイ "quoted" <b> \\ \n\t', "line": "a\u2028b\u2029c", "emoji": "🍀", "control": "\x01"},
+    {"punctuation": "it’s … 5 € ‰", "ascii": "only ascii here"},  # U+2000-U+2FFF share U+2028's first byte
     {"floats": [0.1, 24.5, 1.0, -3.25, 0.0, 1e-3, 123456.789], "ints": [0, -1, 2**53], "bools": [True, False]},
     {"nested": {"a": [{"b": None}], "c": {}}, 3: "an int key", "when": datetime(2026, 1, 2, 3, 4, 5, 678901, UTC)},
     {"decimal": Decimal("1.50"), "lazy": gettext_lazy("Not found."), "tuple": (1, 2)},

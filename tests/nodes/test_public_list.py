@@ -8,14 +8,16 @@ import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.db import connection
 from django.db.models import Q
+from django.utils.dateparse import parse_datetime
 
 from core.paging import Page
 from core.timefmt import iso
 from nodes import compiled_list, queries, rarity
 from nodes import services as node_services
 from nodes.models import Contributor, Node
-from nodes.public_list import _naive_utc_time, public_nodes
+from nodes.public_list import _decoded, _naive_utc_time, _wire_time_of_text, public_nodes
 from nodes.public_node import public_node, public_rows
 from tracker import relays
 
@@ -214,3 +216,67 @@ def test_a_shape_that_compiles_otherwise_stays_on_the_queryset_path(varied_nodes
     assert fresh_shapes == {("default", "recent", ()): None}
     assert "compiles to other SQL" in caplog.text
     assert _both({"order": "recent", "page": "2"})[0] == _both({"order": "recent", "page": "2"})[1]
+
+
+# SQLite: the compiled page query's timestamp and JSON columns are converted by the cursor itself (typed aliases,
+# nodes.public_list.cursor_conversions), from the text SQLite stores; Django would read the same text otherwise.
+def _as_django_reads_time(text: str) -> str:
+    value = parse_datetime(text)
+    return iso(value if value.tzinfo is not None else value.replace(tzinfo=UTC))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-11-03 09:15:27",
+        "2026-11-03 09:15:27.999999",
+        "2026-11-03 09:15:27.000999",
+        "0999-01-02 03:04:05.678901",
+        "2026-11-03T09:15:27Z",  # what other writers may store: read as Django reads it
+        "2026-11-03 09:15:27+02:00",
+        "2026-11-03 09:15:27.5",
+        "2026-11-03 09:15:27,999999",
+        "2026-W45-2 09:15:27.999999",
+        "2026-11-03 09:15:27.99+0100",
+    ],
+)
+def test_the_cursors_time_is_what_django_reads(text):
+    assert _wire_time_of_text(text.encode()) == _as_django_reads_time(text)
+
+
+@pytest.mark.parametrize("text", ["[]", '{"existence": 1.0, "note": 2.5}', "[1e16, 0.1]", '["日本語"]', "NaN", "oops"])
+def test_the_cursors_json_is_what_django_reads(text):
+    field = Node._meta.get_field("contribution_components")
+    expected = field.from_db_value(text, None, None)
+    decoded = _decoded(text.encode())
+    assert decoded == expected or (decoded != decoded and expected != expected)  # NaN is not equal to itself
+    assert type(decoded) is type(expected)
+
+
+def test_sqlite_reads_the_page_through_its_converters(varied_nodes, fresh_shapes):
+    if connection.vendor != "sqlite":
+        pytest.skip("typed aliases are for SQLite's cursor (PARSE_COLNAMES) only")
+    # Timestamps stored as other writers store them, next to Django's own forms.
+    with connection.cursor() as cursor:
+        for node_id, text in (("fast-000", "2026-11-03T09:15:27Z"), ("fast-003", "2026-11-03 11:15:27.5+02:00")):
+            sql = "UPDATE nodes_node SET last_seen_at = %s, visibility = 'public' WHERE id = %s"
+            cursor.execute(sql, [text, node_id])
+    for shape in SHAPES:
+        fast, expected = _both({**shape, "page_size": "200"})
+        assert fast == expected
+    fast = {n["id"]: n for n in _both({"page_size": "200"})[0]}
+    assert fast["fast-000"]["health"]["last_seen_at"] == "2026-11-03T09:15:27.000Z"
+    assert fast["fast-003"]["health"]["last_seen_at"] == "2026-11-03T09:15:27.500Z"
+    shape = fresh_shapes[("default", "rarity", ())]
+    assert shape.named and "%(p0)s" in shape.run_sql and "?" not in shape.run_sql
+    typed = {typed.split('"')[1] for _plain, typed in shape.typed}
+    assert typed == {
+        *(f"{name} [lrwiretime]" for name in ("created_at", "updated_at", "last_seen_at", "queue_updated_at")),
+        "timing_last_uploaded_at [lrwiretime]",
+        *(f"{name} [lrjson]" for name in ("tags", "showcase", "contribution_components", "circle_only_hours")),
+        "model_identity [lrjson]",
+    }
+    assert shape.reader.formatters == []  # nothing left to format in Python
+    assert shape.run_sql.partition(" FROM ")[2] == shape.sql.partition(" FROM ")[2].replace("%s", "{}").format(
+        *(f"%(p{n})s" for n in range(len(shape.param_names)))
+    )
