@@ -160,7 +160,11 @@ class Tunnel:
                 self.queued_bytes -= len(frame)
                 if self.ws.closed:
                     continue
-                await asyncio.wait_for(self.ws.send_bytes(frame), SEND_TIMEOUT_SEC)
+                # asyncio.timeout, not wait_for (a task per frame): a send that need not wait for the socket returns
+                # at once, so the frames queued together (a request's head, body and END) leave in one turn of the
+                # loop rather than one turn each, which the agent would see as separate wake-ups.
+                async with asyncio.timeout(SEND_TIMEOUT_SEC):
+                    await self.ws.send_bytes(frame)
         except TimeoutError:
             # A close handshake cannot reach an agent that reads nothing: the connection is dropped, which ends the
             # tunnel's reader at once, and with it every stream (their tasters are told).
