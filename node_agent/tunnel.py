@@ -58,6 +58,7 @@ class TunnelConnection:
 
     def __init__(self, client: "TunnelClient", ws: aiohttp.ClientWebSocketResponse, ticket: Ticket):
         self.client, self.ws, self.ticket = client, ws, ticket
+        self.socket = ws.get_extra_info("socket")  # for node_agent/corking.py
         self.streams: dict[int, TunnelStream] = {}
         self.receiving: dict[int, TunnelStream] = {}  # streams whose request body is still arriving
         self.last_id = 0

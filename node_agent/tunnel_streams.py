@@ -36,6 +36,7 @@ from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from aiohttp.typedefs import URL, CIMultiDict, CIMultiDictProxy
 
 from node_agent import frames
+from node_agent.corking import corked
 
 log = logging.getLogger("luckrig.agent.tunnel")
 
@@ -142,21 +143,30 @@ class FrameWriter(AbstractStreamWriter):
             raise ConnectionResetError("the tunnelled request was dropped")
         if not stream.flowing.is_set():
             await stream.flowing.wait()  # PAUSE: the handler waits here, and stops reading the rig, until RESUME
-        if self.head is not None:
+        if self.head is None:
+            await self._send_data(chunk)
+            return
+        with corked(stream.tunnel.socket):  # the head and the first bytes in one segment: the relay wakes once
             await self.send_head()
-        if chunk:
-            self.output_size += len(chunk)
-            send = stream.tunnel.send
-            for frame in frames.data_frames(stream.id, chunk):
-                await send(frame)
+            await self._send_data(chunk)
 
     async def write_eof(self, chunk: bytes = b"") -> None:
-        if chunk:
-            await self.write(chunk)
-        if self.stream.dropped:
+        stream = self.stream
+        if chunk and not stream.flowing.is_set():
+            await stream.flowing.wait()
+        if stream.dropped:
             raise ConnectionResetError("the tunnelled request was dropped")
-        await self.send_head()
-        await self.stream.tunnel.send(frames.encode(frames.END, self.stream.id))
+        with corked(stream.tunnel.socket if self.head is not None else None):  # a whole answer (a JSON body)
+            await self.send_head()
+            await self._send_data(chunk)
+            await stream.tunnel.send(frames.encode(frames.END, stream.id))
+
+    async def _send_data(self, chunk) -> None:
+        if chunk:
+            self.output_size += len(chunk)
+            send = self.stream.tunnel.send
+            for frame in frames.data_frames(self.stream.id, chunk):
+                await send(frame)
 
     async def drain(self) -> None:
         if not self.stream.flowing.is_set():

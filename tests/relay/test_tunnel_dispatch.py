@@ -8,11 +8,13 @@ taster's request end to end. (The real agent behind a real relay is in tests/rel
 import asyncio
 import contextlib
 import json
+import socket
 
 import aiohttp
+import pytest
 from aiohttp import web
 
-from node_agent import frames
+from node_agent import corking, frames
 from node_agent.queue import SlotQueue
 from node_agent.tunnel import TunnelClient
 from tests.relay.harness import relay_setup, run
@@ -249,3 +251,26 @@ def test_a_taster_streams_through_a_real_relay_and_hanging_up_frees_the_slot(tmp
             assert state["queue"].snapshot()["active"] == 0
 
     run(scenario())
+
+
+@pytest.mark.skipif(corking.CORK is None, reason="TCP_CORK is Linux's")
+def test_frames_written_together_leave_together():
+    """node_agent/corking.py, which both ends use for a head and the bytes that follow it: what is written inside
+    the block is held, then sent as one; with no socket, or one that is not TCP, the block just runs."""
+    server = socket.create_server(("127.0.0.1", 0))
+    with server, socket.create_connection(server.getsockname()) as writer, server.accept()[0] as reader:
+        writer.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as aiohttp sets it
+        reader.settimeout(0.05)
+        with corking.corked(writer):
+            writer.sendall(b"RESPONSE|")
+            with pytest.raises(TimeoutError):
+                reader.recv(100)  # held back while the block runs
+            writer.sendall(b"DATA")
+        reader.settimeout(2)
+        assert reader.recv(100) == b"RESPONSE|DATA"
+    with corking.corked(None):
+        pass
+    left, right = socket.socketpair()
+    with left, right, corking.corked(left):
+        left.sendall(b"x")
+        assert right.recv(1) == b"x"
