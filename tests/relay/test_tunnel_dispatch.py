@@ -95,22 +95,20 @@ async def dispatching_client(setup, app: web.Application):
     server does, but no site is started: no socket listens, so nothing can reach it but the tunnel."""
     runner = web.AppRunner(app)
     await runner.setup()
-    session = aiohttp.ClientSession()
-    client = TunnelClient(
-        session=session, tracker=setup.tracker.base, node_id="rig-1", node_secret="lrn_test",
-        max_body_bytes=MAX_BODY, app=app,
-    )  # fmt: skip
-    task = asyncio.ensure_future(client.run())
-    try:
-        yield client
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        if client.current is not None:
-            await client.current.ws.close()
-        await session.close()
-        await runner.cleanup()
+    async with aiohttp.ClientSession() as session:
+        client = TunnelClient(
+            session=session, tracker=setup.tracker.base, node_id="rig-1", node_secret="lrn_test",
+            max_body_bytes=MAX_BODY, app=app,
+        )  # fmt: skip
+        loop = asyncio.ensure_future(client.run())
+        try:
+            yield client
+        finally:
+            loop.cancel()
+            await asyncio.gather(loop, return_exceptions=True)
+            if client.current is not None:
+                await client.current.ws.close()
+            await runner.cleanup()
 
 
 @contextlib.asynccontextmanager
