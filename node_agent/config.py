@@ -56,8 +56,8 @@ class AgentConfig:
     # answer (auto: only a server on this machine or a private network, never a remote paid API; node_agent/upstream.py)
     count_prompt_tokens: str = "auto"
     # A test seam, not a documented setting: count loopback peers against --max-connections-per-address too.
-    # In production loopback is exempt (relayed tasters all arrive from 127.0.0.1), so tests, which run on
-    # 127.0.0.1, switch the exemption off to see the bound work.
+    # In production loopback is exempt (a reverse proxy on the same machine brings every taster from 127.0.0.1), so
+    # tests, which run on 127.0.0.1, switch the exemption off to see the bound work.
     limit_loopback: int = 0
     # The rig's radius as the operator pins it (issue 15, node_agent/circles.py): empty leaves it to the tracker.
     # `circle` and the circle ids (comma-separated, or a list in agent.json) win over whatever the tracker says;

@@ -26,8 +26,9 @@ def address_key(host: str, *, exempt_loopback: bool = True) -> str | None:
 
 class ConnectionGuard:
     """At most `limit` open connections per client address (`address_key`); one more is aborted as it is
-    accepted, before anything is read. Loopback is exempt: the tunnel replays every relayed taster from 127.0.0.1
-    (the relay enforces its own per-IP limits), and a reverse proxy on the same machine does the same."""
+    accepted, before anything is read. Loopback is exempt: a reverse proxy on the same machine brings every taster
+    from 127.0.0.1. (Relayed tasters use no connection here: the tunnel hands them to the application in process,
+    and the relay enforces its own per-IP limits.)"""
 
     def __init__(self, limit: int, *, exempt_loopback: bool = True):
         self.limit, self.exempt_loopback = limit, exempt_loopback

@@ -41,7 +41,7 @@ from node_agent.public_key_mode import PublicKeyRelay, user_public_pem
 from node_agent.queue import SlotQueue
 from node_agent.relay import Relay
 from node_agent.tracker_link import TrackerLink
-from node_agent.tunnel import TunnelClient, tunnel_base
+from node_agent.tunnel import TunnelClient
 
 log = logging.getLogger("luckrig.agent")
 
@@ -136,8 +136,8 @@ class Agent:
                 tracker=cfg.tracker,
                 node_id=cfg.node_id,
                 node_secret=cfg.node_secret,
-                local_base=tunnel_base(cfg.host, cfg.port),
                 max_body_bytes=cfg.max_body_bytes,
+                app=app,  # relayed tasters are served by this very application, in process
             )
             self._tasks.append(asyncio.create_task(self.tunnel.run()))
         if cfg.lan:
@@ -298,7 +298,7 @@ class Agent:
     def tasting_claims(self, request: web.Request):
         """The token's claims once every token check has passed: signature and audience, revocation, and the
         circle check (issue 15: whatever the tracker issued, a circle rig serves its circles only). Here, one place,
-        so that it holds for direct tasters, relayed ones (the tunnel replays them to these handlers) and public-key
+        so that it holds for direct tasters, relayed ones (the tunnel hands them to these handlers) and public-key
         mode alike. A local rig has no tracker keys: every token is refused (`local_only`)."""
         if self.verifier is None:
             self.circles.check(None)  # local: 401

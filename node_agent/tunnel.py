@@ -1,12 +1,11 @@
 """The agent's side of the relay tunnel (docs/relay.md): a rig with no open port dials out to its relay and
 serves tasters through that one WebSocket.
 
-Each request that arrives through the tunnel is replayed against the agent's own HTTP server on the loopback
-interface, so that a relayed tasting goes through exactly the code a direct one does (token check, filter rules,
-moderation, queue, budgets, public-key mode, usage): one behaviour, not two. The loopback hop also gives
-back-pressure and cancellation for free: a PAUSE stops reading the local response (TCP flow control then stops the
-handler reading the rig), and a CANCEL closes it (the handler is cancelled and the slot freed, as when a direct
-taster hangs up).
+Each request that arrives through the tunnel is served by the agent's own aiohttp application, in process
+(node_agent/tunnel_streams.py), so that a relayed tasting goes through exactly the code a direct one does (token
+check, filter rules, moderation, queue, budgets, public-key mode, usage): one behaviour, not two. A PAUSE makes the
+handler's writes wait (it stops reading the rig) until RESUME, and a CANCEL cancels the handler (the slot is freed,
+as when a direct taster hangs up).
 
 The loop: fetch a ticket (`POST /api/nodes/<id>/tunnel`), dial the relay it names, renew the ticket before it
 expires (over the open tunnel when the relay stays the same, by moving to the new relay when it does not), and
@@ -21,14 +20,12 @@ from dataclasses import dataclass
 
 import aiohttp
 import jwt
+from aiohttp import web
 
 from node_agent import frames
+from node_agent.tunnel_streams import DispatchedStream, ReplayedStream, TunnelStream
 
 log = logging.getLogger("luckrig.agent.tunnel")
-
-# Request headers the relay may forward, and response headers that stay on this side (hop-by-hop).
-FORWARD_REQUEST_HEADERS = frozenset({"authorization", "content-type", "accept"})
-DROP_RESPONSE_HEADERS = frozenset({"connection", "keep-alive", "transfer-encoding", "date", "server"})
 RENEW_BEFORE_SEC = 180  # a fresh ticket this long before the current one expires
 MAX_STREAMS = 256  # open streams per tunnel (the relay's own cap): a hostile relay cannot open more
 MAX_RECEIVING_BYTES = 16 * 1024 * 1024  # request bodies still arriving, all streams together
@@ -56,73 +53,19 @@ class Ticket:
         return self.relay_url.rstrip("/")
 
 
-class LocalStream:
-    """One taster's request, replayed against the agent's own server."""
-
-    def __init__(self, tunnel: "TunnelConnection", stream_id: int, head: frames.RequestHead):
-        self.tunnel, self.id, self.head = tunnel, stream_id, head
-        self.body = bytearray()
-        self.flowing = asyncio.Event()
-        self.flowing.set()
-        self.task: asyncio.Task | None = None
-
-    async def run(self) -> None:
-        t = self.tunnel
-        send = t.send
-        response = None
-        try:
-            headers = {k: v for k, v in self.head.headers if k.lower() in FORWARD_REQUEST_HEADERS}
-            response = await t.client.session.request(
-                self.head.method,
-                t.client.local_base + self.head.path,
-                headers=headers,
-                data=bytes(self.body) if self.body else None,
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
-                allow_redirects=False,
-            )
-            await send(
-                frames.ResponseHead(
-                    response.status,
-                    [(k, v) for k, v in response.headers.items() if k.lower() not in DROP_RESPONSE_HEADERS],
-                ).encode(self.id)
-            )
-            async for data in response.content.iter_any():
-                if not self.flowing.is_set():
-                    await self.flowing.wait()
-                for frame in frames.data_frames(self.id, data):
-                    await send(frame)
-            await send(frames.encode(frames.END, self.id))
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - whatever failed, the relay must hear that this stream is over
-            log.warning("tunnel stream %d: the local agent did not answer (%s)", self.id, type(exc).__name__)
-            with contextlib.suppress(Exception):
-                await send(
-                    frames.encode_json(
-                        frames.ERROR,
-                        self.id,
-                        {"code": "upstream_unavailable", "message": "The rig's agent could not serve the request."},
-                    )
-                )
-        finally:
-            if response is not None:
-                # close(), not release(): a half-read answer must drop the connection, so that the handler on
-                # the other end is cancelled and the rig stops generating.
-                response.close()
-            t.streams.pop(self.id, None)
-
-
 class TunnelConnection:
     """One open WebSocket to a relay and the streams it carries."""
 
     def __init__(self, client: "TunnelClient", ws: aiohttp.ClientWebSocketResponse, ticket: Ticket):
         self.client, self.ws, self.ticket = client, ws, ticket
-        self.streams: dict[int, LocalStream] = {}
-        self.receiving: dict[int, LocalStream] = {}  # streams whose request body is still arriving
+        self.socket = ws.get_extra_info("socket")  # for node_agent/corking.py
+        self.streams: dict[int, TunnelStream] = {}
+        self.receiving: dict[int, TunnelStream] = {}  # streams whose request body is still arriving
         self.last_id = 0
         self.hello: dict | None = None
         self.hello_seen = asyncio.Event()
         self.goaway = asyncio.Event()  # this relay is draining (its own flag: an old tunnel's GOAWAY is not ours)
+        self.said_goaway = False  # this agent is draining or moving: a stream the relay opens meanwhile is refused
         self.receiving_bytes = 0
 
     async def send(self, frame: bytes) -> None:
@@ -139,12 +82,17 @@ class TunnelConnection:
             if len(self.streams) >= MAX_STREAMS:
                 self.refuse(sid, "too_many_streams", "This rig has too many open requests through the relay.")
                 return
+            if self.said_goaway:
+                # What a closed listening socket did for the loopback replay this replaced: a request that crossed
+                # our GOAWAY is not started on an agent that is stopping (the relay tells its taster 503).
+                self.refuse(sid, "upstream_unavailable", "This rig's agent is shutting down or moving.")
+                return
             try:
                 head = frames.RequestHead.parse(frame.payload)
             except frames.FrameError:
                 self.refuse(sid, "invalid_request", "The relay sent a malformed request head.")
                 return
-            stream = LocalStream(self, sid, head)
+            stream = (DispatchedStream if self.client.app is not None else ReplayedStream)(self, sid, head)
             self.streams[sid] = stream
             self.receiving[sid] = stream
         elif kind == frames.DATA:
@@ -184,7 +132,7 @@ class TunnelConnection:
         else:
             raise frames.FrameError(f"a relay may not send {frames.NAMES[kind]}")
 
-    def forget_body(self, sid: int) -> "LocalStream | None":
+    def forget_body(self, sid: int) -> "TunnelStream | None":
         stream = self.receiving.pop(sid, None)
         if stream is not None:
             self.receiving_bytes -= len(stream.body)
@@ -225,6 +173,7 @@ class TunnelConnection:
 
     async def say_goaway(self, reason: str) -> None:
         """Tell the relay this agent takes no new streams here (the open ones go on)."""
+        self.said_goaway = True
         with contextlib.suppress(Exception):
             await self.send(frames.encode_json(frames.GOAWAY, 0, {"reason": reason}))
 
@@ -245,12 +194,16 @@ class TunnelClient:
         tracker: str,
         node_id: str,
         node_secret: str,
-        local_base: str,
         max_body_bytes: int,
+        app: web.Application | None = None,
+        local_base: str = "",
     ):
+        """`app`: the agent's own application, which serves the tunnelled requests in process; without one, they
+        are replayed over HTTP against the server at `local_base`."""
         self.session = session
         self.tracker = tracker.rstrip("/")
         self.node_id, self.node_secret = node_id, node_secret
+        self.app = app
         self.local_base = local_base.rstrip("/")
         self.max_body_bytes = max_body_bytes
         self.current: TunnelConnection | None = None
@@ -467,13 +420,3 @@ class TunnelClient:
         task = asyncio.ensure_future(connection.drain())
         self._draining.add(task)
         task.add_done_callback(self._draining.discard)
-
-
-def tunnel_base(host: str, port: int) -> str:
-    """Where the tunnel replays tasters' requests: this very server, on the loopback interface when it listens on
-    every address."""
-    if host in ("", "0.0.0.0"):  # noqa: S104 - reading the setting, not binding
-        host = "127.0.0.1"
-    elif host == "::":
-        host = "::1"
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"

@@ -76,6 +76,15 @@ def sse_error(code: str, message: str) -> bytes:
     return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n" + SSE_ERROR_TAIL
 
 
+class HeadWithFirstBytes(web.StreamResponse):
+    """A StreamResponse whose head leaves with its first body bytes, in one write to the taster's socket (as aiohttp
+    sends a plain Response), rather than alone at prepare(): the taster wakes once, not twice, for its first token.
+    The agent's head comes with its first bytes anyway (its handlers prepare their answer with their first write);
+    when none are buffered yet, `_answer` sends the head at once."""
+
+    _send_headers_immediately = False  # aiohttp's own switch (web.Response sets it so)
+
+
 class Routes:
     def __init__(self, relay):
         self.relay = relay  # relay.server.Relay: config, keys, registry, link, limiter, metrics
@@ -158,7 +167,7 @@ class Routes:
                 if exc.code == "upstream_error":
                     raise AgentError(502, "upstream_error", exc.message) from exc
                 raise AgentError(503, "upstream_unavailable", exc.message or "The rig could not be reached.") from exc
-            response = web.StreamResponse(status=head.status)
+            response = HeadWithFirstBytes(status=head.status)
             for name, value in headers:
                 response.headers.add(name, value)
             sse = response.headers.get("Content-Type", "").startswith("text/event-stream")
@@ -168,6 +177,8 @@ class Routes:
                 if head.status >= 400:
                     ended = "error"
             await response.prepare(request)
+            if not stream.chunks and not stream.ended:
+                request.writer.send_headers()  # nothing buffered to carry the head: it goes now, alone
             stall = relay.config.stall_timeout
             while True:
                 try:

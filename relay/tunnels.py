@@ -13,6 +13,7 @@ import logging
 from aiohttp import web
 
 from node_agent import frames
+from node_agent.corking import corked
 
 log = logging.getLogger("luckrig.relay.tunnels")
 
@@ -154,13 +155,23 @@ class Tunnel:
         self._outbox.put_nowait(frame)
 
     async def _send_loop(self) -> None:
+        outbox = self._outbox
+        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
         try:
             while True:
-                frame = await self._outbox.get()
-                self.queued_bytes -= len(frame)
-                if self.ws.closed:
-                    continue
-                await asyncio.wait_for(self.ws.send_bytes(frame), SEND_TIMEOUT_SEC)
+                batch = [await outbox.get()]
+                while not outbox.empty():
+                    batch.append(outbox.get_nowait())
+                # The frames queued together (a request's head, body and END) leave together: in one turn of the
+                # loop (asyncio.timeout, not wait_for, which would start a task per frame and a turn each), and in
+                # one TCP segment (node_agent/corking.py), so that the agent wakes once for them.
+                with corked(sock if len(batch) > 1 else None):
+                    for frame in batch:
+                        self.queued_bytes -= len(frame)
+                        if self.ws.closed:
+                            continue
+                        async with asyncio.timeout(SEND_TIMEOUT_SEC):
+                            await self.ws.send_bytes(frame)
         except TimeoutError:
             # A close handshake cannot reach an agent that reads nothing: the connection is dropped, which ends the
             # tunnel's reader at once, and with it every stream (their tasters are told).
