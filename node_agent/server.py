@@ -1,10 +1,10 @@
 """The agent's HTTP server (aiohttp): `/health`, `/v1/models`, `/v1/chat/completions` (and its alias
 `/chat/completions`). Prompts and completions are never logged: log lines carry tickets, codes and timings.
 
-Against hostile tasters (issue 11): a request's body must arrive within --body-timeout, connections
-per client address are bounded (loopback exempt: relayed tasters all arrive from 127.0.0.1), one token's share of
-the queue is bounded (node_agent/queue.py), a client that stops reading loses its stream (node_agent/relay.py),
-and a flood of one log line is written once with a count (node_agent/logs.py)."""
+Against hostile tasters (issue 11): a request's body must arrive within --body-timeout, connections per client
+address are bounded (loopback exempt: a reverse proxy on this machine brings every taster from 127.0.0.1), one
+token's share of the queue is bounded (node_agent/queue.py), a client that stops reading loses its stream
+(node_agent/relay.py), and a flood of one log line is written once with a count (node_agent/logs.py)."""
 
 import asyncio
 import contextlib

@@ -1,8 +1,8 @@
 """Hostile tasters against a real agent (issue 11): one token cannot fill a rig's queue, a client that stops
 reading loses its slot, `response_format` is bounded and never forwarded when refused, malformed tokens are 401,
-slow bodies are cut off, connections per address are bounded (loopback exempt: relayed tasters all arrive from
-127.0.0.1), and a flood of one error is logged once with a count. The built-in filter categories, the other half of
-issue 11, are in test_filter_categories.py."""
+slow bodies are cut off, connections per address are bounded (loopback exempt: a reverse proxy on the rig's
+machine brings every taster from 127.0.0.1), and a flood of one error is logged once with a count. The built-in
+filter categories, the other half of issue 11, are in test_filter_categories.py."""
 
 import base64
 import json
@@ -324,8 +324,8 @@ def test_connections_per_address_are_bounded(tracker, start_agent, fake_upstream
 
 
 def test_loopback_is_exempt_from_the_per_address_bound(tracker, start_agent, fake_upstream):
-    """Relayed tasters all reach the agent from 127.0.0.1 (the tunnel replays them on loopback): the bound must
-    not lock them out."""
+    """Behind a reverse proxy on the rig's machine every taster reaches the agent from 127.0.0.1: the bound must
+    not lock them out. (Relayed tasters use no connection of the agent's: the tunnel serves them in process.)"""
     agent = start_agent(fake_upstream.base, max_connections_per_address=2)
     token = tracker.token(agent.node_id)["token"]
     held = [slow_body_connection(agent, token) for _ in range(4)]
