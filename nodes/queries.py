@@ -78,6 +78,13 @@ def matching(query: ListQuery) -> Q:
     """The rows the query's filters keep, as one condition (empty when nothing is filtered)."""
     f = query.filters
     q = Q()
+    # The numbers first: a database tests the conditions in about this order, and a comparison of numbers costs
+    # far less than a substring search (SQLite: the bench's filtered page's SQL walks about 1,000 index entries
+    # for its 50 rows, and the LIKE over `gpu` then runs only on those with the VRAM asked for).
+    if f["min_vram"] is not None:
+        q &= Q(vram_gb__gte=f["min_vram"])
+    if f["min_ctx"] is not None:
+        q &= Q(context_length__gte=f["min_ctx"])
     if f["status"]:
         q &= Q(status=f["status"])
     if f["model"]:
@@ -88,10 +95,6 @@ def matching(query: ListQuery) -> Q:
         q &= Q(quantization__icontains=f["quantization"])
     if f["tag"]:
         q &= Q(tags_index__contains=f",{f['tag']},")
-    if f["min_vram"] is not None:
-        q &= Q(vram_gb__gte=f["min_vram"])
-    if f["min_ctx"] is not None:
-        q &= Q(context_length__gte=f["min_ctx"])
     return q
 
 

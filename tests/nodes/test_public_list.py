@@ -280,3 +280,22 @@ def test_sqlite_reads_the_page_through_its_converters(varied_nodes, fresh_shapes
     assert shape.run_sql.partition(" FROM ")[2] == shape.sql.partition(" FROM ")[2].replace("%s", "{}").format(
         *(f"%(p{n})s" for n in range(len(shape.param_names)))
     )
+
+
+def test_a_row_of_another_width_is_refused(varied_nodes, fresh_shapes):
+    _both({})
+    reader = fresh_shapes[("default", "rarity", ())].reader
+    width = len(reader.names)
+    row = tuple([None] * (width - 1))
+    with pytest.raises(ValueError, match="columns for"):
+        reader.public_nodes([row], connection)
+    with pytest.raises(ValueError, match="columns for"):
+        reader.public_nodes([(*row, None, None)], connection)
+
+
+def test_numbers_are_tested_before_substrings(db):
+    # nodes.queries.matching: the cheap comparisons first, so that a page's substring searches run on fewer rows.
+    shape = compiled_list._compile("default", "rarity", ("model", "gpu", "tag", "min_vram", "min_ctx"))
+    where = shape.sql.partition(" WHERE ")[2]
+    numbers = max(where.index('"vram_gb" >='), where.index('"context_length" >='))
+    assert numbers < min(where.index('"gpu"'), where.index('"tags_index"'), where.index('"model_name"'))
