@@ -8,7 +8,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from node_agent import identity, lan_tls, logs
+from node_agent import event_loop, identity, lan_tls, logs
 from node_agent.config import AgentConfig
 from node_agent.connections import ConnectionGuard
 from node_agent.server import AGENT, build_app
@@ -49,7 +49,7 @@ def serve(config: AgentConfig) -> None:
         finally:
             await runner.cleanup()
 
-    loop = asyncio.new_event_loop()
+    loop = event_loop.new_event_loop()
     asyncio.set_event_loop(loop)
     task = loop.create_task(main())
     try:

@@ -10,7 +10,7 @@ import json
 import aiohttp
 
 from node_agent.errors import AgentError
-from relay.routes import HEAD_TIMEOUT_SEC, vetted_headers
+from relay.routes import HEAD_TIMEOUT_SEC, head_of, vetted_headers
 from relay.tunnels import StreamClosed, Tunnel
 
 MAX_ERROR_BYTES = 64 * 1024  # an agent's error body is small; more is not read
@@ -61,7 +61,7 @@ class TunnelLeg(Leg):
 
     async def head(self):
         try:
-            head = await asyncio.wait_for(asyncio.shield(self.stream.head), HEAD_TIMEOUT_SEC)
+            head = await head_of(self.stream)
         except TimeoutError:
             raise StreamClosed("upstream_unavailable", "The rig's agent did not answer in time.") from None
         headers = {name.lower(): value for name, value in vetted_headers(head)}

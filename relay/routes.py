@@ -76,6 +76,15 @@ def sse_error(code: str, message: str) -> bytes:
     return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n" + SSE_ERROR_TAIL
 
 
+async def head_of(stream):
+    """The agent's head for `stream`, waited for HEAD_TIMEOUT_SEC at most (TimeoutError), in this task: no task of
+    its own (as wait_for would start), and no wait at all when it came with the request's first answer frames."""
+    if not stream.head.done():
+        async with asyncio.timeout(HEAD_TIMEOUT_SEC):
+            await asyncio.shield(stream.head)  # a taster who leaves does not cancel the stream's own future
+    return stream.head.result()
+
+
 class HeadWithFirstBytes(web.StreamResponse):
     """A StreamResponse whose head leaves with its first body bytes, in one write to the taster's socket (as aiohttp
     sends a plain Response), rather than alone at prepare(): the taster wakes once, not twice, for its first token.
@@ -156,7 +165,7 @@ class Routes:
         last_bytes = b"\n\n"
         try:
             try:
-                head = await asyncio.wait_for(asyncio.shield(stream.head), HEAD_TIMEOUT_SEC)
+                head = await head_of(stream)
                 headers = vetted_headers(head)
             except (StreamClosed, TimeoutError) as exc:
                 if isinstance(exc, TimeoutError):
@@ -202,7 +211,10 @@ class Routes:
                 relay.metrics.bytes_out += len(data)
                 last_bytes = (last_bytes + bytes(data[-2:]))[-2:]
                 try:
-                    await asyncio.wait_for(response.write(data), stall)
+                    # In this task (asyncio.timeout, not wait_for, which starts a task per chunk and costs a turn of
+                    # the loop each, the first token's included): a write waits only while the taster reads nothing.
+                    async with asyncio.timeout(stall):
+                        await response.write(data)
                 except TimeoutError:
                     # The taster has read nothing for a whole stall period: the stream is cancelled, the rig's
                     # slot freed, and the connection dropped (a half-written answer cannot be finished cleanly).

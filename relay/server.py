@@ -13,7 +13,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from node_agent import cors, frames
+from node_agent import cors, event_loop, frames
 from node_agent.errors import AgentError
 from relay import __version__, limits
 from relay.auth import Keys
@@ -317,4 +317,5 @@ def serve(config: RelayConfig) -> None:
         print=None,
         access_log=None,
         shutdown_timeout=DRAIN_SEC + 5,
+        loop=event_loop.new_event_loop(),  # uvloop's when it can be imported (node_agent/event_loop.py)
     )

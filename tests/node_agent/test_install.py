@@ -31,6 +31,7 @@ DISTRIBUTION_OF = {
     "prometheus_client": "prometheus-client",
     "zeroconf": "zeroconf",
     "ifaddr": "ifaddr",
+    "uvloop": "uvloop",
     "node_agent": "luckrig-node",
 }
 # What a node operator must never be made to install: the tracker's stack.

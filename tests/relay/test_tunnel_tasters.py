@@ -244,7 +244,10 @@ def test_an_agent_that_ignores_pause_has_its_stream_reset_not_the_relays_memory(
         window = 32 * 1024
         async with relay_setup(tmp_path, window_bytes=window) as s:
             agent, sid, r = await s.open_stream()
-            for _ in range(200):
+            # 16 MB at most: more than the loopback socket buffers hold (they autotune to several MB), so that the
+            # relay's writes to this taster really block and its stream's buffer fills, however fast the relay
+            # passes chunks on (at 200 it passed because the relay was slow: a task and a turn per chunk written).
+            for _ in range(2000):
                 await agent.send(frames.encode(frames.DATA, sid, b"data: " + b"y" * 8000 + b"\n\n"))
                 if agent.seen(frames.CANCEL, sid):
                     break
