@@ -69,12 +69,23 @@ def add_option(parser) -> None:
     )
 
 
+def suite_on_sqlite() -> bool:
+    """The suite's own engine, as the settings pytest-django loaded say (DATABASE_URL, SQLite by default)."""
+    from django.conf import settings
+
+    return settings.DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
+
+
 def deselect_engine_independent(config, items) -> None:
-    if not config.getoption(OPTION):
+    """With the option, the tests that cannot answer differently on this engine; on any engine, the tests marked
+    `sqlite_only` (SQLite's own code path) when the suite runs on another."""
+    only_dependent, on_sqlite = config.getoption(OPTION), suite_on_sqlite()
+    if not only_dependent and on_sqlite:
         return
     kept, dropped = [], []
     for item in items:
-        (kept if depends_on_engine(item) else dropped).append(item)
+        not_here = bool(item.get_closest_marker("sqlite_only")) and not on_sqlite
+        (dropped if not_here or (only_dependent and not depends_on_engine(item)) else kept).append(item)
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept

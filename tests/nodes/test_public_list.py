@@ -253,9 +253,9 @@ def test_the_cursors_json_is_what_django_reads(text):
     assert type(decoded) is type(expected)
 
 
+@pytest.mark.sqlite_only  # typed aliases are for SQLite's cursor (PARSE_COLNAMES) only
 def test_sqlite_reads_the_page_through_its_converters(varied_nodes, fresh_shapes):
-    if connection.vendor != "sqlite":
-        pytest.skip("typed aliases are for SQLite's cursor (PARSE_COLNAMES) only")
+    assert connection.vendor == "sqlite"
     # Timestamps stored as other writers store them, next to Django's own forms.
     with connection.cursor() as cursor:
         for node_id, text in (("fast-000", "2026-11-03T09:15:27Z"), ("fast-003", "2026-11-03 11:15:27.5+02:00")):
