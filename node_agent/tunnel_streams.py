@@ -20,6 +20,7 @@ and nothing more.
 `ReplayedStream` replays the request over HTTP against a server at a URL instead: for a tunnel client that is not
 part of an agent (the tests' stand-in servers)."""
 
+import abc
 import asyncio
 import contextlib
 import logging
@@ -45,7 +46,7 @@ FORWARD_REQUEST_HEADERS = frozenset({"authorization", "content-type", "accept"})
 DROP_RESPONSE_HEADERS = frozenset({"connection", "keep-alive", "transfer-encoding", "date", "server"})
 
 
-class TunnelStream:
+class TunnelStream(abc.ABC):
     """One taster's request: its head, its body as it arrives, whether the relay lets its answer flow."""
 
     def __init__(self, tunnel, stream_id: int, head: frames.RequestHead):
@@ -55,8 +56,9 @@ class TunnelStream:
         self.flowing.set()
         self.task: asyncio.Task | None = None
 
+    @abc.abstractmethod
     async def run(self) -> None:
-        raise NotImplementedError
+        """Serve the request and send its answer (or ERROR) to the relay; the tunnel runs it as the stream's task."""
 
     async def fail(self, code: str, message: str) -> None:
         """Tell the relay this stream is over without a whole answer."""
