@@ -38,6 +38,7 @@ from bench.relay import (  # noqa: E402
     report,
     start_fake,
     start_llama,
+    summarise,
     verdict,
     wait_http,
 )
@@ -129,6 +130,44 @@ def side_by_side(label, direct_url, relayed_url, tok, body, n, rows, notes, rela
     return added, ratio
 
 
+async def sdk_runs(bases: tuple[str, str], tok: str, n: int) -> tuple[list, list]:
+    """`n` streams on each base URL with the official openai SDK (the reference client), alternating: runs as
+    bench.relay.one_stream gives them. The SDK's client costs more per request than aiohttp's, which the other rows
+    use; what the relay adds should not depend on the client."""
+    from openai import AsyncOpenAI  # the bench's own client; the relay and the agent never import it
+
+    clients = [AsyncOpenAI(base_url=base + "/v1", api_key=tok, max_retries=0) for base in bases]
+    runs: tuple[list, list] = ([], [])
+    try:
+        for i in range(n + 2):  # the first two of each: warm-up
+            for client, kept in zip(clients, runs, strict=True):
+                started = time.perf_counter()
+                first = last = None
+                chunks = 0
+                stream = await client.chat.completions.create(
+                    model="bench", messages=[{"role": "user", "content": "go"}], stream=True
+                )
+                async for chunk in stream:
+                    if chunk.choices and chunk.choices[0].delta.content:
+                        last = time.perf_counter()
+                        first = first or last
+                        chunks += 1
+                if i >= 2:
+                    kept.append((first - started, last - first, chunks))
+    finally:
+        for client in clients:
+            await client.close()
+    return runs
+
+
+def sdk_side_by_side(direct_base: str, relayed_base: str, tok: str, n: int, rows: list, notes: list) -> None:
+    straight, relayed = asyncio.run(sdk_runs((direct_base, relayed_base), tok, n))
+    d = summarise("TTFT with the openai SDK, straight to the agent", straight)
+    r = summarise("TTFT with the openai SDK, through the relay", relayed)
+    rows += [d, r]
+    notes.append(f"openai SDK: added TTFT p50 {r['ttft_p50'] - d['ttft_p50']:.2f} ms")
+
+
 async def blocked_taster(url: str, tok: str, body: dict, relay_pid: int, stall: float) -> dict:
     """Open a stream and read nothing; sample the relay's RSS; see when the relay gives up."""
     before = rss_mb(relay_pid)
@@ -211,6 +250,7 @@ def run_all(args, tmp: Path, rows: list, notes: list, targets: list, body: dict)
                 )  # fmt: skip
                 if section == "ttft":
                     targets.append(verdict("relay's added TTFT p50", added, 1.0, at_most=True, unit=" ms"))
+                    sdk_side_by_side(agent_url, public, token(tracker, node_id), args.ttft_requests, rows, notes)
                 if section == "unpaced":
                     targets.append(verdict("relayed unpaced throughput / straight", ratio, 0.8, at_most=False))
                 agent.terminate()

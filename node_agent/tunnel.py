@@ -95,22 +95,31 @@ class TunnelConnection:
             stream = (DispatchedStream if self.client.app is not None else ReplayedStream)(self, sid, head)
             self.streams[sid] = stream
             self.receiving[sid] = stream
+            if stream.starts_before_body:
+                # Served from now, its body read as it comes (tunnel_streams.DispatchedStream): the token and the
+                # rules are checked while the taster's body is still on its way, as for a direct taster.
+                stream.task = asyncio.ensure_future(stream.run())
         elif kind == frames.DATA:
             stream = self.receiving.get(sid)
             if stream is None:
                 return  # late data for a stream already cancelled or answered
-            stream.body += frame.payload
+            stream.receive(frame.payload)
             self.receiving_bytes += len(frame.payload)
-            if len(stream.body) > self.client.max_body_bytes or self.receiving_bytes > MAX_RECEIVING_BYTES:
+            if stream.received > self.client.max_body_bytes or self.receiving_bytes > MAX_RECEIVING_BYTES:
                 # The agent's own server would answer 413; the body is not kept growing to find that out (nor
                 # are many half-sent bodies, which a hostile relay could send to fill this machine's memory).
                 self.forget_body(sid)
                 self.streams.pop(sid, None)
+                if stream.task is not None:
+                    stream.task.cancel()
                 self.refuse(sid, "body_too_large", "The request body is too large.")
         elif kind == frames.END:
             stream = self.forget_body(sid)
             if stream is not None:
-                stream.task = asyncio.ensure_future(stream.run())
+                if stream.task is None:
+                    stream.task = asyncio.ensure_future(stream.run())
+                else:
+                    stream.body_complete()
         elif kind == frames.CANCEL:
             self.forget_body(sid)
             stream = self.streams.pop(sid, None)
@@ -135,7 +144,7 @@ class TunnelConnection:
     def forget_body(self, sid: int) -> "TunnelStream | None":
         stream = self.receiving.pop(sid, None)
         if stream is not None:
-            self.receiving_bytes -= len(stream.body)
+            self.receiving_bytes -= stream.received
         return stream
 
     def refuse(self, sid: int, code: str, message: str) -> None:

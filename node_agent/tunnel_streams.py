@@ -49,12 +49,27 @@ DROP_RESPONSE_HEADERS = frozenset({"connection", "keep-alive", "transfer-encodin
 class TunnelStream(abc.ABC):
     """One taster's request: its head, its body as it arrives, whether the relay lets its answer flow."""
 
+    # Whether the tunnel runs the stream from its REQUEST frame (its body then read as it comes) rather than
+    # from its END (its body whole).
+    starts_before_body = False
+
     def __init__(self, tunnel, stream_id: int, head: frames.RequestHead):
         self.tunnel, self.id, self.head = tunnel, stream_id, head  # tunnel: a node_agent.tunnel.TunnelConnection
         self.body = bytearray()
+        self.received = 0  # body bytes the relay sent, whoever holds them now
+        self.complete = False  # END came
         self.flowing = asyncio.Event()  # cleared by PAUSE, set by RESUME
         self.flowing.set()
         self.task: asyncio.Task | None = None
+
+    def receive(self, data) -> None:
+        """A DATA frame of the request's body."""
+        self.received += len(data)
+        self.body += data
+
+    def body_complete(self) -> None:
+        """The request's END, for a stream that runs already (starts_before_body)."""
+        self.complete = True
 
     @abc.abstractmethod
     async def run(self) -> None:
@@ -93,7 +108,7 @@ class TunnelTransport(asyncio.Transport):
 
 class TunnelProtocol(BaseProtocol):
     """What aiohttp's Request asks of the connection handler a request came through: no TLS of its own (the relay
-    has it), no peer address, and nothing to pause (the body arrived whole before the request was dispatched)."""
+    has it), no peer address, and nothing to pause (the tunnel bounds a body's size, node_agent/tunnel.py)."""
 
     ssl_context = None
     peername = None
@@ -189,11 +204,29 @@ class DispatchedStream(TunnelStream):
         self.dropped = False  # the handler dropped the "connection" (TunnelTransport)
         self.writer = FrameWriter(self)
         self._head_task: asyncio.Task | None = None
+        # A request with a body runs from its head: the relay sends the head ahead of a body that is still on its
+        # way to it. Until the handler starts, what comes is kept in `body`; if END came by then too, the request
+        # is dispatched whole (with its Content-Length), as it was before; else the handler reads a StreamReader
+        # fed frame by frame, ended by END.
+        self.starts_before_body = head.method not in ("GET", "HEAD", "OPTIONS")
+        self._reader: StreamReader | None = None
+
+    def receive(self, data) -> None:
+        if self._reader is None:
+            super().receive(data)
+        else:
+            self.received += len(data)
+            self._reader.feed_data(bytes(data))
+
+    def body_complete(self) -> None:
+        super().body_complete()
+        if self._reader is not None:
+            self._reader.feed_eof()
 
     def request_message(self) -> RawRequestMessage:
         head = self.head
         pairs = [(name, value) for name, value in head.headers if name.lower() in FORWARD_REQUEST_HEADERS]
-        if self.body:
+        if self.body and (self.complete or not self.starts_before_body):  # a whole body: its length is known
             pairs.append(("Content-Length", str(len(self.body))))
         return RawRequestMessage(
             head.method,
@@ -209,6 +242,14 @@ class DispatchedStream(TunnelStream):
         )
 
     def payload(self, protocol: TunnelProtocol) -> StreamReader:
+        if self.starts_before_body and not self.complete:
+            # The body is still coming: the reader is fed as its frames arrive, and ended by END. Its pausing
+            # does nothing (TunnelProtocol): the tunnel bounds what a relay may send (max_body_bytes).
+            self._reader = StreamReader(protocol, 2**16, loop=asyncio.get_running_loop())
+            if self.body:
+                self._reader.feed_data(bytes(self.body))
+                self.body = bytearray()
+            return self._reader
         if not self.body:
             return EMPTY_PAYLOAD
         # A limit the size of the body: the reader never asks the (absent) socket to pause.

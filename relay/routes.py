@@ -76,6 +76,14 @@ def sse_error(code: str, message: str) -> bytes:
     return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n" + SSE_ERROR_TAIL
 
 
+def _open(tunnel, head: frames.RequestHead, body: bytes | None) -> tuple:
+    """(the stream, None), or (None, StreamClosed) when the tunnel has no room for another."""
+    try:
+        return tunnel.open(head, body), None
+    except StreamClosed as exc:
+        return None, exc
+
+
 async def head_of(stream):
     """The agent's head for `stream`, waited for HEAD_TIMEOUT_SEC at most (TimeoutError), in this task: no task of
     its own (as wait_for would start), and no wait at all when it came with the request's first answer frames."""
@@ -129,33 +137,62 @@ class Routes:
                 "This per-address rate of the relay is the same for every tier.",
             )
         claims = None
-        body = b""
-        if tail in CHAT_TAILS:
-            if relay.keys.keys:  # with no keys yet (first start, tracker down) the agent alone decides
-                try:
-                    claims = relay.keys.tasting(request.headers.get("Authorization"), node_id)
-                except AgentError as exc:
-                    if exc.status == 401:
-                        relay.link.unknown_kid_seen()
-                    raise
+        if tail in CHAT_TAILS and relay.keys.keys:  # with no keys yet (first start, tracker down) the agent decides
             try:
-                body = await request.read()
-            except web.HTTPRequestEntityTooLarge as exc:
-                raise AgentError(413, "body_too_large", "The request body is too large.") from exc
+                claims = relay.keys.tasting(request.headers.get("Authorization"), node_id)
+            except AgentError as exc:
+                if exc.status == 401:
+                    relay.link.unknown_kid_seen()
+                raise
         tunnel = relay.registry.get(node_id)
-        if tunnel is None:
-            raise self.offline(node_id)
         head = frames.RequestHead(
             route[0], route[1], [(h, request.headers[h]) for h in FORWARD_REQUEST_HEADERS if h in request.headers]
         )
-        try:
-            stream = tunnel.open(head, body)
-        except StreamClosed as exc:
-            raise limited("queue_full", exc.message, 5, "This relay limit is the same for every tier.") from exc
+        stream = refused = None
+        body = b""
+        if tail in CHAT_TAILS:
+            if tunnel is not None and self._body_on_its_way(request):
+                stream, refused = _open(tunnel, head, None)
+            # Read whole even when it is refused below: a taster still writing its body would take a refusal sent
+            # before the body was read for a dropped connection.
+            body = await self._body(request, tunnel, stream)
+        if tunnel is None:
+            raise self.offline(node_id)
+        if stream is not None:
+            tunnel.send_body(stream, body)
+        elif refused is None:
+            stream, refused = _open(tunnel, head, body)
+        if stream is None:
+            raise limited("queue_full", refused.message, 5, "This relay limit is the same for every tier.") from refused
         witness = None
         if claims is not None:
             witness = Witness(jti=claims.jti, node_id=node_id, mode=claims.crypto_mode, stream=False)
         return await self._answer(request, tunnel, stream, witness)
+
+    def _body_on_its_way(self, request: web.Request) -> bool:
+        """Whether the head goes to the agent before the body: when the body is still on its way (a long
+        conversation comes in several segments over a real network) and its announced length is within the cap. The agent then starts on
+        the request (token, rules, budget) while the body arrives, as it does for a direct taster (docs/benchmarks.md,
+        "The relay"). A body of unknown length, or over the cap, is read first: nothing reaches the agent before
+        the relay knows it will pass."""
+        length = request.content_length
+        return length is not None and length <= self.relay.config.max_body_bytes and not request.content.is_eof()
+
+    async def _body(self, request: web.Request, tunnel, stream) -> bytes:
+        """The taster's body; a stream opened before it (`stream`) has its head sent first, and is cancelled at the
+        agent when the body fails (past the cap after all, or a taster who leaves meanwhile)."""
+        try:
+            if stream is not None:
+                await tunnel.flush()
+            return await request.read()
+        except web.HTTPRequestEntityTooLarge as exc:
+            if stream is not None:
+                tunnel.cancel(stream)
+            raise AgentError(413, "body_too_large", "The request body is too large.") from exc
+        except BaseException:
+            if stream is not None:
+                tunnel.cancel(stream)
+            raise
 
     async def _answer(self, request, tunnel, stream, witness) -> web.StreamResponse:
         relay = self.relay
@@ -165,6 +202,7 @@ class Routes:
         last_bytes = b"\n\n"
         try:
             try:
+                await tunnel.flush()  # inside the try: a taster who leaves meanwhile still cancels the stream
                 head = await head_of(stream)
                 headers = vetted_headers(head)
             except (StreamClosed, TimeoutError) as exc:

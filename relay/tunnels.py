@@ -22,6 +22,8 @@ MAX_STREAMS_PER_TUNNEL = 256  # the agent's queue is far shorter; this only boun
 # reads nothing for SEND_TIMEOUT_SEC loses its tunnel, so that a stalled agent cannot make the relay hoard bodies.
 OUTBOX_CAP_BYTES = 8 * 1024 * 1024
 SEND_TIMEOUT_SEC = 30.0
+# What Tunnel.flush sends from a taster's own task at most: a request's head and a usual chat body.
+FLUSH_MAX_BYTES = 16 * 1024
 
 
 class StreamClosed(Exception):
@@ -142,6 +144,8 @@ class Tunnel:
         self.bytes_in = 0
         self._outbox: asyncio.Queue = asyncio.Queue()
         self.queued_bytes = 0
+        self._socket = transport.get_extra_info("socket") if transport is not None else None
+        self._sending = False  # a batch is being written (by the sender task or by flush)
         self._sender = asyncio.ensure_future(self._send_loop())
 
     @property
@@ -156,22 +160,25 @@ class Tunnel:
 
     async def _send_loop(self) -> None:
         outbox = self._outbox
-        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
         try:
             while True:
                 batch = [await outbox.get()]
                 while not outbox.empty():
                     batch.append(outbox.get_nowait())
-                # The frames queued together (a request's head, body and END) leave together: in one turn of the
-                # loop (asyncio.timeout, not wait_for, which would start a task per frame and a turn each), and in
-                # one TCP segment (node_agent/corking.py), so that the agent wakes once for them.
-                with corked(sock if len(batch) > 1 else None):
-                    for frame in batch:
-                        self.queued_bytes -= len(frame)
-                        if self.ws.closed:
-                            continue
-                        async with asyncio.timeout(SEND_TIMEOUT_SEC):
-                            await self.ws.send_bytes(frame)
+                self.queued_bytes -= sum(len(frame) for frame in batch)
+                self._sending = True
+                try:
+                    # The frames queued together (a request's head, body and END) leave together: in one turn of
+                    # the loop (asyncio.timeout, not wait_for, which would start a task per frame and a turn each),
+                    # and in one TCP segment (node_agent/corking.py), so that the agent wakes once for them.
+                    with corked(self._socket if len(batch) > 1 else None):
+                        for frame in batch:
+                            if self.ws.closed:
+                                continue
+                            async with asyncio.timeout(SEND_TIMEOUT_SEC):
+                                await self.ws.send_bytes(frame)
+                finally:
+                    self._sending = False
         except TimeoutError:
             # A close handshake cannot reach an agent that reads nothing: the connection is dropped, which ends the
             # tunnel's reader at once, and with it every stream (their tasters are told).
@@ -183,19 +190,56 @@ class Tunnel:
         except (ConnectionError, RuntimeError) as exc:  # the socket went away; the reader notices and cleans up
             log.info("tunnel %s: send failed (%s)", self.node_id, type(exc).__name__)
 
+    async def flush(self) -> None:
+        """Send what is queued now, in the caller's task, rather than in the sender task's next turn: a request's
+        frames reach the agent one wake-up sooner (docs/benchmarks.md, "The relay"). Only what cannot wait: a few
+        frames (FLUSH_MAX_BYTES), with nothing being sent and nothing buffered for the agent's socket, so the
+        writes go straight to the socket and never wait for the agent to read (aiohttp's WebSocket writer waits only
+        once its transport is paused, past 64 KiB buffered). Anything else is left to the sender task, whose
+        timeout drops an agent that reads nothing: a taster's request is never the one that waits on it."""
+        outbox, transport = self._outbox, self.transport
+        if (
+            self._sending
+            or outbox.empty()
+            or self.queued_bytes > FLUSH_MAX_BYTES
+            or transport is None
+            or transport.get_write_buffer_size()
+        ):
+            return
+        batch = []
+        while not outbox.empty():
+            batch.append(outbox.get_nowait())
+        self.queued_bytes -= sum(len(frame) for frame in batch)
+        self._sending = True
+        try:
+            with corked(self._socket if len(batch) > 1 else None):
+                for frame in batch:
+                    if not self.ws.closed:
+                        await self.ws.send_bytes(frame)
+        except (ConnectionError, RuntimeError) as exc:  # as in _send_loop: the reader notices and cleans up
+            log.info("tunnel %s: send failed (%s)", self.node_id, type(exc).__name__)
+        finally:
+            self._sending = False
+
     # --- streams ----------------------------------------------------------------------------------------
 
-    def open(self, head: frames.RequestHead, body: bytes) -> Stream:
+    def open(self, head: frames.RequestHead, body: bytes | None) -> Stream:
+        """A new stream, its head queued for the agent, with its body and END when `body` is given; with None the
+        caller sends them later (send_body), once the taster's body has come."""
         if len(self.streams) >= MAX_STREAMS_PER_TUNNEL or self.queued_bytes > OUTBOX_CAP_BYTES:
             raise StreamClosed("too_many_streams", "This rig has too many open requests through the relay.")
         self.last_id += 1
         stream = Stream(self, self.last_id, self.window)
         self.streams[stream.id] = stream
         self.send_soon(head.encode(stream.id))
+        if body is not None:
+            self.send_body(stream, body)
+        return stream
+
+    def send_body(self, stream: Stream, body: bytes) -> None:
         for frame in frames.data_frames(stream.id, body):
             self.send_soon(frame)
         self.send_soon(frames.encode(frames.END, stream.id))
-        return stream
 
     def forget(self, stream: Stream) -> None:
         self.streams.pop(stream.id, None)

@@ -164,6 +164,46 @@ def test_a_tunnelled_request_runs_the_applications_middlewares_and_signals_with_
     run(scenario())
 
 
+def test_a_request_runs_from_its_head_and_reads_its_body_as_the_frames_come(tmp_path):
+    """The relay sends a request's head ahead of a body still on its way: the handler runs from the head (token
+    and rules are checked meanwhile, as for a direct taster) and reads the body frame by frame, ended by END. The
+    tunnel's cap and the application's own cap hold on such a body, and a handler refused its body is cancelled."""
+
+    async def scenario():
+        async with scripted(tmp_path) as (state, relay, ws, client):
+            await ws.send_bytes(frames.RequestHead("POST", "/echo", [["Content-Type", "application/json"]]).encode(1))
+            await until(lambda: state["middleware"] == 1, 5, "the handler running before any of the body came")
+            await ws.send_bytes(frames.encode(frames.DATA, 1, b'{"q": '))
+            await ws.send_bytes(frames.encode(frames.DATA, 1, b'"hi"}'))
+            await asyncio.sleep(0.1)
+            assert not of(relay, frames.RESPONSE, 1)  # it waits for END
+            await ws.send_bytes(frames.encode(frames.END, 1))
+            await until(lambda: of(relay, frames.END, 1), 5, "the echo's END")
+            echoed = json.loads(b"".join(bytes(f.payload) for f in of(relay, frames.DATA, 1)))
+            assert echoed["body"] == '{"q": "hi"}' and "content-length" not in {k.lower() for k in echoed["headers"]}
+            # Past the tunnel's cap while the handler reads: body_too_large, and the handler is cancelled.
+            await ws.send_bytes(frames.RequestHead("POST", "/echo", []).encode(2))
+            await until(lambda: state["middleware"] == 2, 5, "the second handler running")
+            task = client.current.streams[2].task
+            await ws.send_bytes(frames.encode(frames.DATA, 2, b"x" * (MAX_BODY + 1)))
+            await until(lambda: 2 in errors_for(relay), 5, "body_too_large")
+            await until(task.done, 5, "the handler's end")
+            assert errors_for(relay)[2] == "body_too_large" and task.cancelled() and not of(relay, frames.RESPONSE, 2)
+            # A GET has no body to wait for: it runs from its END, as before.
+            await request(ws, 3, "GET", "/lookup")
+            await until(lambda: of(relay, frames.END, 3), 5, "the GET's END")
+        async with scripted(tmp_path, client_max_size=100) as (state, relay, ws, client):
+            # The application's own cap, on a body it reads as it comes: its 413.
+            await ws.send_bytes(frames.RequestHead("POST", "/echo", []).encode(1))
+            await until(lambda: state["middleware"] == 1, 5, "the handler running")
+            await ws.send_bytes(frames.encode(frames.DATA, 1, b"x" * 500))
+            await ws.send_bytes(frames.encode(frames.END, 1))
+            await until(lambda: of(relay, frames.END, 1), 5, "the 413's END")
+            assert frames.ResponseHead.parse(of(relay, frames.RESPONSE, 1)[0].payload).status == 413
+
+    run(scenario())
+
+
 def test_pause_stops_the_handlers_writes_until_resume(tmp_path):
     async def scenario():
         async with scripted(tmp_path) as (state, relay, ws, client):

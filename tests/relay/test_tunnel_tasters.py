@@ -256,3 +256,64 @@ def test_an_agent_that_ignores_pause_has_its_stream_reset_not_the_relays_memory(
             r.close()
 
     run(scenario())
+
+
+async def _raw_post(s, body: bytes, node_id: str = "rig-1"):
+    """A taster's POST on a raw connection, its head written alone: (reader, writer); the body is the caller's."""
+    host, port = s.base.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    head = (
+        f"POST /n/{node_id}/v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {s.tracker.token(node_id)}\r\nContent-Length: {len(body)}"
+        "\r\n\r\n"
+    )
+    writer.write(head.encode())
+    await writer.drain()
+    return reader, writer
+
+
+def test_a_body_still_on_its_way_follows_the_head_that_went_first(tmp_path):
+    """The agent gets a request's head while its body is still coming from the taster (it starts on the request
+    meanwhile, as it would for a direct taster), then the body and END; a taster who leaves before the body is
+    whole has the stream cancelled at the agent. A body of unknown length is read whole first."""
+
+    async def scenario():
+        async with relay_setup(tmp_path, max_body_bytes=4096) as s:
+            agent = await s.agent()
+            body = json.dumps(s.chat_body(stream=False)).encode()
+            reader, writer = await _raw_post(s, body)
+            await agent.wait_for_frame(frames.REQUEST, 1)  # before a byte of the body was written
+            assert not agent.seen(frames.DATA, 1) and not agent.seen(frames.END, 1)
+            writer.write(body)
+            sid, head, received = await asyncio.wait_for(agent.requests.get(), 5)
+            assert (sid, head.path, received) == (1, "/v1/chat/completions", body)
+            await agent.respond(sid, body=b'{"ok": true}')
+            answer = await asyncio.wait_for(reader.readuntil(b'{"ok": true}'), 5)
+            assert answer.startswith(b"HTTP/1.1 200")
+            writer.close()
+
+            # Half a body, then the taster leaves: the agent hears CANCEL for the stream it started.
+            reader, writer = await _raw_post(s, body)
+            await agent.wait_for_frame(frames.REQUEST, 2)
+            writer.write(body[:10])
+            await writer.drain()
+            writer.close()
+            await agent.wait_for_frame(frames.CANCEL, 2)
+            assert not agent.seen(frames.END, 2)
+
+            # Chunked, its length unknown: nothing reaches the agent until the body is whole (it might pass the cap).
+            host, port = s.base.removeprefix("http://").split(":")
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(
+                f"POST /n/rig-1/v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+                f"Authorization: Bearer {s.tracker.token('rig-1')}\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+            )
+            await writer.drain()
+            await asyncio.sleep(0.3)
+            assert not agent.seen(frames.REQUEST, 3)
+            writer.write(f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n")
+            sid, _, received = await asyncio.wait_for(agent.requests.get(), 5)
+            assert (sid, received) == (3, body)
+            writer.close()
+
+    run(scenario())
