@@ -15,7 +15,11 @@ the shape stays on the ordinary path (nodes.public_list.public_nodes) and a warn
 with the same per-column formatters as that path (nodes.public_list.RowReader), except on SQLite, where the SQL that
 runs gives the timestamp and JSON columns typed aliases ("created_at [lrwiretime]": only the alias differs from the
 checked SQL, so ORDER BY and the index are the same) and the cursor converts them itself
-(nodes.public_list.cursor_conversions)."""
+(nodes.public_list.cursor_conversions).
+
+A plain GET of the list goes one step further on SQLite (page_json): the checked SQL is the FROM of a query that
+gives each row's values in PublicNode's order, the page is written as JSON by position (nodes.json_page), and it
+reaches the renderer as JSON text."""
 
 import functools
 import itertools
@@ -24,12 +28,13 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from django.db import connections, router
+import orjson
+from django.db import DatabaseError, connections, router
 
 from core.paging import Page
-from nodes import queries
+from nodes import json_page, queries
 from nodes.models import Node
-from nodes.public_list import RowReader, cursor_conversions, public_nodes
+from nodes.public_list import JSON, STRICT_JSON, WIRE_TIME, RowReader, cursor_conversions, public_nodes
 from nodes.public_node import public_rows
 
 log = logging.getLogger(__name__)
@@ -67,14 +72,43 @@ class Shape:
         for plain, typed in self.typed:
             head = head.replace(plain, typed)
         sql = head + from_ + rest
-        if self.named:
-            numbers = itertools.count()
-            sql = _PLACEHOLDER.sub(lambda _match: f"%(p{next(numbers)})s", sql)
-        return sql
+        return _named(sql) if self.named else sql
+
+    @functools.cached_property
+    def json_sql(self) -> tuple[str, tuple, tuple] | None:
+        """(SQL, functions, pieces) of the page as JSON (nodes.json_page.select_list), or None where it does not
+        run: the checked SQL itself (as `run_sql` names its parameters, with no typed alias) is the FROM of a query
+        that gives each row's values in PublicNode's order, so the rows, their order and the parameters are the
+        checked query's. Only on SQLite whose cursor converts the page's timestamps and JSON columns (typed
+        aliases, as run_sql's: json_page takes timestamps as wire times, JSON values decoded, here by orjson
+        alone)."""
+        converted = {plain.split('"')[1]: typed.split('"')[1] for plain, typed in self.typed}
+        json_columns = {name for name, typed in converted.items() if typed.endswith(f"[{JSON}]")}
+        times = {name for name, typed in converted.items() if typed.endswith(f"[{WIRE_TIME}]")}
+        if not self.named or times != json_page.TIMES or json_columns != json_page.JSON_VALUES:
+            return None
+
+        def column(alias: str) -> str:
+            return f'"page"."{alias}"'
+
+        expressions, then, pieces = json_page.select_list(column)
+        aliased = [
+            f'{sql} AS "{converted.get(name, f"v{n}").replace(f"[{JSON}]", f"[{STRICT_JSON}]")}"'
+            for n, (sql, name) in enumerate(expressions)
+        ]
+        # The cursor formats the SQL with its parameters (`%` operator): a `%` of the select list is written `%%`.
+        select = ", ".join(aliased).replace("%", "%%")
+        # Only the layout's SQL and the checked SQL: a request's values are parameters.
+        return f'SELECT {select} FROM ({_named(self.sql)}) AS "page"', then, pieces  # noqa: S608
 
     @functools.cached_property
     def param_names(self) -> tuple[str, ...]:
         return tuple(f"p{n}" for n in range(len(self.slots) + 2))  # + LIMIT and OFFSET
+
+
+def _named(sql: str) -> str:
+    numbers = itertools.count()
+    return _PLACEHOLDER.sub(lambda _match: f"%(p{next(numbers)})s", sql)
 
 
 _shapes: dict[tuple, Shape | None] = {}  # per process; None: the ordinary path for that shape
@@ -172,11 +206,8 @@ def _checked(alias: str, shape: Shape, query: queries.ListQuery, now, page: Page
     return sql == shape.sql[: -len(_TAIL)] + tail and list(params) == mine[:-2]
 
 
-def page_nodes(query: queries.ListQuery, page: Page, now: datetime) -> list[dict]:
-    """PublicNode of each listed rig on `page` of the list `query` asks for, listed as at `now` (one query, none
-    past the end)."""
-    if page.start >= page.count:
-        return []
+def _shape(query: queries.ListQuery, page: Page, now: datetime) -> tuple[str, Shape | None]:
+    """(database alias, the compiled shape of `query`, or None: the ordinary path), compiled on first use."""
     alias = router.db_for_read(Node)
     key = (alias, query.order, present(query.filters))
     shape = _shapes.get(key, False)
@@ -186,11 +217,40 @@ def page_nodes(query: queries.ListQuery, page: Page, now: datetime) -> list[dict
             log.warning("node list: shape %s compiles to other SQL than Django's: compiled per request", key)
             shape = None
         _shapes[key] = shape
-    if shape is None:
-        return public_nodes(_page_rows(alias, query, now, page.start, page.size))
+    return alias, shape
+
+
+def _fetch(alias: str, shape: Shape, sql: str, query: queries.ListQuery, page: Page, now: datetime) -> list:
     connection = connections[alias]
     params = _params(shape, query.filters, now, connection.ops, page.start, page.size)
     with connection.cursor() as cursor:
-        cursor.execute(shape.run_sql, dict(zip(shape.param_names, params, strict=True)) if shape.named else params)
-        rows = cursor.fetchall()
-    return shape.reader.public_nodes(rows, connection)
+        cursor.execute(sql, dict(zip(shape.param_names, params, strict=True)) if shape.named else params)
+        return cursor.fetchall()
+
+
+def page_nodes(query: queries.ListQuery, page: Page, now: datetime) -> list[dict]:
+    """PublicNode of each listed rig on `page` of the list `query` asks for, listed as at `now` (one query, none
+    past the end)."""
+    if page.start >= page.count:
+        return []
+    alias, shape = _shape(query, page, now)
+    if shape is None:
+        return public_nodes(_page_rows(alias, query, now, page.start, page.size))
+    return shape.reader.public_nodes(_fetch(alias, shape, shape.run_sql, query, page, now), connections[alias])
+
+
+def page_json(query: queries.ListQuery, page: Page, now: datetime) -> tuple[bytes, int] | None:
+    """(the JSON array of what page_nodes gives, as the renderer (core.renderers.FastJSONRenderer) writes it, and
+    its length), written by position (nodes.json_page); None where the shape cannot or the page holds a value it
+    cannot write: page_nodes then (one more query, for such a page only)."""
+    if page.start >= page.count:
+        return b"[]", 0
+    alias, shape = _shape(query, page, now)
+    json_sql = shape.json_sql if shape is not None else None
+    if json_sql is None:
+        return None
+    try:
+        fetched = _fetch(alias, shape, json_sql[0], query, page, now)
+    except (orjson.JSONDecodeError, DatabaseError):  # a JSON text orjson refuses; text that is not UTF-8
+        return None
+    return json_page.page_body(fetched, *json_sql[1:])

@@ -34,6 +34,10 @@ from nodes.public_node import public_node
 # its wire time, one aliased "name [lrjson]" decoded.
 WIRE_TIME = "lrwiretime"
 JSON = "lrjson"
+# A JSON column read by orjson alone (nodes.json_page): a text only the standard library reads (NaN, infinity)
+# fails the fetch, and the page is then read the ordinary way, with JSON. Whatever orjson reads, it reads as
+# _decoded does (which tries orjson first).
+STRICT_JSON = "lrjsonstrict"
 
 
 def _naive_utc_time(value) -> str | None:
@@ -96,6 +100,7 @@ def _wire_time_of_text(raw: bytes) -> str:
 
 sqlite3.register_converter(WIRE_TIME, _wire_time_of_text)
 sqlite3.register_converter(JSON, _decoded)
+sqlite3.register_converter(STRICT_JSON, orjson.loads)
 
 
 def cursor_conversions(compiler) -> dict[int, str]:
