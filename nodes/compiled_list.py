@@ -17,16 +17,18 @@ runs gives the timestamp and JSON columns typed aliases ("created_at [lrwiretime
 checked SQL, so ORDER BY and the index are the same) and the cursor converts them itself
 (nodes.public_list.cursor_conversions).
 
-A plain GET of the list goes one step further on SQLite (page_json): the checked SQL is the FROM of a query that
-gives each row's values in PublicNode's order, the page is written as JSON by position (nodes.json_page), and it
-reaches the renderer as JSON text."""
+A plain GET of the list goes one step further on SQLite (page_json): the checked SQL, with the values PublicNode
+makes of several columns added to its select list, gives the rows, the page is written as JSON by position
+(nodes.json_page), and it reaches the renderer as JSON text."""
 
 import functools
 import itertools
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from operator import itemgetter
 
 import orjson
 from django.db import DatabaseError, connections, router
@@ -47,6 +49,8 @@ _NOW = datetime(1902, 3, 4, 5, 6, 7, 891011, tzinfo=UTC)
 _OFFSET, _LIMIT = 7654321, 3456789
 _DJANGO_TAIL = f" LIMIT {_LIMIT} OFFSET {_OFFSET}"
 _TAIL = " LIMIT %s OFFSET %s"
+# A column of the page's select list: `"table"."column" AS "alias"`.
+_COLUMN = re.compile(r'("[^"]+"\."[^"]+") AS "([^"]+)"')
 # A parameter, as Django's SQLite cursor finds them (django.db.backends.sqlite3.base.FORMAT_QMARK_REGEX).
 _PLACEHOLDER = re.compile(r"(?<!%)%s")
 
@@ -75,31 +79,36 @@ class Shape:
         return _named(sql) if self.named else sql
 
     @functools.cached_property
-    def json_sql(self) -> tuple[str, tuple, tuple] | None:
-        """(SQL, functions, pieces) of the page as JSON (nodes.json_page.select_list), or None where it does not
-        run: the checked SQL itself (as `run_sql` names its parameters, with no typed alias) is the FROM of a query
-        that gives each row's values in PublicNode's order, so the rows, their order and the parameters are the
-        checked query's. Only on SQLite whose cursor converts the page's timestamps and JSON columns (typed
-        aliases, as run_sql's: json_page takes timestamps as wire times, JSON values decoded, here by orjson
-        alone)."""
+    def json_sql(self) -> tuple[str, Callable, tuple, tuple] | None:
+        """(SQL, the row's values in PublicNode's order, functions, pieces) of the page as JSON
+        (nodes.json_page.page_body), or None where it does not run. The SQL is the checked SQL itself, as run_sql
+        runs it (its JSON columns read by orjson alone), with the values PublicNode makes of several columns
+        (json_page.select_list) added at the end of its select list: its rows, their order (ORDER BY names columns
+        by position) and its parameters are the checked query's. Only on SQLite whose cursor converts the page's
+        timestamps and JSON columns (json_page takes timestamps as wire times, JSON values decoded)."""
         converted = {plain.split('"')[1]: typed.split('"')[1] for plain, typed in self.typed}
         json_columns = {name for name, typed in converted.items() if typed.endswith(f"[{JSON}]")}
         times = {name for name, typed in converted.items() if typed.endswith(f"[{WIRE_TIME}]")}
         if not self.named or times != json_page.TIMES or json_columns != json_page.JSON_VALUES:
             return None
-
-        def column(alias: str) -> str:
-            return f'"page"."{alias}"'
-
-        expressions, then, pieces = json_page.select_list(column)
-        aliased = [
-            f'{sql} AS "{converted.get(name, f"v{n}").replace(f"[{JSON}]", f"[{STRICT_JSON}]")}"'
-            for n, (sql, name) in enumerate(expressions)
-        ]
-        # The cursor formats the SQL with its parameters (`%` operator): a `%` of the select list is written `%%`.
-        select = ", ".join(aliased).replace("%", "%%")
-        # Only the layout's SQL and the checked SQL: a request's values are parameters.
-        return f'SELECT {select} FROM ({_named(self.sql)}) AS "page"', then, pieces  # noqa: S608
+        head, from_, rest = self.sql.partition(" FROM ")
+        columns = {alias: sql for sql, alias in _COLUMN.findall(head)}
+        if len(columns) != head.count(" AS "):
+            return None
+        for plain, typed in self.typed:
+            head = head.replace(plain, typed.replace(f"[{JSON}]", f"[{STRICT_JSON}]"))
+        expressions, then, pieces = json_page.select_list(columns.__getitem__)
+        names, made = list(columns), []
+        positions = []
+        for sql, name in expressions:
+            if name is None:
+                positions.append(len(names) + len(made))
+                made.append(f'{sql} AS "made{len(made)}"')
+            else:
+                positions.append(names.index(name))
+        # The cursor formats the SQL with its parameters (`%` operator): a `%` of the added SQL is written `%%`.
+        added = "".join(f", {sql}" for sql in made).replace("%", "%%")
+        return _named(head + added + from_ + rest), itemgetter(*positions), then, pieces
 
     @functools.cached_property
     def param_names(self) -> tuple[str, ...]:

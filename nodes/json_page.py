@@ -2,12 +2,12 @@
 of 43 columns, then 50 PublicNode dicts, then encoding them, cost most of a page's CPU on SQLite, nearly all of it
 in the interpreter.
 
-So on SQLite a plain GET's page (nodes.compiled_list.page_json) reads the checked page SQL through a query that
-gives each row's values in PublicNode's order (the relayed endpoint made there, as nodes.public_node.endpoint_of
-makes it), and the page is written with a few calls for all its rows, none per value: the values of every row in
-one list, encoded by orjson in one call with a mark between them (a byte no JSON text holds raw), split back at
-the marks, and put between the pieces of PublicNode's text that do not change from row to row (its keys, braces,
-the empty `circles`). Every value is encoded by orjson as the renderer encodes PublicNode's dicts, from the same
+So on SQLite a plain GET's page (nodes.compiled_list.page_json) reads the checked page SQL with the relayed
+endpoint added to its select list (made there as nodes.public_node.endpoint_of makes it), takes each row's values
+in PublicNode's order, and writes the page with a few calls for all its rows, none per value: the values of every
+row in one list, encoded by orjson in one call with a mark between them (a byte no JSON text holds raw), split back
+at the marks, and put between the pieces of PublicNode's text that do not change from row to row (its keys,
+braces, the empty `circles`). Every value is encoded by orjson as the renderer encodes PublicNode's dicts, from the same
 value: the cursor's own (its timestamps and JSON columns converted as on the compiled path, nodes.public_list),
 the circle-only hours sorted and the model file made by the builder's own functions.
 
@@ -151,15 +151,16 @@ def _leaves(layout: dict):
 _MARK = orjson.Fragment(b"\x01")
 
 
-def page_body(rows, then: tuple, pieces: tuple[bytes, ...]) -> tuple[bytes, int] | None:
-    """(The page's JSON array of PublicNodes, how many) from rows of select_list's expressions; None when orjson
-    cannot encode a value: the page is then built the ordinary way."""
+def page_body(rows, order, then: tuple, pieces: tuple[bytes, ...]) -> tuple[bytes, int] | None:
+    """(The page's JSON array of PublicNodes, how many) from rows that `order` (an itemgetter) turns into the
+    values of select_list's expressions; None when orjson cannot encode a value: the page is then built the
+    ordinary way."""
     if not rows:
         return b"[]", 0
     width = len(pieces) - 1
-    values = list(itertools.chain.from_iterable(rows))
+    values = list(itertools.chain.from_iterable(map(order, rows)))
     if len(values) != width * len(rows):
-        raise ValueError(f"rows of {len(values) / len(rows)} columns for {width} values")
+        raise ValueError(f"{len(values)} values for {len(rows)} rows of {width}")
     for pos, function in then:
         values[pos::width] = map(function, values[pos::width])
     marked = [_MARK] * (2 * len(values))

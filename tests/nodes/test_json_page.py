@@ -16,6 +16,7 @@ from django.test import Client
 from core.paging import Page
 from core.renderers import FastJSONRenderer
 from nodes import compiled_list, json_page, queries, rarity
+from nodes import services as node_services
 from nodes.models import Contributor, Node
 from nodes.public_node import PUBLIC_COLUMNS, public_node
 from tracker import relays
@@ -58,13 +59,13 @@ def odd_nodes(db):
                 model_name=TEXTS[(i + 1) % len(TEXTS)] or "Qwen",
                 quantization="Q4_K_M",
                 lora=TEXTS[(i + 2) % len(TEXTS)],
-                gpu="RTX 3090",
+                gpu=["RTX 3090", "M2 Max", "rtx 4090"][i % 3],
                 vram_gb=FLOATS[i % len(FLOATS)],
                 context_length=[None, 0, 4096, 2**62][i % 4],
                 tuning_note=TEXTS[(i + 3) % len(TEXTS)],
                 availability_note=TEXTS[(i + 4) % len(TEXTS)],
-                tags=[[], ["home"], ["日本語", 'q"', "\x01"], ["a,b"]][i % 4],
-                tags_index="",
+                tags=(tags := [[], ["home"], ["日本語", 'q"', "\x01"], ["home", "a,b"]][i % 4]),
+                tags_index=node_services.tags_index(tags),
                 visibility="public",
                 circle_only_hours=[[], [23, 0, 5], [12]][i % 3],
                 node_public_key=[None, "-----BEGIN PUBLIC KEY-----\nabc\n-----END PUBLIC KEY-----\n"][i % 2],
@@ -126,12 +127,18 @@ def _set(node_id: str, column: str, value):
 
 
 def test_sqlite_writes_the_renderers_bytes(odd_nodes, fresh_shapes):
-    for params in ({"page_size": "200"}, {"page_size": "7", "page": "3"}, {"order": "recent", "page_size": "50"}):
-        written, expected = _both(params)
-        assert written is not None, params  # not the ordinary path
-        assert written[0] == expected
-        assert written[1] == len(orjson.loads(expected))
+    pages = ({"page_size": "200"}, {"page_size": "7", "page": "3"}, {"page_size": "7", "page": "99"})
+    for order in queries.ORDERS:
+        for filters in ({}, {"model": "qwen", "min_ctx": "0"}, {"tag": "home", "gpu": "rtx"}):
+            for paging in pages:
+                params = {**filters, **paging, "order": order}
+                written, expected = _both(params)
+                assert written is not None, params  # not the ordinary path
+                assert written[0] == expected
+                assert written[1] == len(orjson.loads(expected))
     assert len(orjson.loads(_both()[1])) == len(odd_nodes)
+    assert all(shape is not None and shape.json_sql is not None for shape in fresh_shapes.values())
+    assert 0 < len(orjson.loads(_both({"tag": "home", "gpu": "rtx", "page_size": "200"})[1])) < len(odd_nodes)
 
 
 def test_the_answer_of_the_list_is_the_same_bytes(odd_nodes, fresh_shapes):
