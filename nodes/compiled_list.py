@@ -36,7 +36,7 @@ from django.db import DatabaseError, connections, router
 from core.paging import Page
 from nodes import json_page, queries
 from nodes.models import Node
-from nodes.public_list import JSON, STRICT_JSON, WIRE_TIME, RowReader, cursor_conversions, public_nodes
+from nodes.public_list import JSON, STORED_TEXT, STRICT_JSON, WIRE_TIME, RowReader, cursor_conversions, public_nodes
 from nodes.public_node import public_rows
 
 log = logging.getLogger(__name__)
@@ -79,13 +79,14 @@ class Shape:
         return _named(sql) if self.named else sql
 
     @functools.cached_property
-    def json_sql(self) -> tuple[str, Callable, tuple, tuple] | None:
-        """(SQL, the row's values in PublicNode's order, functions, pieces) of the page as JSON
+    def json_sql(self) -> tuple[str, Callable, tuple, tuple, tuple] | None:
+        """(SQL, the row's values in PublicNode's order, functions, timestamps, pieces) of the page as JSON
         (nodes.json_page.page_body), or None where it does not run. The SQL is the checked SQL itself, as run_sql
-        runs it (its JSON columns read by orjson alone), with the values PublicNode makes of several columns
-        (json_page.select_list) added at the end of its select list: its rows, their order (ORDER BY names columns
-        by position) and its parameters are the checked query's. Only on SQLite whose cursor converts the page's
-        timestamps and JSON columns (json_page takes timestamps as wire times, JSON values decoded)."""
+        runs it (its JSON columns read by orjson alone, its timestamps as stored), with the values PublicNode makes
+        of several columns (json_page.select_list) added at the end of its select list: its rows, their order
+        (ORDER BY names columns by position) and its parameters are the checked query's. Only on SQLite whose
+        cursor converts the page's timestamps and JSON columns on the compiled path: json_page reads timestamps
+        stored as naive UTC and JSON values decoded."""
         converted = {plain.split('"')[1]: typed.split('"')[1] for plain, typed in self.typed}
         json_columns = {name for name, typed in converted.items() if typed.endswith(f"[{JSON}]")}
         times = {name for name, typed in converted.items() if typed.endswith(f"[{WIRE_TIME}]")}
@@ -95,9 +96,10 @@ class Shape:
         columns = {alias: sql for sql, alias in _COLUMN.findall(head)}
         if len(columns) != head.count(" AS "):
             return None
-        for plain, typed in self.typed:
-            head = head.replace(plain, typed.replace(f"[{JSON}]", f"[{STRICT_JSON}]"))
+        for plain, typed in self.typed:  # timestamps as SQLite holds them: json_page.wire_times, for the page
+            head = head.replace(plain, typed.replace(f"[{JSON}]", f"[{STRICT_JSON}]").replace(WIRE_TIME, STORED_TEXT))
         expressions, then, pieces = json_page.select_list(columns.__getitem__)
+        times = tuple(n for n, (_sql, name) in enumerate(expressions) if name in json_page.TIMES)
         names, made = list(columns), []
         positions = []
         for sql, name in expressions:
@@ -108,7 +110,7 @@ class Shape:
                 positions.append(names.index(name))
         # The cursor formats the SQL with its parameters (`%` operator): a `%` of the added SQL is written `%%`.
         added = "".join(f", {sql}" for sql in made).replace("%", "%%")
-        return _named(head + added + from_ + rest), itemgetter(*positions), then, pieces
+        return _named(head + added + from_ + rest), itemgetter(*positions), then, times, pieces
 
     @functools.cached_property
     def param_names(self) -> tuple[str, ...]:
@@ -260,6 +262,7 @@ def page_json(query: queries.ListQuery, page: Page, now: datetime) -> tuple[byte
         return None
     try:
         fetched = _fetch(alias, shape, json_sql[0], query, page, now)
-    except (orjson.JSONDecodeError, DatabaseError):  # a JSON text orjson refuses; text that is not UTF-8
+    # A JSON text orjson refuses; text that is not UTF-8 (a timestamp's: the ordinary path's converter refuses it)
+    except (orjson.JSONDecodeError, DatabaseError, UnicodeDecodeError):
         return None
     return json_page.page_body(fetched, *json_sql[1:])

@@ -7,9 +7,10 @@ endpoint added to its select list (made there as nodes.public_node.endpoint_of m
 in PublicNode's order, and writes the page with a few calls for all its rows, none per value: the values of every
 row in one list, encoded by orjson in one call with a mark between them (a byte no JSON text holds raw), split back
 at the marks, and put between the pieces of PublicNode's text that do not change from row to row (its keys,
-braces, the empty `circles`). Every value is encoded by orjson as the renderer encodes PublicNode's dicts, from the same
-value: the cursor's own (its timestamps and JSON columns converted as on the compiled path, nodes.public_list),
-the circle-only hours sorted and the model file made by the builder's own functions.
+braces, the empty `circles`). Every value is encoded by orjson as the renderer encodes PublicNode's dicts, from
+the same value: the cursor's own (JSON columns decoded by orjson, as nodes.public_list decodes them when orjson
+can), the wire time of each timestamp as the cursor's converter makes it (wire_times: a page's at once when they
+are all in Django's form), the circle-only hours sorted and the model file made by the builder's own functions.
 
 The layout below follows nodes.public_node.public_node key for key; tests/nodes/test_json_page.py holds its key
 tree equal to the builder's and the page's bytes equal to the renderer's over odd rows. A page orjson cannot
@@ -17,11 +18,14 @@ encode (a BLOB), whose fetch fails (a JSON text orjson refuses, text that is not
 relay URL or an id that is not text, is built the ordinary way (one more query, for such a page only)."""
 
 import itertools
+import re
+from operator import itemgetter
 
 import orjson
 
 from nodes.model_files import model_file
 from nodes.models import Node
+from nodes.public_list import _wire_time_of_text
 
 
 def _sorted_hours(hours):
@@ -146,15 +150,47 @@ def _leaves(layout: dict):
             yield value
 
 
+# A timestamp as Django stores it on SQLite with microseconds (`str()` of a naive UTC datetime) that
+# datetime.fromisoformat reads, so that its wire time is a slice (nodes.public_list._wire_time_of_text): ASCII
+# digits, years 1 to 9999, hours 0 to 23, minutes and seconds 0 to 59, and a day the month has; February 29th is
+# left to fromisoformat, with every text of another form.
+_STORED = (
+    r"(?!0000)[0-9]{4}-(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])|(?:0[13-9]|1[0-2])-(?:29|30)|(?:0[13578]|1[02])-31)"
+    r" (?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]\.[0-9]{6}"
+)
+_STORED_TIMES = re.compile(f"(?:{_STORED}\n)*{_STORED}")
+_FIRST_23 = itemgetter(slice(0, 23))
+
+
+def _wire_time(text: str | None) -> str | None:
+    return None if text is None else _wire_time_of_text(text.encode())
+
+
+def wire_times(texts: list) -> list | None:
+    """The wire times (core.timefmt.iso) of a page's stored timestamps (text, or None): sliced all at once when
+    every one is in Django's form with microseconds (_STORED), else each by _wire_time_of_text. None when one is
+    not text (the page is then read the ordinary way, whose converter reads what SQLite holds as bytes)."""
+    present = [text for text in texts if text is not None]
+    if not all(type(text) is str for text in present):
+        return None
+    if not present:
+        return texts
+    joined = "\n".join(present)
+    if _STORED_TIMES.fullmatch(joined) is None:
+        return list(map(_wire_time, texts))
+    wired = iter(map(str.__add__, map(_FIRST_23, joined.replace(" ", "T").split("\n")), itertools.repeat("Z")))
+    return [None if text is None else next(wired) for text in texts]
+
+
 # Between the values of a page, encoded in one orjson call: a byte no JSON text holds raw (orjson escapes it in a
 # string), so that the output splits back into one text per value exactly.
 _MARK = orjson.Fragment(b"\x01")
 
 
-def page_body(rows, order, then: tuple, pieces: tuple[bytes, ...]) -> tuple[bytes, int] | None:
+def page_body(rows, order, then: tuple, times: tuple, pieces: tuple[bytes, ...]) -> tuple[bytes, int] | None:
     """(The page's JSON array of PublicNodes, how many) from rows that `order` (an itemgetter) turns into the
-    values of select_list's expressions; None when orjson cannot encode a value: the page is then built the
-    ordinary way."""
+    values of select_list's expressions, the timestamps at `times` as SQLite stores them (wire_times); None when
+    orjson cannot encode a value or a timestamp is not text: the page is then built the ordinary way."""
     if not rows:
         return b"[]", 0
     width = len(pieces) - 1
@@ -163,6 +199,11 @@ def page_body(rows, order, then: tuple, pieces: tuple[bytes, ...]) -> tuple[byte
         raise ValueError(f"{len(values)} values for {len(rows)} rows of {width}")
     for pos, function in then:
         values[pos::width] = map(function, values[pos::width])
+    for pos in times:
+        wired = wire_times(values[pos::width])
+        if wired is None:
+            return None
+        values[pos::width] = wired
     marked = [_MARK] * (2 * len(values))
     marked[1::2] = values
     try:

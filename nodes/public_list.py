@@ -38,6 +38,9 @@ JSON = "lrjson"
 # fails the fetch, and the page is then read the ordinary way, with JSON. Whatever orjson reads, it reads as
 # _decoded does (which tries orjson first).
 STRICT_JSON = "lrjsonstrict"
+# A timestamp column's text as SQLite holds it (nodes.json_page.wire_times makes a page's wire times at once): what
+# the WIRE_TIME converter reads, decoded; Django's converter for its declared type would parse it.
+STORED_TEXT = "lrstoredtext"
 
 
 def _naive_utc_time(value) -> str | None:
@@ -101,6 +104,7 @@ def _wire_time_of_text(raw: bytes) -> str:
 sqlite3.register_converter(WIRE_TIME, _wire_time_of_text)
 sqlite3.register_converter(JSON, _decoded)
 sqlite3.register_converter(STRICT_JSON, orjson.loads)
+sqlite3.register_converter(STORED_TEXT, bytes.decode)
 
 
 def cursor_conversions(compiler) -> dict[int, str]:

@@ -186,6 +186,62 @@ def test_odd_values_give_the_same_bytes(odd_nodes, fresh_shapes, column, value, 
     assert response.status_code == 200 and orjson.loads(response.content)["nodes"] == orjson.loads(expected)
 
 
+def test_a_page_of_stored_times_is_sliced_at_once(odd_nodes, fresh_shapes, monkeypatch):
+    """Every timestamp with microseconds, as Django stores them: the page's are sliced at once, to the same bytes."""
+    odd = BASE.replace(microsecond=123_456)
+    Node.objects.update(
+        created_at=odd, updated_at=odd, last_seen_at=odd, queue_updated_at=None, timing_last_uploaded_at=odd
+    )
+    _both()
+    monkeypatch.setattr(json_page, "_wire_time", None)  # one at a time would fail
+    written, expected = _both()
+    assert written is not None and written[0] == expected and b'"2026-11-03T09:15:27.123Z"' in expected
+
+
+STORED = [
+    "2026-11-03 09:15:27.999999",
+    "0001-01-01 00:00:00.000000",
+    "9999-12-31 23:59:59.999999",
+    "2024-02-29 12:00:00.000001",  # leap day: left to fromisoformat
+    "2026-02-29 12:00:00.000001",
+    "2026-04-31 12:00:00.000001",
+    "2026-13-01 12:00:00.000001",
+    "0000-01-01 00:00:00.000000",
+    "2026-12-31 24:00:00.000000",
+    "2026-12-31 23:60:00.000000",
+    "2026-12-31 23:59:60.000000",
+    "２０２６-11-03 09:15:27.999999",
+    "2026-11-03 09:15:27.99999９",
+    "2026-11-03T09:15:27.999999",
+    "2026-11-03 09:15:27",
+]
+
+
+def test_times_are_sliced_only_where_fromisoformat_reads_them():
+    for year in (1900, 2000, 2023, 2024):
+        for month in range(1, 13):
+            for day in range(1, 32):
+                STORED.append(f"{year:04d}-{month:02d}-{day:02d} 00:00:00.000001")
+    for text in STORED:
+        try:
+            read = datetime.fromisoformat(text)
+        except ValueError:
+            read = None
+        if json_page._STORED_TIMES.fullmatch(text):
+            assert read is not None and read.tzinfo is None, text
+            assert json_page.wire_times([text, None]) == [json_page._wire_time(text), None]
+        elif read is not None and len(text) == 26 and text[10] == " " and text[5:10] != "02-29":
+            raise AssertionError(f"{text!r} is left to one at a time")
+    readable = [text for text in STORED if json_page._STORED_TIMES.fullmatch(text)]
+    assert json_page.wire_times([None, *readable]) == [None, *map(json_page._wire_time, readable)]
+    assert json_page.wire_times([None, "2026-11-03 09:15:27", *readable]) == [
+        None,
+        "2026-11-03T09:15:27.000Z",
+        *map(json_page._wire_time, readable),
+    ]
+    assert json_page.wire_times([None, b"2026-11-03 09:15:27"]) is None
+
+
 def test_a_blob_goes_the_ordinary_way(odd_nodes, fresh_shapes):
     """orjson refuses a BLOB (bytes); the ordinary path reads it as it always did."""
     _set("json-005", "lora", b"\x00\x01")
