@@ -4,6 +4,7 @@ is shared with (nodes.access)."""
 
 from datetime import timedelta
 
+import orjson
 from django.db.models import Count, Q
 from django.http import HttpResponse
 from django.utils import timezone
@@ -17,7 +18,7 @@ from core.renderers import FastJSONRenderer
 from core.timefmt import iso
 from nodes import queries, schemas, wanted
 from nodes.access import circles_seen_by, get_visible_node
-from nodes.compiled_list import page_nodes
+from nodes.compiled_list import page_json, page_nodes
 from nodes.list_count import listed_count
 from nodes.models import HealthSample, Node
 from nodes.public_node import public_node_of
@@ -48,6 +49,19 @@ def _plain_get(request) -> bool:
     )
 
 
+def _page_nodes(query, page, now) -> tuple[list[dict], int]:
+    nodes = page_nodes(query, page, now)
+    return nodes, len(nodes)
+
+
+def page_json_or_nodes(query, page, now) -> tuple:
+    """(the page's nodes as one orjson.Fragment, or as dicts where SQLite cannot write them, and how many)."""
+    written = page_json(query, page, now)
+    if written is None:
+        return _page_nodes(query, page, now)
+    return orjson.Fragment(written[0]), written[1]
+
+
 class NodeListApi(APIView):
     renderer_classes = [FastJSONRenderer]
 
@@ -58,7 +72,7 @@ class NodeListApi(APIView):
         (docs/benchmarks.md, "Fourth pass")."""
         if _plain_get(request):
             try:
-                body = self.list_body(request)
+                body = self.list_body(request, as_json=True)
             except ApiError:
                 pass  # DRF answers it, from the start: parsing the query is all that ran
             else:
@@ -77,20 +91,24 @@ class NodeListApi(APIView):
     def get(self, request):
         return Response(self.list_body(request))
 
-    def list_body(self, request) -> dict:
+    def list_body(self, request, as_json=False) -> dict:
+        """The list's answer. `as_json`: its nodes may be one orjson.Fragment, the JSON array FastJSONRenderer would
+        write for them (nodes.compiled_list.page_json), which only that renderer's orjson path can write: for a
+        plain GET (dispatch), never for DRF's renderers."""
         query = queries.parse_list_query(request.GET)
         now = timezone.now()
         listed = lambda: Node.objects.listed(now=now)  # noqa: E731 - built only for a count not in the cache
         count, count_is_estimate = listed_count(listed, queries.matching(query), query.filters)
         page = paging.Page(query.page, query.page_size, count)
+        read = page_json_or_nodes if as_json else _page_nodes
         if count_is_estimate:
             # A reused count can be lower than today's: read the page whatever it says, and count at least the rigs
             # this page reaches (one more when it is full, so that it links on): no rig is hidden past an estimate.
-            nodes = page_nodes(query, paging.Page(query.page, query.page_size, page.start + page.size), now)
-            reached = page.start + len(nodes) + (1 if len(nodes) == page.size else 0)
+            nodes, n = read(query, paging.Page(query.page, query.page_size, page.start + page.size), now)
+            reached = page.start + n + (1 if n == page.size else 0)
             page = paging.Page(query.page, query.page_size, max(count, reached))
         else:
-            nodes = page_nodes(query, page, now)
+            nodes, _n = read(query, page, now)
         return {
             "schema_version": 1,
             "sort": query.order,

@@ -15,21 +15,28 @@ the shape stays on the ordinary path (nodes.public_list.public_nodes) and a warn
 with the same per-column formatters as that path (nodes.public_list.RowReader), except on SQLite, where the SQL that
 runs gives the timestamp and JSON columns typed aliases ("created_at [lrwiretime]": only the alias differs from the
 checked SQL, so ORDER BY and the index are the same) and the cursor converts them itself
-(nodes.public_list.cursor_conversions)."""
+(nodes.public_list.cursor_conversions).
+
+A plain GET of the list goes one step further on SQLite (page_json): the checked SQL, with the values PublicNode
+makes of several columns added to its select list, gives the rows, the page is written as JSON by position
+(nodes.json_page), and it reaches the renderer as JSON text."""
 
 import functools
 import itertools
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from operator import itemgetter
 
-from django.db import connections, router
+import orjson
+from django.db import DatabaseError, connections, router
 
 from core.paging import Page
-from nodes import queries
+from nodes import json_page, queries
 from nodes.models import Node
-from nodes.public_list import RowReader, cursor_conversions, public_nodes
+from nodes.public_list import JSON, STORED_TEXT, STRICT_JSON, WIRE_TIME, RowReader, cursor_conversions, public_nodes
 from nodes.public_node import public_rows
 
 log = logging.getLogger(__name__)
@@ -42,6 +49,8 @@ _NOW = datetime(1902, 3, 4, 5, 6, 7, 891011, tzinfo=UTC)
 _OFFSET, _LIMIT = 7654321, 3456789
 _DJANGO_TAIL = f" LIMIT {_LIMIT} OFFSET {_OFFSET}"
 _TAIL = " LIMIT %s OFFSET %s"
+# A column of the page's select list: `"table"."column" AS "alias"`.
+_COLUMN = re.compile(r'("[^"]+"\."[^"]+") AS "([^"]+)"')
 # A parameter, as Django's SQLite cursor finds them (django.db.backends.sqlite3.base.FORMAT_QMARK_REGEX).
 _PLACEHOLDER = re.compile(r"(?<!%)%s")
 
@@ -67,14 +76,50 @@ class Shape:
         for plain, typed in self.typed:
             head = head.replace(plain, typed)
         sql = head + from_ + rest
-        if self.named:
-            numbers = itertools.count()
-            sql = _PLACEHOLDER.sub(lambda _match: f"%(p{next(numbers)})s", sql)
-        return sql
+        return _named(sql) if self.named else sql
+
+    @functools.cached_property
+    def json_sql(self) -> tuple[str, Callable, tuple, tuple, tuple] | None:
+        """(SQL, the row's values in PublicNode's order, functions, timestamps, pieces) of the page as JSON
+        (nodes.json_page.page_body), or None where it does not run. The SQL is the checked SQL itself, as run_sql
+        runs it (its JSON columns read by orjson alone, its timestamps as stored), with the values PublicNode makes
+        of several columns (json_page.select_list) added at the end of its select list: its rows, their order
+        (ORDER BY names columns by position) and its parameters are the checked query's. Only on SQLite whose
+        cursor converts the page's timestamps and JSON columns on the compiled path: json_page reads timestamps
+        stored as naive UTC and JSON values decoded."""
+        converted = {plain.split('"')[1]: typed.split('"')[1] for plain, typed in self.typed}
+        json_columns = {name for name, typed in converted.items() if typed.endswith(f"[{JSON}]")}
+        times = {name for name, typed in converted.items() if typed.endswith(f"[{WIRE_TIME}]")}
+        if not self.named or times != json_page.TIMES or json_columns != json_page.JSON_VALUES:
+            return None
+        head, from_, rest = self.sql.partition(" FROM ")
+        columns = {alias: sql for sql, alias in _COLUMN.findall(head)}
+        if len(columns) != head.count(" AS "):
+            return None
+        for plain, typed in self.typed:  # timestamps as SQLite holds them: json_page.wire_times, for the page
+            head = head.replace(plain, typed.replace(f"[{JSON}]", f"[{STRICT_JSON}]").replace(WIRE_TIME, STORED_TEXT))
+        expressions, then, pieces = json_page.select_list(columns.__getitem__)
+        times = tuple(n for n, (_sql, name) in enumerate(expressions) if name in json_page.TIMES)
+        names, made = list(columns), []
+        positions = []
+        for sql, name in expressions:
+            if name is None:
+                positions.append(len(names) + len(made))
+                made.append(f'{sql} AS "made{len(made)}"')
+            else:
+                positions.append(names.index(name))
+        # The cursor formats the SQL with its parameters (`%` operator): a `%` of the added SQL is written `%%`.
+        added = "".join(f", {sql}" for sql in made).replace("%", "%%")
+        return _named(head + added + from_ + rest), itemgetter(*positions), then, times, pieces
 
     @functools.cached_property
     def param_names(self) -> tuple[str, ...]:
         return tuple(f"p{n}" for n in range(len(self.slots) + 2))  # + LIMIT and OFFSET
+
+
+def _named(sql: str) -> str:
+    numbers = itertools.count()
+    return _PLACEHOLDER.sub(lambda _match: f"%(p{next(numbers)})s", sql)
 
 
 _shapes: dict[tuple, Shape | None] = {}  # per process; None: the ordinary path for that shape
@@ -172,11 +217,8 @@ def _checked(alias: str, shape: Shape, query: queries.ListQuery, now, page: Page
     return sql == shape.sql[: -len(_TAIL)] + tail and list(params) == mine[:-2]
 
 
-def page_nodes(query: queries.ListQuery, page: Page, now: datetime) -> list[dict]:
-    """PublicNode of each listed rig on `page` of the list `query` asks for, listed as at `now` (one query, none
-    past the end)."""
-    if page.start >= page.count:
-        return []
+def _shape(query: queries.ListQuery, page: Page, now: datetime) -> tuple[str, Shape | None]:
+    """(database alias, the compiled shape of `query`, or None: the ordinary path), compiled on first use."""
     alias = router.db_for_read(Node)
     key = (alias, query.order, present(query.filters))
     shape = _shapes.get(key, False)
@@ -186,11 +228,41 @@ def page_nodes(query: queries.ListQuery, page: Page, now: datetime) -> list[dict
             log.warning("node list: shape %s compiles to other SQL than Django's: compiled per request", key)
             shape = None
         _shapes[key] = shape
-    if shape is None:
-        return public_nodes(_page_rows(alias, query, now, page.start, page.size))
+    return alias, shape
+
+
+def _fetch(alias: str, shape: Shape, sql: str, query: queries.ListQuery, page: Page, now: datetime) -> list:
     connection = connections[alias]
     params = _params(shape, query.filters, now, connection.ops, page.start, page.size)
     with connection.cursor() as cursor:
-        cursor.execute(shape.run_sql, dict(zip(shape.param_names, params, strict=True)) if shape.named else params)
-        rows = cursor.fetchall()
-    return shape.reader.public_nodes(rows, connection)
+        cursor.execute(sql, dict(zip(shape.param_names, params, strict=True)) if shape.named else params)
+        return cursor.fetchall()
+
+
+def page_nodes(query: queries.ListQuery, page: Page, now: datetime) -> list[dict]:
+    """PublicNode of each listed rig on `page` of the list `query` asks for, listed as at `now` (one query, none
+    past the end)."""
+    if page.start >= page.count:
+        return []
+    alias, shape = _shape(query, page, now)
+    if shape is None:
+        return public_nodes(_page_rows(alias, query, now, page.start, page.size))
+    return shape.reader.public_nodes(_fetch(alias, shape, shape.run_sql, query, page, now), connections[alias])
+
+
+def page_json(query: queries.ListQuery, page: Page, now: datetime) -> tuple[bytes, int] | None:
+    """(the JSON array of what page_nodes gives, as the renderer (core.renderers.FastJSONRenderer) writes it, and
+    its length), written by position (nodes.json_page); None where the shape cannot or the page holds a value it
+    cannot write: page_nodes then (one more query, for such a page only)."""
+    if page.start >= page.count:
+        return b"[]", 0
+    alias, shape = _shape(query, page, now)
+    json_sql = shape.json_sql if shape is not None else None
+    if json_sql is None:
+        return None
+    try:
+        fetched = _fetch(alias, shape, json_sql[0], query, page, now)
+    # A JSON text orjson refuses; text that is not UTF-8 (a timestamp's: the ordinary path's converter refuses it)
+    except (orjson.JSONDecodeError, DatabaseError, UnicodeDecodeError):
+        return None
+    return json_page.page_body(fetched, *json_sql[1:])

@@ -34,6 +34,13 @@ from nodes.public_node import public_node
 # its wire time, one aliased "name [lrjson]" decoded.
 WIRE_TIME = "lrwiretime"
 JSON = "lrjson"
+# A JSON column read by orjson alone (nodes.json_page): a text only the standard library reads (NaN, infinity)
+# fails the fetch, and the page is then read the ordinary way, with JSON. Whatever orjson reads, it reads as
+# _decoded does (which tries orjson first).
+STRICT_JSON = "lrjsonstrict"
+# A timestamp column's text as SQLite holds it (nodes.json_page.wire_times makes a page's wire times at once): what
+# the WIRE_TIME converter reads, decoded; Django's converter for its declared type would parse it.
+STORED_TEXT = "lrstoredtext"
 
 
 def _naive_utc_time(value) -> str | None:
@@ -96,6 +103,8 @@ def _wire_time_of_text(raw: bytes) -> str:
 
 sqlite3.register_converter(WIRE_TIME, _wire_time_of_text)
 sqlite3.register_converter(JSON, _decoded)
+sqlite3.register_converter(STRICT_JSON, orjson.loads)
+sqlite3.register_converter(STORED_TEXT, bytes.decode)
 
 
 def cursor_conversions(compiler) -> dict[int, str]:
