@@ -4,7 +4,8 @@ Seeds 10,000 nodes and 100,000 health samples into a fresh SQLite file, then ser
 the other: one Daphne process (ASGI), and gunicorn's sync workers (WSGI, production's deploy/gunicorn.conf.py
 with its worker count: WEB_CONCURRENCY, else cores x 2 + 1). Each endpoint is driven for a fixed time at a fixed
 concurrency from an aiohttp client on the same machine; one table shows p50/p99 latency, requests per second,
-the ratio to the trivial endpoint's floor in the same stack, and errors, the two stacks side by side.
+the ratio to the trivial endpoint's floor in the same stack, and errors, the two stacks side by side. The endpoints
+are driven in turn, one-second slices each, so that the machine's drift meets them all alike.
 
     .venv/bin/python bench/node_list.py [--nodes 10000] [--samples 100000] [--seconds 8] [--concurrency 16]
 """
@@ -188,13 +189,20 @@ def pct(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100)[q - 1]
 
 
-def measure(base: str, seconds: float, concurrency: int) -> list[tuple]:
-    rows = []
+def measure(base: str, seconds: float, concurrency: int, slice_sec: float = 1.0) -> list[tuple]:
+    """Each endpoint driven for `seconds` in all, in slices of `slice_sec` taken in turn (health, first page,
+    filtered page, page of 200, health...): this machine's speed drifts by a factor of two over minutes, and a
+    ratio of two runs taken one after the other would carry the drift; taken in turn, each slice of an endpoint
+    meets the machine as its neighbours do."""
     for _label, path in ENDPOINTS:
         asyncio.run(drive(base + path, min(1.0, seconds), concurrency))  # warm-up: every worker, every cache
-        latencies, elapsed, errors = asyncio.run(drive(base + path, seconds, concurrency))
-        rows.append((pct(latencies, 50), pct(latencies, 99), len(latencies) / elapsed, errors))
-    return rows
+    totals = [([], 0.0, 0) for _ in ENDPOINTS]
+    for _ in range(max(1, round(seconds / slice_sec))):
+        for n, (_label, path) in enumerate(ENDPOINTS):
+            latencies, elapsed, errors = asyncio.run(drive(base + path, slice_sec, concurrency))
+            kept, spent, failed = totals[n]
+            totals[n] = (kept + latencies, spent + elapsed, failed + errors)
+    return [(pct(kept, 50), pct(kept, 99), len(kept) / spent, failed) for kept, spent, failed in totals]
 
 
 def main() -> None:

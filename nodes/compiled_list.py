@@ -36,7 +36,7 @@ from django.db import DatabaseError, connections, router
 from core.paging import Page
 from nodes import json_page, queries
 from nodes.models import Node
-from nodes.public_list import JSON, STORED_TEXT, STRICT_JSON, WIRE_TIME, RowReader, cursor_conversions, public_nodes
+from nodes.public_list import JSON, STORED_TEXT, WIRE_TIME, RowReader, cursor_conversions, public_nodes
 from nodes.public_node import public_rows
 
 log = logging.getLogger(__name__)
@@ -97,9 +97,10 @@ class Shape:
         if len(columns) != head.count(" AS "):
             return None
         for plain, typed in self.typed:  # timestamps as SQLite holds them: json_page.wire_times, for the page
-            head = head.replace(plain, typed.replace(f"[{JSON}]", f"[{STRICT_JSON}]").replace(WIRE_TIME, STORED_TEXT))
+            head = head.replace(plain, typed.replace(f"[{JSON}]", f"[{STORED_TEXT}]").replace(WIRE_TIME, STORED_TEXT))
         expressions, then, pieces = json_page.select_list(columns.__getitem__)
         times = tuple(n for n, (_sql, name) in enumerate(expressions) if name in json_page.TIMES)
+        json_values = tuple(n for n, (_sql, name) in enumerate(expressions) if name in json_page.JSON_VALUES)
         names, made = list(columns), []
         positions = []
         for sql, name in expressions:
@@ -110,7 +111,11 @@ class Shape:
                 positions.append(names.index(name))
         # The cursor formats the SQL with its parameters (`%` operator): a `%` of the added SQL is written `%%`.
         added = "".join(f", {sql}" for sql in made).replace("%", "%%")
-        return _named(head + added + from_ + rest), itemgetter(*positions), then, times, pieces
+        return _named(head + added + from_ + rest), itemgetter(*positions), then, times, pieces, json_values
+
+    @functools.cached_property
+    def written_rows(self) -> "WrittenRows":
+        return WrittenRows()
 
     @functools.cached_property
     def param_names(self) -> tuple[str, ...]:
@@ -121,6 +126,9 @@ def _named(sql: str) -> str:
     numbers = itertools.count()
     return _PLACEHOLDER.sub(lambda _match: f"%(p{next(numbers)})s", sql)
 
+
+# Rows whose text a shape keeps (WrittenRows): ten pages of 200, about 3 KB each with its key.
+MAX_WRITTEN_ROWS = 2000
 
 _shapes: dict[tuple, Shape | None] = {}  # per process; None: the ordinary path for that shape
 
@@ -262,7 +270,40 @@ def page_json(query: queries.ListQuery, page: Page, now: datetime) -> tuple[byte
         return None
     try:
         fetched = _fetch(alias, shape, json_sql[0], query, page, now)
-    # A JSON text orjson refuses; text that is not UTF-8 (a timestamp's: the ordinary path's converter refuses it)
+        texts = shape.written_rows.texts(fetched, json_sql[1:])
+    # A JSON text orjson refuses; text that is not UTF-8 (the ordinary path's converters refuse it)
     except (orjson.JSONDecodeError, DatabaseError, UnicodeDecodeError):
         return None
-    return json_page.page_body(fetched, *json_sql[1:])
+    return None if texts is None else (b"[" + b",".join(texts) + b"]", len(texts))
+
+
+class WrittenRows:
+    """The JSON text of rows written lately, by the row as the database gave it (nodes.json_page.row_texts): a
+    page's rows come back the same between two requests unless one of their columns changed, and a row that comes
+    back is not written again. The key is every value the text is made of, with its type and, for a float, its
+    exact bits (-0.0 and 0.0 are equal in Python, 1 and 1.0 too, but not in JSON): a changed value is a new key, so
+    a list never shows a rig as it was, whatever changed it (a heartbeat, the admin, a migration). Bounded: past
+    MAX_WRITTEN_ROWS the oldest half is forgotten. Per shape and per process (docs/benchmarks.md, "Seventh pass")."""
+
+    def __init__(self):
+        self.kept: dict[tuple, bytes] = {}
+
+    @staticmethod
+    def key(row: tuple) -> tuple:
+        return (row, tuple(map(type, row)), tuple(value.hex() for value in row if type(value) is float))
+
+    def texts(self, rows: list, writing: tuple) -> list[bytes] | None:
+        kept = self.kept
+        keys = list(map(self.key, rows))
+        texts = list(map(kept.get, keys))
+        missing = [n for n, text in enumerate(texts) if text is None]
+        if missing:
+            written = json_page.row_texts([rows[n] for n in missing], *writing)
+            if written is None:
+                return None
+            for n, text in zip(missing, written, strict=True):
+                texts[n] = kept[keys[n]] = text
+            if len(kept) > MAX_WRITTEN_ROWS:  # the oldest go, half of what is kept at once: this runs rarely
+                for old in list(kept)[: max(len(kept) - MAX_WRITTEN_ROWS, len(kept) // 2)]:
+                    del kept[old]
+        return texts

@@ -187,16 +187,23 @@ def wire_times(texts: list) -> list | None:
 _MARK = orjson.Fragment(b"\x01")
 
 
-def page_body(rows, order, then: tuple, times: tuple, pieces: tuple[bytes, ...]) -> tuple[bytes, int] | None:
-    """(The page's JSON array of PublicNodes, how many) from rows that `order` (an itemgetter) turns into the
-    values of select_list's expressions, the timestamps at `times` as SQLite stores them (wire_times); None when
-    orjson cannot encode a value or a timestamp is not text: the page is then built the ordinary way."""
+def _json_value(text):
+    return None if text is None else orjson.loads(text)
+
+
+def row_texts(rows, order, then: tuple, times: tuple, pieces: tuple[bytes, ...], json_values: tuple = ()):
+    """Each row's PublicNode as JSON text, from rows that `order` (an itemgetter) turns into the values of
+    select_list's expressions, the JSON columns at `json_values` as stored text (read by orjson; a text it refuses
+    raises orjson.JSONDecodeError) and the timestamps at `times` as SQLite stores them (wire_times); None when orjson
+    cannot encode a value or a timestamp is not text: the page is then built the ordinary way."""
     if not rows:
-        return b"[]", 0
+        return []
     width = len(pieces) - 1
     values = list(itertools.chain.from_iterable(map(order, rows)))
     if len(values) != width * len(rows):
         raise ValueError(f"{len(values)} values for {len(rows)} rows of {width}")
+    for pos in json_values:
+        values[pos::width] = map(_json_value, values[pos::width])
     for pos, function in then:
         values[pos::width] = map(function, values[pos::width])
     for pos in times:
@@ -210,13 +217,17 @@ def page_body(rows, order, then: tuple, times: tuple, pieces: tuple[bytes, ...])
         encoded = orjson.dumps(marked)
     except orjson.JSONEncodeError:
         return None
-    parts = [None] * (2 * len(values) + 1)
-    parts[1::2] = encoded[3:-1].split(b",\x01,")  # [\x01,v1,\x01,v2,...,\x01,vn]
-    middle = list(pieces[1:width])
-    parts[0::2] = [
-        b"[" + pieces[0],
-        *(middle + [pieces[width] + b"," + pieces[0]]) * (len(rows) - 1),
-        *middle,
-        pieces[width] + b"]",
-    ]
-    return b"".join(parts), len(rows)
+    written = encoded[3:-1].split(b",\x01,")  # [\x01,v1,\x01,v2,...,\x01,vn]
+    parts = [None] * (2 * width + 1)
+    parts[0::2] = pieces
+    texts = []
+    for start in range(0, len(written), width):
+        parts[1::2] = written[start : start + width]
+        texts.append(b"".join(parts))
+    return texts
+
+
+def page_body(rows, order, then: tuple, times: tuple, pieces: tuple[bytes, ...], json_values: tuple = ()):
+    """(The page's JSON array of PublicNodes, how many), as row_texts writes them; None where it gives None."""
+    texts = row_texts(rows, order, then, times, pieces, json_values)
+    return None if texts is None else (b"[" + b",".join(texts) + b"]", len(texts))

@@ -34,12 +34,11 @@ from nodes.public_node import public_node
 # its wire time, one aliased "name [lrjson]" decoded.
 WIRE_TIME = "lrwiretime"
 JSON = "lrjson"
-# A JSON column read by orjson alone (nodes.json_page): a text only the standard library reads (NaN, infinity)
-# fails the fetch, and the page is then read the ordinary way, with JSON. Whatever orjson reads, it reads as
-# _decoded does (which tries orjson first).
-STRICT_JSON = "lrjsonstrict"
-# A timestamp column's text as SQLite holds it (nodes.json_page.wire_times makes a page's wire times at once): what
-# the WIRE_TIME converter reads, decoded; Django's converter for its declared type would parse it.
+# A timestamp or JSON column's text as SQLite holds it (nodes.json_page: a page's wire times made at once, and
+# each JSON text read by orjson alone, only for a row not written lately, nodes.compiled_list.WrittenRows): what
+# the WIRE_TIME and JSON converters read, decoded; Django's converter for its declared type would parse it. A JSON
+# text only the standard library reads (NaN, infinity) fails orjson, and the page is then read the ordinary way,
+# with JSON; whatever orjson reads, it reads as _decoded does (which tries orjson first).
 STORED_TEXT = "lrstoredtext"
 
 
@@ -103,7 +102,6 @@ def _wire_time_of_text(raw: bytes) -> str:
 
 sqlite3.register_converter(WIRE_TIME, _wire_time_of_text)
 sqlite3.register_converter(JSON, _decoded)
-sqlite3.register_converter(STRICT_JSON, orjson.loads)
 sqlite3.register_converter(STORED_TEXT, bytes.decode)
 
 

@@ -262,3 +262,43 @@ def test_the_layout_is_the_builders():
     assert keys(built) == keys(json_page.LAYOUT)
     columns = {leaf.column for leaf in json_page._leaves(json_page.LAYOUT) if hasattr(leaf, "column")}
     assert columns | {"endpoint_url", "relay__public_url"} == set(PUBLIC_COLUMNS)
+
+
+def test_a_row_written_lately_is_reused_only_while_every_value_is_the_same(odd_nodes, fresh_shapes, monkeypatch):
+    """compiled_list.WrittenRows: a page asked again reuses its rows' text, and a row whose stored value changed is
+    written again at once: never a rig as it was. The rows kept stay under MAX_WRITTEN_ROWS."""
+    written, expected = _both()
+    assert written[0] == expected
+    (shape,) = fresh_shapes.values()
+    kept = shape.written_rows.kept
+    assert len(kept) == len(odd_nodes)
+    writes = []
+    row_texts = json_page.row_texts
+    monkeypatch.setattr(json_page, "row_texts", lambda rows, *a: writes.append(len(rows)) or row_texts(rows, *a))
+    assert _both() == (written, expected) and writes == []  # nothing written again
+    for column, old, new in (
+        ("status", "unavailable", "available"),  # json-001 is "busy" at first: each new value is one it never had
+        ("rarity_score", 0.25, 0.5),
+        ("vram_gb", 48, 24),
+        ("tags", '["home"]', '["home", "gpu"]'),
+        ("last_seen_at", "2026-11-03 09:15:28.000001", "2026-11-03 09:15:29.500000"),
+    ):
+        _set("json-001", column, old)
+        first, expected = _both()
+        _set("json-001", column, new)
+        writes.clear()
+        second, expected_now = _both()
+        assert expected_now != expected, column  # the renderer shows the change...
+        assert second[0] == expected_now and writes == [1], column  # ...and so does the page, writing one row
+    monkeypatch.setattr(compiled_list, "MAX_WRITTEN_ROWS", 50)
+    written, expected = _both({"page_size": "200", "order": "recent"})  # a new shape: 60 rows for a bound of 50
+    assert written[0] == expected and len(fresh_shapes["default", "recent", ()].written_rows.kept) <= 50
+
+
+def test_a_written_rows_key_tells_apart_values_python_finds_equal():
+    """SQLite's column affinities turn 1.0 into 1 in an integer column and -0.0 into 0.0 in a real one, but a value
+    of another type than its column's is kept as it is (see test_odd_values_give_the_same_bytes), and JSON writes
+    these differently: the key holds each value's type and a float's exact bits."""
+    key = compiled_list.WrittenRows.key
+    assert key((0.0, "a")) != key((-0.0, "a")) and key((1, "a")) != key((1.0, "a")) != key((True, "a"))
+    assert key(("1", None)) != key((1, None)) and key((0.5, "a")) == key((0.5, "a"))
