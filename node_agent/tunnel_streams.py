@@ -291,6 +291,9 @@ class DispatchedStream(TunnelStream):
             if self._head_task is not None and not self._head_task.done():
                 self._head_task.cancel()
             self.tunnel.streams.pop(self.id, None)
+            # Answered before its body was whole (a refusal reads none): what still comes of it is dropped, and it
+            # no longer counts as a body arriving, END or not (a relay that never sends END cannot pile them up).
+            self.tunnel.forget_body(self.id)
 
 
 # --- over HTTP ----------------------------------------------------------------------------------------------

@@ -171,10 +171,10 @@ class Routes:
 
     def _body_on_its_way(self, request: web.Request) -> bool:
         """Whether the head goes to the agent before the body: when the body is still on its way (a long
-        conversation comes in several segments over a real network) and its announced length is within the cap. The agent then starts on
-        the request (token, rules, budget) while the body arrives, as it does for a direct taster (docs/benchmarks.md,
-        "The relay"). A body of unknown length, or over the cap, is read first: nothing reaches the agent before
-        the relay knows it will pass."""
+        conversation comes in several segments over a real network) and its announced length is within the cap.
+        The agent then starts on the request (token, rules, budget) while the body arrives, as it does for a direct
+        taster (docs/relay.md). A body of unknown length, or over the cap, is read first: nothing reaches the agent
+        before the relay knows it will pass."""
         length = request.content_length
         return length is not None and length <= self.relay.config.max_body_bytes and not request.content.is_eof()
 

@@ -192,6 +192,12 @@ def test_a_request_runs_from_its_head_and_reads_its_body_as_the_frames_come(tmp_
             # A GET has no body to wait for: it runs from its END, as before.
             await request(ws, 3, "GET", "/lookup")
             await until(lambda: of(relay, frames.END, 3), 5, "the GET's END")
+            # Answered before its body came (a 404 reads none), and no END ever sent: nothing of it is kept.
+            await ws.send_bytes(frames.RequestHead("POST", "/nowhere", []).encode(4))
+            await until(lambda: of(relay, frames.END, 4), 5, "the 404's END")
+            await ws.send_bytes(frames.encode(frames.DATA, 4, b"late"))
+            await asyncio.sleep(0.1)
+            assert 4 not in client.current.receiving and client.current.receiving_bytes == 0
         async with scripted(tmp_path, client_max_size=100) as (state, relay, ws, client):
             # The application's own cap, on a body it reads as it comes: its 413.
             await ws.send_bytes(frames.RequestHead("POST", "/echo", []).encode(1))
