@@ -114,8 +114,9 @@ class Shape:
         return _named(head + added + from_ + rest), itemgetter(*positions), then, times, pieces, json_values
 
     @functools.cached_property
-    def written_rows(self) -> "WrittenRows":
-        return WrittenRows()
+    def written_scope(self) -> int:
+        """This shape's part of WRITTEN: a shape compiled again (another layout in a test) starts with none."""
+        return next(_written_scopes)
 
     @functools.cached_property
     def param_names(self) -> tuple[str, ...]:
@@ -127,8 +128,9 @@ def _named(sql: str) -> str:
     return _PLACEHOLDER.sub(lambda _match: f"%(p{next(numbers)})s", sql)
 
 
-# Rows whose text a shape keeps (WrittenRows): ten pages of 200, about 3 KB each with its key.
+# Rows whose text a process keeps (WrittenRows), all shapes together: ten pages of 200, about 3 KB each with its key.
 MAX_WRITTEN_ROWS = 2000
+_written_scopes = itertools.count()
 
 _shapes: dict[tuple, Shape | None] = {}  # per process; None: the ordinary path for that shape
 
@@ -270,7 +272,7 @@ def page_json(query: queries.ListQuery, page: Page, now: datetime) -> tuple[byte
         return None
     try:
         fetched = _fetch(alias, shape, json_sql[0], query, page, now)
-        texts = shape.written_rows.texts(fetched, json_sql[1:])
+        texts = WRITTEN.texts(fetched, json_sql[1:], shape.written_scope)
     # A JSON text orjson refuses; text that is not UTF-8 (the ordinary path's converters refuse it)
     except (orjson.JSONDecodeError, DatabaseError, UnicodeDecodeError):
         return None
@@ -282,8 +284,9 @@ class WrittenRows:
     page's rows come back the same between two requests unless one of their columns changed, and a row that comes
     back is not written again. The key is every value the text is made of, with its type and, for a float, its
     exact bits (-0.0 and 0.0 are equal in Python, 1 and 1.0 too, but not in JSON): a changed value is a new key, so
-    a list never shows a rig as it was, whatever changed it (a heartbeat, the admin, a migration). Bounded: past
-    MAX_WRITTEN_ROWS the oldest half is forgotten. Per shape and per process (docs/benchmarks.md, "Seventh pass")."""
+    a list never shows a rig as it was, whatever changed it (a heartbeat, the admin, a migration). One per process
+    (WRITTEN), each shape's rows apart (`scope`), bounded for all of them together: past MAX_WRITTEN_ROWS the oldest
+    half is forgotten, so that asking for many filters cannot grow it (docs/benchmarks.md, "Seventh pass")."""
 
     def __init__(self):
         self.kept: dict[tuple, bytes] = {}
@@ -292,9 +295,9 @@ class WrittenRows:
     def key(row: tuple) -> tuple:
         return (row, tuple(map(type, row)), tuple(value.hex() for value in row if type(value) is float))
 
-    def texts(self, rows: list, writing: tuple) -> list[bytes] | None:
+    def texts(self, rows: list, writing: tuple, scope: int) -> list[bytes] | None:
         kept = self.kept
-        keys = list(map(self.key, rows))
+        keys = [(scope, key) for key in map(self.key, rows)]
         texts = list(map(kept.get, keys))
         missing = [n for n, text in enumerate(texts) if text is None]
         if missing:
@@ -307,3 +310,6 @@ class WrittenRows:
                 for old in list(kept)[: max(len(kept) - MAX_WRITTEN_ROWS, len(kept) // 2)]:
                     del kept[old]
         return texts
+
+
+WRITTEN = WrittenRows()

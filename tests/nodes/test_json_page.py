@@ -32,6 +32,7 @@ FLOATS = [None, 0.0, -0.0, 48.0, 0.1, 0.9583333333333334, 1e16, 1e-7, 1.5e300, 1
 @pytest.fixture
 def fresh_shapes(monkeypatch):
     monkeypatch.setattr(compiled_list, "_shapes", {})
+    monkeypatch.setattr(compiled_list, "WRITTEN", compiled_list.WrittenRows())
     return compiled_list._shapes
 
 
@@ -266,11 +267,10 @@ def test_the_layout_is_the_builders():
 
 def test_a_row_written_lately_is_reused_only_while_every_value_is_the_same(odd_nodes, fresh_shapes, monkeypatch):
     """compiled_list.WrittenRows: a page asked again reuses its rows' text, and a row whose stored value changed is
-    written again at once: never a rig as it was. The rows kept stay under MAX_WRITTEN_ROWS."""
+    written again at once: never a rig as it was. The rows kept, all shapes together, stay under MAX_WRITTEN_ROWS."""
     written, expected = _both()
     assert written[0] == expected
-    (shape,) = fresh_shapes.values()
-    kept = shape.written_rows.kept
+    kept = compiled_list.WRITTEN.kept
     assert len(kept) == len(odd_nodes)
     writes = []
     row_texts = json_page.row_texts
@@ -290,9 +290,10 @@ def test_a_row_written_lately_is_reused_only_while_every_value_is_the_same(odd_n
         second, expected_now = _both()
         assert expected_now != expected, column  # the renderer shows the change...
         assert second[0] == expected_now and writes == [1], column  # ...and so does the page, writing one row
-    monkeypatch.setattr(compiled_list, "MAX_WRITTEN_ROWS", 50)
-    written, expected = _both({"page_size": "200", "order": "recent"})  # a new shape: 60 rows for a bound of 50
-    assert written[0] == expected and len(fresh_shapes["default", "recent", ()].written_rows.kept) <= 50
+    monkeypatch.setattr(compiled_list, "MAX_WRITTEN_ROWS", 100)  # the bound holds for all shapes together
+    for order in ("recent", "tok_per_sec", "context"):  # a new shape each, 60 rows each
+        written, expected = _both({"page_size": "200", "order": order})
+        assert written[0] == expected and len(kept) <= 100
 
 
 def test_a_written_rows_key_tells_apart_values_python_finds_equal():
