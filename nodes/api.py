@@ -49,14 +49,15 @@ def _plain_get(request) -> bool:
     )
 
 
-def _page_nodes(query, page, now) -> tuple[list[dict], int]:
+def _page_nodes(query, page, now, keys_first=False) -> tuple[list[dict], int]:
     nodes = page_nodes(query, page, now)
     return nodes, len(nodes)
 
 
-def page_json_or_nodes(query, page, now) -> tuple:
-    """(the page's nodes as one orjson.Fragment, or as dicts where SQLite cannot write them, and how many)."""
-    written = page_json(query, page, now)
+def page_json_or_nodes(query, page, now, keys_first=False) -> tuple:
+    """(the page's nodes as one orjson.Fragment, or as dicts where SQLite cannot write them, and how many).
+    `keys_first`: no count was asked this request (nodes.compiled_list.page_json)."""
+    written = page_json(query, page, now, keys_first)
     if written is None:
         return _page_nodes(query, page, now)
     return orjson.Fragment(written[0]), written[1]
@@ -104,7 +105,7 @@ class NodeListApi(APIView):
         if count_is_estimate:
             # A reused count can be lower than today's: read the page whatever it says, and count at least the rigs
             # this page reaches (one more when it is full, so that it links on): no rig is hidden past an estimate.
-            nodes, n = read(query, paging.Page(query.page, query.page_size, page.start + page.size), now)
+            nodes, n = read(query, paging.Page(query.page, query.page_size, page.start + page.size), now, True)
             reached = page.start + n + (1 if n == page.size else 0)
             page = paging.Page(query.page, query.page_size, max(count, reached))
         else:

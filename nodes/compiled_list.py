@@ -19,7 +19,10 @@ checked SQL, so ORDER BY and the index are the same) and the cursor converts the
 
 A plain GET of the list goes one step further on SQLite (page_json): the checked SQL, with the values PublicNode
 makes of several columns added to its select list, gives the rows, the page is written as JSON by position
-(nodes.json_page), and it reaches the renderer as JSON text."""
+(nodes.json_page), and it reaches the renderer as JSON text. Each row's text is kept in the process
+(WrittenRows), known by the row's version where SQLite keeps one (nodes.list_version), else by its values; and a
+request that asked no count (one kept in the cache) asks first for the page's `(id, version)` pairs alone, which is
+the whole page when every row's text is kept (page_json)."""
 
 import functools
 import itertools
@@ -29,12 +32,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from operator import itemgetter
+from typing import NamedTuple
 
 import orjson
 from django.db import DatabaseError, connections, router
 
 from core.paging import Page
-from nodes import json_page, queries
+from nodes import json_page, list_version, queries
 from nodes.models import Node
 from nodes.public_list import JSON, STORED_TEXT, WIRE_TIME, RowReader, cursor_conversions, public_nodes
 from nodes.public_node import public_rows
@@ -51,8 +55,18 @@ _DJANGO_TAIL = f" LIMIT {_LIMIT} OFFSET {_OFFSET}"
 _TAIL = " LIMIT %s OFFSET %s"
 # A column of the page's select list: `"table"."column" AS "alias"`.
 _COLUMN = re.compile(r'("[^"]+"\."[^"]+") AS "([^"]+)"')
+# An ORDER BY term naming a column: `"table"."column" ASC`.
+_DIRECTION = re.compile(r"(?:ASC|DESC)(?: NULLS (?:FIRST|LAST))?")
+_COLUMN_TERM = re.compile(r'"[^"]+"\."[^"]+" ' + _DIRECTION.pattern)
+_VERSION = f'"{Node._meta.db_table}"."{list_version.COLUMN}"'
 # A parameter, as Django's SQLite cursor finds them (django.db.backends.sqlite3.base.FORMAT_QMARK_REGEX).
 _PLACEHOLDER = re.compile(r"(?<!%)%s")
+
+
+class JsonSQL(NamedTuple):
+    sql: str
+    writing: tuple  # what json_page.row_texts writes a row's text with, after the rows
+    key: Callable | None  # a row's (id, version), where the database keeps versions (Shape.versioned)
 
 
 @dataclass(frozen=True)
@@ -65,6 +79,8 @@ class Shape:
     typed: tuple = ()
     # Whether the SQL that runs names its parameters (SQLite: see run_sql).
     named: bool = False
+    # Whether the database keeps a version of each row (nodes.list_version): rows kept are known by it.
+    versioned: bool = False
 
     @functools.cached_property
     def run_sql(self) -> str:
@@ -79,22 +95,22 @@ class Shape:
         return _named(sql) if self.named else sql
 
     @functools.cached_property
-    def json_sql(self) -> tuple[str, Callable, tuple, tuple, tuple] | None:
-        """(SQL, the row's values in PublicNode's order, functions, timestamps, pieces) of the page as JSON
-        (nodes.json_page.page_body), or None where it does not run. The SQL is the checked SQL itself, as run_sql
-        runs it (its JSON columns read by orjson alone, its timestamps as stored), with the values PublicNode makes
-        of several columns (json_page.select_list) added at the end of its select list: its rows, their order
-        (ORDER BY names columns by position) and its parameters are the checked query's. Only on SQLite whose
-        cursor converts the page's timestamps and JSON columns on the compiled path: json_page reads timestamps
-        stored as naive UTC and JSON values decoded."""
+    def json_sql(self) -> "JsonSQL | None":
+        """The page as JSON (nodes.json_page.page_body), or None where it does not run. The SQL is the checked SQL
+        itself, as run_sql runs it (its JSON columns read by orjson alone, its timestamps as stored), with the values
+        PublicNode makes of several columns (json_page.select_list) added at the end of its select list, and the
+        row's version where the database keeps one (`versioned`): its rows, their order (ORDER BY names columns by
+        position) and its parameters are the checked query's. Only on SQLite whose cursor converts the page's
+        timestamps and JSON columns on the compiled path: json_page reads timestamps stored as naive UTC and JSON
+        values decoded."""
         converted = {plain.split('"')[1]: typed.split('"')[1] for plain, typed in self.typed}
         json_columns = {name for name, typed in converted.items() if typed.endswith(f"[{JSON}]")}
         times = {name for name, typed in converted.items() if typed.endswith(f"[{WIRE_TIME}]")}
         if not self.named or times != json_page.TIMES or json_columns != json_page.JSON_VALUES:
             return None
         head, from_, rest = self.sql.partition(" FROM ")
-        columns = {alias: sql for sql, alias in _COLUMN.findall(head)}
-        if len(columns) != head.count(" AS "):
+        columns = self.columns
+        if columns is None:
             return None
         for plain, typed in self.typed:  # timestamps as SQLite holds them: json_page.wire_times, for the page
             head = head.replace(plain, typed.replace(f"[{JSON}]", f"[{STORED_TEXT}]").replace(WIRE_TIME, STORED_TEXT))
@@ -109,9 +125,47 @@ class Shape:
                 made.append(f'{sql} AS "made{len(made)}"')
             else:
                 positions.append(names.index(name))
+        key = None
+        if self.versioned and "id" in columns:
+            key = itemgetter(names.index("id"), len(names) + len(made))
+            made.append(f'{_VERSION} AS "{list_version.COLUMN}"')
         # The cursor formats the SQL with its parameters (`%` operator): a `%` of the added SQL is written `%%`.
         added = "".join(f", {sql}" for sql in made).replace("%", "%%")
-        return _named(head + added + from_ + rest), itemgetter(*positions), then, times, pieces, json_values
+        writing = (itemgetter(*positions), then, times, pieces, json_values)
+        return JsonSQL(_named(head + added + from_ + rest), writing, key)
+
+    @functools.cached_property
+    def columns(self) -> dict[str, str] | None:
+        """{alias: SQL} of the checked SQL's select list, in its order; None when a column is not `"t"."c" AS "a"`."""
+        head = self.sql.partition(" FROM ")[0]
+        columns = {alias: sql for sql, alias in _COLUMN.findall(head)}
+        return columns if len(columns) == head.count(" AS ") else None
+
+    @functools.cached_property
+    def keys_sql(self) -> str | None:
+        """The page's `(id, version)` pairs, in its order (page_json: a page whose rows are all kept): the checked
+        SQL with only those two in its select list, and ORDER BY naming columns, not positions. None where the
+        database keeps no version or the order is not a list of the select list's columns."""
+        if not self.versioned or not self.named or self.columns is None or "id" not in self.columns:
+            return None
+        head, from_, rest = self.sql.partition(" FROM ")
+        where, order_by, tail = rest.rpartition(" ORDER BY ")
+        # The parameters must stay those of the checked SQL, in its order: none may be in what is left out.
+        if not order_by or not tail.endswith(_TAIL) or _PLACEHOLDER.search(head + tail[: -len(_TAIL)]):
+            return None
+        columns = list(self.columns.values())
+        terms = []
+        for term in tail[: -len(_TAIL)].split(", "):
+            position, _space, direction = term.partition(" ")
+            if position.isdigit():
+                if not 1 <= int(position) <= len(columns) or not _DIRECTION.fullmatch(direction):
+                    return None
+                term = f"{columns[int(position) - 1]} {direction}"
+            elif not _COLUMN_TERM.fullmatch(term):
+                return None
+            terms.append(term)
+        select = f"SELECT {self.columns['id']}, {_VERSION}"
+        return _named(select + from_ + where + " ORDER BY " + ", ".join(terms) + _TAIL)
 
     @functools.cached_property
     def written_scope(self) -> int:
@@ -179,7 +233,16 @@ def _compile(alias: str, order: str, names: tuple[str, ...]) -> Shape:
         reader,
         tuple((plain, typed) for _pos, plain, typed in typed),
         named=connections[alias].vendor == "sqlite",
+        versioned=_versioned(connections[alias]),
     )
+
+
+def _versioned(connection) -> bool:
+    """Whether the database keeps row versions (nodes.list_version), read from the catalog once per shape."""
+    if connection.vendor != "sqlite":
+        return False
+    connection.ensure_connection()
+    return list_version.installed(connection.connection)
 
 
 def _typed_aliases(select: str, compiler) -> list[tuple[int, str, str]]:
@@ -260,10 +323,17 @@ def page_nodes(query: queries.ListQuery, page: Page, now: datetime) -> list[dict
     return shape.reader.public_nodes(_fetch(alias, shape, shape.run_sql, query, page, now), connections[alias])
 
 
-def page_json(query: queries.ListQuery, page: Page, now: datetime) -> tuple[bytes, int] | None:
+def page_json(
+    query: queries.ListQuery, page: Page, now: datetime, keys_first: bool = False
+) -> tuple[bytes, int] | None:
     """(the JSON array of what page_nodes gives, as the renderer (core.renderers.FastJSONRenderer) writes it, and
     its length), written by position (nodes.json_page); None where the shape cannot or the page holds a value it
-    cannot write: page_nodes then (one more query, for such a page only)."""
+    cannot write: page_nodes then (one more query, for such a page only).
+
+    `keys_first` (the list asked no count this request): where the database keeps row versions, ask first for the
+    page's `(id, version)` pairs alone, and when this process keeps the text of every one of them, the page is
+    those texts; else (a row new or changed since) the page is read whole, as without `keys_first`. So a list
+    request costs at most two queries either way."""
     if page.start >= page.count:
         return b"[]", 0
     alias, shape = _shape(query, page, now)
@@ -271,8 +341,12 @@ def page_json(query: queries.ListQuery, page: Page, now: datetime) -> tuple[byte
     if json_sql is None:
         return None
     try:
-        fetched = _fetch(alias, shape, json_sql[0], query, page, now)
-        texts = WRITTEN.texts(fetched, json_sql[1:], shape.written_scope)
+        if keys_first and shape.keys_sql is not None:
+            texts = WRITTEN.known(_fetch(alias, shape, shape.keys_sql, query, page, now), shape.written_scope)
+            if texts is not None:
+                return b"[" + b",".join(texts) + b"]", len(texts)
+        fetched = _fetch(alias, shape, json_sql.sql, query, page, now)
+        texts = WRITTEN.texts(fetched, json_sql.writing, shape.written_scope, json_sql.key)
     # A JSON text orjson refuses; text that is not UTF-8 (the ordinary path's converters refuse it)
     except (orjson.JSONDecodeError, DatabaseError, UnicodeDecodeError):
         return None
@@ -295,9 +369,18 @@ class WrittenRows:
     def key(row: tuple) -> tuple:
         return (row, tuple(map(type, row)), tuple(value.hex() for value in row if type(value) is float))
 
-    def texts(self, rows: list, writing: tuple, scope: int) -> list[bytes] | None:
+    def known(self, keys: list, scope: int) -> list[bytes] | None:
+        """The texts kept for each of `keys` (a row's `(id, version)`, as JsonSQL.key gives it), or None when one
+        is not kept."""
         kept = self.kept
-        keys = [(scope, key) for key in map(self.key, rows)]
+        texts = [kept.get((scope, tuple(key))) for key in keys]
+        return None if None in texts else texts
+
+    def texts(self, rows: list, writing: tuple, scope: int, key: Callable | None = None) -> list[bytes] | None:
+        """The text of each of `rows`, written for those not kept. `key`: a row's `(id, version)` where the database
+        keeps versions (nodes.list_version), else the row is known by its values (WrittenRows.key)."""
+        kept = self.kept
+        keys = [(scope, key) for key in map(key or self.key, rows)]
         texts = list(map(kept.get, keys))
         missing = [n for n, text in enumerate(texts) if text is None]
         if missing:
