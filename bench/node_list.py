@@ -7,18 +7,25 @@ concurrency from an aiohttp client on the same machine; one table shows p50/p99 
 the ratio to the trivial endpoint's floor in the same stack, and errors, the two stacks side by side. The endpoints
 are driven in turn, one-second slices each, so that the machine's drift meets them all alike.
 
+With `--churn N`, another process writes N heartbeat-like updates a second to random rigs while the endpoints
+are driven (each its own transaction: `last_heartbeat_at`, `last_seen_at`, the queue), as 10,000 agents heartbeating
+every 15 s would (667 a second): the list then meets rows that changed since a process last wrote them.
+
     .venv/bin/python bench/node_list.py [--nodes 10000] [--samples 100000] [--seconds 8] [--concurrency 16]
+                                        [--churn 0]
 """
 
 import argparse
 import asyncio
+import multiprocessing
 import os
 import random
+import sqlite3
 import statistics
 import sys
 import tempfile
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
@@ -185,6 +192,46 @@ async def drive(url: str, seconds: float, concurrency: int) -> tuple[list[float]
     return latencies, elapsed, errors
 
 
+def churn(db_path: str, n_nodes: int, rate: float, stop, done) -> None:
+    """`rate` heartbeat-like updates a second to random rigs of the seeded file, until `stop` is set; `done`
+    counts them."""
+    rng = random.Random(7)
+    con = sqlite3.connect(db_path, timeout=10, isolation_level=None)
+    next_at = time.perf_counter()
+    while not stop.is_set():
+        stamp = datetime.now(UTC).replace(tzinfo=None).isoformat(" ")
+        con.execute(
+            "UPDATE nodes_node SET last_heartbeat_at = ?, last_seen_at = ?, queue_waiting = ? WHERE id = ?",
+            (stamp, stamp, rng.randrange(3), f"bench-{rng.randrange(n_nodes):05d}"),
+        )
+        done.value += 1
+        next_at += 1 / rate
+        delay = next_at - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+
+
+class Churning:
+    """`churn` in another process for the length of a `with` block (nothing when `rate` is 0)."""
+
+    def __init__(self, db_path: str, n_nodes: int, rate: float):
+        self.args, self.rate = (db_path, n_nodes, rate), rate
+        self.stop, self.done = multiprocessing.Event(), multiprocessing.Value("q", 0)
+
+    def __enter__(self):
+        self.started = time.perf_counter()
+        if self.rate:
+            self.process = multiprocessing.Process(target=churn, args=(*self.args, self.stop, self.done))
+            self.process.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.rate:
+            self.stop.set()
+            self.process.join(10)
+        self.per_second = self.done.value / (time.perf_counter() - self.started)
+
+
 def pct(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100)[q - 1]
 
@@ -211,6 +258,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=100_000)
     parser.add_argument("--seconds", type=float, default=8.0, help="per endpoint and stack")
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--churn", type=float, default=0, help="heartbeat-like row updates a second while measuring")
     # As deploy/gunicorn.conf.py: WEB_CONCURRENCY, else cores x 2 + 1.
     default_workers = int(os.environ.get("WEB_CONCURRENCY") or (os.cpu_count() or 1) * 2 + 1)
     parser.add_argument("--workers", type=int, default=default_workers, help="gunicorn workers")
@@ -226,15 +274,21 @@ def main() -> None:
         print(f"seeded {args.nodes} nodes and {args.samples} health samples in {time.perf_counter() - t0:.1f} s")
         # Production's persistent connections (docs/operations.md): a process keeps its database connection.
         env = tracker_env(db_url, tmp_path, RATELIMIT_ENABLE="0", DB_CONN_MAX_AGE="60")
-        with daphne(env) as base:
+        db_path = str(tmp_path / "bench.sqlite3")
+        with daphne(env) as base, Churning(db_path, args.nodes, args.churn) as asgi_churn:
             asgi = measure(base, args.seconds, args.concurrency)
-        with gunicorn(env, args.workers) as (base, _arbiter):  # production's deploy/gunicorn.conf.py
+        # production's deploy/gunicorn.conf.py
+        with gunicorn(env, args.workers) as (base, _arbiter), Churning(db_path, args.nodes, args.churn) as wsgi_churn:
             wsgi = measure(base, args.seconds, args.concurrency)
 
     print(
         f"\n{args.seconds:g} s per endpoint and stack, concurrency {args.concurrency}, aiohttp client on the same "
-        f"machine ({os.cpu_count()} cores); Daphne: one process; gunicorn: {args.workers} sync workers\n"
+        f"machine ({os.cpu_count()} cores); Daphne: one process; gunicorn: {args.workers} sync workers"
     )
+    if args.churn:
+        rates = f"{asgi_churn.per_second:.0f}/s (Daphne), {wsgi_churn.per_second:.0f}/s (gunicorn)"
+        print(f"rows updated meanwhile: {rates}")
+    print()
     head = "p50 ms | p99 ms | req/s | vs floor | errors"
     print(f"| endpoint | Daphne {head.replace(' | ', ' | Daphne ')} | gunicorn {head.replace(' | ', ' | gunicorn ')} |")
     print("|---|" + "---:|" * 10)
