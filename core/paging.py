@@ -3,6 +3,7 @@ numbers in range, else 400 `invalid_field` naming the parameter), which rows a p
 the neighbouring pages. A page past the end is empty, not an error (docs/api.md)."""
 
 from dataclasses import dataclass
+from urllib.parse import urlencode
 
 from core.api_errors import ApiError
 
@@ -58,19 +59,34 @@ class Page:
         return list(rows[self.start : self.start + self.size]) if self.start < self.count else []
 
 
-def page_link(request, number: int, *, absolute: bool = True) -> str:
+def page_link(request, number: int, *, absolute: bool = True, base: str | None = None) -> str:
     """A link to another page of the same list: every other parameter kept, `page` replaced. The API gives
-    absolute URLs (clients follow them as they are), the website a relative `?query`."""
-    params = request.GET.copy()
-    params["page"] = str(number)
-    return (request.build_absolute_uri(request.path) if absolute else "") + "?" + params.urlencode()
+    absolute URLs (clients follow them as they are), the website a relative `?query`. `base`: the absolute URL of
+    the request's path, made once for both neighbours (neighbours).
+
+    The query is what `QueryDict.copy()`, `["page"] = ...` and `.urlencode()` give (each pair quoted by
+    urlencode, `page` where it was, or last), written in one urlencode call: the copy is a deep copy, and the
+    list's answer made two of them a request."""
+    page, pairs = str(number), []
+    for key, values in request.GET.lists():
+        if key == "page":
+            pairs.append((key, page))
+            page = None
+        else:
+            pairs.extend((key, value) for value in values)
+    if page is not None:
+        pairs.append(("page", page))
+    if absolute and base is None:
+        base = request.build_absolute_uri(request.path)
+    return (base if absolute else "") + "?" + urlencode(pairs)
 
 
 def neighbours(request, page: Page, *, absolute: bool = True) -> dict:
     """`{"next": link, "previous": link}`, None at either end: the API's paging fields."""
+    base = request.build_absolute_uri(request.path) if absolute and (page.has_next or page.has_previous) else None
     return {
-        "next": page_link(request, page.number + 1, absolute=absolute) if page.has_next else None,
-        "previous": page_link(request, page.number - 1, absolute=absolute) if page.has_previous else None,
+        "next": page_link(request, page.number + 1, absolute=absolute, base=base) if page.has_next else None,
+        "previous": page_link(request, page.number - 1, absolute=absolute, base=base) if page.has_previous else None,
     }
 
 
