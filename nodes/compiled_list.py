@@ -391,7 +391,7 @@ class WrittenRows:
                 texts[n] = kept[keys[n]] = text
             if len(kept) > MAX_WRITTEN_ROWS:  # the oldest go, half of what is kept at once: this runs rarely
                 for old in list(kept)[: max(len(kept) - MAX_WRITTEN_ROWS, len(kept) // 2)]:
-                    del kept[old]
+                    kept.pop(old, None)  # another thread (gthread workers) may have let it go
         return texts
 
 
