@@ -12,7 +12,7 @@ from core import paging
 from core.api_errors import ApiError
 from nodes.models import Node
 from nodes.public_node import public_node, public_node_of, public_rows
-from showcase import arena, display, services
+from showcase import arena, display, script_strings, services
 from showcase.models import SET_MAX, Replay, ReplaySet
 
 MAX_COMPARE = SET_MAX  # a compared set of rigs is what a replay set can keep
@@ -46,7 +46,7 @@ def compare(request):
         "columns": columns,
         "arena_config": arena.config(columns),
         "max_compare": MAX_COMPARE,
-        "js_strings": display.js_strings(),
+        "js_strings": script_strings.js_strings(),
     }
     if not nodes:
         listed = public_rows(Node.objects.listed().in_default_order())[:PICKER_LIMIT]
@@ -139,6 +139,6 @@ def replay_set_detail(request, set_id):
             ],
             "players": players,
             "report_kinds": [("content_id", replay_set.pk)],
-            "js_strings": display.js_strings(),
+            "js_strings": script_strings.js_strings(),
         },
     )

@@ -15,13 +15,13 @@ from django.views.decorators.http import require_GET
 from core.api_errors import ApiError
 from core.timefmt import iso
 from nodes.models import CircleMember
-from showcase import display
+from showcase import display, script_strings
 from tracker import circle_services, tiers
 
 
 def strings() -> dict:
-    """The page scripts' sentences (display.js_strings) with those of the circle pages (my_circles.js, join.js)."""
-    return {**display.js_strings(), "circles": _circle_strings()}
+    """The page scripts' sentences (script_strings.py) with those of the circle pages (my_circles.js, join.js)."""
+    return {**script_strings.js_strings(), "circles": _circle_strings()}
 
 
 def _circle_strings() -> dict:

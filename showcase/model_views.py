@@ -19,7 +19,7 @@ from core.api_errors import ApiError
 from nodes import model_names, wanted
 from nodes.models import Node
 from nodes.public_node import public_node, public_rows
-from showcase import display, use_code
+from showcase import display, script_strings, use_code
 
 PAGE_SIZE = 24
 LIVE_STATUSES = ("available", "busy")
@@ -80,7 +80,7 @@ def model_detail(request, model_key):
         "box": use_code.for_model(key=model_key, url=use_code.base_url(), live=live, aliases=aliases),
         "error": error,
         **paging.pager(request, page),
-        "js_strings": display.js_strings(),
+        "js_strings": script_strings.js_strings(),
         "wanted": _wanted(groups),
     }
     return render(request, "showcase/model.html", context, status=400 if error else 200)

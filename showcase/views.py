@@ -22,7 +22,7 @@ from moderation.api import AbuseReportIn
 from nodes import model_names, queries
 from nodes.models import Node
 from nodes.public_node import public_node, public_node_of, public_rows
-from showcase import coverage, display, earning, rig_fields, rig_health, use_code
+from showcase import coverage, display, earning, rig_fields, rig_health, script_strings, use_code
 from showcase.models import Replay
 from tracker import tiers
 
@@ -99,7 +99,7 @@ def index(request):
         "orders": [(o, display.ORDER_LABELS.get(o, o)) for o in queries.ORDERS],
         "error": error,
         **paging.pager(request, page),
-        "js_strings": display.js_strings(),
+        "js_strings": script_strings.js_strings(),
     }
     return render(request, "showcase/index.html", context, status=400 if error else 200)
 
@@ -133,7 +133,7 @@ def node_detail(request, node_id):
         "queue_entries": node.queue_entries,
         "queue_eta_sec": node.queue_eta_sec,
         "report_kinds": [("node_id", node.id)],
-        "js_strings": display.js_strings(),
+        "js_strings": script_strings.js_strings(),
         # Said on the page itself too (the panel checks again before spending a token).
         "mixed_content": display.mixed_content_notice(data, request.is_secure()),
         "taste_config": {
@@ -159,7 +159,7 @@ def queue_map(request):
     rows = [
         display.card(public_node(r)) for r in public_rows(Node.objects.listed().in_default_order())[:QUEUE_MAP_LIMIT]
     ]
-    return render(request, "showcase/queue.html", {"rows": rows, "js_strings": display.js_strings()})
+    return render(request, "showcase/queue.html", {"rows": rows, "js_strings": script_strings.js_strings()})
 
 
 @require_GET
@@ -173,7 +173,7 @@ def contribute(request):
             "tiers": {tier.name: tier.as_dict() for tier in tiers.table()},
             "threshold": earning.num(settings.CONTRIBUTOR_THRESHOLD),
             "earn": earning.earning(),
-            "js_strings": display.js_strings(),
+            "js_strings": script_strings.js_strings(),
         },
     )
 
@@ -183,7 +183,7 @@ def my_rigs(request):
     """The rigs this browser's contributor key owns, each with a form that changes it through
     `PATCH /api/nodes/<id>`. The key lives in the visitor's localStorage only: the server renders no rig here,
     the page's script asks the API with the key."""
-    context = {"fields": rig_fields.rig_fields(), "js_strings": display.js_strings()}
+    context = {"fields": rig_fields.rig_fields(), "js_strings": script_strings.js_strings()}
     return render(request, "showcase/my_rigs.html", context)
 
 
@@ -200,14 +200,14 @@ def replay_detail(request, replay_id):
             "node": display.card(public_node_of(replay.node)),
             "replay_data": display.replay_payload(replay),
             "report_kinds": [("content_id", replay.pk)],
-            "js_strings": display.js_strings(),
+            "js_strings": script_strings.js_strings(),
         },
     )
 
 
 @require_GET
 def replay_open(request):
-    return render(request, "showcase/replay_open.html", {"js_strings": display.js_strings()})
+    return render(request, "showcase/replay_open.html", {"js_strings": script_strings.js_strings()})
 
 
 @require_GET

@@ -155,7 +155,7 @@ def test_the_owners_acts_are_on_the_page_until_the_script_hides_what_a_key_may_n
     assert "Replays of a friends-only rig stay with you" in html
     rigs = client.get("/my/rigs/").content.decode()
     assert "data-publish-box hidden" in rigs and "data-publish-rig" in rigs
-    strings = circle_views.display.js_strings()["my_publish"]
+    strings = circle_views.script_strings.js_strings()["my_publish"]
     assert "appears on the public list" in strings["public"]["said"] and strings["public"]["button"] == (
         "Make this rig public"
     )

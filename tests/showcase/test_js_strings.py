@@ -1,12 +1,12 @@
-"""The sentences the page scripts read (display.js_strings): none that no script uses, and one for every refusal
+"""The sentences the page scripts read (script_strings.js_strings): none that no script uses, and one for every refusal
 the arena's Keep can meet (site.js explain() maps a code to `errors.<code>`, else says "Something went wrong")."""
 
 import re
 from pathlib import Path
 
-from showcase import display
+from showcase import script_strings
 
-SCRIPTS = "\n".join(p.read_text() for p in (Path(display.__file__).parent / "static" / "showcase").glob("*.js"))
+SCRIPTS = "\n".join(p.read_text() for p in (Path(script_strings.__file__).parent / "static" / "showcase").glob("*.js"))
 # Looked up by a computed name: "errors." + code (explain) and "status_" + status (live.js).
 COMPUTED = ("errors.", "status_")
 # What POST /api/replays and POST /api/replay-sets answer when they refuse (docs/api.md), besides the generic ones.
@@ -24,7 +24,7 @@ def leaves(tree: dict, prefix: str = ""):
 def test_every_sentence_is_read_by_some_script():
     unused = [
         key
-        for key in leaves(display.js_strings())
+        for key in leaves(script_strings.js_strings())
         if not key.startswith(COMPUTED)
         and key not in SCRIPTS
         and not re.search(r"[\"'`.]" + re.escape(key.split(".")[-1]) + r"[\"'`]", SCRIPTS)
@@ -33,5 +33,5 @@ def test_every_sentence_is_read_by_some_script():
 
 
 def test_every_refusal_keeping_an_arena_round_can_meet_has_a_sentence():
-    errors = display.js_strings()["errors"]
+    errors = script_strings.js_strings()["errors"]
     assert [code for code in KEEP_REFUSALS if code not in errors] == []
