@@ -118,6 +118,28 @@ class GracefulServer(Server):
             self.closing.add(channel)
 
     def _drain_tick(self) -> None:
+        """One step of the drain, then the next one scheduled whatever the step raised: a tick left unscheduled
+        would leave the reactor running with nobody cut at the drain deadline, until the watchdog's exit with status
+        1 at the stop deadline (and Twisted's log, which goes nowhere, would swallow the error). The error is logged
+        and the drain goes on, rather than stopping at once, because a step keeps little state that the next one
+        trusts (a websocket is marked told before its close is sent, so a failing one is not retried): the next step
+        still closes and waits for answers. The exception is the cut, done once: a `_cut` that raises leaves the
+        connections after it in that pass to be cancelled when the reactor stops, without their 503. The deadline is
+        kept here, outside the step, so that steps that always raise still stop the reactor at the drain deadline;
+        the watchdog stays the last word at the stop deadline."""
+        elapsed = time.monotonic() - self.stopping_since
+        try:
+            done = self._drain_step(elapsed)
+        except Exception:
+            log.exception("drain tick failed %.1f s after the signal", elapsed)
+            done = False
+        if done or elapsed >= self.drain_timeout + FLUSH_SEC:
+            reactor.stop()  # kill_all_applications cancels what still runs
+        else:
+            reactor.callLater(TICK_SEC, self._drain_tick)
+
+    def _drain_step(self, elapsed: float) -> bool:
+        """Closes the websockets, cuts what is still busy at the drain deadline; True once nothing is left."""
         for protocol, details in list(self.connections.items()):
             if (
                 isinstance(protocol, WebSocketProtocol)
@@ -130,7 +152,6 @@ class GracefulServer(Server):
                 protocol.sendCloseFrame(code=GOING_AWAY, reasonUtf8=b"server restarting", isReply=False)
         busy = [protocol for protocol, details in self.connections.items() if _busy(details)]
         flushing = [c for c in self.closing if getattr(c.transport, "connected", False)]
-        elapsed = time.monotonic() - self.stopping_since
         if elapsed >= self.drain_timeout and not self.cut:
             self.cut = True
             log.warning("drain timeout: cutting %d connection(s) still busy", len(busy))
@@ -140,11 +161,8 @@ class GracefulServer(Server):
                 _cut(protocol)
         if not busy and not flushing:
             log.info("drained in %.1f s", elapsed)
-            reactor.stop()
-        elif elapsed >= self.drain_timeout + FLUSH_SEC:
-            reactor.stop()  # kill_all_applications cancels what still runs
-        else:
-            reactor.callLater(TICK_SEC, self._drain_tick)
+            return True
+        return False
 
     async def handle_reply(self, protocol, message):
         # While draining, every answer closes its connection: a kept-alive connection must not bring a new request.

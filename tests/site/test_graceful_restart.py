@@ -2,7 +2,8 @@
 that had begun are answered (never a 5xx, never a hang), the websockets are closed with 1001 (going away), and it
 exits 0. Plain `daphne` failed this, 4 times in 4: its view threads waited on an event loop that had already stopped
 (luckrig_site/serve_daphne.py says why). And when a view is stuck past every deadline, the process still exits, by
-itself, before systemd's SIGKILL, saying which threads were stuck."""
+itself, before systemd's SIGKILL, saying which threads were stuck. A drain tick that raises is logged and the ticks
+go on, to the drain deadline at most."""
 
 import asyncio
 import contextlib
@@ -208,6 +209,65 @@ def test_ctrl_c_twice_exits_at_once_even_with_a_request_stuck(site):
         elapsed = wait_exit(proc, 5)
         t.join(10)
     assert proc.returncode == 1 and elapsed < 5
+
+
+# Daphne as in production, but its drain ticks raise: "once" makes the first tick fail halfway (after it sent the
+# websockets their 1001, when it asks whether a connection is busy); "always" makes every tick fail whole.
+FAILING_TICK = """
+import sys
+from luckrig_site import serve_daphne
+how = sys.argv.pop(1)
+def fail(*args):
+    raise RuntimeError("injected: this drain tick fails")
+if how == "once":
+    real_busy = serve_daphne._busy
+    def failing_busy(details):
+        serve_daphne._busy = real_busy
+        fail()
+    serve_daphne._busy = failing_busy
+else:
+    serve_daphne.GracefulServer._drain_step = fail
+serve_daphne.main()
+"""
+
+
+def stop_with_failing_ticks(monkeypatch, site, how: str, log_name: str) -> tuple[float, int, int, str]:
+    """Start Daphne with failing drain ticks, hold one websocket open (so that a tick has a connection to look at),
+    SIGTERM it; returns (seconds from the signal to the exit, the socket's close code, the exit status, the log)."""
+    env, _, tmp = site
+    env = {**env, "LOG_LEVEL": "INFO"}  # for "drained in"
+    monkeypatch.setattr("tests.processes.DAPHNE", ["-c", FAILING_TICK, how])
+    log_path = tmp / log_name
+    with daphne_process(env, log_path=log_path, args=("--drain-timeout", "1", "--stop-timeout", "5")) as (base, proc):
+
+        async def scenario():
+            async with aiohttp.ClientSession() as session:
+                ws = await session.ws_connect(f"{base.replace('http://', 'ws://')}/ws/queue/")
+                signalled = time.monotonic()
+                proc.send_signal(signal.SIGTERM)
+                codes = await close_codes([ws], STOP_BOUND)
+                await asyncio.to_thread(wait_exit, proc, STOP_BOUND)
+                return codes[0], time.monotonic() - signalled
+
+        code, elapsed = asyncio.run(scenario())
+    return elapsed, code, proc.returncode, log_path.read_text()
+
+
+def test_a_drain_tick_that_raises_is_logged_and_the_drain_goes_on(monkeypatch, site):
+    elapsed, code, returncode, log = stop_with_failing_ticks(monkeypatch, site, "once", "daphne-tick-once.log")
+    assert code == 1001
+    # Exited by itself, not stalled until the stop deadline's exit with status 1 (5 s); and drained (the log says
+    # so below), not stopped at the drain deadline.
+    assert returncode == 0 and elapsed < 3, (returncode, elapsed)
+    assert "drain tick failed" in log and "RuntimeError: injected: this drain tick fails" in log
+    assert "drained in" in log
+
+
+def test_drain_ticks_that_always_raise_still_stop_at_the_drain_deadline(monkeypatch, site):
+    elapsed, _, returncode, log = stop_with_failing_ticks(monkeypatch, site, "always", "daphne-tick-always.log")
+    # The drain deadline (1 s) and its flush (1 s), not the stop deadline's exit with status 1 (5 s).
+    assert returncode == 0 and 2 <= elapsed < 4.5, (returncode, elapsed)
+    assert "drain tick failed" in log and "drained in" not in log
 
 
 def test_a_drain_deadline_past_the_stop_deadline_is_refused_at_start():
