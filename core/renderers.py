@@ -19,6 +19,16 @@ _OPTIONS = (
 )
 
 
+def dumps(data) -> bytes | None:
+    """`data` as FastJSONRenderer writes it inside a larger document (before its U+2028/U+2029 pass, which it then
+    makes over the whole): the node list keeps a rig's text and puts it in a page as it is. None where orjson
+    cannot write it (the renderer then hands the whole to DRF's)."""
+    try:
+        return orjson.dumps(data, default=JSONRenderer.encoder_class().default, option=_OPTIONS)
+    except orjson.JSONEncodeError:
+        return None
+
+
 class FastJSONRenderer(JSONRenderer):
     def render(self, data, accepted_media_type=None, renderer_context=None):
         if data is None or self.get_indent(accepted_media_type, renderer_context or {}) is not None:

@@ -37,6 +37,7 @@ from typing import NamedTuple
 import orjson
 from django.db import DatabaseError, connections, router
 
+from core import renderers
 from core.paging import Page
 from nodes import json_page, list_version, queries
 from nodes.models import Node
@@ -146,7 +147,7 @@ class Shape:
         """The page's `(id, version)` pairs, in its order (page_json: a page whose rows are all kept): the checked
         SQL with only those two in its select list, and ORDER BY naming columns, not positions. None where the
         database keeps no version or the order is not a list of the select list's columns."""
-        if not self.versioned or not self.named or self.columns is None or "id" not in self.columns:
+        if not self.versioned or self.columns is None or "id" not in self.columns:
             return None
         head, from_, rest = self.sql.partition(" FROM ")
         where, order_by, tail = rest.rpartition(" ORDER BY ")
@@ -165,7 +166,8 @@ class Shape:
                 return None
             terms.append(term)
         select = f"SELECT {self.columns['id']}, {_VERSION}"
-        return _named(select + from_ + where + " ORDER BY " + ", ".join(terms) + _TAIL)
+        sql = select + from_ + where + " ORDER BY " + ", ".join(terms) + _TAIL
+        return _named(sql) if self.named else sql
 
     @functools.cached_property
     def written_scope(self) -> int:
@@ -239,10 +241,10 @@ def _compile(alias: str, order: str, names: tuple[str, ...]) -> Shape:
 
 def _versioned(connection) -> bool:
     """Whether the database keeps row versions (nodes.list_version), read from the catalog once per shape."""
-    if connection.vendor != "sqlite":
+    if connection.vendor not in ("sqlite", "postgresql"):
         return False
     connection.ensure_connection()
-    return list_version.installed(connection.connection)
+    return list_version.installed(connection.vendor, connection.connection)
 
 
 def _typed_aliases(select: str, compiler) -> list[tuple[int, str, str]]:
@@ -339,7 +341,7 @@ def page_json(
     alias, shape = _shape(query, page, now)
     json_sql = shape.json_sql if shape is not None else None
     if json_sql is None:
-        return None
+        return _known_or_written(alias, shape, query, page, now) if keys_first and shape is not None else None
     try:
         if keys_first and shape.keys_sql is not None:
             texts = WRITTEN.known(_fetch(alias, shape, shape.keys_sql, query, page, now), shape.written_scope)
@@ -351,6 +353,25 @@ def page_json(
     except (orjson.JSONDecodeError, DatabaseError, UnicodeDecodeError):
         return None
     return None if texts is None else (b"[" + b",".join(texts) + b"]", len(texts))
+
+
+def _known_or_written(alias: str, shape: Shape, query, page: Page, now) -> tuple[bytes, int] | None:
+    """page_json where the page is not written by position (PostgreSQL), with keys first: the page's `(id,
+    version)` pairs, and the kept texts when there is one for each; else the page read the ordinary way (one more
+    query), each rig's PublicNode written as the renderer writes it and kept under the version the first query
+    gave it. That read comes after the versions', so it shows each row as it was then or later: a text is never
+    older than its key, and a row changed in between is kept under a version no later request will ask for."""
+    if shape.keys_sql is None:
+        return None
+    keys = _fetch(alias, shape, shape.keys_sql, query, page, now)
+    texts = WRITTEN.known(keys, shape.written_scope)
+    if texts is None:
+        nodes = shape.reader.public_nodes(_fetch(alias, shape, shape.run_sql, query, page, now), connections[alias])
+        texts = [renderers.dumps(node) for node in nodes]
+        if None in texts:
+            return None  # a value orjson cannot write: the renderer's own fallback, with page_nodes
+        WRITTEN.keep(dict(keys), [node["id"] for node in nodes], texts, shape.written_scope)
+    return b"[" + b",".join(texts) + b"]", len(texts)
 
 
 class WrittenRows:
@@ -376,6 +397,15 @@ class WrittenRows:
         texts = [kept.get((scope, tuple(key))) for key in keys]
         return None if None in texts else texts
 
+    def keep(self, versions: dict, ids: list, texts: list[bytes], scope: int) -> None:
+        """Keep `texts` (the rigs `ids`' texts) under the version `versions` gave each id; a rig with none there
+        (new since `versions` was read) is not kept."""
+        kept = self.kept
+        for node_id, text in zip(ids, texts, strict=True):
+            if node_id in versions:
+                kept[(scope, (node_id, versions[node_id]))] = text
+        self._bound()
+
     def texts(self, rows: list, writing: tuple, scope: int, key: Callable | None = None) -> list[bytes] | None:
         """The text of each of `rows`, written for those not kept. `key`: a row's `(id, version)` where the database
         keeps versions (nodes.list_version), else the row is known by its values (WrittenRows.key)."""
@@ -389,10 +419,14 @@ class WrittenRows:
                 return None
             for n, text in zip(missing, written, strict=True):
                 texts[n] = kept[keys[n]] = text
-            if len(kept) > MAX_WRITTEN_ROWS:  # the oldest go, half of what is kept at once: this runs rarely
-                for old in list(kept)[: max(len(kept) - MAX_WRITTEN_ROWS, len(kept) // 2)]:
-                    kept.pop(old, None)  # another thread (gthread workers) may have let it go
+            self._bound()
         return texts
+
+    def _bound(self) -> None:
+        kept = self.kept
+        if len(kept) > MAX_WRITTEN_ROWS:  # the oldest go, half of what is kept at once: this runs rarely
+            for old in list(kept)[: max(len(kept) - MAX_WRITTEN_ROWS, len(kept) // 2)]:
+                kept.pop(old, None)  # another thread (gthread workers) may have let it go
 
 
 WRITTEN = WrittenRows()
