@@ -21,8 +21,8 @@ A plain GET of the list goes one step further on SQLite (page_json): the checked
 makes of several columns added to its select list, gives the rows, the page is written as JSON by position
 (nodes.json_page), and it reaches the renderer as JSON text. Each row's text is kept in the process
 (WrittenRows), known by the row's version where SQLite keeps one (nodes.list_version), else by its values; and a
-request that asked no count (one kept in the cache) asks first for the page's `(id, version)` pairs alone, which is
-the whole page when every row's text is kept (page_json)."""
+request that asked no count (one kept in the cache) asks first for the page's rows' keys alone (id, version, owner's
+handle, relay's URL), which is the whole page when every row's text is kept (page_json)."""
 
 import functools
 import itertools
@@ -60,6 +60,8 @@ _COLUMN = re.compile(r'("[^"]+"\."[^"]+") AS "([^"]+)"')
 _DIRECTION = re.compile(r"(?:ASC|DESC)(?: NULLS (?:FIRST|LAST))?")
 _COLUMN_TERM = re.compile(r'"[^"]+"\."[^"]+" ' + _DIRECTION.pattern)
 _VERSION = f'"{Node._meta.db_table}"."{list_version.COLUMN}"'
+# A kept row's key, with its version second: what its text shows beside the node's own row (nodes.list_version).
+_KEYED = ("id", "owner__handle", "relay__public_url")
 # A parameter, as Django's SQLite cursor finds them (django.db.backends.sqlite3.base.FORMAT_QMARK_REGEX).
 _PLACEHOLDER = re.compile(r"(?<!%)%s")
 
@@ -67,7 +69,7 @@ _PLACEHOLDER = re.compile(r"(?<!%)%s")
 class JsonSQL(NamedTuple):
     sql: str
     writing: tuple  # what json_page.row_texts writes a row's text with, after the rows
-    key: Callable | None  # a row's (id, version), where the database keeps versions (Shape.versioned)
+    key: Callable | None  # a row's (id, version, handle, relay URL), where the database keeps versions
 
 
 @dataclass(frozen=True)
@@ -127,8 +129,8 @@ class Shape:
             else:
                 positions.append(names.index(name))
         key = None
-        if self.versioned and "id" in columns:
-            key = itemgetter(names.index("id"), len(names) + len(made))
+        if self.keys_sql is not None:
+            key = itemgetter(names.index("id"), len(names) + len(made), *map(names.index, _KEYED[1:]))
             made.append(f'{_VERSION} AS "{list_version.COLUMN}"')
         # The cursor formats the SQL with its parameters (`%` operator): a `%` of the added SQL is written `%%`.
         added = "".join(f", {sql}" for sql in made).replace("%", "%%")
@@ -144,10 +146,11 @@ class Shape:
 
     @functools.cached_property
     def keys_sql(self) -> str | None:
-        """The page's `(id, version)` pairs, in its order (page_json: a page whose rows are all kept): the checked
-        SQL with only those two in its select list, and ORDER BY naming columns, not positions. None where the
-        database keeps no version or the order is not a list of the select list's columns."""
-        if not self.versioned or self.columns is None or "id" not in self.columns:
+        """The page's rows' keys, in its order (page_json: a page whose rows are all kept): `(id, version, owner's
+        handle, relay's URL)`, the checked SQL with only those in its select list, and ORDER BY naming columns, not
+        positions. None where the database keeps no version or the order is not a list of the select list's
+        columns."""
+        if not self.versioned or self.columns is None or not set(_KEYED) <= set(self.columns):
             return None
         head, from_, rest = self.sql.partition(" FROM ")
         where, order_by, tail = rest.rpartition(" ORDER BY ")
@@ -165,9 +168,25 @@ class Shape:
             elif not _COLUMN_TERM.fullmatch(term):
                 return None
             terms.append(term)
-        select = f"SELECT {self.columns['id']}, {_VERSION}"
+        id_, *joined = (self.columns[name] for name in _KEYED)
+        select = f"SELECT {id_}, {_VERSION}, {', '.join(joined)}"
         sql = select + from_ + where + " ORDER BY " + ", ".join(terms) + _TAIL
         return _named(sql) if self.named else sql
+
+    @functools.cached_property
+    def keyed_run_sql(self) -> str | None:
+        """run_sql with the row's version added last to its select list (page_json on PostgreSQL, where the page
+        is read the ordinary way): its rows are run_sql's, and each brings its own key (`key_of_run_row`)."""
+        if self.keys_sql is None:
+            return None
+        head, from_, rest = self.run_sql.partition(" FROM ")
+        return f"{head}, {_VERSION}{from_}{rest}"
+
+    @functools.cached_property
+    def key_of_run_row(self) -> Callable:
+        """A keyed_run_sql row's key, as keys_sql gives it."""
+        names = self.reader.names
+        return itemgetter(names.index("id"), len(names), *map(names.index, _KEYED[1:]))
 
     @functools.cached_property
     def written_scope(self) -> int:
@@ -333,9 +352,9 @@ def page_json(
     cannot write: page_nodes then (one more query, for such a page only).
 
     `keys_first` (the list asked no count this request): where the database keeps row versions, ask first for the
-    page's `(id, version)` pairs alone, and when this process keeps the text of every one of them, the page is
-    those texts; else (a row new or changed since) the page is read whole, as without `keys_first`. So a list
-    request costs at most two queries either way."""
+    page's rows' keys alone, and when this process keeps the text of every one of them, the page is those texts;
+    else (a row new or changed since) the page is read whole, as without `keys_first`. So a list request costs two
+    queries at most, three for a page that cannot be written so (page_nodes then reads it again)."""
     if page.start >= page.count:
         return b"[]", 0
     alias, shape = _shape(query, page, now)
@@ -356,21 +375,23 @@ def page_json(
 
 
 def _known_or_written(alias: str, shape: Shape, query, page: Page, now) -> tuple[bytes, int] | None:
-    """page_json where the page is not written by position (PostgreSQL), with keys first: the page's `(id,
-    version)` pairs, and the kept texts when there is one for each; else the page read the ordinary way (one more
-    query), each rig's PublicNode written as the renderer writes it and kept under the version the first query
-    gave it. That read comes after the versions', so it shows each row as it was then or later: a text is never
-    older than its key, and a row changed in between is kept under a version no later request will ask for."""
+    """page_json where the page is not written by position (PostgreSQL), with keys first: the page's rows' keys,
+    and the kept texts when there is one for each; else the page read the ordinary way with each row's key (one
+    more query), each rig's PublicNode written as the renderer writes it and kept under its key."""
     if shape.keys_sql is None:
         return None
-    keys = _fetch(alias, shape, shape.keys_sql, query, page, now)
-    texts = WRITTEN.known(keys, shape.written_scope)
-    if texts is None:
-        nodes = shape.reader.public_nodes(_fetch(alias, shape, shape.run_sql, query, page, now), connections[alias])
-        texts = [renderers.dumps(node) for node in nodes]
-        if None in texts:
-            return None  # a value orjson cannot write: the renderer's own fallback, with page_nodes
-        WRITTEN.keep(dict(keys), [node["id"] for node in nodes], texts, shape.written_scope)
+    try:
+        texts = WRITTEN.known(_fetch(alias, shape, shape.keys_sql, query, page, now), shape.written_scope)
+        if texts is not None:
+            return b"[" + b",".join(texts) + b"]", len(texts)
+        rows = _fetch(alias, shape, shape.keyed_run_sql, query, page, now)
+    except DatabaseError:
+        return None
+    nodes = shape.reader.public_nodes([row[:-1] for row in rows], connections[alias])
+    texts = [renderers.dumps(node) for node in nodes]
+    if None in texts:
+        return None  # a value orjson cannot write: the renderer's own fallback, with page_nodes
+    WRITTEN.keep(map(shape.key_of_run_row, rows), texts, shape.written_scope)
     return b"[" + b",".join(texts) + b"]", len(texts)
 
 
@@ -391,24 +412,23 @@ class WrittenRows:
         return (row, tuple(map(type, row)), tuple(value.hex() for value in row if type(value) is float))
 
     def known(self, keys: list, scope: int) -> list[bytes] | None:
-        """The texts kept for each of `keys` (a row's `(id, version)`, as JsonSQL.key gives it), or None when one
-        is not kept."""
+        """The texts kept for each of `keys` (a row's `(id, version, handle, relay URL)`, as JsonSQL.key gives
+        it), or None when one is not kept."""
         kept = self.kept
         texts = [kept.get((scope, tuple(key))) for key in keys]
         return None if None in texts else texts
 
-    def keep(self, versions: dict, ids: list, texts: list[bytes], scope: int) -> None:
-        """Keep `texts` (the rigs `ids`' texts) under the version `versions` gave each id; a rig with none there
-        (new since `versions` was read) is not kept."""
+    def keep(self, keys, texts: list[bytes], scope: int) -> None:
+        """Keep `texts` under `keys` (a row's key, as JsonSQL.key gives it)."""
         kept = self.kept
-        for node_id, text in zip(ids, texts, strict=True):
-            if node_id in versions:
-                kept[(scope, (node_id, versions[node_id]))] = text
+        for key, text in zip(keys, texts, strict=True):
+            kept[(scope, key)] = text
         self._bound()
 
     def texts(self, rows: list, writing: tuple, scope: int, key: Callable | None = None) -> list[bytes] | None:
-        """The text of each of `rows`, written for those not kept. `key`: a row's `(id, version)` where the database
-        keeps versions (nodes.list_version), else the row is known by its values (WrittenRows.key)."""
+        """The text of each of `rows`, written for those not kept. `key`: a row's `(id, version, handle, relay
+        URL)` where the database keeps versions (nodes.list_version), else the row is known by its values
+        (WrittenRows.key)."""
         kept = self.kept
         keys = [(scope, key) for key in map(key or self.key, rows)]
         texts = list(map(kept.get, keys))

@@ -1,32 +1,31 @@
 """A version per listed row, kept by the database itself (docs/benchmarks.md, "Eighth pass"): the node list keeps
 each row's JSON text in the process (nodes.compiled_list.WrittenRows), and with a version the database changes
-whenever anything the text is made of changes, a page whose rows are all known is one small query for
-`(id, version)`, not every value of every row read into Python.
+whenever the row changes, a page whose rows are all known is one small query for each row's key, not every value of
+every row read into Python.
 
 The version is `nodes_node.list_version`, a column the ORM does not know (so that no `save()` ever writes a stale
-value back), renewed by triggers:
-- on every INSERT and every UPDATE of a node, whatever the statement (the ORM, `.update()`, the admin, raw SQL);
-- on the node rows of a contributor whose id or handle changes, and of one inserted or deleted (its handle is in the
-  row's text);
-- on the node rows of a relay whose id or public URL changes, and of one inserted or deleted (a relayed rig's
-  endpoint is made from its relay's URL).
-A version never comes back, so a kept text is never shown for a row that changed, even one deleted and made again
-with the same id: on SQLite it is `random()` (64 bits: 2^-64 a pair), on PostgreSQL the next value of a sequence.
-On SQLite each trigger changes the version only while the statement it follows left it as it was: its own UPDATE
-sets a new one, so it cannot fire itself again even with `recursive_triggers` on. On PostgreSQL the node's trigger
-runs BEFORE the write and sets the new row's version itself.
+value back), renewed by a trigger on every INSERT and every UPDATE of a node, whatever the statement (the ORM,
+`.update()`, the admin, raw SQL). A version never comes back, so a kept text is never shown for a row that changed,
+even one deleted and made again with the same id: on SQLite it is `random()` (64 bits: 2^-64 a pair), on PostgreSQL
+the next value of a sequence. A row's text also shows its owner's handle and, for a relayed rig, its relay's URL:
+those come with the version in the row's key (nodes.compiled_list), read in the same query, so they need no trigger
+on another table (such a trigger would name nodes_node in its body, and SQLite then refuses the rename with which
+Django remakes a table in a migration).
+
+On SQLite the trigger changes the version only while the statement it follows left it as it was: its own UPDATE
+sets a new one, so it cannot fire itself again even with `recursive_triggers` on. On PostgreSQL the trigger runs
+BEFORE the write and sets the new row's version itself.
 
 Django drops a SQLite table's triggers and unknown columns when a migration remakes the table, so `install` runs
-after every `migrate` (post_migrate, nodes.apps), on either database: the column is added when missing, the
-triggers made again, and every version renewed, so that no text kept before the migration matches after it. The
-list uses versions only where `installed` finds the column and these very triggers (and functions); elsewhere it
-keys rows on their values (SQLite) or writes every page (PostgreSQL) as before."""
+after every `migrate` (post_migrate, nodes.apps), on either database, in one transaction: the column is added when
+missing, the triggers made again, the sequence moved past every version in use (a restored dump brings back an
+older sequence), and every version renewed, so that no text kept before the migration matches after it. The list
+uses versions only where `installed` finds the column and these very triggers (and function); elsewhere it keys
+rows on their values (SQLite) or writes every page (PostgreSQL) as before."""
+
+from django.db import transaction
 
 COLUMN = "list_version"
-
-# The node rows whose version a contributor's or relay's change renews (`{ids}`: the OLD and NEW ids it touches).
-_RENEW_OWNED = "UPDATE nodes_node SET list_version = random() WHERE owner_id IN ({ids});"
-_RENEW_RELAYED = "UPDATE nodes_node SET list_version = random() WHERE relay_id IN ({ids});"
 
 TRIGGERS = {
     "nodes_node_list_version_insert": (
@@ -38,86 +37,47 @@ TRIGGERS = {
         " WHEN NEW.list_version IS OLD.list_version"
         " BEGIN UPDATE nodes_node SET list_version = random() WHERE rowid = NEW.rowid; END"
     ),
-    "nodes_contributor_list_version_insert": (
-        "CREATE TRIGGER nodes_contributor_list_version_insert AFTER INSERT ON nodes_contributor FOR EACH ROW"
-        f" BEGIN {_RENEW_OWNED.format(ids='NEW.id')} END"
+}
+# Triggers an earlier version made on the contributors' and relays' tables: dropped by install.
+_OBSOLETE = {
+    "nodes_contributor": (
+        "nodes_contributor_list_version_insert",
+        "nodes_contributor_list_version_update",
+        "nodes_contributor_list_version_delete",
+        "nodes_contributor_list_version",
     ),
-    "nodes_contributor_list_version_update": (
-        "CREATE TRIGGER nodes_contributor_list_version_update AFTER UPDATE ON nodes_contributor FOR EACH ROW"
-        " WHEN NEW.handle IS NOT OLD.handle OR NEW.id IS NOT OLD.id"
-        f" BEGIN {_RENEW_OWNED.format(ids='OLD.id, NEW.id')} END"
-    ),
-    "nodes_contributor_list_version_delete": (
-        "CREATE TRIGGER nodes_contributor_list_version_delete AFTER DELETE ON nodes_contributor FOR EACH ROW"
-        f" BEGIN {_RENEW_OWNED.format(ids='OLD.id')} END"
-    ),
-    "nodes_relay_list_version_insert": (
-        "CREATE TRIGGER nodes_relay_list_version_insert AFTER INSERT ON nodes_relay FOR EACH ROW"
-        f" BEGIN {_RENEW_RELAYED.format(ids='NEW.id')} END"
-    ),
-    "nodes_relay_list_version_update": (
-        "CREATE TRIGGER nodes_relay_list_version_update AFTER UPDATE ON nodes_relay FOR EACH ROW"
-        " WHEN NEW.public_url IS NOT OLD.public_url OR NEW.id IS NOT OLD.id"
-        f" BEGIN {_RENEW_RELAYED.format(ids='OLD.id, NEW.id')} END"
-    ),
-    "nodes_relay_list_version_delete": (
-        "CREATE TRIGGER nodes_relay_list_version_delete AFTER DELETE ON nodes_relay FOR EACH ROW"
-        f" BEGIN {_RENEW_RELAYED.format(ids='OLD.id')} END"
+    "nodes_relay": (
+        "nodes_relay_list_version_insert",
+        "nodes_relay_list_version_update",
+        "nodes_relay_list_version_delete",
+        "nodes_relay_list_version",
     ),
 }
-
 
 _HAS_COLUMN = "SELECT 1 FROM pragma_table_info('nodes_node') WHERE name = ?"
 
-
-TABLES = ("nodes_node", "nodes_contributor", "nodes_relay")
-
-# PostgreSQL: the functions the triggers run (their bodies, as pg_proc keeps them) and the triggers.
+# PostgreSQL: the sequence, the function the trigger runs (its body as pg_proc keeps it) and the trigger.
 SEQUENCE = "nodes_node_list_version_seq"
-
-
-def _renew(column: str) -> str:
-    # The node's own BEFORE UPDATE trigger gives each touched row its next version.
-    update = f"UPDATE nodes_node SET list_version = 0 WHERE {column}"  # noqa: S608 - constants only
-    return (
-        f"BEGIN IF TG_OP <> 'INSERT' THEN {update} = OLD.id; END IF;"
-        f" IF TG_OP <> 'DELETE' THEN {update} = NEW.id; END IF;"
-        " RETURN NULL; END"
-    )
-
-
-PG_FUNCTIONS = {
-    "nodes_node_list_version": f"BEGIN NEW.list_version := nextval('{SEQUENCE}'); RETURN NEW; END",
-    "nodes_owner_list_version": _renew("owner_id"),
-    "nodes_relay_list_version": _renew("relay_id"),
-}
-PG_TRIGGERS = {
-    ("nodes_node", "nodes_node_list_version"): "BEFORE INSERT OR UPDATE ON nodes_node FOR EACH ROW"
-    " EXECUTE FUNCTION nodes_node_list_version()",
-    ("nodes_contributor", "nodes_contributor_list_version"): "AFTER INSERT OR DELETE ON nodes_contributor"
-    " FOR EACH ROW EXECUTE FUNCTION nodes_owner_list_version()",
-    ("nodes_contributor", "nodes_contributor_list_version_update"): "AFTER UPDATE ON nodes_contributor FOR EACH ROW"
-    " WHEN (OLD.handle IS DISTINCT FROM NEW.handle OR OLD.id IS DISTINCT FROM NEW.id)"
-    " EXECUTE FUNCTION nodes_owner_list_version()",
-    ("nodes_relay", "nodes_relay_list_version"): "AFTER INSERT OR DELETE ON nodes_relay"
-    " FOR EACH ROW EXECUTE FUNCTION nodes_relay_list_version()",
-    ("nodes_relay", "nodes_relay_list_version_update"): "AFTER UPDATE ON nodes_relay FOR EACH ROW"
-    " WHEN (OLD.public_url IS DISTINCT FROM NEW.public_url OR OLD.id IS DISTINCT FROM NEW.id)"
-    " EXECUTE FUNCTION nodes_relay_list_version()",
-}
+PG_FUNCTION = ("nodes_node_list_version", f"BEGIN NEW.list_version := nextval('{SEQUENCE}'); RETURN NEW; END")
+PG_TRIGGER = (
+    "nodes_node_list_version",
+    "BEFORE INSERT OR UPDATE ON nodes_node FOR EACH ROW EXECUTE FUNCTION nodes_node_list_version()",
+)
 
 
 def install(connection) -> None:
     """The column (when missing), the triggers made again and every version renewed, on a SQLite or PostgreSQL
-    `connection`; nothing where a table is missing (a migrate back to before them)."""
-    if connection.vendor not in ("sqlite", "postgresql"):
+    `connection`, in one transaction; nothing where the nodes table is missing (a migrate back to before it)."""
+    if connection.vendor not in ("sqlite", "postgresql") or "nodes_node" not in connection.introspection.table_names():
         return
-    if not set(TABLES) <= set(connection.introspection.table_names()):
-        return
-    if connection.vendor == "postgresql":
-        _install_postgresql(connection)
-        return
-    with connection.cursor() as cursor:
+    with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+        tables = set(connection.introspection.table_names(cursor))
+        if connection.vendor == "postgresql":
+            _install_postgresql(cursor, tables)
+            return
+        for table, names in _OBSOLETE.items():
+            for name in names if table in tables else ():
+                cursor.execute(f"DROP TRIGGER IF EXISTS {name}")
         cursor.execute(_HAS_COLUMN.replace("?", "%s"), [COLUMN])
         if cursor.fetchone() is None:
             cursor.execute(f"ALTER TABLE nodes_node ADD COLUMN {COLUMN} integer NOT NULL DEFAULT 0")
@@ -127,20 +87,26 @@ def install(connection) -> None:
         cursor.execute(f"UPDATE nodes_node SET {COLUMN} = random()")  # noqa: S608 - constants only
 
 
-def _install_postgresql(connection) -> None:
-    with connection.cursor() as cursor:
-        cursor.execute(f"CREATE SEQUENCE IF NOT EXISTS {SEQUENCE}")
-        cursor.execute(f"ALTER TABLE nodes_node ADD COLUMN IF NOT EXISTS {COLUMN} bigint NOT NULL DEFAULT 0")
-        for name, body in PG_FUNCTIONS.items():
-            cursor.execute(f"CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $${body}$$")
-        for (table, name), definition in PG_TRIGGERS.items():
+def _install_postgresql(cursor, tables: set) -> None:
+    for table, names in _OBSOLETE.items():
+        for name in names if table in tables else ():
             cursor.execute(f"DROP TRIGGER IF EXISTS {name} ON {table}")
-            cursor.execute(f"CREATE TRIGGER {name} {definition}")
-        cursor.execute(f"UPDATE nodes_node SET {COLUMN} = 0")  # noqa: S608 - constants only; the trigger renews it
+    cursor.execute("DROP FUNCTION IF EXISTS nodes_owner_list_version(), nodes_relay_list_version()")
+    cursor.execute(f"CREATE SEQUENCE IF NOT EXISTS {SEQUENCE}")
+    cursor.execute(f"ALTER TABLE nodes_node ADD COLUMN IF NOT EXISTS {COLUMN} bigint NOT NULL DEFAULT 0")
+    name, body = PG_FUNCTION
+    cursor.execute(f"CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $${body}$$")
+    name, definition = PG_TRIGGER
+    cursor.execute(f"DROP TRIGGER IF EXISTS {name} ON nodes_node")
+    cursor.execute(f"CREATE TRIGGER {name} {definition}")
+    # Past every version in use: after a restored dump the sequence could give one again.
+    past = f"SELECT setval('{SEQUENCE}', GREATEST(nextval('{SEQUENCE}'), MAX({COLUMN}) + 1)) FROM nodes_node"  # noqa: S608
+    cursor.execute(past)
+    cursor.execute(f"UPDATE nodes_node SET {COLUMN} = 0")  # noqa: S608 - constants only; the trigger renews it
 
 
 def installed(vendor: str, connection) -> bool:
-    """Whether the database has the column and exactly these triggers (and on PostgreSQL these functions).
+    """Whether the database has the column and exactly this trigger (on PostgreSQL with this function, enabled).
     `connection`: the DB-API connection itself, read with no Django cursor: nodes.compiled_list asks once per page
     shape and process, when it compiles the shape, and that catalog read is no query of the request that happens
     to compile it."""
@@ -164,15 +130,17 @@ def _installed_postgresql(connection) -> bool:
         if cursor.fetchone() is None:
             return False
         cursor.execute(
-            "SELECT p.proname, p.prosrc FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
-            " WHERE n.nspname = current_schema() AND p.proname = ANY(%s)",
-            [list(PG_FUNCTIONS)],
+            "SELECT p.prosrc FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
+            " WHERE n.nspname = current_schema() AND p.proname = %s",
+            [PG_FUNCTION[0]],
         )
-        if dict(cursor.fetchall()) != PG_FUNCTIONS:
+        if cursor.fetchall() != [(PG_FUNCTION[1],)]:
             return False
         cursor.execute(
-            "SELECT c.relname, t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid"
-            " WHERE NOT t.tgisinternal AND t.tgname = ANY(%s)",
-            [[name for _table, name in PG_TRIGGERS]],
+            "SELECT 1 FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE NOT t.tgisinternal AND t.tgenabled <> 'D' AND t.tgname = %s"
+            " AND c.relname = 'nodes_node' AND n.nspname = current_schema()",
+            [PG_TRIGGER[0]],
         )
-        return set(cursor.fetchall()) == set(PG_TRIGGERS)
+        return cursor.fetchone() is not None
