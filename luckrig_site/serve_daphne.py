@@ -95,19 +95,25 @@ class GracefulServer(Server):
         self.stopping_since = time.monotonic()
         self.exit_deadline = self.stopping_since + self.stop_timeout
         threading.Thread(target=self._watchdog, name="stop-watchdog", daemon=True).start()
-        for port in self.ports:
-            port.stopListening()
-        for protocol in self.connections:
-            if isinstance(protocol, WebRequest) and not protocol.finished:
-                self._close_after_answer(protocol)
-        log.info(
-            "%s: draining (%d connection(s); requests get %g s, the process %g s)",
-            signal.Signals(sig).name,
-            len(self.connections),
-            self.drain_timeout,
-            self.stop_timeout,
-        )
-        self._drain_tick()
+        # Whatever the setup raises, the ticks start: without them nothing is cut at the drain deadline and only the
+        # watchdog's exit with status 1 ends the process.
+        try:
+            for port in self.ports:
+                port.stopListening()
+            for protocol in list(self.connections):
+                if isinstance(protocol, WebRequest) and not protocol.finished:
+                    self._close_after_answer(protocol)
+            log.info(
+                "%s: draining (%d connection(s); requests get %g s, the process %g s)",
+                signal.Signals(sig).name,
+                len(self.connections),
+                self.drain_timeout,
+                self.stop_timeout,
+            )
+        except Exception:
+            log.exception("the drain's start failed; draining what is left")
+        finally:
+            self._drain_tick()
 
     def _close_after_answer(self, request) -> None:
         """The connection closes once this answer is sent (flushed first: Twisted's loseConnection), and the drain
@@ -123,8 +129,8 @@ class GracefulServer(Server):
         1 at the stop deadline (and Twisted's log, which goes nowhere, would swallow the error). The error is logged
         and the drain goes on, rather than stopping at once, because a step keeps little state that the next one
         trusts (a websocket is marked told before its close is sent, so a failing one is not retried): the next step
-        still closes and waits for answers. The exception is the cut, done once: a `_cut` that raises leaves the
-        connections after it in that pass to be cancelled when the reactor stops, without their 503. The deadline is
+        still closes and waits for answers. The cut is done once, each connection on its own: one that fails to be cut
+        is logged and the others still get their 503. The deadline is
         kept here, outside the step, so that steps that always raise still stop the reactor at the drain deadline;
         the watchdog stays the last word at the stop deadline."""
         elapsed = time.monotonic() - self.stopping_since
@@ -156,9 +162,12 @@ class GracefulServer(Server):
             self.cut = True
             log.warning("drain timeout: cutting %d connection(s) still busy", len(busy))
             for protocol in busy:
-                if isinstance(protocol, WebRequest):
-                    self._close_after_answer(protocol)
-                _cut(protocol)
+                try:  # one that fails does not spare the others their 503
+                    if isinstance(protocol, WebRequest):
+                        self._close_after_answer(protocol)
+                    _cut(protocol)
+                except Exception:
+                    log.exception("cutting a connection failed")
         if not busy and not flushing:
             log.info("drained in %.1f s", elapsed)
             return True

@@ -225,6 +225,21 @@ if how == "once":
         serve_daphne._busy = real_busy
         fail()
     serve_daphne._busy = failing_busy
+elif how == "cut":  # the first connection cut at the drain deadline fails
+    real_cut = serve_daphne._cut
+    def failing_cut(protocol):
+        serve_daphne._cut = real_cut
+        fail()
+    serve_daphne._cut = failing_cut
+elif how == "start":  # the drain's start fails: a port that cannot stop listening
+    class StuckPort:
+        def stopListening(self):
+            fail()
+    real_listen = serve_daphne.GracefulServer.listen_success
+    def listen_success(self, port):
+        real_listen(self, port)
+        self.ports.insert(0, StuckPort())
+    serve_daphne.GracefulServer.listen_success = listen_success
 else:
     serve_daphne.GracefulServer._drain_step = fail
 serve_daphne.main()
@@ -268,6 +283,33 @@ def test_drain_ticks_that_always_raise_still_stop_at_the_drain_deadline(monkeypa
     # The drain deadline (1 s) and its flush (1 s), not the stop deadline's exit with status 1 (5 s).
     assert returncode == 0 and 2 <= elapsed < 4.5, (returncode, elapsed)
     assert "drain tick failed" in log and "drained in" not in log
+
+
+def test_a_drain_whose_start_raises_still_drains(monkeypatch, site):
+    elapsed, code, returncode, log = stop_with_failing_ticks(monkeypatch, site, "start", "daphne-start-fails.log")
+    # Before, the ticks never started: no 1001, and the watchdog's exit with status 1 at the stop deadline (5 s).
+    assert code == 1001 and returncode == 0 and elapsed < 3, (code, returncode, elapsed)
+    assert "the drain's start failed" in log and "drained in" in log
+
+
+def test_a_cut_that_fails_spares_no_other_connection_its_503(monkeypatch, site):
+    """Two requests stuck in their views at the drain deadline; cutting the first raises. The second still gets
+    its 503 `restarting` (before, the failure ended that pass of the cut and no one got one)."""
+    env, url, tmp = site
+    log_path = tmp / "daphne-cut-fails.log"
+    monkeypatch.setattr("tests.processes.DAPHNE", ["-c", FAILING_TICK, "cut"])
+    args = ("--drain-timeout", "1", "--stop-timeout", "3")
+    with daphne_process(env, log_path=log_path, args=args) as (base, proc), contributors_locked(url):
+        stuck = [create_contributor_in_background(base) for _ in range(2)]
+        time.sleep(1)  # both requests are in their views, waiting for the lock
+        proc.send_signal(signal.SIGTERM)
+        wait_exit(proc, STOP_BOUND)
+        for thread, _answer in stuck:
+            thread.join(10)
+    answers = [answer["r"] for _thread, answer in stuck]
+    restarting = [r for r in answers if isinstance(r, requests.Response) and r.status_code == 503]
+    assert len(restarting) == 1 and restarting[0].json()["code"] == "restarting", answers
+    assert "cutting a connection failed" in log_path.read_text()
 
 
 def test_a_drain_deadline_past_the_stop_deadline_is_refused_at_start():
