@@ -50,6 +50,7 @@ def _plain_get(request) -> bool:
 
 
 def _page_nodes(query, page, now, keys_first=False) -> tuple[list[dict], int]:
+    # `keys_first` only matches page_json_or_nodes' call: the ordinary path reads the page whole either way.
     nodes = page_nodes(query, page, now)
     return nodes, len(nodes)
 

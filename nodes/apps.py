@@ -3,8 +3,8 @@ from django.db.models.signals import post_migrate
 
 
 def _install_list_versions(sender, using, **kwargs):
-    """The node list's row versions on SQLite (nodes.list_version), after every migrate: a migration that remakes
-    a table drops its triggers and the column."""
+    """The node list's row versions (nodes.list_version), after every migrate, on SQLite and PostgreSQL: a
+    migration that remakes a SQLite table drops its triggers and the column."""
     from django.db import connections
 
     from nodes import list_version

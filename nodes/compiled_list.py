@@ -400,7 +400,9 @@ class WrittenRows:
     page's rows come back the same between two requests unless one of their columns changed, and a row that comes
     back is not written again. The key is every value the text is made of, with its type and, for a float, its
     exact bits (-0.0 and 0.0 are equal in Python, 1 and 1.0 too, but not in JSON): a changed value is a new key, so
-    a list never shows a rig as it was, whatever changed it (a heartbeat, the admin, a migration). One per process
+    a list never shows a rig as it was, whatever changed it (a heartbeat, the admin, a migration). Where the
+    database keeps row versions (nodes.list_version), a row is known instead by `(id, version, owner's handle,
+    relay's URL)`, which changes with any of those values (JsonSQL.key, Shape.keys_sql). One per process
     (WRITTEN), each shape's rows apart (`scope`), bounded for all of them together: past MAX_WRITTEN_ROWS the oldest
     half is forgotten, so that asking for many filters cannot grow it (docs/benchmarks.md, "Seventh pass")."""
 
